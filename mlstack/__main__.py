@@ -1,0 +1,3 @@
+from mlstack.cli import main
+
+raise SystemExit(main())

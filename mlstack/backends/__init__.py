@@ -1,0 +1,44 @@
+"""Backends turn the IR into files. A registry maps names to implementations (lazily).
+
+Each backend is one small module with a class that declares its templates (under
+templates/<name>/) and implements `render(system, options) -> FileTree`. Backends read
+only the IR (`mlstack.ir.nodes`), never the spec or raw YAML.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from mlstack.filetree import FileTree
+from mlstack.ir.nodes import SystemIR
+
+REGISTRY: dict[str, str] = {
+    # order matters only for readability; output is sorted by path
+    "shared": "mlstack.backends.shared:SharedBackend",
+    # "feast", "prefect", "bentoml"; "infra" and "monitoring" for cluster and cloud targets
+}
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """How the generated tree finds the project: `project_dir` is the spec's folder relative
+    to the output root (POSIX, e.g. '..' for PROJECT/build). No absolute paths, ever."""
+
+    project_dir: str = ".."
+
+
+class Backend(Protocol):
+    name: str
+    templates: tuple[str, ...]
+
+    def applies(self, system: SystemIR) -> bool: ...
+
+    def render(self, system: SystemIR, options: CompileOptions) -> FileTree: ...
+
+
+def load_backend(name: str) -> Backend:
+    module_name, cls_name = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module_name), cls_name)()
+

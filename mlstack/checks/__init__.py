@@ -1,0 +1,52 @@
+"""Semantic checks (lint): named passes over the resolved IR, run in a fixed order.
+
+Each pass takes a `CheckContext` and yields Diagnostics; none raises for a user mistake.
+Reference resolution (MLS2xx) happens earlier, in `mlstack.ir.resolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mlstack.diagnostics import Diagnostic, Severity
+from mlstack.ir.nodes import SystemIR
+from mlstack.loader import SourceMap
+from mlstack.spec.validate import pointer
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    system: SystemIR
+    smap: SourceMap
+
+    def diag(self, code: str, message: str, path: tuple, hint: str | None = None, *,
+             severity: Severity = Severity.ERROR, key: bool = False) -> Diagnostic:
+        return Diagnostic(code, severity, message, self.smap.locate(path, key=key), hint,
+                          pointer(path))
+
+    def written(self, path: tuple) -> bool:
+        return self.smap.has(path)
+
+
+CheckPass = Callable[[CheckContext], Iterable[Diagnostic]]
+
+
+def passes() -> list[tuple[str, CheckPass]]:
+    from mlstack.checks import model_checks, slo_checks, target_checks
+
+    return [
+        ("check_model", model_checks.check_model),
+        ("check_slos", slo_checks.check_slos),
+        ("check_rollout", slo_checks.check_rollout),
+        ("check_target", target_checks.check_target),
+        ("check_supported", target_checks.check_supported),
+    ]
+
+
+def run_checks(system: SystemIR, smap: SourceMap) -> list[Diagnostic]:
+    ctx = CheckContext(system, smap)
+    found: list[Diagnostic] = []
+    for _name, check in passes():
+        found.extend(check(ctx))
+    return found

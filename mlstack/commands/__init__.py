@@ -1,0 +1,7 @@
+"""CLI verbs: one module each, with `register(subparsers)` and `run(args) -> int`.
+
+A verb parses its options, calls one library function and renders the result. Heavy
+imports happen inside `run`, so `mlstack --help` and `mlstack lint` start fast.
+"""
+
+VERBS = ("init", "lint", "schema")

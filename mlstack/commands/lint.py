@@ -1,0 +1,31 @@
+"""mlstack lint FILE...: validate specs and run the semantic checks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "validate specs and run the semantic checks (for editors, pre-commit and CI)"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("lint", help=HELP, description=HELP + ". Exit 0 when clean, 1 on "
+                       "findings, 2 on usage or I/O errors.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spec files (or project folders)")
+    p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
+                   help="output format (default: text)")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mlstack.formats import render
+    from mlstack.lint import analyze_spec
+
+    diagnostics, failed = [], False
+    for file in args.files:
+        analysis = analyze_spec(file)
+        diagnostics.extend(analysis.diagnostics)
+        failed = failed or analysis.failed(args.strict)
+    sys.stdout.write(render(diagnostics, args.format, files=len(args.files)))
+    return 1 if failed else 0

@@ -1,0 +1,1 @@
+"""The resolved IR and the passes that build it."""

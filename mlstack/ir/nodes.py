@@ -1,0 +1,257 @@
+"""The resolved IR: what the system *is* after references, defaults and derivations.
+
+Frozen, fully resolved, JSON round-trippable (`SystemIR.model_dump_json` /
+`SystemIR.model_validate_json`). Backends and lint checks read only this, never raw YAML.
+Every node that came from the spec keeps its JSON pointer (`at`) so checks can locate it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Node(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Derivation(Node):
+    """A setting the spec left to mlstack, the value chosen, and why."""
+
+    setting: str
+    value: str
+    reason: str
+
+
+class ColumnNode(Node):
+    name: str
+    dtype: str
+
+
+class RangeCheck(Node):
+    column: str
+    low: float
+    high: float
+
+
+class AllowedValuesCheck(Node):
+    column: str
+    values: tuple[str | int | float | bool, ...]
+
+
+class ChecksNode(Node):
+    not_null: tuple[str, ...] = ()
+    unique: tuple[str, ...] = ()
+    ranges: tuple[RangeCheck, ...] = ()
+    allowed_values: tuple[AllowedValuesCheck, ...] = ()
+    min_rows: int | None = None
+    max_null_fraction: float | None = None
+
+
+class SourceNode(Node):
+    name: str
+    kind: str
+    family: Literal["file", "warehouse", "stream"]
+    path: str | None = None  # relative to the project folder (the spec's folder)
+    table: str | None = None
+    query: str | None = None
+    topic: str | None = None
+    bootstrap_servers: str | None = None
+    batch_source: str | None = None
+    timestamp_field: str
+    created_timestamp_field: str | None = None
+    columns: tuple[ColumnNode, ...]
+    checks: ChecksNode
+    at: str = ""
+
+    def column(self, name: str) -> ColumnNode | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+
+class EntityNode(Node):
+    name: str
+    join_keys: tuple[ColumnNode, ...]
+    at: str = ""
+
+
+class FeatureViewNode(Node):
+    name: str
+    entities: tuple[str, ...]
+    source: str
+    join_keys: tuple[ColumnNode, ...]
+    ttl_seconds: int
+    fields: tuple[ColumnNode, ...]
+    online: bool
+    offline: bool
+    at: str = ""
+
+
+class TransformInput(Node):
+    ref: str  # as written in the expression: 'field' or 'view.field'
+    view: str
+    field: str
+    column: str  # the column of the training/serving frame it reads (view__field)
+
+
+class TransformNode(Node):
+    name: str
+    expr: str  # canonical text, re-printed from the parsed tree
+    dtype: str
+    inputs: tuple[TransformInput, ...]
+    python: str  # vectorised Python over a DataFrame `df`, emitted from the parsed tree
+    at: str = ""
+
+
+class ModelFeature(Node):
+    """One input column of the model, in model order."""
+
+    ref: str  # as written: 'view.field' or a transform name
+    column: str  # column name in the training and serving frames
+    kind: Literal["view", "transform"]
+    view: str | None = None
+    field: str | None = None
+    dtype: str
+
+
+class LabelNode(Node):
+    source: str
+    field: str
+    dtype: str
+    timestamp_field: str
+    join_keys: tuple[ColumnNode, ...]  # entity keys carried by the label source
+
+
+class EstimatorNode(Node):
+    """The estimator the training flow instantiates."""
+
+    module: str  # e.g. sklearn.ensemble
+    cls: str  # e.g. GradientBoostingClassifier
+    params: tuple[tuple[str, bool | int | float | str | None], ...]
+
+
+class ModelNode(Node):
+    task: str
+    framework: str
+    algorithm: str
+    estimator: EstimatorNode
+    features: tuple[ModelFeature, ...]
+    fetch: tuple[ModelFeature, ...]  # every view feature read online/offline (model + transforms)
+    entities: tuple[str, ...]  # entities whose keys a prediction request carries
+    request_keys: tuple[ColumnNode, ...]  # the request schema: entity join keys, sorted
+    feature_views: tuple[str, ...]  # views the model reads, sorted
+    group_by: str | None = None
+
+
+class GateNode(Node):
+    metric: str
+    op: str
+    threshold: float
+
+
+class TrainingNode(Node):
+    schedule: str | None
+    materialize_interval_seconds: int  # how often online features are refreshed
+    split_by: str
+    test_fraction: float
+    retries: int
+    retry_delay_seconds: int
+    timeout_seconds: int
+    seed: int
+
+
+class EvaluationNode(Node):
+    metrics: tuple[str, ...]
+    gates: tuple[GateNode, ...]
+
+
+class BatchingNode(Node):
+    enabled: bool
+    max_batch_size: int
+    max_latency_ms: int
+    derived: bool
+
+
+class RolloutNode(Node):
+    strategy: str
+    steps: tuple[int, ...]
+    step_seconds: int
+    abort_latency_p99: GateNode | None = None
+    abort_error_rate: GateNode | None = None
+
+
+class ServingNode(Node):
+    protocol: str
+    batching: BatchingNode
+    rollout: RolloutNode
+    timeout_ms: int
+
+
+class SloNode(Node):
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    throughput_rps: float | None = None
+    availability: float | None = None
+    error_rate: float | None = None
+    quality: tuple[GateNode, ...] = ()
+    feature_freshness_seconds: int | None = None
+
+
+class MonitoringNode(Node):
+    drift_method: str | None
+    drift_threshold: float | None
+    drift_features: tuple[str, ...]  # model feature columns watched for drift
+    model_staleness_seconds: int | None
+    alerts: tuple[tuple[str, str], ...]  # (channel, to)
+
+
+class ResourcesNode(Node):
+    cpu: float
+    memory_mib: int
+    gpu: int
+    gpu_type: str | None
+    spot: bool = False
+
+
+class TargetNode(Node):
+    kind: str
+    region: str | None
+    namespace: str
+    online_store: Literal["sqlite", "redis", "dynamodb"]
+    serving: ResourcesNode
+    training: ResourcesNode
+    replicas_min: int
+    replicas_max: int
+    autoscale_target_rps_per_replica: float | None
+
+
+class SystemIR(Node):
+    """The whole system, resolved. `spec_hash` fingerprints the spec as validated."""
+
+    api_version: str
+    name: str  # as written (may contain '-')
+    python_name: str  # name usable as a Python identifier / Feast project ('-' -> '_')
+    owner: str | None
+    description: str | None
+    spec_file: str  # spec file name (no folder)
+    spec_hash: str
+    sources: tuple[SourceNode, ...]
+    entities: tuple[EntityNode, ...]
+    feature_views: tuple[FeatureViewNode, ...]
+    transforms: tuple[TransformNode, ...]
+    label: LabelNode
+    model: ModelNode
+    training: TrainingNode
+    evaluation: EvaluationNode
+    serving: ServingNode
+    slos: SloNode
+    monitoring: MonitoringNode
+    target: TargetNode
+    derivations: tuple[Derivation, ...]
+
+    def source(self, name: str) -> SourceNode:
+        return next(s for s in self.sources if s.name == name)
+
+    def view(self, name: str) -> FeatureViewNode:
+        return next(v for v in self.feature_views if v.name == name)

@@ -1,0 +1,21 @@
+"""The JSON Schema of the spec, exported from the spec models (schemas/mlstack.schema.json)."""
+
+from __future__ import annotations
+
+import json
+
+SCHEMA_ID = "https://mlstack.dev/schemas/mlstack.schema.json"
+SCHEMA_FILE = "mlstack.schema.json"
+
+
+def spec_json_schema() -> dict:
+    from mlstack.spec.models import SystemSpec
+
+    schema = SystemSpec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = SCHEMA_ID
+    return schema
+
+
+def spec_json_schema_text() -> str:
+    return json.dumps(spec_json_schema(), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,1 @@
+"""The spec language as written: models, constrained types and validation."""
