@@ -17,6 +17,7 @@ from mlstack.ir.nodes import SystemIR
 REGISTRY: dict[str, str] = {
     # order matters only for readability; output is sorted by path
     "shared": "mlstack.backends.shared:SharedBackend",
+    "feast": "mlstack.backends.feast:FeastBackend",
     # "feast", "prefect", "bentoml"; "infra" and "monitoring" for cluster and cloud targets
 }
 

@@ -1,0 +1,84 @@
+"""The Feast backend: a feature repo for the local profile plus `<py>_system/store.py`.
+
+Generates feature_repo/feature_store.yaml (SQLite online store, DuckDB offline store, state
+under MLSTACK_STATE_DIR), feature_repo/repo.py (entities, file sources, feature views, the
+model's feature service, one on-demand view calling the shared transforms) and the store
+module every other layer uses to apply, materialize and read features.
+
+Only the local profile (SQLite online store, file sources) is generated here; cluster and
+cloud profiles (Redis/DynamoDB online stores, warehouse sources) come with the
+beyond-one-machine work, so `applies` is False for them.
+"""
+
+from __future__ import annotations
+
+from mlstack.backends import CompileOptions
+from mlstack.backends.shared import header, package_name
+from mlstack.filetree import FileTree
+from mlstack.ir.nodes import SystemIR
+from mlstack.render import render_template
+
+# spec dtype -> (feast.types name, feast.ValueType member)
+FEAST_TYPES = {
+    "int64": ("Int64", "INT64"),
+    "int32": ("Int32", "INT32"),
+    "float64": ("Float64", "DOUBLE"),
+    "float32": ("Float32", "FLOAT"),
+    "string": ("String", "STRING"),
+    "bool": ("Bool", "BOOL"),
+    "timestamp": ("UnixTimestamp", "UNIX_TIMESTAMP"),
+}
+
+
+def transforms_view_name(system: SystemIR) -> str:
+    return f"{system.python_name}_transforms"
+
+
+def _view_sources(system: SystemIR):
+    names = sorted({v.source for v in system.feature_views})
+    return [system.source(n) for n in names]
+
+
+class FeastBackend:
+    name = "feast"
+    templates = ("feast/feature_store.yaml.j2", "feast/repo.py.j2", "feast/feastignore.j2",
+                 "feast/store.py.j2")
+
+    def applies(self, system: SystemIR) -> bool:
+        return (system.target.online_store == "sqlite"
+                and all(s.family == "file" for s in _view_sources(system)))
+
+    def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
+        pkg = package_name(system)
+        fetch_by_view: dict[str, list[str]] = {}
+        for f in system.model.fetch:
+            fetch_by_view.setdefault(f.view, []).append(f.field)
+        odfv = transforms_view_name(system)
+        if system.transforms and any(v.name == odfv for v in system.feature_views):
+            raise ValueError(f"feature view name {odfv!r} is reserved for the transforms")
+        transform_views = sorted({i.view for t in system.transforms for i in t.inputs})
+        used_types = sorted({FEAST_TYPES[c.dtype][0] for v in system.feature_views
+                             for c in (*v.join_keys, *v.fields)}
+                            | {FEAST_TYPES[t.dtype][0] for t in system.transforms})
+        context = dict(
+            system=system, header=header(system), package=pkg, types=FEAST_TYPES,
+            used_types=used_types,
+            entities=sorted(system.entities, key=lambda e: e.name),
+            sources=_view_sources(system),
+            views=sorted(system.feature_views, key=lambda v: v.name),
+            fetch_by_view={k: sorted(v) for k, v in sorted(fetch_by_view.items())},
+            feature_service=f"{system.python_name}_model",
+            transforms=sorted(system.transforms, key=lambda t: t.name),
+            transforms_view=odfv, transform_views=transform_views,
+            source_files={s.name: (s.kind, s.path) for s in _view_sources(system)},
+            source_timestamps={s.name: tuple(sorted(
+                {s.timestamp_field} | {c.name for c in s.columns if c.dtype == "timestamp"}))
+                for s in _view_sources(system) if s.kind == "csv"},
+        )
+        tree = FileTree()
+        tree.add("feature_repo/feature_store.yaml",
+                 render_template("feast/feature_store.yaml.j2", **context))
+        tree.add("feature_repo/repo.py", render_template("feast/repo.py.j2", **context))
+        tree.add("feature_repo/.feastignore", render_template("feast/feastignore.j2", **context))
+        tree.add(f"{pkg}/store.py", render_template("feast/store.py.j2", **context))
+        return tree
