@@ -35,6 +35,11 @@ def _print_error(message: str, hint: str | None = None) -> None:
         sys.stderr.write(f"  hint: {hint}\n")
 
 
+def _error_exit_code(args: argparse.Namespace, code: int) -> int:
+    """`plan --detailed-exitcode` keeps 2 for "changes", so every error is 1 there."""
+    return 1 if getattr(args, "detailed_exitcode", False) else code
+
+
 def main(argv: list[str] | None = None) -> int:
     from mlstack.errors import MlstackError, SpecError
 
@@ -52,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         from mlstack.formats import render_text
 
         sys.stderr.write(render_text(exc.diagnostics))
-        return exc.exit_code
+        return _error_exit_code(args, exc.exit_code)
     except MlstackError as exc:
         _print_error(exc.message, exc.hint)
-        return exc.exit_code
+        return _error_exit_code(args, exc.exit_code)
     except KeyboardInterrupt:
         _print_error("interrupted")
         return 130

@@ -1,0 +1,225 @@
+"""`plan` on a changed spec lists exactly the file and resource changes; the compile and plan
+verbs' exit codes; `--json` and `--explain`."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlstack.build import compile_options, compile_spec, compile_tree, spec_paths
+from mlstack.cli import main
+from mlstack.manifest import MANIFEST_NAME, build_manifest
+from mlstack.plan import (
+    BREAKING_API,
+    REDEPLOY_SERVICE,
+    REEVALUATE,
+    REMATERIALIZE,
+    RETRAIN,
+    REVERIFY_SLOS,
+    plan,
+)
+from tests.conftest import BLUEPRINTS
+
+CHURN = BLUEPRINTS / "churn" / "mlstack.yaml"
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the churn blueprint's spec, compiled once into project/build."""
+    spec = tmp_path / "churn" / "mlstack.yaml"
+    spec.parent.mkdir()
+    shutil.copy(CHURN, spec)
+    compile_spec(spec)
+    return spec
+
+
+def edit_spec(spec: Path, change) -> None:
+    data = yaml.safe_load(spec.read_text())
+    change(data)
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def changed_files(spec: Path) -> list[str]:
+    """Files whose bytes differ between what is in build/ now and a fresh compile: computed
+    independently of plan, by compiling and comparing bytes."""
+    compiled = compile_tree(spec)
+    out = compiled.paths.out_dir
+    on_disk = {p.relative_to(out).as_posix(): p.read_bytes()
+               for p in out.rglob("*") if p.is_file()}
+    new = {**compiled.tree.as_dict(),
+           MANIFEST_NAME: build_manifest(compiled.tree, compiled.system).to_bytes()}
+    return sorted(p for p in set(new) | set(on_disk) if new.get(p) != on_disk.get(p))
+
+
+def plan_for(spec: Path):
+    compiled = compile_tree(spec)
+    return plan(compiled.system, compiled.tree, compiled.paths.out_dir), compiled
+
+
+def summary(p) -> set[tuple[str, str, str, str]]:
+    return {(r.kind, r.name, r.action, r.consequence) for r in p.resources}
+
+
+def test_unchanged_spec_plans_no_change(project):
+    p, compiled = plan_for(project)
+    assert not p.has_changes and p.resources == () and p.file_changes == []
+    assert p.baseline == "manifest" and p.previous_spec_hash == compiled.system.spec_hash
+    assert len(p.files) == len(compiled.tree) + 1  # every file and the manifest: unchanged
+
+
+def test_first_plan_creates_everything(tmp_path):
+    p, compiled = plan_for_out(CHURN, tmp_path / "fresh")
+    assert p.baseline == "none" and p.previous_spec_hash is None
+    assert [f.path for f in p.files if f.action == "create"] == [
+        *compiled.tree.paths(), MANIFEST_NAME]
+    assert {r.action for r in p.resources} == {"create"}
+    assert ("model", "churn", "create", RETRAIN) in summary(p)
+    assert not (tmp_path / "fresh").exists()
+
+
+def plan_for_out(spec, out):
+    compiled = compile_tree(spec, out)
+    return plan(compiled.system, compiled.tree, out), compiled
+
+
+def test_adding_a_feature_retrains_and_lists_the_files(project):
+    def add_feature(data):
+        data["features"]["transforms"].append(
+            {"name": "calls_per_tenure", "expr": "support_calls / (tenure_months + 1)"})
+        data["model"]["features"].append("calls_per_tenure")
+
+    before = plan_for(project)[1].system
+    edit_spec(project, add_feature)
+    expected_files = changed_files(project)
+    p, compiled = plan_for(project)
+    assert sorted(f.path for f in p.file_changes) == expected_files
+    assert {f.action for f in p.file_changes} == {"update"}
+    pkg = f"{compiled.system.python_name}_system"
+    assert {f"{pkg}/features.py", f"{pkg}/transforms.py", MANIFEST_NAME} <= set(expected_files)
+    assert ("transform", "calls_per_tenure", "create", RETRAIN) in summary(p)
+    model = next(r for r in p.resources if r.kind == "model")
+    assert (model.action, model.consequence) == ("update", RETRAIN)
+    assert [(c.name, c.old, c.new) for c in model.properties] == [
+        ("features", [f.ref for f in before.model.features],
+         [f.ref for f in before.model.features] + ["calls_per_tenure"])]
+    # a new on-demand feature reads views that exist: no view changes, the API is the same
+    assert REMATERIALIZE not in p.consequences and BREAKING_API not in p.consequences
+    assert not any(r.kind in ("feature_view", "request_schema", "service") for r in p.resources)
+
+
+def test_changing_a_gate_only_re_evaluates(project):
+    def raise_gate(data):
+        data["evaluation"]["gates"] = {"auc": ">= 0.85"}
+
+    edit_spec(project, raise_gate)
+    expected_files = changed_files(project)
+    p, _ = plan_for(project)
+    assert summary(p) == {("evaluation", "churn", "update", REEVALUATE)}
+    [gates] = p.resources[0].properties
+    assert (gates.name, gates.old, gates.new) == ("gates", ["auc >= 0.8"], ["auc >= 0.85"])
+    assert sorted(f.path for f in p.file_changes) == expected_files
+    assert not any(f.path.startswith("feature_repo/") for f in p.file_changes)
+
+
+def test_raising_p99_rederives_batching_and_changes_the_service(project):
+    def raise_p99(data):
+        data["slos"]["latency"]["p99_ms"] = 300
+
+    before = plan_for(project)[1]
+    edit_spec(project, raise_p99)
+    expected_files = changed_files(project)
+    p, after = plan_for(project)
+    assert summary(p) == {("slos", "churn", "update", REVERIFY_SLOS),
+                          ("service", "churn", "update", REDEPLOY_SERVICE)}
+    service = next(r for r in p.resources if r.kind == "service")
+    old_b, new_b = before.system.serving.batching, after.system.serving.batching
+    assert new_b.max_latency_ms > old_b.max_latency_ms
+    assert ("batching.max_latency_ms", old_b.max_latency_ms, new_b.max_latency_ms) in {
+        (c.name, c.old, c.new) for c in service.properties}
+    derivation = next(d for d in p.derivations if d.setting == "serving.batching.max_latency_ms")
+    assert derivation.previous == str(old_b.max_latency_ms)
+    assert derivation.value == str(new_b.max_latency_ms) and "p99 300" in derivation.reason
+    assert sorted(f.path for f in p.file_changes) == expected_files
+    if any(path.startswith("service/") for path in after.tree.paths()):  # bentoml backend
+        assert any(path.startswith("service/") for path in expected_files)
+
+
+def test_changing_the_request_schema_is_a_breaking_api_change(project):
+    def rename_key(data):
+        text = json.dumps(data).replace("customer_id", "account_id")
+        data.clear()
+        data.update(json.loads(text))
+
+    edit_spec(project, rename_key)
+    p, _ = plan_for(project)
+    schema = next(r for r in p.resources if r.kind == "request_schema")
+    assert schema.consequence == BREAKING_API
+    assert [(c.name, c.old, c.new) for c in schema.properties] == [
+        ("request_keys.account_id", None, "int64"), ("request_keys.customer_id", "int64", None)]
+    assert ("feature_view", "customer_profile", "update", REMATERIALIZE) in summary(p)
+
+
+def test_cli_plan_exit_codes(tmp_path, capsys):
+    spec = tmp_path / "p" / "mlstack.yaml"
+    spec.parent.mkdir()
+    shutil.copy(CHURN, spec)
+    args = ["plan", str(spec), "--detailed-exitcode"]
+    assert main(args) == 2  # nothing compiled yet: everything to create
+    assert main(["plan", str(spec)]) == 0  # changes, but no --detailed-exitcode
+    assert main(["compile", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "No changes" in capsys.readouterr().out
+    edit_spec(spec, lambda d: d["evaluation"].update(gates={"auc": ">= 0.9"}))
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert "~ evaluation churn" in out and "-> re-evaluate" in out
+    spec.write_text(spec.read_text().replace("gradient_boosting", "gradient_boostin"))
+    assert main(args) == 1  # a spec error
+    assert main(["plan", str(tmp_path / "missing.yaml"), "--detailed-exitcode"]) == 1
+    assert main(["plan", str(tmp_path / "missing.yaml")]) == 2  # usage error without it
+
+
+def test_cli_plan_json_and_explain(project, capsys):
+    edit_spec(project, lambda d: d["slos"]["latency"].update(p99_ms=300))
+    assert main(["plan", str(project), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["has_changes"] and data["baseline"] == "manifest"
+    assert {(r["kind"], r["consequence"]) for r in data["resources"]} == {
+        ("slos", REVERIFY_SLOS), ("service", REDEPLOY_SERVICE)}
+    assert MANIFEST_NAME in {f["path"] for f in data["files"] if f["action"] == "update"}
+    assert main(["plan", str(project), "--explain"]) == 0
+    out = capsys.readouterr().out
+    system = compile_tree(project).system
+    for d in system.derivations:
+        assert f"{d.setting} = {d.value}" in out and d.reason in out
+    assert "(was " in out
+
+
+def test_cli_compile_refuses_edited_file_then_force(project, capsys):
+    out = project.parent / "build"
+    target = next(p for p in sorted(out.rglob("*.py")))
+    target.write_text(target.read_text() + "# my edit\n")
+    edited = target.read_bytes()
+    assert main(["compile", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert target.relative_to(out).as_posix() in err and "--force" in err
+    assert target.read_bytes() == edited
+    p, _ = plan_for(project)
+    assert [f.path for f in p.conflicts] == [target.relative_to(out).as_posix()]
+    assert main(["compile", str(project), "--dry-run", "--force"]) == 0
+    assert target.read_bytes() == edited
+    assert main(["compile", str(project), "--force"]) == 0
+    assert target.read_bytes() != edited
+    assert not plan_for(project)[0].has_changes
+
+
+def test_project_dir_is_relative_from_the_output_folder(tmp_path):
+    assert compile_options(spec_paths(CHURN)).project_dir == ".."
+    generated = BLUEPRINTS.parent / "generated" / "churn"
+    assert compile_options(spec_paths(CHURN, generated)).project_dir == "../../blueprints/churn"
+    deep = tmp_path / "a" / "b"
+    assert compile_options(spec_paths(tmp_path / "mlstack.yaml", deep)).project_dir == "../.."
+    assert compile_options(spec_paths(tmp_path / "mlstack.yaml", tmp_path)).project_dir == "."
