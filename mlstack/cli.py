@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help/--version (0) or a usage error (2)
-        return int(exc.code or 0)
+        detailed = "--detailed-exitcode" in (sys.argv[1:] if argv is None else argv)
+        return 1 if detailed and exc.code == 2 else int(exc.code or 0)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return 2

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -148,9 +149,34 @@ def write_tree(tree: FileTree, out_dir: Path | str, *, system: SystemIR | None =
     if out.exists() and not out.is_dir():
         raise UsageError(f"output folder {out} is a file")
     root = out.resolve()
-    if not dry_run and root.is_dir():
+    if dry_run:
+        return _write(tree, out, root, system, force, dry_run)
+    root.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root):
         _finish_commit(root)
         _remove_stale_staging(root)
+        return _write(tree, out, root, system, force, dry_run)
+
+
+@contextlib.contextmanager
+def _exclusive(root: Path):
+    """One writer at a time per output folder (an flock on the folder itself, so no lock
+    file is left behind). Where flock does not exist, writes are not serialized."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(tree: FileTree, out: Path, root: Path, system: SystemIR | None, force: bool,
+           dry_run: bool) -> WriteResult:
     manifest = build_manifest(tree, system)
     old_manifest = read_manifest(root) if root.is_dir() else None
     changes = compare_tree(tree, root, manifest, old_manifest)
@@ -160,7 +186,6 @@ def write_tree(tree: FileTree, out_dir: Path | str, *, system: SystemIR | None =
     result = WriteResult(out, changes, dry_run, written=False)
     if dry_run or not result.changed:
         return result
-    root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
     try:
         for change in changes:

@@ -180,6 +180,7 @@ def test_cli_plan_exit_codes(tmp_path, capsys):
     assert main(args) == 1  # a spec error
     assert main(["plan", str(tmp_path / "missing.yaml"), "--detailed-exitcode"]) == 1
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2  # usage error without it
+    assert main([*args, "--no-such-option"]) == 1
 
 
 def test_cli_plan_json_and_explain(project, capsys):

@@ -262,3 +262,22 @@ def test_plan_reports_an_interrupted_write(tmp_path):
     files[next(iter(files))] += "# changed\n"
     crash_writing(files, out, "commit")
     assert plan(compiled.system, compiled.tree, out).interrupted_write
+
+
+def test_one_writer_at_a_time_per_output_folder(tmp_path):
+    import threading
+
+    from mlstack.writer import _exclusive
+
+    out = tmp_path / "out"
+    write_tree(tree_of(OLD), out)
+    results = []
+    with _exclusive(out.resolve()):
+        worker = threading.Thread(target=lambda: results.append(write_tree(tree_of(NEW), out)))
+        worker.start()
+        worker.join(timeout=0.5)
+        assert worker.is_alive() and results == []  # waits for the folder's lock
+        assert (out / "pkg" / "settings.py").read_text() == OLD["pkg/settings.py"]
+    worker.join(timeout=30)
+    assert results and results[0].written
+    assert (out / "pkg" / "settings.py").read_text() == NEW["pkg/settings.py"]
