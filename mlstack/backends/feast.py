@@ -15,7 +15,7 @@ from __future__ import annotations
 from mlstack.backends import CompileOptions
 from mlstack.backends.shared import header, package_name
 from mlstack.filetree import FileTree
-from mlstack.ir.nodes import SystemIR
+from mlstack.ir.nodes import SourceNode, SystemIR
 from mlstack.render import render_template
 
 # spec dtype -> (feast.types name, feast.ValueType member)
@@ -37,6 +37,12 @@ def transforms_view_name(system: SystemIR) -> str:
 def _view_sources(system: SystemIR):
     names = sorted({v.source for v in system.feature_views})
     return [system.source(n) for n in names]
+
+
+def _csv_columns(source: SourceNode) -> dict[str, str]:
+    """Declared columns of a CSV source with their dtypes; event/created times are timestamps."""
+    times = {source.timestamp_field, source.created_timestamp_field} - {None}
+    return {**{t: "timestamp" for t in times}, **{c.name: c.dtype for c in source.columns}}
 
 
 class FeastBackend:
@@ -71,9 +77,8 @@ class FeastBackend:
             transforms=sorted(system.transforms, key=lambda t: t.name),
             transforms_view=odfv, transform_views=transform_views,
             source_files={s.name: (s.kind, s.path) for s in _view_sources(system)},
-            source_timestamps={s.name: tuple(sorted(
-                {s.timestamp_field} | {c.name for c in s.columns if c.dtype == "timestamp"}))
-                for s in _view_sources(system) if s.kind == "csv"},
+            csv_columns={s.name: _csv_columns(s) for s in _view_sources(system)
+                         if s.kind == "csv"},
         )
         tree = FileTree()
         tree.add("feature_repo/feature_store.yaml",
