@@ -281,3 +281,16 @@ def test_one_writer_at_a_time_per_output_folder(tmp_path):
     worker.join(timeout=30)
     assert results and results[0].written
     assert (out / "pkg" / "settings.py").read_text() == NEW["pkg/settings.py"]
+
+
+def test_a_generated_file_can_become_a_folder_and_back(tmp_path):
+    out = tmp_path / "out"
+    write_tree(tree_of({"pkg": "file\n"}), out)
+    write_tree(tree_of({"pkg/mod.py": "A = 1\n"}), out)  # the stale file makes way
+    assert snapshot(out).keys() == {"pkg/mod.py", MANIFEST_NAME}
+    write_tree(tree_of({"pkg": "file again\n"}), out)  # the emptied folder is pruned
+    assert (out / "pkg").read_text() == "file again\n"
+    (out / "mine").write_text("user file\n")
+    with pytest.raises(WriteConflictError, match="where a folder must go"):
+        write_tree(tree_of({"mine/mod.py": "A = 1\n"}), out, force=True)
+    assert (out / "mine").read_text() == "user file\n"
