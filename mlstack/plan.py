@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlstack.errors import UsageError
 from mlstack.filetree import FileTree
 from mlstack.ir.nodes import Derivation, SystemIR
 from mlstack.manifest import build_manifest, read_manifest
@@ -231,6 +232,8 @@ def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
     """What writing `tree` (compiled from `system`) into `out_dir` would change. Pure: reads
     the output folder and its manifest, writes nothing."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} is a file")
     old_manifest = read_manifest(out) if out.is_dir() else None
     old_system = old_manifest.previous_system() if old_manifest else None
     files = compare_tree(tree, out, build_manifest(tree, system), old_manifest)
