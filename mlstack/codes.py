@@ -1,17 +1,21 @@
-"""Every diagnostic code mlstack emits: stable, documented (docs/diagnostics.md is generated)."""
+"""Every diagnostic code mlstack emits: stable, documented (docs/diagnostics.md is generated).
+
+`CODES` maps a code to its one-line title; `EXPLANATIONS` says what it means and how to fix
+it. A code is never reused for another meaning. (An unreadable file is not a diagnostic but a
+usage error, exit code 2.)
+"""
 
 from __future__ import annotations
 
 CODES: dict[str, str] = {
     # loading (MLS0xx)
-    "MLS001": "The spec file cannot be read",
     "MLS002": "The file is not valid UTF-8",
     "MLS003": "The file starts with a byte-order mark",
     "MLS004": "Tab character in indentation",
     "MLS005": "The spec is empty",
     "MLS006": "The document is not a single mapping",
     "MLS007": "Duplicate key",
-    "MLS008": "YAML anchors, aliases and merge keys are refused",
+    "MLS008": "YAML anchors, aliases, merge keys and tags are refused",
     "MLS009": "The spec file is too large",
     "MLS010": "The document is nested too deeply",
     "MLS011": "YAML syntax error",
@@ -39,6 +43,7 @@ CODES: dict[str, str] = {
     "MLS208": "Ambiguous or invalid transform input",
     "MLS209": "Incompatible type",
     "MLS210": "Timestamp field not declared",
+    "MLS211": "Feature view the model reads is not online",
     # model and evaluation (MLS3xx)
     "MLS301": "Metric does not fit the task",
     "MLS302": "Gate on a metric that is not evaluated",
@@ -65,4 +70,107 @@ CODES: dict[str, str] = {
     # not supported yet (MLS9xx)
     "MLS901": "Not supported yet",
     "MLS902": "Target layer not generated yet",
+}
+
+EXPLANATIONS: dict[str, str] = {
+    "MLS002": "A spec is UTF-8 text. The file holds bytes that are not UTF-8 (it was saved as "
+              "Latin-1 or UTF-16, say) or a NUL byte. Save it as UTF-8.",
+    "MLS003": "The file starts with a UTF-8 byte-order mark, which some editors add and YAML "
+              "tools read differently. Save the file as UTF-8 without BOM.",
+    "MLS004": "YAML indents with spaces; a tab in indentation is read differently by different "
+              "tools. Replace the tab with spaces.",
+    "MLS005": "The file holds no YAML document (only comments or nothing). Start from a "
+              "blueprint: `mlstack init DIR --blueprint churn`.",
+    "MLS006": "A spec is one YAML mapping that starts with `apiVersion:`. The file holds a "
+              "list, a single value, or more than one document (`---`).",
+    "MLS007": "A key appears twice in one mapping. YAML parsers keep one of them silently; "
+              "mlstack refuses the file so nothing is lost without notice.",
+    "MLS008": "Anchors (`&a`), aliases (`*a`), merge keys (`<<`) and tags (`!!python/...`) are "
+              "refused: aliases can expand without bound (the 'billion laughs' attack) and "
+              "tags ask a YAML library to build objects. Write values out.",
+    "MLS009": "The spec file is larger than 1 MB. A spec describes a system; data belongs in "
+              "sources.",
+    "MLS010": "The document is nested more than 32 levels deep. No part of a spec needs that.",
+    "MLS011": "The file is not valid YAML: the message says what the parser found and the "
+              "hint says where the construct it was reading began.",
+    "MLS101": "A key the spec does not know. Keys are strict so a typo cannot be ignored "
+              "silently; the hint suggests the closest known key.",
+    "MLS102": "A required key is missing; the hint says what it holds.",
+    "MLS103": "A value of the wrong type or outside its bounds. Types are strict: `true` is not "
+              "a number and `\"80\"` (quoted) is text, not a number.",
+    "MLS104": "A value that is not one of the allowed choices; the message lists them.",
+    "MLS105": "The spec's `apiVersion` is not one this mlstack reads.",
+    "MLS106": "A duration is written with w, d, h, m, s units (`15m`, `1h30m`, `30d`) or as a "
+              "positive number of seconds.",
+    "MLS107": "Names become Python identifiers, file names and cloud resource names, so they "
+              "are restricted to ASCII letters, digits and `_` (system names: `-`), must start "
+              "with a letter and must not be Python keywords. Nothing a name holds can inject "
+              "code or escape a folder; look-alike Unicode letters are named in the hint.",
+    "MLS108": "A transform expression is parsed, never evaluated: numbers, view fields, "
+              "arithmetic, comparisons, and/or/not and a short list of functions. Calls to "
+              "anything else, attribute access, names with `__`, strings, lambdas and "
+              "expressions longer than 500 characters or 200 parts are refused.",
+    "MLS109": "A gate is an operator and a number: `>= 0.80`, `< 50`. A bare number means `>=`.",
+    "MLS110": "A schedule is a 5-field cron line (`0 3 * * *`) or one of @hourly, @daily, "
+              "@weekly, @monthly, @yearly.",
+    "MLS111": "Memory is written in Mi, Gi or Ti (`512Mi`, `4Gi`).",
+    "MLS112": "Source paths are relative to the spec's folder and cannot leave it: no absolute "
+              "paths, no `..`, no drive letters or URLs.",
+    "MLS201": "A feature view names an entity that is not declared under `entities`.",
+    "MLS202": "A feature view (or a stream's batch_source) names a source that is not declared.",
+    "MLS203": "A view field, data check or group_by names a column the source does not declare "
+              "in `columns`.",
+    "MLS204": "A model feature, transform input or drift feature does not resolve: features "
+              "are written `view.field` or as a transform's name.",
+    "MLS205": "The label's source or field does not exist.",
+    "MLS206": "Two sources, entities, views or transforms share a name, or a list names the "
+              "same item twice.",
+    "MLS207": "An entity's join key is not a column of a source that must carry it (the view's "
+              "source, or the label source so training rows can be joined to features).",
+    "MLS208": "A transform input is a bare field found in more than one view (write "
+              "`view.field`), or names another transform.",
+    "MLS209": "Types do not fit: a timestamp field that is not a timestamp, a join key or "
+              "timestamp listed as a feature, text where a transform or model needs numbers, "
+              "a range check on text, allowed values of the wrong type, or a join key with "
+              "different types in different sources.",
+    "MLS210": "A source's timestamp_field (or created_timestamp_field) is not one of its "
+              "declared columns.",
+    "MLS211": "The model reads a feature view declared `online: false`; the service fetches "
+              "features online, so it could not serve the model.",
+    "MLS301": "An evaluation metric does not fit the model's task (rmse for a classifier, say); "
+              "the hint lists the metrics of the task.",
+    "MLS302": "A gate names a metric that is not in `evaluation.metrics`, so it could never be "
+              "checked.",
+    "MLS303": "The algorithm is not available for the task and framework; the hint suggests "
+              "the closest one.",
+    "MLS304": "The framework is not supported yet (sklearn is).",
+    "MLS305": "A parameter the estimator does not accept; the hint suggests the closest one.",
+    "MLS306": "The label's type does not fit the task (a float label for a classifier, say).",
+    "MLS401": "Latency objectives must grow: p50 <= p95 <= p99.",
+    "MLS402": "Adaptive batching makes a request wait up to max_latency_ms; with the HTTP, "
+              "feature fetch and model time it must fit inside the p99 objective. The message "
+              "shows the arithmetic. As a warning: the p99 objective leaves no room for "
+              "batching at all, so it is turned off.",
+    "MLS403": "A view's TTL is shorter than the freshness objective: values expire before they "
+              "are allowed to be stale, so lookups return nothing.",
+    "MLS404": "The model may not be older than model_staleness, but training runs less often "
+              "than that (or has no schedule).",
+    "MLS405": "A quality objective names a metric that is not evaluated.",
+    "MLS406": "Canary steps must increase and end at 100; all_at_once takes no steps; abort "
+              "rules compare with `>`.",
+    "MLS407": "The error-rate objective allows more failures than the availability objective.",
+    "MLS408": "The canary aborts only at a latency far above the p99 objective, so a version "
+              "that breaks the SLO would roll out.",
+    "MLS501": "GPUs are asked of a target that has none (the local target).",
+    "MLS502": "replicas.min is above replicas.max. As a warning: the throughput objective needs "
+              "more replicas than replicas.max and the maximum was raised.",
+    "MLS503": "A setting that has no effect on the chosen target (spot, region, namespace or "
+              "replicas locally; gpu_type without gpus).",
+    "MLS504": "The source kind cannot be read on this target (a warehouse on the local target).",
+    "MLS505": "The online store is not available on this target.",
+    "MLS506": "The target needs a region (aws).",
+    "MLS901": "The spec language accepts this option but mlstack cannot carry it out yet; it is "
+              "refused rather than silently ignored.",
+    "MLS902": "For cluster targets mlstack generates the feature, pipeline and service layers; "
+              "the infrastructure layer and deploy are not generated yet.",
 }

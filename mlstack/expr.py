@@ -27,6 +27,15 @@ FUNCTIONS = {  # name -> (min args, max args, numpy spelling)
 BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
           ast.Mod: "%", ast.Pow: "**"}
 CMPOPS = {ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+NODE_WORDS = {  # what a refused node is, in the words of the error message
+    "IfExp": "'a if c else b'", "Lambda": "lambda",
+    "List": "a list", "Tuple": "a tuple", "Dict": "a mapping", "Set": "a set",
+    "Subscript": "indexing with []", "Attribute": "attribute access",
+    "ListComp": "a comprehension", "GeneratorExp": "a comprehension", "SetComp": "a comprehension",
+    "DictComp": "a comprehension", "JoinedStr": "an f-string", "NamedExpr": "':='",
+    "Starred": "'*'", "Await": "await", "Yield": "yield", "YieldFrom": "yield",
+    "BinOp": "this operator", "UnaryOp": "this operator", "Compare": "this comparison",
+}
 MAX_EXPR_LENGTH = 500
 MAX_NODES = 200
 
@@ -72,13 +81,16 @@ def parse_expr(text: str) -> ParsedExpr:
         col = getattr(node, "col_offset", 0) + 1
         ref = _ref(node)
         if ref is not None:
-            if ref.split(".")[0].startswith("_") or ref.endswith("__"):
-                raise ExprError(f"'{ref}' is not allowed", col)
+            if ref.split(".")[0].startswith("_") or "__" in ref:
+                raise ExprError(f"'{ref}': names starting with '_' or holding '__' are not "
+                                "allowed", col)
             names.append(ref)
             return
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise ExprError("only numbers may be written as constants", col)
+            if node.value != node.value or abs(node.value) == float("inf"):
+                raise ExprError("numbers must be finite", col)
             return
         if isinstance(node, ast.BinOp) and type(node.op) in BINOPS:
             visit(node.left)
@@ -99,9 +111,10 @@ def parse_expr(text: str) -> ParsedExpr:
             return
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:
-                fname = node.func.id if isinstance(node.func, ast.Name) else "this call"
-                allowed = ", ".join(sorted(FUNCTIONS))
-                raise ExprError(f"function '{fname}' is not allowed (allowed: {allowed})", col)
+                called = ast.unparse(node.func)
+                called = called if len(called) <= 40 else called[:37] + "..."
+                raise ExprError(f"'{called}' cannot be called: it is not one of the "
+                                "expression's functions", col)
             low, high, _ = FUNCTIONS[node.func.id]
             if node.keywords or not (low <= len(node.args) <= high):
                 raise ExprError(f"{node.func.id}() takes {low} argument(s)"
@@ -109,7 +122,9 @@ def parse_expr(text: str) -> ParsedExpr:
             for arg in node.args:
                 visit(arg)
             return
-        raise ExprError(f"'{type(node).__name__}' is not allowed in a transform expression", col)
+        what = NODE_WORDS.get(type(node).__name__, type(node).__name__)
+        advice = "; write where(c, a, b)" if isinstance(node, ast.IfExp) else ""
+        raise ExprError(f"{what} is not allowed in a transform expression{advice}", col)
 
     visit(tree.body)
     return ParsedExpr(tree=tree, names=tuple(dict.fromkeys(names)))

@@ -49,6 +49,21 @@ class SourceMap:
     def has(self, path: Path_) -> bool:
         return tuple(path) in self.values
 
+    def locate_inside(self, path: Path_, offset: int) -> Location:
+        """The character `offset` (0-based) inside the scalar at `path`, when the scalar is
+        written on one line (plain or quoted); otherwise the scalar's start."""
+        start = self.locate(path)
+        if tuple(path) not in self.values or not 0 < start.line <= len(self.lines):
+            return start
+        line = self.lines[start.line - 1]
+        column = start.column - 1
+        opener = line[column:column + 1]
+        if opener in ("|", ">"):
+            return start
+        if opener in ("'", '"'):
+            column += 1
+        return Location(self.file, start.line, min(column + offset, len(line)) + 1)
+
 
 @dataclass
 class LoadedDocument:
@@ -68,9 +83,11 @@ def _fail(code: str, message: str, file: str, line: int = 1, col: int = 1, hint=
 
 
 def _position_of_byte(data: bytes, offset: int) -> tuple[int, int]:
+    """Line and column (in characters, as YAML counts them) of a byte offset."""
     before = data[:offset]
     line = before.count(b"\n") + 1
-    col = offset - (before.rfind(b"\n") + 1) + 1
+    line_start = before.rfind(b"\n") + 1
+    col = len(data[line_start:offset].decode("utf-8", errors="replace")) + 1
     return line, col
 
 
@@ -91,7 +108,8 @@ def decode_spec_bytes(data: bytes, file: str) -> str:
               col, hint="save the file as UTF-8")
     if "\x00" in text:
         line, col = _position_of_byte(data, data.index(b"\x00"))
-        _fail("MLS002", "file contains a NUL byte", file, line, col)
+        _fail("MLS002", "file contains a NUL byte", file, line, col,
+              hint="remove it; a spec is plain text")
     return text
 
 
@@ -110,6 +128,11 @@ def _check_events(text: str, file: str) -> None:
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             mark = event.start_mark
+            if getattr(event, "tag", None) is not None:
+                tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+                _fail("MLS008", f"YAML tags ({tag}) are not allowed in a spec", file,
+                      mark.line + 1, mark.column + 1,
+                      hint="remove the tag; the spec decides what each value means")
             if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
                 _fail("MLS008", "YAML anchors and aliases are not allowed in a spec",
                       file, mark.line + 1, mark.column + 1,
@@ -123,7 +146,8 @@ def _check_events(text: str, file: str) -> None:
                 depth += 1
                 if depth > MAX_DEPTH:
                     _fail("MLS010", f"nesting deeper than {MAX_DEPTH} levels", file,
-                          mark.line + 1, mark.column + 1)
+                          mark.line + 1, mark.column + 1,
+                          hint="a spec is a few levels deep; flatten this value")
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
@@ -131,17 +155,37 @@ def _check_events(text: str, file: str) -> None:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = exc.problem or "invalid YAML"
         _fail("MLS011", f"YAML syntax error: {problem}", file, line, col,
-              hint=exc.context if exc.context else None)
+              hint=_syntax_hint(exc))
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         _fail("MLS011", f"YAML syntax error: {exc}", file)
 
 
+def _syntax_hint(exc: yaml.MarkedYAMLError) -> str | None:
+    """Say where the construct that failed began, and what usually causes the problem."""
+    problem = exc.problem or ""
+    if "mapping values are not allowed" in problem:
+        return "check this line's indentation against the line above, or quote a value that " \
+               "holds ': '"
+    if "could not find expected ':'" in problem:
+        return "a key needs ': ' after it; or a quote is not closed"
+    if "'\\t'" in problem or "\\t" in problem:
+        return "YAML indents with spaces only"
+    mark = exc.context_mark
+    if exc.context and mark is not None:
+        what = exc.context.removeprefix("while parsing ").removeprefix("while scanning ")
+        return f"in {what} that starts at line {mark.line + 1}, column {mark.column + 1}"
+    return exc.context or None
+
+
+YAML_1_2_BOOLS = ("true", "false")
 _scalar_constructor = yaml.SafeLoader(stream="")
 
 
 def _scalar(node: yaml.ScalarNode):
     if node.tag == "tag:yaml.org,2002:timestamp":
         return node.value  # keep dates as written; the spec models decide what they mean
+    if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in YAML_1_2_BOOLS:
+        return node.value  # YAML 1.2: 'off', 'yes', 'on', 'no' are text (batching: off)
     if node.tag.startswith("tag:yaml.org,2002:") and node.tag.rsplit(":", 1)[1] in {
         "str", "int", "float", "bool", "null"
     }:
@@ -157,12 +201,14 @@ def _build(node, path: Path_, smap: SourceMap, file: str):
         result: dict = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
-                _fail("MLS011", "a mapping key must be a plain string", file,
-                      key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                _fail("MLS011", "a mapping key must be plain text, not a list or mapping", file,
+                      key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                      hint="write keys as plain text, e.g. 'name:'")
             key = key_node.value
             if key_node.tag == "tag:yaml.org,2002:merge" or key == "<<" and key_node.style is None:
                 _fail("MLS008", "YAML merge keys (<<) are not allowed in a spec", file,
-                      key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                      key_node.start_mark.line + 1, key_node.start_mark.column + 1,
+                      hint="write the keys out in the mapping")
             if key in result:
                 first = smap.keys[path + (key,)]
                 _fail("MLS007", f"duplicate key '{key}' (first written at line {first[0]})",

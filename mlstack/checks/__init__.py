@@ -32,10 +32,17 @@ class CheckContext:
 CheckPass = Callable[[CheckContext], Iterable[Diagnostic]]
 
 
+def node_path(node) -> tuple:
+    """The spec path of an IR node that came from the spec (from its JSON pointer `at`)."""
+    return tuple(int(p) if p.isdigit() else p for p in node.at.split("/") if p)
+
+
 def passes() -> list[tuple[str, CheckPass]]:
-    from mlstack.checks import model_checks, slo_checks, target_checks
+    from mlstack.checks import model_checks, slo_checks, source_checks, target_checks
 
     return [
+        ("check_sources", source_checks.check_sources),
+        ("check_feature_views", source_checks.check_feature_views),
         ("check_model", model_checks.check_model),
         ("check_slos", slo_checks.check_slos),
         ("check_rollout", slo_checks.check_rollout),

@@ -22,8 +22,10 @@ def check_model(ctx: CheckContext):
         if not catalog.metric_fits(task, metric):
             yield ctx.diag("MLS301", f"metric '{metric}' does not fit a {task} model",
                            ("evaluation", "metrics", i), choices_hint(catalog.METRICS[task]))
-    if len(set(metrics)) != len(metrics):
-        yield ctx.diag("MLS206", "a metric is listed twice", ("evaluation", "metrics"))
+    for i, metric in enumerate(metrics):
+        if metric in metrics[:i]:
+            yield ctx.diag("MLS206", f"metric '{metric}' is listed twice",
+                           ("evaluation", "metrics", i), "remove the second one")
     for gate in s.evaluation.gates:
         if gate.metric not in metrics:
             yield ctx.diag("MLS302", f"gate on '{gate.metric}', which is not in "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlstack.checks import CheckContext
+from mlstack.checks import CheckContext, node_path
 from mlstack.diagnostics import Severity
 from mlstack.ir.derive import batching_budget_ms, schedule_interval_seconds
 
@@ -37,7 +37,7 @@ def check_slos(ctx: CheckContext):
                 yield ctx.diag("MLS403", f"feature view '{view.name}' expires values after "
                                f"{view.ttl_seconds} s, sooner than the feature_freshness SLO "
                                f"({slo.feature_freshness_seconds} s) allows them to age",
-                               _view_path(ctx, view) + ("ttl",),
+                               node_path(view) + ("ttl",),
                                "raise the ttl to at least the freshness SLO",
                                severity=Severity.WARNING)
     staleness = s.monitoring.model_staleness_seconds
@@ -56,24 +56,23 @@ def check_slos(ctx: CheckContext):
         if slo.error_rate > allowed + 1e-12:
             yield ctx.diag("MLS407", f"error_rate {slo.error_rate:g} exceeds what availability "
                            f"{slo.availability:g}% allows ({allowed:.4g})", ("slos", "error_rate"),
+                           f"lower error_rate to at most {allowed:.4g}, or lower availability",
                            severity=Severity.WARNING)
-
-
-def _view_path(ctx: CheckContext, view) -> tuple:
-    parts = [p for p in view.at.split("/") if p]
-    return tuple(int(p) if p.isdigit() else p for p in parts)
 
 
 def check_rollout(ctx: CheckContext):
     s = ctx.system
     r = s.serving.rollout
     steps = list(r.steps)
-    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
-        yield ctx.diag("MLS406", f"rollout steps {steps} must increase", ("serving", "rollout",
-                                                                           "steps"))
+    for i in range(1, len(steps)):
+        if steps[i] <= steps[i - 1]:
+            yield ctx.diag("MLS406", f"rollout steps must increase: {steps[i]}% follows "
+                           f"{steps[i - 1]}%", ("serving", "rollout", "steps", i),
+                           "e.g. steps: [5, 25, 100]")
+            break
     if steps and steps[-1] != 100:
         yield ctx.diag("MLS406", f"rollout steps end at {steps[-1]}%; the last step must be 100",
-                       ("serving", "rollout", "steps"), "append 100")
+                       ("serving", "rollout", "steps", len(steps) - 1), "append 100")
     if r.strategy == "all_at_once" and steps != [100]:
         yield ctx.diag("MLS406", "all_at_once rollout takes no intermediate steps",
                        ("serving", "rollout", "steps"), "remove steps or use strategy: canary")
@@ -83,11 +82,14 @@ def check_rollout(ctx: CheckContext):
         yield ctx.diag("MLS408", f"the canary aborts only above p99 {gate.threshold:g} ms, more "
                        f"than twice the p99 SLO ({s.slos.p99_ms:g} ms)",
                        ("serving", "rollout", "abort_if", "latency_p99_ms"),
+                       f"abort at or near the SLO, e.g. '> {s.slos.p99_ms:g}'",
                        severity=Severity.WARNING)
     if gate is not None and gate.op not in (">", ">="):
         yield ctx.diag("MLS406", "latency abort rules compare with '>' or '>='",
-                       ("serving", "rollout", "abort_if", "latency_p99_ms"))
+                       ("serving", "rollout", "abort_if", "latency_p99_ms"),
+                       "e.g. latency_p99_ms: '> 50' aborts when p99 exceeds 50 ms")
     eg = r.abort_error_rate
     if eg is not None and eg.op not in (">", ">="):
         yield ctx.diag("MLS406", "error-rate abort rules compare with '>' or '>='",
-                       ("serving", "rollout", "abort_if", "error_rate"))
+                       ("serving", "rollout", "abort_if", "error_rate"),
+                       "e.g. error_rate: '> 0.01' aborts above 1% failed requests")

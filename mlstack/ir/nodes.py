@@ -64,6 +64,7 @@ class SourceNode(Node):
     columns: tuple[ColumnNode, ...]
     checks: ChecksNode
     at: str = ""
+    description: str | None = None
 
     def column(self, name: str) -> ColumnNode | None:
         return next((c for c in self.columns if c.name == name), None)
@@ -73,6 +74,7 @@ class EntityNode(Node):
     name: str
     join_keys: tuple[ColumnNode, ...]
     at: str = ""
+    description: str | None = None
 
 
 class FeatureViewNode(Node):
@@ -85,6 +87,7 @@ class FeatureViewNode(Node):
     online: bool
     offline: bool
     at: str = ""
+    description: str | None = None
 
 
 class TransformInput(Node):
@@ -101,6 +104,7 @@ class TransformNode(Node):
     inputs: tuple[TransformInput, ...]
     python: str  # vectorised Python over a DataFrame `df`, emitted from the parsed tree
     at: str = ""
+    description: str | None = None
 
 
 class ModelFeature(Node):
@@ -249,6 +253,7 @@ class SystemIR(Node):
     monitoring: MonitoringNode
     target: TargetNode
     derivations: tuple[Derivation, ...]
+    tags: tuple[tuple[str, str], ...] = ()  # metadata.tags, sorted (name, value)
 
     def source(self, name: str) -> SourceNode:
         return next(s for s in self.sources if s.name == name)

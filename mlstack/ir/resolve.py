@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from mlstack.diagnostics import Diagnostic, Severity, did_you_mean, hint_for
 from mlstack.expr import canonical, emit_python, parse_expr
@@ -37,6 +38,21 @@ class _Resolver:
         self.diagnostics.append(Diagnostic(code, severity, message,
                                            self.smap.locate(path, key=key), hint, pointer(path)))
 
+    def error_in_expr(self, code, message, path, ref: str, hint=None):
+        """An error about `ref` inside the expression at `path`, pointing at the name."""
+        text = self.spec_value(path)
+        match = re.search(r"(?<![\w.])" + re.escape(ref) + r"(?![\w.])", text or "")
+        location = (self.smap.locate_inside(path, match.start()) if match
+                    else self.smap.locate(path))
+        self.diagnostics.append(Diagnostic(code, Severity.ERROR, message, location, hint,
+                                           pointer(path)))
+
+    def spec_value(self, path):
+        node = self.spec
+        for part in path:
+            node = node[part] if isinstance(part, int) else getattr(node, part, None)
+        return node
+
     def derive(self, setting: str, value, reason: str):
         self.derivations.append(ir.Derivation(setting=setting, value=json.dumps(value),
                                               reason=reason))
@@ -46,7 +62,8 @@ class _Resolver:
         for i, item in enumerate(items):
             if item.name in seen:
                 self.error("MLS206", f"duplicate {what} name '{item.name}' (also at "
-                           f"{base[-1]}[{seen[item.name]}])", base + (i, "name"))
+                           f"{base[-1]}[{seen[item.name]}])", base + (i, "name"),
+                           f"give each {what} its own name")
             seen.setdefault(item.name, i)
         return {item.name: (i, item) for i, item in enumerate(items) if seen[item.name] == i}
 
@@ -64,7 +81,8 @@ class _Resolver:
                                f"'{src.name}'", base + (attr,), hint_for(name, cols))
                 elif name is not None and cols[name] != "timestamp":
                     self.error("MLS209", f"{attr} '{name}' must have dtype timestamp, not "
-                               f"{cols[name]}", base + ("columns", name))
+                               f"{cols[name]}", base + ("columns", name),
+                               f"declare '{name}: timestamp' in columns")
             checks = src.checks
             named = [("not_null", c) for c in checks.not_null] + [
                 ("unique", c) for c in checks.unique] + [
@@ -104,7 +122,7 @@ class _Resolver:
                     allowed_values=tuple(ir.AllowedValuesCheck(column=k, values=tuple(v))
                                          for k, v in sorted(checks.allowed_values.items())),
                     min_rows=checks.min_rows, max_null_fraction=checks.max_null_fraction),
-                at=pointer(base)))
+                at=pointer(base), description=src.description))
         self.source_nodes = {s.name: s for s in out}
         return tuple(sorted(out, key=lambda s: s.name))
 
@@ -167,12 +185,15 @@ class _Resolver:
                 elif col is not None:
                     if field in {k.name for k in keys} or field == src.timestamp_field:
                         self.error("MLS209", f"field '{field}' is a join key or the timestamp "
-                                   "of the source, not a feature", base + ("fields", f_i))
+                                   "of the source, not a feature", base + ("fields", f_i),
+                                   "remove it from fields; keys and timestamps come with the "
+                                   "entity and the source")
                         ok = False
                     fields.append(col)
-            if len(set(view.fields)) != len(view.fields):
-                self.error("MLS206", f"feature view '{view.name}' lists a field twice",
-                           base + ("fields",))
+            for f_i in _repeats(view.fields):
+                self.error("MLS206", f"feature view '{view.name}' lists field "
+                           f"'{view.fields[f_i]}' twice", base + ("fields", f_i),
+                           "remove the second one")
             if view.ttl is not None:
                 ttl = duration_seconds(view.ttl)
             elif self.spec.slos.feature_freshness is not None:
@@ -189,40 +210,52 @@ class _Resolver:
                 out.append(ir.FeatureViewNode(
                     name=view.name, entities=tuple(entity_names), source=view.source,
                     join_keys=tuple(keys), ttl_seconds=ttl, fields=tuple(fields),
-                    online=view.online, offline=view.offline, at=pointer(base)))
+                    online=view.online, offline=view.offline, at=pointer(base),
+                    description=view.description))
         self.view_nodes = {v.name: v for v in out}
         return tuple(sorted(out, key=lambda v: v.name))
 
-    def _view_field(self, ref: str, path, what: str):
-        """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode)."""
+    def _view_field(self, ref: str, path, what: str, in_expr: bool = False):
+        """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode).
+
+        `in_expr`: `path` is an expression and errors point at `ref` inside it."""
+
+        def report(code, message, hint=None):
+            if in_expr:
+                self.error_in_expr(code, message, path, ref, hint)
+            else:
+                self.error(code, message, path, hint)
+
         if "." in ref:
             vname, field = ref.split(".", 1)
             if vname not in self.view_by_name:
-                self.error("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
-                           path, hint_for(vname, self.view_by_name))
+                report("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
+                       hint_for(vname, self.view_by_name))
                 return None
             view = self.view_nodes.get(vname)
             if view is None:
                 return None  # the view itself has errors, reported there
             col = next((f for f in view.fields if f.name == field), None)
             if col is None:
-                self.error("MLS204", f"{what} '{ref}': feature view '{vname}' has no field "
-                           f"'{field}'", path, hint_for(field, [f.name for f in view.fields]))
+                report("MLS204", f"{what} '{ref}': feature view '{vname}' has no field "
+                       f"'{field}'", hint_for(field, [f.name for f in view.fields]))
                 return None
             return view, col
         owners = [v for v in self.view_nodes.values() if any(f.name == ref for f in v.fields)]
+        if not owners and len(self.view_nodes) < len(self.view_by_name):
+            return None  # perhaps a field of a view with errors, reported there
         if len(owners) == 1:
             view = owners[0]
             return view, next(f for f in view.fields if f.name == ref)
         if len(owners) > 1:
-            self.error("MLS208", f"{what} '{ref}' is ambiguous: it is a field of "
-                       + ", ".join(sorted(v.name for v in owners)), path,
-                       f"write '{sorted(v.name for v in owners)[0]}.{ref}'")
+            names = sorted(v.name for v in owners)
+            report("MLS208", f"{what} '{ref}' is ambiguous: it is a field of "
+                   + ", ".join(names), f"write '{names[0]}.{ref}'")
             return None
         candidates = [f"{v.name}.{f.name}" for v in self.view_nodes.values() for f in v.fields]
-        self.error("MLS204", f"{what} '{ref}' is not a field of any feature view", path,
-                   did_you_mean(ref, [c.split(".")[1] for c in candidates])
-                   or hint_for(ref, candidates))
+        report("MLS204", f"{what} '{ref}' is not a field of any feature view",
+               did_you_mean(ref, [c.split(".")[1] for c in candidates])
+               or hint_for(ref, candidates))
         return None
 
     def transforms(self):
@@ -235,17 +268,20 @@ class _Resolver:
             inputs, columns = [], {}
             for ref in parsed.names:
                 if ref in self.transform_by_name:
-                    self.error("MLS208", f"transform '{t.name}' reads transform '{ref}'; "
-                               "transforms read view fields only (not supported yet)", path)
+                    self.error_in_expr("MLS208", f"transform '{t.name}' reads transform "
+                                       f"'{ref}'; transforms read view fields only (not "
+                                       "supported yet)", path, ref,
+                                       "write the other transform's expression out")
                     continue
-                found = self._view_field(ref, path, "transform input")
+                found = self._view_field(ref, path, "transform input", in_expr=True)
                 if found is None:
                     continue
                 view, col = found
                 column = f"{view.name}__{col.name}"
                 if col.dtype not in ("int64", "int32", "float64", "float32", "bool"):
-                    self.error("MLS209", f"transform input '{ref}' has dtype {col.dtype}; "
-                               "transforms compute on numbers", path)
+                    self.error_in_expr("MLS209", f"transform input '{ref}' has dtype "
+                                       f"{col.dtype}; transforms compute on numbers", path, ref,
+                                       "use a numeric field (encode text in the source)")
                     continue
                 columns[ref] = column
                 inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
@@ -254,8 +290,8 @@ class _Resolver:
                 out.append(ir.TransformNode(
                     name=t.name, expr=canonical(parsed), dtype=t.dtype,
                     inputs=tuple(sorted(inputs, key=lambda x: x.column)),
-                    python=emit_python(parsed, columns), at=pointer(("features", "transforms",
-                                                                     i))))
+                    python=emit_python(parsed, columns),
+                    at=pointer(("features", "transforms", i)), description=t.description))
         self.transform_nodes = {t.name: t for t in out}
         return tuple(sorted(out, key=lambda t: t.name))
 
@@ -267,7 +303,8 @@ class _Resolver:
         for i, ref in enumerate(m.features):
             path = base + ("features", i)
             if ref in seen:
-                self.error("MLS206", f"model feature '{ref}' is listed twice", path)
+                self.error("MLS206", f"model feature '{ref}' is listed twice", path,
+                           "remove the second one")
                 continue
             seen.add(ref)
             if "." not in ref and ref in self.transform_by_name:
@@ -345,7 +382,8 @@ class _Resolver:
                 if k not in label_cols:
                     self.error("MLS207", f"the label source '{label.source}' has no column "
                                f"'{k}', the join key the model's features need",
-                               ("label", "source"))
+                               ("label", "source"), f"add '{k}' to the columns of source "
+                               f"'{label.source}'")
             label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
         if estimator is None or label is None or len(features) != len(m.features):
             return None, None
@@ -370,6 +408,17 @@ class _Resolver:
             return None
         return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
                             timestamp_field=src.timestamp_field, join_keys=())
+
+
+def _repeats(items) -> list[int]:
+    """Indices of items that appeared earlier in the list."""
+    seen: set = set()
+    out = []
+    for i, item in enumerate(items):
+        if item in seen:
+            out.append(i)
+        seen.add(item)
+    return out
 
 
 def _as_list(value) -> list:
@@ -399,7 +448,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
         entities.append(ir.EntityNode(
             name=name, join_keys=(ir.ColumnNode(name=key,
                                                 dtype=r.entity_key_dtype.get(name, "int64")),),
-            at=pointer(("entities", i))))
+            at=pointer(("entities", i)), description=e.description))
     t = spec.training
     ev = spec.evaluation
     slos = spec.slos
@@ -451,7 +500,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
                                      if mon.model_staleness else None),
             alerts=tuple(sorted((a.channel, a.to) for a in mon.alerts))),
         target=target,
-        derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)))
+        derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
+        tags=tuple(sorted(spec.metadata.tags.items())))
     return system, r.diagnostics
 
 
