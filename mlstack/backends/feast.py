@@ -1,13 +1,14 @@
-"""The Feast backend: a feature repo for the local profile plus `<py>_system/store.py`.
+"""The Feast backend: a feature repo plus `<py>_system/store.py`.
 
-Generates feature_repo/feature_store.yaml (SQLite online store, DuckDB offline store, state
-under MLSTACK_STATE_DIR), feature_repo/repo.py (entities, file sources, feature views, the
-model's feature service, one on-demand view calling the shared transforms) and the store
-module every other layer uses to apply, materialize and read features.
+Generates feature_repo/feature_store.yaml, feature_repo/repo.py (entities, file sources,
+feature views, the model's feature service, one on-demand view calling the shared
+transforms) and the store module every other layer uses to apply, materialize and read
+features. The local profile keeps the registry and a SQLite online store under
+MLSTACK_STATE_DIR; cluster targets get a SQL registry and their Redis/DynamoDB online store,
+configured from environment variables. The offline store is DuckDB over the file sources.
 
-Only the local profile (SQLite online store, file sources) is generated here; cluster and
-cloud profiles (Redis/DynamoDB online stores, warehouse sources) come with the
-beyond-one-machine work, so `applies` is False for them.
+Warehouse sources (postgres, bigquery, snowflake, redshift) need their own offline store and
+come with the beyond-one-machine work: `applies` is False when a feature view reads one.
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ class FeastBackend:
                  "feast/store.py.j2")
 
     def applies(self, system: SystemIR) -> bool:
-        return (system.target.online_store == "sqlite"
-                and all(s.family == "file" for s in _view_sources(system)))
+        return all(s.family == "file" for s in _view_sources(system))
 
     def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
         pkg = package_name(system)

@@ -28,8 +28,6 @@ pytestmark = pytest.mark.engine
 
 CHURN = BLUEPRINTS / "churn"
 PACKAGE = "churn_system"
-FEAST_FILES = ("feature_repo/feature_store.yaml", "feature_repo/repo.py",
-               "feature_repo/.feastignore", f"{PACKAGE}/store.py")
 
 
 def _compile(out: Path):
@@ -202,10 +200,17 @@ def test_apply_is_idempotent_and_drops_stale_objects(churn):
     assert [v.name for v in fs.list_feature_views()] == ["customer_profile"]
 
 
-def test_generated_files_are_deterministic_and_ruff_clean(tmp_path):
-    _, first = _compile(tmp_path)
-    _, second = _compile(tmp_path)
-    for path in FEAST_FILES:
+@pytest.mark.parametrize("blueprint", sorted(p.parent.name
+                                              for p in BLUEPRINTS.glob("*/mlstack.yaml")))
+def test_generated_files_are_deterministic_and_ruff_clean(tmp_path, blueprint):
+    spec = BLUEPRINTS / blueprint / "mlstack.yaml"
+    system, _ = require_system(spec)
+    options = CompileOptions(project_dir=Path(os.path.relpath(spec.parent, tmp_path)).as_posix())
+    first, second = compile_system(system, options), compile_system(system, options)
+    files = [p for p in first.paths()
+             if p.startswith("feature_repo/") or p == f"{system.python_name}_system/store.py"]
+    assert len(files) == 4, files
+    for path in files:
         assert first[path] == second[path], path
         assert str(tmp_path).encode() not in first[path]
         assert str(REPO).encode() not in first[path]
@@ -213,8 +218,9 @@ def test_generated_files_are_deterministic_and_ruff_clean(tmp_path):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_bytes(content)
     ruff = str(Path(sys.executable).parent / "ruff")
-    python_files = [str(tmp_path / p) for p in FEAST_FILES if p.endswith(".py")]
-    for config in (["--isolated", "--line-length=100"], ["--config", str(REPO / "pyproject.toml")]):
+    python_files = [str(tmp_path / p) for p in files if p.endswith(".py")]
+    project_config = ["--config", str(REPO / "pyproject.toml")]
+    for config in (["--isolated", "--line-length=100"], project_config):
         proc = subprocess.run([ruff, "check", "--no-cache", *config, *python_files],
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -265,3 +271,35 @@ def test_csv_source_is_staged_as_parquet(tmp_path, customers):
     finally:
         _forget_package()
         sys.modules.update(saved)
+
+
+def test_cluster_profile_repo_imports_and_reads_its_connections(tmp_path, monkeypatch):
+    """An aws target gets a SQL registry and DynamoDB online store from environment
+    variables; its repo module still imports and defines the views (no network)."""
+    import yaml
+
+    spec = BLUEPRINTS / "fraud-gpu" / "mlstack.yaml"
+    system, _ = require_system(spec)
+    tree = compile_system(system, CompileOptions(
+        project_dir=Path(os.path.relpath(spec.parent, tmp_path)).as_posix()))
+    for path, content in tree.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_bytes(content)
+    config = yaml.safe_load(tree["feature_repo/feature_store.yaml"])
+    assert config["online_store"] == {"type": "dynamodb", "region": system.target.region}
+    assert config["registry"]["registry_type"] == "sql"
+
+    package = f"{system.python_name}_system"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("MLSTACK_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("MLSTACK_FEAST_REGISTRY_URL", raising=False)
+    try:
+        store = importlib.import_module(f"{package}.store")
+        with pytest.raises(RuntimeError, match="MLSTACK_FEAST_REGISTRY_URL"):
+            store.repo_config()
+        objects = {(type(o).__name__, o.name) for o in store.repo_objects()}
+        assert {("FeatureView", v.name) for v in system.feature_views} <= objects
+        assert ("FeatureService", f"{system.python_name}_model") in objects
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0].startswith(package)]:
+            del sys.modules[name]
