@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     # order matters only for readability; output is sorted by path
     "shared": "mlstack.backends.shared:SharedBackend",
     "feast": "mlstack.backends.feast:FeastBackend",
+    "prefect": "mlstack.backends.prefect:PrefectBackend",
     # "feast", "prefect", "bentoml"; "infra" and "monitoring" for cluster and cloud targets
 }
 
