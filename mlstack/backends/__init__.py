@@ -19,7 +19,8 @@ REGISTRY: dict[str, str] = {
     "shared": "mlstack.backends.shared:SharedBackend",
     "feast": "mlstack.backends.feast:FeastBackend",
     "prefect": "mlstack.backends.prefect:PrefectBackend",
-    # "feast", "prefect", "bentoml"; "infra" and "monitoring" for cluster and cloud targets
+    "infra": "mlstack.backends.infra:InfraBackend",  # kubernetes and aws targets
+    "monitoring": "mlstack.backends.monitoring:MonitoringBackend",
 }
 
 
