@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path, PurePath
 
 from mlstack import __version__
-from mlstack.codes import CODES
+from mlstack.codes import CODES, EXPLANATIONS
 from mlstack.diagnostics import Diagnostic, Severity
 
 FORMATS = ("text", "json", "sarif", "github")
@@ -34,10 +35,19 @@ def render_json(diagnostics: list[Diagnostic]) -> str:
                       sort_keys=True) + "\n"
 
 
+def _artifact_uri(file: str) -> str:
+    """A relative path stays relative (to the repository root, for code scanning); an
+    absolute one becomes a file:// URI."""
+    path = PurePath(file)
+    return Path(file).as_uri() if path.is_absolute() else path.as_posix()
+
+
 def render_sarif(diagnostics: list[Diagnostic]) -> str:
     used = sorted({d.code for d in diagnostics})
     rules = [{"id": code, "name": code, "shortDescription": {"text": CODES.get(code, code)},
-              "helpUri": f"docs/diagnostics.md#{code.lower()}"} for code in used]
+              "fullDescription": {"text": EXPLANATIONS.get(code, CODES.get(code, code))},
+              "help": {"text": EXPLANATIONS.get(code, CODES.get(code, code))}}
+             for code in used]
     results = []
     for d in diagnostics:
         text = d.message + (f" (hint: {d.hint})" if d.hint else "")
@@ -47,7 +57,7 @@ def render_sarif(diagnostics: list[Diagnostic]) -> str:
             "level": "error" if d.severity is Severity.ERROR else "warning",
             "message": {"text": text},
             "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": d.location.file.replace("\\", "/")},
+                "artifactLocation": {"uri": _artifact_uri(d.location.file)},
                 "region": {"startLine": d.location.line, "startColumn": d.location.column},
             }}],
         })
@@ -55,6 +65,7 @@ def render_sarif(diagnostics: list[Diagnostic]) -> str:
         "tool": {"driver": {"name": "mlstack", "version": __version__,
                             "informationUri": "https://pypi.org/project/mlstack/",
                             "rules": rules}},
+        "columnKind": "unicodeCodePoints",
         "results": results,
     }]}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"

@@ -8,10 +8,23 @@ SCHEMA_ID = "https://mlstack.dev/schemas/mlstack.schema.json"
 SCHEMA_FILE = "mlstack.schema.json"
 
 
+def _close_pattern_maps(node) -> None:
+    """A mapping whose keys must match a pattern (metric: gate) admits no other key."""
+    if isinstance(node, dict):
+        if "patternProperties" in node and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _close_pattern_maps(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close_pattern_maps(value)
+
+
 def spec_json_schema() -> dict:
     from mlstack.spec.models import SystemSpec
 
     schema = SystemSpec.model_json_schema(by_alias=True, mode="validation")
+    _close_pattern_maps(schema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     return schema
