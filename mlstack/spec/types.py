@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import keyword
 import re
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
@@ -37,6 +38,15 @@ RELATIVE_PATH_JSON_PATTERN = r"^(?![/~\\])(?![^/\\]*:)(?!(.*[/\\])?\.\.([/\\]|$)
 RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
     "self", "cls", "None", "True", "False", "df", "np", "pd", "event_timestamp"
 }
+
+
+@dataclass(frozen=True)
+class ValueType:
+    """Marks a constrained type with the name and rule the docs give it (pydantic ignores it)."""
+
+    name: str
+    rule: str
+    examples: tuple[str, ...] = ()
 
 
 def _text(value) -> str:
@@ -215,49 +225,79 @@ def _range(value):
     return (low, high)
 
 
-def _pattern_type(regex: re.Pattern, what: str, description: str | None = None):
+def _pattern_type(regex: re.Pattern, what: str, doc: ValueType):
     schema = {"type": "string", "pattern": regex.pattern}
-    if description:
-        schema["description"] = description
-    return Annotated[str, AfterValidator(_matching(regex, what)), WithJsonSchema(schema)]
+    return Annotated[str, AfterValidator(_matching(regex, what)), WithJsonSchema(schema), doc]
 
 
-Name = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": NAME_RE.pattern})]
+NAME_DOC = ValueType("name", "lower-case ASCII letters, digits and `_`, starting with a letter, "
+                     "at most 63 characters, not a Python keyword; names become Python "
+                     "identifiers, file names and resource names", ("customer", "churn_labels"))
+Name = Annotated[str, AfterValidator(_name), Field(json_schema_extra={"pattern": NAME_RE.pattern}),
+                 NAME_DOC]
 SystemName = Annotated[str, AfterValidator(_system_name),
-                       Field(json_schema_extra={"pattern": SYSTEM_NAME_RE.pattern})]
+                       Field(json_schema_extra={"pattern": SYSTEM_NAME_RE.pattern}),
+                       ValueType("system name", "lower-case ASCII letters, digits and `-`, "
+                                 "starting with a letter, at most 40 characters",
+                                 ("churn", "search-ranking"))]
 Column = Annotated[str, AfterValidator(_column),
-                   Field(json_schema_extra={"pattern": COLUMN_RE.pattern})]
+                   Field(json_schema_extra={"pattern": COLUMN_RE.pattern}),
+                   ValueType("column", "ASCII letters, digits and `_`, not starting with a "
+                             "digit, not a Python keyword", ("customer_id", "tenure_months"))]
 FeatureRef = _pattern_type(FEATURE_REF_RE, "a feature reference: write 'view.field' or the name "
-                           "of a transform")
+                           "of a transform", ValueType(
+                               "feature reference", "`view.field`, or the name of a transform",
+                               ("customer_profile.tenure_months", "charges_per_tenure")))
 MetricName = _pattern_type(METRIC_RE, "a metric name: lower-case letters, digits and '_', "
-                           "with '@k' for ranking metrics (e.g. 'auc', 'ndcg@10')")
+                           "with '@k' for ranking metrics (e.g. 'auc', 'ndcg@10')", ValueType(
+                               "metric", "a metric name; ranking metrics take `@k`",
+                               ("auc", "f1", "rmse", "ndcg@10")))
 TableName = _pattern_type(TABLE_RE, "a table name: letters, digits, '_' and '.' "
-                          "(e.g. 'analytics.events')")
-TopicName = _pattern_type(TOPIC_RE, "a topic name: letters, digits, '.', '_' and '-'")
+                          "(e.g. 'analytics.events')", ValueType(
+                              "table", "letters, digits, `_` and `.`", ("analytics.events",)))
+TopicName = _pattern_type(TOPIC_RE, "a topic name: letters, digits, '.', '_' and '-'",
+                          ValueType("topic", "letters, digits, `.`, `_` and `-`",
+                                    ("clicks.v1",)))
 GpuType = _pattern_type(GPU_TYPE_RE, "a GPU type: lower-case letters, digits, '.' and '-' "
-                        "(e.g. 'nvidia-l4')")
-Region = _pattern_type(REGION_RE, "a cloud region such as 'us-east-1' or 'europe-west4'")
+                        "(e.g. 'nvidia-l4')", ValueType(
+                            "GPU type", "lower-case letters, digits, `.` and `-`",
+                            ("nvidia-l4", "nvidia-a10g")))
+Region = _pattern_type(REGION_RE, "a cloud region such as 'us-east-1' or 'europe-west4'",
+                       ValueType("region", "a cloud region", ("us-east-1", "europe-west4")))
 Namespace = _pattern_type(NAMESPACE_RE, "a Kubernetes namespace: lower-case letters, digits "
-                          "and '-', at most 63 characters")
+                          "and '-', at most 63 characters", ValueType(
+                              "namespace", "a Kubernetes namespace: lower-case letters, digits "
+                              "and `-`", ("ml-prod",)))
 Duration = Annotated[str, BeforeValidator(_duration), WithJsonSchema({
     "anyOf": [{"type": "string", "pattern": DURATION_JSON_PATTERN},
               {"type": "integer", "minimum": 1}],
-    "description": "A duration: w, d, h, m, s units (e.g. '15m', '1h30m', '30d') or seconds."})]
+    "description": "A duration: w, d, h, m, s units (e.g. '15m', '1h30m', '30d') or seconds."}),
+    ValueType("duration", "a number with a unit (w, d, h, m, s), units in that order, or a "
+              "positive number of seconds",
+              ("15m", "1h30m", "30d", "3600"))]
 Gate = Annotated[str, BeforeValidator(_gate), WithJsonSchema({
     "anyOf": [{"type": "string", "pattern": GATE_JSON_PATTERN}, {"type": "number"}],
-    "description": "A comparison such as '>= 0.80' or '< 50'; a bare number means '>='."})]
+    "description": "A comparison such as '>= 0.80' or '< 50'; a bare number means '>='."}),
+    ValueType("gate", "an operator (`>=`, `<=`, `>`, `<`, `==`) and a number; a bare number "
+              "means `>=`", ("\">= 0.80\"", "\"> 50\"", "0.8"))]
 Memory = Annotated[str, BeforeValidator(_memory), WithJsonSchema({
     "type": "string", "pattern": MEMORY_RE.pattern,
-    "description": "A memory size in Mi, Gi or Ti, e.g. '4Gi'."})]
+    "description": "A memory size in Mi, Gi or Ti, e.g. '4Gi'."}),
+    ValueType("memory", "a size in Mi, Gi or Ti", ("512Mi", "4Gi"))]
 Schedule = Annotated[str, BeforeValidator(_schedule), WithJsonSchema({
     "type": "string", "pattern": SCHEDULE_JSON_PATTERN,
     "description": "A 5-field cron line ('0 3 * * *') or @hourly, @daily, @weekly, @monthly, "
-                   "@yearly."})]
+                   "@yearly."}),
+    ValueType("schedule", "a 5-field cron line, or @hourly, @daily, @weekly, @monthly, @yearly",
+              ("\"@daily\"", "\"0 3 * * *\""))]
 RelativePath = Annotated[str, AfterValidator(_relative_path), WithJsonSchema({
     "type": "string", "pattern": RELATIVE_PATH_JSON_PATTERN,
-    "description": "A path relative to the spec's folder, without '..'."})]
+    "description": "A path relative to the spec's folder, without '..'."}),
+    ValueType("path", "relative to the spec's folder; no absolute paths, `..`, drive letters or "
+              "URLs", ("data/customers.parquet",))]
 Range = Annotated[tuple[float, float], BeforeValidator(_range), WithJsonSchema({
     "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
-    "description": "Inclusive [min, max]."})]
+    "description": "Inclusive [min, max]."}),
+    ValueType("range", "two numbers `[min, max]`, min not above max", ("[0, 600]",))]
 DType = Literal["int64", "int32", "float64", "float32", "string", "bool", "timestamp"]
 NUMERIC_DTYPES = ("int64", "int32", "float64", "float32", "bool")
