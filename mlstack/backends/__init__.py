@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     # order matters only for readability; output is sorted by path
     "shared": "mlstack.backends.shared:SharedBackend",
     "feast": "mlstack.backends.feast:FeastBackend",
+    "bentoml": "mlstack.backends.bentoml:BentoMLBackend",
     "prefect": "mlstack.backends.prefect:PrefectBackend",
     "infra": "mlstack.backends.infra:InfraBackend",  # kubernetes and aws targets
     "monitoring": "mlstack.backends.monitoring:MonitoringBackend",

@@ -1,0 +1,375 @@
+"""The churn blueprint's generated BentoML service, run with the real BentoML (no mocks).
+
+The fixture compiles churn and runs its generated Prefect training flow, which applies and
+materializes the Feast repo and saves the trained model to a private BentoML model store. The service must
+then give, in process and over real HTTP from `bentoml serve`, the same numbers as the
+model on features computed here independently from the source parquet file (latest row
+per customer, transform formula written out by hand).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from mlstack.backends import CompileOptions
+from mlstack.backends.bentoml import service_class_name
+from mlstack.compile import compile_system
+from mlstack.lint import require_system
+from tests.conftest import BLUEPRINTS
+
+pytestmark = pytest.mark.engine
+
+CHURN = BLUEPRINTS / "churn"
+PACKAGE = "churn_system"
+SERVICE_MODULE = "service.service"
+FLOWS_MODULE = "_mlstack_bentoml_test_flows"
+VIEW_FIELDS = ("tenure_months", "monthly_charges", "support_calls", "is_monthly_contract")
+TOLERANCE = 1e-9
+READY_TIMEOUT_S = 150
+
+
+def _forget_modules() -> None:
+    """Other tests may have imported another tree's package or service: start from none."""
+    prefixes = (PACKAGE, "service")
+    for name in [m for m in sys.modules
+                 if any(m == p or m.startswith(p + ".") for p in prefixes)
+                 or m in (f"{PACKAGE}_feature_repo", FLOWS_MODULE)]:
+        del sys.modules[name]
+
+
+def _bentoml_home() -> Path:
+    """The model store folder this process uses (BentoML fixes it at first use)."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    return Path(BentoMLContainer.bentoml_home.get())
+
+
+def _load_flows(out: Path):
+    """The tree's generated pipelines/flows.py, imported under a private name."""
+    spec = importlib.util.spec_from_file_location(FLOWS_MODULE, out / "pipelines" / "flows.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[FLOWS_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def churn(tmp_path_factory, prefect_api):
+    """Compiled churn tree, trained by its generated Prefect flow (which applies and
+    materializes the features and saves the model to a private BentoML store); yields the
+    paths, the environment for subprocesses, the model tag and the service module."""
+    out = tmp_path_factory.mktemp("churn_serve_out")
+    state = tmp_path_factory.mktemp("churn_serve_state")
+    home = tmp_path_factory.mktemp("churn_bentoml_home")
+    system, _ = require_system(CHURN / "mlstack.yaml")
+    options = CompileOptions(project_dir=Path(os.path.relpath(CHURN, out)).as_posix())
+    for path, content in compile_system(system, options).items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(content)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLSTACK_STATE_DIR", str(state))
+        patch.setenv("BENTOML_HOME", str(home))
+        patch.syspath_prepend(str(out))
+        _forget_modules()
+        result = _load_flows(out).training_flow()
+        model_tag = result["model_tag"]
+        patch.setenv("MLSTACK_MODEL_TAG", model_tag)
+        service = importlib.import_module(SERVICE_MODULE)
+        env = {**os.environ, "BENTOML_HOME": str(_bentoml_home()),
+               "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
+        yield SimpleNamespace(out=out, system=system, model_tag=model_tag, env=env,
+                              service=service, service_class=service_class_name(system))
+        importlib.import_module(f"{PACKAGE}.store").get_store.cache_clear()
+        _forget_modules()
+
+
+@pytest.fixture(scope="module")
+def customers() -> pd.DataFrame:
+    return pd.read_parquet(CHURN / "data" / "customers.parquet")
+
+
+def _chosen_ids(customers: pd.DataFrame, count: int = 24) -> list[int]:
+    ids = np.sort(customers["customer_id"].unique())
+    picks = np.random.default_rng(3).choice(ids[1:-1], size=count - 2, replace=False)
+    return [int(i) for i in [ids[0], *picks, ids[-1]]]
+
+
+def _expected_frame(customers: pd.DataFrame, ids: list[int], columns) -> pd.DataFrame:
+    """The model input computed without mlstack: the latest source row of each customer and
+    charges_per_tenure = monthly_charges / (tenure_months + 1)."""
+    latest = customers.sort_values("event_timestamp").groupby("customer_id").last().loc[ids]
+    frame = pd.DataFrame({f"customer_profile__{f}": latest[f].to_numpy() for f in VIEW_FIELDS})
+    frame["charges_per_tenure"] = (latest["monthly_charges"]
+                                   / (latest["tenure_months"] + 1)).to_numpy()
+    return frame[list(columns)]
+
+
+def _expected_scores(churn, customers, ids) -> np.ndarray:
+    import bentoml
+
+    model = bentoml.sklearn.load_model(churn.model_tag)
+    columns = [f.column for f in churn.system.model.features]
+    return model.predict_proba(_expected_frame(customers, ids, columns))[:, 1]
+
+
+def test_generated_files_are_ruff_clean(churn):
+    from ruff.__main__ import find_ruff_bin
+
+    # from the tree's root, so ruff sees the shared package as first-party
+    result = subprocess.run([find_ruff_bin(), "check", "--isolated", "--no-cache", "service"],
+                            cwd=churn.out, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_predict_in_process_equals_the_model_on_source_rows(churn, customers):
+    ids = _chosen_ids(customers)
+    unknown = int(customers["customer_id"].max()) + 1000
+    requested = [ids[5], unknown, *ids]  # unordered, a repeat and an unknown entity
+    Row = churn.service.Row
+    svc = getattr(churn.service, churn.service_class)()
+
+    got = svc.predict([Row(customer_id=i) for i in requested])
+
+    assert got[1] is None  # no online features: null, documented in the service
+    expected = dict(zip(ids, _expected_scores(churn, customers, ids), strict=True))
+    want = np.array([expected[i] for i in requested if i != unknown])
+    have = np.array([v for i, v in zip(requested, got, strict=True) if i != unknown])
+    np.testing.assert_allclose(have, want, rtol=0, atol=TOLERANCE)
+    assert all(isinstance(v, float) for v in have)
+    assert svc.predict([]) == []
+    assert svc.predict([Row(customer_id=unknown)]) == [None]
+
+    records = svc.features([Row(customer_id=i) for i in requested])
+    columns = [f.column for f in churn.system.model.features]
+    frame = pd.DataFrame([r for r in records if r["customer_id"] != unknown])
+    assert list(frame["customer_id"]) == [i for i in requested if i != unknown]
+    pd.testing.assert_frame_equal(
+        frame[columns].astype(float),
+        _expected_frame(customers, list(frame["customer_id"]), columns).astype(float),
+        rtol=0, atol=TOLERANCE)
+    assert records[1] == {"customer_id": unknown, **dict.fromkeys(columns)}
+
+    info = svc.info()
+    batching = churn.system.serving.batching
+    assert info["model_tag"] == churn.model_tag
+    assert info["spec_hash"] == churn.system.spec_hash
+    assert info["model_metadata"]["spec_hash"] == churn.system.spec_hash
+    assert info["batching"] == {"enabled": batching.enabled,
+                                "max_batch_size": batching.max_batch_size,
+                                "max_latency_ms": batching.max_latency_ms}
+    assert info["model_columns"] == columns
+
+
+def _metric(line: str) -> float:
+    return float(line.rsplit(" ", 1)[1])
+
+
+def _metric_sum(text: str, name: str) -> float:
+    """The sum of a Prometheus series over its labels."""
+    return sum(_metric(line) for line in text.splitlines() if line.startswith(name + "{"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the server and its workers by process group (it was started in its own)."""
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    deadline = time.monotonic() + 15
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _group_alive(proc.pid):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_ready(client, proc, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "bentoml serve exited:\n" + log.read_text()[-4000:]
+        try:
+            if client.get("/readyz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    pytest.fail("service not ready in time:\n" + log.read_text()[-4000:])
+
+
+def test_http_server_serves_the_same_numbers_and_stops(churn, customers, tmp_path):
+    import httpx
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [bentoml_cli, "serve", f"{SERVICE_MODULE}:{churn.service_class}",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=churn.out, env=churn.env, stdout=sink, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            _wait_ready(client, proc, log)
+            assert client.get("/healthz").status_code == 200
+            assert client.get("/livez").status_code == 200
+
+            ids = _chosen_ids(customers)
+            unknown = int(customers["customer_id"].max()) + 1000
+            expected = dict(zip(ids, _expected_scores(churn, customers, ids), strict=True))
+            response = client.post("/predict",
+                                   json={"rows": [{"customer_id": i} for i in [*ids, unknown]]})
+            assert response.status_code == 200, response.text
+            got = response.json()
+            assert got[-1] is None
+            np.testing.assert_allclose(got[:-1], [expected[i] for i in ids], rtol=0,
+                                       atol=TOLERANCE)
+
+            shed = []
+
+            def one(customer_id: int) -> float:
+                # BentoML answers 503 for a request it predicts cannot finish inside
+                # max_latency_ms (load shedding); a client retries those
+                for _ in range(20):
+                    r = client.post("/predict", json={"rows": [{"customer_id": customer_id}]})
+                    if r.status_code != 503:
+                        break
+                    shed.append(customer_id)
+                    time.sleep(0.05)
+                assert r.status_code == 200, r.text
+                return r.json()[0]
+
+            # one at a time first: BentoML's batcher measures its cost on its first ~12 calls
+            sequential = [one(i) for i in ids[:12]]
+            np.testing.assert_allclose(sequential, [expected[i] for i in ids[:12]], rtol=0,
+                                       atol=TOLERANCE)
+            assert not shed  # one request at a time is never shed
+            with ThreadPoolExecutor(max_workers=8) as pool:  # concurrent: batched together
+                concurrent = list(pool.map(one, [*ids, *ids]))
+            np.testing.assert_allclose(concurrent, [expected[i] for i in [*ids, *ids]],
+                                       rtol=0, atol=TOLERANCE)
+
+            features = client.post("/features", json={"rows": [{"customer_id": ids[0]}]})
+            assert features.status_code == 200, features.text
+            columns = [f.column for f in churn.system.model.features]
+            np.testing.assert_allclose(
+                [features.json()[0][c] for c in columns],
+                _expected_frame(customers, [ids[0]], columns).iloc[0].to_numpy(dtype=float),
+                rtol=0, atol=TOLERANCE)
+
+            info = client.post("/info", json={})
+            assert info.status_code == 200, info.text
+            assert info.json()["model_tag"] == churn.model_tag
+
+            bad = client.post("/predict", json={"rows": [{"customer_id": "not a number"}]})
+            assert bad.status_code == 400
+            extra = client.post("/predict", json={"rows": [{"customer_id": 1, "x": 2}]})
+            assert extra.status_code == 400
+
+            metrics = client.get("/metrics")
+            assert metrics.status_code == 200
+            predict_counts = [
+                line for line in metrics.text.splitlines()
+                if line.startswith("bentoml_service_request_total")
+                and 'endpoint="/predict"' in line and 'http_response_code="200"' in line]
+            assert predict_counts, metrics.text[:2000]
+            assert sum(_metric(line) for line in predict_counts) >= 13 + 2 * len(ids)
+            batches = _metric_sum(metrics.text, "bentoml_service_adaptive_batch_size_count")
+            batched_rows = _metric_sum(metrics.text, "bentoml_service_adaptive_batch_size_sum")
+            assert 0 < batches < batched_rows  # some calls carried more than one request
+    finally:
+        _stop(proc)
+    assert proc.poll() is not None
+    assert not _group_alive(proc.pid)
+
+
+def test_bento_builds_offline(churn):
+    import bentoml
+
+    env = {**churn.env, "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"}  # no package index
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    started = time.perf_counter()
+    result = subprocess.run(
+        [bentoml_cli, "build", "-f", "service/bentofile.yaml", "."], cwd=churn.out, env=env,
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert elapsed < 120
+
+    bento = bentoml.bentos.get(f"{churn.system.name}:latest")
+    assert bento.info.labels == {"system": churn.system.name}
+    src = Path(bento.path) / "src"
+    for path in ("service/service.py", f"{PACKAGE}/features.py", f"{PACKAGE}/transforms.py",
+                 f"{PACKAGE}/store.py", "feature_repo/feature_store.yaml"):
+        assert (src / path).is_file(), path
+    assert (src / "service/service.py").read_bytes() == (
+        churn.out / "service/service.py").read_bytes()
+    manifest = (Path(bento.path) / "bento.yaml").read_text()
+    assert churn.model_tag in manifest  # the model is packed with the bento
+
+
+def test_multiclass_without_batching_renders_a_plain_api(tmp_path):
+    """A multiclass spec with batching off: predict returns classes and is not batchable
+    (BentoML refuses max_batch_size 1, so no batching means batchable=False)."""
+    project = tmp_path / "project"
+    shutil.copytree(CHURN, project, ignore=shutil.ignore_patterns("build", ".mlstack"))
+    spec = yaml.safe_load((project / "mlstack.yaml").read_text())
+    spec["model"]["task"] = "multiclass_classification"
+    spec["evaluation"] = {"metrics": ["accuracy"], "gates": {}}
+    spec["slos"].pop("quality", None)
+    spec["serving"]["batching"] = {"mode": "off"}
+    (project / "mlstack.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    system, _ = require_system(project / "mlstack.yaml")
+    out = project / "build"
+    for path, content in compile_system(system, CompileOptions(project_dir="..")).items():
+        (out / path).parent.mkdir(parents=True, exist_ok=True)
+        (out / path).write_bytes(content)
+    source = (out / "service" / "service.py").read_text()
+    assert "def predict(self, rows: list[Row]) -> list[int | None]:" in source
+    assert "self.model.predict(frame[scorable])" in source
+    assert "predict_proba" not in source
+
+    probe = ("import json, service.service as m; api = m.ChurnService.apis['predict']; "
+             "print(json.dumps({'batchable': api.batchable, 'batching': m.BATCHING}))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(out)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "batchable": False,
+        "batching": {"enabled": False, "max_batch_size": 1, "max_latency_ms": 1}}
