@@ -6,6 +6,7 @@ wording), the location of the offending token and, where one helps, a hint.
 
 from __future__ import annotations
 
+import re
 import types
 import typing
 import unicodedata
@@ -17,6 +18,7 @@ from mlstack.diagnostics import Diagnostic, Severity, did_you_mean, hint_for
 from mlstack.expr import FUNCTIONS
 from mlstack.loader import LoadedDocument
 from mlstack.spec.models import API_VERSION, FileSource, StreamSource, SystemSpec, WarehouseSource
+from mlstack.spec.types import SCHEDULE_ALIASES
 
 ERROR_CODES = {
     "extra_forbidden": "MLS101",
@@ -50,6 +52,19 @@ INPUT_HINT_KINDS = ("int_type", "float_type", "bool_type")
 SOURCE_KINDS = tuple(kind for model in (FileSource, WarehouseSource, StreamSource)
                      for kind in typing.get_args(model.model_fields["kind"].annotation))
 PREDICATE_WORDS = ("must ", "is ", "needs ", "takes ")
+SYNONYMS = {  # words people write for a choice the spec spells differently
+    "int": "int64", "integer": "int64", "long": "int64", "float": "float64",
+    "double": "float64", "number": "float64", "str": "string", "text": "string",
+    "boolean": "bool", "datetime": "timestamp", "date": "timestamp",
+    "binary": "binary_classification", "classification": "binary_classification",
+    "multiclass": "multiclass_classification", "k8s": "kubernetes", "http": "rest",
+}
+DURATION_WORDS = {"w": "w", "week": "w", "weeks": "w", "d": "d", "day": "d", "days": "d",
+                  "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h", "m": "m",
+                  "min": "m", "mins": "m", "minute": "m", "minutes": "m", "s": "s",
+                  "sec": "s", "secs": "s", "second": "s", "seconds": "s"}
+MEMORY_WORDS = {"m": "Mi", "mb": "Mi", "mib": "Mi", "g": "Gi", "gb": "Gi", "gib": "Gi",
+                "t": "Ti", "tb": "Ti", "tib": "Ti"}
 CUSTOM_HINTS = {
     "mls_replicas": "make replicas.min at most replicas.max",
     "mls_missing": "add 'table: schema.table' or 'query: SELECT ...'",
@@ -292,7 +307,10 @@ def _diagnostic(err: dict, doc: LoadedDocument) -> tuple[Diagnostic, str | None]
         hint = _input_hint(err) or CUSTOM_HINTS.get(kind)
         if kind == "literal_error":
             given = err.get("input")
-            hint = did_you_mean(str(given), _options(ctx.get("expected", "")))
+            options = _options(ctx.get("expected", ""))
+            synonym = SYNONYMS.get(str(given).strip().lower())
+            hint = (f"did you mean '{synonym}'?" if synonym in options
+                    else did_you_mean(str(given), options))
             if path and path[-1] == "apiVersion" and "input" in err:
                 code = "MLS105"
                 message = f"apiVersion {describe_value(err['input'])} is not supported"
@@ -303,6 +321,8 @@ def _diagnostic(err: dict, doc: LoadedDocument) -> tuple[Diagnostic, str | None]
             hint = hint_for(str(given), _options(ctx.get("expected_tags", "")))
         elif kind == "mls_name":
             hint = _name_hint(err.get("input"))
+        elif kind in ("mls_duration", "mls_quantity", "mls_schedule"):
+            hint = _unit_hint(kind, err.get("input"))
         elif kind == "mls_expr":
             location = smap.locate_inside(path, _expr_offset(doc, path, ctx.get("column", 1)))
             hint = EXPR_HINT
@@ -333,6 +353,23 @@ def _name_hint(value: Any) -> str | None:
     if value != value.lower() and value.lower().replace("-", "_").isidentifier():
         return f"did you mean '{value.lower()}'?"
     return None
+
+
+def _unit_hint(kind: str, value: Any) -> str | None:
+    """'7days' -> did you mean '7d'?; '4GB' -> '4Gi'; '@dialy' -> '@daily'."""
+    if not isinstance(value, str):
+        return None
+    if kind == "mls_schedule":
+        return did_you_mean(value.strip(), SCHEDULE_ALIASES)
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", value)
+    if not match:
+        return None
+    number, unit = match.groups()
+    words = DURATION_WORDS if kind == "mls_duration" else MEMORY_WORDS
+    fixed = words.get(unit.lower())
+    if fixed is None or (kind == "mls_duration" and "." in number):
+        return None
+    return f"did you mean '{number}{fixed}'?"
 
 
 def _expr_offset(doc: LoadedDocument, path: tuple, column: int) -> int:
