@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack.errors import MlstackError
-from mlstack.infra_env import synth
+from mlstack.infra_env import SynthResult, synth
 
 Progress = Callable[[str], None]
 PLAN_FILE = "tfplan"
@@ -117,18 +117,19 @@ def _tf_var_args(variables: dict | None) -> list[str]:
 def deploy_infra(out_dir: Path, *, dry_run: bool = True, auto_approve: bool = False,
                  progress: Progress | None = None, variables: dict | None = None,
                  env: dict[str, str] | None = None, state_path: Path | None = None,
-                 override: dict | None = None) -> InfraDeployResult:
+                 override: dict | None = None,
+                 synthesized: SynthResult | None = None) -> InfraDeployResult:
     """Synth, init, plan; apply the saved plan only with auto_approve and not dry_run.
 
     variables: Terraform input variables (-var); env: the environment of the terraform
     process (default: this one); state_path: where the local backend keeps state (default:
     the app's infra/ folder); override: Terraform JSON merged as an override file (e.g.
-    provider settings for an offline plan).
+    provider settings for an offline plan); synthesized: a synth of this tree already done.
     """
     say = progress or (lambda _message: None)
     seconds: dict[str, float] = {}
     started = time.monotonic()
-    synthesized = synth(Path(out_dir), progress=progress)
+    synthesized = synthesized or synth(Path(out_dir), progress=progress)
     seconds["synth"] = time.monotonic() - started
     stack_dir = synthesized.path.parent
     tool = find_terraform()
