@@ -1,0 +1,133 @@
+"""kubernetes target: the generated cdktn app synthesizes in its isolated environment and the
+Terraform JSON holds what the spec implies (asserted structurally). No terraform init here:
+only hashicorp/aws is in the local provider mirror, so the kubernetes provider cannot be
+installed offline; checkov scans the kubernetes resources instead.
+
+Every kubernetes blueprint is tested, plus a variant of the first with GPU training on spot.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mlstack.backends.infra_model import KUBERNETES_PROVIDER_VERSION, infra_resources
+from mlstack.backends.monitoring import rule_groups
+from tests.conftest import BLUEPRINTS
+from tests.engine.infra_fixtures import (
+    Synthesized,
+    blueprints_of,
+    infra_cache,  # noqa: F401  (fixture)
+    infra_envs,  # noqa: F401  (fixture)
+    run_checkov,
+    unaccepted_failures,
+    variant_spec,
+)
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+KUBE = blueprints_of("kubernetes")
+CASES = KUBE + ["gpu-variant"] if KUBE else []
+
+
+@pytest.fixture(scope="module")
+def stacks(infra_envs, tmp_path_factory):  # noqa: F811
+    out = {}
+    tmp = tmp_path_factory.mktemp("kubernetes")
+    for case in CASES:
+        if case == "gpu-variant":
+            spec = variant_spec(tmp / "specs", KUBE[0], "k8s-gpu", {"training": {
+                "cpu": 8, "memory": "32Gi", "gpu": 2, "gpu_type": "nvidia-l4", "spot": True}})
+        else:
+            spec = BLUEPRINTS / case / "mlstack.yaml"
+        out[case] = Synthesized(spec, tmp / case / "out")
+    return out
+
+
+def _container(resource: dict) -> dict:
+    return resource["spec"]["template"]["spec"]["container"][0]
+
+
+def _cpu_quantity(cpu: float) -> str:
+    return f"{round(cpu * 1000)}m"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_synth_has_the_resources_the_spec_implies(stacks, case):
+    s = stacks[case]
+    system, doc, t = s.system, s.json, s.system.target
+    assert s.resource_pairs() == infra_resources(system)
+    assert doc["terraform"]["required_providers"]["kubernetes"] == {
+        "source": "hashicorp/kubernetes", "version": KUBERNETES_PROVIDER_VERSION}
+    assert s.resources("kubernetes_namespace_v1")["namespace"]["metadata"]["name"] == t.namespace
+
+    serving = s.resources("kubernetes_deployment_v1")["serving"]
+    assert serving["metadata"]["namespace"] == t.namespace
+    assert serving["spec"]["replicas"] == str(t.replicas_min)
+    container = _container(serving)
+    amounts = {"cpu": _cpu_quantity(t.serving.cpu), "memory": f"{t.serving.memory_mib}Mi"}
+    assert container["resources"] == {"requests": amounts, "limits": amounts}
+    assert container["port"][0]["container_port"] == 3000
+    assert container["readiness_probe"]["http_get"]["path"] == "/readyz"
+    assert container["liveness_probe"]["http_get"]["path"] == "/livez"
+    sc = container["security_context"]
+    assert sc["run_as_non_root"] and sc["read_only_root_filesystem"]
+    assert not sc["allow_privilege_escalation"] and sc["capabilities"]["drop"] == ["ALL"]
+    pod = serving["spec"]["template"]["spec"]
+    assert pod["security_context"]["seccomp_profile"]["type"] == "RuntimeDefault"
+    assert pod["automount_service_account_token"] is False
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLSTACK_FEAST_REGISTRY_URL"]["value_from"]["secret_key_ref"]["key"] == "url"
+    if t.online_store == "redis":
+        assert env["MLSTACK_REDIS_CONNECTION"]["value"] == (
+            f"{system.name}-redis.{t.namespace}.svc:6379")
+
+    hpa = s.resources("kubernetes_horizontal_pod_autoscaler_v2")["serving"]["spec"]
+    assert (hpa["min_replicas"], hpa["max_replicas"]) == (t.replicas_min, t.replicas_max)
+    assert hpa["scale_target_ref"]["name"] == serving["metadata"]["name"]
+    targets = {m["type"]: m for m in hpa["metric"]}
+    if t.autoscale_target_rps_per_replica:
+        assert targets["Pods"]["pods"]["target"]["average_value"] == str(
+            t.autoscale_target_rps_per_replica)
+    service = s.resources("kubernetes_service_v1")["serving"]["spec"]
+    assert service["selector"] == serving["spec"]["selector"]["match_labels"]
+
+    if t.online_store == "redis":
+        redis = s.resources("kubernetes_deployment_v1")["redis"]
+        assert _container(redis)["security_context"]["run_as_non_root"] is True
+        ingress = s.resources("kubernetes_network_policy_v1")["redis_ingress"]["spec"]
+        allowed = ingress["ingress"][0]["from"][0]["pod_selector"]["match_labels"]
+        labels = serving["spec"]["template"]["metadata"]["labels"]
+        assert allowed.items() <= labels.items()  # the service may reach Redis
+
+    worker = _container(s.resources("kubernetes_deployment_v1")["prefect_worker"])
+    assert worker["command"][:3] == ["prefect", "worker", "start"]
+    assert "kubernetes" in worker["command"]
+
+    template = json.loads(s.resources("kubernetes_config_map_v1")["training_job_template"]
+                          ["data"]["base-job-template.json"])
+    job_pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    job_container = job_pod["containers"][0]
+    tolerations = {tol["key"] for tol in job_pod["tolerations"]}
+    if t.training.gpu:
+        assert job_container["resources"]["limits"]["nvidia.com/gpu"] == str(t.training.gpu)
+        assert job_pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+        assert job_pod["nodeSelector"]["mlstack/gpu-type"] == t.training.gpu_type
+        assert "nvidia.com/gpu" in tolerations
+    else:
+        assert "nvidia.com/gpu" not in job_container["resources"]["limits"]
+        assert "nvidia.com/gpu" not in tolerations
+    assert ("mlstack/spot" in tolerations) == t.training.spot
+    assert job_container["resources"]["requests"]["cpu"] == _cpu_quantity(t.training.cpu)
+
+    rules = s.resources("kubernetes_manifest")["prometheus_rules"]["manifest"]
+    assert rules["kind"] == "PrometheusRule"
+    assert rules["spec"]["groups"] == rule_groups(system)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_checkov_accepts_only_reasoned_skips(stacks, infra_envs, case):  # noqa: F811
+    report = run_checkov(infra_envs["checkov"], stacks[case].result.path)
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] > 30  # the CKV_K8S_* checks ran on the workloads
+    assert unaccepted_failures(report) == []
