@@ -42,7 +42,10 @@ class SharedBackend:
             request_dtypes={k.name: k.dtype for k in m.request_keys},
             fetch_refs=tuple(f"{f.view}:{f.field}" for f in m.fetch),
             fetch_columns=tuple(f.column for f in m.fetch),
-            model_columns=tuple(f.column for f in m.features))
+            model_columns=tuple(f.column for f in m.features),
+            view_sources={v: system.view(v).source for v in m.feature_views},
+            view_keys={v: tuple(k.name for k in system.view(v).join_keys)
+                       for v in m.feature_views})
         for template in self.templates:
             out = template.removeprefix("shared/").removesuffix(".j2")
             tree.add(f"{pkg}/{out}", render_template(template, **context))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlstack.checks import CheckContext, node_path
 from mlstack.diagnostics import Severity
+from mlstack.ir.catalog import HTTP_OVERHEAD_MS
 from mlstack.ir.derive import batching_budget_ms, schedule_interval_seconds
 
 
@@ -21,12 +22,21 @@ def check_slos(ctx: CheckContext):
     if slo.p99_ms is not None and b.enabled:
         budget, arithmetic = batching_budget_ms(slo.p99_ms, s.target.online_store,
                                                 s.model.algorithm, bool(s.transforms))
-        if not b.derived and b.max_latency_ms > budget:
+        hard = slo.p99_ms - HTTP_OVERHEAD_MS
+        if not b.derived and b.max_latency_ms > hard:
             yield ctx.diag("MLS402", f"batching max_latency_ms {b.max_latency_ms} does not fit "
-                           f"in the p99 budget: {arithmetic}", ("serving", "batching",
-                                                                "max_latency_ms"),
-                           f"lower max_latency_ms to at most {max(1, int(budget))}, or use "
+                           f"in the p99 budget of {slo.p99_ms:g} ms (a request also spends "
+                           f"~{HTTP_OVERHEAD_MS:g} ms in HTTP)", ("serving", "batching",
+                                                                  "max_latency_ms"),
+                           f"lower max_latency_ms to at most {max(1, int(hard))}, or use "
                            "batching: auto")
+        elif not b.derived and b.max_latency_ms < slo.p99_ms - budget - HTTP_OVERHEAD_MS:
+            yield ctx.diag("MLS402", f"batching max_latency_ms {b.max_latency_ms} is below the "
+                           f"time one batched call needs ({arithmetic}): most requests "
+                           "would be shed with HTTP 503", ("serving", "batching",
+                                                           "max_latency_ms"),
+                           "raise max_latency_ms, or use batching: auto",
+                           severity=Severity.WARNING)
     if not b.enabled and b.derived:
         yield ctx.diag("MLS402", "the p99 SLO leaves no room for adaptive batching; batching "
                        "is turned off", ("slos", "latency", "p99_ms"),

@@ -66,6 +66,56 @@ class LoadResult:
                 "total": self.total, "by_version": self.by_version}
 
 
+async def _run_open(url: str, bodies: list[dict], duration: float, rate: float,
+                    max_in_flight: int, timeout: float) -> LoadResult:
+    """Open loop: requests are sent at `rate` per second whatever the answers take (as users
+    do); latency counts from the scheduled send time, so queueing at the client is included.
+    A request that finds `max_in_flight` requests outstanding counts as an error."""
+    total = Stats()
+    versions: dict[str, Stats] = {}
+    cycle = itertools.cycle(bodies)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+    in_flight = 0
+    tasks = []
+    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+
+        async def send(body: dict, scheduled: float) -> None:
+            nonlocal in_flight
+            version = None
+            try:
+                response = await client.post(url, json=body)
+                ok = response.status_code < 400
+                version = response.headers.get("x-mlstack-version")
+            except httpx.HTTPError:
+                ok = False
+            finally:
+                in_flight -= 1
+            elapsed = (time.perf_counter() - scheduled) * 1000
+            for stats in [total] + ([versions.setdefault(version, Stats())] if version else []):
+                if ok:
+                    stats.latencies_ms.append(elapsed)
+                else:
+                    stats.errors += 1
+
+        began = time.perf_counter()
+        count = min(int(duration * rate), MAX_REQUESTS)
+        for i in range(count):
+            scheduled = began + i / rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if in_flight >= max_in_flight:
+                total.errors += 1
+                continue
+            in_flight += 1
+            tasks.append(asyncio.create_task(send(next(cycle), scheduled)))
+        await asyncio.gather(*tasks)
+        seconds = max(time.perf_counter() - began, duration)
+    return LoadResult(seconds=seconds, total=total.summary(seconds),
+                      by_version={v: s.summary(seconds) for v, s in sorted(versions.items())},
+                      concurrency=max_in_flight)
+
+
 async def _run(url: str, bodies: list[dict], duration: float, concurrency: int,
                max_requests: int, timeout: float) -> LoadResult:
     total = Stats()
@@ -106,9 +156,22 @@ async def _run(url: str, bodies: list[dict], duration: float, concurrency: int,
 
 
 def run_load(url: str, bodies: list[dict], *, duration: float = 5.0, concurrency: int = 8,
-             max_requests: int = MAX_REQUESTS, timeout: float = 10.0) -> LoadResult:
-    """POST the bodies (cycled) to `url` from `concurrency` clients for `duration` seconds."""
+             rate: float | None = None, max_requests: int = MAX_REQUESTS,
+             timeout: float = 10.0) -> LoadResult:
+    """POST the bodies (cycled) to `url` for `duration` seconds: at a fixed `rate` per second
+    (open loop, at most `concurrency` in flight), or from `concurrency` clients as fast as
+    they are answered (closed loop) when no rate is given."""
     if not url.startswith(("http://127.", "http://localhost", "http://[::1]")):
         raise ValueError("load tests only target loopback addresses")
+    if rate is not None:
+        return asyncio.run(_run_open(url, bodies, duration, rate, concurrency, timeout))
     return asyncio.run(_run(url, bodies, duration, concurrency,
                             min(max_requests, MAX_REQUESTS), timeout))
+
+
+def warm_up(url: str, bodies: list[dict], count: int = 12) -> None:
+    """Sequential requests before measuring: BentoML's batcher runs its first calls one at a
+    time while it learns their cost, and sheds concurrent requests meanwhile."""
+    with httpx.Client(timeout=30) as client:
+        for body in itertools.islice(itertools.cycle(bodies), count):
+            client.post(url, json=body)

@@ -60,11 +60,19 @@ class ProjectPaths:
     def deployments_file(self) -> Path:
         return self.state_dir / "deployments.json"
 
-    def environment(self, **extra: str) -> dict[str, str]:
-        """The environment every child process of a deploy runs with."""
+    @property
+    def versions_dir(self) -> Path:
+        return self.state_dir / "versions"
+
+    def environment(self, code_dir: Path | None = None, **extra: str) -> dict[str, str]:
+        """The environment every child process of a deploy runs with; `code_dir` is the
+        generated tree it imports (default: the build folder)."""
+        for folder in (self.home_dir / "bentoml", self.home_dir / "prefect",
+                       self.runtime_state_dir):
+            folder.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env.update(TELEMETRY_OFF)
-        python_path = [str(self.build_dir)] + (
+        python_path = [str(code_dir or self.build_dir)] + (
             [env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update({
             "MLSTACK_PROJECT_DIR": str(self.project_dir),

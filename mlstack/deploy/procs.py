@@ -76,7 +76,7 @@ def wait_ready(url: str, pid: int, timeout: float, log: Path | None = None) -> N
     last = "no answer"
     while time.monotonic() < deadline:
         if not is_alive(pid):
-            tail = _tail(log) if log else ""
+            tail = log_tail(log) if log else ""
             raise RuntimeError(f"the process exited before it was ready{tail}")
         try:
             response = httpx.get(url, timeout=2.0)
@@ -86,10 +86,10 @@ def wait_ready(url: str, pid: int, timeout: float, log: Path | None = None) -> N
         except httpx.HTTPError as exc:
             last = type(exc).__name__
         time.sleep(0.2)
-    raise RuntimeError(f"not ready after {timeout:g} s ({last}){_tail(log) if log else ''}")
+    raise RuntimeError(f"not ready after {timeout:g} s ({last}){log_tail(log) if log else ''}")
 
 
-def _tail(log: Path, lines: int = 15) -> str:
+def log_tail(log: Path, lines: int = 15) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()[-lines:]
     except OSError:

@@ -23,7 +23,8 @@ class Version:
     pid: int | None = None
     status: str = "starting"  # starting | serving | stopped | failed | rolled_back
     created_at: float = 0.0
-    snapshot: str = ""  # folder (relative to the state dir) holding this version's build
+    tree_hash: str = ""  # hash of the generated tree this version runs (its manifest's files)
+    example_rows: list = field(default_factory=list)  # request rows known to have features
     metrics: dict = field(default_factory=dict)
     slo_report: dict = field(default_factory=dict)
     failure: str | None = None

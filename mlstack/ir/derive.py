@@ -86,17 +86,22 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
         budget, arithmetic = batching_budget_ms(p99, target.online_store, model.algorithm,
                                                 has_transforms)
         source = "the p99 SLO" if slo.p99_ms else f"the default p99 of {p99:g} ms (no SLO)"
-        latency = b.max_latency_ms or max(1, math.floor(budget / 2))
+        hard = max(1, math.floor(p99 - catalog.HTTP_OVERHEAD_MS))
+        latency = b.max_latency_ms or hard
         if b.max_latency_ms is None:
             record("serving.batching.max_latency_ms", latency,
-                   f"half of what {source} leaves for queueing: {arithmetic}")
+                   "BentoML's max_latency_ms is a hard per-request budget for the queue and the "
+                   f"batched call (fetch, transforms, model), beyond which it answers 503: "
+                   f"{source} minus HTTP overhead ({p99:g} - {catalog.HTTP_OVERHEAD_MS:g} ms); "
+                   f"of it the queue keeps {arithmetic}")
         rps = (slo.throughput_rps or 100.0) / max(1, target.replicas_min)
+        window = max(1.0, budget)
         size = b.max_batch_size or min(128, max(8, _power_of_two_at_least(
-            rps * latency / 1000.0 * 4)))
+            rps * window / 1000.0 * 4)))
         if b.max_batch_size is None:
             record("serving.batching.max_batch_size", size,
-                   f"{rps:g} rps per replica x {latency} ms window x 4 burst headroom, as a "
-                   "power of two in [8, 128]")
+                   f"{rps:g} rps per replica x {window:g} ms of queueing x 4 burst headroom, as "
+                   "a power of two in [8, 128]")
         batching = ir.BatchingNode(enabled=budget > 0, max_batch_size=size,
                                    max_latency_ms=latency, derived=True)
         if budget <= 0:

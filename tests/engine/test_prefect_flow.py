@@ -325,7 +325,8 @@ def test_gate_that_cannot_be_met_fails_the_flow_at_evaluate(tmp_path, prefect_ap
     assert task_runs["evaluate"] == ("FAILED", 1)  # failed gates are not retried
     assert flows.evaluate.retries == 2
     assert all(task_runs[t][0] == "COMPLETED"
-               for t in ("ingest", "validate", "features", "training_set", "train"))
+               for t in ("ingest", "validate", "feast_apply", "materialize", "training_set",
+                         "train"))
     assert "register" not in task_runs and "promote" not in task_runs
     assert len(bentoml.models.list("churn")) == models_before
     assert not (tmp_path / "state" / "models.json").exists()
