@@ -6,19 +6,16 @@ wording), the location of the offending token and, where one helps, a hint.
 
 from __future__ import annotations
 
-import re
 import types
 import typing
-import unicodedata
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
 from mlstack.diagnostics import Diagnostic, Severity, did_you_mean, hint_for
-from mlstack.expr import FUNCTIONS
 from mlstack.loader import LoadedDocument
+from mlstack.spec import messages
 from mlstack.spec.models import API_VERSION, FileSource, StreamSource, SystemSpec, WarehouseSource
-from mlstack.spec.types import SCHEDULE_ALIASES
 
 ERROR_CODES = {
     "extra_forbidden": "MLS101",
@@ -38,39 +35,8 @@ ERROR_CODES = {
     "mls_path": "MLS112",
     "mls_replicas": "MLS502",
 }
-EXPECTED = {  # pydantic type-error kind -> what the spec expected, in plain words
-    "int_type": "a whole number", "int_parsing": "a whole number",
-    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "text",
-    "list_type": "a list", "tuple_type": "a list", "set_type": "a list",
-    "dict_type": "a mapping of keys", "model_type": "a mapping of keys",
-    "model_attributes_type": "a mapping of keys", "none_required": "nothing",
-}
-BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
-          "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
-INPUT_HINT_KINDS = ("int_type", "float_type", "bool_type")
 SOURCE_KINDS = tuple(kind for model in (FileSource, WarehouseSource, StreamSource)
                      for kind in typing.get_args(model.model_fields["kind"].annotation))
-PREDICATE_WORDS = ("must ", "is ", "needs ", "takes ")
-SYNONYMS = {  # words people write for a choice the spec spells differently
-    "int": "int64", "integer": "int64", "long": "int64", "float": "float64",
-    "double": "float64", "number": "float64", "str": "string", "text": "string",
-    "boolean": "bool", "datetime": "timestamp", "date": "timestamp",
-    "binary": "binary_classification", "classification": "binary_classification",
-    "multiclass": "multiclass_classification", "k8s": "kubernetes", "http": "rest",
-}
-DURATION_WORDS = {"w": "w", "week": "w", "weeks": "w", "d": "d", "day": "d", "days": "d",
-                  "h": "h", "hr": "h", "hrs": "h", "hour": "h", "hours": "h", "m": "m",
-                  "min": "m", "mins": "m", "minute": "m", "minutes": "m", "s": "s",
-                  "sec": "s", "secs": "s", "second": "s", "seconds": "s"}
-MEMORY_WORDS = {"m": "Mi", "mb": "Mi", "mib": "Mi", "g": "Gi", "gb": "Gi", "gib": "Gi",
-                "t": "Ti", "tb": "Ti", "tib": "Ti"}
-CUSTOM_HINTS = {
-    "mls_replicas": "make replicas.min at most replicas.max",
-    "mls_missing": "add 'table: schema.table' or 'query: SELECT ...'",
-}
-EXPR_HINT = ("a transform is written with numbers, view fields, + - * / // % **, comparisons, "
-             "and/or/not, and the functions " + ", ".join(sorted(FUNCTIONS)))
 
 
 def _unwrap(annotation) -> list:
@@ -180,196 +146,87 @@ def _display(path: tuple) -> str:
     return out or "the document"
 
 
-def describe_value(value: Any) -> str:
-    """A value the user wrote, as a message quotes it."""
-    if value is None:
-        return "an empty value"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return f"the number {value:g}" if isinstance(value, float) else f"the number {value}"
-    if isinstance(value, str):
-        text = value.replace("\n", "\\n")
-        return f"'{text[:60]}...'" if len(text) > 60 else f"'{text}'"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _number(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-def _plain_message(err: dict) -> str:
-    """The pydantic error in plain words (without the location prefix)."""
-    kind = err["type"]
-    ctx = err.get("ctx") or {}
-    given = err.get("input")
-    if kind in EXPECTED:
-        return f"expected {EXPECTED[kind]}, got {describe_value(given)}"
-    if kind in BOUNDS:
-        key, words = BOUNDS[kind]
-        return f"must be {words} {_number(ctx.get(key))}, got {describe_value(given)}"
-    if kind == "too_short":
-        least = ctx.get("min_length", 1)
-        return "must not be empty" if least == 1 else f"needs at least {least} items"
-    if kind == "too_long":
-        most = ctx.get("max_length")
-        return f"takes at most {most} item{'s' if most != 1 else ''}, got " \
-               f"{ctx.get('actual_length')}"
-    if kind == "string_too_short":
-        return "must not be empty"
-    if kind == "string_too_long":
-        return f"is longer than {ctx.get('max_length')} characters"
-    if kind == "finite_number":
-        return "must be a finite number"
-    if kind == "value_error":
-        return str(ctx.get("error", err["msg"]))
-    if kind == "literal_error":
-        return f"{describe_value(given)} is not one of: {_choices(ctx.get('expected', ''))}"
-    return err["msg"]
-
-
-def _choices(expected: str) -> str:
-    return ", ".join(o for o in _options(expected))
-
-
-def _options(expected: str) -> list[str]:
-    return [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",") if o.strip()]
-
-
-def _input_hint(err: dict) -> str | None:
-    given = err.get("input")
-    if err["type"] in INPUT_HINT_KINDS and isinstance(given, str):
-        stripped = given.strip().lower()
-        if stripped in ("true", "false"):
-            return "write true or false without quotes"
-        if stripped in ("yes", "no", "on", "off"):
-            return "write true or false"
-        try:
-            float(stripped)
-            return "write the number without quotes"
-        except ValueError:
-            return None
-    return None
-
-
 def _diagnostic(err: dict, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
     """One pydantic error as a Diagnostic, and (for unknown keys) the key it suggests."""
     kind = err["type"]
-    loc = tuple(err["loc"])
-    path = _data_path(loc, doc.data)
-    smap = doc.source_map
-    code = ERROR_CODES.get(kind, "MLS103")
-    ctx = err.get("ctx") or {}
-    hint = None
-    suggestion = None
+    path = _data_path(tuple(err["loc"]), doc.data)
     if kind == "extra_forbidden":
-        key = path[-1]
-        location = smap.locate(path, key=True)
-        known = _field_names(_models_at(path[:-1], doc.data))
-        message = f"unknown key '{key}' in {_display(path[:-1])}"
-        hint = hint_for(key, known) if known else None
-        close = did_you_mean(key, known)
-        suggestion = close.split("'")[1] if close else None
-    elif kind == "union_tag_not_found" or (kind == "missing" and not (
+        return _unknown_key(path, doc)
+    if kind == "union_tag_not_found" or (kind == "missing" and not (
             path and isinstance(path[-1], int))):
-        parent = path[:-1] if kind == "missing" else path
-        field = path[-1] if kind == "missing" else str(ctx.get("discriminator", "kind")).strip("'")
-        location = smap.locate(parent, key=True)
-        message = f"missing required key '{field}' in {_display(parent)}"
-        if field == "apiVersion":
-            hint = f"add 'apiVersion: {API_VERSION}' at the top"
-        elif kind == "union_tag_not_found":
-            hint = f"add '{field}:' with one of: {', '.join(SOURCE_KINDS)}"
-        else:
-            hint = _missing_hint(str(field), _field_info(_models_at(parent, doc.data),
-                                                         str(field)))
-    elif kind == "missing":  # an item missing from a fixed-length list
-        code = "MLS103"
-        path = path[:-1]
-        location = smap.locate(path)
-        message = f"{_display(path)}: too few values"
+        return _missing_key(err, path, doc), None
+    if kind == "missing":  # an item missing from a fixed-length list
+        location = doc.source_map.locate(path[:-1])
+        return Diagnostic("MLS103", Severity.ERROR, f"{_display(path[:-1])}: too few values",
+                          location, None, pointer(path[:-1])), None
+    return _bad_value(err, path, doc), None
+
+
+def _unknown_key(path: tuple, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
+    key = path[-1]
+    known = _field_names(_models_at(path[:-1], doc.data))
+    close = did_you_mean(key, known)
+    return Diagnostic("MLS101", Severity.ERROR, f"unknown key '{key}' in {_display(path[:-1])}",
+                      doc.source_map.locate(path, key=True),
+                      hint_for(key, known) if known else None,
+                      pointer(path)), (close.split("'")[1] if close else None)
+
+
+def _missing_key(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
+    tag = err["type"] == "union_tag_not_found"
+    parent = path if tag else path[:-1]
+    field = str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'") if tag else (
+        str(path[-1]))
+    if field == "apiVersion":
+        hint = f"add 'apiVersion: {API_VERSION}' at the top"
+    elif tag:
+        hint = f"add '{field}:' with one of: {', '.join(SOURCE_KINDS)}"
     else:
-        at = ctx.get("at")
-        if kind == "union_tag_invalid":
-            path = path + ("kind",)
-        elif at and smap.has(path + (at,)):
-            path = path + (at,)
-        elif path and not smap.has(path):
-            path = path[:-1]  # e.g. a shorthand ('batching: fast') checked as a sub-field
-        where = _display(path)
-        location = smap.locate(path)
-        text = _plain_message(err)
-        message = f"{where} {text}" if text.startswith(PREDICATE_WORDS) else f"{where}: {text}"
-        hint = _input_hint(err) or CUSTOM_HINTS.get(kind)
-        if kind == "literal_error":
-            given = err.get("input")
-            options = _options(ctx.get("expected", ""))
-            synonym = SYNONYMS.get(str(given).strip().lower())
-            hint = (f"did you mean '{synonym}'?" if synonym in options
-                    else did_you_mean(str(given), options))
-            if path and path[-1] == "apiVersion" and "input" in err:
-                code = "MLS105"
-                message = f"apiVersion {describe_value(err['input'])} is not supported"
-                hint = f"this mlstack reads '{API_VERSION}'"
-        elif kind == "union_tag_invalid":
-            given = ctx.get("tag", err.get("input"))
-            message = f"{where}: unknown kind '{given}'"
-            hint = hint_for(str(given), _options(ctx.get("expected_tags", "")))
-        elif kind == "mls_name":
-            hint = _name_hint(err.get("input"))
-        elif kind in ("mls_duration", "mls_quantity", "mls_schedule"):
-            hint = _unit_hint(kind, err.get("input"))
-        elif kind == "mls_expr":
-            location = smap.locate_inside(path, _expr_offset(doc, path, ctx.get("column", 1)))
-            hint = EXPR_HINT
-    return Diagnostic(code, Severity.ERROR, message, location, hint, pointer(path)), suggestion
+        hint = messages.missing_hint(field, _field_info(_models_at(parent, doc.data), field))
+    return Diagnostic("MLS102", Severity.ERROR, f"missing required key '{field}' in "
+                      f"{_display(parent)}", doc.source_map.locate(parent, key=True), hint,
+                      pointer(path))
 
 
-def _missing_hint(field: str, info) -> str | None:
-    if info is None:
-        return None
-    choices = typing.get_args(info.annotation) if typing.get_origin(
-        info.annotation) is typing.Literal else ()
-    if len(choices) == 1:
-        return f"add '{field}: {choices[0]}'"
-    if choices:
-        return f"add '{field}:' with one of: {', '.join(map(str, choices))}"
-    return f"add '{field}': {info.description}" if info.description else None
-
-
-def _name_hint(value: Any) -> str | None:
-    """For a name that looks right but is not: point at the character that is wrong."""
-    if not isinstance(value, str):
-        return None
-    for char in value:
-        if ord(char) > 127:
-            name = unicodedata.name(char, "an unnamed character")
-            return (f"'{char}' (U+{ord(char):04X} {name}) is not an ASCII letter; "
-                    "retype the name")
-    if value != value.lower() and value.lower().replace("-", "_").isidentifier():
-        return f"did you mean '{value.lower()}'?"
-    return None
-
-
-def _unit_hint(kind: str, value: Any) -> str | None:
-    """'7days' -> did you mean '7d'?; '4GB' -> '4Gi'; '@dialy' -> '@daily'."""
-    if not isinstance(value, str):
-        return None
-    if kind == "mls_schedule":
-        return did_you_mean(value.strip(), SCHEDULE_ALIASES)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", value)
-    if not match:
-        return None
-    number, unit = match.groups()
-    words = DURATION_WORDS if kind == "mls_duration" else MEMORY_WORDS
-    fixed = words.get(unit.lower())
-    if fixed is None or (kind == "mls_duration" and "." in number):
-        return None
-    return f"did you mean '{number}{fixed}'?"
+def _bad_value(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
+    kind = err["type"]
+    smap = doc.source_map
+    ctx = err.get("ctx") or {}
+    code = ERROR_CODES.get(kind, "MLS103")
+    at = ctx.get("at")
+    if kind == "union_tag_invalid":
+        path = path + ("kind",)
+    elif at and smap.has(path + (at,)):
+        path = path + (at,)  # a model-level check names the key it is about
+    elif path and not smap.has(path):
+        path = path[:-1]  # e.g. a shorthand ('batching: fast') checked as a sub-field
+    where = _display(path)
+    location = smap.locate(path)
+    text = messages.plain_message(err)
+    message = f"{where} {text}" if text.startswith(messages.PREDICATE_WORDS) else f"{where}: {text}"
+    hint = messages.input_hint(err) or messages.CUSTOM_HINTS.get(kind)
+    given = err.get("input")
+    if kind == "literal_error":
+        options = messages.options(ctx.get("expected", ""))
+        synonym = messages.SYNONYMS.get(str(given).strip().lower())
+        hint = (f"did you mean '{synonym}'?" if synonym in options
+                else did_you_mean(str(given), options))
+        if path and path[-1] == "apiVersion" and "input" in err:
+            code = "MLS105"
+            message = f"apiVersion {messages.describe_value(given)} is not supported"
+            hint = f"this mlstack reads '{API_VERSION}'"
+    elif kind == "union_tag_invalid":
+        given = ctx.get("tag", given)
+        message = f"{where}: unknown kind '{given}'"
+        hint = hint_for(str(given), messages.options(ctx.get("expected_tags", "")))
+    elif kind == "mls_name":
+        hint = messages.name_hint(given)
+    elif kind in ("mls_duration", "mls_quantity", "mls_schedule"):
+        hint = messages.unit_hint(kind, given)
+    elif kind == "mls_expr":
+        location = smap.locate_inside(path, _expr_offset(doc, path, ctx.get("column", 1)))
+        hint = messages.EXPR_HINT
+    return Diagnostic(code, Severity.ERROR, message, location, hint, pointer(path))
 
 
 def _expr_offset(doc: LoadedDocument, path: tuple, column: int) -> int:
