@@ -88,11 +88,12 @@ def rule_groups(system: SystemIR) -> list[dict]:
     recording, alerts = [], []
     recording.append({"record": RPS_PER_POD,
                       "expr": f"sum by (namespace, pod) (rate({REQUESTS}{_selector(system)}[1m]))",
-                      "labels": labels})
+                      "labels": dict(labels)})
     for slo, expr, budget in _bad_ratio_rules(system):
         for window in WINDOWS:
             recording.append({"record": f"mlstack:{slo}:ratio_rate{window}",
-                              "expr": expr.replace("[W]", f"[{window}]"), "labels": labels})
+                              "expr": expr.replace("[W]", f"[{window}]"),
+                              "labels": dict(labels)})
         for severity, long, short, burn in BURN_WINDOWS:
             threshold = round(burn * budget, 10)
             if threshold >= 1:
