@@ -88,6 +88,11 @@ def check_supported(ctx: CheckContext):
                        "feature, pipeline and service layers; infrastructure code and deploy "
                        "are not supported yet", ("target", "kind"), severity=Severity.WARNING)
     for src in s.sources:
+        if src.family == "warehouse" and s.target.kind != "local":  # local: MLS504
+            yield ctx.diag("MLS901", f"warehouse source '{src.name}' ({src.kind}) is not "
+                           "supported yet: the generated feature repo and pipelines read file "
+                           "sources", node_path(src) + ("kind",), "export the table to parquet "
+                           "and declare it as a file source")
         if src.family == "stream":
             yield ctx.diag("MLS901", f"stream source '{src.name}' ({src.kind}) is not supported "
                            "yet", node_path(src) + ("kind",), "declare its history as a file or "
