@@ -1,8 +1,8 @@
 """Every diagnostic code mlstack emits: stable, documented (docs/diagnostics.md is generated).
 
 `CODES` maps a code to its one-line title; `EXPLANATIONS` says what it means and how to fix
-it. A code is never reused for another meaning. (An unreadable file is not a diagnostic but a
-usage error, exit code 2.)
+it. A code is never reused for another meaning; retired codes: MLS001 (an unreadable file is
+a usage error, exit code 2) and MLS902 (cluster targets now get their infrastructure layer).
 """
 
 from __future__ import annotations
@@ -69,7 +69,6 @@ CODES: dict[str, str] = {
     "MLS506": "Region required",
     # not supported yet (MLS9xx)
     "MLS901": "Not supported yet",
-    "MLS902": "Target layer not generated yet",
 }
 
 EXPLANATIONS: dict[str, str] = {
@@ -171,6 +170,4 @@ EXPLANATIONS: dict[str, str] = {
     "MLS506": "The target needs a region (aws).",
     "MLS901": "The spec language accepts this option but mlstack cannot carry it out yet; it is "
               "refused rather than silently ignored.",
-    "MLS902": "For cluster targets mlstack generates the feature, pipeline and service layers; "
-              "the infrastructure layer and deploy are not generated yet.",
 }

@@ -83,10 +83,6 @@ def check_supported(ctx: CheckContext):
     if s.target.kind == "gcp":
         yield ctx.diag("MLS901", "the gcp target is not supported yet", ("target", "kind"),
                        "use local, kubernetes or aws")
-    elif s.target.kind in ("kubernetes", "aws"):
-        yield ctx.diag("MLS902", f"for {_a(s.target.kind)} target mlstack generates the "
-                       "feature, pipeline and service layers; infrastructure code and deploy "
-                       "are not supported yet", ("target", "kind"), severity=Severity.WARNING)
     for src in s.sources:
         if src.family == "warehouse" and s.target.kind != "local":  # local: MLS504
             yield ctx.diag("MLS901", f"warehouse source '{src.name}' ({src.kind}) is not "
