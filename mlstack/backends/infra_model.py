@@ -11,7 +11,7 @@ from mlstack.backends.infra_sizing import price_table, serving_nodes, training_n
 from mlstack.ir.nodes import SystemIR
 
 AWS_PROVIDER_VERSION = "5.100.0"  # the provider version the stack is pinned to (and planned with)
-KUBERNETES_PROVIDER_VERSION = "2.38.0"
+KUBERNETES_PROVIDER_VERSION = "3.4.0"  # the schema the tests check the stack against
 KUBERNETES_VERSION = "1.33"
 SERVICE_PORT = 3000  # BentoML's default HTTP port
 REDIS_IMAGE = "redis:7.4.2-alpine"
@@ -78,7 +78,8 @@ def infra_config(system: SystemIR) -> dict:
     if t.kind == "kubernetes":
         config.update(kubernetes_provider_version=KUBERNETES_PROVIDER_VERSION,
                       redis_image=REDIS_IMAGE, prefect_image=PREFECT_IMAGE,
-                      work_pool=work_pool(system))
+                      work_pool=work_pool(system),
+                      registry_secret=f"{system.name}-feast-registry")
     return config
 
 

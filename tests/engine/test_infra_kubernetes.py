@@ -1,7 +1,9 @@
 """kubernetes target: the generated cdktn app synthesizes in its isolated environment and the
 Terraform JSON holds what the spec implies (asserted structurally). No terraform init here:
 only hashicorp/aws is in the local provider mirror, so the kubernetes provider cannot be
-installed offline; checkov scans the kubernetes resources instead.
+installed offline. Instead every resource is checked against the provider's schema (from the
+prebuilt bindings' jsii assembly, for the provider version the stack pins), and checkov scans
+the workloads.
 
 Every kubernetes blueprint is tested, plus a variant of the first with GPU training on spot.
 """
@@ -24,6 +26,7 @@ from tests.engine.infra_fixtures import (
     unaccepted_failures,
     variant_spec,
 )
+from tests.engine.infra_k8s_schema import KubernetesSchema, check_stack, load_assembly
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 KUBE = blueprints_of("kubernetes")
@@ -123,6 +126,32 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
     rules = s.resources("kubernetes_manifest")["prometheus_rules"]["manifest"]
     assert rules["kind"] == "PrometheusRule"
     assert rules["spec"]["groups"] == rule_groups(system)
+
+
+@pytest.fixture(scope="module")
+def schema(infra_cache):  # noqa: F811
+    assembly = load_assembly(infra_cache)
+    assert f"hashicorp/kubernetes provider version {KUBERNETES_PROVIDER_VERSION}" in (
+        assembly["readme"]["markdown"])
+    return KubernetesSchema(assembly)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_resource_matches_the_provider_schema(stacks, schema, case):
+    assert check_stack(schema, stacks[case].json) == []
+
+
+def test_schema_check_catches_unknown_and_missing_attributes(stacks, schema):
+    doc = json.loads(json.dumps(stacks[CASES[0]].json))
+    container = doc["resource"]["kubernetes_deployment_v1"]["serving"]["spec"]["template"][
+        "spec"]["container"][0]
+    container["imagee"] = container.pop("image")
+    errors = check_stack(schema, doc)
+    assert any(e.endswith("container[0].imagee: not an attribute or block of the schema")
+               for e in errors)
+    del container["name"]
+    assert any(e.endswith("container[0].name: required, missing") for e in check_stack(
+        schema, doc))
 
 
 @pytest.mark.parametrize("case", CASES)
