@@ -72,7 +72,7 @@ def infra_config(system: SystemIR) -> dict:
             redis_node_type=price_table()["aws"]["elasticache_node"]["type"], aws_provider_version=AWS_PROVIDER_VERSION,
             kubernetes_version=KUBERNETES_VERSION,
             serving_nodes={"instance_type": serving.instance_type, "min": serving.min_nodes,
-                           "max": serving.max_nodes, "spot": False},
+                           "max": serving.max_nodes, "spot": False, "gpu": serving.gpu > 0},
             training_nodes={"instance_type": training.instance_type, "min": 0, "max": 1,
                             "spot": training.spot, "gpu": training.gpu > 0})
     if t.kind == "kubernetes":

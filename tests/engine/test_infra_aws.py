@@ -194,7 +194,7 @@ def test_terraform_init_validate_plan_offline(stacks, terraform_env, case, tmp_p
                           {"subnet_ids": SUBNETS},
                           state_path=tmp_path / "state.tfstate")
     for step, seconds in result.seconds.items():
-        TIMINGS[f"{step} {s.system.name}"] = seconds
+        TIMINGS[f"terraform {step} {s.system.name}"] = seconds
     tool = shutil.which("terraform") or shutil.which("tofu")
     done = subprocess.run([tool, "validate", "-json", "-no-color"], cwd=result.stack_dir,
                           env=terraform_env, capture_output=True, text=True)
