@@ -4,4 +4,4 @@ A verb parses its options, calls one library function and renders the result. He
 imports happen inside `run`, so `mlstack --help` and `mlstack lint` start fast.
 """
 
-VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "deploy")
+VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "deploy", "status", "down", "rollback", "logs")

@@ -22,7 +22,8 @@ def register(sub) -> None:
     p = sub.add_parser("deploy", help=HELP, description=HELP + ". Exit 0 when deployed and "
                        "every SLO is met, 1 when a stage fails or an SLO is missed (the "
                        "previous version keeps serving), 2 on usage errors.")
-    p.add_argument("spec", metavar="SPEC", help="spec file (or a folder holding mlstack.yaml)")
+    p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
+                   help="spec file or a folder holding mlstack.yaml (default: mlstack.yaml)")
     p.add_argument("--port", type=int, default=3000, help="local endpoint port (default 3000)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the SLO load test")

@@ -22,8 +22,14 @@ from mlstack.deploy import procs
 from mlstack.deploy.loadtest import run_load, warm_up
 from mlstack.deploy.paths import ProjectPaths
 from mlstack.deploy.report import DeployResult, StageRecord, gate_holds, slo_rows
-from mlstack.deploy.services import (ensure_router, route, routed, run_worker, start_version,
-                                     version_url)
+from mlstack.deploy.services import (
+    ensure_router,
+    route,
+    routed,
+    run_worker,
+    start_version,
+    version_url,
+)
 from mlstack.deploy.state import DeploymentState, Version
 from mlstack.errors import StageError, UsageError
 from mlstack.ir.nodes import SystemIR
@@ -152,7 +158,9 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
         try:
             return _deploy_version(system, paths, options, state, current, version, stages)
         except StageError as exc:
-            version.status, version.failure = "failed", exc.message
+            if version.status != "rolled_back":
+                version.status = "failed"
+            version.failure = exc.message
             if version.pid and version.version != state.current:
                 procs.stop_process(version.pid)
             state.record("deploy-failed", version=version.version, stage=exc.stage,
@@ -225,6 +233,7 @@ def _deploy_version(system, paths, options, state, current, version, stages) -> 
 
 def _train(paths, code_dir, package, version, stages) -> None:
     pending = list(FLOW_STAGES)
+    failed: list[str] = []
     stages.progress.start(pending[0])
     began = time.perf_counter()
 
@@ -234,6 +243,8 @@ def _train(paths, code_dir, package, version, stages) -> None:
         if name not in pending:
             return
         ok = line["state"] == "COMPLETED"
+        if not ok:
+            failed.append(name)
         stages.add(StageRecord(name, "done" if ok else "failed",
                                round(line.get("seconds") or time.perf_counter() - began, 3),
                                line.get("error", "")))
@@ -246,8 +257,8 @@ def _train(paths, code_dir, package, version, stages) -> None:
                          progress_file=paths.state_dir / "train-progress.jsonl",
                          on_progress=on_progress)
     if not outcome["ok"]:
-        started = len(pending) < len(FLOW_STAGES)  # else the flow failed before its first task
-        stage = pending[0] if pending and started else "train"
+        # the task that failed, else the flow failed before or between its tasks
+        stage = failed[0] if failed else "train"
         raise StageError(stage, outcome["error"], f"log: {paths.logs_dir / 'worker-train.log'}")
     result = outcome["result"]
     version.model_tag, version.metrics = result["model_tag"], result["metrics"]

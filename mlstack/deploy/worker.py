@@ -68,11 +68,10 @@ def _offline_frame(package: str, keys: list[dict]):
 
 def skew(package: str, url: str, size: int) -> dict:
     """Online (through the running service) vs offline point-in-time, features and predictions."""
+    import bentoml
     import httpx
     import numpy as np
     import pandas as pd
-
-    import bentoml
 
     features = importlib.import_module(f"{package}.features")
     transforms = importlib.import_module(f"{package}.transforms")

@@ -1,0 +1,257 @@
+"""`mlstack deploy` on the local target, end to end, with the real libraries and real HTTP.
+
+One project (the churn blueprint, initialised into a temp folder) goes through a deployment's
+life in order: first deploy (SLO report with measured figures, HTTP predictions equal offline
+ones), a failing stage while v1 keeps answering, a changed spec deployed beside the old
+version with a client polling throughout (zero failed requests), rollback, a deliberately slow
+version caught by the canary, and `down` (no process left, checked by PID). Every process a
+test starts is stopped by the module's teardown, by PID, whatever happens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlstack.deploy import procs
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+# the test's copy of churn keeps the blueprint's shape; its latency SLOs leave room for a
+# shared 2-core CI machine, so the verification measures for real without flaking
+LOOSE_SLOS = {"p50_ms: 25": "p50_ms: 250", "p95_ms: 60": "p95_ms: 600",
+              "p99_ms: 100": "p99_ms: 1000", "throughput_rps: 50": "throughput_rps: 20"}
+
+OFFLINE_PREDICT = r"""
+import json, sys
+import bentoml, pandas as pd
+tag, project, ids = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+model = bentoml.sklearn.load_model(tag)
+c = pd.read_parquet(f"{project}/data/customers.parquet")
+latest = c.sort_values("event_timestamp").groupby("customer_id").tail(1).set_index("customer_id")
+rows = latest.loc[ids]
+X = pd.DataFrame({
+    "customer_profile__tenure_months": rows.tenure_months.to_numpy(),
+    "customer_profile__monthly_charges": rows.monthly_charges.to_numpy(),
+    "customer_profile__support_calls": rows.support_calls.to_numpy(),
+    "customer_profile__is_monthly_contract": rows.is_monthly_contract.to_numpy(),
+    "charges_per_tenure": (rows.monthly_charges / (rows.tenure_months + 1)).to_numpy(),
+})
+print(json.dumps(model.predict_proba(X)[:, 1].tolist()))
+"""
+
+
+def mlstack(project: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):
+    proc = subprocess.run([sys.executable, "-m", "mlstack", *args], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mlstack {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def state(project: Path) -> dict:
+    return json.loads((project / ".mlstack" / "deployments.json").read_text())
+
+
+def started_pids(project: Path) -> list[int]:
+    data = state(project)
+    return [v["pid"] for v in data["versions"] if v.get("pid")] + (
+        [data["router"]["pid"]] if data["router"].get("pid") else [])
+
+
+def predict(port: int, rows: list[dict]) -> httpx.Response:
+    return httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": rows}, timeout=30)
+
+
+class Poller(threading.Thread):
+    """A client that keeps calling /predict through the router and counts failures."""
+
+    def __init__(self, port: int, row: dict):
+        super().__init__(daemon=True)
+        self.port, self.row = port, row
+        self.ok = self.failed = 0
+        self.failures: list[str] = []
+        self.versions: set[str] = set()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                try:
+                    r = client.post(f"http://127.0.0.1:{self.port}/predict",
+                                    json={"rows": [self.row]})
+                    if r.status_code == 200 and r.json()[0] is not None:
+                        self.ok += 1
+                        self.versions.add(r.headers.get("x-mlstack-version", "?"))
+                    else:
+                        self.failed += 1
+                        self.failures.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.failed += 1
+                    self.failures.append(repr(exc))
+                time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy")
+    project = root / "churn"
+    env = dict(os.environ, MLSTACK_HOME=str(root / "home"), PYTHONPATH="")
+    env.pop("PREFECT_API_URL", None)
+    port = procs.free_port()
+    mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
+    spec = project / "mlstack.yaml"
+    text = spec.read_text()
+    for old, new in LOOSE_SLOS.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec.write_text(text)
+    info = {"project": project, "env": env, "port": port, "spec": spec}
+    yield info
+    pids = started_pids(project) if (project / ".mlstack" / "deployments.json").exists() else []
+    subprocess.run([sys.executable, "-m", "mlstack", "down"], cwd=project, env=env,
+                   capture_output=True, timeout=120)
+    for pid in pids:
+        procs.stop_process(pid)
+        assert not procs.is_alive(pid)
+
+
+def test_first_deploy_serves_offline_predictions_and_reports_slos(deployment):
+    project, env, port = deployment["project"], deployment["env"], deployment["port"]
+    began = time.perf_counter()
+    proc = mlstack(project, "deploy", "--json", "--port", str(port), "--duration", "4",
+                   env=env)
+    seconds = time.perf_counter() - began
+    result = json.loads(proc.stdout)
+    stages = {s["name"]: s["status"] for s in result["stages"]}
+    for name in ("compile", "ingest", "validate", "feast_apply", "materialize", "training_set",
+                 "train", "evaluate", "register", "start_service", "skew_check", "verify",
+                 "rollout", "promote"):
+        assert stages[name] == "done", (name, result["stages"])
+    assert result["version"] == "v1" and result["model_tag"].startswith("churn:")
+    load = result["load"]
+    assert load["requests"] >= 60 and load["errors"] == 0  # 20 rps for 4 s, measured
+    assert 0 < load["p50_ms"] <= load["p95_ms"] <= load["p99_ms"]
+    slos = {row["slo"]: row for row in result["slos"]}
+    assert slos["latency p99"]["ok"] is True and slos["quality auc"]["ok"] is True
+    assert float(slos["quality auc"]["measured"]) == pytest.approx(result["metrics"]["auc"],
+                                                                   abs=1e-4)
+    assert result["skew"]["mismatches"] == [] and result["skew"]["compared"] > 0
+    # real HTTP predictions through the router equal offline predictions of the same model
+    ids = [1001, 1500, 2999, 1234]
+    served = predict(port, [{"customer_id": i} for i in ids])
+    assert served.status_code == 200
+    offline = subprocess.run(
+        [sys.executable, "-c", OFFLINE_PREDICT, result["model_tag"], str(project),
+         json.dumps(ids)], env=dict(env, BENTOML_HOME=str(
+             next((Path(env["MLSTACK_HOME"]) / "projects").iterdir()) / "bentoml")),
+        capture_output=True, text=True, check=True)
+    assert served.json() == pytest.approx(json.loads(offline.stdout), abs=1e-9)
+    status = mlstack(project, "status", "--json", env=env)
+    report = json.loads(status.stdout)
+    assert report["healthy"] is True and report["current"] == "v1"
+    assert report["last_slo_report"]["load"]["requests"] == load["requests"]
+    deployment["v1_tag"] = result["model_tag"]
+    print(f"first deploy took {seconds:.1f} s")
+
+
+def test_failing_stage_keeps_the_previous_version_serving(deployment):
+    project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
+    original = spec.read_text()
+    try:
+        spec.write_text(original.replace('gates: {auc: ">= 0.80"}', 'gates: {auc: ">= 0.999"}'))
+        proc = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
+        assert proc.returncode == 1
+        assert "stage 'evaluate' failed: gate auc >= 0.999 failed: auc = 0.8" in proc.stderr
+        spec.write_text(original.replace("ranges: {tenure_months: [0, 600]",
+                                         "ranges: {tenure_months: [0, 5]"))
+        proc = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
+        assert proc.returncode == 1
+        assert "stage 'validate' failed: data check failed: source 'customers', column " \
+               "'tenure_months'" in proc.stderr
+    finally:
+        spec.write_text(original)
+    answer = predict(port, [{"customer_id": 1001}])
+    assert answer.status_code == 200 and answer.headers["x-mlstack-version"] == "v1"
+    assert state(project)["current"] == "v1"
+
+
+def test_unchanged_redeploy_retrains_nothing(deployment):
+    project, env, port = deployment["project"], deployment["env"], deployment["port"]
+    result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
+                                env=env).stdout)
+    assert result["changed"] is False and result["version"] == "v1"
+    assert [s["name"] for s in result["stages"]] == ["compile", "unchanged"]
+
+
+def test_changed_spec_deploys_beside_the_old_one_without_failed_requests(deployment):
+    project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
+    spec.write_text(spec.read_text().replace("n_estimators: 150", "n_estimators: 120"))
+    poller = Poller(port, {"customer_id": 1001})
+    poller.start()
+    try:
+        result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
+                                    "--duration", "3", env=env).stdout)
+    finally:
+        time.sleep(0.5)
+        poller.stop.set()
+        poller.join()
+    assert result["version"] == "v4" and result["model_tag"] != deployment["v1_tag"]
+    assert [step["weight"] for step in result["rollout"]] == [5, 25, 100]
+    assert poller.failed == 0, poller.failures[:5]
+    assert poller.ok > 50 and {"v1", "v4"} <= poller.versions
+    old = next(v for v in state(project)["versions"] if v["version"] == "v1")
+    assert not procs.is_alive(old["pid"])  # the old version stopped after the swap
+    # rollback restores the earlier model
+    mlstack(project, "rollback", env=env)
+    info = httpx.post(f"http://127.0.0.1:{port}/info", json={}, timeout=30).json()
+    assert info["model_tag"] == deployment["v1_tag"]
+    assert state(project)["current"] == "v1"
+
+
+def test_slow_canary_is_caught_at_the_first_step_and_rolled_back(deployment):
+    project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
+    text = spec.read_text()
+    slow = text.replace("algorithm: gradient_boosting", "algorithm: random_forest").replace(
+        "params: {n_estimators: 120, max_depth: 3, learning_rate: 0.1}",
+        "params: {n_estimators: 1500, max_depth: 12}").replace(
+        'abort_if: {latency_p99_ms: "> 200"', 'abort_if: {latency_p99_ms: "> 60"')
+    assert slow != text
+    spec.write_text(slow)
+    poller = Poller(port, {"customer_id": 1002})
+    poller.start()
+    try:
+        proc = mlstack(project, "deploy", "--json", "--port", str(port), "--no-verify",
+                       env=env, check=False)
+    finally:
+        poller.stop.set()
+        poller.join()
+    assert proc.returncode == 1
+    assert "stage 'rollout' failed: canary step 5%: p99" in proc.stderr, proc.stderr
+    assert "traffic is back on v1" in proc.stderr
+    assert poller.failed == 0, poller.failures[:5]
+    data = state(project)
+    slow_version = data["versions"][-1]
+    assert data["current"] == "v1" and slow_version["status"] == "rolled_back"
+    assert not procs.is_alive(slow_version["pid"])
+    answer = predict(port, [{"customer_id": 1001}])
+    assert answer.headers["x-mlstack-version"] == "v1"
+
+
+def test_down_stops_every_process(deployment):
+    project, env = deployment["project"], deployment["env"]
+    pids = started_pids(project)
+    assert any(procs.is_alive(pid) for pid in pids)
+    mlstack(project, "down", env=env)
+    assert [pid for pid in pids if procs.is_alive(pid)] == []
+    assert mlstack(project, "status", env=env, check=False).returncode == 1
