@@ -111,8 +111,10 @@ async def _run_open(url: str, bodies: list[dict], duration: float, rate: float,
             tasks.append(asyncio.create_task(send(next(cycle), scheduled)))
         await asyncio.gather(*tasks)
         seconds = max(time.perf_counter() - began, duration)
-    return LoadResult(seconds=seconds, total=total.summary(seconds),
-                      by_version={v: s.summary(seconds) for v, s in sorted(versions.items())},
+    # throughput over the sending window: answers that arrive during the drain still count
+    window = count / rate if rate else seconds
+    return LoadResult(seconds=seconds, total=total.summary(window),
+                      by_version={v: s.summary(window) for v, s in sorted(versions.items())},
                       concurrency=max_in_flight)
 
 

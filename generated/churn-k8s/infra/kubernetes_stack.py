@@ -205,6 +205,17 @@ class KubernetesStack(TerraformStack):
                             "service_account_name": name,
                             "automount_service_account_token": False,
                             "node_selector": node_selector,
+                            "toleration": (
+                                [
+                                    {
+                                        "key": "nvidia.com/gpu",
+                                        "operator": "Exists",
+                                        "effect": "NoSchedule",
+                                    }
+                                ]
+                                if serving["gpu"]
+                                else []
+                            ),
                             "security_context": pod_security(1034),
                             "affinity": {
                                 "pod_anti_affinity": {

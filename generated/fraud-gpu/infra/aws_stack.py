@@ -389,7 +389,7 @@ class AwsStack(TerraformStack):
             subnet_ids=self.subnet_ids.list_value,
             instance_types=[serving["instance_type"]],
             capacity_type="ON_DEMAND",
-            ami_type="AL2023_x86_64_STANDARD",
+            ami_type="AL2023_x86_64_NVIDIA" if serving["gpu"] else "AL2023_x86_64_STANDARD",
             scaling_config=EksNodeGroupScalingConfig(
                 min_size=serving["min"], max_size=serving["max"], desired_size=serving["min"]
             ),

@@ -21,7 +21,7 @@ SERVING = {
     "replicas_min": 2,
     "target_rps_per_replica": 210.0,
 }
-SERVING_NODES = {"instance_type": "m7i.xlarge", "max": 10, "min": 2, "spot": False}
+SERVING_NODES = {"gpu": False, "instance_type": "m7i.xlarge", "max": 10, "min": 2, "spot": False}
 SLOS = {
     "availability": 99.95,
     "error_rate": 0.0005,

@@ -38,7 +38,7 @@ from search_ranking_system.features import (
 )
 from search_ranking_system.transforms import model_frame
 
-SPEC_HASH = "49bdc71d6ae9c583e843a69b1287f2fd52a861cb37389003d65abbed5bf7f933"
+SPEC_HASH = "ed40eac68401f4f59de7c06e8ad80bb75c500c91f4a9dfbec4744d9f5d43d9a9"
 
 # Sources read from files (paths relative to the project folder) and their data checks.
 SOURCES = {

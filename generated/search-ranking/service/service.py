@@ -40,8 +40,8 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 MODEL_TAG = os.environ.get("MLSTACK_MODEL_TAG") or "search_ranking:latest"
-SPEC_HASH = "49bdc71d6ae9c583e843a69b1287f2fd52a861cb37389003d65abbed5bf7f933"
-BATCHING = {"enabled": True, "max_batch_size": 16, "max_latency_ms": 45}
+SPEC_HASH = "ed40eac68401f4f59de7c06e8ad80bb75c500c91f4a9dfbec4744d9f5d43d9a9"
+BATCHING = {"enabled": True, "max_batch_size": 8, "max_latency_ms": 45}
 TIMEOUT_SECONDS = 1.0
 
 # dtypes of the fetched feature columns, as declared in the spec
@@ -106,7 +106,7 @@ class SearchRankingService:
 
     @bentoml.api(
         batchable=True,
-        max_batch_size=16,
+        max_batch_size=8,
         max_latency_ms=45,
     )
     def predict(self, rows: list[Row]) -> list[float | None]:
