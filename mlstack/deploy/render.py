@@ -12,7 +12,7 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
     out += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    return "\n".join("  " + x for x in out)
+    return "\n".join(("  " + x).rstrip() for x in out)
 
 
 def render_summary(result: DeployResult) -> str:

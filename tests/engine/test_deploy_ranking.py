@@ -1,0 +1,62 @@
+"""The search-ranking blueprint deploys locally: a ranking model, its NDCG@10 gate evaluated."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from mlstack.deploy import procs
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+LOOSE_SLOS = {"p50_ms: 20, p95_ms: 40, p99_ms: 50": "p50_ms: 200, p95_ms: 400, p99_ms: 500"}
+
+
+def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
+    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"), PYTHONPATH="")
+    project = tmp_path / "ranking"
+    port = procs.free_port()
+
+    def mlstack(*args, check=True):
+        proc = subprocess.run([sys.executable, "-m", "mlstack", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert not check or proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        return proc
+
+    mlstack("init", str(project), "--blueprint", "search-ranking")
+    spec = project / "mlstack.yaml"
+    text = spec.read_text()
+    for old, new in LOOSE_SLOS.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec.write_text(text)
+    try:
+        result = json.loads(mlstack("deploy", str(spec), "--json", "--port", str(port),
+                                    "--duration", "3").stdout)
+        stages = {s["name"]: s["status"] for s in result["stages"]}
+        assert stages["evaluate"] == "done" and stages["verify"] == "done"
+        assert result["metrics"]["ndcg@10"] >= 0.65
+        quality = next(r for r in result["slos"] if r["slo"] == "quality ndcg@10")
+        assert quality["ok"] is True
+        assert result["skew"]["mismatches"] == []
+        rows = [{"query_id": r["query_id"], "doc_id": r["doc_id"]}
+                for r in result["example_request"]["rows"]]
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": rows}, timeout=30)
+        assert answer.status_code == 200 and isinstance(answer.json()[0], float)
+    finally:
+        state = project / ".mlstack" / "deployments.json"
+        pids = []
+        if state.exists():
+            data = json.loads(state.read_text())
+            pids = [v["pid"] for v in data["versions"] if v.get("pid")]
+            pids += [data["router"]["pid"]] if data["router"].get("pid") else []
+        mlstack("down", str(spec), check=False)
+        for pid in pids:
+            procs.stop_process(pid)
+        assert [pid for pid in pids if procs.is_alive(pid)] == []
