@@ -66,95 +66,96 @@ class LoadResult:
                 "total": self.total, "by_version": self.by_version}
 
 
+class _Recorder:
+    """Sends one request and records its outcome, in total and for the version that answered
+    (the router's `X-Mlstack-Version` header)."""
+
+    def __init__(self) -> None:
+        self.total = Stats()
+        self.versions: dict[str, Stats] = {}
+
+    async def call(self, client: httpx.AsyncClient, url: str, body: dict, since: float) -> None:
+        version = None
+        try:
+            response = await client.post(url, json=body)
+            ok = response.status_code < 400
+            version = response.headers.get("x-mlstack-version")
+        except httpx.HTTPError:
+            ok = False
+        elapsed = (time.perf_counter() - since) * 1000
+        for stats in [self.total] + ([self.versions.setdefault(version, Stats())]
+                                     if version else []):
+            if ok:
+                stats.latencies_ms.append(elapsed)
+            else:
+                stats.errors += 1
+
+    def result(self, seconds: float, concurrency: int) -> LoadResult:
+        return LoadResult(seconds=seconds, total=self.total.summary(seconds),
+                          by_version={v: s.summary(seconds)
+                                      for v, s in sorted(self.versions.items())},
+                          concurrency=concurrency)
+
+
+def _client(connections: int, timeout: float) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return httpx.AsyncClient(timeout=timeout, limits=limits)
+
+
 async def _run_open(url: str, bodies: list[dict], duration: float, rate: float,
                     max_in_flight: int, timeout: float) -> LoadResult:
     """Open loop: requests are sent at `rate` per second whatever the answers take (as users
     do); latency counts from the scheduled send time, so queueing at the client is included.
     A request that finds `max_in_flight` requests outstanding counts as an error."""
-    total = Stats()
-    versions: dict[str, Stats] = {}
+    recorder = _Recorder()
     cycle = itertools.cycle(bodies)
-    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
     in_flight = 0
     tasks = []
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    count = min(int(duration * rate), MAX_REQUESTS)
+    async with _client(max_in_flight, timeout) as client:
 
         async def send(body: dict, scheduled: float) -> None:
             nonlocal in_flight
-            version = None
             try:
-                response = await client.post(url, json=body)
-                ok = response.status_code < 400
-                version = response.headers.get("x-mlstack-version")
-            except httpx.HTTPError:
-                ok = False
+                await recorder.call(client, url, body, scheduled)
             finally:
                 in_flight -= 1
-            elapsed = (time.perf_counter() - scheduled) * 1000
-            for stats in [total] + ([versions.setdefault(version, Stats())] if version else []):
-                if ok:
-                    stats.latencies_ms.append(elapsed)
-                else:
-                    stats.errors += 1
 
         began = time.perf_counter()
-        count = min(int(duration * rate), MAX_REQUESTS)
         for i in range(count):
             scheduled = began + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
             if in_flight >= max_in_flight:
-                total.errors += 1
+                recorder.total.errors += 1
                 continue
             in_flight += 1
             tasks.append(asyncio.create_task(send(next(cycle), scheduled)))
         await asyncio.gather(*tasks)
-        seconds = max(time.perf_counter() - began, duration)
     # throughput over the sending window: answers that arrive during the drain still count
-    window = count / rate if rate else seconds
-    return LoadResult(seconds=seconds, total=total.summary(window),
-                      by_version={v: s.summary(window) for v, s in sorted(versions.items())},
-                      concurrency=max_in_flight)
+    return recorder.result(count / rate, max_in_flight)
 
 
-async def _run(url: str, bodies: list[dict], duration: float, concurrency: int,
-               max_requests: int, timeout: float) -> LoadResult:
-    total = Stats()
-    versions: dict[str, Stats] = {}
+async def _run_closed(url: str, bodies: list[dict], duration: float, concurrency: int,
+                      max_requests: int, timeout: float) -> LoadResult:
+    """Closed loop: `concurrency` clients, each sending its next request when answered."""
+    recorder = _Recorder()
     cycle = itertools.cycle(bodies)
     sent = 0
     deadline = time.perf_counter() + duration
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
+    async with _client(concurrency, timeout) as client:
 
         async def worker() -> None:
             nonlocal sent
             while time.perf_counter() < deadline and sent < max_requests:
                 sent += 1
-                body = next(cycle)
-                start = time.perf_counter()
-                version = None
-                try:
-                    response = await client.post(url, json=body)
-                    ok = response.status_code < 400
-                    version = response.headers.get("x-mlstack-version")
-                except httpx.HTTPError:
-                    ok = False
-                elapsed = (time.perf_counter() - start) * 1000
-                stats = [total] + ([versions.setdefault(version, Stats())] if version else [])
-                for s in stats:
-                    if ok:
-                        s.latencies_ms.append(elapsed)
-                    else:
-                        s.errors += 1
+                await recorder.call(client, url, next(cycle), time.perf_counter())
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - began
-    return LoadResult(seconds=seconds, total=total.summary(seconds),
-                      by_version={v: s.summary(seconds) for v, s in sorted(versions.items())},
-                      concurrency=concurrency)
+    return recorder.result(seconds, concurrency)
 
 
 def run_load(url: str, bodies: list[dict], *, duration: float = 5.0, concurrency: int = 8,
@@ -167,7 +168,7 @@ def run_load(url: str, bodies: list[dict], *, duration: float = 5.0, concurrency
         raise ValueError("load tests only target loopback addresses")
     if rate is not None:
         return asyncio.run(_run_open(url, bodies, duration, rate, concurrency, timeout))
-    return asyncio.run(_run(url, bodies, duration, concurrency,
+    return asyncio.run(_run_closed(url, bodies, duration, concurrency,
                             min(max_requests, MAX_REQUESTS), timeout))
 
 

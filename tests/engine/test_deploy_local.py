@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from mlstack.deploy import procs
+from tests.engine.deploy_support import deploy_state, run_mlstack, started_pids, stop_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -49,24 +50,12 @@ print(json.dumps(model.predict_proba(X)[:, 1].tolist()))
 """
 
 
-def mlstack(project: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):
-    proc = subprocess.run([sys.executable, "-m", "mlstack", *args], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"mlstack {' '.join(args)} exited {proc.returncode}\n"
-                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
+def mlstack(project: Path, *args: str, env: dict, check: bool = True):
+    return run_mlstack(project, *args, env=env, check=check)
 
 
 def state(project: Path) -> dict:
-    return json.loads((project / ".mlstack" / "deployments.json").read_text())
-
-
-def started_pids(project: Path) -> list[int]:
-    data = state(project)
-    return [v["pid"] for v in data["versions"] if v.get("pid")] + (
-        [data["router"]["pid"]] if data["router"].get("pid") else [])
+    return deploy_state(project)
 
 
 def predict(port: int, rows: list[dict]) -> httpx.Response:
@@ -118,12 +107,7 @@ def deployment(tmp_path_factory):
     spec.write_text(text)
     info = {"project": project, "env": env, "port": port, "spec": spec}
     yield info
-    pids = started_pids(project) if (project / ".mlstack" / "deployments.json").exists() else []
-    subprocess.run([sys.executable, "-m", "mlstack", "down"], cwd=project, env=env,
-                   capture_output=True, timeout=120)
-    for pid in pids:
-        procs.stop_process(pid)
-        assert not procs.is_alive(pid)
+    stop_everything(project, env)
 
 
 def test_first_deploy_serves_offline_predictions_and_reports_slos(deployment):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import httpx
 import pytest
 
 from mlstack.deploy import procs
+from tests.engine.deploy_support import run_mlstack, stop_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -22,12 +21,8 @@ def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
     project = tmp_path / "ranking"
     port = procs.free_port()
 
-    def mlstack(*args, check=True):
-        proc = subprocess.run([sys.executable, "-m", "mlstack", *args], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=600)
-        assert not check or proc.returncode == 0, proc.stderr
-        assert "Traceback" not in proc.stderr
-        return proc
+    def mlstack(*args):
+        return run_mlstack(tmp_path, *args, env=env)
 
     mlstack("init", str(project), "--blueprint", "search-ranking")
     spec = project / "mlstack.yaml"
@@ -50,13 +45,4 @@ def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
         answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": rows}, timeout=30)
         assert answer.status_code == 200 and isinstance(answer.json()[0], float)
     finally:
-        state = project / ".mlstack" / "deployments.json"
-        pids = []
-        if state.exists():
-            data = json.loads(state.read_text())
-            pids = [v["pid"] for v in data["versions"] if v.get("pid")]
-            pids += [data["router"]["pid"]] if data["router"].get("pid") else []
-        mlstack("down", str(spec), check=False)
-        for pid in pids:
-            procs.stop_process(pid)
-        assert [pid for pid in pids if procs.is_alive(pid)] == []
+        stop_everything(project, env)

@@ -1,0 +1,42 @@
+"""Helpers of the deploy tests: run the real CLI, and find/stop what a deploy started."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mlstack.deploy import procs
+
+
+def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):
+    """`python -m mlstack ARGS` in a subprocess; never a traceback, exit 0 when `check`."""
+    proc = subprocess.run([sys.executable, "-m", "mlstack", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"mlstack {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc
+
+
+def deploy_state(project: Path) -> dict:
+    path = project / ".mlstack" / "deployments.json"
+    return json.loads(path.read_text()) if path.exists() else {"versions": [], "router": {}}
+
+
+def started_pids(project: Path) -> list[int]:
+    """Every PID the project's deploys recorded: service versions and the router."""
+    data = deploy_state(project)
+    return [v["pid"] for v in data["versions"] if v.get("pid")] + (
+        [data["router"]["pid"]] if data["router"].get("pid") else [])
+
+
+def stop_everything(project: Path, env: dict) -> None:
+    """`mlstack down`, then each recorded PID directly; assert none is left alive."""
+    pids = started_pids(project)
+    run_mlstack(project, "down", env=env, check=False, timeout=120)
+    for pid in pids:
+        procs.stop_process(pid)
+    assert [pid for pid in pids if procs.is_alive(pid)] == []
