@@ -95,8 +95,11 @@ class Poller(threading.Thread):
 def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     project = root / "churn"
-    env = dict(os.environ, MLSTACK_HOME=str(root / "home"), PYTHONPATH="")
-    env.pop("PREFECT_API_URL", None)
+    # a HOME of its own: deploy may write nothing under it but its own state folder
+    env = dict(os.environ, HOME=str(root / "home"), PYTHONPATH="")
+    for name in ("MLSTACK_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
+                 "BENTOML_HOME", "PREFECT_HOME"):
+        env.pop(name, None)
     port = procs.free_port()
     mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
     spec = project / "mlstack.yaml"
@@ -105,7 +108,8 @@ def deployment(tmp_path_factory):
         assert old in text
         text = text.replace(old, new)
     spec.write_text(text)
-    info = {"project": project, "env": env, "port": port, "spec": spec}
+    info = {"project": project, "env": env, "port": port, "spec": spec,
+            "home": root / "home"}
     yield info
     stop_everything(project, env)
 
@@ -137,8 +141,8 @@ def test_first_deploy_serves_offline_predictions_and_reports_slos(deployment):
     assert served.status_code == 200
     offline = subprocess.run(
         [sys.executable, "-c", OFFLINE_PREDICT, result["model_tag"], str(project),
-         json.dumps(ids)], env=dict(env, BENTOML_HOME=str(
-             next((Path(env["MLSTACK_HOME"]) / "projects").iterdir()) / "bentoml")),
+         json.dumps(ids)], env=dict(env, BENTOML_HOME=str(next(
+             (deployment["home"] / ".local/state/mlstack/projects").iterdir()) / "bentoml")),
         capture_output=True, text=True, check=True)
     assert served.json() == pytest.approx(json.loads(offline.stdout), abs=1e-9)
     status = mlstack(project, "status", "--json", env=env)
@@ -239,3 +243,8 @@ def test_down_stops_every_process(deployment):
     mlstack(project, "down", env=env)
     assert [pid for pid in pids if procs.is_alive(pid)] == []
     assert mlstack(project, "status", env=env, check=False).returncode == 1
+    # under the user's home, only mlstack's own state folder was written
+    home = deployment["home"]
+    written = {p.relative_to(home).as_posix() for p in home.rglob("*")
+               if not p.relative_to(home).as_posix().startswith(".local/state/mlstack/")}
+    assert written <= {".local", ".local/state", ".local/state/mlstack"}, sorted(written)[:10]
