@@ -141,6 +141,10 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
     stages = _Stages(progress or NullProgress())
     with project_lock(paths):
         state = DeploymentState.load(paths.deployments_file)
+        ours = procs.is_alive(state.router.pid) and state.router.port == options.port
+        if not ours and not procs.port_is_free(options.port):
+            raise UsageError(f"port {options.port} on 127.0.0.1 is taken by another program",
+                             "choose another with --port")
         current = state.get(state.current)
         key = training_key(system, paths.project_dir)
         tree = _tree_hash(paths.build_dir)

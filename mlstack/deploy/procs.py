@@ -18,6 +18,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def start_background(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> int:
     """Start a detached process (its own session/process group); returns its PID."""
     log.parent.mkdir(parents=True, exist_ok=True)
