@@ -6,20 +6,31 @@ Two levels, like `terraform plan`:
   edited (or that mlstack did not write) flagged as conflicts;
 - resources, in ML terms: the IR of the last compile (kept in the manifest) diffed against
   the new IR, property by property, each change with what it means for the running system
-  (rematerialize features, retrain, a breaking API change, re-evaluate, redeploy the service).
+  (rematerialize features, retrain, a breaking API change, re-evaluate, redeploy the service);
+- for kubernetes/aws targets, the infrastructure: the Terraform resources of the stack
+  (mlstack.costs.infra_resources) added, changed or destroyed, where "changed" means a value
+  of the infra app's config that the resource is built from differs (INFRA_INPUTS), and the
+  monthly cost estimate from the versioned price table (mlstack.costs), before and after.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlstack.errors import UsageError
 from mlstack.filetree import FileTree
 from mlstack.ir.nodes import Derivation, SystemIR
 from mlstack.manifest import build_manifest, read_manifest
 from mlstack.writer import FileChange, compare_tree, pending_commit
+
+if TYPE_CHECKING:
+    from mlstack.costs import CostEstimate
 
 # What a change to each kind of resource means for the running system.
 REMATERIALIZE = "rematerialize"
@@ -73,6 +84,46 @@ class DerivationChange:
 
 
 @dataclass(frozen=True)
+class InfraChange:
+    """A Terraform resource of the infra stack that the new spec adds, changes or destroys."""
+
+    type: str  # terraform resource type, e.g. 'aws_eks_node_group'
+    name: str
+    action: str  # create | update | delete
+    properties: tuple[PropertyChange, ...] = ()  # the config inputs that changed (update)
+
+    @property
+    def address(self) -> str:
+        return f"{self.type}.{self.name}"
+
+    def as_dict(self) -> dict:
+        return {"address": self.address, "type": self.type, "name": self.name,
+                "action": self.action, "properties": [p.as_dict() for p in self.properties]}
+
+
+@dataclass(frozen=True)
+class InfraPlan:
+    stack: str | None  # the stack the target gets (None: local target, no infra)
+    changes: tuple[InfraChange, ...] = ()
+    unchanged: int = 0
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.changes if c.action == action)
+
+    def as_dict(self) -> dict:
+        return {"stack": self.stack, "changes": [c.as_dict() for c in self.changes],
+                "add": self.count("create"), "change": self.count("update"),
+                "destroy": self.count("delete"), "unchanged": self.unchanged}
+
+
+def cost_as_dict(cost: CostEstimate | None) -> dict | None:
+    if cost is None:
+        return None
+    return {**asdict(cost), "monthly_min_usd": cost.monthly_min_usd,
+            "monthly_max_usd": cost.monthly_max_usd}
+
+
+@dataclass(frozen=True)
 class Plan:
     system: str  # the system's name
     out_dir: str
@@ -84,6 +135,9 @@ class Plan:
     resources: tuple[ResourceChange, ...]
     derivations: tuple[DerivationChange, ...] = field(default=())
     interrupted_write: bool = False  # an earlier write stopped after its commit point
+    infra: InfraPlan = field(default=InfraPlan(stack=None))
+    cost: CostEstimate | None = None  # monthly estimate of the new spec (cluster targets)
+    previous_cost: CostEstimate | None = None  # ... of the last compile's, when it had one
 
     @property
     def file_changes(self) -> list[FileChange]:
@@ -95,11 +149,13 @@ class Plan:
 
     @property
     def consequences(self) -> list[str]:
-        return sorted({r.consequence for r in self.resources})
+        found = {r.consequence for r in self.resources}
+        return sorted(found | {REPROVISION} if self.infra.changes else found)
 
     @property
     def has_changes(self) -> bool:
-        return bool(self.file_changes or self.resources or self.interrupted_write)
+        return bool(self.file_changes or self.resources or self.infra.changes
+                    or self.interrupted_write)
 
     def as_dict(self) -> dict:
         return {"system": self.system, "out_dir": self.out_dir, "spec_file": self.spec_file,
@@ -109,7 +165,9 @@ class Plan:
                 "consequences": self.consequences,
                 "files": [f.as_dict() for f in self.files],
                 "resources": [r.as_dict() for r in self.resources],
-                "derivations": [d.as_dict() for d in self.derivations]}
+                "derivations": [d.as_dict() for d in self.derivations],
+                "infra": self.infra.as_dict(), "cost": cost_as_dict(self.cost),
+                "previous_cost": cost_as_dict(self.previous_cost)}
 
 
 # -- the resources of a system, as flat property maps --------------------------------------
@@ -228,6 +286,107 @@ def diff_derivations(old: SystemIR | None, new: SystemIR) -> tuple[DerivationCha
         for d in sorted(new.derivations, key=lambda d: d.setting))
 
 
+# -- the infrastructure: which config values each Terraform resource is built from ----------
+# Every resource of a stack reads the target-wide values of INFRA_COMMON; the patterns below
+# ('type.name', fnmatch) add what the generated stack (templates/infra/*_stack.py.j2) builds
+# that resource from. A dotted key reads inside a mapping of infra_config(system).
+INFRA_COMMON = {"aws": ("system", "region", "aws_provider_version"),
+                "kubernetes": ("system", "namespace", "kubernetes_provider_version")}
+INFRA_INPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("aws_dynamodb_table.*", ("project",)),
+    ("aws_elasticache_replication_group.*", ("redis_node_type",)),
+    ("aws_eks_cluster.*", ("kubernetes_version",)),
+    ("aws_eks_addon.*", ("kubernetes_version",)),
+    ("aws_eks_node_group.serving_nodes", ("serving_nodes",)),
+    ("aws_eks_node_group.training_nodes", ("training_nodes",)),
+    ("aws_iam_role_policy.*", ("online_store", "online_views")),
+    ("aws_eks_pod_identity_association.*", ("namespace",)),
+    ("aws_cloudwatch_metric_alarm.*", ("namespace",)),
+    ("aws_cloudwatch_metric_alarm.slo_latency_p99", ("slos.p99_ms",)),
+    ("aws_cloudwatch_metric_alarm.slo_error_rate", ("slos.error_rate",)),
+    ("aws_cloudwatch_metric_alarm.slo_availability", ("slos.availability",)),
+    ("aws_cloudwatch_metric_alarm.slo_feature_freshness", ("slos.feature_freshness_seconds",)),
+    ("kubernetes_deployment_v1.serving", (
+        "serving.cpu", "serving.memory_mib", "serving.gpu", "serving.gpu_type",
+        "service_image", "service_port", "online_store", "registry_secret")),
+    ("kubernetes_service_v1.serving", ("service_port",)),
+    ("kubernetes_network_policy_v1.serving_ingress", ("service_port",)),
+    ("kubernetes_horizontal_pod_autoscaler_v2.serving", (
+        "serving.replicas_min", "serving.replicas_max", "serving.target_rps_per_replica")),
+    ("kubernetes_deployment_v1.redis", ("redis_image",)),
+    ("kubernetes_deployment_v1.prefect_worker", ("prefect_image", "work_pool")),
+    ("kubernetes_config_map_v1.training_job_template", (
+        "training", "service_image", "online_store", "registry_secret")),
+    ("kubernetes_manifest.prometheus_rules", ("prometheus_rules_sha256",)),
+)
+
+
+def _infra_inputs(system: SystemIR) -> dict[str, object]:
+    from mlstack.backends.infra_model import infra_config
+
+    config = infra_config(system)
+    if system.target.kind == "kubernetes":
+        from mlstack.backends.monitoring import rule_groups
+
+        text = json.dumps(rule_groups(system), sort_keys=True).encode()
+        config["prometheus_rules_sha256"] = hashlib.sha256(text).hexdigest()[:16]
+    return config
+
+
+def _lookup(config: dict, key: str) -> object:
+    value: object = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def infra_properties(system: SystemIR) -> dict[tuple[str, str], dict[str, object]]:
+    """{(terraform type, name): {input: value}} for every resource of the system's stack."""
+    from mlstack.costs import infra_resources
+
+    resources = infra_resources(system)
+    if not resources:
+        return {}
+    config = _infra_inputs(system)
+    out = {}
+    for type_, name in resources:
+        keys = list(INFRA_COMMON[system.target.kind])
+        keys += [k for pattern, inputs in INFRA_INPUTS
+                 if fnmatchcase(f"{type_}.{name}", pattern) for k in inputs]
+        out[(type_, name)] = _flat({k: _lookup(config, k) for k in keys})
+    return out
+
+
+def diff_infra(old: SystemIR | None, new: SystemIR) -> InfraPlan:
+    """The new system's stack against the old one's (None: nothing deployed yet)."""
+    from mlstack.backends.infra_model import stack_name
+
+    before = infra_properties(old) if old is not None else {}
+    after = infra_properties(new)
+    changes, unchanged = [], 0
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        if b == a:
+            unchanged += 1
+            continue
+        action = "create" if b is None else "delete" if a is None else "update"
+        b, a = b or {}, a or {}
+        props = () if action != "update" else tuple(
+            PropertyChange(k, b.get(k), a.get(k)) for k in sorted(set(b) | set(a))
+            if b.get(k) != a.get(k))
+        changes.append(InfraChange(key[0], key[1], action, props))
+    stack = stack_name(new) if after else stack_name(old) if before else None
+    return InfraPlan(stack=stack, changes=tuple(changes), unchanged=unchanged)
+
+
+def _cost(system: SystemIR | None) -> CostEstimate | None:
+    if system is None or system.target.kind not in INFRA_COMMON:
+        return None
+    from mlstack.costs import estimate_monthly_cost
+
+    return estimate_monthly_cost(system)
+
+
 def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
     """What writing `tree` (compiled from `system`) into `out_dir` would change. Pure: reads
     the output folder and its manifest, writes nothing."""
@@ -241,8 +400,11 @@ def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
                 "manifest" if old_system is not None else "unreadable")
     # an IR the current mlstack cannot read: say so rather than claim everything is new
     resources = () if baseline == "unreadable" else diff_systems(old_system, system)
+    infra = (InfraPlan(stack=None) if baseline == "unreadable"
+             else diff_infra(old_system, system))
     return Plan(system=system.name, out_dir=str(out), spec_file=system.spec_file, spec_hash=system.spec_hash,
                 previous_spec_hash=old_manifest.spec_hash if old_manifest else None,
                 baseline=baseline, files=files, resources=resources,
                 derivations=diff_derivations(old_system, system),
-                interrupted_write=pending_commit(out))
+                interrupted_write=pending_commit(out), infra=infra, cost=_cost(system),
+                previous_cost=_cost(old_system))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlstack.plan import Plan
+from mlstack.plan import InfraPlan, Plan
 from mlstack.writer import CONFLICT_REASONS
 
 SYMBOLS = {"create": "+", "update": "~", "delete": "-", "unchanged": " "}
@@ -48,6 +48,12 @@ def render_plan(plan: Plan) -> str:
             if r.action == "update":
                 for p in r.properties:
                     lines.append(f"      {p.name}: {_property_change(p.old, p.new)}")
+    if plan.infra.changes:
+        lines.append("")
+        lines += render_infra(plan.infra)
+    if plan.cost is not None:
+        lines.append("")
+        lines += render_cost(plan)
     changed = plan.file_changes
     if changed:
         lines.append("")
@@ -69,10 +75,60 @@ def render_summary(plan: Plan) -> str:
             f"{counts['delete']} to delete, {counts['unchanged']} unchanged.")
     if plan.consequences:
         text += " Consequences: " + ", ".join(plan.consequences) + "."
+    if plan.infra.stack is not None:
+        text += f"\n{infra_summary(plan.infra)}"
     if plan.conflicts:
         text += (f"\n{len(plan.conflicts)} file(s) marked ! would not be overwritten: "
                  "compile refuses unless --force.")
     return text
+
+
+def infra_summary(infra: InfraPlan) -> str:
+    return (f"Infrastructure: {infra.count('create')} to add, {infra.count('update')} to "
+            f"change, {infra.count('delete')} to destroy, {infra.unchanged} unchanged.")
+
+
+def render_infra(infra: InfraPlan) -> list[str]:
+    """The stack's Terraform resources that change, like `terraform plan` lists them."""
+    lines = [f"Infrastructure (Terraform stack {infra.stack}):"]
+    for change in infra.changes:
+        lines.append(f"  {SYMBOLS[change.action]} {change.address}")
+        for p in change.properties:
+            lines.append(f"      {p.name}: {_property_change(p.old, p.new)}")
+    return lines
+
+
+def _usd(value: float) -> str:
+    return f"${value:,.2f}"
+
+
+def _usd_range(low: float, high: float) -> str:
+    return _usd(low) if low == high else f"{_usd(low)} - {_usd(high)}"
+
+
+def render_cost(plan: Plan) -> list[str]:
+    """The monthly cost estimate: one line per item, the total at the replica range's min and
+    max (and the last compile's, when it differs), then what the figures leave out."""
+    cost = plan.cost
+    lines = [f"Cost estimate ({cost.target}, monthly, {cost.currency}; an {cost.label} from "
+             f"price table {cost.price_table}, not a quote):"]
+    if not cost.lines:
+        lines += [f"  {note}" for note in cost.notes]
+        return lines
+    width = max(len(line.item) for line in cost.lines)
+    amounts = [_usd_range(line.monthly_min_usd, line.monthly_max_usd) for line in cost.lines]
+    money = max(len(a) for a in amounts)
+    for line, amount in zip(cost.lines, amounts, strict=True):
+        lines.append(f"  {line.item:<{width}}  {amount:>{money}}  {line.detail}")
+    total = _usd_range(cost.monthly_min_usd, cost.monthly_max_usd)
+    before = plan.previous_cost
+    was = ""
+    if before is not None and (before.monthly_min_usd, before.monthly_max_usd) != (
+            cost.monthly_min_usd, cost.monthly_max_usd):
+        was = f"   (was {_usd_range(before.monthly_min_usd, before.monthly_max_usd)})"
+    lines.append(f"  {'total':<{width}}  {total:>{money}}{was}")
+    lines += [f"  note: {note}" for note in cost.notes]
+    return lines
 
 
 def render_explain(plan: Plan) -> str:

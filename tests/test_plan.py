@@ -224,3 +224,113 @@ def test_project_dir_is_relative_from_the_output_folder(tmp_path):
     deep = tmp_path / "a" / "b"
     assert compile_options(spec_paths(tmp_path / "mlstack.yaml", deep)).project_dir == "../.."
     assert compile_options(spec_paths(tmp_path / "mlstack.yaml", tmp_path)).project_dir == "."
+
+
+# -- infrastructure and cost (kubernetes/aws targets) ---------------------------------------
+FRAUD = BLUEPRINTS / "fraud-gpu"
+
+
+@pytest.fixture
+def fraud(tmp_path) -> Path:
+    """A copy of the fraud-gpu blueprint (aws target), compiled once into its build/."""
+    shutil.copytree(FRAUD, tmp_path / "fraud-gpu")
+    spec = tmp_path / "fraud-gpu" / "mlstack.yaml"
+    compile_spec(spec)
+    return spec
+
+
+def infra_summary(p) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {"create": [], "update": [], "delete": []}
+    for change in p.infra.changes:
+        out[change.action].append(change.address)
+    return out
+
+
+def test_fraud_gpu_plan_lists_its_infra_and_estimates_the_cost(tmp_path, capsys):
+    from mlstack.costs import estimate_monthly_cost, infra_resources
+
+    p, compiled = plan_for_out(FRAUD / "mlstack.yaml", tmp_path / "fresh")
+    system = compiled.system
+    expected = [f"{t}.{n}" for t, n in infra_resources(system)]
+    assert len(expected) > 30 and p.infra.stack == f"{system.name}-aws"
+    assert infra_summary(p) == {"create": expected, "update": [], "delete": []}
+    assert p.cost == estimate_monthly_cost(system) and p.previous_cost is None
+    assert p.cost.label == "estimate" and 0 < p.cost.monthly_min_usd < p.cost.monthly_max_usd
+
+    assert main(["plan", str(FRAUD), "-o", str(tmp_path / "fresh")]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  + {address}\n" in out for address in expected)
+    assert f"Infrastructure: {len(expected)} to add, 0 to change, 0 to destroy" in out
+    assert f"an estimate from price table {p.cost.price_table}" in out
+    for line in p.cost.lines:
+        assert line.item in out and line.detail in out
+    assert f"${p.cost.monthly_min_usd:,.2f} - ${p.cost.monthly_max_usd:,.2f}" in out
+
+    assert main(["plan", str(FRAUD), "-o", str(tmp_path / "fresh"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [c["address"] for c in data["infra"]["changes"]] == expected
+    assert (data["infra"]["add"], data["infra"]["change"], data["infra"]["destroy"]) == (
+        len(expected), 0, 0)
+    assert data["cost"]["label"] == "estimate"
+    assert data["cost"]["price_table"] == p.cost.price_table
+    assert data["cost"]["monthly_max_usd"] == p.cost.monthly_max_usd
+    assert len(data["cost"]["lines"]) == len(p.cost.lines)
+
+
+def test_local_plan_has_no_infra_and_no_cost(project):
+    p, _ = plan_for(project)
+    assert p.infra.stack is None and p.infra.changes == () and p.cost is None
+    assert p.as_dict()["cost"] is None
+
+
+def test_unchanged_cluster_spec_plans_no_infra_change(fraud):
+    p, compiled = plan_for(fraud)
+    assert not p.has_changes and p.infra.changes == ()
+    from mlstack.costs import infra_resources
+
+    assert p.infra.unchanged == len(infra_resources(compiled.system))
+    assert p.previous_cost == p.cost
+
+
+def test_raising_replicas_max_changes_the_serving_node_group_and_the_cost(fraud, capsys):
+    before = plan_for(fraud)[0]
+    old_max = yaml.safe_load(fraud.read_text())["target"]["serving"]["replicas"]["max"]
+    edit_spec(fraud, lambda d: d["target"]["serving"]["replicas"].update(max=old_max * 2))
+    p, _ = plan_for(fraud)
+    assert infra_summary(p) == {"create": [], "update": ["aws_eks_node_group.serving_nodes"],
+                                "delete": []}
+    [change] = p.infra.changes
+    assert [(c.name, c.old, c.new) for c in change.properties] == [
+        ("serving_nodes.max", old_max, old_max * 2)]
+    assert p.previous_cost == before.cost
+    assert p.cost.monthly_min_usd == before.cost.monthly_min_usd
+    assert p.cost.monthly_max_usd > before.cost.monthly_max_usd
+    serving = {line.item: line for line in p.cost.lines}["serving nodes"]
+    old_serving = {line.item: line for line in before.cost.lines}["serving nodes"]
+    assert serving.monthly_max_usd == pytest.approx(old_serving.monthly_max_usd * 2, abs=0.02)
+    assert "re-provision infrastructure" in p.consequences
+
+    assert main(["plan", str(fraud)]) == 0
+    out = capsys.readouterr().out
+    assert "  ~ aws_eks_node_group.serving_nodes\n" in out
+    assert f"serving_nodes.max: {old_max} -> {old_max * 2}" in out
+    assert (f"(was ${before.cost.monthly_min_usd:,.2f} - "
+            f"${before.cost.monthly_max_usd:,.2f})") in out
+    assert "Infrastructure: 0 to add, 1 to change, 0 to destroy" in out
+
+
+def test_dynamodb_to_redis_destroys_the_tables_and_adds_elasticache(fraud):
+    before, compiled = plan_for(fraud)
+    views = sorted(v.name for v in compiled.system.feature_views if v.online)
+    edit_spec(fraud, lambda d: d["target"].update(online_store="redis"))
+    p, _ = plan_for(fraud)
+    changes = infra_summary(p)
+    assert changes["delete"] == [f"aws_dynamodb_table.online_{v}" for v in views]
+    assert changes["create"] == ["aws_elasticache_replication_group.online_store",
+                                 "aws_elasticache_subnet_group.redis_subnets",
+                                 "aws_security_group.redis"]
+    # the pod roles lose their DynamoDB grants
+    assert changes["update"] == ["aws_iam_role_policy.serving_pods_access",
+                                 "aws_iam_role_policy.training_pods_access"]
+    items, old_items = ({line.item for line in c.lines} for c in (p.cost, before.cost))
+    assert "DynamoDB" in old_items - items and "ElastiCache Redis" in items - old_items

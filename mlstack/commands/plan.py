@@ -1,4 +1,5 @@
-"""mlstack plan SPEC: what compiling would change (files and resources), nothing written."""
+"""mlstack plan SPEC: what compiling would change (files, resources, infrastructure and its
+cost estimate), nothing written."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ HELP = "show what compiling would change, in files and in ML terms; nothing is w
 
 def register(sub) -> None:
     p = sub.add_parser("plan", help=HELP, description=HELP + ". Resources are diffed against "
-                       "the IR recorded by the last compile in the output folder.")
+                       "the IR recorded by the last compile in the output folder. For "
+                       "kubernetes/aws targets it also lists the Terraform resources to add, "
+                       "change or destroy and a monthly cost estimate (from a versioned price "
+                       "table; an estimate, not a quote).")
     p.add_argument("spec", metavar="SPEC", help="spec file (or a folder holding mlstack.yaml)")
     p.add_argument("-o", "--output", metavar="DIR",
                    help="output folder to compare with (default: <spec folder>/build)")
