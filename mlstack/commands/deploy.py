@@ -6,8 +6,10 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
-HELP = "compile and bring the system up on its target (local: train, serve, verify SLOs)"
+HELP = ("compile and bring the system up on its target (local: train, serve, verify SLOs; "
+        "kubernetes/aws: synth the infrastructure, terraform plan, apply when approved)")
 STAGE_TITLES = {
     "compile": "compile and write", "ingest": "ingest sources", "validate": "data checks",
     "feast_apply": "feast apply", "materialize": "materialize online features",
@@ -15,13 +17,18 @@ STAGE_TITLES = {
     "register": "register model (BentoML store)", "start_service": "start service",
     "skew_check": "skew check (online vs offline)", "verify": "SLO verification (load test)",
     "rollout": "rollout", "promote": "promote", "unchanged": "no change",
+    "synth": "synth infrastructure (cdktn)", "terraform_plan": "terraform init + plan",
+    "terraform_apply": "terraform apply",
 }
 
 
 def register(sub) -> None:
     p = sub.add_parser("deploy", help=HELP, description=HELP + ". Exit 0 when deployed and "
                        "every SLO is met, 1 when a stage fails or an SLO is missed (the "
-                       "previous version keeps serving), 2 on usage errors.")
+                       "previous version keeps serving), 2 on usage errors. On kubernetes/aws "
+                       "targets: exit 0 when planned (--dry-run), applied or nothing changes; "
+                       "1 when terraform/tofu is missing (stops after synth), a step fails or "
+                       "the plan is not approved. Terraform state: <project>/.mlstack/terraform/.")
     p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
                    help="spec file or a folder holding mlstack.yaml (default: mlstack.yaml)")
     p.add_argument("--port", type=int, default=3000, help="local endpoint port (default 3000)")
@@ -39,6 +46,22 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="overwrite generated files that were edited by hand")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    infra = p.add_argument_group("kubernetes and aws targets")
+    infra.add_argument("--dry-run", action="store_true",
+                       help="synth, terraform init and plan, print the plan; apply nothing")
+    infra.add_argument("--auto-approve", action="store_true",
+                       help="apply the plan without asking (otherwise asked in a terminal, "
+                            "and not applied without one)")
+    infra.add_argument("--var", action="append", metavar="NAME=VALUE",
+                       help="a Terraform input variable of the stack, e.g. "
+                            "subnet_ids=subnet-a,subnet-b (repeatable; TF_VAR_NAME in the "
+                            "environment works too and suits secrets)")
+    infra.add_argument("--var-file", action="append", metavar="FILE",
+                       help="a JSON file of Terraform input variables {name: value} "
+                            "(repeatable; --var wins)")
+    infra.add_argument("--tf-override", metavar="FILE",
+                       help="Terraform JSON merged into the synthesized stack as an override "
+                            "file (e.g. provider endpoints or settings)")
     p.set_defaults(run=run)
 
 
@@ -67,26 +90,74 @@ class ConsoleProgress:
         self.console.print(f" {mark[record.status]} {title:34} {record.seconds:7.1f} s{detail}",
                            markup=True, highlight=False)
 
+    def note(self, message: str) -> None:
+        """A message from inside a stage (e.g. the infra environment being created)."""
+        self.console.print(f"    [dim]{message}[/]", markup=True, highlight=False)
+
     def close(self) -> None:
         if self.status is not None:
             self.status.stop()
+            self.status = None
+
+
+def _variables(pairs: list[str]) -> tuple[tuple[str, str], ...]:
+    from mlstack.errors import UsageError
+
+    out = []
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"--var {pair!r} is not NAME=VALUE")
+        out.append((name.strip(), value))
+    return tuple(out)
+
+
+def _confirm(progress: ConsoleProgress):
+    """Ask on the terminal before applying; None (never apply) without one."""
+    from mlstack.deploy.cluster_render import render_plan_lines
+
+    if not sys.stdin.isatty():
+        return None
+
+    def confirm(plan) -> bool:
+        progress.close()
+        sys.stderr.write(render_plan_lines(plan) + f"{plan.summary()}.\n"
+                         "Apply this plan? Only 'yes' applies it: ")
+        sys.stderr.flush()
+        try:
+            return input().strip() == "yes"
+        except EOFError:
+            return False
+
+    return confirm
 
 
 def run(args: argparse.Namespace) -> int:
     from mlstack.deploy.api import deploy
+    from mlstack.deploy.cluster import ClusterDeployResult, ClusterOptions
+    from mlstack.deploy.cluster_render import render_cluster
     from mlstack.deploy.local import DeployOptions
     from mlstack.deploy.render import render_summary
 
     options = DeployOptions(port=args.port, verify=args.verify, duration=args.duration,
                             rate=args.rate, concurrency=args.concurrency, force=args.force,
                             retrain=args.retrain)
+    cluster = ClusterOptions(dry_run=args.dry_run, auto_approve=args.auto_approve,
+                             variables=_variables(args.var or []),
+                             var_files=tuple(Path(f) for f in args.var_file or ()),
+                             tf_override=Path(args.tf_override) if args.tf_override else None)
     progress = ConsoleProgress()
     try:
-        result = deploy(args.spec, options, progress)
+        result = deploy(args.spec, options, progress, cluster=cluster,
+                        confirm=_confirm(progress))
     finally:
         progress.close()
     if args.json:
         sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
+    elif isinstance(result, ClusterDeployResult):
+        sys.stdout.write(render_cluster(result))
     else:
         sys.stdout.write(render_summary(result))
+    if isinstance(result, ClusterDeployResult):
+        return 0 if result.ok else 1
     return 0 if result.slos_met else 1

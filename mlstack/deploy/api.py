@@ -4,18 +4,27 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mlstack.deploy.cluster import ClusterDeployResult, ClusterOptions, Confirm
 from mlstack.deploy.local import DeployOptions, deploy_local
 from mlstack.deploy.paths import ProjectPaths
 from mlstack.deploy.report import DeployResult, StageRecord
 from mlstack.errors import UsageError
 
+CLUSTER_TARGETS = ("kubernetes", "aws")
 
-def deploy(spec: Path | str, options: DeployOptions, progress=None) -> DeployResult:
-    """Compile and write the spec, then bring the system up on its target."""
+
+def deploy(spec: Path | str, options: DeployOptions, progress=None,
+           cluster: ClusterOptions | None = None,
+           confirm: Confirm | None = None) -> DeployResult | ClusterDeployResult:
+    """Compile and write the spec, then bring the system up on its target: the local stack
+    (mlstack.deploy.local), or the infrastructure of a kubernetes/aws target through
+    terraform (mlstack.deploy.cluster; `cluster` holds its options, `confirm` is asked
+    before applying when neither dry_run nor auto_approve is set)."""
     import time
 
     from mlstack.build import compile_spec, spec_paths
 
+    cluster = cluster or ClusterOptions()
     found = spec_paths(spec)
     paths = ProjectPaths.for_spec(found.spec)
     if progress is not None:
@@ -27,10 +36,20 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None) -> DeployRes
     if progress is not None:
         progress.finish(record)
     kind = compiled.system.target.kind
+    if kind in CLUSTER_TARGETS:
+        from mlstack.deploy.cluster import deploy_cluster
+        from mlstack.deploy.local import project_lock
+
+        with project_lock(paths):
+            result = deploy_cluster(compiled.system, paths, cluster, progress, confirm)
+        result.stages.insert(0, record)
+        return result
     if kind != "local":
         raise UsageError(f"deploy to a {kind} target is not supported yet",
-                         "mlstack compile writes its feature, pipeline and service layers; "
-                         "use target.kind: local to run it here")
+                         "use target.kind: local, kubernetes or aws")
+    if cluster.given:
+        raise UsageError("--dry-run, --auto-approve, --var, --var-file and --tf-override are "
+                         "for kubernetes and aws targets; this spec's target is local")
     result = deploy_local(compiled.system, paths, options, progress)
     result.stages.insert(0, record)
     return result
