@@ -1,8 +1,27 @@
 #!/usr/bin/env bash
 # Install mlstack with its runtime and test extras into .venv, then run the whole test suite.
 # Works on a fresh clone: nothing needs to be installed by hand. Extra args go to pytest.
+# The engine tests also run real servers and tools from Debian's packages (redis-server,
+# PostgreSQL, promtool), installed here when missing; their tests skip, saying why, where
+# that is not possible (no apt-get, not root and no sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+  || missing+=(postgresql)
+command -v promtool >/dev/null || missing+=(prometheus)
+if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
+  as_root=()
+  [ "$(id -u)" = 0 ] || as_root=(sudo -n)
+  echo "Installing ${missing[*]} from Debian's packages..." >&2
+  { "${as_root[@]}" apt-get update -qq \
+    && DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq \
+      --no-install-recommends "${missing[@]}" >/dev/null; } \
+    || echo "Could not install ${missing[*]}: the tests that need them will skip." >&2
+fi
+
 mlstack_venv ".[runtime,test]"
 exec .venv/bin/python -m pytest "$@"
