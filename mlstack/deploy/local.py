@@ -35,6 +35,7 @@ from mlstack.errors import StageError, UsageError
 from mlstack.ir.nodes import SystemIR
 
 DEFAULT_RATE = 20.0
+LOAD_TIMEOUT = 10.0  # seconds a load-test request may take before it counts as failed
 FLOW_STAGES = ("ingest", "validate", "feast_apply", "materialize", "training_set", "train",
                "evaluate", "register")
 
@@ -294,12 +295,12 @@ def _rollout(system, paths, options, state, current, version, bodies, rate,
                 break
             measured = run_load(f"http://127.0.0.1:{options.port}/predict", bodies, rate=rate,
                                 duration=rollout.step_seconds,
-                                concurrency=options.concurrency)
+                                concurrency=options.concurrency, timeout=LOAD_TIMEOUT)
             stats = measured.by_version.get(version.version, {})
             step = {"weight": weight, "new": stats,
                     "old": measured.by_version.get(current.version, {})}
             judged.append(step)
-            breach = _breach(rollout, stats)
+            breach = _breach(rollout, stats, LOAD_TIMEOUT)
             if breach:
                 route(paths, {current.version: 100}, state)
                 version.status = "rolled_back"
@@ -309,9 +310,9 @@ def _rollout(system, paths, options, state, current, version, bodies, rate,
         return judged
 
 
-def _breach(rollout, stats: dict) -> str | None:
+def _breach(rollout, stats: dict, timeout: float) -> str | None:
     if not stats or not stats.get("requests"):
-        return "the new version answered no request"
+        return f"the new version answered no request within {timeout:g} s"
     gate = rollout.abort_latency_p99
     if gate is not None and gate_holds(gate, stats.get("p99_ms")):
         return f"p99 {stats['p99_ms']} ms {gate.op} {gate.threshold:g} ms"
