@@ -121,12 +121,15 @@ def _check_indentation(text: str, file: str) -> None:
                   len(line) - len(stripped) + 1, hint="YAML indents with spaces only")
 
 
-def _check_events(text: str, file: str) -> None:
-    """Walk the event stream once (iteratively): refuse aliases, anchors, deep nesting, >1 doc."""
+def _check_events(text: str, file: str) -> list[yaml.Event]:
+    """Walk the event stream once (iteratively): refuse aliases, anchors, deep nesting, >1 doc.
+    Returns the events, so the document is composed from them without parsing it again."""
     depth = 0
     documents = 0
+    events = []
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            events.append(event)
             mark = event.start_mark
             if getattr(event, "tag", None) is not None:
                 tag = event.tag.replace("tag:yaml.org,2002:", "!!")
@@ -158,6 +161,31 @@ def _check_events(text: str, file: str) -> None:
               hint=_syntax_hint(exc))
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         _fail("MLS011", f"YAML syntax error: {exc}", file)
+    return events
+
+
+class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):
+    """PyYAML's composer and the safe loader's resolver over events already parsed: the same
+    nodes `yaml.compose(text, Loader=yaml.SafeLoader)` builds, without a second parse (the
+    pure-Python parser is most of the time of loading a large spec)."""
+
+    def __init__(self, events: list[yaml.Event]):
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self._events = events
+        self._next = 0
+
+    def check_event(self, *choices) -> bool:
+        if self._next >= len(self._events):
+            return False
+        return not choices or isinstance(self._events[self._next], choices)
+
+    def peek_event(self) -> yaml.Event:
+        return self._events[self._next]
+
+    def get_event(self) -> yaml.Event:
+        self._next += 1
+        return self._events[self._next - 1]
 
 
 def _syntax_hint(exc: yaml.MarkedYAMLError) -> str | None:
@@ -225,8 +253,7 @@ def _build(node, path: Path_, smap: SourceMap, file: str):
 
 def load_spec_text(text: str, file: str) -> LoadedDocument:
     _check_indentation(text, file)
-    _check_events(text, file)
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    node = _EventComposer(_check_events(text, file)).get_single_node()
     if node is None:
         _fail("MLS005", "the spec is empty", file,
               hint="start from a blueprint: mlstack init DIR --blueprint churn")
