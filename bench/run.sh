@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the benchmarks (bench/README.md): install mlstack with its runtime extras into .venv
+# if needed (as scripts/test.sh does), then write bench/results.md and bench/results.json.
+# Extra args go to `python -m bench` (e.g. --sections 1,2 or --quick).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+mlstack_venv ".[runtime,test]"
+exec .venv/bin/python -m bench "$@"
