@@ -21,6 +21,15 @@ def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: f
     return proc
 
 
+def loosen(spec: Path, replacements: dict[str, str]) -> None:
+    """Rewrite parts of a test's copy of a blueprint spec; each part must be there."""
+    text = spec.read_text()
+    for old, new in replacements.items():
+        assert old in text, old
+        text = text.replace(old, new)
+    spec.write_text(text)
+
+
 def deploy_state(project: Path) -> dict:
     path = project / ".mlstack" / "deployments.json"
     return json.loads(path.read_text()) if path.exists() else {"versions": [], "router": {}}

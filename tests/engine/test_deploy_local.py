@@ -22,7 +22,13 @@ import httpx
 import pytest
 
 from mlstack.deploy import procs
-from tests.engine.deploy_support import deploy_state, run_mlstack, started_pids, stop_everything
+from tests.engine.deploy_support import (
+    deploy_state,
+    loosen,
+    run_mlstack,
+    started_pids,
+    stop_everything,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -103,11 +109,7 @@ def deployment(tmp_path_factory):
     port = procs.free_port()
     mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
     spec = project / "mlstack.yaml"
-    text = spec.read_text()
-    for old, new in LOOSE_SLOS.items():
-        assert old in text
-        text = text.replace(old, new)
-    spec.write_text(text)
+    loosen(spec, LOOSE_SLOS)
     info = {"project": project, "env": env, "port": port, "spec": spec,
             "home": root / "home"}
     yield info

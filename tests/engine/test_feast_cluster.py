@@ -25,6 +25,7 @@ from mlstack.backends import CompileOptions
 from mlstack.compile import compile_system
 from mlstack.lint import require_system
 from tests.conftest import BLUEPRINTS
+from tests.engine.point_in_time import assert_point_in_time
 
 pytestmark = pytest.mark.engine
 
@@ -158,19 +159,7 @@ def test_historical_features_are_point_in_time(cluster, customers):
     got = store.historical_features(entity_df)
 
     assert list(got.index) == list(entity_df.index)
-    empty = 0
-    for (_, row), (_, result) in zip(entity_df.iterrows(), got.iterrows(), strict=True):
-        source = customers[(customers["customer_id"] == row["customer_id"])
-                           & (customers["event_timestamp"] <= row["event_timestamp"])
-                           & (customers["event_timestamp"] + ttl >= row["event_timestamp"])]
-        for column in features.FETCH_COLUMNS:
-            field = column.split("__", 1)[1]
-            if source.empty:
-                assert pd.isna(result[column]), (row.to_dict(), column)
-            else:
-                expected = source.sort_values("event_timestamp")[field].iloc[-1]
-                assert result[column] == expected, (row.to_dict(), column)
-        empty += source.empty
+    empty = assert_point_in_time(entity_df, got, customers, features.FETCH_COLUMNS, ttl)
     assert 0 < empty < len(entity_df)
 
 

@@ -23,6 +23,7 @@ from mlstack.backends import CompileOptions
 from mlstack.compile import compile_system
 from mlstack.lint import require_system
 from tests.conftest import BLUEPRINTS, REPO
+from tests.engine.point_in_time import assert_point_in_time
 
 pytestmark = pytest.mark.engine
 
@@ -172,19 +173,7 @@ def test_historical_features_are_point_in_time(churn, customers):
 
     assert list(got.index) == list(entity_df.index)
     pd.testing.assert_frame_equal(got[list(entity_df.columns)], entity_df)
-    nulls = 0
-    for (_, row), (_, result) in zip(entity_df.iterrows(), got.iterrows(), strict=True):
-        source = customers[(customers["customer_id"] == row["customer_id"])
-                           & (customers["event_timestamp"] <= row["event_timestamp"])
-                           & (customers["event_timestamp"] + ttl >= row["event_timestamp"])]
-        for column in FETCH_COLUMNS:
-            field = column.split("__", 1)[1]
-            if source.empty:
-                assert pd.isna(result[column]), (row.to_dict(), column)
-            else:
-                expected = source.sort_values("event_timestamp")[field].iloc[-1]
-                assert result[column] == expected, (row.to_dict(), column)
-        nulls += source.empty
+    nulls = assert_point_in_time(entity_df, got, customers, FETCH_COLUMNS, ttl)
     assert 0 < nulls < len(entity_df)
 
 
