@@ -20,32 +20,32 @@ import pydantic, yaml
 t1 = time.perf_counter()
 from pydantic import BaseModel
 t2 = time.perf_counter()
-from mlstack.cli import build_parser
+from mlstack.cli.main import build_parser
 build_parser()
 t3 = time.perf_counter()
-import mlstack.commands.lint as verb
+import mlstack.cli.commands.lint as verb
 with verb._no_pydantic_plugins():
     class First(BaseModel):
         x: int
     t3b = time.perf_counter()
-    import mlstack.ir.nodes
+    import mlstack.frontend.ir.nodes
     t4 = time.perf_counter()
-    import mlstack.spec.models
+    import mlstack.frontend.spec.models
     t5 = time.perf_counter()
-    import mlstack.lint, mlstack.spec.validate, mlstack.ir.resolve, mlstack.checks, mlstack.formats
+    import mlstack.frontend.analysis, mlstack.frontend.spec.validate, mlstack.frontend.ir.resolve, mlstack.frontend.checks, mlstack.diagnostics.formats
     t6 = time.perf_counter()
-    from mlstack.loader import load_spec_file
+    from mlstack.frontend.loader import load_spec_file
     doc = load_spec_file(SPEC)
     t7 = time.perf_counter()
-    mlstack.lint.analyze_spec(SPEC)
+    mlstack.frontend.analysis.analyze_spec(SPEC)
     t8 = time.perf_counter()
 print(json.dumps({
     "import pydantic + yaml (floor part)": t1 - t0,
     "pydantic.BaseModel machinery (lazy part of pydantic)": t2 - t1,
     "cli parser (argparse, verb modules)": t3 - t2,
     "first pydantic model class (pydantic's lazy schema machinery)": t3b - t3,
-    "IR model classes (mlstack.ir.nodes)": t4 - t3b,
-    "spec model classes (mlstack.spec.models)": t5 - t4,
+    "IR model classes (mlstack.frontend.ir.nodes)": t4 - t3b,
+    "spec model classes (mlstack.frontend.spec.models)": t5 - t4,
     "other lint modules": t6 - t5,
     "YAML load with source map": t7 - t6,
     "load + validate + resolve + checks": t8 - t7,

@@ -71,10 +71,10 @@ class Deployment:
         return state["versions"][-1]["model_tag"]
 
     def runtime_env(self, code_dir: Path | None = None, **extra: str) -> dict[str, str]:
-        """The environment deploy gives the generated code (mlstack.deploy.paths)."""
+        """The environment deploy gives the generated code (mlstack.ops.paths)."""
         import os
 
-        from mlstack.deploy.paths import ProjectPaths
+        from mlstack.ops.paths import ProjectPaths
 
         saved = os.environ.get("MLSTACK_HOME")
         os.environ["MLSTACK_HOME"] = str(self.home)

@@ -1,3 +1,3 @@
-from mlstack.cli import main
+from mlstack.cli.main import main
 
 raise SystemExit(main())

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from mlstack.lint import analyze_spec
+from mlstack.frontend.analysis import analyze_spec
 from tests.conftest import BLUEPRINTS
 
 SPECS = sorted(BLUEPRINTS.glob("*/mlstack.yaml"))

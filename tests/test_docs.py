@@ -6,11 +6,11 @@ import re
 
 import pytest
 
-from mlstack.cli import main
-from mlstack.codes import CODES
-from mlstack.commands import VERBS
-from mlstack.docs_gen import generated_docs
-from mlstack.spec.models import SystemSpec
+from mlstack.cli.commands import VERBS
+from mlstack.cli.docs_gen import generated_docs
+from mlstack.cli.main import main
+from mlstack.diagnostics.codes import CODES
+from mlstack.frontend.spec.models import SystemSpec
 from tests.conftest import REPO
 
 DOCS = REPO / "docs"
@@ -19,9 +19,9 @@ GENERATED = generated_docs(REPO)
 
 @pytest.mark.parametrize("path", sorted(GENERATED), ids=lambda p: p.name)
 def test_generated_doc_is_not_stale(path):
-    assert path.is_file(), f"{path.name} is missing: run python -m mlstack.docs_gen"
+    assert path.is_file(), f"{path.name} is missing: run python -m mlstack.cli.docs_gen"
     assert path.read_text(encoding="utf-8") == GENERATED[path], (
-        f"docs/{path.name} is stale: run python -m mlstack.docs_gen")
+        f"docs/{path.name} is stale: run python -m mlstack.cli.docs_gen")
 
 
 def test_spec_reference_lists_every_key():

@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 
-from mlstack.build import compile_tree
-from mlstack.manifest import MANIFEST_NAME, build_manifest, read_manifest
-from mlstack.pyformat import LINE_LENGTH, _ruff
-from mlstack.writer import write_tree
+from mlstack.codegen.formatter import LINE_LENGTH, _ruff
+from mlstack.workspace.build import compile_tree
+from mlstack.workspace.manifest import MANIFEST_NAME, build_manifest, read_manifest
+from mlstack.workspace.writer import write_tree
 from tests.update_goldens import (
     GENERATED,
     UPDATE_COMMAND,

@@ -6,9 +6,9 @@ import re
 
 import pytest
 
-from mlstack.cli import main
-from mlstack.graph import FLOW_TASKS, render_dot, render_mermaid, system_graph
-from mlstack.lint import require_system
+from mlstack.cli.main import main
+from mlstack.codegen.graph import FLOW_TASKS, render_dot, render_mermaid, system_graph
+from mlstack.frontend.analysis import require_system
 from tests.conftest import BLUEPRINTS
 
 SPECS = sorted(BLUEPRINTS.glob("*/mlstack.yaml"))

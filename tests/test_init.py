@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from mlstack.blueprints import list_blueprints
-from mlstack.cli import main
-from mlstack.lint import analyze_spec
+from mlstack.cli.main import main
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.workspace.blueprints import list_blueprints
 from tests.conftest import BLUEPRINTS
 
 NAMES = sorted(p.parent.name for p in BLUEPRINTS.glob("*/mlstack.yaml"))

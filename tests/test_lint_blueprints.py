@@ -2,9 +2,9 @@
 
 import pytest
 
-from mlstack.cli import main
-from mlstack.ir.nodes import SystemIR
-from mlstack.lint import analyze_spec
+from mlstack.cli.main import main
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.frontend.ir.nodes import SystemIR
 from tests.conftest import BLUEPRINTS
 
 SPECS = sorted(BLUEPRINTS.glob("*/mlstack.yaml"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlstack.cli import build_parser, main
-from mlstack.commands import VERBS
+from mlstack.cli.commands import VERBS
+from mlstack.cli.main import build_parser, main
 from tests.conftest import BLUEPRINTS
 from tests.test_lint_corpus import CORPUS
 

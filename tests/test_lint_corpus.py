@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.cli import main
-from mlstack.codes import CODES
-from mlstack.lint import analyze_spec
-from mlstack.loader import MAX_BYTES
+from mlstack.cli.main import main
+from mlstack.diagnostics.codes import CODES
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.frontend.loader import MAX_BYTES
 
 CORPUS = Path(__file__).parent / "bad_specs"
 EXPECT_RE = re.compile(r"^# expect: (MLS\d{3}) (\d+):(\d+)( --strict)?\s*$")

@@ -17,8 +17,8 @@ import subprocess
 import pytest
 import yaml
 
-from mlstack.backends import CompileOptions
-from mlstack.backends.monitoring import (
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.monitoring import (
     BENTOML_BUCKETS,
     DURATION,
     REQUESTS,
@@ -27,7 +27,7 @@ from mlstack.backends.monitoring import (
     latency_bucket,
     rule_groups,
 )
-from mlstack.lint import require_system
+from mlstack.frontend.analysis import require_system
 from tests.conftest import BLUEPRINTS
 
 SPECS = sorted(BLUEPRINTS.glob("*/mlstack.yaml"))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlstack.build import compile_options, compile_spec, compile_tree, spec_paths
-from mlstack.cli import main
-from mlstack.manifest import MANIFEST_NAME, build_manifest
-from mlstack.plan import (
+from mlstack.cli.main import main
+from mlstack.workspace.build import compile_options, compile_spec, compile_tree, spec_paths
+from mlstack.workspace.manifest import MANIFEST_NAME, build_manifest
+from mlstack.workspace.plan import (
     BREAKING_API,
     REDEPLOY_SERVICE,
     REEVALUATE,
@@ -247,7 +247,7 @@ def infra_summary(p) -> dict[str, list[str]]:
 
 
 def test_fraud_gpu_plan_lists_its_infra_and_estimates_the_cost(tmp_path, capsys):
-    from mlstack.costs import estimate_monthly_cost, infra_resources
+    from mlstack.codegen.backends.infra_costs import estimate_monthly_cost, infra_resources
 
     p, compiled = plan_for_out(FRAUD / "mlstack.yaml", tmp_path / "fresh")
     system = compiled.system
@@ -286,7 +286,7 @@ def test_local_plan_has_no_infra_and_no_cost(project):
 def test_unchanged_cluster_spec_plans_no_infra_change(fraud):
     p, compiled = plan_for(fraud)
     assert not p.has_changes and p.infra.changes == ()
-    from mlstack.costs import infra_resources
+    from mlstack.codegen.backends.infra_costs import infra_resources
 
     assert p.infra.unchanged == len(infra_resources(compiled.system))
     assert p.previous_cost == p.cost

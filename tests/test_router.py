@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlstack.deploy import procs
-from mlstack.deploy.loadtest import run_load
-from mlstack.deploy.router import write_table
+from mlstack.ops.local import procs
+from mlstack.ops.local.loadtest import run_load
+from mlstack.ops.local.router import write_table
 
 
 def backend(name: str) -> ThreadingHTTPServer:
@@ -43,7 +43,7 @@ def routed(tmp_path):
     write_table(config, [])
     port = procs.free_port()
     pid = procs.start_background(
-        [sys.executable, "-m", "mlstack.deploy.router", "--port", str(port), "--config",
+        [sys.executable, "-m", "mlstack.ops.local.router", "--port", str(port), "--config",
          str(config)], cwd=Path(__file__).parent.parent, env=None, log=tmp_path / "router.log")
     procs.wait_ready(f"http://127.0.0.1:{port}/-/router", pid, 20)
 

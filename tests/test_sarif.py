@@ -7,10 +7,10 @@ import re
 
 import pytest
 
-from mlstack.cli import main
-from mlstack.codes import CODES
-from mlstack.diagnostics import Diagnostic, Location, Severity
-from mlstack.formats import render_github, render_sarif
+from mlstack.cli.main import main
+from mlstack.diagnostics.codes import CODES
+from mlstack.diagnostics.diagnostic import Diagnostic, Location, Severity
+from mlstack.diagnostics.formats import render_github, render_sarif
 from tests.test_lint_corpus import CORPUS
 
 SARIF_LEVELS = {"none", "note", "warning", "error"}

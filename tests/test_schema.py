@@ -10,10 +10,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from mlstack.cli import main
-from mlstack.loader import load_spec_file
-from mlstack.schema import SCHEMA_FILE, spec_json_schema, spec_json_schema_text
-from mlstack.spec import models
+from mlstack.cli.main import main
+from mlstack.frontend.loader import load_spec_file
+from mlstack.frontend.schema import SCHEMA_FILE, spec_json_schema, spec_json_schema_text
+from mlstack.frontend.spec import models
 from tests.conftest import BLUEPRINTS, REPO
 from tests.test_lint_corpus import FILES, _expectation
 

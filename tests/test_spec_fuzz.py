@@ -17,10 +17,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlstack.codes import CODES
-from mlstack.formats import FORMATS, render
-from mlstack.lint import analyze_spec
-from mlstack.loader import load_spec_file
+from mlstack.diagnostics.codes import CODES
+from mlstack.diagnostics.formats import FORMATS, render
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.frontend.loader import load_spec_file
 from tests.conftest import BLUEPRINTS
 
 SPECS = sorted(BLUEPRINTS.glob("*/mlstack.yaml"))

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from mlstack.lint import analyze_spec
-from mlstack.loader import load_spec_file
-from mlstack.spec import models
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.frontend.loader import load_spec_file
+from mlstack.frontend.spec import models
 from tests.conftest import BLUEPRINTS
 
 LOCAL = load_spec_file(BLUEPRINTS / "churn" / "mlstack.yaml").data

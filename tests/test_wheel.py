@@ -54,7 +54,7 @@ def test_wheel_carries_templates_blueprints_and_schemas(installed):
 def test_installed_wheel_lints_its_bundled_blueprints(installed, tmp_path):
     bin_dir, _ = installed
     where = _run([str(bin_dir / "python"), "-c",
-                  "import mlstack.resources as r, mlstack; print(r.blueprints_dir()); "
+                  "import mlstack.codegen.package_data as r, mlstack; print(r.blueprints_dir()); "
                   "print(mlstack.__file__)"], cwd=tmp_path).stdout.split()
     bundled, package_file = Path(where[0]), Path(where[1])
     assert bundled.parts[-3:] == ("mlstack", "_data", "blueprints")

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.errors import WriteConflictError
-from mlstack.filetree import FileTree, UnsafePathError
-from mlstack.manifest import MANIFEST_NAME, ManifestError, read_manifest, sha256
-from mlstack.plan import plan
-from mlstack.writer import COMMIT_DIR, STAGING_PREFIX, pending_commit, write_tree
+from mlstack.codegen.filetree import FileTree, UnsafePathError
+from mlstack.diagnostics.errors import WriteConflictError
+from mlstack.workspace.manifest import MANIFEST_NAME, ManifestError, read_manifest, sha256
+from mlstack.workspace.plan import plan
+from mlstack.workspace.writer import COMMIT_DIR, STAGING_PREFIX, pending_commit, write_tree
 from tests.conftest import REPO
 
 OLD = {"pkg/__init__.py": "", "pkg/settings.py": "A = 1\n", "pkg/sub/stale.py": "X = 0\n",
@@ -163,7 +163,7 @@ def test_a_tampered_manifest_cannot_delete_outside(tmp_path):
 
 
 def test_failure_while_staging_leaves_the_old_tree(tmp_path, monkeypatch):
-    from mlstack import writer
+    from mlstack.workspace import writer
 
     out = tmp_path / "out"
     write_tree(tree_of(OLD), out)
@@ -186,8 +186,8 @@ def test_failure_while_staging_leaves_the_old_tree(tmp_path, monkeypatch):
 
 CRASHING_WRITER = """
 import json, os, sys
-from mlstack import writer
-from mlstack.filetree import FileTree
+from mlstack.workspace import writer
+from mlstack.codegen.filetree import FileTree
 
 where, out = sys.argv[1], sys.argv[2]
 tree = FileTree()
@@ -253,7 +253,7 @@ def test_crash_after_commit_is_finished_by_the_next_write(tmp_path):
 
 
 def test_plan_reports_an_interrupted_write(tmp_path):
-    from mlstack.build import compile_tree
+    from mlstack.workspace.build import compile_tree
 
     out = tmp_path / "out"
     compiled = compile_tree(REPO / "blueprints" / "churn" / "mlstack.yaml", out)
@@ -267,7 +267,7 @@ def test_plan_reports_an_interrupted_write(tmp_path):
 def test_one_writer_at_a_time_per_output_folder(tmp_path):
     import threading
 
-    from mlstack.writer import _exclusive
+    from mlstack.workspace.writer import _exclusive
 
     out = tmp_path / "out"
     write_tree(tree_of(OLD), out)

@@ -16,9 +16,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from mlstack.build import compile_tree
-from mlstack.manifest import MANIFEST_NAME, build_manifest
-from mlstack.writer import write_tree
+from mlstack.workspace.build import compile_tree
+from mlstack.workspace.manifest import MANIFEST_NAME, build_manifest
+from mlstack.workspace.writer import write_tree
 
 REPO = Path(__file__).resolve().parent.parent
 BLUEPRINTS = REPO / "blueprints"

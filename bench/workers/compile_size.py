@@ -19,10 +19,10 @@ from pathlib import Path
 def main() -> int:
     spec = Path(sys.argv[1])
     trace = "--tracemalloc" in sys.argv
-    from mlstack import pyformat
-    from mlstack.build import compile_options, spec_paths
-    from mlstack.compile import compile_system
-    from mlstack.lint import require_system
+    from mlstack.codegen import formatter as pyformat
+    from mlstack.codegen.generate import compile_system
+    from mlstack.frontend.analysis import require_system
+    from mlstack.workspace.build import compile_options, spec_paths
 
     formatting = []
     original = pyformat.format_python
@@ -34,9 +34,9 @@ def main() -> int:
         finally:
             formatting.append(time.perf_counter() - began)
 
-    import mlstack.compile
+    import mlstack.codegen.generate
 
-    mlstack.compile.format_python = timed_format
+    mlstack.codegen.generate.format_python = timed_format
     paths = spec_paths(spec, spec.parent / "out")
     if trace:
         tracemalloc.start()

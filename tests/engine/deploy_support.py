@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlstack.deploy import procs
+from mlstack.ops.local import procs
 
 
 def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):

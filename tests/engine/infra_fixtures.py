@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlstack.backends.infra import requirements
-from mlstack.compile import compile_system
-from mlstack.infra_env import ensure_env, synth
-from mlstack.lint import require_system
+from mlstack.codegen.backends.infra import requirements
+from mlstack.codegen.generate import compile_system
+from mlstack.frontend.analysis import require_system
+from mlstack.ops.cluster.infra_env import ensure_env, synth
 from tests.conftest import BLUEPRINTS, REPO
 
 CHECKOV = "checkov==3.3.30"

@@ -28,10 +28,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlstack.backends import CompileOptions
-from mlstack.backends.bentoml import service_class_name
-from mlstack.compile import compile_system
-from mlstack.lint import require_system
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.contract import service_class as service_class_name
+from mlstack.codegen.generate import compile_system
+from mlstack.frontend.analysis import require_system
 from tests.conftest import BLUEPRINTS
 
 pytestmark = pytest.mark.engine

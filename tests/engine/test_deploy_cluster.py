@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.costs import estimate_monthly_cost, infra_resources
-from mlstack.deploy.cluster import ClusterOptions, required_variables, stack_variables
-from mlstack.errors import UsageError
-from mlstack.infra_deploy import mirror_cli_config
-from mlstack.lint import require_system
+from mlstack.codegen.backends.infra_costs import estimate_monthly_cost, infra_resources
+from mlstack.diagnostics.errors import UsageError
+from mlstack.frontend.analysis import require_system
+from mlstack.ops.cluster.deploy import ClusterOptions, required_variables, stack_variables
+from mlstack.ops.cluster.terraform import mirror_cli_config
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
     blueprints_of,

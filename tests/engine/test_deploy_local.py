@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlstack.deploy import procs
+from mlstack.ops.local import procs
 from tests.engine.deploy_support import (
     deploy_state,
     loosen,

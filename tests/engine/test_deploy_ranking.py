@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from mlstack.deploy import procs
+from mlstack.ops.local import procs
 from tests.engine.deploy_support import loosen, run_mlstack, stop_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]

@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlstack.backends import CompileOptions
-from mlstack.compile import compile_system
-from mlstack.lint import require_system
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.generate import compile_system
+from mlstack.frontend.analysis import require_system
 from tests.conftest import BLUEPRINTS
 from tests.engine.point_in_time import assert_point_in_time
 

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.backends.infra_model import (
+from mlstack.codegen.backends.infra_model import (
     AWS_PROVIDER_VERSION,
     infra_resources,
     online_views,
     slo_alarms,
 )
-from mlstack.backends.infra_sizing import serving_nodes, training_nodes
-from mlstack.infra_deploy import deploy_infra, mirror_cli_config, plan_counts
+from mlstack.codegen.backends.infra_sizing import serving_nodes, training_nodes
+from mlstack.ops.cluster.terraform import deploy_infra, mirror_cli_config, plan_counts
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
     TIMINGS,
@@ -155,7 +155,7 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
 
 
 def test_synth_is_deterministic(stacks, infra_cache):  # noqa: F811
-    from mlstack.infra_env import synth
+    from mlstack.ops.cluster.infra_env import synth
 
     s = stacks[CASES[0]]
     first = s.result.path.read_bytes()

@@ -7,8 +7,9 @@ from importlib import resources
 
 import pytest
 
-from mlstack.backends.infra_model import aws_resources, kubernetes_resources
-from mlstack.backends.infra_sizing import (
+from mlstack.codegen.backends.infra_costs import estimate_monthly_cost, infra_resources
+from mlstack.codegen.backends.infra_model import aws_resources, kubernetes_resources
+from mlstack.codegen.backends.infra_sizing import (
     PRICE_TABLE,
     SizingError,
     pick_instance,
@@ -16,9 +17,8 @@ from mlstack.backends.infra_sizing import (
     serving_nodes,
     training_nodes,
 )
-from mlstack.costs import estimate_monthly_cost, infra_resources
-from mlstack.ir.nodes import ResourcesNode
-from mlstack.lint import require_system
+from mlstack.frontend.analysis import require_system
+from mlstack.frontend.ir.nodes import ResourcesNode
 from tests.conftest import BLUEPRINTS
 
 

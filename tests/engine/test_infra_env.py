@@ -1,4 +1,4 @@
-"""The isolated infra environment (mlstack.infra_env) and deploy without terraform.
+"""The isolated infra environment (mlstack.ops.cluster.infra_env) and deploy without terraform.
 
 Real venvs and pip: a requirements file with nothing to install keeps these fast; the
 cdktn environments themselves are exercised by the aws/kubernetes tests (same cache).
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.infra_deploy import InfraToolMissing, deploy_infra
-from mlstack.infra_env import READY, InfraEnvError, ensure_env, env_key, synth
+from mlstack.ops.cluster.infra_env import READY, InfraEnvError, ensure_env, env_key, synth
+from mlstack.ops.cluster.terraform import InfraToolMissing, deploy_infra
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
     Synthesized,

@@ -14,8 +14,8 @@ import json
 
 import pytest
 
-from mlstack.backends.infra_model import KUBERNETES_PROVIDER_VERSION, infra_resources
-from mlstack.backends.monitoring import rule_groups
+from mlstack.codegen.backends.infra_model import KUBERNETES_PROVIDER_VERSION, infra_resources
+from mlstack.codegen.backends.monitoring import rule_groups
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
     Synthesized,

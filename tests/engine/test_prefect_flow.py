@@ -27,12 +27,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlstack.backends import CompileOptions
-from mlstack.backends.prefect import PrefectBackend
-from mlstack.compile import compile_system
-from mlstack.ir import catalog
-from mlstack.lint import require_system
-from mlstack.pyformat import _ruff
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.prefect import PrefectBackend
+from mlstack.codegen.formatter import _ruff
+from mlstack.codegen.generate import compile_system
+from mlstack.frontend.analysis import require_system
+from mlstack.frontend.ir import catalog
 from tests.conftest import BLUEPRINTS
 
 CHURN = BLUEPRINTS / "churn"

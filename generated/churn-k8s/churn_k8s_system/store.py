@@ -66,7 +66,9 @@ def stage_sources() -> None:
         frame = pd.read_csv(
             csv_file,
             usecols=sorted(columns),
-            dtype={c: _PANDAS_DTYPES[t] for c, t in columns.items() if t != "timestamp"},
+            dtype={
+                c: _PANDAS_DTYPES[t] for c, t in columns.items() if t != "timestamp"
+            },
         )
         for column in sorted(c for c, t in columns.items() if t == "timestamp"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -123,7 +125,9 @@ def repo_objects() -> list:
         module_name, settings.FEATURE_REPO_DIR / "repo.py"
     )
     module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module  # the on-demand view's source is read back from it
+    sys.modules[module_name] = (
+        module  # the on-demand view's source is read back from it
+    )
     spec.loader.exec_module(module)
     kinds = (DataSource, Entity, FeatureView, OnDemandFeatureView, FeatureService)
     found = {}
@@ -200,8 +204,12 @@ def historical_features(
     stage_sources()
     keys = list(features.REQUEST_KEYS)
     frame = entity_df.copy()
-    frame[_TS] = pd.to_datetime(frame[timestamp_column], utc=True).astype("datetime64[ns, UTC]")
-    query = frame[keys + [_TS]].drop_duplicates().rename(columns={_TS: "event_timestamp"})
+    frame[_TS] = pd.to_datetime(frame[timestamp_column], utc=True).astype(
+        "datetime64[ns, UTC]"
+    )
+    query = (
+        frame[keys + [_TS]].drop_duplicates().rename(columns={_TS: "event_timestamp"})
+    )
     store = get_store()
     result = store.get_historical_features(
         entity_df=query.reset_index(drop=True),

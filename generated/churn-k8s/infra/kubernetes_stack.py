@@ -16,7 +16,10 @@ from cdktn import LocalBackend, TerraformResource, TerraformStack, TerraformVari
 
 HERE = Path(__file__).resolve().parent
 LABEL = "app.kubernetes.io/name"
-PART_OF = {"app.kubernetes.io/part-of": config.SYSTEM, "app.kubernetes.io/managed-by": "mlstack"}
+PART_OF = {
+    "app.kubernetes.io/part-of": config.SYSTEM,
+    "app.kubernetes.io/managed-by": "mlstack",
+}
 REDIS_CLIENT = {"mlstack/redis-client": "true"}
 
 
@@ -29,7 +32,11 @@ def resource(stack, type_: str, name: str, body: dict) -> TerraformResource:
 
 
 def metadata(name: str, **labels) -> dict:
-    return {"name": name, "namespace": config.NAMESPACE, "labels": {**PART_OF, **labels}}
+    return {
+        "name": name,
+        "namespace": config.NAMESPACE,
+        "labels": {**PART_OF, **labels},
+    }
 
 
 def quantity_cpu(cpu: float) -> str:
@@ -68,7 +75,8 @@ def _camel_keys(value):
     """Terraform's snake_case block names -> the Kubernetes API's camelCase (job manifests)."""
     if isinstance(value, dict):
         return {
-            k.split("_")[0] + "".join(w.capitalize() for w in k.split("_")[1:]): _camel_keys(v)
+            k.split("_")[0]
+            + "".join(w.capitalize() for w in k.split("_")[1:]): _camel_keys(v)
             for k, v in value.items()
         }
     return value
@@ -89,7 +97,10 @@ class KubernetesStack(TerraformStack):
         LocalBackend(self, path=f"../../../terraform.{name}.tfstate")
         self.add_override(
             "terraform.required_providers.kubernetes",
-            {"source": "hashicorp/kubernetes", "version": config.KUBERNETES_PROVIDER_VERSION},
+            {
+                "source": "hashicorp/kubernetes",
+                "version": config.KUBERNETES_PROVIDER_VERSION,
+            },
         )
         kube_config = TerraformVariable(
             self,
@@ -99,7 +110,9 @@ class KubernetesStack(TerraformStack):
             description="kubeconfig of the target cluster",
         )
         # the context is the kubeconfig's current one, or KUBE_CTX in the environment
-        self.add_override("provider.kubernetes", [{"config_path": kube_config.string_value}])
+        self.add_override(
+            "provider.kubernetes", [{"config_path": kube_config.string_value}]
+        )
         self.image = TerraformVariable(
             self,
             "service_image",
@@ -130,7 +143,10 @@ class KubernetesStack(TerraformStack):
             {
                 "metadata": {
                     "name": config.NAMESPACE,
-                    "labels": {**PART_OF, "pod-security.kubernetes.io/enforce": "restricted"},
+                    "labels": {
+                        **PART_OF,
+                        "pod-security.kubernetes.io/enforce": "restricted",
+                    },
                 }
             },
         )
@@ -152,7 +168,9 @@ class KubernetesStack(TerraformStack):
             {"name": "MLSTACK_STATE_DIR", "value": "/tmp/mlstack-state"},
             {
                 "name": "MLSTACK_FEAST_REGISTRY_URL",
-                "value_from": {"secret_key_ref": {"name": config.REGISTRY_SECRET, "key": "url"}},
+                "value_from": {
+                    "secret_key_ref": {"name": config.REGISTRY_SECRET, "key": "url"}
+                },
             },
         ]
         if config.ONLINE_STORE == "redis":
@@ -224,7 +242,9 @@ class KubernetesStack(TerraformStack):
                                             "weight": 100,
                                             "pod_affinity_term": {
                                                 "topology_key": "kubernetes.io/hostname",
-                                                "label_selector": {"match_labels": labels},
+                                                "label_selector": {
+                                                    "match_labels": labels
+                                                },
                                             },
                                         }
                                     ]
@@ -236,17 +256,26 @@ class KubernetesStack(TerraformStack):
                                     "image": self.image.string_value,
                                     "image_pull_policy": "Always",
                                     "port": [
-                                        {"name": "http", "container_port": config.SERVICE_PORT}
+                                        {
+                                            "name": "http",
+                                            "container_port": config.SERVICE_PORT,
+                                        }
                                     ],
                                     "env": self.online_store_env()
                                     + [
-                                        {"name": "BENTOML_DO_NOT_TRACK", "value": "true"},
+                                        {
+                                            "name": "BENTOML_DO_NOT_TRACK",
+                                            "value": "true",
+                                        },
                                         {"name": "TMPDIR", "value": "/tmp"},
                                     ],
                                     "resources": resources(serving),
                                     "security_context": container_security(1034),
                                     "liveness_probe": {
-                                        "http_get": {"path": "/livez", "port": config.SERVICE_PORT},
+                                        "http_get": {
+                                            "path": "/livez",
+                                            "port": config.SERVICE_PORT,
+                                        },
                                         "period_seconds": 10,
                                     },
                                     "readiness_probe": {
@@ -256,7 +285,9 @@ class KubernetesStack(TerraformStack):
                                         },
                                         "period_seconds": 5,
                                     },
-                                    "volume_mount": [{"name": "tmp", "mount_path": "/tmp"}],
+                                    "volume_mount": [
+                                        {"name": "tmp", "mount_path": "/tmp"}
+                                    ],
                                 }
                             ],
                             "volume": [{"name": "tmp", "empty_dir": {}}],
@@ -284,7 +315,13 @@ class KubernetesStack(TerraformStack):
                 "spec": {
                     "selector": labels,
                     "type": "ClusterIP",
-                    "port": [{"name": "http", "port": 80, "target_port": str(config.SERVICE_PORT)}],
+                    "port": [
+                        {
+                            "name": "http",
+                            "port": 80,
+                            "target_port": str(config.SERVICE_PORT),
+                        }
+                    ],
                 },
             },
         )
@@ -347,7 +384,13 @@ class KubernetesStack(TerraformStack):
                 "spec": {
                     "pod_selector": {"match_labels": labels},
                     "policy_types": ["Ingress"],
-                    "ingress": [{"ports": [{"port": str(config.SERVICE_PORT), "protocol": "TCP"}]}],
+                    "ingress": [
+                        {
+                            "ports": [
+                                {"port": str(config.SERVICE_PORT), "protocol": "TCP"}
+                            ]
+                        }
+                    ],
                 },
             },
         )
@@ -378,7 +421,9 @@ class KubernetesStack(TerraformStack):
                                     # a cache that materialization refills: no persistence to disk
                                     "args": ["--save", "", "--appendonly", "no"],
                                     "port": [{"name": "redis", "container_port": 6379}],
-                                    "resources": resources({"cpu": 0.5, "memory_mib": 1024}),
+                                    "resources": resources(
+                                        {"cpu": 0.5, "memory_mib": 1024}
+                                    ),
                                     "security_context": container_security(999),
                                     "liveness_probe": {
                                         "tcp_socket": {"port": "6379"},
@@ -388,7 +433,9 @@ class KubernetesStack(TerraformStack):
                                         "exec": {"command": ["redis-cli", "ping"]},
                                         "period_seconds": 5,
                                     },
-                                    "volume_mount": [{"name": "data", "mount_path": "/data"}],
+                                    "volume_mount": [
+                                        {"name": "data", "mount_path": "/data"}
+                                    ],
                                 }
                             ],
                             "volume": [{"name": "data", "empty_dir": {}}],
@@ -434,7 +481,10 @@ class KubernetesStack(TerraformStack):
         name = f"{config.SYSTEM}-prefect-worker"
         labels = {LABEL: name, "mlstack/role": "prefect-worker"}
         resource(
-            self, "kubernetes_service_account_v1", "prefect_worker", {"metadata": metadata(name)}
+            self,
+            "kubernetes_service_account_v1",
+            "prefect_worker",
+            {"metadata": metadata(name)},
         )
         resource(
             self,
@@ -468,7 +518,11 @@ class KubernetesStack(TerraformStack):
                     "name": name,
                 },
                 "subject": [
-                    {"kind": "ServiceAccount", "name": name, "namespace": config.NAMESPACE}
+                    {
+                        "kind": "ServiceAccount",
+                        "name": name,
+                        "namespace": config.NAMESPACE,
+                    }
                 ],
             },
         )
@@ -512,7 +566,9 @@ class KubernetesStack(TerraformStack):
                                         },
                                         {"name": "HOME", "value": "/tmp"},
                                     ],
-                                    "resources": resources({"cpu": 0.25, "memory_mib": 512}),
+                                    "resources": resources(
+                                        {"cpu": 0.25, "memory_mib": 512}
+                                    ),
                                     "security_context": container_security(1000),
                                     "liveness_probe": {
                                         "exec": {"command": ["prefect", "version"]},
@@ -522,7 +578,9 @@ class KubernetesStack(TerraformStack):
                                         "exec": {"command": ["prefect", "version"]},
                                         "period_seconds": 60,
                                     },
-                                    "volume_mount": [{"name": "tmp", "mount_path": "/tmp"}],
+                                    "volume_mount": [
+                                        {"name": "tmp", "mount_path": "/tmp"}
+                                    ],
                                 }
                             ],
                             "volume": [{"name": "tmp", "empty_dir": {}}],
@@ -597,13 +655,19 @@ class KubernetesStack(TerraformStack):
                     "kind": "Job",
                     "metadata": {
                         "namespace": config.NAMESPACE,
-                        "labels": {**PART_OF, "mlstack/role": "training", **REDIS_CLIENT},
+                        "labels": {
+                            **PART_OF,
+                            "mlstack/role": "training",
+                            **REDIS_CLIENT,
+                        },
                     },
                     "spec": {
                         "backoffLimit": 0,
                         "ttlSecondsAfterFinished": 86400,
                         "template": {
-                            "metadata": {"labels": {"mlstack/role": "training", **REDIS_CLIENT}},
+                            "metadata": {
+                                "labels": {"mlstack/role": "training", **REDIS_CLIENT}
+                            },
                             "spec": pod_spec,
                         },
                     },
@@ -611,7 +675,9 @@ class KubernetesStack(TerraformStack):
             },
             "variables": {
                 "type": "object",
-                "properties": {"image": {"type": "string", "default": config.SERVICE_IMAGE}},
+                "properties": {
+                    "image": {"type": "string", "default": config.SERVICE_IMAGE}
+                },
             },
         }
         resource(
@@ -620,7 +686,11 @@ class KubernetesStack(TerraformStack):
             "training_job_template",
             {
                 "metadata": metadata(f"{name}-job-template"),
-                "data": {"base-job-template.json": json.dumps(template, sort_keys=True, indent=2)},
+                "data": {
+                    "base-job-template.json": json.dumps(
+                        template, sort_keys=True, indent=2
+                    )
+                },
             },
         )
 

@@ -43,7 +43,11 @@ SPEC_HASH = "5875d6bdb2a5a9240821d257e3e9e78c1c9716e34a8a97260785f27d33dac6e9"
 # Sources read from files (paths relative to the project folder) and their data checks.
 SOURCES = {
     "churn_labels": {
-        "columns": {"churned": "int64", "customer_id": "int64", "event_timestamp": "timestamp"},
+        "columns": {
+            "churned": "int64",
+            "customer_id": "int64",
+            "event_timestamp": "timestamp",
+        },
         "format": "parquet",
         "path": "data/churn_labels.parquet",
         "timestamp_field": "event_timestamp",
@@ -88,7 +92,12 @@ FEATURE_SOURCES = ("customers",)
 LABEL_KEYS = ("customer_id",)
 
 ESTIMATOR = ("sklearn.ensemble", "GradientBoostingClassifier")
-ESTIMATOR_PARAMS = {"learning_rate": 0.1, "max_depth": 3, "n_estimators": 150, "random_state": 7}
+ESTIMATOR_PARAMS = {
+    "learning_rate": 0.1,
+    "max_depth": 3,
+    "n_estimators": 150,
+    "random_state": 7,
+}
 SPLIT_BY = "time"
 TEST_FRACTION = 0.2
 SEED = 7
@@ -111,9 +120,15 @@ DRIFT_FEATURES = (
 FEATURE_FRESHNESS_SECONDS = 86400
 MODEL_STALENESS_SECONDS = 604800
 
-MODELS_FILE = "models.json"  # under settings.STATE_DIR: the promoted model and its history
-MONITORING_FILE = "monitoring.json"  # under settings.STATE_DIR: the latest monitoring report
-TRAINING_FILE = "training.json"  # under settings.STATE_DIR: the latest training run's outcome
+MODELS_FILE = (
+    "models.json"  # under settings.STATE_DIR: the promoted model and its history
+)
+MONITORING_FILE = (
+    "monitoring.json"  # under settings.STATE_DIR: the latest monitoring report
+)
+TRAINING_FILE = (
+    "training.json"  # under settings.STATE_DIR: the latest training run's outcome
+)
 
 
 class DataCheckError(Exception):
@@ -140,7 +155,9 @@ def report_progress(task, task_run, state) -> None:
     path = os.environ.get("MLSTACK_PROGRESS_FILE")
     if not path:
         return
-    seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else None
+    seconds = (
+        task_run.total_run_time.total_seconds() if task_run.total_run_time else None
+    )
     line = {"task": task.name, "state": state.type.value, "seconds": seconds}
     if state.is_failed():
         line["error"] = str(state.message or "")
@@ -166,7 +183,9 @@ TASK_OPTIONS = {
 def read_source(name: str) -> pd.DataFrame:
     source = SOURCES[name]
     path = settings.project_path(source["path"])
-    frame = pd.read_parquet(path) if source["format"] == "parquet" else pd.read_csv(path)
+    frame = (
+        pd.read_parquet(path) if source["format"] == "parquet" else pd.read_csv(path)
+    )
     for column, dtype in source["columns"].items():
         if dtype == "timestamp" and column in frame.columns:
             frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -192,7 +211,9 @@ def ingest() -> tuple[dict[str, pd.DataFrame], str]:
         fingerprint.update(f"{name}:{digest}\n".encode())
         logger.info("read source %s: %d rows", name, len(frames[name]))
     for name in UNREAD_SOURCES:
-        logger.warning("source %s is not a file: not read or checked by this flow", name)
+        logger.warning(
+            "source %s is not a file: not read or checked by this flow", name
+        )
     return frames, fingerprint.hexdigest()
 
 
@@ -247,14 +268,20 @@ def check_failures(name: str, frame: pd.DataFrame) -> list[str]:
         for column in present:
             nulls = int(frame[column].isna().sum())
             if nulls / rows > limit:
-                fail([column], f"max_null_fraction {limit:g}", f"{nulls} of {rows} rows are null")
+                fail(
+                    [column],
+                    f"max_null_fraction {limit:g}",
+                    f"{nulls} of {rows} rows are null",
+                )
     return failures
 
 
 @task(name="validate", **TASK_OPTIONS)
 def validate(frames: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Run the spec's data checks on every source; any failure fails the run."""
-    failures = [m for name in sorted(frames) for m in check_failures(name, frames[name])]
+    failures = [
+        m for name in sorted(frames) for m in check_failures(name, frames[name])
+    ]
     if failures:
         raise DataCheckError("; ".join(failures))
     return {name: len(frame) for name, frame in sorted(frames.items())}
@@ -292,7 +319,8 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     missing = frame[list(FETCH_COLUMNS)].isna().any(axis=1)
     if missing.any():
         logger.warning(
-            "%d of %d label rows have no feature values in their TTL window; left out of training",
+            "%d of %d label rows have no feature values in their TTL window; "
+            "left out of training",
             int(missing.sum()),
             len(frame),
         )
@@ -308,7 +336,10 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def split_frame(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train/test split: the latest TEST_FRACTION of rows by label time (ties by key), or a
     random TEST_FRACTION drawn with SEED. Ranking models split whole groups (GROUP_BY)."""
-    order = [LABEL_TIMESTAMP, *dict.fromkeys([*([GROUP_BY] if GROUP_BY else []), *LABEL_KEYS])]
+    order = [
+        LABEL_TIMESTAMP,
+        *dict.fromkeys([*([GROUP_BY] if GROUP_BY else []), *LABEL_KEYS]),
+    ]
     frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
     units = frame[GROUP_BY] if GROUP_BY else pd.Series(np.arange(len(frame)))
     unit_order = pd.unique(units)  # by the time of each unit's first row
@@ -334,7 +365,10 @@ def train(frame: pd.DataFrame):
     model = make_estimator()
     model.fit(model_frame(train_frame), train_frame[LABEL_COLUMN])
     get_run_logger().info(
-        "trained %s.%s on %d rows (%d held out)", *ESTIMATOR, len(train_frame), len(test_frame)
+        "trained %s.%s on %d rows (%d held out)",
+        *ESTIMATOR,
+        len(train_frame),
+        len(test_frame),
     )
     return model, train_frame, test_frame
 
@@ -348,7 +382,9 @@ def ndcg(frame: pd.DataFrame, scores: np.ndarray, k: int) -> float:
     for _, group in scored.groupby(GROUP_BY, sort=True):
         if len(group) > 1:
             values.append(
-                ndcg_score([group[LABEL_COLUMN].to_numpy()], [group["_score"].to_numpy()], k=k)
+                ndcg_score(
+                    [group[LABEL_COLUMN].to_numpy()], [group["_score"].to_numpy()], k=k
+                )
             )
     return float(np.mean(values)) if values else float("nan")
 
@@ -418,7 +454,8 @@ def evaluate(model, test_frame: pd.DataFrame) -> dict:
     metrics = compute_metrics(model, test_frame)
     gates = check_gates(metrics)
     failed = [
-        f"gate {g['metric']} {g['op']} {g['threshold']:g} failed: {g['metric']} = {g['value']:.4g}"
+        f"gate {g['metric']} {g['op']} {g['threshold']:g} failed: "
+        f"{g['metric']} = {g['value']:.4g}"
         for g in gates
         if not g["passed"]
     ]
@@ -473,7 +510,11 @@ def register(model, metrics: dict[str, float], data_fingerprint: str) -> str:
 
 def models_state() -> dict:
     path = settings.STATE_DIR / MODELS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {"current": None, "history": []}
+    return (
+        json.loads(path.read_text())
+        if path.is_file()
+        else {"current": None, "history": []}
+    )
 
 
 def write_state(name: str, data: dict) -> None:
@@ -625,7 +666,9 @@ def check_freshness(frames: dict[str, pd.DataFrame], now: datetime) -> dict:
     sources = {}
     for name in FEATURE_SOURCES:
         newest = frames[name][SOURCES[name]["timestamp_field"]].max()
-        age = (now - newest.to_pydatetime()).total_seconds() if pd.notna(newest) else None
+        age = (
+            (now - newest.to_pydatetime()).total_seconds() if pd.notna(newest) else None
+        )
         fresh = (
             None
             if age is None or FEATURE_FRESHNESS_SECONDS is None
@@ -682,10 +725,14 @@ def monitoring_flow(fail_on_alert: bool = False) -> dict:
         "staleness": check_staleness(now),
     }
     alerts = [
-        f"feature {c} drifted ({report['drift']['method']} above {report['drift']['threshold']:g})"
+        f"feature {c} drifted ({report['drift']['method']} above "
+        f"{report['drift']['threshold']:g})"
         for c in report["drift"]["drifted"]
     ]
-    alerts += [f"source {s} is older than the freshness SLO" for s in report["freshness"]["stale"]]
+    alerts += [
+        f"source {s} is older than the freshness SLO"
+        for s in report["freshness"]["stale"]
+    ]
     if report["staleness"]["stale"]:
         alerts.append("the model is stale (or missing)")
     report["alerts"] = alerts

@@ -36,6 +36,7 @@ for _name, _value in {
     "BENTOML_DO_NOT_TRACK": "true",
     "DO_NOT_TRACK": "1",
     "FEAST_USAGE": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }.items():
     os.environ.setdefault(_name, _value)
 
@@ -92,7 +93,9 @@ class ChurnK8sService:
         self._fetch_lock = threading.Lock()
         self._online_features([WARMUP_ROW])
 
-    def _model_input(self, rows: list[Row]) -> tuple[list[dict], np.ndarray, pd.DataFrame]:
+    def _model_input(
+        self, rows: list[Row]
+    ) -> tuple[list[dict], np.ndarray, pd.DataFrame]:
         """(request keys, positions of the rows found online, model input of those rows)."""
         keys = [row.model_dump(by_alias=True) for row in rows]
         with self._fetch_lock:
@@ -126,7 +129,9 @@ class ChurnK8sService:
         if not rows:
             return []
         keys, found, frame = self._model_input(rows)
-        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        records = (
+            frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        )
         empty = dict.fromkeys(MODEL_COLUMNS)
         by_position = dict(zip(found.tolist(), records, strict=True))
         return [{**key, **by_position.get(i, empty)} for i, key in enumerate(keys)]

@@ -12,7 +12,9 @@ GENERATED_DIR = Path(__file__).resolve().parent.parent
 PROJECT_DIR = Path(
     os.environ.get("MLSTACK_PROJECT_DIR") or GENERATED_DIR / "../../blueprints/churn"
 ).resolve()
-STATE_DIR = Path(os.environ.get("MLSTACK_STATE_DIR") or GENERATED_DIR / ".state").resolve()
+STATE_DIR = Path(
+    os.environ.get("MLSTACK_STATE_DIR") or GENERATED_DIR / ".state"
+).resolve()
 FEATURE_REPO_DIR = GENERATED_DIR / "feature_repo"
 
 

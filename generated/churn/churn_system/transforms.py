@@ -14,7 +14,10 @@ from churn_system.features import MODEL_COLUMNS
 def charges_per_tenure(df: pd.DataFrame) -> pd.Series:
     """charges_per_tenure = monthly_charges / (tenure_months + 1)"""
     return pd.Series(
-        (df["customer_profile__monthly_charges"] / (df["customer_profile__tenure_months"] + 1)),
+        (
+            df["customer_profile__monthly_charges"]
+            / (df["customer_profile__tenure_months"] + 1)
+        ),
         index=df.index,
     ).astype("float64")
 

@@ -74,7 +74,9 @@ def churn_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
     from churn_system.transforms import TRANSFORMS
 
     names = ["charges_per_tenure"]
-    return pd.DataFrame({name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index)
+    return pd.DataFrame(
+        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
+    )
 
 
 # What the model reads: churn_system.features.FETCH_REFS.

@@ -120,15 +120,21 @@ def fraud_gpu_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
     from fraud_gpu_system.transforms import TRANSFORMS
 
     names = ["amount_to_card_avg"]
-    return pd.DataFrame({name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index)
+    return pd.DataFrame(
+        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
+    )
 
 
 # What the model reads: fraud_gpu_system.features.FETCH_REFS.
 fraud_gpu_model = FeatureService(
     name="fraud_gpu_model",
     features=[
-        card_activity_view[["card_amount_avg_30d", "card_txn_count_1h", "card_txn_count_24h"]],
+        card_activity_view[
+            ["card_amount_avg_30d", "card_txn_count_1h", "card_txn_count_24h"]
+        ],
         merchant_risk_view[["category_risk", "chargeback_rate_90d", "is_online"]],
-        transaction_details_view[["amount", "card_present", "distance_km", "hour_of_day"]],
+        transaction_details_view[
+            ["amount", "card_present", "distance_km", "hour_of_day"]
+        ],
     ],
 )

@@ -14,7 +14,10 @@ from fraud_gpu_system.features import MODEL_COLUMNS
 def amount_to_card_avg(df: pd.DataFrame) -> pd.Series:
     """amount_to_card_avg = amount / (card_amount_avg_30d + 1)"""
     return pd.Series(
-        (df["transaction_details__amount"] / (df["card_activity__card_amount_avg_30d"] + 1)),
+        (
+            df["transaction_details__amount"]
+            / (df["card_activity__card_amount_avg_30d"] + 1)
+        ),
         index=df.index,
     ).astype("float64")
 

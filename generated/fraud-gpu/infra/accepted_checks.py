@@ -12,5 +12,7 @@ _ACCEPTED: dict[str, dict[str, str]] = {}
 def accept(resource, check_id: str, reason: str) -> None:
     key = resource.node.path
     _ACCEPTED.setdefault(key, {})[check_id] = reason
-    skips = [f"checkov:skip={check}:{why}" for check, why in sorted(_ACCEPTED[key].items())]
+    skips = [
+        f"checkov:skip={check}:{why}" for check, why in sorted(_ACCEPTED[key].items())
+    ]
     resource.add_override("//.checkov", skips)

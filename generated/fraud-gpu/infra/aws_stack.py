@@ -73,7 +73,9 @@ from cdktn_provider_aws.s3_bucket_versioning import (
 from cdktn_provider_aws.security_group import SecurityGroup, SecurityGroupIngress
 from cdktn_provider_aws.sns_topic import SnsTopic
 
-PROMETHEUS_NAMESPACE = "ContainerInsights/Prometheus"  # CloudWatch agent Prometheus scraping
+PROMETHEUS_NAMESPACE = (
+    "ContainerInsights/Prometheus"  # CloudWatch agent Prometheus scraping
+)
 MANAGED = "arn:aws:iam::aws:policy/"
 
 
@@ -82,7 +84,11 @@ def assume_role_policy(service: str, actions=("sts:AssumeRole",)) -> str:
         {
             "Version": "2012-10-17",
             "Statement": [
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": list(actions)}
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": service},
+                    "Action": list(actions),
+                }
             ],
         }
     )
@@ -100,11 +106,15 @@ class AwsStack(TerraformStack):
             self,
             "aws",
             region=config.REGION,
-            default_tags=[AwsProviderDefaultTags(tags={"mlstack-system": config.SYSTEM})],
+            default_tags=[
+                AwsProviderDefaultTags(tags={"mlstack-system": config.SYSTEM})
+            ],
         )
         # the prebuilt bindings target a newer provider; pin the version this stack is
         # validated and planned against
-        self.add_override("terraform.required_providers.aws.version", config.AWS_PROVIDER_VERSION)
+        self.add_override(
+            "terraform.required_providers.aws.version", config.AWS_PROVIDER_VERSION
+        )
         self.subnet_ids = TerraformVariable(
             self,
             "subnet_ids",
@@ -125,10 +135,16 @@ class AwsStack(TerraformStack):
             "the key through IAM, and the pod roles below are granted only what they use",
         )
         KmsAlias(
-            self, "key_alias", name=f"alias/mlstack-{config.SYSTEM}", target_key_id=self.key.key_id
+            self,
+            "key_alias",
+            name=f"alias/mlstack-{config.SYSTEM}",
+            target_key_id=self.key.key_id,
         )
         self.alerts = SnsTopic(
-            self, "alerts", name=f"{config.SYSTEM}-slo-alerts", kms_master_key_id=self.key.arn
+            self,
+            "alerts",
+            name=f"{config.SYSTEM}-slo-alerts",
+            kms_master_key_id=self.key.arn,
         )
         self.buckets = {bucket: self.bucket(bucket) for bucket in config.BUCKETS}
         self.registry()
@@ -140,7 +156,9 @@ class AwsStack(TerraformStack):
             TerraformOutput(self, f"{bucket_name}_bucket", value=bucket.bucket)
 
     def bucket(self, name: str) -> S3Bucket:
-        bucket = S3Bucket(self, name, bucket_prefix=f"{config.SYSTEM}-{name.replace('_', '-')}-")
+        bucket = S3Bucket(
+            self, name, bucket_prefix=f"{config.SYSTEM}-{name.replace('_', '-')}-"
+        )
         accept(
             bucket,
             "CKV_AWS_18",
@@ -158,7 +176,9 @@ class AwsStack(TerraformStack):
             self,
             f"{name}_versioning",
             bucket=bucket.id,
-            versioning_configuration=S3BucketVersioningVersioningConfiguration(status="Enabled"),
+            versioning_configuration=S3BucketVersioningVersioningConfiguration(
+                status="Enabled"
+            ),
         )
         S3BucketServerSideEncryptionConfigurationA(
             self,
@@ -221,7 +241,9 @@ class AwsStack(TerraformStack):
                     billing_mode="PAY_PER_REQUEST",
                     hash_key="entity_id",
                     attribute=[DynamodbTableAttribute(name="entity_id", type="S")],
-                    point_in_time_recovery=DynamodbTablePointInTimeRecovery(enabled=True),
+                    point_in_time_recovery=DynamodbTablePointInTimeRecovery(
+                        enabled=True
+                    ),
                     server_side_encryption=DynamodbTableServerSideEncryption(
                         enabled=True, kms_key_arn=self.key.arn
                     ),
@@ -289,9 +311,13 @@ class AwsStack(TerraformStack):
             "service",
             name=f"{config.SYSTEM}-service",
             image_tag_mutability="IMMUTABLE",
-            image_scanning_configuration=EcrRepositoryImageScanningConfiguration(scan_on_push=True),
+            image_scanning_configuration=EcrRepositoryImageScanningConfiguration(
+                scan_on_push=True
+            ),
             encryption_configuration=[
-                EcrRepositoryEncryptionConfiguration(encryption_type="KMS", kms_key=self.key.arn)
+                EcrRepositoryEncryptionConfiguration(
+                    encryption_type="KMS", kms_key=self.key.arn
+                )
             ],
         )
         EcrLifecyclePolicy(
@@ -329,7 +355,10 @@ class AwsStack(TerraformStack):
             ),
         )
         attach = IamRolePolicyAttachment(
-            self, "cluster_policy", role=role.name, policy_arn=MANAGED + "AmazonEKSClusterPolicy"
+            self,
+            "cluster_policy",
+            role=role.name,
+            policy_arn=MANAGED + "AmazonEKSClusterPolicy",
         )
         logs = CloudwatchLogGroup(
             self,
@@ -371,7 +400,10 @@ class AwsStack(TerraformStack):
         )
         attachments = [
             IamRolePolicyAttachment(
-                self, f"node_role_{short}", role=nodes.name, policy_arn=MANAGED + managed
+                self,
+                f"node_role_{short}",
+                role=nodes.name,
+                policy_arn=MANAGED + managed,
             )
             for short, managed in (
                 ("worker", "AmazonEKSWorkerNodePolicy"),
@@ -389,9 +421,13 @@ class AwsStack(TerraformStack):
             subnet_ids=self.subnet_ids.list_value,
             instance_types=[serving["instance_type"]],
             capacity_type="ON_DEMAND",
-            ami_type="AL2023_x86_64_NVIDIA" if serving["gpu"] else "AL2023_x86_64_STANDARD",
+            ami_type="AL2023_x86_64_NVIDIA"
+            if serving["gpu"]
+            else "AL2023_x86_64_STANDARD",
             scaling_config=EksNodeGroupScalingConfig(
-                min_size=serving["min"], max_size=serving["max"], desired_size=serving["min"]
+                min_size=serving["min"],
+                max_size=serving["max"],
+                desired_size=serving["min"],
             ),
             update_config=EksNodeGroupUpdateConfig(max_unavailable=1),
             labels={"mlstack/role": "serving"},
@@ -406,15 +442,27 @@ class AwsStack(TerraformStack):
             subnet_ids=self.subnet_ids.list_value,
             instance_types=[training["instance_type"]],
             capacity_type="SPOT" if training["spot"] else "ON_DEMAND",
-            ami_type="AL2023_x86_64_NVIDIA" if training["gpu"] else "AL2023_x86_64_STANDARD",
+            ami_type="AL2023_x86_64_NVIDIA"
+            if training["gpu"]
+            else "AL2023_x86_64_STANDARD",
             scaling_config=EksNodeGroupScalingConfig(
-                min_size=training["min"], max_size=training["max"], desired_size=training["min"]
+                min_size=training["min"],
+                max_size=training["max"],
+                desired_size=training["min"],
             ),
             update_config=EksNodeGroupUpdateConfig(max_unavailable=1),
             labels={"mlstack/role": "training"},
-            taint=[EksNodeGroupTaint(key="mlstack/training", value="true", effect="NO_SCHEDULE")]
+            taint=[
+                EksNodeGroupTaint(
+                    key="mlstack/training", value="true", effect="NO_SCHEDULE"
+                )
+            ]
             + (
-                [EksNodeGroupTaint(key="nvidia.com/gpu", value="present", effect="NO_SCHEDULE")]
+                [
+                    EksNodeGroupTaint(
+                        key="nvidia.com/gpu", value="present", effect="NO_SCHEDULE"
+                    )
+                ]
                 if training["gpu"]
                 else []
             ),
@@ -501,7 +549,9 @@ class AwsStack(TerraformStack):
                     "pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession")
                 ),
             )
-            IamRolePolicy(self, f"{who}_pods_access", role=role.id, policy=policy(statements))
+            IamRolePolicy(
+                self, f"{who}_pods_access", role=role.id, policy=policy(statements)
+            )
             EksPodIdentityAssociation(
                 self,
                 f"{who}_pods_identity",
@@ -549,7 +599,9 @@ class AwsStack(TerraformStack):
             ("slo_error_rate", slos.get("error_rate"), "error rate SLO"),
             (
                 "slo_availability",
-                None if "availability" not in slos else round(1 - slos["availability"] / 100.0, 10),
+                None
+                if "availability" not in slos
+                else round(1 - slos["availability"] / 100.0, 10),
                 "availability SLO",
             ),
         ):
@@ -582,13 +634,18 @@ class AwsStack(TerraformStack):
                 slos["feature_freshness_seconds"],
                 namespace=PROMETHEUS_NAMESPACE,
                 metric_name="mlstack_feature_freshness_seconds",
-                dimensions={"ClusterName": config.SYSTEM, "Namespace": config.NAMESPACE},
+                dimensions={
+                    "ClusterName": config.SYSTEM,
+                    "Namespace": config.NAMESPACE,
+                },
                 statistic="Maximum",
                 period=60,
             )
 
     @staticmethod
-    def query(id_: str, metric_name: str, dims: dict) -> CloudwatchMetricAlarmMetricQuery:
+    def query(
+        id_: str, metric_name: str, dims: dict
+    ) -> CloudwatchMetricAlarmMetricQuery:
         return CloudwatchMetricAlarmMetricQuery(
             id=id_,
             metric=CloudwatchMetricAlarmMetricQueryMetric(

@@ -21,7 +21,13 @@ SERVING = {
     "replicas_min": 2,
     "target_rps_per_replica": 210.0,
 }
-SERVING_NODES = {"gpu": False, "instance_type": "m7i.xlarge", "max": 10, "min": 2, "spot": False}
+SERVING_NODES = {
+    "gpu": False,
+    "instance_type": "m7i.xlarge",
+    "max": 10,
+    "min": 2,
+    "spot": False,
+}
 SLOS = {
     "availability": 99.95,
     "error_rate": 0.0005,
@@ -34,5 +40,17 @@ SLOS = {
 STACK = "fraud-gpu-aws"
 SYSTEM = "fraud-gpu"
 TARGET = "aws"
-TRAINING = {"cpu": 8.0, "gpu": 1, "gpu_type": "nvidia-l4", "memory_mib": 32768, "spot": True}
-TRAINING_NODES = {"gpu": True, "instance_type": "g6.4xlarge", "max": 1, "min": 0, "spot": True}
+TRAINING = {
+    "cpu": 8.0,
+    "gpu": 1,
+    "gpu_type": "nvidia-l4",
+    "memory_mib": 32768,
+    "spot": True,
+}
+TRAINING_NODES = {
+    "gpu": True,
+    "instance_type": "g6.4xlarge",
+    "max": 1,
+    "min": 0,
+    "spot": True,
+}

@@ -102,7 +102,9 @@ def search_ranking_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
     from search_ranking_system.transforms import TRANSFORMS
 
     names = ["log_clicks_7d", "text_quality"]
-    return pd.DataFrame({name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index)
+    return pd.DataFrame(
+        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
+    )
 
 
 # What the model reads: search_ranking_system.features.FETCH_REFS.

@@ -14,13 +14,16 @@ from search_ranking_system.features import MODEL_COLUMNS
 
 def log_clicks_7d(df: pd.DataFrame) -> pd.Series:
     """log_clicks_7d = log1p(clicks_7d)"""
-    return pd.Series(np.log1p(df["document_stats__clicks_7d"]), index=df.index).astype("float64")
+    return pd.Series(np.log1p(df["document_stats__clicks_7d"]), index=df.index).astype(
+        "float64"
+    )
 
 
 def text_quality(df: pd.DataFrame) -> pd.Series:
     """text_quality = query_document.bm25_score * document_stats.quality_score"""
     return pd.Series(
-        (df["query_document__bm25_score"] * df["document_stats__quality_score"]), index=df.index
+        (df["query_document__bm25_score"] * df["document_stats__quality_score"]),
+        index=df.index,
     ).astype("float64")
 
 

@@ -1,0 +1,1 @@
+"""The command line: verbs, argument parsing, and every line mlstack prints."""

@@ -1,0 +1,114 @@
+"""The serving layer: a BentoML 1.4 service (service/service.py) and its bentofile.
+
+The service takes entity keys, fetches online features through the shared store module,
+computes the model's input with the shared `transforms.model_frame` (the code training used)
+and predicts with the model the training flow saved to the BentoML model store. Batching,
+timeout and resources come from the IR; health, readiness and Prometheus metrics are
+BentoML's own (/healthz, /livez, /readyz, /metrics).
+"""
+
+from __future__ import annotations
+
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.shared import header
+from mlstack.codegen.contract import TELEMETRY_ENV, package_name, service_class
+from mlstack.codegen.filetree import FileTree
+from mlstack.codegen.jinja import render_template
+from mlstack.frontend.ir.nodes import ColumnNode, SystemIR
+
+# Python types of request fields and served values, by spec dtype.
+PYTHON_TYPES = {"int64": "int", "int32": "int", "float64": "float", "float32": "float",
+                "bool": "bool", "string": "str", "timestamp": "str"}
+
+# A key value of each dtype for the start-up lookup (whether it exists does not matter).
+ZERO_VALUES = {"int64": 0, "int32": 0, "float64": 0.0, "float32": 0.0, "bool": False,
+               "string": "", "timestamp": ""}
+
+# Packages a built bento installs (the runtime extra of mlstack, without the build tools).
+# bentoml itself is added by `bentoml build`.
+RUNTIME_PACKAGES = ("feast>=0.50,<1", "pandas>=2.0", "pyarrow>=14", "scikit-learn>=1.4")
+
+# Attribute names a request field cannot have on a pydantic model; such keys get an alias.
+_RESERVED_FIELDS = frozenset({"copy", "dict", "json", "schema", "construct", "validate",
+                              "fields", "parse_obj", "parse_raw", "parse_file", "from_orm",
+                              "update_forward_refs", "schema_json"})
+
+SERVICE_DIR = "service"
+
+
+def request_fields(keys: tuple[ColumnNode, ...]) -> list[dict]:
+    """Request row fields: a plain attribute when the key is a safe pydantic field name,
+    otherwise a neutral attribute with the key as its alias (keys like '_id', 'model_x')."""
+    fields = []
+    for i, key in enumerate(keys):
+        safe = not (key.name.startswith(("_", "model_")) or key.name in _RESERVED_FIELDS)
+        fields.append({"attr": key.name if safe else f"key_{i}",
+                       "alias": None if safe else key.name,
+                       "type": PYTHON_TYPES[key.dtype]})
+    return fields
+
+
+def batchable(system: SystemIR) -> bool:
+    """BentoML batches only with max_batch_size > 1; a size of 1 means no batching."""
+    batching = system.serving.batching
+    return batching.enabled and batching.max_batch_size > 1
+
+
+def workers(system: SystemIR) -> int:
+    """One worker process on a local machine (one adaptive-batching queue; the cores are shared
+    with the feature store and clients); on a cluster one per requested whole core."""
+    if system.target.kind == "local":
+        return 1
+    return max(1, int(system.target.serving.cpu))
+
+
+def resources(system: SystemIR) -> dict:
+    serving = system.target.serving
+    out: dict = {"cpu": serving.cpu, "memory": f"{serving.memory_mib}Mi"}
+    if serving.gpu > 0:
+        # gpu_type is left to the infra layer: BentoML reads it only on BentoCloud.
+        out["gpu"] = serving.gpu
+    return out
+
+
+def served_type(system: SystemIR) -> str:
+    """The JSON type of one prediction: the class for multiclass, else a number."""
+    if system.model.task == "multiclass_classification":
+        return PYTHON_TYPES[system.label.dtype]
+    return "float"
+
+
+class BentoMLBackend:
+    name = "bentoml"
+    templates = ("bentoml/service.py.j2", "bentoml/bentofile.yaml.j2")
+
+    def applies(self, system: SystemIR) -> bool:
+        return True
+
+    def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
+        pkg = package_name(system)
+        m = system.model
+        batching = system.serving.batching
+        context = dict(
+            system=system, header=header(system), package=pkg,
+            service_class=service_class(system),
+            service_module=f"{SERVICE_DIR}.service",
+            row_fields=request_fields(m.request_keys),
+            fetch_dtypes={f.column: f.dtype for f in m.fetch},
+            warmup_row={k.name: ZERO_VALUES[k.dtype] for k in m.request_keys},
+            served_type=served_type(system),
+            batching={"enabled": batchable(system), "max_batch_size": batching.max_batch_size,
+                      "max_latency_ms": batching.max_latency_ms},
+            timeout_seconds=system.serving.timeout_ms / 1000,
+            resources=resources(system), workers=workers(system),
+            labels={"system": system.name},
+            includes=sorted([f"{SERVICE_DIR}/service.py", f"{pkg}/*.py",
+                             "feature_repo/feature_store.yaml"]),
+            packages=sorted(RUNTIME_PACKAGES),
+            envs=dict(TELEMETRY_ENV),
+        )
+        tree = FileTree()
+        for template in self.templates:
+            out = template.removeprefix("bentoml/").removesuffix(".j2")
+            tree.add(f"{SERVICE_DIR}/{out}", render_template(template, **context))
+        return tree

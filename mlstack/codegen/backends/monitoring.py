@@ -1,0 +1,186 @@
+"""The monitoring backend: Prometheus alert rules for every SLO and a Grafana dashboard.
+
+Service metrics are the ones BentoML 1.4 exposes on /metrics (namespace `bentoml_service`):
+`bentoml_service_request_duration_seconds` (histogram) and `bentoml_service_request_total`
+(counter), labelled endpoint, service_name, service_version, http_response_code. Feature
+freshness, drift and model age are gauges the monitoring flow reports
+(`mlstack_feature_freshness_seconds{view}`, `mlstack_feature_drift_score{feature}`,
+`mlstack_model_trained_timestamp_seconds`).
+
+Latency and error SLOs get multi-window, multi-burn-rate alerts (the Google SRE workbook
+scheme): page when the error budget burns 14.4x over 1h (confirmed over 5m) or 6x over 6h
+(30m); open a ticket at 3x over 1d (2h) or 1x over 3d (6h).
+"""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.shared import header
+from mlstack.codegen.filetree import FileTree
+from mlstack.frontend.ir.nodes import SystemIR
+
+DURATION = "bentoml_service_request_duration_seconds"
+REQUESTS = "bentoml_service_request_total"
+FRESHNESS = "mlstack_feature_freshness_seconds"
+DRIFT = "mlstack_feature_drift_score"
+MODEL_TRAINED = "mlstack_model_trained_timestamp_seconds"
+RPS_PER_POD = "mlstack_requests_per_second"  # the autoscaler's per-pod metric (via an adapter)
+# BentoML's default histogram buckets (seconds), bentoml/_internal/utils/metrics.py
+BENTOML_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                   120.0, 180.0)
+# (severity, long window, short window, burn rate)
+BURN_WINDOWS = (("page", "1h", "5m", 14.4), ("page", "6h", "30m", 6.0),
+                ("ticket", "1d", "2h", 3.0), ("ticket", "3d", "6h", 1.0))
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+PERCENTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
+
+
+def _selector(system: SystemIR, extra: str = "") -> str:
+    base = f'service_name="{system.name}",endpoint!~"/(healthz|livez|readyz|metrics)"'
+    return "{" + base + (f",{extra}" if extra else "") + "}"
+
+
+def latency_bucket(threshold_ms: float) -> float:
+    """The histogram boundary the latency SLO is measured at: the largest default bucket at or
+    below the threshold, so a request counted good is never slower than the SLO."""
+    seconds = threshold_ms / 1000.0
+    fitting = [b for b in BENTOML_BUCKETS if b <= seconds + 1e-12]
+    return fitting[-1] if fitting else BENTOML_BUCKETS[0]
+
+
+def error_budget(system: SystemIR) -> float | None:
+    """The allowed share of failed requests: the stricter of availability and error_rate."""
+    s = system.slos
+    budgets = [b for b in ((1 - s.availability / 100.0) if s.availability else None,
+                           s.error_rate) if b]
+    return round(min(budgets), 10) if budgets else None
+
+
+def _bad_ratio_rules(system: SystemIR) -> list[tuple[str, str, float]]:
+    """(name, ratio expression template over [WINDOW], budget) per burn-rate SLO."""
+    out = []
+    budget = error_budget(system)
+    if budget:
+        failed = _selector(system, 'http_response_code=~"5.."')
+        errors = f"sum(rate({REQUESTS}{failed}[W]))"
+        total = f"sum(rate({REQUESTS}{_selector(system)}[W]))"
+        out.append(("errors", f"{errors} / {total}", budget))
+    for key, quantile in PERCENTILES:
+        threshold = getattr(system.slos, key)
+        if threshold is None or (1 - quantile) * BURN_WINDOWS[0][3] >= 1:
+            continue  # a median has no meaningful burn rate: a plain threshold alert below
+        le = latency_bucket(threshold)
+        fast = _selector(system, f'le="{le:g}"')
+        good = f"sum(rate({DURATION}_bucket{fast}[W]))"
+        count = f"sum(rate({DURATION}_count{_selector(system)}[W]))"
+        out.append((f"latency_{key[:-3]}", f"1 - ({good} / {count})", round(1 - quantile, 10)))
+    return out
+
+
+def rule_groups(system: SystemIR) -> list[dict]:
+    """The Prometheus rule groups (recording + alerting), as data."""
+    name, labels = system.name, {"system": system.name}
+    prefix = "".join(part.capitalize() for part in name.split("-"))
+    recording, alerts = [], []
+    recording.append({"record": RPS_PER_POD,
+                      "expr": f"sum by (namespace, pod) (rate({REQUESTS}{_selector(system)}[1m]))",
+                      "labels": dict(labels)})
+    for slo, expr, budget in _bad_ratio_rules(system):
+        for window in WINDOWS:
+            recording.append({"record": f"mlstack:{slo}:ratio_rate{window}",
+                              "expr": expr.replace("[W]", f"[{window}]"),
+                              "labels": dict(labels)})
+        for severity, long, short, burn in BURN_WINDOWS:
+            threshold = round(burn * budget, 10)
+            if threshold >= 1:
+                continue
+            sel = _series_selector(name)
+            alerts.append({
+                "alert": f"{prefix}{_camel(slo)}BudgetBurn{long.capitalize()}",
+                "expr": (f"mlstack:{slo}:ratio_rate{long}{sel} > {threshold:g}\n"
+                         f"and\nmlstack:{slo}:ratio_rate{short}{sel} > {threshold:g}"),
+                "for": "2m" if severity == "page" else "15m",
+                "labels": {**labels, "severity": severity, "slo": slo},
+                "annotations": {
+                    "summary": f"{name}: {slo} error budget burning {burn:g}x over {long}",
+                    "description": (f"Over the last {long} (and {short}) the share of bad "
+                                    f"requests is above {threshold:g} = {burn:g} x the budget "
+                                    f"{budget:g}.")}})
+    p50 = system.slos.p50_ms
+    if p50 is not None:
+        expr = (f"histogram_quantile(0.5, sum by (le) (rate({DURATION}_bucket"
+                f"{_selector(system)}[5m]))) > {p50 / 1000.0:g}")
+        alerts.append(_alert(prefix + "LatencyP50High", expr, "10m", "ticket", "latency_p50",
+                             labels, f"{name}: median latency above the {p50:g} ms SLO"))
+    if system.slos.throughput_rps:
+        rps = system.slos.throughput_rps
+        alerts.append(_alert(prefix + "TrafficAboveSlo",
+                             f"sum(rate({REQUESTS}{_selector(system)}[5m])) > {rps:g}", "15m",
+                             "ticket", "throughput", labels,
+                             f"{name}: traffic above the {rps:g} req/s the system is sized for"))
+    fresh = system.slos.feature_freshness_seconds
+    if fresh is not None:
+        sel = _series_selector(name)
+        alerts.append(_alert(prefix + "FeaturesStale", f"max by (view) ({FRESHNESS}{sel}) > "
+                             f"{fresh}", "5m", "page", "feature_freshness", labels,
+                             f"{name}: online features older than the {fresh} s freshness SLO"))
+        alerts.append(_alert(prefix + "FeatureFreshnessUnknown", f"absent({FRESHNESS}{sel})",
+                             "1h", "ticket", "feature_freshness", labels,
+                             f"{name}: no feature freshness reported for an hour"))
+    m = system.monitoring
+    if m.model_staleness_seconds is not None:
+        sel = _series_selector(name)
+        alerts.append(_alert(prefix + "ModelStale", f"time() - max({MODEL_TRAINED}{sel}) > "
+                             f"{m.model_staleness_seconds}", "10m", "ticket", "model_staleness",
+                             labels, f"{name}: the served model is older than "
+                             f"{m.model_staleness_seconds} s"))
+    if m.drift_method is not None and m.drift_threshold is not None:
+        sel = _series_selector(name)
+        alerts.append(_alert(prefix + "FeatureDrift", f"max by (feature) ({DRIFT}{sel}) > "
+                             f"{m.drift_threshold:g}", "15m", "ticket", "drift", labels,
+                             f"{name}: {m.drift_method} drift above {m.drift_threshold:g}"))
+    groups = [{"name": f"{name}-slo-recording", "rules": recording}]
+    if alerts:
+        groups.append({"name": f"{name}-slo-alerts", "rules": alerts})
+    return groups
+
+
+def _series_selector(name: str) -> str:
+    return '{system="' + name + '"}'
+
+
+def _camel(slo: str) -> str:
+    return "".join(part.capitalize() for part in slo.split("_"))
+
+
+def _alert(alert, expr, for_, severity, slo, labels, summary) -> dict:
+    return {"alert": alert, "expr": expr, "for": for_,
+            "labels": {**labels, "severity": severity, "slo": slo},
+            "annotations": {"summary": summary}}
+
+
+def dashboard(system: SystemIR) -> dict:
+    from mlstack.codegen.backends.monitoring_dashboard import grafana_dashboard
+
+    return grafana_dashboard(system)
+
+
+class MonitoringBackend:
+    name = "monitoring"
+    templates = ()
+
+    def applies(self, system: SystemIR) -> bool:
+        return True  # the rules and the dashboard are useful on every target, local included
+
+    def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
+        tree = FileTree()
+        rules = yaml.safe_dump({"groups": rule_groups(system)}, sort_keys=False, width=100,
+                               default_flow_style=False, allow_unicode=True)
+        tree.add("monitoring/prometheus-rules.yaml", header(system) + rules)
+        tree.add("monitoring/grafana-dashboard.json",
+                 json.dumps(dashboard(system), indent=2, sort_keys=True) + "\n")
+        return tree

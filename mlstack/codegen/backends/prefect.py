@@ -1,0 +1,98 @@
+"""The pipelines: Prefect flows (training, materialization, monitoring) and their deployments.
+
+`pipelines/flows.py` holds the spec's facts as literals (sources and their data checks, the
+estimator, split, metrics, gates, retries, monitoring thresholds) above code that is the same
+for every system. `pipelines/prefect.yaml` declares one deployment per flow with its
+schedule and the work pool of the target (a `process` pool locally, a Kubernetes pool on
+clusters).
+"""
+
+from __future__ import annotations
+
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.shared import header
+from mlstack.codegen.contract import TELEMETRY_ENV, package_name
+from mlstack.codegen.filetree import FileTree
+from mlstack.codegen.jinja import render_template
+from mlstack.frontend.ir.nodes import ChecksNode, SystemIR
+
+# Prefect schedules are cron lines; the spec's aliases translate to these.
+CRON_ALIASES = {"@hourly": "0 * * * *", "@daily": "0 0 * * *", "@weekly": "0 0 * * 0",
+                "@monthly": "0 0 1 * *", "@yearly": "0 0 1 1 *"}
+# The monitoring flow runs hourly, or with every materialization when that is more often.
+MONITORING_INTERVAL_SECONDS = 3600
+# Telemetry off in every flow run a worker starts (no network at run time).
+RUN_ENV = TELEMETRY_ENV
+
+
+def cron_schedule(schedule: str | None) -> str | None:
+    return None if schedule is None else CRON_ALIASES.get(schedule, schedule)
+
+
+def work_pool(system: SystemIR) -> dict:
+    """The work pool the deployments run on: name, type and job variables."""
+    if system.target.kind == "local":
+        return {"name": f"{system.name}-local", "type": "process",
+                "job_variables": {"env": RUN_ENV}}
+    return {"name": f"{system.name}-kubernetes", "type": "kubernetes",
+            "job_variables": {"env": RUN_ENV, "namespace": system.target.namespace}}
+
+
+def _checks(checks: ChecksNode) -> dict:
+    return {"not_null": checks.not_null, "unique": checks.unique,
+            "ranges": {r.column: (r.low, r.high) for r in checks.ranges},
+            "allowed_values": {a.column: a.values for a in checks.allowed_values},
+            "min_rows": checks.min_rows, "max_null_fraction": checks.max_null_fraction}
+
+
+def flow_context(system: SystemIR) -> dict:
+    """Everything flows.py.j2 needs, as plain data (rendered through the `py` filter)."""
+    file_sources = [s for s in system.sources if s.family == "file"]
+    feature_sources = sorted({v.source for v in system.feature_views})
+    m, t, mon = system.model, system.training, system.monitoring
+    return dict(
+        sources={s.name: {"path": s.path, "format": s.kind, "timestamp_field": s.timestamp_field,
+                          "columns": {c.name: c.dtype for c in s.columns}}
+                 for s in file_sources},
+        unread_sources=tuple(sorted(s.name for s in system.sources if s.family != "file")),
+        checks={s.name: _checks(s.checks) for s in file_sources},
+        feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),
+        label_keys=tuple(k.name for k in system.label.join_keys),
+        estimator=(m.estimator.module, m.estimator.cls),
+        estimator_params=dict(m.estimator.params),
+        metrics=tuple(system.evaluation.metrics),
+        gates=tuple((g.metric, g.op, g.threshold) for g in system.evaluation.gates),
+        drift_method=mon.drift_method, drift_threshold=mon.drift_threshold,
+        drift_features=mon.drift_features,
+        feature_freshness_seconds=system.slos.feature_freshness_seconds,
+        model_staleness_seconds=mon.model_staleness_seconds,
+        split_by=t.split_by, test_fraction=t.test_fraction, seed=t.seed, retries=t.retries,
+        retry_delay_seconds=t.retry_delay_seconds, timeout_seconds=t.timeout_seconds)
+
+
+def deployments_context(system: SystemIR) -> dict:
+    t = system.training
+    return dict(
+        pool=work_pool(system),
+        training_cron=cron_schedule(t.schedule),
+        materialize_interval=t.materialize_interval_seconds,
+        monitoring_interval=min(MONITORING_INTERVAL_SECONDS, t.materialize_interval_seconds),
+        deployment_prefix=system.name)
+
+
+class PrefectBackend:
+    name = "prefect"
+    templates = ("prefect/flows.py.j2", "prefect/prefect.yaml.j2")
+
+    def applies(self, system: SystemIR) -> bool:
+        return True
+
+    def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
+        tree = FileTree()
+        common = dict(system=system, package=package_name(system))
+        tree.add("pipelines/flows.py", render_template(
+            "prefect/flows.py.j2", header=header(system), **common, **flow_context(system)))
+        tree.add("pipelines/prefect.yaml", render_template(
+            "prefect/prefect.yaml.j2", header=header(system), **common,
+            **deployments_context(system)))
+        return tree

@@ -1,0 +1,59 @@
+"""The contract between the compiler, the generated code and `mlstack deploy`: names that
+more than one of them must agree on. Each fact has its one owner here; templates receive
+these values from their backends, and deploy and graph import them.
+
+Nothing here depends on a spec beyond its resolved name: a change to this module is a change
+to the generated code's interface (goldens show it).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mlstack.frontend.ir.nodes import SystemIR
+
+# The training flow's tasks, in the order the generated `training_flow` runs them. Each is a
+# Prefect task name; the progress hook reports them by this name and deploy shows each as a
+# stage. `promote` runs only when the flow is asked to promote (deploy promotes by itself,
+# after its rollout, so its worker runs the flow with promote_model=False).
+TRAINING_TASKS = ("ingest", "validate", "feast_apply", "materialize", "training_set", "train",
+                  "evaluate", "register", "promote")
+PROMOTE_TASK = "promote"
+# The monitoring flow's tasks (after ingest).
+MONITORING_TASKS = ("drift", "freshness", "staleness")
+
+# Telemetry off in every process that runs generated code: no network at run time.
+TELEMETRY_ENV = {
+    "BENTOML_DO_NOT_TRACK": "true",
+    "DO_NOT_TRACK": "1",
+    "FEAST_USAGE": "False",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+}
+
+# Environment variables the generated code reads (deploy sets them).
+ENV_PROJECT_DIR = "MLSTACK_PROJECT_DIR"  # the spec's folder: source data paths are relative
+ENV_STATE_DIR = "MLSTACK_STATE_DIR"  # feast registry, online store, the state files below
+ENV_MODEL_TAG = "MLSTACK_MODEL_TAG"  # the BentoML model the service loads
+ENV_PROGRESS_FILE = "MLSTACK_PROGRESS_FILE"  # one JSON line per finished flow task
+
+# State files the generated flows write under $MLSTACK_STATE_DIR.
+MODELS_FILE = "models.json"  # the promoted model and its history
+TRAINING_FILE = "training.json"  # the latest training run's outcome
+MONITORING_FILE = "monitoring.json"  # the latest monitoring report
+
+# Where the generated tree puts each layer (relative to the output folder).
+FLOWS_MODULE = "pipelines.flows"
+SERVICE_MODULE = "service.service"
+FEATURE_REPO_DIR = "feature_repo"
+
+
+def package_name(system: SystemIR) -> str:
+    """The generated shared package (settings, features, transforms, store)."""
+    return f"{system.python_name}_system"
+
+
+def service_class(system: SystemIR) -> str:
+    """The BentoML service class: churn -> ChurnService, search_ranking -> SearchRankingService."""
+    return "".join(part[:1].upper() + part[1:] for part in system.python_name.split("_")
+                   if part) + "Service"

@@ -1,0 +1,59 @@
+"""Semantic checks (lint): named passes over the resolved IR, run in a fixed order.
+
+Each pass takes a `CheckContext` and yields Diagnostics; none raises for a user mistake.
+Reference resolution (MLS2xx) happens earlier, in `mlstack.frontend.ir.resolve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity
+from mlstack.frontend.ir.nodes import SystemIR
+from mlstack.frontend.loader import SourceMap
+from mlstack.frontend.spec.validate import pointer
+
+
+@dataclass(frozen=True)
+class CheckContext:
+    system: SystemIR
+    smap: SourceMap
+
+    def diag(self, code: str, message: str, path: tuple, hint: str | None = None, *,
+             severity: Severity = Severity.ERROR, key: bool = False) -> Diagnostic:
+        return Diagnostic(code, severity, message, self.smap.locate(path, key=key), hint,
+                          pointer(path))
+
+    def written(self, path: tuple) -> bool:
+        return self.smap.has(path)
+
+
+CheckPass = Callable[[CheckContext], Iterable[Diagnostic]]
+
+
+def node_path(node) -> tuple:
+    """The spec path of an IR node that came from the spec (from its JSON pointer `at`)."""
+    return tuple(int(p) if p.isdigit() else p for p in node.at.split("/") if p)
+
+
+def passes() -> list[tuple[str, CheckPass]]:
+    from mlstack.frontend.checks import model_checks, slo_checks, source_checks, target_checks
+
+    return [
+        ("check_sources", source_checks.check_sources),
+        ("check_feature_views", source_checks.check_feature_views),
+        ("check_model", model_checks.check_model),
+        ("check_slos", slo_checks.check_slos),
+        ("check_rollout", slo_checks.check_rollout),
+        ("check_target", target_checks.check_target),
+        ("check_supported", target_checks.check_supported),
+    ]
+
+
+def run_checks(system: SystemIR, smap: SourceMap) -> list[Diagnostic]:
+    ctx = CheckContext(system, smap)
+    found: list[Diagnostic] = []
+    for _name, check in passes():
+        found.extend(check(ctx))
+    return found

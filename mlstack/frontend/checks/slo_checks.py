@@ -1,0 +1,105 @@
+"""SLO and rollout checks: percentiles in order, batching fits p99, freshness vs TTL."""
+
+from __future__ import annotations
+
+from mlstack.diagnostics.diagnostic import Severity
+from mlstack.frontend.checks import CheckContext, node_path
+from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
+from mlstack.frontend.ir.derive import batching_budget_ms, schedule_interval_seconds
+
+
+def check_slos(ctx: CheckContext):
+    s = ctx.system
+    slo = s.slos
+    order = [(name, getattr(slo, name)) for name in ("p50_ms", "p95_ms", "p99_ms")]
+    given = [(n, v) for n, v in order if v is not None]
+    for (low_name, low), (high_name, high) in zip(given, given[1:], strict=False):
+        if low > high:
+            yield ctx.diag("MLS401", f"latency {low_name} ({low:g} ms) is above {high_name} "
+                           f"({high:g} ms)", ("slos", "latency", high_name),
+                           "percentiles must grow: p50 <= p95 <= p99")
+    b = s.serving.batching
+    if slo.p99_ms is not None and b.enabled:
+        budget, arithmetic = batching_budget_ms(slo.p99_ms, s.target.online_store,
+                                                s.model.algorithm, bool(s.transforms))
+        hard = slo.p99_ms - HTTP_OVERHEAD_MS
+        if not b.derived and b.max_latency_ms > hard:
+            yield ctx.diag("MLS402", f"batching max_latency_ms {b.max_latency_ms} does not fit "
+                           f"in the p99 budget of {slo.p99_ms:g} ms (a request also spends "
+                           f"~{HTTP_OVERHEAD_MS:g} ms in HTTP)", ("serving", "batching",
+                                                                  "max_latency_ms"),
+                           f"lower max_latency_ms to at most {max(1, int(hard))}, or use "
+                           "batching: auto")
+        elif not b.derived and b.max_latency_ms < slo.p99_ms - budget - HTTP_OVERHEAD_MS:
+            yield ctx.diag("MLS402", f"batching max_latency_ms {b.max_latency_ms} is below the "
+                           f"time one batched call needs ({arithmetic}): most requests "
+                           "would be shed with HTTP 503", ("serving", "batching",
+                                                           "max_latency_ms"),
+                           "raise max_latency_ms, or use batching: auto",
+                           severity=Severity.WARNING)
+    if not b.enabled and b.derived:
+        yield ctx.diag("MLS402", "the p99 SLO leaves no room for adaptive batching; batching "
+                       "is turned off", ("slos", "latency", "p99_ms"),
+                       "raise p99_ms or choose a faster model", severity=Severity.WARNING)
+    if slo.feature_freshness_seconds is not None:
+        for view in s.feature_views:
+            if view.ttl_seconds < slo.feature_freshness_seconds:
+                yield ctx.diag("MLS403", f"feature view '{view.name}' expires values after "
+                               f"{view.ttl_seconds} s, sooner than the feature_freshness SLO "
+                               f"({slo.feature_freshness_seconds} s) allows them to age",
+                               node_path(view) + ("ttl",),
+                               "raise the ttl to at least the freshness SLO",
+                               severity=Severity.WARNING)
+    staleness = s.monitoring.model_staleness_seconds
+    interval = schedule_interval_seconds(s.training.schedule)
+    if staleness is not None and interval is not None and staleness < interval:
+        yield ctx.diag("MLS404", f"model_staleness ({staleness} s) is shorter than the training "
+                       f"schedule's interval ({interval} s): the model is always stale",
+                       ("monitoring", "model_staleness"),
+                       "retrain more often or allow more staleness")
+    if staleness is not None and s.training.schedule is None:
+        yield ctx.diag("MLS404", "model_staleness is set but training has no schedule",
+                       ("monitoring", "model_staleness"), "add training.schedule",
+                       severity=Severity.WARNING)
+    if slo.availability is not None and slo.error_rate is not None:
+        allowed = 1 - slo.availability / 100
+        if slo.error_rate > allowed + 1e-12:
+            yield ctx.diag("MLS407", f"error_rate {slo.error_rate:g} exceeds what availability "
+                           f"{slo.availability:g}% allows ({allowed:.4g})", ("slos", "error_rate"),
+                           f"lower error_rate to at most {allowed:.4g}, or lower availability",
+                           severity=Severity.WARNING)
+
+
+def check_rollout(ctx: CheckContext):
+    s = ctx.system
+    r = s.serving.rollout
+    steps = list(r.steps)
+    for i in range(1, len(steps)):
+        if steps[i] <= steps[i - 1]:
+            yield ctx.diag("MLS406", f"rollout steps must increase: {steps[i]}% follows "
+                           f"{steps[i - 1]}%", ("serving", "rollout", "steps", i),
+                           "e.g. steps: [5, 25, 100]")
+            break
+    if steps and steps[-1] != 100:
+        yield ctx.diag("MLS406", f"rollout steps end at {steps[-1]}%; the last step must be 100",
+                       ("serving", "rollout", "steps", len(steps) - 1), "append 100")
+    if r.strategy == "all_at_once" and steps != [100]:
+        yield ctx.diag("MLS406", "all_at_once rollout takes no intermediate steps",
+                       ("serving", "rollout", "steps"), "remove steps or use strategy: canary")
+    gate = r.abort_latency_p99
+    if gate is not None and s.slos.p99_ms is not None and gate.op in (">", ">=") and (
+            gate.threshold > s.slos.p99_ms * 2):
+        yield ctx.diag("MLS408", f"the canary aborts only above p99 {gate.threshold:g} ms, more "
+                       f"than twice the p99 SLO ({s.slos.p99_ms:g} ms)",
+                       ("serving", "rollout", "abort_if", "latency_p99_ms"),
+                       f"abort at or near the SLO, e.g. '> {s.slos.p99_ms:g}'",
+                       severity=Severity.WARNING)
+    if gate is not None and gate.op not in (">", ">="):
+        yield ctx.diag("MLS406", "latency abort rules compare with '>' or '>='",
+                       ("serving", "rollout", "abort_if", "latency_p99_ms"),
+                       "e.g. latency_p99_ms: '> 50' aborts when p99 exceeds 50 ms")
+    eg = r.abort_error_rate
+    if eg is not None and eg.op not in (">", ">="):
+        yield ctx.diag("MLS406", "error-rate abort rules compare with '>' or '>='",
+                       ("serving", "rollout", "abort_if", "error_rate"),
+                       "e.g. error_rate: '> 0.01' aborts above 1% failed requests")

@@ -1,0 +1,100 @@
+"""Target checks: what the chosen target can run, and what mlstack does not support yet."""
+
+from __future__ import annotations
+
+from mlstack.diagnostics.diagnostic import Severity
+from mlstack.frontend.checks import CheckContext, node_path
+
+ONLINE_STORES = {"local": ("sqlite",), "kubernetes": ("redis",), "aws": ("dynamodb", "redis"),
+                 "gcp": ("redis",)}
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def check_target(ctx: CheckContext):
+    s = ctx.system
+    t = s.target
+    if t.kind == "local":
+        yield from _local_limits(ctx)
+    elif t.kind == "kubernetes" and ctx.written(("target", "region")):
+        yield ctx.diag("MLS503", "region has no meaning on a kubernetes target (the cluster "
+                       "is already somewhere)", ("target", "region"), "remove region",
+                       severity=Severity.WARNING)
+    if t.online_store not in ONLINE_STORES[t.kind]:
+        yield ctx.diag("MLS505", f"online store '{t.online_store}' is not available on "
+                       f"{_a(t.kind)} target", ("target", "online_store"),
+                       "expected one of: " + ", ".join(ONLINE_STORES[t.kind]))
+    if t.kind == "aws" and t.region is None:
+        yield ctx.diag("MLS506", "an aws target needs a region", ("target", "kind"),
+                       "add 'region: us-east-1' (or your region) to target")
+    for part in ("serving", "training"):
+        res = getattr(t, part)
+        if res.gpu_type and not res.gpu:
+            yield ctx.diag("MLS503", f"target.{part}.gpu_type is set but gpu is 0",
+                           ("target", part, "gpu_type"), "set gpu: 1 or remove gpu_type",
+                           severity=Severity.WARNING)
+    raised = next((d for d in s.derivations if d.setting == "target.serving.replicas.max"), None)
+    if raised is not None and ctx.written(("target", "serving", "replicas", "max")):
+        yield ctx.diag("MLS502", f"the throughput SLO needs {raised.value} replicas, more than "
+                       "replicas.max; mlstack raises the maximum to match",
+                       ("target", "serving", "replicas", "max"),
+                       f"set replicas.max to at least {raised.value}, or lower throughput_rps",
+                       severity=Severity.WARNING)
+
+
+def _local_limits(ctx: CheckContext):
+    t = ctx.system.target
+    for part in ("serving", "training"):
+        if getattr(t, part).gpu:
+            yield ctx.diag("MLS501", f"target.{part}.gpu: the local target has no GPU",
+                           ("target", part, "gpu"), "set gpu: 0, or deploy to aws/kubernetes")
+    if t.training.spot:
+        yield ctx.diag("MLS503", "spot capacity has no meaning on the local target",
+                       ("target", "training", "spot"), "remove it or change target.kind",
+                       severity=Severity.WARNING)
+    for key in ("region", "namespace"):
+        if ctx.written(("target", key)):
+            yield ctx.diag("MLS503", f"{key} has no meaning on the local target",
+                           ("target", key), f"remove {key} or change target.kind",
+                           severity=Severity.WARNING)
+    if ctx.written(("target", "serving", "replicas")):
+        yield ctx.diag("MLS503", "the local target runs one service process; replicas have no "
+                       "effect", ("target", "serving", "replicas"),
+                       "remove replicas or change target.kind", severity=Severity.WARNING)
+    for src in sorted(ctx.system.sources, key=node_path):
+        if src.family != "file":
+            yield ctx.diag("MLS504", f"source '{src.name}' ({src.kind}) cannot run on the "
+                           "local target", node_path(src) + ("kind",),
+                           "use a parquet or csv source locally")
+
+
+def check_supported(ctx: CheckContext):
+    """Options the spec accepts that mlstack cannot carry out yet: refused, with location."""
+    s = ctx.system
+    if s.serving.protocol == "grpc":
+        yield ctx.diag("MLS901", "serving.protocol grpc is not supported yet",
+                       ("serving", "protocol"), "use protocol: rest")
+    if s.monitoring.alerts:
+        yield ctx.diag("MLS901", "alert delivery (monitoring.alerts) is not supported yet",
+                       ("monitoring", "alerts"), "remove alerts; SLO alerts arrive with the "
+                       "monitoring backend")
+    if s.target.kind == "gcp":
+        yield ctx.diag("MLS901", "the gcp target is not supported yet", ("target", "kind"),
+                       "use local, kubernetes or aws")
+    for src in s.sources:
+        if src.family == "warehouse" and s.target.kind != "local":  # local: MLS504
+            yield ctx.diag("MLS901", f"warehouse source '{src.name}' ({src.kind}) is not "
+                           "supported yet: the generated feature repo and pipelines read file "
+                           "sources", node_path(src) + ("kind",), "export the table to parquet "
+                           "and declare it as a file source")
+        if src.family == "stream":
+            yield ctx.diag("MLS901", f"stream source '{src.name}' ({src.kind}) is not supported "
+                           "yet", node_path(src) + ("kind",), "declare its history as a file or "
+                           "warehouse source")
+    for view in s.feature_views:
+        if not view.offline:
+            yield ctx.diag("MLS901", f"offline: false (feature view '{view.name}') is not "
+                           "supported yet: training reads every view offline",
+                           node_path(view) + ("offline",), "remove offline: false")

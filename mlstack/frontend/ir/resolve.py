@@ -1,0 +1,507 @@
+"""Resolve a validated spec into the IR: references, defaults and derived settings.
+
+`resolve(spec, smap)` returns (SystemIR | None, diagnostics). A reference that does not
+resolve is a diagnostic (never an exception); the IR is built only when all of them do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity, did_you_mean, hint_for
+from mlstack.frontend.expr import canonical, emit_python, parse_expr
+from mlstack.frontend.ir import catalog
+from mlstack.frontend.ir import nodes as ir
+from mlstack.frontend.loader import SourceMap
+from mlstack.frontend.spec.models import FileSource, StreamSource, SystemSpec, WarehouseSource
+from mlstack.frontend.spec.types import duration_seconds, parse_gate
+from mlstack.frontend.spec.validate import pointer
+
+
+def spec_hash(spec: SystemSpec) -> str:
+    canonical_json = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True,
+                                separators=(",", ":"))
+    return hashlib.sha256(canonical_json.encode()).hexdigest()
+
+
+class _Resolver:
+    def __init__(self, spec: SystemSpec, smap: SourceMap):
+        self.spec = spec
+        self.smap = smap
+        self.diagnostics: list[Diagnostic] = []
+        self.derivations: list[ir.Derivation] = []
+
+    # -- helpers -------------------------------------------------------------------------
+    def error(self, code, message, path, hint=None, *, key=False, severity=Severity.ERROR):
+        self.diagnostics.append(Diagnostic(code, severity, message,
+                                           self.smap.locate(path, key=key), hint, pointer(path)))
+
+    def error_in_expr(self, code, message, path, ref: str, hint=None):
+        """An error about `ref` inside the expression at `path`, pointing at the name."""
+        text = self.spec_value(path)
+        match = re.search(r"(?<![\w.])" + re.escape(ref) + r"(?![\w.])", text or "")
+        location = (self.smap.locate_inside(path, match.start()) if match
+                    else self.smap.locate(path))
+        self.diagnostics.append(Diagnostic(code, Severity.ERROR, message, location, hint,
+                                           pointer(path)))
+
+    def spec_value(self, path):
+        node = self.spec
+        for part in path:
+            node = node[part] if isinstance(part, int) else getattr(node, part, None)
+        return node
+
+    def derive(self, setting: str, value, reason: str):
+        self.derivations.append(ir.Derivation(setting=setting, value=json.dumps(value),
+                                              reason=reason))
+
+    def unique(self, items, what: str, base: tuple):
+        seen: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in seen:
+                self.error("MLS206", f"duplicate {what} name '{item.name}' (also at "
+                           f"{base[-1]}[{seen[item.name]}])", base + (i, "name"),
+                           f"give each {what} its own name")
+            seen.setdefault(item.name, i)
+        return {item.name: (i, item) for i, item in enumerate(items) if seen[item.name] == i}
+
+    # -- passes --------------------------------------------------------------------------
+    def sources(self):
+        self.source_by_name = self.unique(self.spec.sources, "source", ("sources",))
+        out = []
+        for i, src in enumerate(self.spec.sources):
+            base = ("sources", i)
+            cols = src.columns
+            for attr in ("timestamp_field", "created_timestamp_field"):
+                name = getattr(src, attr)
+                if name is not None and name not in cols:
+                    self.error("MLS210", f"{attr} '{name}' is not a declared column of source "
+                               f"'{src.name}'", base + (attr,), hint_for(name, cols))
+                elif name is not None and cols[name] != "timestamp":
+                    self.error("MLS209", f"{attr} '{name}' must have dtype timestamp, not "
+                               f"{cols[name]}", base + ("columns", name),
+                               f"declare '{name}: timestamp' in columns")
+            checks = src.checks
+            named = [("not_null", c) for c in checks.not_null] + [
+                ("unique", c) for c in checks.unique] + [
+                ("ranges", c) for c in checks.ranges] + [
+                ("allowed_values", c) for c in checks.allowed_values]
+            for group, col in named:
+                if col not in cols:
+                    path = base + ("checks", group) + (
+                        (col,) if group in ("ranges", "allowed_values") else ())
+                    self.error("MLS203", f"check {group} names '{col}', which is not a column "
+                               f"of source '{src.name}'", path, hint_for(col, cols),
+                               key=group in ("ranges", "allowed_values"))
+            for col, (low, high) in checks.ranges.items():
+                if low > high:
+                    self.error("MLS103", f"range for '{col}' has min {low:g} > max {high:g}",
+                               base + ("checks", "ranges", col))
+            if isinstance(src, StreamSource) and src.batch_source is not None and (
+                    src.batch_source not in self.source_by_name):
+                self.error("MLS202", f"unknown batch_source '{src.batch_source}'",
+                           base + ("batch_source",), hint_for(src.batch_source,
+                                                              self.source_by_name))
+            family = ("file" if isinstance(src, FileSource) else
+                      "warehouse" if isinstance(src, WarehouseSource) else "stream")
+            out.append(ir.SourceNode(
+                name=src.name, kind=src.kind, family=family,
+                path=getattr(src, "path", None), table=getattr(src, "table", None),
+                query=getattr(src, "query", None), topic=getattr(src, "topic", None),
+                bootstrap_servers=getattr(src, "bootstrap_servers", None),
+                batch_source=getattr(src, "batch_source", None),
+                timestamp_field=src.timestamp_field,
+                created_timestamp_field=src.created_timestamp_field,
+                columns=tuple(ir.ColumnNode(name=k, dtype=v) for k, v in sorted(cols.items())),
+                checks=ir.ChecksNode(
+                    not_null=tuple(sorted(checks.not_null)), unique=tuple(checks.unique),
+                    ranges=tuple(ir.RangeCheck(column=k, low=v[0], high=v[1])
+                                 for k, v in sorted(checks.ranges.items())),
+                    allowed_values=tuple(ir.AllowedValuesCheck(column=k, values=tuple(v))
+                                         for k, v in sorted(checks.allowed_values.items())),
+                    min_rows=checks.min_rows, max_null_fraction=checks.max_null_fraction),
+                at=pointer(base), description=src.description))
+        self.source_nodes = {s.name: s for s in out}
+        return tuple(sorted(out, key=lambda s: s.name))
+
+    def entities(self):
+        self.entity_by_name = self.unique(self.spec.entities, "entity", ("entities",))
+        # a join key's dtype comes from the sources of the views keyed by the entity
+        self.entity_key_dtype: dict[str, str] = {}
+        for view in self.spec.features.views:
+            src = self.source_nodes.get(view.source)
+            for ename in _as_list(view.entity):
+                if ename in self.entity_by_name and src is not None:
+                    key = self.entity_by_name[ename][1].join_keys[0]
+                    col = src.column(key)
+                    if col is not None:
+                        self.entity_key_dtype.setdefault(ename, col.dtype)
+
+    def feature_views(self):
+        views = self.spec.features.views
+        self.view_by_name = self.unique(views, "feature view", ("features", "views"))
+        for t_i, t in enumerate(self.spec.features.transforms):
+            if t.name in self.view_by_name:
+                self.error("MLS206", f"transform '{t.name}' has the name of a feature view",
+                           ("features", "transforms", t_i, "name"))
+        out = []
+        for i, view in enumerate(views):
+            base = ("features", "views", i)
+            entity_names = _as_list(view.entity)
+            src = self.source_nodes.get(view.source)
+            ok = True
+            if src is None:
+                self.error("MLS202", f"feature view '{view.name}' reads unknown source "
+                           f"'{view.source}'", base + ("source",),
+                           hint_for(view.source, self.source_by_name))
+                ok = False
+            keys = []
+            for e_i, ename in enumerate(entity_names):
+                epath = base + ("entity",) + ((e_i,) if isinstance(view.entity, list) else ())
+                if ename not in self.entity_by_name:
+                    self.error("MLS201", f"feature view '{view.name}' names unknown entity "
+                               f"'{ename}'", epath, hint_for(ename, self.entity_by_name))
+                    ok = False
+                    continue
+                key = self.entity_by_name[ename][1].join_keys[0]
+                if src is not None and src.column(key) is None:
+                    self.error("MLS207", f"join key '{key}' of entity '{ename}' is not a column "
+                               f"of source '{src.name}'", epath, hint_for(key, [
+                                   c.name for c in src.columns]))
+                    ok = False
+                    continue
+                if src is not None:
+                    keys.append(ir.ColumnNode(name=key, dtype=src.column(key).dtype))
+            fields = []
+            for f_i, field in enumerate(view.fields):
+                col = src.column(field) if src is not None else None
+                if src is not None and col is None:
+                    self.error("MLS203", f"field '{field}' is not a column of source "
+                               f"'{src.name}'", base + ("fields", f_i),
+                               hint_for(field, [c.name for c in src.columns]))
+                    ok = False
+                elif col is not None:
+                    if field in {k.name for k in keys} or field == src.timestamp_field:
+                        self.error("MLS209", f"field '{field}' is a join key or the timestamp "
+                                   "of the source, not a feature", base + ("fields", f_i),
+                                   "remove it from fields; keys and timestamps come with the "
+                                   "entity and the source")
+                        ok = False
+                    fields.append(col)
+            for f_i in _repeats(view.fields):
+                self.error("MLS206", f"feature view '{view.name}' lists field "
+                           f"'{view.fields[f_i]}' twice", base + ("fields", f_i),
+                           "remove the second one")
+            if view.ttl is not None:
+                ttl = duration_seconds(view.ttl)
+            elif self.spec.slos.feature_freshness is not None:
+                fresh = duration_seconds(self.spec.slos.feature_freshness)
+                ttl = max(2 * fresh, 3600)
+                self.derive(f"features.views.{view.name}.ttl", ttl,
+                            f"twice the feature_freshness SLO ({self.spec.slos.feature_freshness}"
+                            ", at least 1h): older values count as missing")
+            else:
+                ttl = catalog.DEFAULT_TTL_SECONDS
+                self.derive(f"features.views.{view.name}.ttl", ttl,
+                            "no ttl and no feature_freshness SLO: the 30-day default")
+            if ok:
+                out.append(ir.FeatureViewNode(
+                    name=view.name, entities=tuple(entity_names), source=view.source,
+                    join_keys=tuple(keys), ttl_seconds=ttl, fields=tuple(fields),
+                    online=view.online, offline=view.offline, at=pointer(base),
+                    description=view.description))
+        self.view_nodes = {v.name: v for v in out}
+        return tuple(sorted(out, key=lambda v: v.name))
+
+    def _view_field(self, ref: str, path, what: str, in_expr: bool = False):
+        """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode).
+
+        `in_expr`: `path` is an expression and errors point at `ref` inside it."""
+
+        def report(code, message, hint=None):
+            if in_expr:
+                self.error_in_expr(code, message, path, ref, hint)
+            else:
+                self.error(code, message, path, hint)
+
+        if "." in ref:
+            vname, field = ref.split(".", 1)
+            if vname not in self.view_by_name:
+                report("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
+                       hint_for(vname, self.view_by_name))
+                return None
+            view = self.view_nodes.get(vname)
+            if view is None:
+                return None  # the view itself has errors, reported there
+            col = next((f for f in view.fields if f.name == field), None)
+            if col is None:
+                report("MLS204", f"{what} '{ref}': feature view '{vname}' has no field "
+                       f"'{field}'", hint_for(field, [f.name for f in view.fields]))
+                return None
+            return view, col
+        owners = [v for v in self.view_nodes.values() if any(f.name == ref for f in v.fields)]
+        if not owners and len(self.view_nodes) < len(self.view_by_name):
+            return None  # perhaps a field of a view with errors, reported there
+        if len(owners) == 1:
+            view = owners[0]
+            return view, next(f for f in view.fields if f.name == ref)
+        if len(owners) > 1:
+            names = sorted(v.name for v in owners)
+            report("MLS208", f"{what} '{ref}' is ambiguous: it is a field of "
+                   + ", ".join(names), f"write '{names[0]}.{ref}'")
+            return None
+        candidates = [f"{v.name}.{f.name}" for v in self.view_nodes.values() for f in v.fields]
+        report("MLS204", f"{what} '{ref}' is not a field of any feature view",
+               did_you_mean(ref, [c.split(".")[1] for c in candidates])
+               or hint_for(ref, candidates))
+        return None
+
+    def transforms(self):
+        self.transform_by_name = self.unique(self.spec.features.transforms, "transform",
+                                             ("features", "transforms"))
+        out = []
+        for i, t in enumerate(self.spec.features.transforms):
+            path = ("features", "transforms", i, "expr")
+            parsed = parse_expr(t.expr)
+            inputs, columns = [], {}
+            for ref in parsed.names:
+                if ref in self.transform_by_name:
+                    self.error_in_expr("MLS208", f"transform '{t.name}' reads transform "
+                                       f"'{ref}'; transforms read view fields only (not "
+                                       "supported yet)", path, ref,
+                                       "write the other transform's expression out")
+                    continue
+                found = self._view_field(ref, path, "transform input", in_expr=True)
+                if found is None:
+                    continue
+                view, col = found
+                column = f"{view.name}__{col.name}"
+                if col.dtype not in ("int64", "int32", "float64", "float32", "bool"):
+                    self.error_in_expr("MLS209", f"transform input '{ref}' has dtype "
+                                       f"{col.dtype}; transforms compute on numbers", path, ref,
+                                       "use a numeric field (encode text in the source)")
+                    continue
+                columns[ref] = column
+                inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
+                                                column=column))
+            if len(columns) == len(parsed.names):
+                out.append(ir.TransformNode(
+                    name=t.name, expr=canonical(parsed), dtype=t.dtype,
+                    inputs=tuple(sorted(inputs, key=lambda x: x.column)),
+                    python=emit_python(parsed, columns),
+                    at=pointer(("features", "transforms", i)), description=t.description))
+        self.transform_nodes = {t.name: t for t in out}
+        return tuple(sorted(out, key=lambda t: t.name))
+
+    def model(self):
+        m = self.spec.model
+        base = ("model",)
+        features, fetch = [], {}
+        seen = set()
+        for i, ref in enumerate(m.features):
+            path = base + ("features", i)
+            if ref in seen:
+                self.error("MLS206", f"model feature '{ref}' is listed twice", path,
+                           "remove the second one")
+                continue
+            seen.add(ref)
+            if "." not in ref and ref in self.transform_by_name:
+                t = self.transform_nodes.get(ref)
+                if t is None:
+                    continue
+                features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
+                                                dtype=t.dtype))
+                for inp in t.inputs:
+                    dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
+                                 if f.name == inp.field)
+                    fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
+                                                        column=inp.column, kind="view",
+                                                        view=inp.view, field=inp.field,
+                                                        dtype=dtype)
+                continue
+            if "." not in ref and ref not in self.transform_by_name:
+                known = list(self.transform_by_name) + [
+                    f"{v}.{f.name}" for v, node in self.view_nodes.items() for f in node.fields]
+                self.error("MLS204", f"model feature '{ref}' is neither a transform nor "
+                           "'view.field'", path, hint_for(ref, known))
+                continue
+            found = self._view_field(ref, path, "model feature")
+            if found is None:
+                continue
+            view, col = found
+            if col.dtype in ("string", "timestamp"):
+                self.error("MLS209", f"model feature '{ref}' has dtype {col.dtype}; the model "
+                           "reads numbers (encode it in the source, or not supported yet)", path)
+                continue
+            feat = ir.ModelFeature(ref=ref, column=f"{view.name}__{col.name}", kind="view",
+                                   view=view.name, field=col.name, dtype=col.dtype)
+            features.append(feat)
+            fetch[feat.column] = feat
+        algorithms = catalog.ESTIMATORS.get((m.framework, m.task))
+        estimator = None
+        if m.framework not in catalog.SUPPORTED_FRAMEWORKS:
+            self.error("MLS304", f"framework '{m.framework}' is not supported yet",
+                       base + ("framework",), "use framework: sklearn")
+        elif m.algorithm not in algorithms:
+            self.error("MLS303", f"algorithm '{m.algorithm}' is not available for {m.task} "
+                       f"with {m.framework}", base + ("algorithm",),
+                       hint_for(m.algorithm, algorithms))
+        else:
+            module, cls, allowed = algorithms[m.algorithm]
+            params = dict(m.params)
+            for name in m.params:
+                if name not in allowed:
+                    self.error("MLS305", f"parameter '{name}' is not accepted by {cls} here",
+                               base + ("params", name), hint_for(name, allowed), key=True)
+            if "random_state" not in params and cls in catalog.SEEDED:
+                params["random_state"] = self.spec.training.seed
+            estimator = ir.EstimatorNode(module=module, cls=cls,
+                                         params=tuple(sorted(params.items())))
+        label = self.label()
+        if m.task == "ranking":
+            if m.group_by is None:
+                self.error("MLS102", "a ranking model needs group_by (the query key)",
+                           base + ("task",), "add 'group_by: query_id' to model")
+            elif label is not None and m.group_by not in {
+                    c.name for c in self.source_nodes[label.source].columns}:
+                self.error("MLS203", f"group_by '{m.group_by}' is not a column of the label "
+                           f"source '{label.source}'", base + ("group_by",))
+        elif m.group_by is not None:
+            self.error("MLS103", "group_by applies to ranking models only", base + ("group_by",))
+        views = sorted({f.view for f in fetch.values()})
+        entities = sorted({e for v in views for e in self.view_nodes[v].entities})
+        keys = {}
+        for v in views:
+            for k in self.view_nodes[v].join_keys:
+                keys[k.name] = k
+        if label is not None:
+            label_cols = {c.name for c in self.source_nodes[label.source].columns}
+            for k in sorted(keys):
+                if k not in label_cols:
+                    self.error("MLS207", f"the label source '{label.source}' has no column "
+                               f"'{k}', the join key the model's features need",
+                               ("label", "source"), f"add '{k}' to the columns of source "
+                               f"'{label.source}'")
+            label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
+        if estimator is None or label is None or len(features) != len(m.features):
+            return None, None
+        return ir.ModelNode(
+            task=m.task, framework=m.framework, algorithm=m.algorithm, estimator=estimator,
+            features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
+            entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
+            feature_views=tuple(views), group_by=m.group_by), label
+
+    def label(self):
+        lbl = self.spec.label
+        src = self.source_nodes.get(lbl.source)
+        if src is None:
+            self.error("MLS205", f"label reads unknown source '{lbl.source}'",
+                       ("label", "source"), hint_for(lbl.source, self.source_by_name))
+            return None
+        col = src.column(lbl.field)
+        if col is None:
+            self.error("MLS205", f"label field '{lbl.field}' is not a column of source "
+                       f"'{src.name}'", ("label", "field"),
+                       hint_for(lbl.field, [c.name for c in src.columns]))
+            return None
+        return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
+                            timestamp_field=src.timestamp_field, join_keys=())
+
+
+def _repeats(items) -> list[int]:
+    """Indices of items that appeared earlier in the list."""
+    seen: set = set()
+    out = []
+    for i, item in enumerate(items):
+        if item in seen:
+            out.append(i)
+        seen.add(item)
+    return out
+
+
+def _as_list(value) -> list:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _gate(metric: str, text: str) -> ir.GateNode:
+    op, threshold = parse_gate(text)
+    return ir.GateNode(metric=metric, op=op, threshold=threshold)
+
+
+def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
+    """Resolve references and fill in defaults and derived settings. -> (IR | None, diags)."""
+    from mlstack.frontend.ir.derive import derive_serving, derive_target, materialize_interval
+
+    r = _Resolver(spec, smap)
+    sources = r.sources()
+    r.entities()
+    views = r.feature_views()
+    transforms = r.transforms()
+    model, label = r.model()
+    if any(d.severity is Severity.ERROR for d in r.diagnostics) or model is None:
+        return None, r.diagnostics
+    entities = []
+    for name, (i, e) in sorted(r.entity_by_name.items()):
+        key = e.join_keys[0]
+        entities.append(ir.EntityNode(
+            name=name, join_keys=(ir.ColumnNode(name=key,
+                                                dtype=r.entity_key_dtype.get(name, "int64")),),
+            at=pointer(("entities", i)), description=e.description))
+    t = spec.training
+    ev = spec.evaluation
+    slos = spec.slos
+    slo = ir.SloNode(
+        p50_ms=slos.latency.p50_ms, p95_ms=slos.latency.p95_ms, p99_ms=slos.latency.p99_ms,
+        throughput_rps=slos.throughput_rps, availability=slos.availability,
+        error_rate=slos.error_rate,
+        quality=tuple(_gate(k, v) for k, v in sorted(slos.quality.items())),
+        feature_freshness_seconds=(duration_seconds(slos.feature_freshness)
+                                   if slos.feature_freshness else None))
+    target = derive_target(spec, slo, r.derive)
+    serving = derive_serving(spec, slo, model, target, bool(transforms), r.derive)
+    mon = spec.monitoring
+    drift_cols = []
+    if mon.drift is not None:
+        wanted = mon.drift.features
+        by_ref = {f.ref: f.column for f in model.features}
+        if wanted is None:
+            drift_cols = [f.column for f in model.features]
+        else:
+            for i, ref in enumerate(wanted):
+                if ref not in by_ref:
+                    r.error("MLS204", f"drift feature '{ref}' is not a model feature",
+                            ("monitoring", "drift", "features", i), hint_for(ref, by_ref))
+                else:
+                    drift_cols.append(by_ref[ref])
+    if any(d.severity is Severity.ERROR for d in r.diagnostics):
+        return None, r.diagnostics
+    system = ir.SystemIR(
+        api_version=spec.api_version, name=spec.metadata.name,
+        python_name=spec.metadata.name.replace("-", "_"), owner=spec.metadata.owner,
+        description=spec.metadata.description, spec_file=spec_file, spec_hash=spec_hash(spec),
+        sources=sources, entities=tuple(entities), feature_views=views, transforms=transforms,
+        label=label, model=model,
+        training=ir.TrainingNode(schedule=t.schedule,
+                                 materialize_interval_seconds=materialize_interval(spec, r.derive),
+                                 split_by=t.split.by,
+                                 test_fraction=t.split.test_fraction, retries=t.retries,
+                                 retry_delay_seconds=t.retry_delay_seconds,
+                                 timeout_seconds=t.timeout_minutes * 60, seed=t.seed),
+        evaluation=ir.EvaluationNode(metrics=tuple(ev.metrics), gates=tuple(
+            _gate(k, v) for k, v in sorted(ev.gates.items()))),
+        serving=serving, slos=slo,
+        monitoring=ir.MonitoringNode(
+            drift_method=mon.drift.method if mon.drift else None,
+            drift_threshold=mon.drift.threshold if mon.drift else None,
+            drift_features=tuple(sorted(drift_cols)),
+            model_staleness_seconds=(duration_seconds(mon.model_staleness)
+                                     if mon.model_staleness else None),
+            alerts=tuple(sorted((a.channel, a.to) for a in mon.alerts))),
+        target=target,
+        derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
+        tags=tuple(sorted(spec.metadata.tags.items())))
+    return system, r.diagnostics
+
+

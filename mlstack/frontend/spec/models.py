@@ -1,0 +1,446 @@
+"""The system spec as users write it (apiVersion mlstack/v1).
+
+These models mirror the YAML: every key users may write, nothing they may not (unknown
+keys are errors). Types are strict: YAML already types its scalars, so `seed: true` or
+`retries: "3"` are mistakes, not values to coerce. Cross-references are *not* resolved here;
+`mlstack.frontend.ir.resolve` does that, and `mlstack.frontend.checks` reports what does not fit.
+
+Every field has a description: the JSON Schema (editors) and docs/spec-reference.md are
+generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from mlstack.frontend.expr import ExprError, parse_expr
+from mlstack.frontend.spec.types import (
+    Column,
+    DType,
+    Duration,
+    FeatureRef,
+    Gate,
+    GpuType,
+    Memory,
+    MetricName,
+    Name,
+    Namespace,
+    Range,
+    Region,
+    RelativePath,
+    Schedule,
+    SystemName,
+    TableName,
+    TopicName,
+)
+
+API_VERSION = "mlstack/v1"
+Description = Annotated[str | None, Field(None, max_length=2000,
+                                          description="Free text for people; carried into the "
+                                          "generated code as documentation.")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=False, frozen=True, strict=True,
+                              allow_inf_nan=False)
+
+
+class Metadata(Strict):
+    """Who owns the system and what it is for."""
+
+    name: SystemName = Field(description="System name: lower-case letters, digits and '-'. "
+                             "Names the Feast project, the model and the generated package "
+                             "(with '-' as '_').")
+    owner: str | None = Field(None, min_length=1, max_length=100,
+                              description="The owning team; recorded on generated resources.")
+    description: Description
+    tags: dict[Name, Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=dict, description="Free-form labels (name: value) put on the Feast "
+        "project objects and cloud resources.")
+
+
+class Checks(Strict):
+    """Data-quality checks run on the source between ingest and training; a failed check
+    fails the pipeline run."""
+
+    not_null: list[Column] = Field(default_factory=list,
+                                   description="Columns that must never be null.")
+    unique: list[Column] = Field(default_factory=list,
+                                 description="Columns that together are unique per row.")
+    ranges: dict[Column, Range] = Field(
+        default_factory=dict, description="Inclusive [min, max] per numeric column.")
+    allowed_values: dict[Column, Annotated[list[str | int | float | bool], Field(
+        min_length=1)]] = Field(default_factory=dict,
+                                description="The only values a column may hold.")
+    min_rows: int | None = Field(None, ge=0, description="Fewest rows the source must have.")
+    max_null_fraction: float | None = Field(
+        None, ge=0, le=1, description="Largest fraction of nulls allowed in any column.")
+
+
+class SourceBase(Strict):
+    name: Name = Field(description="Source name, referenced by feature views and the label.")
+    timestamp_field: Column = Field(description="The column holding each row's event time "
+                                    "(dtype timestamp); point-in-time joins use it.")
+    created_timestamp_field: Column | None = Field(
+        None, description="A column holding when each row was written (dtype timestamp); "
+        "breaks ties between rows with the same event time.")
+    columns: dict[Column, DType] = Field(min_length=1,
+                                         description="Declared columns and their types.")
+    checks: Checks = Field(default_factory=Checks,
+                           description="Data-quality checks run on this source.")
+    description: Description
+
+
+class FileSource(SourceBase):
+    """A Parquet or CSV file in the project: runs on every target."""
+
+    kind: Literal["parquet", "csv"] = Field(description="File format.")
+    path: RelativePath = Field(description="Path relative to the spec's folder.")
+
+
+class WarehouseSource(SourceBase):
+    """A table (or query) in a SQL warehouse: for cluster and cloud targets."""
+
+    kind: Literal["postgres", "bigquery", "snowflake", "redshift"] = Field(
+        description="Warehouse type.")
+    table: TableName | None = Field(None, description="Table to read (give table or query).")
+    query: str | None = Field(None, min_length=1, max_length=20000,
+                              description="SQL query to read (give table or query).")
+
+    @model_validator(mode="after")
+    def _table_or_query(self):
+        if self.table is None and self.query is None:
+            raise PydanticCustomError("mls_missing", "a {kind} source needs 'table' or 'query'",
+                                      {"kind": self.kind, "at": "kind"})
+        if self.table is not None and self.query is not None:
+            raise PydanticCustomError("mls_conflict", "a {kind} source takes 'table' or "
+                                      "'query', not both", {"kind": self.kind, "at": "query"})
+        return self
+
+
+class StreamSource(SourceBase):
+    """A stream (Kafka, Kinesis) whose history lives in a batch source."""
+
+    kind: Literal["kafka", "kinesis"] = Field(description="Stream type.")
+    topic: TopicName = Field(description="Topic (Kafka) or stream name (Kinesis).")
+    bootstrap_servers: str | None = Field(None, min_length=1, max_length=1000,
+                                          description="Kafka bootstrap servers, host:port,...")
+    batch_source: Name | None = Field(None, description="A file/warehouse source holding the "
+                                      "stream's history (for training).")
+
+
+Source = Annotated[Union[FileSource, WarehouseSource, StreamSource], Field(discriminator="kind")]
+
+
+class Entity(Strict):
+    """A thing features describe (a customer, a query); requests carry its join key."""
+
+    name: Name = Field(description="Entity name, referenced by feature views.")
+    join_keys: list[Column] = Field(min_length=1, max_length=1,
+                                    description="The key column; one per entity (as in Feast).")
+    description: Description
+
+
+class FeatureView(Strict):
+    """A group of features read from one source, keyed by entities (a Feast FeatureView)."""
+
+    name: Name = Field(description="View name; model features are written 'view.field'.")
+    entity: Name | Annotated[list[Name], Field(min_length=1)] = Field(
+        description="The entity (or entities) the view is keyed by.")
+    source: Name = Field(description="The source the view reads.")
+    ttl: Duration | None = Field(None, description="How long a value stays valid; derived from "
+                                 "feature_freshness when left out.")
+    fields: list[Column] = Field(min_length=1, description="Source columns served as features.")
+    online: bool = Field(True, description="Materialized to the online store for serving. A "
+                         "view the model reads must be online.")
+    offline: bool = Field(True, description="Read from the offline store for training. Only "
+                          "true is supported.")
+    description: Description
+
+
+class Transform(Strict):
+    """An on-demand feature computed from view fields, the same way in training and serving."""
+
+    name: Name = Field(description="Transform name; list it in model.features.")
+    expr: str = Field(description="A safe expression over view fields: numbers, "
+                      "fields, + - * / // % **, comparisons, and/or/not and the functions abs, "
+                      "sqrt, log, log1p, exp, floor, ceil, min, max, clip, where.")
+    dtype: Literal["float64", "int64", "bool"] = Field("float64",
+                                                       description="Type of the result.")
+    description: Description
+
+    @field_validator("expr")
+    @classmethod
+    def _parse(cls, value: str) -> str:
+        try:
+            parse_expr(value)
+        except ExprError as exc:
+            raise PydanticCustomError(
+                "mls_expr", "{message}", {"message": exc.message, "column": exc.column}
+            ) from None
+        return value
+
+
+class Features(Strict):
+    """Feature views and on-demand transforms."""
+
+    views: list[FeatureView] = Field(min_length=1, description="Feature views.")
+    transforms: list[Transform] = Field(default_factory=list,
+                                        description="On-demand transforms.")
+
+
+class Label(Strict):
+    """What the model learns to predict: a column of a source keyed like the features."""
+
+    source: Name = Field(description="The source holding the label (with the entity keys).")
+    field: Column = Field(description="The label column.")
+
+
+Task = Literal["binary_classification", "multiclass_classification", "regression", "ranking"]
+Framework = Literal["sklearn", "lightgbm", "xgboost", "onnx"]
+ParamValue = Union[bool, int, float, str, None]
+
+
+class Model(Strict):
+    """The model: task, estimator and the features it reads, in order."""
+
+    task: Task = Field(description="What the model predicts.")
+    framework: Framework = Field("sklearn", description="The ML library (sklearn supported; "
+                                 "others refused by lint until they arrive).")
+    algorithm: Name = Field(description="Estimator, e.g. gradient_boosting, random_forest, "
+                            "logistic_regression, hist_gradient_boosting, ridge.")
+    params: dict[Name, ParamValue] = Field(default_factory=dict,
+                                           description="Estimator constructor parameters.")
+    features: list[FeatureRef] = Field(min_length=1, description="Model inputs in order: "
+                                       "'view.field' or transform names.")
+    group_by: Column | None = Field(None, description="Ranking only: the query/group key column "
+                                    "of the label source.")
+
+
+class Split(Strict):
+    """How rows are split into training and test sets."""
+
+    by: Literal["time", "random"] = Field("time", description="time: the latest rows are the "
+                                          "test set; random: a seeded shuffle.")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of rows held out.")
+
+
+class Training(Strict):
+    """When and how the training pipeline runs."""
+
+    schedule: Schedule | None = Field(None, description="When the training flow runs: a cron "
+                                      "line or @daily; none means on demand only.")
+    split: Split = Field(default_factory=Split, description="Train/test split.")
+    retries: int = Field(2, ge=0, le=10, description="Retries of a failed pipeline task.")
+    retry_delay_seconds: int = Field(10, ge=0, le=3600,
+                                     description="Wait between retries.")
+    timeout_minutes: int = Field(60, ge=1, le=24 * 60,
+                                 description="Time limit of one pipeline task.")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed for the split and the "
+                      "estimator.")
+
+
+class Evaluation(Strict):
+    """Metrics computed on the test set, and the gates a model must pass to be registered."""
+
+    metrics: list[MetricName] = Field(min_length=1, description="Metrics to compute, e.g. auc, "
+                                      "f1, rmse, ndcg@10.")
+    gates: dict[MetricName, Gate] = Field(default_factory=dict, description="metric: "
+                                          "comparison a model must pass, e.g. auc: '>= 0.80'.")
+
+
+def _batching_shorthand(value: Any) -> Any:
+    return {"mode": value} if isinstance(value, str) else value
+
+
+class Batching(Strict):
+    """Adaptive batching of prediction requests (BentoML)."""
+
+    mode: Literal["auto", "fixed", "off"] = Field(
+        "fixed", description="auto: derived from the p99 SLO; fixed: the sizes given here "
+        "(a size left out is derived); off: no batching.")
+    max_batch_size: int | None = Field(None, ge=1, le=4096,
+                                       description="Largest batch the model is called with.")
+    max_latency_ms: int | None = Field(None, ge=1, le=60000, description="Longest a request "
+                                       "waits in the batcher (a hard budget).")
+
+    @model_validator(mode="after")
+    def _off_takes_no_sizes(self):
+        if self.mode == "off" and (self.max_batch_size or self.max_latency_ms):
+            given = "max_batch_size" if self.max_batch_size else "max_latency_ms"
+            raise PydanticCustomError("mls_conflict", "batching mode 'off' takes no {given}",
+                                      {"given": given, "at": given})
+        return self
+
+
+class AbortRules(Strict):
+    """When a canary step is judged failed and rolled back."""
+
+    latency_p99_ms: Gate | None = Field(None, description="e.g. '> 50': abort when the new "
+                                        "version's p99 latency (ms) exceeds it.")
+    error_rate: Gate | None = Field(None, description="e.g. '> 0.01': abort when the new "
+                                    "version's error rate exceeds it.")
+
+
+class Rollout(Strict):
+    """How a new model version takes traffic."""
+
+    strategy: Literal["canary", "all_at_once"] = Field("canary", description="canary: traffic "
+                                                       "moves in steps; all_at_once: one switch.")
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [100], min_length=1,
+        description="Percent of traffic at each step, increasing, ending at 100.")
+    step_seconds: int = Field(5, ge=1, le=86400, description="How long each step is observed.")
+    abort_if: AbortRules = Field(default_factory=AbortRules,
+                                 description="Rules that roll a step back.")
+
+
+class Serving(Strict):
+    """The prediction service."""
+
+    protocol: Literal["rest", "grpc"] = Field("rest", description="Request protocol (rest "
+                                              "supported).")
+    batching: Annotated[Batching, BeforeValidator(_batching_shorthand,
+                                                  json_schema_input_type=Union[
+                                                      Literal["auto", "off"], Batching])] = (
+        Field(default_factory=lambda: Batching(mode="auto"),
+              description="auto, off, or a mapping with mode and sizes."))
+    rollout: Rollout = Field(default_factory=Rollout, description="How new versions roll out.")
+    timeout_ms: int = Field(1000, ge=1, le=600000,
+                            description="Request timeout of the service.")
+
+
+class Latency(Strict):
+    """Latency objectives of one prediction request, measured at the service."""
+
+    p50_ms: float | None = Field(None, gt=0, description="Median latency (ms).")
+    p95_ms: float | None = Field(None, gt=0, description="95th percentile latency (ms).")
+    p99_ms: float | None = Field(None, gt=0, description="99th percentile latency (ms); "
+                                 "batching is derived from it.")
+
+
+class Slos(Strict):
+    """Service-level objectives; lint checks them for consistency and deploy verifies them."""
+
+    latency: Latency = Field(default_factory=Latency, description="Latency percentiles.")
+    throughput_rps: float | None = Field(None, gt=0, description="Requests per second the "
+                                         "service must sustain; replicas are derived from it.")
+    availability: float | None = Field(None, gt=0, lt=100, description="Percent of successful "
+                                       "requests, e.g. 99.9.")
+    error_rate: float | None = Field(None, ge=0, le=1,
+                                     description="Largest fraction of failed requests.")
+    quality: dict[MetricName, Gate] = Field(default_factory=dict, description="Model quality "
+                                            "objectives on evaluated metrics, e.g. auc: '>= 0.8'.")
+    feature_freshness: Duration | None = Field(None, description="Oldest a served feature value "
+                                               "may be; sets the materialization interval.")
+
+
+class Drift(Strict):
+    """Feature drift detection between training data and recent data."""
+
+    method: Literal["psi", "ks"] = Field("psi", description="psi: population stability index; "
+                                         "ks: Kolmogorov-Smirnov statistic.")
+    threshold: float = Field(0.2, gt=0, description="Drift above this raises an alert.")
+    features: list[FeatureRef] | None = Field(None, description="Model features to watch "
+                                              "(default: all).")
+
+
+class Alert(Strict):
+    """Where alerts are delivered."""
+
+    channel: Literal["slack", "email", "pagerduty", "webhook"] = Field(
+        description="Delivery channel.")
+    to: str = Field(min_length=1, max_length=500, description="Channel, address or URL.")
+
+
+class Monitoring(Strict):
+    """What is watched after deploy."""
+
+    drift: Drift | None = Field(None, description="Feature drift detection.")
+    model_staleness: Duration | None = Field(None, description="Oldest the served model may "
+                                             "be before an alert.")
+    alerts: list[Alert] = Field(default_factory=list, description="Alert delivery.")
+
+
+class Replicas(Strict):
+    """Serving replica bounds (autoscaling between them on cluster targets)."""
+
+    min: int = Field(1, ge=0, le=1000, description="Fewest replicas.")
+    max: int = Field(1, ge=1, le=1000, description="Most replicas.")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.min > self.max:
+            raise PydanticCustomError("mls_replicas", "replicas.min ({low}) is above "
+                                      "replicas.max ({high})",
+                                      {"low": self.min, "high": self.max, "at": "min"})
+        return self
+
+
+class ServingResources(Strict):
+    """Resources of one serving replica."""
+
+    cpu: float = Field(1, gt=0, le=256, description="CPU cores.")
+    memory: Memory = Field("2Gi", description="Memory, e.g. '2Gi'.")
+    gpu: int = Field(0, ge=0, le=16, description="GPUs.")
+    gpu_type: GpuType | None = Field(None, description="GPU type, e.g. nvidia-l4.")
+    replicas: Replicas = Field(default_factory=Replicas, description="Replica bounds.")
+
+
+class TrainingResources(Strict):
+    """Resources of the training job."""
+
+    cpu: float = Field(2, gt=0, le=512, description="CPU cores.")
+    memory: Memory = Field("4Gi", description="Memory, e.g. '4Gi'.")
+    gpu: int = Field(0, ge=0, le=16, description="GPUs.")
+    gpu_type: GpuType | None = Field(None, description="GPU type, e.g. nvidia-l4.")
+    spot: bool = Field(False, description="Run on spot/preemptible capacity.")
+
+
+class Target(Strict):
+    """Where the system runs."""
+
+    kind: Literal["local", "kubernetes", "aws", "gcp"] = Field(
+        "local", description="local: this machine, no servers; kubernetes/aws/gcp: clusters.")
+    region: Region | None = Field(None, description="Cloud region (aws, gcp).")
+    namespace: Namespace | None = Field(None, description="Kubernetes namespace (default: the "
+                                        "system name).")
+    online_store: Literal["auto", "sqlite", "redis", "dynamodb"] = Field(
+        "auto", description="Online feature store; auto picks the target's default.")
+    serving: ServingResources = Field(default_factory=ServingResources,
+                                      description="Serving resources.")
+    training: TrainingResources = Field(default_factory=TrainingResources,
+                                        description="Training resources.")
+
+
+class SystemSpec(Strict):
+    """An mlstack system: everything from data sources to SLOs and the deployment target."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
+                              title="mlstack system spec")
+
+    api_version: Literal["mlstack/v1"] = Field(alias="apiVersion",
+                                               description="Spec language version.")
+    kind: Literal["System"] = Field(description="Always System.")
+    metadata: Metadata = Field(description="Name, owner, description.")
+    sources: list[Source] = Field(min_length=1, description="Where raw data lives.")
+    entities: list[Entity] = Field(min_length=1, description="Things features describe.")
+    features: Features = Field(description="Feature views and transforms.")
+    label: Label = Field(description="What the model predicts.")
+    model: Model = Field(description="The model.")
+    training: Training = Field(default_factory=Training, description="Training pipeline.")
+    evaluation: Evaluation = Field(description="Metrics and quality gates.")
+    serving: Serving = Field(default_factory=Serving, description="Prediction service.")
+    slos: Slos = Field(default_factory=Slos, description="Service-level objectives.")
+    monitoring: Monitoring = Field(default_factory=Monitoring, description="Monitoring.")
+    target: Target = Field(default_factory=Target, description="Deployment target.")

@@ -1,0 +1,147 @@
+"""The deploy's child process: runs the generated code with the runtime libraries.
+
+    python -m mlstack.ops.local.worker train --package churn_system
+    python -m mlstack.ops.local.worker skew --package churn_system --url http://127.0.0.1:PORT
+
+The parent (mlstack deploy) never imports feast, prefect, bentoml or the generated code; it
+starts this with the build folder on PYTHONPATH and the isolated environment, and reads one
+JSON result from the file given by --result. Errors are written there too, with their type.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import traceback
+from pathlib import Path
+
+SKEW_TOLERANCE = 1e-9
+
+
+def train(package: str) -> dict:
+    flows = importlib.import_module("pipelines.flows")
+    return flows.training_flow()
+
+
+def _sample_keys(package: str, size: int, seed: int) -> list[dict]:
+    """Distinct request keys from the label source (it carries every key the model needs)."""
+    flows = importlib.import_module("pipelines.flows")
+    features = importlib.import_module(f"{package}.features")
+    labels = flows.read_source(features.LABEL_SOURCE)
+    keys = labels[list(features.REQUEST_KEYS)].drop_duplicates()
+    keys = keys.sample(n=min(size, len(keys)), random_state=seed).sort_values(
+        list(features.REQUEST_KEYS))
+    return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+            for row in keys.to_dict(orient="records")]
+
+
+def sample(package: str, size: int) -> dict:
+    return {"rows": _sample_keys(package, size, seed=0)}
+
+
+def _offline_frame(package: str, keys: list[dict]):
+    """Point-in-time features of each row as of its newest feature row, per view: what the
+    offline store says the online store should hold for it."""
+    import pandas as pd
+
+    flows = importlib.import_module("pipelines.flows")
+    features = importlib.import_module(f"{package}.features")
+    store = importlib.import_module(f"{package}.store")
+    key_frame = pd.DataFrame(keys)
+    out = key_frame.copy()
+    for view_name, source_name in sorted(features.VIEW_SOURCES.items()):
+        source = flows.read_source(source_name)
+        view_keys = list(features.VIEW_KEYS[view_name])
+        ts_field = flows.SOURCES[source_name]["timestamp_field"]
+        newest = source.groupby(view_keys, as_index=False)[ts_field].max()
+        entity = key_frame.merge(newest, on=view_keys, how="left").rename(
+            columns={ts_field: "__as_of"})
+        entity["__as_of"] = entity["__as_of"].fillna(pd.Timestamp("1970-01-02", tz="UTC"))
+        got = store.historical_features(entity, timestamp_column="__as_of")
+        for column in features.FETCH_COLUMNS:
+            if column.startswith(view_name + "__"):
+                out[column] = got[column].to_numpy()
+    return out
+
+
+def skew(package: str, url: str, size: int) -> dict:
+    """Online (through the running service) vs offline point-in-time, features and predictions."""
+    import bentoml
+    import httpx
+    import numpy as np
+    import pandas as pd
+
+    features = importlib.import_module(f"{package}.features")
+    transforms = importlib.import_module(f"{package}.transforms")
+    keys = _sample_keys(package, size, seed=1)
+    served = httpx.post(f"{url}/features", json={"rows": keys}, timeout=60).raise_for_status()
+    online = pd.DataFrame(served.json())
+    with httpx.Client(timeout=60) as client:  # one row per call, as clients send them: a
+        # call with more rows than the batch size (or the latency budget) allows gets a 503
+        predicted = [client.post(f"{url}/predict", json={"rows": [key]}).raise_for_status()
+                     .json()[0] for key in keys]
+    offline_raw = _offline_frame(package, keys)
+    found = offline_raw[list(features.FETCH_COLUMNS)].notna().all(axis=1).to_numpy()
+    offline = transforms.model_frame(offline_raw[found].reset_index(drop=True))
+    info = httpx.post(f"{url}/info", json={}, timeout=30).raise_for_status().json()
+    model = bentoml.sklearn.load_model(info["model_tag"])
+    if features.TASK == "binary_classification":
+        expected = model.predict_proba(offline)[:, 1]
+    else:
+        expected = model.predict(offline)
+    mismatches = []
+    online_found = online[list(features.MODEL_COLUMNS)].notna().all(axis=1).to_numpy()
+    if not np.array_equal(found, online_found):
+        rows = [keys[i] for i in np.flatnonzero(found != online_found)[:5]]
+        mismatches.append(f"rows found online and offline differ, e.g. {rows}")
+    online_values = online[online_found].reset_index(drop=True)[list(features.MODEL_COLUMNS)]
+    if len(online_values) == len(offline):
+        for column in features.MODEL_COLUMNS:
+            a = pd.to_numeric(online_values[column]).to_numpy(dtype=float)
+            b = pd.to_numeric(offline[column]).to_numpy(dtype=float)
+            bad = ~np.isclose(a, b, rtol=SKEW_TOLERANCE, atol=SKEW_TOLERANCE, equal_nan=True)
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                mismatches.append(f"feature {column}: online {a[i]!r} != offline {b[i]!r}")
+    served_predictions = np.array([p for p in predicted if p is not None], dtype=float)
+    if len(served_predictions) == len(expected):
+        bad = ~np.isclose(served_predictions, expected, rtol=SKEW_TOLERANCE, atol=SKEW_TOLERANCE)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            mismatches.append(f"prediction: served {served_predictions[i]!r} != offline "
+                              f"{expected[i]!r}")
+    else:
+        mismatches.append(f"{len(served_predictions)} served predictions for {len(expected)} "
+                          "offline rows")
+    return {"sampled": len(keys), "compared": int(found.sum()), "rows": keys,
+            "max_abs_prediction_diff": float(np.max(np.abs(served_predictions - expected)))
+            if len(served_predictions) == len(expected) and len(expected) else None,
+            "mismatches": mismatches}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("job", choices=("train", "skew", "sample"))
+    parser.add_argument("--package", required=True)
+    parser.add_argument("--result", type=Path, required=True)
+    parser.add_argument("--url")
+    parser.add_argument("--size", type=int, default=50)
+    args = parser.parse_args(argv)
+    try:
+        if args.job == "train":
+            result = {"ok": True, "result": train(args.package)}
+        elif args.job == "sample":
+            result = {"ok": True, "result": sample(args.package, args.size)}
+        else:
+            result = {"ok": True, "result": skew(args.package, args.url, args.size)}
+    except BaseException as exc:  # reported to the parent, which names the stage
+        traceback.print_exc(file=sys.stderr)
+        result = {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}
+    args.result.write_text(json.dumps(result, default=str))
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

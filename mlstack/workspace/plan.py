@@ -1,0 +1,341 @@
+"""`plan`: what compiling would change, as data. Nothing is written; printing is in
+mlstack.cli.plan_output.
+
+Two levels, like `terraform plan`:
+- files: create / update / delete / unchanged per generated file, with the files the user
+  edited (or that mlstack did not write) flagged as conflicts;
+- resources, in ML terms: the IR of the last compile (kept in the manifest) diffed against
+  the new IR, property by property, each change with what it means for the running system
+  (rematerialize features, retrain, a breaking API change, re-evaluate, redeploy the service);
+- for kubernetes/aws targets, the infrastructure: the Terraform resources of the stack
+  (the infra backend's planned_resources) added, changed or destroyed, where "changed" means a value
+  of the infra app's config that the resource is built from differs (INFRA_INPUTS), and the
+  monthly cost estimate from the versioned price table (mlstack.codegen.backends.infra_costs), before and after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlstack.codegen.filetree import FileTree
+from mlstack.diagnostics.errors import UsageError
+from mlstack.frontend.ir.nodes import Derivation, SystemIR
+from mlstack.workspace.manifest import build_manifest, read_manifest
+from mlstack.workspace.writer import FileChange, compare_tree, pending_commit
+
+if TYPE_CHECKING:
+    from mlstack.codegen.backends.infra_costs import CostEstimate
+
+# What a change to each kind of resource means for the running system.
+REMATERIALIZE = "rematerialize"
+RETRAIN = "retrain"
+BREAKING_API = "breaking API change"
+REEVALUATE = "re-evaluate"
+REDEPLOY_SERVICE = "redeploy service"
+REDEPLOY_PIPELINES = "redeploy pipelines"
+REVALIDATE = "re-validate data"
+REVERIFY_SLOS = "re-verify SLOs"
+UPDATE_MONITORING = "update monitoring"
+REPROVISION = "re-provision infrastructure"
+
+
+@dataclass(frozen=True)
+class PropertyChange:
+    name: str  # dotted, e.g. 'batching.max_latency_ms'
+    old: object
+    new: object
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "old": self.old, "new": self.new}
+
+
+@dataclass(frozen=True)
+class ResourceChange:
+    kind: str  # source, entity, feature_view, transform, model, request_schema, ...
+    name: str
+    action: str  # create | update | delete
+    consequence: str  # one of the constants above
+    properties: tuple[PropertyChange, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "action": self.action,
+                "consequence": self.consequence,
+                "properties": [p.as_dict() for p in self.properties]}
+
+
+@dataclass(frozen=True)
+class DerivationChange:
+    """A derived setting of the new IR and, when it differs, its value in the last compile."""
+
+    setting: str
+    value: str
+    reason: str
+    previous: str | None = None  # None when unchanged or not derived before
+
+    def as_dict(self) -> dict:
+        return {"setting": self.setting, "value": self.value, "reason": self.reason,
+                "previous": self.previous}
+
+
+@dataclass(frozen=True)
+class InfraChange:
+    """A Terraform resource of the infra stack that the new spec adds, changes or destroys."""
+
+    type: str  # terraform resource type, e.g. 'aws_eks_node_group'
+    name: str
+    action: str  # create | update | delete
+    properties: tuple[PropertyChange, ...] = ()  # the config inputs that changed (update)
+
+    @property
+    def address(self) -> str:
+        return f"{self.type}.{self.name}"
+
+    def as_dict(self) -> dict:
+        return {"address": self.address, "type": self.type, "name": self.name,
+                "action": self.action, "properties": [p.as_dict() for p in self.properties]}
+
+
+@dataclass(frozen=True)
+class InfraPlan:
+    stack: str | None  # the stack the target gets (None: local target, no infra)
+    changes: tuple[InfraChange, ...] = ()
+    unchanged: int = 0
+
+    def count(self, action: str) -> int:
+        return sum(1 for c in self.changes if c.action == action)
+
+    def as_dict(self) -> dict:
+        return {"stack": self.stack, "changes": [c.as_dict() for c in self.changes],
+                "add": self.count("create"), "change": self.count("update"),
+                "destroy": self.count("delete"), "unchanged": self.unchanged}
+
+
+def cost_as_dict(cost: CostEstimate | None) -> dict | None:
+    if cost is None:
+        return None
+    return {**asdict(cost), "monthly_min_usd": cost.monthly_min_usd,
+            "monthly_max_usd": cost.monthly_max_usd}
+
+
+@dataclass(frozen=True)
+class Plan:
+    system: str  # the system's name
+    out_dir: str
+    spec_file: str
+    spec_hash: str
+    previous_spec_hash: str | None  # None: no earlier compile in out_dir
+    baseline: str  # what resources are diffed against: 'none', 'manifest' or 'unreadable'
+    files: tuple[FileChange, ...]
+    resources: tuple[ResourceChange, ...]
+    derivations: tuple[DerivationChange, ...] = field(default=())
+    interrupted_write: bool = False  # an earlier write stopped after its commit point
+    infra: InfraPlan = field(default=InfraPlan(stack=None))
+    cost: CostEstimate | None = None  # monthly estimate of the new spec (cluster targets)
+    previous_cost: CostEstimate | None = None  # ... of the last compile's, when it had one
+
+    @property
+    def file_changes(self) -> list[FileChange]:
+        return [f for f in self.files if f.action != "unchanged"]
+
+    @property
+    def conflicts(self) -> list[FileChange]:
+        return [f for f in self.files if f.conflict]
+
+    @property
+    def consequences(self) -> list[str]:
+        found = {r.consequence for r in self.resources}
+        return sorted(found | {REPROVISION} if self.infra.changes else found)
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self.file_changes or self.resources or self.infra.changes
+                    or self.interrupted_write)
+
+    def as_dict(self) -> dict:
+        return {"system": self.system, "out_dir": self.out_dir, "spec_file": self.spec_file,
+                "spec_hash": self.spec_hash, "previous_spec_hash": self.previous_spec_hash,
+                "baseline": self.baseline,
+                "has_changes": self.has_changes, "interrupted_write": self.interrupted_write,
+                "consequences": self.consequences,
+                "files": [f.as_dict() for f in self.files],
+                "resources": [r.as_dict() for r in self.resources],
+                "derivations": [d.as_dict() for d in self.derivations],
+                "infra": self.infra.as_dict(), "cost": cost_as_dict(self.cost),
+                "previous_cost": cost_as_dict(self.previous_cost)}
+
+
+# -- the resources of a system, as flat property maps --------------------------------------
+def _flat(value, prefix: str = "") -> dict[str, object]:
+    """Nested dicts -> {'a.b': leaf}; lists stay whole (their order is meaningful)."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for key in sorted(value):
+            out.update(_flat(value[key], f"{prefix}.{key}" if prefix else key))
+        return out
+    return {prefix: value}
+
+
+def _dump(node, exclude=("at",)) -> dict:
+    return node.model_dump(mode="json", exclude=set(exclude))
+
+
+def _gate(g) -> str | None:
+    return None if g is None else f"{g.metric} {g.op} {g.threshold:g}"
+
+
+def _model(s: SystemIR) -> dict:
+    m = s.model
+    return {"task": m.task, "framework": m.framework, "algorithm": m.algorithm,
+            "estimator": f"{m.estimator.module}.{m.estimator.cls}",
+            "params": {k: v for k, v in m.estimator.params},
+            "features": [f.ref for f in m.features], "group_by": m.group_by,
+            "label": _dump(s.label),
+            "training": {"split_by": s.training.split_by,
+                         "test_fraction": s.training.test_fraction, "seed": s.training.seed}}
+
+
+def _service(s: SystemIR) -> dict:
+    data = _dump(s.serving)
+    r = s.serving.rollout
+    data["rollout"]["abort_latency_p99"] = _gate(r.abort_latency_p99)
+    data["rollout"]["abort_error_rate"] = _gate(r.abort_error_rate)
+    t = s.target
+    data["resources"] = _dump(t.serving)
+    data["replicas"] = {"min": t.replicas_min, "max": t.replicas_max,
+                        "autoscale_target_rps_per_replica": t.autoscale_target_rps_per_replica}
+    return data
+
+
+def _pipelines(s: SystemIR) -> dict:
+    t = s.training
+    return {"schedule": t.schedule, "retries": t.retries,
+            "retry_delay_seconds": t.retry_delay_seconds, "timeout_seconds": t.timeout_seconds,
+            "materialize_interval_seconds": t.materialize_interval_seconds,
+            "training_resources": _dump(s.target.training)}
+
+
+def _slos(s: SystemIR) -> dict:
+    data = _dump(s.slos)
+    data["quality"] = [_gate(g) for g in s.slos.quality]
+    return data
+
+
+def _one(name_of: Callable[[SystemIR], str], props: Callable[[SystemIR], dict]):
+    return lambda s: {name_of(s): props(s)}
+
+
+def _each(items: Callable[[SystemIR], tuple], props=_dump):
+    return lambda s: {item.name: props(item) for item in items(s)}
+
+
+# (kind, consequence, system -> {resource name: properties}). A system has one of each
+# singleton resource, named after the system.
+RESOURCES: tuple[tuple[str, str, Callable[[SystemIR], dict[str, dict]]], ...] = (
+    ("source", REVALIDATE, _each(lambda s: s.sources)),
+    ("entity", REMATERIALIZE, _each(lambda s: s.entities)),
+    ("feature_view", REMATERIALIZE, _each(lambda s: s.feature_views)),
+    ("transform", RETRAIN, _each(lambda s: s.transforms, lambda t: {
+        "expr": t.expr, "dtype": t.dtype})),
+    ("model", RETRAIN, _one(lambda s: s.python_name, _model)),
+    ("request_schema", BREAKING_API, _one(lambda s: s.python_name, lambda s: {
+        "request_keys": {k.name: k.dtype for k in s.model.request_keys}})),
+    ("evaluation", REEVALUATE, _one(lambda s: s.python_name, lambda s: {
+        "metrics": list(s.evaluation.metrics),
+        "gates": [_gate(g) for g in s.evaluation.gates]})),
+    ("service", REDEPLOY_SERVICE, _one(lambda s: s.python_name, _service)),
+    ("pipelines", REDEPLOY_PIPELINES, _one(lambda s: s.python_name, _pipelines)),
+    ("slos", REVERIFY_SLOS, _one(lambda s: s.python_name, _slos)),
+    ("monitoring", UPDATE_MONITORING, _one(lambda s: s.python_name, lambda s: _dump(
+        s.monitoring))),
+    ("target", REPROVISION, _one(lambda s: s.python_name, lambda s: {
+        "kind": s.target.kind, "region": s.target.region, "namespace": s.target.namespace,
+        "online_store": s.target.online_store})),
+)
+
+
+def diff_systems(old: SystemIR | None, new: SystemIR) -> tuple[ResourceChange, ...]:
+    """Resource-level changes from `old` (None: nothing deployed yet) to `new`."""
+    changes: list[ResourceChange] = []
+    for kind, consequence, resources in RESOURCES:
+        before = {name: _flat(p) for name, p in resources(old).items()} if old else {}
+        after = {name: _flat(p) for name, p in resources(new).items()}
+        for name in sorted(set(before) | set(after)):
+            b, a = before.get(name), after.get(name)
+            if b == a:
+                continue
+            action = "create" if b is None else "delete" if a is None else "update"
+            b, a = b or {}, a or {}
+            props = tuple(PropertyChange(key, b.get(key), a.get(key))
+                          for key in sorted(set(b) | set(a)) if b.get(key) != a.get(key))
+            changes.append(ResourceChange(kind, name, action, consequence, props))
+    return tuple(changes)
+
+
+def diff_derivations(old: SystemIR | None, new: SystemIR) -> tuple[DerivationChange, ...]:
+    before: dict[str, Derivation] = {d.setting: d for d in old.derivations} if old else {}
+    return tuple(
+        DerivationChange(d.setting, d.value, d.reason,
+                         previous=(before[d.setting].value if d.setting in before
+                                   and before[d.setting].value != d.value else None))
+        for d in sorted(new.derivations, key=lambda d: d.setting))
+
+
+def _infra_backend():
+    from mlstack.codegen.backends import load_backend
+
+    return load_backend("infra")
+
+
+def diff_infra(old: SystemIR | None, new: SystemIR) -> InfraPlan:
+    """The new system's stack against the old one's (None: nothing deployed yet), from the
+    resources the infra backend says each system's stack holds."""
+    infra = _infra_backend()
+    before = infra.planned_resources(old) if old is not None else {}
+    after = infra.planned_resources(new)
+    changes, unchanged = [], 0
+    for key in sorted(set(before) | set(after)):
+        b, a = before.get(key), after.get(key)
+        if b == a:
+            unchanged += 1
+            continue
+        action = "create" if b is None else "delete" if a is None else "update"
+        b, a = b or {}, a or {}
+        props = () if action != "update" else tuple(
+            PropertyChange(k, b.get(k), a.get(k)) for k in sorted(set(b) | set(a))
+            if b.get(k) != a.get(k))
+        changes.append(InfraChange(key[0], key[1], action, props))
+    stack = infra.stack_name(new) if after else infra.stack_name(old) if before else None
+    return InfraPlan(stack=stack, changes=tuple(changes), unchanged=unchanged)
+
+
+def _cost(system: SystemIR | None) -> CostEstimate | None:
+    if system is None:
+        return None
+    infra = _infra_backend()
+    return infra.monthly_cost(system) if infra.applies(system) else None
+
+
+def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
+    """What writing `tree` (compiled from `system`) into `out_dir` would change. Pure: reads
+    the output folder and its manifest, writes nothing."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output folder {out} is a file")
+    old_manifest = read_manifest(out) if out.is_dir() else None
+    old_system = old_manifest.previous_system() if old_manifest else None
+    files = compare_tree(tree, out, build_manifest(tree, system), old_manifest)
+    baseline = ("none" if old_manifest is None else
+                "manifest" if old_system is not None else "unreadable")
+    # an IR the current mlstack cannot read: say so rather than claim everything is new
+    resources = () if baseline == "unreadable" else diff_systems(old_system, system)
+    infra = (InfraPlan(stack=None) if baseline == "unreadable"
+             else diff_infra(old_system, system))
+    return Plan(system=system.name, out_dir=str(out), spec_file=system.spec_file, spec_hash=system.spec_hash,
+                previous_spec_hash=old_manifest.spec_hash if old_manifest else None,
+                baseline=baseline, files=files, resources=resources,
+                derivations=diff_derivations(old_system, system),
+                interrupted_write=pending_commit(out), infra=infra, cost=_cost(system),
+                previous_cost=_cost(old_system))
