@@ -75,12 +75,24 @@ def render_summary(plan: Plan) -> str:
             f"{counts['delete']} to delete, {counts['unchanged']} unchanged.")
     if plan.consequences:
         text += " Consequences: " + ", ".join(plan.consequences) + "."
+    if plan.deploy is not None and plan.resources:
+        text += f"\n{deploy_summary(plan.deploy)}"
     if plan.infra.stack is not None:
         text += f"\n{infra_summary(plan.infra)}"
     if plan.conflicts:
         text += (f"\n{len(plan.conflicts)} file(s) marked ! would not be overwritten: "
                  "compile refuses unless --force.")
     return text
+
+
+def deploy_summary(actions) -> str:
+    """What `mlstack deploy` would do about the plan's changes (source data aside)."""
+    if actions.nothing:
+        return "Deploy: nothing to do; the serving version keeps serving."
+    if not actions.new_version:
+        return "Deploy: re-verify the SLOs of the serving version (no new version)."
+    model = "retrain" if actions.train else "reuse the serving model"
+    return f"Deploy: {model}, start a new service version, verify the SLOs, roll it out."
 
 
 def infra_summary(infra: InfraPlan) -> str:

@@ -7,8 +7,8 @@ from pathlib import Path
 from mlstack.diagnostics.errors import UsageError
 from mlstack.ops.cluster.deploy import ClusterDeployResult, ClusterOptions, Confirm
 from mlstack.ops.local.deploy import DeployOptions, deploy_local
-from mlstack.ops.paths import ProjectPaths
-from mlstack.ops.report import DeployResult, StageRecord
+from mlstack.ops.paths import ProjectPaths, project_lock
+from mlstack.ops.report import DeployResult, StageRecord, StageStatus
 
 CLUSTER_TARGETS = ("kubernetes", "aws")
 
@@ -27,29 +27,27 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None,
     cluster = cluster or ClusterOptions()
     found = spec_paths(spec)
     paths = ProjectPaths.for_spec(found.spec)
-    if progress is not None:
-        progress.start("compile")
-    began = time.perf_counter()
-    compiled, written = compile_spec(found.spec, paths.build_dir, force=options.force)
-    record = StageRecord("compile", "done", round(time.perf_counter() - began, 3),
-                         f"{len(written.changed)} of {len(written.changes)} files changed")
-    if progress is not None:
-        progress.finish(record)
-    kind = compiled.system.target.kind
-    if kind in CLUSTER_TARGETS:
-        from mlstack.ops.cluster.deploy import deploy_cluster
-        from mlstack.ops.local.deploy import project_lock
+    with project_lock(paths):  # compile too: a concurrent deploy must not rewrite build/
+        if progress is not None:
+            progress.start("compile")
+        began = time.perf_counter()
+        compiled, written = compile_spec(found.spec, paths.build_dir, force=options.force)
+        record = StageRecord("compile", StageStatus.DONE, round(time.perf_counter() - began, 3),
+                             f"{len(written.changed)} of {len(written.changes)} files changed")
+        if progress is not None:
+            progress.finish(record)
+        kind = compiled.system.target.kind
+        if kind in CLUSTER_TARGETS:
+            from mlstack.ops.cluster.deploy import deploy_cluster
 
-        with project_lock(paths):
             result = deploy_cluster(compiled.system, paths, cluster, progress, confirm)
-        result.stages.insert(0, record)
-        return result
-    if kind != "local":
-        raise UsageError(f"deploy to a {kind} target is not supported yet",
-                         "use target.kind: local, kubernetes or aws")
-    if cluster.given:
-        raise UsageError("--dry-run, --auto-approve, --var, --var-file and --tf-override are "
-                         "for kubernetes and aws targets; this spec's target is local")
-    result = deploy_local(compiled.system, paths, options, progress)
+        elif kind != "local":
+            raise UsageError(f"deploy to a {kind} target is not supported yet",
+                             "use target.kind: local, kubernetes or aws")
+        elif cluster.given:
+            raise UsageError("--dry-run, --auto-approve, --var, --var-file and --tf-override "
+                             "are for kubernetes and aws targets; this spec's target is local")
+        else:
+            result = deploy_local(compiled.system, paths, options, progress)
     result.stages.insert(0, record)
     return result

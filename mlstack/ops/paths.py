@@ -9,12 +9,15 @@ Nothing else under the user's home is written.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mlstack.codegen.contract import ENV_PROJECT_DIR, ENV_STATE_DIR, TELEMETRY_ENV
+from mlstack.diagnostics.errors import UsageError
 
 TELEMETRY_OFF = TELEMETRY_ENV
 
@@ -83,3 +86,16 @@ class ProjectPaths:
         })
         env.update(extra)
         return env
+
+
+@contextmanager
+def project_lock(paths: ProjectPaths):
+    """One mlstack command at a time works on a project: compile, deploy, down, rollback."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    with open(paths.state_dir / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError("another mlstack command is working on this project",
+                             "wait for it to finish") from None
+        yield

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 from mlstack.frontend.ir.nodes import GateNode, SystemIR
 
@@ -25,10 +26,16 @@ class SloRow:
     ok: bool | None  # None: not measured
 
 
+class StageStatus(StrEnum):
+    DONE = "done"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
 @dataclass
 class StageRecord:
     name: str
-    status: str  # done | skipped | failed
+    status: StageStatus
     seconds: float
     detail: str = ""
 

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack import __version__
+from mlstack.codegen.contract import MANIFEST_FILE
 from mlstack.codegen.filetree import FileTree, check_relative
 from mlstack.diagnostics.errors import MlstackError
 from mlstack.frontend.ir.nodes import SystemIR
 
-MANIFEST_NAME = "mlstack.lock.json"
+MANIFEST_NAME = MANIFEST_FILE
 MANIFEST_FORMAT = 1
 
 

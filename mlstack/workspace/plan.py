@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,17 +30,41 @@ from mlstack.workspace.writer import FileChange, compare_tree, pending_commit
 if TYPE_CHECKING:
     from mlstack.codegen.backends.infra_costs import CostEstimate
 
-# What a change to each kind of resource means for the running system.
-REMATERIALIZE = "rematerialize"
-RETRAIN = "retrain"
-BREAKING_API = "breaking API change"
-REEVALUATE = "re-evaluate"
-REDEPLOY_SERVICE = "redeploy service"
-REDEPLOY_PIPELINES = "redeploy pipelines"
-REVALIDATE = "re-validate data"
-REVERIFY_SLOS = "re-verify SLOs"
-UPDATE_MONITORING = "update monitoring"
-REPROVISION = "re-provision infrastructure"
+class Consequence(StrEnum):
+    """What a change to a kind of resource means for the running system."""
+
+    REMATERIALIZE = "rematerialize"
+    RETRAIN = "retrain"
+    BREAKING_API = "breaking API change"
+    REEVALUATE = "re-evaluate"
+    REDEPLOY_SERVICE = "redeploy service"
+    REDEPLOY_PIPELINES = "redeploy pipelines"
+    REVALIDATE = "re-validate data"
+    REVERIFY_SLOS = "re-verify SLOs"
+    UPDATE_MONITORING = "update monitoring"
+    REPROVISION = "re-provision infrastructure"
+    DOCUMENTATION = "documentation only"
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+REMATERIALIZE = Consequence.REMATERIALIZE
+RETRAIN = Consequence.RETRAIN
+BREAKING_API = Consequence.BREAKING_API
+REEVALUATE = Consequence.REEVALUATE
+REDEPLOY_SERVICE = Consequence.REDEPLOY_SERVICE
+REDEPLOY_PIPELINES = Consequence.REDEPLOY_PIPELINES
+REVALIDATE = Consequence.REVALIDATE
+REVERIFY_SLOS = Consequence.REVERIFY_SLOS
+UPDATE_MONITORING = Consequence.UPDATE_MONITORING
+REPROVISION = Consequence.REPROVISION
+DOCUMENTATION = Consequence.DOCUMENTATION
+# Properties that describe a resource without changing what runs.
+DOCUMENTATION_PROPERTIES = frozenset({"description", "owner", "tags"})
 
 
 @dataclass(frozen=True)
@@ -56,8 +81,8 @@ class PropertyChange:
 class ResourceChange:
     kind: str  # source, entity, feature_view, transform, model, request_schema, ...
     name: str
-    action: str  # create | update | delete
-    consequence: str  # one of the constants above
+    action: Action
+    consequence: Consequence
     properties: tuple[PropertyChange, ...] = ()
 
     def as_dict(self) -> dict:
@@ -135,6 +160,15 @@ class Plan:
     infra: InfraPlan = field(default=InfraPlan(stack=None))
     cost: CostEstimate | None = None  # monthly estimate of the new spec (cluster targets)
     previous_cost: CostEstimate | None = None  # ... of the last compile's, when it had one
+    target: str = "local"  # the target kind of the new spec
+
+    @property
+    def deploy(self) -> DeployActions | None:
+        """What `mlstack deploy` on a local target does about these changes (the same
+        decision, from the same diff; a change of the source data retrains as well)."""
+        if self.target != "local" or self.baseline == "unreadable":
+            return None
+        return deploy_actions(self.resources, first=self.baseline == "none")
 
     @property
     def file_changes(self) -> list[FileChange]:
@@ -164,7 +198,10 @@ class Plan:
                 "resources": [r.as_dict() for r in self.resources],
                 "derivations": [d.as_dict() for d in self.derivations],
                 "infra": self.infra.as_dict(), "cost": cost_as_dict(self.cost),
-                "previous_cost": cost_as_dict(self.previous_cost)}
+                "previous_cost": cost_as_dict(self.previous_cost),
+                "deploy": None if self.deploy is None else {
+                    "train": self.deploy.train, "new_version": self.deploy.new_version,
+                    "verify": self.deploy.verify, "reasons": list(self.deploy.reasons)}}
 
 
 # -- the resources of a system, as flat property maps --------------------------------------
@@ -233,12 +270,14 @@ def _each(items: Callable[[SystemIR], tuple], props=_dump):
 
 # (kind, consequence, system -> {resource name: properties}). A system has one of each
 # singleton resource, named after the system.
-RESOURCES: tuple[tuple[str, str, Callable[[SystemIR], dict[str, dict]]], ...] = (
+RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]], ...] = (
+    ("system", DOCUMENTATION, _one(lambda s: s.python_name, lambda s: {
+        "owner": s.owner, "description": s.description, "tags": dict(s.tags)})),
     ("source", REVALIDATE, _each(lambda s: s.sources)),
     ("entity", REMATERIALIZE, _each(lambda s: s.entities)),
     ("feature_view", REMATERIALIZE, _each(lambda s: s.feature_views)),
     ("transform", RETRAIN, _each(lambda s: s.transforms, lambda t: {
-        "expr": t.expr, "dtype": t.dtype})),
+        "expr": t.expr, "dtype": t.dtype, "description": t.description})),
     ("model", RETRAIN, _one(lambda s: s.python_name, _model)),
     ("request_schema", BREAKING_API, _one(lambda s: s.python_name, lambda s: {
         "request_keys": {k.name: k.dtype for k in s.model.request_keys}})),
@@ -266,12 +305,57 @@ def diff_systems(old: SystemIR | None, new: SystemIR) -> tuple[ResourceChange, .
             b, a = before.get(name), after.get(name)
             if b == a:
                 continue
-            action = "create" if b is None else "delete" if a is None else "update"
+            action = (Action.CREATE if b is None else Action.DELETE if a is None
+                      else Action.UPDATE)
             b, a = b or {}, a or {}
             props = tuple(PropertyChange(key, b.get(key), a.get(key))
                           for key in sorted(set(b) | set(a)) if b.get(key) != a.get(key))
-            changes.append(ResourceChange(kind, name, action, consequence, props))
+            effect = consequence
+            if action is Action.UPDATE and all(
+                    p.name.rpartition(".")[2] in DOCUMENTATION_PROPERTIES for p in props):
+                effect = DOCUMENTATION
+            changes.append(ResourceChange(kind, name, action, effect, props))
     return tuple(changes)
+
+
+# -- what deploy does about a plan (Terraform's rule: the apply executes the plan) -------------
+# The consequences that need the training flow to run again: it validates the data, applies
+# and materializes the features, trains, and evaluates against the gates (a gate cannot be
+# re-evaluated without the flow's held-out split, so a gate change runs the flow too).
+NEEDS_TRAINING = frozenset({REVALIDATE, REMATERIALIZE, RETRAIN, REEVALUATE})
+# The consequences that need a new service version (a new process with the new code).
+NEEDS_SERVICE = NEEDS_TRAINING | {BREAKING_API, REDEPLOY_SERVICE}
+
+
+@dataclass(frozen=True)
+class DeployActions:
+    """What a local deploy does for a set of changes: the same diff `plan` prints."""
+
+    train: bool  # run the training flow (else the serving model is reused)
+    new_version: bool  # start a new service version and roll it out (else keep serving)
+    verify: bool  # measure the SLOs (of the new version, or of the serving one)
+    reasons: tuple[str, ...] = ()  # why, one line per consequence, in plan's words
+
+    @property
+    def nothing(self) -> bool:
+        return not (self.train or self.new_version or self.verify)
+
+
+def deploy_actions(changes: tuple[ResourceChange, ...], *, data_changed: bool = False,
+                   first: bool = False) -> DeployActions:
+    """Deploy's decisions from plan's resource changes (and whether the source data changed,
+    which the spec does not show). `first`: nothing is deployed yet."""
+    if first:
+        return DeployActions(True, True, True, ("nothing is deployed yet",))
+    effects = {c.consequence for c in changes}
+    reasons = tuple(f"{c.kind} {c.name}: {c.consequence}" for c in changes)
+    if data_changed:
+        effects.add(RETRAIN)
+        reasons += ("source data changed: retrain",)
+    train = bool(effects & NEEDS_TRAINING)
+    new_version = bool(effects & NEEDS_SERVICE)
+    verify = new_version or REVERIFY_SLOS in effects
+    return DeployActions(train, new_version, verify, reasons)
 
 
 def diff_derivations(old: SystemIR | None, new: SystemIR) -> tuple[DerivationChange, ...]:
@@ -338,4 +422,4 @@ def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
                 baseline=baseline, files=files, resources=resources,
                 derivations=diff_derivations(old_system, system),
                 interrupted_write=pending_commit(out), infra=infra, cost=_cost(system),
-                previous_cost=_cost(old_system))
+                previous_cost=_cost(old_system), target=system.target.kind)

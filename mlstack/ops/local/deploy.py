@@ -9,7 +9,6 @@ the new version and names itself. Progress goes to a `progress` object; nothing 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import shutil
@@ -31,9 +30,11 @@ from mlstack.ops.local.services import (
     start_version,
     version_url,
 )
-from mlstack.ops.local.state import DeploymentState, Version
+from mlstack.ops.local.state import DeploymentState, Version, VersionStatus
 from mlstack.ops.paths import ProjectPaths
-from mlstack.ops.report import DeployResult, StageRecord, gate_holds, slo_rows
+from mlstack.ops.report import DeployResult, StageRecord, StageStatus, gate_holds, slo_rows
+from mlstack.workspace.manifest import MANIFEST_NAME, read_manifest
+from mlstack.workspace.plan import DeployActions, deploy_actions, diff_systems
 
 DEFAULT_RATE = 20.0
 LOAD_TIMEOUT = 10.0  # seconds a load-test request may take before it counts as failed
@@ -59,18 +60,6 @@ class NullProgress:
     def finish(self, record: StageRecord) -> None: ...
 
 
-@contextmanager
-def project_lock(paths: ProjectPaths):
-    paths.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(paths.state_dir / ".lock", "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError("another mlstack command is working on this project",
-                             "wait for it to finish") from None
-        yield
-
-
 class _Stages:
     def __init__(self, progress):
         self.progress = progress
@@ -80,14 +69,14 @@ class _Stages:
     def stage(self, name: str):
         self.progress.start(name)
         began = time.perf_counter()
-        record = StageRecord(name, "done", 0.0)
+        record = StageRecord(name, StageStatus.DONE, 0.0)
         try:
             yield record
         except StageError as exc:
-            record.status, record.detail = "failed", exc.message
+            record.status, record.detail = StageStatus.FAILED, exc.message
             raise
         except Exception as exc:
-            record.status, record.detail = "failed", str(exc)
+            record.status, record.detail = StageStatus.FAILED, str(exc)
             raise StageError(name, str(exc)) from exc
         finally:
             record.seconds = round(time.perf_counter() - began, 3)
@@ -103,24 +92,31 @@ def _digest(items) -> str:
     return hashlib.sha256(json.dumps(items, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def training_key(system: SystemIR, project_dir: Path) -> str:
-    """What the trained model depends on: data, features, label, model, training, gates."""
+def data_key(system: SystemIR, project_dir: Path) -> str:
+    """The fingerprint of the source data files: what the spec does not show but the model
+    was trained on (a change retrains)."""
     files = {}
     for source in system.sources:
         if source.path:
             path = project_dir / source.path
             files[source.name] = hashlib.sha256(path.read_bytes()).hexdigest() \
                 if path.is_file() else None
-    parts = [system.model_dump(mode="json", include={
-        "sources", "entities", "feature_views", "transforms", "label", "model", "training",
-        "evaluation"}), files]
-    return _digest(parts)
+    return _digest(files)
 
 
 def _tree_hash(build: Path) -> str:
-    manifest = build / "mlstack.lock.json"
+    manifest = build / MANIFEST_NAME
     files = json.loads(manifest.read_text()).get("files", {}) if manifest.exists() else {}
     return _digest(files)
+
+
+def _deployed_system(paths: ProjectPaths, version: Version | None) -> SystemIR | None:
+    """The IR the version was compiled from (its snapshot's manifest), None if unreadable."""
+    if version is None:
+        return None
+    snapshot = paths.versions_dir / version.version
+    manifest = read_manifest(snapshot) if (snapshot / MANIFEST_NAME).is_file() else None
+    return manifest.previous_system() if manifest else None
 
 
 def _snapshot(paths: ProjectPaths, version: str) -> Path:
@@ -137,63 +133,155 @@ def _alive(version: Version | None) -> bool:
     return version is not None and procs.is_alive(version.pid)
 
 
+@dataclass
+class DeployContext:
+    """One deploy of one version: what every stage reads and updates."""
+
+    system: SystemIR
+    paths: ProjectPaths
+    options: DeployOptions
+    state: DeploymentState
+    current: Version | None  # the version serving before this deploy
+    version: Version  # the version this deploy brings up
+    stages: _Stages
+    code_dir: Path = Path()
+
+    @property
+    def package(self) -> str:
+        return package_name(self.system)
+
+    @property
+    def rate(self) -> float:
+        return self.options.rate or self.system.slos.throughput_rps or DEFAULT_RATE
+
+
+def plan_deploy(system: SystemIR, paths: ProjectPaths, state: DeploymentState,
+                options: DeployOptions) -> DeployActions:
+    """What this deploy will do, from the same IR diff `mlstack plan` prints: the serving
+    version's IR (its snapshot's manifest) against the new one, plus the source data."""
+    current = state.get(state.current)
+    deployed = _deployed_system(paths, current)
+    if deployed is None or not _alive(current) or not current.model_tag:
+        return deploy_actions((), first=True)
+    changed_data = current.training_key != data_key(system, paths.project_dir)
+    actions = deploy_actions(diff_systems(deployed, system), data_changed=changed_data)
+    if options.retrain:
+        return DeployActions(True, True, True, (*actions.reasons, "--retrain"))
+    if not actions.new_version and _service_files_differ(paths, current):
+        # the service's code changed though no resource did (an mlstack upgrade, say)
+        return DeployActions(actions.train, True, True,
+                             (*actions.reasons, "the generated service code changed"))
+    return actions
+
+
+SERVICE_INDEPENDENT = ("pipelines/", "monitoring/", "infra/", MANIFEST_NAME)
+
+
+def _service_files_differ(paths: ProjectPaths, version: Version) -> bool:
+    def files(folder: Path) -> dict:
+        manifest = folder / MANIFEST_NAME
+        data = json.loads(manifest.read_text()).get("files", {}) if manifest.exists() else {}
+        return {k: v for k, v in data.items() if not k.startswith(SERVICE_INDEPENDENT)}
+
+    return files(paths.build_dir) != files(paths.versions_dir / version.version)
+
+
 def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
                  progress=None) -> DeployResult:
-    """Deploy an already compiled and written system (see mlstack.ops.local.deploy)."""
+    """Deploy an already compiled and written system; the caller holds the project lock
+    (mlstack.ops.deploy takes it before compiling)."""
     stages = _Stages(progress or NullProgress())
-    with project_lock(paths):
-        state = DeploymentState.load(paths.deployments_file)
-        ours = procs.is_alive(state.router.pid) and state.router.port == options.port
-        if not ours and not procs.port_is_free(options.port):
-            raise UsageError(f"port {options.port} on 127.0.0.1 is taken by another program",
-                             "choose another with --port")
-        current = state.get(state.current)
-        key = training_key(system, paths.project_dir)
-        tree = _tree_hash(paths.build_dir)
-        if (_alive(current) and current.training_key == key and current.tree_hash == tree
-                and not options.retrain and routed(paths).get(current.version) == 100
-                and procs.is_alive(state.router.pid) and state.router.port == options.port):
-            stages.add(StageRecord("unchanged", "skipped", 0.0,
-                                   f"{current.version} already serves this spec and data"))
-            return _result(system, state, current, stages, changed=False, options=options)
-        version = Version(version=state.next_version(), spec_hash=system.spec_hash,
-                          training_key=key, created_at=round(time.time(), 3), tree_hash=tree)
-        state.versions.append(version)
-        state.record("deploy-started", version=version.version)
+    state = DeploymentState.load(paths.deployments_file)
+    ours = procs.is_alive(state.router.pid) and state.router.port == options.port
+    if not ours and not procs.port_is_free(options.port):
+        raise UsageError(f"port {options.port} on 127.0.0.1 is taken by another program",
+                         "choose another with --port")
+    current = state.get(state.current)
+    actions = plan_deploy(system, paths, state, options)
+    serving = (ours and _alive(current)
+               and routed(paths).get(current.version if current else "") == 100)
+    if serving and not actions.new_version:
+        return _keep_serving(system, paths, options, state, current, actions, stages)
+    version = Version(version=state.next_version(), spec_hash=system.spec_hash,
+                      training_key=data_key(system, paths.project_dir),
+                      created_at=round(time.time(), 3), tree_hash=_tree_hash(paths.build_dir))
+    state.versions.append(version)
+    state.record("deploy-started", version=version.version, reasons=list(actions.reasons))
+    state.save(paths.deployments_file)
+    ctx = DeployContext(system, paths, options, state, current, version, stages)
+    try:
+        return _deploy_version(ctx, actions)
+    except StageError as exc:
+        if version.status != VersionStatus.ROLLED_BACK:
+            version.status = VersionStatus.FAILED
+        version.failure = exc.message
+        if version.pid and version.version != state.current:
+            procs.stop_process(version.pid)
+        state.record("deploy-failed", version=version.version, stage=exc.stage,
+                     error=exc.message)
         state.save(paths.deployments_file)
-        try:
-            return _deploy_version(system, paths, options, state, current, version, stages)
-        except StageError as exc:
-            if version.status != "rolled_back":
-                version.status = "failed"
-            version.failure = exc.message
-            if version.pid and version.version != state.current:
-                procs.stop_process(version.pid)
-            state.record("deploy-failed", version=version.version, stage=exc.stage,
-                         error=exc.message)
-            state.save(paths.deployments_file)
-            raise
-        finally:
-            state.save(paths.deployments_file)
+        raise
+    finally:
+        state.save(paths.deployments_file)
 
 
-def _deploy_version(system, paths, options, state, current, version, stages) -> DeployResult:
-    package = package_name(system)
-    code_dir = _snapshot(paths, version.version)
-    reuse = current if (current and current.training_key == version.training_key
-                        and current.model_tag and not options.retrain) else None
-    if reuse is not None:
-        version.model_tag, version.metrics = reuse.model_tag, reuse.metrics
-        stages.add(StageRecord("train", "skipped", 0.0,
-                               f"nothing the model depends on changed: reusing {reuse.model_tag}"))
+def _keep_serving(system, paths, options, state, current, actions, stages) -> DeployResult:
+    """No new version: the serving one stays. Its snapshot takes the new tree (service files
+    are byte-identical, checked by plan_deploy) and, when an SLO changed, is re-verified."""
+    if actions.nothing:
+        stages.add(StageRecord("unchanged", StageStatus.SKIPPED, 0.0,
+                               f"{current.version} already serves this spec and data"))
+        return _result(system, state, current, stages, changed=False, options=options)
+    shutil.copytree(paths.build_dir, paths.versions_dir / current.version, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".state", "__pycache__", "*.pyc"))
+    current.spec_hash, current.tree_hash = system.spec_hash, _tree_hash(paths.build_dir)
+    stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
+                           "; ".join(actions.reasons) + f": {current.version} keeps serving"))
+    if actions.verify and options.verify:
+        bodies = [{"rows": current.example_rows}] if current.example_rows else []
+        load, rows = _verify(system, options, version_url(current), bodies, stages,
+                             current.metrics)
+        current.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
+    state.record("deploy-updated", version=current.version, reasons=list(actions.reasons))
+    state.save(paths.deployments_file)
+    return _result(system, state, current, stages, changed=True, options=options)
+
+
+def _verify(system, options, url, bodies, stages, metrics) -> tuple[dict, list]:
+    """The SLO load test against one version's URL; a missed SLO fails the stage."""
+    rate = options.rate or system.slos.throughput_rps or DEFAULT_RATE
+    with stages.stage("verify") as record:
+        if not bodies:
+            raise StageError("verify", "no example request with online features is known")
+        warm_up(f"{url}/predict", bodies)
+        measured = run_load(f"{url}/predict", bodies, rate=rate, duration=options.duration,
+                            concurrency=options.concurrency)
+        load = measured.total
+        rows = slo_rows(system, load, metrics)
+        missed = [r for r in rows if r.ok is False]
+        record.detail = (f"{load['requests']} requests, p99 {load['p99_ms']} ms, "
+                         f"{load['throughput_rps']} rps")
+        if missed:
+            raise StageError("verify", "SLO missed: " + "; ".join(
+                f"{r.slo} {r.measured} (want {r.target})" for r in missed))
+    return load, rows
+
+
+def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
+    system, paths, options, state = ctx.system, ctx.paths, ctx.options, ctx.state
+    current, version, stages = ctx.current, ctx.version, ctx.stages
+    ctx.code_dir = _snapshot(paths, version.version)
+    if not actions.train and current is not None and current.model_tag:
+        version.model_tag, version.metrics = current.model_tag, current.metrics
+        stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
+                               f"{'; '.join(actions.reasons)}: reusing {current.model_tag}"))
     else:
-        _train(paths, code_dir, package, version, stages)
+        _train(ctx)
     with stages.stage("start_service") as record:
-        start_version(paths, version, code_dir)
+        start_version(paths, version, ctx.code_dir)
         record.detail = f"{version.version} on {version_url(version)} (pid {version.pid})"
     with stages.stage("skew_check") as record:
-        skew = _worker(paths, code_dir, "skew", package, url=version_url(version),
-                       size=options.skew_sample)
+        skew = _worker(ctx, "skew", url=version_url(version), size=options.skew_sample)
         if skew["mismatches"]:
             raise StageError("skew_check", "; ".join(skew["mismatches"][:5]),
                              "online and offline features (or predictions) differ")
@@ -203,30 +291,19 @@ def _deploy_version(system, paths, options, state, current, version, stages) -> 
     version.example_rows = skew["rows"][:1]
     load: dict = {}
     rows = slo_rows(system, {}, version.metrics)
-    rate = options.rate or system.slos.throughput_rps or DEFAULT_RATE
     if options.verify:
-        with stages.stage("verify") as record:
-            warm_up(f"{version_url(version)}/predict", bodies)
-            measured = run_load(f"{version_url(version)}/predict", bodies, rate=rate,
-                                duration=options.duration, concurrency=options.concurrency)
-            load = measured.total
-            rows = slo_rows(system, load, version.metrics)
-            missed = [r for r in rows if r.ok is False]
-            record.detail = (f"{load['requests']} requests, p99 {load['p99_ms']} ms, "
-                             f"{load['throughput_rps']} rps")
-            if missed:
-                raise StageError("verify", "SLO missed: " + "; ".join(
-                    f"{r.slo} {r.measured} (want {r.target})" for r in missed))
+        load, rows = _verify(system, options, version_url(version), bodies, stages,
+                             version.metrics)
     else:
-        stages.add(StageRecord("verify", "skipped", 0.0, "--no-verify"))
+        stages.add(StageRecord("verify", StageStatus.SKIPPED, 0.0, "--no-verify"))
     version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
-    steps = _rollout(system, paths, options, state, current, version, bodies, rate, stages)
+    steps = _rollout(ctx, bodies)
     with stages.stage("promote") as record:
         route(paths, {version.version: 100}, state)
-        version.status = "serving"
+        version.status = VersionStatus.SERVING
         if current is not None and current.version != version.version:
             procs.stop_process(current.pid)
-            current.status = "stopped"
+            current.status = VersionStatus.STOPPED
             state.previous = current.version
         state.current = version.version
         state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag)
@@ -237,7 +314,8 @@ def _deploy_version(system, paths, options, state, current, version, stages) -> 
     return result
 
 
-def _train(paths, code_dir, package, version, stages) -> None:
+def _train(ctx: DeployContext) -> None:
+    stages, paths = ctx.stages, ctx.paths
     pending = list(FLOW_STAGES)
     failed: list[str] = []
     stages.progress.start(pending[0])
@@ -251,7 +329,7 @@ def _train(paths, code_dir, package, version, stages) -> None:
         ok = line["state"] == "COMPLETED"
         if not ok:
             failed.append(name)
-        stages.add(StageRecord(name, "done" if ok else "failed",
+        stages.add(StageRecord(name, StageStatus.DONE if ok else StageStatus.FAILED,
                                round(line.get("seconds") or time.perf_counter() - began, 3),
                                line.get("error", "")))
         pending.remove(name)
@@ -259,30 +337,31 @@ def _train(paths, code_dir, package, version, stages) -> None:
         if ok and pending:
             stages.progress.start(pending[0])
 
-    outcome = run_worker(paths, code_dir, "train", package,
+    outcome = run_worker(paths, ctx.code_dir, "train", ctx.package,
                          progress_file=paths.state_dir / "train-progress.jsonl",
                          on_progress=on_progress)
-    if not outcome["ok"]:
+    if not outcome.ok:
         # the task that failed, else the flow failed before or between its tasks
         stage = failed[0] if failed else "train"
-        raise StageError(stage, outcome["error"], f"log: {paths.logs_dir / 'worker-train.log'}")
-    result = outcome["result"]
-    version.model_tag, version.metrics = result["model_tag"], result["metrics"]
+        raise StageError(stage, outcome.error, f"log: {paths.logs_dir / 'worker-train.log'}")
+    ctx.version.model_tag = outcome.result["model_tag"]
+    ctx.version.metrics = outcome.result["metrics"]
 
 
-def _worker(paths, code_dir, job, package, **options) -> dict:
-    outcome = run_worker(paths, code_dir, job, package, **options)
-    if not outcome["ok"]:
-        raise RuntimeError(f"{outcome['error_type']}: {outcome['error']}")
-    return outcome["result"]
+def _worker(ctx: DeployContext, job: str, **options) -> dict:
+    outcome = run_worker(ctx.paths, ctx.code_dir, job, ctx.package, **options)
+    if not outcome.ok:
+        raise RuntimeError(f"{outcome.error_type}: {outcome.error}")
+    return outcome.result
 
 
-def _rollout(system, paths, options, state, current, version, bodies, rate,
-             stages) -> list[dict]:
+def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
     """Move traffic to the new version by the spec's rollout; abort on a breached rule."""
-    with stages.stage("rollout") as record:
+    paths, options, state = ctx.paths, ctx.options, ctx.state
+    current, version = ctx.current, ctx.version
+    with ctx.stages.stage("rollout") as record:
         ensure_router(paths, state, options.port)
-        rollout = system.serving.rollout
+        rollout = ctx.system.serving.rollout
         if not _alive(current) or current.version == version.version:
             route(paths, {version.version: 100}, state)
             record.detail = "first version: 100% at once"
@@ -294,8 +373,8 @@ def _rollout(system, paths, options, state, current, version, bodies, rate,
             if weight == 100:
                 judged.append({"weight": 100})
                 break
-            measured = run_load(f"http://127.0.0.1:{options.port}/predict", bodies, rate=rate,
-                                duration=rollout.step_seconds,
+            measured = run_load(f"http://127.0.0.1:{options.port}/predict", bodies,
+                                rate=ctx.rate, duration=rollout.step_seconds,
                                 concurrency=options.concurrency, timeout=LOAD_TIMEOUT)
             stats = measured.by_version.get(version.version, {})
             step = {"weight": weight, "new": stats,
@@ -304,7 +383,7 @@ def _rollout(system, paths, options, state, current, version, bodies, rate,
             breach = _breach(rollout, stats, LOAD_TIMEOUT)
             if breach:
                 route(paths, {current.version: 100}, state)
-                version.status = "rolled_back"
+                version.status = VersionStatus.ROLLED_BACK
                 raise StageError("rollout", f"canary step {weight}%: {breach}; traffic is back "
                                  f"on {current.version}")
         record.detail = " -> ".join(f"{s['weight']}%" for s in judged)

@@ -9,10 +9,9 @@ import httpx
 
 from mlstack.diagnostics.errors import UsageError
 from mlstack.ops.local import procs
-from mlstack.ops.local.deploy import project_lock
 from mlstack.ops.local.services import ensure_router, route, routed, start_version
-from mlstack.ops.local.state import DeploymentState, RouterInfo
-from mlstack.ops.paths import ProjectPaths
+from mlstack.ops.local.state import DeploymentState, RouterInfo, VersionStatus
+from mlstack.ops.paths import ProjectPaths, project_lock
 
 
 def _paths(spec: Path | str) -> ProjectPaths:
@@ -29,7 +28,7 @@ def _load(paths: ProjectPaths) -> DeploymentState:
 
 
 @dataclass
-class VersionStatus:
+class VersionHealth:
     version: str
     status: str
     model_tag: str | None
@@ -47,7 +46,7 @@ class Status:
     current: str | None
     previous: str | None
     healthy: bool
-    versions: list[VersionStatus] = field(default_factory=list)
+    versions: list[VersionHealth] = field(default_factory=list)
     last_slo_report: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
 
@@ -67,7 +66,7 @@ def status(spec: Path | str) -> Status:
     versions = []
     for v in state.versions:
         alive = procs.is_alive(v.pid)
-        versions.append(VersionStatus(v.version, v.status if alive or v.status != "serving"
+        versions.append(VersionHealth(v.version, v.status if alive or v.status != "serving"
                                       else "dead", v.model_tag, v.pid, alive,
                                       _ready(v.port) if alive else None,
                                       weights.get(v.version, 0) if router_alive else 0))
@@ -98,7 +97,7 @@ def down(spec: Path | str) -> DownResult:
             if v.pid and procs.is_alive(v.pid):
                 (stopped if procs.stop_process(v.pid) else alive).append(v.version)
             if v.status in ("serving", "ready", "starting"):
-                v.status = "stopped"
+                v.status = VersionStatus.STOPPED
         if state.router.pid and procs.is_alive(state.router.pid):
             (stopped if procs.stop_process(state.router.pid) else alive).append("router")
         state.router = RouterInfo()
@@ -133,10 +132,10 @@ def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -
             start_version(paths, target, code_dir)
         ensure_router(paths, state, port or state.router.port or 3000)
         route(paths, {target.version: 100}, state)
-        target.status = "serving"
+        target.status = VersionStatus.SERVING
         if current is not None:
             procs.stop_process(current.pid)
-            current.status = "rolled_back"
+            current.status = VersionStatus.ROLLED_BACK
         state.previous, state.current = state.current, target.version
         state.record("rollback", to=target.version, model_tag=target.model_tag)
         state.save(paths.deployments_file)

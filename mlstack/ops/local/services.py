@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -88,8 +89,24 @@ def routed(paths: ProjectPaths) -> dict[str, int]:
     return {b["version"]: b["weight"] for b in json.loads(config.read_text())["backends"]}
 
 
+@dataclass(frozen=True)
+class WorkerOutcome:
+    """What a worker job returned: its result, or the error it failed with."""
+
+    ok: bool
+    result: dict = field(default_factory=dict)
+    error_type: str = ""
+    error: str = ""
+
+    @classmethod
+    def from_json(cls, data: dict) -> WorkerOutcome:
+        return cls(ok=bool(data.get("ok")), result=data.get("result") or {},
+                   error_type=data.get("error_type", ""), error=data.get("error", ""))
+
+
 def run_worker(paths: ProjectPaths, code_dir: Path, job: str, package: str, *,
-               progress_file: Path | None = None, on_progress=None, **options) -> dict:
+               progress_file: Path | None = None, on_progress=None,
+               **options) -> WorkerOutcome:
     """Run `python -m mlstack.ops.local.worker JOB` in the isolated environment and return its
     result; `on_progress(line)` gets each line the flow appends to the progress file."""
     result_file = paths.state_dir / f"worker-{job}.json"
@@ -119,6 +136,6 @@ def run_worker(paths: ProjectPaths, code_dir: Path, job: str, package: str, *,
             time.sleep(0.2)
     if not result_file.exists():
         tail = procs.log_tail(log)
-        return {"ok": False, "error_type": "WorkerCrashed",
-                "error": f"the worker exited with code {proc.returncode}{tail}"}
-    return json.loads(result_file.read_text())
+        return WorkerOutcome(False, error_type="WorkerCrashed",
+                             error=f"the worker exited with code {proc.returncode}{tail}")
+    return WorkerOutcome.from_json(json.loads(result_file.read_text()))

@@ -10,7 +10,16 @@ import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+
+class VersionStatus(StrEnum):
+    STARTING = "starting"
+    SERVING = "serving"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    ROLLED_BACK = "rolled_back"
 
 
 @dataclass
@@ -18,10 +27,10 @@ class Version:
     version: str
     model_tag: str | None = None
     spec_hash: str = ""
-    training_key: str = ""
+    training_key: str = ""  # the source data's fingerprint the model was trained on
     port: int | None = None
     pid: int | None = None
-    status: str = "starting"  # starting | serving | stopped | failed | rolled_back
+    status: VersionStatus = VersionStatus.STARTING
     created_at: float = 0.0
     tree_hash: str = ""  # hash of the generated tree this version runs (its manifest's files)
     example_rows: list = field(default_factory=list)  # request rows known to have features
@@ -49,7 +58,8 @@ class DeploymentState:
         if not path.is_file():
             return cls()
         data = json.loads(path.read_text())
-        return cls(versions=[Version(**v) for v in data.get("versions", [])],
+        return cls(versions=[Version(**{**v, "status": VersionStatus(v.get("status", "starting"))})
+                             for v in data.get("versions", [])],
                    current=data.get("current"), previous=data.get("previous"),
                    router=RouterInfo(**data.get("router", {})),
                    history=data.get("history", []))
