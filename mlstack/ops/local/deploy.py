@@ -232,16 +232,16 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
         stages.add(StageRecord("unchanged", StageStatus.SKIPPED, 0.0,
                                f"{current.version} already serves this spec and data"))
         return _result(system, state, current, stages, changed=False, options=options)
-    shutil.copytree(paths.build_dir, paths.versions_dir / current.version, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(".state", "__pycache__", "*.pyc"))
-    current.spec_hash, current.tree_hash = system.spec_hash, _tree_hash(paths.build_dir)
     stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
                            "; ".join(actions.reasons) + f": {current.version} keeps serving"))
-    if actions.verify and options.verify:
+    if actions.verify and options.verify:  # a missed SLO fails here: the version stays as is
         bodies = [{"rows": current.example_rows}] if current.example_rows else []
         load, rows = _verify(system, options, version_url(current), bodies, stages,
                              current.metrics)
         current.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
+    shutil.copytree(paths.build_dir, paths.versions_dir / current.version, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns(".state", "__pycache__", "*.pyc"))
+    current.spec_hash, current.tree_hash = system.spec_hash, _tree_hash(paths.build_dir)
     state.record("deploy-updated", version=current.version, reasons=list(actions.reasons))
     state.save(paths.deployments_file)
     return _result(system, state, current, stages, changed=True, options=options)
