@@ -419,7 +419,7 @@ def _lockup(s, gen_b, err, fresh, after, hand_after, off_fresh) -> str:
                  + (f"; {_f(off_after['p50_ms'], 1)}/{_f(off_after['p95_ms'], 1)}/"
                     f"{_f(off_after['p99_ms'], 1)} ms after the load" if off_after else "")
                  + "). ")
-    text += ("Suggested for the derivation (mlstack/ir/derive.py, not changed here): batch "
+    text += ("Suggested for the derivation (mlstack/frontend/ir/derive.py, not changed here): batch "
              "only when the throughput target needs it, and give `max_latency_ms` headroom "
              "over the batch cost instead of the whole p99 budget.")
     return text

@@ -149,7 +149,7 @@ def render_spec_reference() -> str:
     from mlstack.frontend.spec import types as spec_types
     from mlstack.frontend.spec.models import API_VERSION, SystemSpec
 
-    out = [HEADER.format(source="mlstack/spec/models.py"), "# Spec reference\n\n",
+    out = [HEADER.format(source="mlstack/frontend/spec/models.py"), "# Spec reference\n\n",
            f"The system spec (`apiVersion: {API_VERSION}`) is one YAML file, usually "
            "`mlstack.yaml`. Every key is listed here; unknown keys are errors (MLS101). Types "
            "are strict: YAML's own types are used as written, so `\"80\"` (quoted) is text "
@@ -232,7 +232,7 @@ def render_cli_reference() -> str:
         parser = cli.build_parser()
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         exit_codes = (cli.__doc__ or "").strip().split("\n\n", 1)[-1]
-        out = [HEADER.format(source="the argparse parsers (mlstack/cli.py, mlstack/commands/)"),
+        out = [HEADER.format(source="the argparse parsers (mlstack/cli/main.py, mlstack/cli/commands/)"),
                "# CLI reference\n\n", f"{parser.description}\n\n",
                f"```text\n{parser.format_usage().strip()}\n```\n\n",
                f"{_cell(exit_codes)}\n\n", "| verb | what it does |\n|---|---|\n"]
@@ -282,7 +282,7 @@ def render_diagnostics(corpus: Path | None = None) -> str:
     corpus = corpus or ROOT / "tests" / "bad_specs"
     groups = {"0": "Loading", "1": "Schema", "2": "References", "3": "Model and evaluation",
               "4": "SLOs and serving", "5": "Target", "9": "Not supported yet"}
-    out = [HEADER.format(source="mlstack/codes.py and the examples in tests/bad_specs"),
+    out = [HEADER.format(source="mlstack/diagnostics/codes.py and the examples in tests/bad_specs"),
            "# Diagnostics\n\n",
            "Every finding of `mlstack lint` has a stable code, a severity, a message, the "
            "`file:line:column` of the offending token and, where one helps, a hint. Errors "
