@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -74,3 +75,56 @@ def test_init_onto_a_file_is_refused(tmp_path, capsys):
     target.write_text("x")
     assert main(["init", str(target)]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("link", ["mlstack.yaml", "data", "data/customers.parquet"])
+def test_init_force_never_writes_through_a_symlink(link, tmp_path, capsys):
+    project, outside = tmp_path / "proj", tmp_path / "outside"
+    (project / "data").mkdir(parents=True)
+    outside.mkdir()
+    victim = outside / "victim"
+    if link == "data":
+        victim.mkdir()
+        (project / "data").rmdir()
+    else:
+        victim.write_text("precious\n")
+    (project / link).symlink_to(victim)
+    before = sorted(p.name for p in project.rglob("*"))
+    assert main(["init", str(project), "--force"]) == 2
+    err = capsys.readouterr().err
+    assert "symbolic link" in err and link in err
+    assert sorted(p.name for p in project.rglob("*")) == before  # nothing written first
+    if link == "data":
+        assert list(victim.iterdir()) == []
+    else:
+        assert victim.read_text() == "precious\n"
+    assert sorted(p.name for p in outside.iterdir()) == ["victim"]
+
+
+def test_init_force_replaces_a_hard_linked_file_without_writing_into_it(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    victim = tmp_path / "victim.yaml"
+    victim.write_text("precious\n")
+    os.link(victim, project / "mlstack.yaml")
+    assert main(["init", str(project), "--force"]) == 0
+    assert victim.read_text() == "precious\n"
+    assert (project / "mlstack.yaml").read_text().startswith("# yaml-language-server")
+
+
+def test_init_refuses_a_folder_where_a_file_goes(tmp_path, capsys):
+    project = tmp_path / "proj"
+    (project / "mlstack.yaml").mkdir(parents=True)
+    assert main(["init", str(project), "--force"]) == 2
+    assert "in the way" in capsys.readouterr().err
+    assert sorted(p.name for p in project.iterdir()) == ["mlstack.yaml"]
+
+
+def test_init_keeps_a_folder_named_like_its_staging_folder(tmp_path):
+    project = tmp_path / "proj"
+    mine = tmp_path / ".proj.mlstack-init"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine\n")
+    assert main(["init", str(project)]) == 0
+    assert (mine / "keep.txt").read_text() == "mine\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".proj.mlstack-init", "proj"]

@@ -67,6 +67,7 @@ CODES: dict[str, str] = {
     "MLS504": "Source kind cannot run on this target",
     "MLS505": "Online store not available on this target",
     "MLS506": "Region required",
+    "MLS507": "Resources larger than any node",
     # not supported yet (MLS9xx)
     "MLS901": "Not supported yet",
 }
@@ -168,6 +169,9 @@ EXPLANATIONS: dict[str, str] = {
     "MLS504": "The source kind cannot be read on this target (a warehouse on the local target).",
     "MLS505": "The online store is not available on this target.",
     "MLS506": "The target needs a region (aws).",
+    "MLS507": "A serving or training pod asks for more CPU, memory or GPUs than one node of the "
+              "price table holds (after the node's own overhead), or for a GPU type it does not "
+              "list, so no node group can be sized for it (kubernetes and aws targets).",
     "MLS901": "The spec language accepts this option but mlstack cannot carry it out yet; it is "
               "refused rather than silently ignored.",
 }

@@ -9,6 +9,7 @@ user mistake except `LoadFailed`, which carries those diagnostics.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,6 +141,12 @@ def _check_events(text: str, file: str) -> list[yaml.Event]:
                 _fail("MLS008", "YAML anchors and aliases are not allowed in a spec",
                       file, mark.line + 1, mark.column + 1,
                       hint="write the value out; aliases can expand without bound")
+            if isinstance(event, yaml.ScalarEvent) and SURROGATE_RE.search(event.value):
+                _fail("MLS011", "YAML syntax error: an escape writes a lone surrogate "
+                      f"({_escaped(SURROGATE_RE.search(event.value).group())}), which is "
+                      "not a character", file, *_surrogate_position(text, event),
+                      hint="write the character itself, or its \\U escape (e.g. "
+                      "\\U0001F600), not half of a UTF-16 pair")
             if isinstance(event, yaml.DocumentStartEvent):
                 documents += 1
                 if documents > 1:
@@ -162,6 +169,26 @@ def _check_events(text: str, file: str) -> list[yaml.Event]:
     except yaml.YAMLError as exc:  # pragma: no cover - non-marked errors are rare
         _fail("MLS011", f"YAML syntax error: {exc}", file)
     return events
+
+
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+ESCAPE_RE = re.compile(r"(?<!\\)(?:\\\\)*(\\(?:u[dD][89a-fA-F][0-9a-fA-F]{2}|"
+                       r"U0000[dD][89a-fA-F][0-9a-fA-F]{2}))")
+
+
+def _escaped(char: str) -> str:
+    return f"\\u{ord(char):04x}"
+
+
+def _surrogate_position(text: str, event: yaml.ScalarEvent) -> tuple[int, int]:
+    """Line and column of the escape that wrote a surrogate (else of the scalar)."""
+    start, end = event.start_mark, event.end_mark
+    match = ESCAPE_RE.search(text, start.index, end.index)
+    if match is None:
+        return start.line + 1, start.column + 1
+    offset = match.start(1)
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
 
 
 class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):

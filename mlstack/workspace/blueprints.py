@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from mlstack.codegen.package_data import blueprints_dir, schemas_dir
 from mlstack.diagnostics.errors import UsageError
@@ -54,32 +56,79 @@ class InitResult:
 
 def init_project(directory: Path, blueprint: str, force: bool = False) -> InitResult:
     """Copy a blueprint (spec, data, README) into `directory`; point its modeline at a local
-    copy of the JSON Schema. Refuses a non-empty folder unless `force`."""
+    copy of the JSON Schema. Refuses a non-empty folder unless `force`.
+
+    The blueprint is staged in a fresh temporary folder of its own (so nothing that was
+    already on disk is ever removed) and every place it writes is checked before the first
+    write: a symbolic link inside `directory` (say `mlstack.yaml` or `data/` linking out of
+    the folder) is refused, never written through, and so is a folder where a file goes or a
+    file where a folder goes. Each file is written next to its place and renamed over it, so
+    an existing file's other hard links keep their content."""
     bp = get_blueprint(blueprint)
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise UsageError(f"{directory} exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()) and not force:
         raise UsageError(f"{directory} is not empty", "choose an empty folder or pass --force")
-    files = []
-    staging = directory.parent / f".{directory.name}.mlstack-init"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
+    with tempfile.TemporaryDirectory(prefix="mlstack-init-") as tmp:
+        staging = Path(tmp) / "project"
         shutil.copytree(bp.path, staging, ignore=shutil.ignore_patterns(*SKIP))
         spec = staging / SPEC_FILE
         text = MODELINE_RE.sub(f"# yaml-language-server: $schema={SCHEMA_FILE}", spec.read_text())
         spec.write_text(text)
         shutil.copyfile(schemas_dir() / SCHEMA_FILE, staging / SCHEMA_FILE)
+        entries = sorted(staging.rglob("*"))
+        for src in entries:
+            _check_destination(directory, src.relative_to(staging), src.is_dir())
         directory.mkdir(parents=True, exist_ok=True)
-        for src in sorted(staging.rglob("*")):
+        files = []
+        for src in entries:
             rel = src.relative_to(staging)
             dest = directory / rel
             if src.is_dir():
                 dest.mkdir(exist_ok=True)
+                _check_destination(directory, rel, True)  # not swapped for a link meanwhile
                 continue
-            shutil.copyfile(src, dest)
+            _check_destination(directory, rel.parent, True)
+            _replace_file(src, dest)
             files.append(rel.as_posix())
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return InitResult(directory, bp.name, tuple(sorted(files)))
+
+
+def _check_destination(directory: Path, rel: PurePath, is_dir: bool) -> None:
+    """Refuse a destination reached through a symbolic link, or of the wrong kind."""
+    parts = rel.parts
+    for i in range(1, len(parts) + 1):
+        path = directory.joinpath(*parts[:i])
+        if path.is_symlink():
+            raise UsageError(f"{path} is a symbolic link; init does not write through links",
+                             "remove the link, or choose another folder")
+        if not path.exists():
+            return
+        want_dir = is_dir or i < len(parts)
+        if want_dir and not path.is_dir():
+            raise UsageError(f"{path} is in the way: the blueprint has a folder there",
+                             "move it away, or choose another folder")
+        if not want_dir and not path.is_file():
+            raise UsageError(f"{path} is in the way: the blueprint has a file there",
+                             "move it away, or choose another folder")
+
+
+def _replace_file(src: Path, dest: Path) -> None:
+    """Write `src`'s bytes at `dest` by a rename in `dest`'s folder: a link at `dest` (made
+    after the check) is replaced, not followed, and other hard links keep their content."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(src.read_bytes())
+        os.chmod(tmp, 0o666 & ~_umask())  # what a plain create gives (mkstemp gives 0600)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -99,3 +99,23 @@ def test_infra_resources_follow_the_target():
         k = system(name)
         assert infra_resources(k) == kubernetes_resources(k)
         assert ("kubernetes_horizontal_pod_autoscaler_v2", "serving") in infra_resources(k)
+
+
+def test_lint_and_sizing_share_one_rule():
+    """MLS507 (lint) is reported exactly when codegen could not size the pod."""
+    from mlstack.frontend.ir.sizing import sizing_problem
+
+    for cpu in (0.5, 4, 63.75, 64, 100, 191.75, 192):
+        for mem in (512, 200 * 1024, 255 * 1024, 256 * 1024, 2047 * 1024, 4 * 1024 ** 2):
+            for gpu, gpu_type in ((0, None), (1, None), (4, "nvidia-t4"), (8, "nvidia-h100"),
+                                  (9, None), (1, "nvidia-b300")):
+                res = ResourcesNode(cpu=cpu, memory_mib=mem, gpu=gpu, gpu_type=gpu_type)
+                try:
+                    pick_instance(res)
+                    fits = True
+                except SizingError:
+                    fits = False
+                problem = sizing_problem(res)
+                assert (problem is None) == fits, (res, problem)
+                if problem is not None:
+                    assert problem.field in ("cpu", "memory", "gpu", "gpu_type")

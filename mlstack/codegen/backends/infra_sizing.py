@@ -2,28 +2,20 @@
 
 One serving pod per node (its requests must fit the node's allocatable CPU and memory after
 the kubelet/system overhead), so the serving node group scales with the replica range. The
-training node group runs one training job at a time and scales from zero.
+training node group runs one training job at a time and scales from zero. The price table and
+the rule that fits a pod to an instance type are the front end's (`frontend/ir/sizing.py`), so
+lint reports a pod no node can hold (MLS507) before anything is sized.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 from dataclasses import dataclass
-from importlib import resources
 
 from mlstack.frontend.ir.nodes import ResourcesNode, SystemIR
+from mlstack.frontend.ir.sizing import PRICE_TABLE, SizingError, pick_instance, price_table
 
-PRICE_TABLE = "prices-2026-11.json"
-
-
-@functools.lru_cache(maxsize=1)
-def price_table() -> dict:
-    return json.loads(resources.files("mlstack.data").joinpath(PRICE_TABLE).read_text("utf-8"))
-
-
-class SizingError(ValueError):
-    """No instance type in the price table fits the requested resources."""
+__all__ = ["PRICE_TABLE", "NodeGroupSize", "SizingError", "pick_instance", "price_table",
+           "serving_nodes", "training_nodes"]
 
 
 @dataclass(frozen=True)
@@ -37,29 +29,6 @@ class NodeGroupSize:
     min_nodes: int
     max_nodes: int
     hourly_usd: float
-
-
-def pick_instance(res: ResourcesNode) -> str:
-    """The cheapest instance type that fits one pod of `res` (GPU type must match if asked)."""
-    table = price_table()
-    assumptions = table["assumptions"]
-    need_cpu = res.cpu + assumptions["node_overhead_vcpu"]
-    need_mem = res.memory_mib / 1024 + assumptions["node_overhead_memory_gib"]
-    fits = []
-    for name, inst in sorted(table["aws"]["instances"].items()):
-        if inst["vcpu"] < need_cpu or inst["memory_gib"] < need_mem:
-            continue
-        if res.gpu:
-            if inst["gpu"] < res.gpu or (res.gpu_type and inst["gpu_type"] != res.gpu_type):
-                continue
-        elif inst["gpu"]:
-            continue
-        fits.append((inst["hourly_usd"], name))
-    if not fits:
-        gpu = f", {res.gpu} x {res.gpu_type or 'any GPU'}" if res.gpu else ""
-        raise SizingError(f"no instance type in price table {PRICE_TABLE} fits "
-                          f"{res.cpu:g} CPU, {res.memory_mib} MiB{gpu}")
-    return min(fits)[1]
 
 
 def _size(res: ResourcesNode, min_nodes: int, max_nodes: int, spot: bool) -> NodeGroupSize:

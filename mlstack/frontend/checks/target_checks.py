@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlstack.diagnostics.diagnostic import Severity
 from mlstack.frontend.checks import CheckContext, node_path
+from mlstack.frontend.ir.sizing import SIZED_TARGETS, sizing_problem
 
 ONLINE_STORES = {"local": ("sqlite",), "kubernetes": ("redis",), "aws": ("dynamodb", "redis"),
                  "gcp": ("redis",)}
@@ -35,6 +36,8 @@ def check_target(ctx: CheckContext):
             yield ctx.diag("MLS503", f"target.{part}.gpu_type is set but gpu is 0",
                            ("target", part, "gpu_type"), "set gpu: 1 or remove gpu_type",
                            severity=Severity.WARNING)
+    if t.kind in SIZED_TARGETS:
+        yield from _node_limits(ctx)
     raised = next((d for d in s.derivations if d.setting == "target.serving.replicas.max"), None)
     if raised is not None and ctx.written(("target", "serving", "replicas", "max")):
         yield ctx.diag("MLS502", f"the throughput SLO needs {raised.value} replicas, more than "
@@ -42,6 +45,16 @@ def check_target(ctx: CheckContext):
                        ("target", "serving", "replicas", "max"),
                        f"set replicas.max to at least {raised.value}, or lower throughput_rps",
                        severity=Severity.WARNING)
+
+
+def _node_limits(ctx: CheckContext):
+    """A serving or training pod must fit one node of the price table: codegen sizes the node
+    groups with the same rule (`frontend/ir/sizing.py`)."""
+    for part in ("serving", "training"):
+        problem = sizing_problem(getattr(ctx.system.target, part))
+        if problem is not None:
+            yield ctx.diag("MLS507", f"target.{part}.{problem.field}: {problem.message}",
+                           ("target", part, problem.field), problem.hint)
 
 
 def _local_limits(ctx: CheckContext):

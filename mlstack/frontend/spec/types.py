@@ -50,8 +50,11 @@ class ValueType:
 
 
 def _text(value) -> str:
-    """A value as it may be quoted in a message: short, one line."""
-    text = str(value).replace("\n", "\\n")
+    """A value as it may be quoted in a message: short, one line, printable (a control or
+    surrogate character is written as its escape, so no value can move a terminal's cursor or
+    fail to encode)."""
+    text = "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in str(value))
     return text if len(text) <= 80 else text[:77] + "..."
 
 
