@@ -304,7 +304,7 @@ def _s4(s: dict) -> str:
         for key, name in (("raw_feast", "raw Feast `get_online_features`"),
                           ("generated_online_features", "generated `store.online_features`"),
                           ("service_fetch_and_transforms",
-                           "service input path (`_model_input`: fetch, dtypes, transforms)")):
+                           "service input path (`inputs`: fetch, dtypes, transforms)")):
             x = r[key]
             rows.append([label, name, _f(x["p50_ms"], 3), _f(x["p95_ms"], 3), _f(x["p99_ms"], 3)])
         x = r["what_if_one_frame"]

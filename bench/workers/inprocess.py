@@ -5,7 +5,8 @@ deployed tree on PYTHONPATH and the deploy's environment; prints one JSON object
 
 - features: raw Feast `get_online_features` (a fresh list of refs each call, as a user would
   write it) vs the generated `store.online_features` vs the service's whole input path
-  (`_model_input`: fetch, dtypes, transforms), one entity per call and 32 per call;
+  (`inputs`, a mlstack.runtime.serving.ModelInput: fetch, dtypes, transforms), one entity
+  per call and 32 per call;
 - predict: `model.predict_proba` on prepared rows (the ceiling) vs the generated service's
   `predict` and the hand-written one's, called in process (no HTTP, no batcher).
 """
@@ -119,7 +120,7 @@ def main() -> int:
                                                full_feature_names=True).to_dict()
 
     model = bentoml.sklearn.load_model(generated.model_tag)
-    frames = {size: generated._model_input([Row(**k) for k in batch])[2]
+    frames = {size: generated.inputs([Row(**k) for k in batch]).frame
               for size, batch in ((1, singles[0]), (32, batches32[0]))}
     gen_predict = _unwrap(type(generated).predict)
     hand_predict = _unwrap(type(handwritten).predict)
@@ -132,11 +133,11 @@ def main() -> int:
     cases = {
         "feast_raw_1": (raw_feast, singles),
         "store_online_features_1": (store.online_features, singles),
-        "service_model_input_1": (generated._model_input, row_singles),
+        "service_model_input_1": (generated.inputs, row_singles),
         "what_if_one_frame_online_features_1": (one_frame, singles),
         "feast_raw_32": (raw_feast, batches32),
         "store_online_features_32": (store.online_features, batches32),
-        "service_model_input_32": (generated._model_input, row_batches),
+        "service_model_input_32": (generated.inputs, row_batches),
         "what_if_one_frame_online_features_32": (one_frame, batches32),
         "model_predict_proba_1": (lambda f: model.predict_proba(f), [frames[1]]),
         "model_predict_proba_32": (lambda f: model.predict_proba(f), [frames[32]]),

@@ -42,6 +42,14 @@ MODELS_FILE = "models.json"  # the promoted model and its history
 TRAINING_FILE = "training.json"  # the latest training run's outcome
 MONITORING_FILE = "monitoring.json"  # the latest monitoring report
 
+# The mlstack.runtime API the generated code is written against: the generated package calls
+# mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
+# mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
+RUNTIME_API_VERSION = "1.0"
+# The compile's manifest in the output folder (the writer writes it); the generated code
+# reads the spec hash for a model's lineage from it.
+MANIFEST_FILE = "mlstack.lock.json"
+
 # Where the generated tree puts each layer (relative to the output folder).
 FLOWS_MODULE = "pipelines.flows"
 SERVICE_MODULE = "service.service"

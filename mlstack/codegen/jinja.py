@@ -1,8 +1,8 @@
 """The Jinja environment every backend renders with.
 
 Templates are trusted source; user values reach generated files only through filters that
-emit literals (`py`, `json`, `yaml`) or validated identifiers (`ident`). StrictUndefined
-turns a missing context value into an error instead of an empty string.
+emit literals (`py`, `json`, `yaml`, `yaml_text`) or validated identifiers (`ident`).
+StrictUndefined turns a missing context value into an error instead of an empty string.
 """
 
 from __future__ import annotations
@@ -44,6 +44,29 @@ def yaml_scalar(value) -> str:
     return json.dumps(value)
 
 
+def yaml_text(value: str, column: int, indent: int = 2, width: int = 80) -> str:
+    """`yaml_scalar`, wrapped to stay within `width` columns (yamllint's default line length)
+    when it starts at `column` and its continuation lines are indented by `indent`: a
+    double-quoted scalar folds each line break back into one space, so it breaks only at
+    single spaces between two other characters (JSON escapes never contain one). A word too
+    long for a line keeps its line."""
+    text = json.dumps(value)
+    words, pieces = [], text.split(" ")
+    for piece in pieces:  # a run of spaces, or a lone quote, glues to its neighbours
+        if words and (piece in ("", '"') or words[-1] in ("", '"') or words[-1].endswith(" ")):
+            words[-1] += " " + piece
+        else:
+            words.append(piece)
+    lines, room = [words[0]], width - column
+    for word in words[1:]:
+        if len(lines[-1]) + 1 + len(word) <= room:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+            room = width - indent
+    return ("\n" + " " * indent).join(lines)
+
+
 def identifier(value: str) -> str:
     if not isinstance(value, str) or not IDENT_RE.match(value):
         raise ValueError(f"not an identifier: {value!r}")  # the spec validators prevent this
@@ -60,7 +83,8 @@ def environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(py=py_literal, json=json_literal, yaml=yaml_scalar, ident=identifier)
+    env.filters.update(py=py_literal, json=json_literal, yaml=yaml_scalar, yaml_text=yaml_text,
+                       ident=identifier)
     return env
 
 

@@ -28,6 +28,7 @@ class ManifestError(MlstackError):
     """The manifest in an output folder cannot be read (exit 1)."""
 
     exit_code = 1
+    code = "manifest_error"
 
 
 def sha256(content: bytes) -> str:

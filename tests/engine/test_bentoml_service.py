@@ -32,6 +32,7 @@ from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.contract import service_class as service_class_name
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
+from mlstack.workspace.writer import write_tree
 from tests.conftest import BLUEPRINTS
 
 pytestmark = pytest.mark.engine
@@ -80,9 +81,8 @@ def churn(tmp_path_factory, prefect_api):
     home = tmp_path_factory.mktemp("churn_bentoml_home")
     system, _ = require_system(CHURN / "mlstack.yaml")
     options = CompileOptions(project_dir=Path(os.path.relpath(CHURN, out)).as_posix())
-    for path, content in compile_system(system, options).items():
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / path).write_bytes(content)
+    # with its manifest: the model's lineage and /info read the spec hash from it
+    write_tree(compile_system(system, options), out, system=system)
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLSTACK_STATE_DIR", str(state))
@@ -362,7 +362,7 @@ def test_multiclass_without_batching_renders_a_plain_api(tmp_path):
         (out / path).write_bytes(content)
     source = (out / "service" / "service.py").read_text()
     assert "def predict(self, rows: list[Row]) -> list[int | None]:" in source
-    assert "self.model.predict(frame[scorable])" in source
+    assert "return self.model.predict(frame)" in source
     assert "predict_proba" not in source
 
     probe = ("import json, service.service as m; api = m.ChurnService.apis['predict']; "

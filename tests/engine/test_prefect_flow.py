@@ -33,6 +33,10 @@ from mlstack.codegen.formatter import _ruff
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
 from mlstack.frontend.ir import catalog
+from mlstack.runtime.errors import DataCheckError, QualityGateError
+from mlstack.runtime.hooks import retry_unless_final
+from mlstack.runtime.monitoring import ks, psi
+from mlstack.workspace.writer import write_tree
 from tests.conftest import BLUEPRINTS
 
 CHURN = BLUEPRINTS / "churn"
@@ -44,7 +48,7 @@ _loaded = itertools.count()
 def _forget_modules() -> None:
     """Each compiled tree has its own churn_system: drop the one imported before."""
     for name in [m for m in sys.modules if m == PACKAGE or m.startswith(PACKAGE + ".")
-                 or m == f"{PACKAGE}_feature_repo"]:
+                 or m == f"{PACKAGE}_feature_repo" or m.split(".")[0] == "pipelines"]:
         del sys.modules[name]
 
 
@@ -60,12 +64,11 @@ def _project(root: Path, edit=None) -> Path:
 
 
 def _compile(project: Path):
-    """Compile the project's spec into project/build; returns (system IR, output folder)."""
+    """Compile the project's spec into project/build (with its manifest, which the model's
+    lineage reads the spec hash from); returns (system IR, output folder)."""
     system, _ = require_system(project / "mlstack.yaml")
     out = project / "build"
-    for path, content in compile_system(system, CompileOptions(project_dir="..")).items():
-        (out / path).parent.mkdir(parents=True, exist_ok=True)
-        (out / path).write_bytes(content)
+    write_tree(compile_system(system, CompileOptions(project_dir="..")), out, system=system)
     return system, out
 
 
@@ -203,8 +206,10 @@ def test_model_is_registered_with_lineage_and_promoted(trained):
 
 @pytest.mark.engine
 def test_monitoring_flow_reports_drift_freshness_and_staleness(trained):
-    flows, system = trained.flows, trained.system
-    report = flows.monitoring_flow()
+    system = trained.system
+    sys.modules["pipelines.flows"] = trained.flows  # the monitoring flow reuses its tasks
+    monitoring = importlib.import_module("pipelines.monitoring")
+    report = monitoring.monitoring_flow()
     drift = report["drift"]
     assert drift["method"] == "psi" and drift["threshold"] == 0.2
     assert set(drift["features"]) == set(system.monitoring.drift_features)
@@ -231,11 +236,10 @@ def test_drift_statistics_match_their_definitions(trained):
     rng = np.random.default_rng(5)
     reference, same, shifted = (rng.normal(0, 1, 5000), rng.normal(0, 1, 5000),
                                 rng.normal(1, 1, 5000))
-    flows = trained.flows
-    assert flows.psi(reference, same) < 0.05
-    assert flows.psi(reference, shifted) > 0.2
+    assert psi(reference, same) < 0.05
+    assert psi(reference, shifted) > 0.2
     for current in (same, shifted):
-        assert flows.ks(reference, current) == pytest.approx(
+        assert ks(reference, current) == pytest.approx(
             ks_2samp(reference, current).statistic, abs=1e-12)
 
 
@@ -284,7 +288,8 @@ def test_deployments_apply_to_a_real_prefect_api(trained, monkeypatch):
     assert set(deployments) >= set(expected)
     for deployment_name, (function, schedule) in expected.items():
         deployment = deployments[deployment_name]
-        assert deployment.entrypoint == f"pipelines/flows.py:{function}"
+        module = "monitoring" if function == "monitoring_flow" else "flows"
+        assert deployment.entrypoint == f"pipelines/{module}.py:{function}"
         assert deployment.work_pool_name == pool
         assert deployment.job_variables["env"]["DO_NOT_TRACK"] == "1"
         [active] = deployment.schedules
@@ -320,7 +325,7 @@ def test_gate_that_cannot_be_met_fails_the_flow_at_evaluate(tmp_path, prefect_ap
 
     models_before = len(bentoml.models.list("churn"))
     flows, error, task_runs, _ = _failing_run(tmp_path, strict_gate)
-    assert isinstance(error, flows.QualityGateError)
+    assert isinstance(error, QualityGateError)
     assert str(error).startswith("gate auc >= 0.999 failed: auc = 0.8"), str(error)
     assert task_runs["evaluate"] == ("FAILED", 1)  # failed gates are not retried
     assert flows.evaluate.retries == 2
@@ -343,7 +348,7 @@ def test_failed_data_check_fails_the_flow_at_validate(tmp_path, prefect_api):
     flows, error, task_runs, project = _failing_run(tmp_path, narrow_range)
     tenure = pd.read_parquet(project / "data" / "customers.parquet")["tenure_months"]
     outside = int(((tenure < 0) | (tenure > 5)).sum())
-    assert isinstance(error, flows.DataCheckError)
+    assert isinstance(error, DataCheckError)
     assert str(error) == (
         f"data check failed: source 'customers', column 'tenure_months', ranges [0, 5]: "
         f"{outside} of {len(tenure)} rows outside (min {tenure.min()}, max {tenure.max()})")
@@ -354,10 +359,12 @@ def test_failed_data_check_fails_the_flow_at_validate(tmp_path, prefect_api):
 def test_retry_policy_skips_only_data_checks_and_gates(trained):
     from prefect.states import Failed
 
-    flows = trained.flows
-    assert not flows.retry_unless_final(None, None, Failed(data=flows.DataCheckError("x")))
-    assert not flows.retry_unless_final(None, None, Failed(data=flows.QualityGateError("x")))
-    assert flows.retry_unless_final(None, None, Failed(data=OSError("disk")))
+    # the generated tasks use the runtime's condition
+    options = trained.flows.TASK_OPTIONS
+    assert options["retry_condition_fn"] is retry_unless_final
+    assert not retry_unless_final(None, None, Failed(data=DataCheckError("x")))
+    assert not retry_unless_final(None, None, Failed(data=QualityGateError("x")))
+    assert retry_unless_final(None, None, Failed(data=OSError("disk")))
 
 
 def test_generated_pipelines_pass_ruff_check(tmp_path):
@@ -388,7 +395,7 @@ def test_cluster_targets_deploy_to_a_kubernetes_work_pool():
             assert pool["job_variables"]["namespace"] == system.target.namespace
         assert [d["entrypoint"] for d in config["deployments"]] == [
             "pipelines/flows.py:training_flow", "pipelines/flows.py:materialize_flow",
-            "pipelines/flows.py:monitoring_flow"]
+            "pipelines/monitoring.py:monitoring_flow"]
 
 
 @pytest.mark.engine

@@ -17,6 +17,8 @@ STATE_DIR = Path(
     os.environ.get("MLSTACK_STATE_DIR") or GENERATED_DIR / ".state"
 ).resolve()
 FEATURE_REPO_DIR = GENERATED_DIR / "feature_repo"
+# The compile's manifest: the spec hash of a model's lineage is read from it.
+MANIFEST = GENERATED_DIR / "mlstack.lock.json"
 
 
 def project_path(relative: str) -> Path:

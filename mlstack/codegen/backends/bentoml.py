@@ -9,9 +9,17 @@ BentoML's own (/healthz, /livez, /readyz, /metrics).
 
 from __future__ import annotations
 
+from mlstack import __version__
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.backends.shared import header
-from mlstack.codegen.contract import TELEMETRY_ENV, package_name, service_class
+from mlstack.codegen.contract import (
+    ENV_MODEL_TAG,
+    FEATURE_REPO_DIR,
+    MANIFEST_FILE,
+    TELEMETRY_ENV,
+    package_name,
+    service_class,
+)
 from mlstack.codegen.filetree import FileTree
 from mlstack.codegen.jinja import render_template
 from mlstack.frontend.ir.nodes import ColumnNode, SystemIR
@@ -24,9 +32,17 @@ PYTHON_TYPES = {"int64": "int", "int32": "int", "float64": "float", "float32": "
 ZERO_VALUES = {"int64": 0, "int32": 0, "float64": 0.0, "float32": 0.0, "bool": False,
                "string": "", "timestamp": ""}
 
-# Packages a built bento installs (the runtime extra of mlstack, without the build tools).
-# bentoml itself is added by `bentoml build`.
+# Packages a built bento installs besides mlstack itself (mlstack.runtime runs the service):
+# the runtime extra's serving libraries, without the build tools. bentoml itself is added
+# by `bentoml build`.
 RUNTIME_PACKAGES = ("feast>=0.50,<1", "pandas>=2.0", "pyarrow>=14", "scikit-learn>=1.4")
+
+
+def runtime_packages() -> tuple[str, ...]:
+    """RUNTIME_PACKAGES and mlstack, pinned to this release's minor version (the service
+    checks the runtime API it was compiled for at import)."""
+    major, minor = __version__.split(".")[:2]
+    return (*RUNTIME_PACKAGES, f"mlstack>={major}.{minor},<{major}.{int(minor) + 1}")
 
 # Attribute names a request field cannot have on a pydantic model; such keys get an alias.
 _RESERVED_FIELDS = frozenset({"copy", "dict", "json", "schema", "construct", "validate",
@@ -103,8 +119,9 @@ class BentoMLBackend:
             resources=resources(system), workers=workers(system),
             labels={"system": system.name},
             includes=sorted([f"{SERVICE_DIR}/service.py", f"{pkg}/*.py",
-                             "feature_repo/feature_store.yaml"]),
-            packages=sorted(RUNTIME_PACKAGES),
+                             f"{FEATURE_REPO_DIR}/feature_store.yaml", MANIFEST_FILE]),
+            packages=sorted(runtime_packages()),
+            env_model_tag=ENV_MODEL_TAG,
             envs=dict(TELEMETRY_ENV),
         )
         tree = FileTree()

@@ -3,7 +3,7 @@
 Generates feature_repo/feature_store.yaml, feature_repo/repo.py (entities, file sources,
 feature views, the model's feature service, one on-demand view calling the shared
 transforms) and the store module every other layer uses to apply, materialize and read
-features. The local profile keeps the registry and a SQLite online store under
+features: a few lines building mlstack.runtime's FeatureStoreAccess from the settings. The local profile keeps the registry and a SQLite online store under
 MLSTACK_STATE_DIR; cluster targets get a SQL registry and their Redis/DynamoDB online store,
 configured from environment variables. The offline store is DuckDB over the file sources.
 
@@ -77,9 +77,9 @@ class FeastBackend:
             feature_service=f"{system.python_name}_model",
             transforms=sorted(system.transforms, key=lambda t: t.name),
             transforms_view=odfv, transform_views=transform_views,
-            source_files={s.name: (s.kind, s.path) for s in _view_sources(system)},
-            csv_columns={s.name: _csv_columns(s) for s in _view_sources(system)
-                         if s.kind == "csv"},
+            store_sources={s.name: {"format": s.kind, "path": s.path,
+                                    "columns": _csv_columns(s) if s.kind == "csv" else {}}
+                           for s in _view_sources(system)},
         )
         tree = FileTree()
         tree.add("feature_repo/feature_store.yaml",

@@ -39,9 +39,25 @@ WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 PERCENTILES = (("p50_ms", 0.50), ("p95_ms", 0.95), ("p99_ms", 0.99))
 
 
+def _matchers(system: SystemIR, extra: str = "") -> list[str]:
+    return [f'service_name="{system.name}"', 'endpoint!~"/(healthz|livez|readyz|metrics)"',
+            *([extra] if extra else [])]
+
+
 def _selector(system: SystemIR, extra: str = "") -> str:
-    base = f'service_name="{system.name}",endpoint!~"/(healthz|livez|readyz|metrics)"'
-    return "{" + base + (f",{extra}" if extra else "") + "}"
+    """The service's label matchers on one line (the dashboard's queries)."""
+    return "{" + ",".join(_matchers(system, extra)) + "}"
+
+
+def _range(metric: str, system: SystemIR, window: str, extra: str = "") -> str:
+    """`metric{matchers}[window]` laid out one matcher a line: the rule files stay readable
+    and within a YAML linter's line length (PromQL ignores the whitespace)."""
+    inner = ",\n".join("  " + m for m in _matchers(system, extra))
+    return f"{metric}{{\n{inner}\n}}[{window}]"
+
+
+def _indent(text: str, spaces: int = 2) -> str:
+    return "\n".join(" " * spaces + line for line in text.split("\n"))
 
 
 def latency_bucket(threshold_ms: float) -> float:
@@ -61,23 +77,23 @@ def error_budget(system: SystemIR) -> float | None:
 
 
 def _bad_ratio_rules(system: SystemIR) -> list[tuple[str, str, float]]:
-    """(name, ratio expression template over [WINDOW], budget) per burn-rate SLO."""
+    """(name, ratio expression template over the window `[W]`, budget) per burn-rate SLO."""
     out = []
     budget = error_budget(system)
     if budget:
-        failed = _selector(system, 'http_response_code=~"5.."')
-        errors = f"sum(rate({REQUESTS}{failed}[W]))"
-        total = f"sum(rate({REQUESTS}{_selector(system)}[W]))"
-        out.append(("errors", f"{errors} / {total}", budget))
+        failed = _range(REQUESTS, system, "W", 'http_response_code=~"5.."')
+        errors, total = f"sum(rate({failed}))", f"sum(rate({_range(REQUESTS, system, 'W')}))"
+        out.append(("errors", f"{errors}\n/\n{total}", budget))
     for key, quantile in PERCENTILES:
         threshold = getattr(system.slos, key)
         if threshold is None or (1 - quantile) * BURN_WINDOWS[0][3] >= 1:
             continue  # a median has no meaningful burn rate: a plain threshold alert below
         le = latency_bucket(threshold)
-        fast = _selector(system, f'le="{le:g}"')
-        good = f"sum(rate({DURATION}_bucket{fast}[W]))"
-        count = f"sum(rate({DURATION}_count{_selector(system)}[W]))"
-        out.append((f"latency_{key[:-3]}", f"1 - ({good} / {count})", round(1 - quantile, 10)))
+        fast = _range(f"{DURATION}_bucket", system, "W", f'le="{le:g}"')
+        good = f"sum(rate({fast}))"
+        count = f"sum(rate({_range(f'{DURATION}_count', system, 'W')}))"
+        ratio = _indent(f"{good}\n/\n{count}")
+        out.append((f"latency_{key[:-3]}", f"1 - (\n{ratio}\n)", round(1 - quantile, 10)))
     return out
 
 
@@ -87,12 +103,12 @@ def rule_groups(system: SystemIR) -> list[dict]:
     prefix = "".join(part.capitalize() for part in name.split("-"))
     recording, alerts = [], []
     recording.append({"record": RPS_PER_POD,
-                      "expr": f"sum by (namespace, pod) (rate({REQUESTS}{_selector(system)}[1m]))",
+                      "expr": f"sum by (namespace, pod) (rate({_range(REQUESTS, system, '1m')}))",
                       "labels": dict(labels)})
     for slo, expr, budget in _bad_ratio_rules(system):
         for window in WINDOWS:
             recording.append({"record": f"mlstack:{slo}:ratio_rate{window}",
-                              "expr": expr.replace("[W]", f"[{window}]"),
+                              "expr": expr.replace("}[W]", f"}}[{window}]"),
                               "labels": dict(labels)})
         for severity, long, short, burn in BURN_WINDOWS:
             threshold = round(burn * budget, 10)
@@ -112,20 +128,21 @@ def rule_groups(system: SystemIR) -> list[dict]:
                                     f"{budget:g}.")}})
     p50 = system.slos.p50_ms
     if p50 is not None:
-        expr = (f"histogram_quantile(0.5, sum by (le) (rate({DURATION}_bucket"
-                f"{_selector(system)}[5m]))) > {p50 / 1000.0:g}")
+        expr = (f"histogram_quantile(0.5, sum by (le) (rate(\n"
+                f"{_indent(_range(f'{DURATION}_bucket', system, '5m'))}\n"
+                f"))) > {p50 / 1000.0:g}")
         alerts.append(_alert(prefix + "LatencyP50High", expr, "10m", "ticket", "latency_p50",
                              labels, f"{name}: median latency above the {p50:g} ms SLO"))
     if system.slos.throughput_rps:
         rps = system.slos.throughput_rps
         alerts.append(_alert(prefix + "TrafficAboveSlo",
-                             f"sum(rate({REQUESTS}{_selector(system)}[5m])) > {rps:g}", "15m",
+                             f"sum(rate({_range(REQUESTS, system, '5m')})) > {rps:g}", "15m",
                              "ticket", "throughput", labels,
                              f"{name}: traffic above the {rps:g} req/s the system is sized for"))
     fresh = system.slos.feature_freshness_seconds
     if fresh is not None:
         sel = _series_selector(name)
-        alerts.append(_alert(prefix + "FeaturesStale", f"max by (view) ({FRESHNESS}{sel}) > "
+        alerts.append(_alert(prefix + "FeaturesStale", f"max by (view) (\n  {FRESHNESS}{sel}\n) > "
                              f"{fresh}", "5m", "page", "feature_freshness", labels,
                              f"{name}: online features older than the {fresh} s freshness SLO"))
         alerts.append(_alert(prefix + "FeatureFreshnessUnknown", f"absent({FRESHNESS}{sel})",
@@ -134,13 +151,13 @@ def rule_groups(system: SystemIR) -> list[dict]:
     m = system.monitoring
     if m.model_staleness_seconds is not None:
         sel = _series_selector(name)
-        alerts.append(_alert(prefix + "ModelStale", f"time() - max({MODEL_TRAINED}{sel}) > "
+        alerts.append(_alert(prefix + "ModelStale", f"time() - max(\n  {MODEL_TRAINED}{sel}\n) > "
                              f"{m.model_staleness_seconds}", "10m", "ticket", "model_staleness",
                              labels, f"{name}: the served model is older than "
                              f"{m.model_staleness_seconds} s"))
     if m.drift_method is not None and m.drift_threshold is not None:
         sel = _series_selector(name)
-        alerts.append(_alert(prefix + "FeatureDrift", f"max by (feature) ({DRIFT}{sel}) > "
+        alerts.append(_alert(prefix + "FeatureDrift", f"max by (feature) (\n  {DRIFT}{sel}\n) > "
                              f"{m.drift_threshold:g}", "15m", "ticket", "drift", labels,
                              f"{name}: {m.drift_method} drift above {m.drift_threshold:g}"))
     groups = [{"name": f"{name}-slo-recording", "rules": recording}]
@@ -169,6 +186,44 @@ def dashboard(system: SystemIR) -> dict:
     return grafana_dashboard(system)
 
 
+class _Folded(str):
+    """Text emitted as a folded block scalar (`>-`): wrapped in the file, one line loaded."""
+
+
+class _RulesDumper(yaml.SafeDumper):
+    """Block style that passes `yamllint` with its default config: sequences indented under
+    their key, multi-line strings (the PromQL) as literal blocks (`|-`), annotations folded."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = ">" if isinstance(value, _Folded) else "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style=style)
+
+
+_RulesDumper.add_representer(str, _represent_str)
+_RulesDumper.add_representer(_Folded, _represent_str)
+
+
+def rules_yaml(system: SystemIR) -> str:
+    """The rule file: a `---` document after the generated-file header. It loads back to
+    exactly `{"groups": rule_groups(system)}`; lines stay within yamllint's default 80
+    columns (PromQL laid out by the rules, annotation text folded at 68)."""
+    groups = rule_groups(system)
+    for group in groups:
+        for rule in group["rules"]:
+            if "annotations" in rule:
+                rule["annotations"] = {k: _Folded(v) for k, v in rule["annotations"].items()}
+    body = yaml.dump({"groups": groups}, Dumper=_RulesDumper, sort_keys=False, width=68,
+                     default_flow_style=False, allow_unicode=True)
+    return header(system) + "---\n" + body
+
+
 class MonitoringBackend:
     name = "monitoring"
     templates = ()
@@ -178,9 +233,7 @@ class MonitoringBackend:
 
     def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
         tree = FileTree()
-        rules = yaml.safe_dump({"groups": rule_groups(system)}, sort_keys=False, width=100,
-                               default_flow_style=False, allow_unicode=True)
-        tree.add("monitoring/prometheus-rules.yaml", header(system) + rules)
+        tree.add("monitoring/prometheus-rules.yaml", rules_yaml(system))
         tree.add("monitoring/grafana-dashboard.json",
                  json.dumps(dashboard(system), indent=2, sort_keys=True) + "\n")
         return tree

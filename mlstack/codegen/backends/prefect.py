@@ -1,8 +1,8 @@
 """The pipelines: Prefect flows (training, materialization, monitoring) and their deployments.
 
-`pipelines/flows.py` holds the spec's facts as literals (sources and their data checks, the
-estimator, split, metrics, gates, retries, monitoring thresholds) above code that is the same
-for every system. `pipelines/prefect.yaml` declares one deployment per flow with its
+`pipelines/flows.py` holds the spec's facts (sources and their data checks, the estimator,
+split, metrics, gates, retries, monitoring thresholds) and thin `@task`/`@flow` functions that
+call mlstack.runtime for everything that is the same in every system. `pipelines/prefect.yaml` declares one deployment per flow with its
 schedule and the work pool of the target (a `process` pool locally, a Kubernetes pool on
 clusters).
 """
@@ -11,9 +11,18 @@ from __future__ import annotations
 
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.backends.shared import header
-from mlstack.codegen.contract import TELEMETRY_ENV, package_name
+from mlstack.codegen.contract import (
+    ENV_PROGRESS_FILE,
+    MODELS_FILE,
+    MONITORING_FILE,
+    MONITORING_TASKS,
+    TELEMETRY_ENV,
+    TRAINING_FILE,
+    TRAINING_TASKS,
+    package_name,
+)
 from mlstack.codegen.filetree import FileTree
-from mlstack.codegen.jinja import render_template
+from mlstack.codegen.jinja import IDENT_RE, render_template
 from mlstack.frontend.ir.nodes import ChecksNode, SystemIR
 
 # Prefect schedules are cron lines; the spec's aliases translate to these.
@@ -39,10 +48,19 @@ def work_pool(system: SystemIR) -> dict:
 
 
 def _checks(checks: ChecksNode) -> dict:
-    return {"not_null": checks.not_null, "unique": checks.unique,
-            "ranges": {r.column: (r.low, r.high) for r in checks.ranges},
-            "allowed_values": {a.column: a.values for a in checks.allowed_values},
-            "min_rows": checks.min_rows, "max_null_fraction": checks.max_null_fraction}
+    """The source's data checks that are set, as DataChecks keyword arguments."""
+    everything = {"not_null": checks.not_null, "unique": checks.unique,
+                  "ranges": {r.column: (r.low, r.high) for r in checks.ranges},
+                  "allowed_values": {a.column: a.values for a in checks.allowed_values},
+                  "min_rows": checks.min_rows, "max_null_fraction": checks.max_null_fraction}
+    return {k: v for k, v in everything.items() if v not in (None, (), {})}
+
+
+def _dotted(module: str) -> str:
+    """A module path from the estimator catalog, checked to be dotted identifiers."""
+    if not all(IDENT_RE.match(part) for part in module.split(".")):
+        raise ValueError(f"not a module path: {module!r}")  # the catalog prevents this
+    return module
 
 
 def flow_context(system: SystemIR) -> dict:
@@ -51,23 +69,27 @@ def flow_context(system: SystemIR) -> dict:
     feature_sources = sorted({v.source for v in system.feature_views})
     m, t, mon = system.model, system.training, system.monitoring
     return dict(
-        sources={s.name: {"path": s.path, "format": s.kind, "timestamp_field": s.timestamp_field,
-                          "columns": {c.name: c.dtype for c in s.columns}}
-                 for s in file_sources},
+        sources=[{"name": s.name, "path": s.path, "format": s.kind,
+                  "timestamp_field": s.timestamp_field,
+                  "columns": {c.name: c.dtype for c in s.columns}, "checks": _checks(s.checks)}
+                 for s in sorted(file_sources, key=lambda s: s.name)],
         unread_sources=tuple(sorted(s.name for s in system.sources if s.family != "file")),
-        checks={s.name: _checks(s.checks) for s in file_sources},
         feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),
         label_keys=tuple(k.name for k in system.label.join_keys),
-        estimator=(m.estimator.module, m.estimator.cls),
+        estimator_module=_dotted(m.estimator.module), estimator_class=m.estimator.cls,
         estimator_params=dict(m.estimator.params),
         metrics=tuple(system.evaluation.metrics),
-        gates=tuple((g.metric, g.op, g.threshold) for g in system.evaluation.gates),
+        gates=[{"metric": g.metric, "op": g.op, "threshold": g.threshold}
+               for g in system.evaluation.gates],
         drift_method=mon.drift_method, drift_threshold=mon.drift_threshold,
         drift_features=mon.drift_features,
         feature_freshness_seconds=system.slos.feature_freshness_seconds,
         model_staleness_seconds=mon.model_staleness_seconds,
         split_by=t.split_by, test_fraction=t.test_fraction, seed=t.seed, retries=t.retries,
-        retry_delay_seconds=t.retry_delay_seconds, timeout_seconds=t.timeout_seconds)
+        retry_delay_seconds=t.retry_delay_seconds, timeout_seconds=t.timeout_seconds,
+        task={name: name for name in (*TRAINING_TASKS, *MONITORING_TASKS)},
+        models_file=MODELS_FILE, training_file=TRAINING_FILE, monitoring_file=MONITORING_FILE,
+        progress_env=ENV_PROGRESS_FILE)
 
 
 def deployments_context(system: SystemIR) -> dict:
@@ -82,7 +104,8 @@ def deployments_context(system: SystemIR) -> dict:
 
 class PrefectBackend:
     name = "prefect"
-    templates = ("prefect/flows.py.j2", "prefect/prefect.yaml.j2")
+    templates = ("prefect/flows.py.j2", "prefect/monitoring.py.j2", "prefect/pipeline.py.j2",
+                 "prefect/prefect.yaml.j2")
 
     def applies(self, system: SystemIR) -> bool:
         return True
@@ -90,8 +113,13 @@ class PrefectBackend:
     def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
         tree = FileTree()
         common = dict(system=system, package=package_name(system))
+        context = flow_context(system)
         tree.add("pipelines/flows.py", render_template(
-            "prefect/flows.py.j2", header=header(system), **common, **flow_context(system)))
+            "prefect/flows.py.j2", header=header(system), **common, **context))
+        tree.add("pipelines/monitoring.py", render_template(
+            "prefect/monitoring.py.j2", header=header(system), **common, **context))
+        tree.add(f"{common['package']}/pipeline.py", render_template(
+            "prefect/pipeline.py.j2", header=header(system), **common, **context))
         tree.add("pipelines/prefect.yaml", render_template(
             "prefect/prefect.yaml.j2", header=header(system), **common,
             **deployments_context(system)))

@@ -21,15 +21,24 @@ SKEW_TOLERANCE = 1e-9
 
 
 def train(package: str) -> dict:
+    """The training flow without its promote task: deploy promotes a version after its
+    verification and rollout, so a failed deploy never leaves a new model as the current one."""
     flows = importlib.import_module("pipelines.flows")
-    return flows.training_flow()
+    return flows.training_flow(promote_model=False)
+
+
+def _source(package: str, name: str):
+    """A file source of the generated pipeline settings (a SourceSpec) and its rows."""
+    pipeline = importlib.import_module(f"{package}.pipeline")
+    settings = importlib.import_module(f"{package}.settings")
+    source = next(s for s in pipeline.SOURCES if s.name == name)
+    return source, source.read(settings.PROJECT_DIR)
 
 
 def _sample_keys(package: str, size: int, seed: int) -> list[dict]:
     """Distinct request keys from the label source (it carries every key the model needs)."""
-    flows = importlib.import_module("pipelines.flows")
     features = importlib.import_module(f"{package}.features")
-    labels = flows.read_source(features.LABEL_SOURCE)
+    _, labels = _source(package, features.LABEL_SOURCE)
     keys = labels[list(features.REQUEST_KEYS)].drop_duplicates()
     keys = keys.sample(n=min(size, len(keys)), random_state=seed).sort_values(
         list(features.REQUEST_KEYS))
@@ -46,15 +55,14 @@ def _offline_frame(package: str, keys: list[dict]):
     offline store says the online store should hold for it."""
     import pandas as pd
 
-    flows = importlib.import_module("pipelines.flows")
     features = importlib.import_module(f"{package}.features")
     store = importlib.import_module(f"{package}.store")
     key_frame = pd.DataFrame(keys)
     out = key_frame.copy()
     for view_name, source_name in sorted(features.VIEW_SOURCES.items()):
-        source = flows.read_source(source_name)
+        spec, source = _source(package, source_name)
         view_keys = list(features.VIEW_KEYS[view_name])
-        ts_field = flows.SOURCES[source_name]["timestamp_field"]
+        ts_field = spec.timestamp_field
         newest = source.groupby(view_keys, as_index=False)[ts_field].max()
         entity = key_frame.merge(newest, on=view_keys, how="left").rename(
             columns={ts_field: "__as_of"})

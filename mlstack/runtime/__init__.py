@@ -1,0 +1,62 @@
+"""mlstack.runtime: the library a compiled mlstack project runs on.
+
+The compiler emits a thin program per spec (Prefect flows, the Feast store access, the BentoML
+service) that holds the spec's values and calls this library for everything that is the same
+in every project. It is installed with the `runtime` extra (`pip install mlstack[runtime]`)
+and imports nothing else of mlstack.
+
+Modules (each imports its heavy libraries itself; importing this package loads none):
+
+    errors      DataCheckError, QualityGateError, MonitoringAlert
+    sources     SourceSpec; read_source, read_sources (frames + data fingerprint), file_digest
+    checks      DataChecks; check_failures, validate_sources (raises DataCheckError)
+    store       SourceFile, FeatureStoreAccess (Feast: config, apply, materialize, online and
+                point-in-time historical features, CSV staging)
+    training    LabelSpec, Split; label_rows, training_set, split_frame, fit
+    evaluation  Gate; compute_metrics, ndcg, check_gates, evaluate_model (QualityGateError)
+    registry    ModelRegistry (BentoML model store, with lineage), git_sha, read_spec_hash
+    state       StateFiles: the models/training/monitoring JSON files (atomic), promote
+    monitoring  Monitoring; psi, ks, drift_report, freshness, staleness, alerts
+    hooks       Prefect task options and hooks: task_options, retry_unless_final,
+                progress_hook
+    serving     the service's input path: ModelInput, predictions, feature_records
+    logs        logger_for: the caller's logger, else Prefect's run logger, else logging's
+
+Generated code calls `require(API_VERSION it was compiled for)` once at import, so a project
+compiled for another runtime API fails at start with a clear message instead of midway.
+"""
+
+from __future__ import annotations
+
+__all__ = ["API_VERSION", "require"]
+
+# The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
+# older minor of the same major keep working); a new MAJOR breaks compiled projects.
+API_VERSION = "1.0"
+
+
+def _parse(version: str) -> tuple[int, int] | None:
+    major, dot, minor = str(version).strip().partition(".")
+    if not dot or not major.isdigit() or not minor.isdigit():
+        return None
+    return int(major), int(minor)
+
+
+def compatible(required: str, provided: str = API_VERSION) -> bool:
+    """Whether a project compiled for runtime API `required` runs on API `provided`: the same
+    major version and a minor at least as new."""
+    want, have = _parse(required), _parse(provided)
+    return want is not None and have is not None and want[0] == have[0] and want[1] <= have[1]
+
+
+def require(version: str) -> None:
+    """Fail (RuntimeError) unless this runtime can run a project compiled for API `version`.
+
+    Generated code calls this once at import, with the API version it was compiled for.
+    """
+    if not compatible(version):
+        raise RuntimeError(
+            f"this project was compiled for mlstack runtime API {version}; the installed "
+            f"mlstack provides {API_VERSION}: recompile with `mlstack compile` or install a "
+            "matching mlstack"
+        )

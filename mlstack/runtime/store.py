@@ -1,0 +1,287 @@
+"""Feast access for training, serving and deploy: one object per generated project.
+
+    store = FeatureStoreAccess(repo_dir=..., state_dir=..., project_dir=..., ...)
+    store.get_store()              -> feast.FeatureStore (cached; config from feature_store.yaml)
+    store.apply()                  register what feature_repo/repo.py defines (like `feast apply`)
+    store.materialize(end=None)    load the online store up to `end` (default: now)
+    store.online_features(rows)    request rows + fetched features ('view__field'), same order
+    store.historical_features(df)  entity rows + point-in-time features, same order
+
+The registry and the online store live under `state_dir` (feature_store.yaml refers to it as
+${MLSTACK_STATE_DIR}); source files under `project_dir`. Feast is imported on first use, so
+building the object (and reading `source_path`) does not load it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from feast import FeatureService, FeatureStore, RepoConfig
+
+__all__ = ["EPOCH", "FeatureStoreAccess", "SourceFile", "expand_variables"]
+
+# Where materialize starts for a feature view that was never materialized (all history).
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# pandas dtypes CSV columns are read with, by spec dtype (nullable where pandas has one).
+PANDAS_DTYPES = {
+    "bool": "boolean",
+    "float32": "float32",
+    "float64": "float64",
+    "int32": "Int32",
+    "int64": "Int64",
+    "string": "string",
+}
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+_TS = "__mlstack_ts"
+# The variable in feature_store.yaml that stands for the state folder.
+STATE_DIR_VARIABLE = "MLSTACK_STATE_DIR"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file a feature view reads: its format ('parquet' or 'csv') and path relative to the
+    project folder. A CSV source also lists its declared columns (column -> spec dtype): Feast
+    reads only parquet, so CSV sources are staged as parquet read with these types."""
+
+    format: str
+    path: str
+    columns: Mapping[str, str] = field(default_factory=dict)
+
+
+def expand_variables(value: Any, variables: Mapping[str, str]) -> Any:
+    """`value` (parsed YAML: dicts, lists, strings) with every ${NAME} in its strings replaced
+    by variables[NAME], else the environment's NAME; a name in neither raises RuntimeError.
+    Expanding after parsing keeps any folder name safe."""
+
+    def variable(match: re.Match) -> str:
+        name = match.group(1)
+        if name in variables:
+            return variables[name]
+        if name not in os.environ:
+            raise RuntimeError(f"feature_store.yaml needs the environment variable {name}")
+        return os.environ[name]
+
+    def expand(item: Any) -> Any:
+        if isinstance(item, dict):
+            return {k: expand(v) for k, v in item.items()}
+        if isinstance(item, str):
+            return _VARIABLE.sub(variable, item)
+        return item
+
+    return expand(value)
+
+
+class FeatureStoreAccess:
+    """The generated project's Feast store: configuration and the operations training,
+    serving and deploy use.
+
+    repo_dir: the feature repo (feature_store.yaml, repo.py); state_dir: registry, online
+    store and staged sources; project_dir: what source paths are relative to;
+    feature_service: the model's Feast feature service; request_keys: the entity join keys a
+    request carries; fetch_columns: the features as they arrive ('view__field');
+    sources: the files the feature views read; timestamp_column: the entity rows' time column
+    historical_features uses by default; repo_module: the name repo.py is imported under.
+
+    `get_store` and `feature_service` are cached per object (one Feast store per process);
+    `get_store.cache_clear()` and `feature_service.cache_clear()` forget them.
+    """
+
+    def __init__(
+        self,
+        *,
+        repo_dir: str | Path,
+        state_dir: str | Path,
+        project_dir: str | Path,
+        feature_service: str,
+        request_keys: Sequence[str],
+        fetch_columns: Sequence[str],
+        sources: Mapping[str, SourceFile],
+        timestamp_column: str = "event_timestamp",
+        repo_module: str = "mlstack_feature_repo",
+    ) -> None:
+        self.repo_dir = Path(repo_dir)
+        self.state_dir = Path(state_dir)
+        self.project_dir = Path(project_dir)
+        self.feature_service_name = feature_service
+        self.request_keys = tuple(request_keys)
+        self.fetch_columns = tuple(fetch_columns)
+        self.sources = dict(sources)
+        self.timestamp_column = timestamp_column
+        self.repo_module = repo_module
+        # per object, so that two projects in one process do not share a store
+        self.get_store = functools.lru_cache(maxsize=1)(self._open_store)
+        self.feature_service = functools.lru_cache(maxsize=1)(self._read_feature_service)
+
+    # -- configuration -----------------------------------------------------------------
+
+    def source_path(self, name: str) -> Path:
+        """The parquet file Feast reads for a source (CSV sources are staged as parquet)."""
+        source = self.sources[name]
+        if source.format == "parquet":
+            return self.project_dir / source.path
+        return self.state_dir / "sources" / f"{name}.parquet"
+
+    def stage_sources(self) -> None:
+        """Convert CSV sources to parquet under state_dir/sources when the CSV is newer (Feast
+        reads only parquet). Parquet sources are read in place."""
+        for name, source in sorted(self.sources.items()):
+            if source.format != "csv":
+                continue
+            csv_file, staged = self.project_dir / source.path, self.source_path(name)
+            if staged.exists() and staged.stat().st_mtime >= csv_file.stat().st_mtime:
+                continue
+            columns = source.columns
+            frame = pd.read_csv(
+                csv_file,
+                usecols=sorted(columns),
+                dtype={c: PANDAS_DTYPES[t] for c, t in columns.items() if t != "timestamp"},
+            )
+            for column in sorted(c for c, t in columns.items() if t == "timestamp"):
+                frame[column] = pd.to_datetime(frame[column], utc=True)
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            tmp = staged.with_suffix(".tmp")
+            frame.to_parquet(tmp, index=False)
+            tmp.replace(staged)
+
+    def config_dict(self) -> dict:
+        """feature_store.yaml, parsed, with its ${VARIABLES} filled in (${MLSTACK_STATE_DIR}
+        from state_dir, the others from the environment)."""
+        import yaml
+
+        raw = yaml.safe_load((self.repo_dir / "feature_store.yaml").read_text(encoding="utf-8"))
+        return expand_variables(raw, {STATE_DIR_VARIABLE: self.state_dir.as_posix()})
+
+    def repo_config(self) -> RepoConfig:
+        """The Feast RepoConfig of feature_store.yaml, variables filled in."""
+        from feast import RepoConfig
+
+        return RepoConfig(repo_path=self.repo_dir, **self.config_dict())
+
+    def _open_store(self) -> FeatureStore:
+        from feast import FeatureStore
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        return FeatureStore(repo_path=str(self.repo_dir), config=self.repo_config())
+
+    def _read_feature_service(self) -> FeatureService:
+        return self.get_store().get_feature_service(self.feature_service_name)
+
+    # -- registry ----------------------------------------------------------------------
+
+    def repo_objects(self) -> list:
+        """The Feast objects repo_dir/repo.py defines, sorted by type and name."""
+        from feast import Entity, FeatureService, FeatureView
+        from feast.data_source import DataSource
+        from feast.on_demand_feature_view import OnDemandFeatureView
+
+        spec = importlib.util.spec_from_file_location(self.repo_module, self.repo_dir / "repo.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[self.repo_module] = module  # the on-demand view's source is read back
+        spec.loader.exec_module(module)
+        kinds = (DataSource, Entity, FeatureView, OnDemandFeatureView, FeatureService)
+        found = {}
+        for value in vars(module).values():
+            for order, kind in enumerate(kinds):
+                if isinstance(value, kind):
+                    found[(order, value.name)] = value
+        return [found[key] for key in sorted(found)]
+
+    def apply(self) -> None:
+        """Register the repo's objects and delete registered ones it no longer defines."""
+        store = self.get_store()
+        objects = self.repo_objects()
+        wanted = {(type(o).__name__, o.name) for o in objects}
+        registered = [
+            *store.list_data_sources(),
+            *store.list_entities(),
+            *store.list_feature_views(),
+            *store.list_on_demand_feature_views(),
+            *store.list_feature_services(),
+        ]
+        stale = [o for o in registered if (type(o).__name__, o.name) not in wanted]
+        store.apply(objects, objects_to_delete=stale, partial=False)
+        self.feature_service.cache_clear()
+
+    def materialize(self, end: datetime | None = None) -> None:
+        """Load the online store with the latest values up to `end` (default: now). Views
+        never materialized load all history; the others continue from their last run."""
+        self.stage_sources()
+        store = self.get_store()
+        end = end or datetime.now(UTC)
+        views = [v for v in store.list_feature_views() if v.online]
+        fresh = sorted(v.name for v in views if not v.materialization_intervals)
+        seen = sorted(v.name for v in views if v.materialization_intervals)
+        if fresh:
+            store.materialize(start_date=EPOCH, end_date=end, feature_views=fresh)
+        if seen:
+            store.materialize_incremental(end_date=end, feature_views=seen)
+
+    # -- reading features --------------------------------------------------------------
+
+    def online_features(self, rows: list[dict]) -> pd.DataFrame:
+        """The request rows with the model's fetched features ('view__field') joined on the
+        entity keys, in request order; entities the store does not know get nulls."""
+        keys = self.request_keys
+        requested = [tuple(row[k] for k in keys) for row in rows]
+        unique = list(dict.fromkeys(requested))
+        fetched: dict[str, list] = {column: [] for column in (*keys, *self.fetch_columns)}
+        if unique:
+            fetched = (
+                self.get_store()
+                .get_online_features(
+                    features=self.feature_service(),
+                    entity_rows=[dict(zip(keys, key, strict=True)) for key in unique],
+                    full_feature_names=True,
+                )
+                .to_dict()
+            )
+        found = zip(*(fetched[k] for k in keys), strict=True)
+        row_of = {key: i for i, key in enumerate(found)}  # joined on the keys Feast returns
+        columns = {
+            column: [fetched[column][row_of[key]] for key in requested]
+            for column in self.fetch_columns
+        }
+        return pd.DataFrame(rows, columns=None if rows else list(keys)).assign(**columns)
+
+    def historical_features(
+        self, entity_df: pd.DataFrame, timestamp_column: str | None = None
+    ) -> pd.DataFrame:
+        """Point-in-time features: for each entity row, the latest source row at or before its
+        timestamp (`timestamp_column`, default the object's) and within the view's TTL (else
+        nulls). Rows keep their order, index and columns; the features are added."""
+        timestamp_column = timestamp_column or self.timestamp_column
+        self.stage_sources()
+        keys = list(self.request_keys)
+        frame = entity_df.copy()
+        frame[_TS] = pd.to_datetime(frame[timestamp_column], utc=True).astype(
+            "datetime64[ns, UTC]"
+        )
+        query = frame[keys + [_TS]].drop_duplicates().rename(columns={_TS: "event_timestamp"})
+        result = (
+            self.get_store()
+            .get_historical_features(
+                entity_df=query.reset_index(drop=True),
+                features=self.feature_service(),
+                full_feature_names=True,
+            )
+            .to_df()
+        )
+        result = result.rename(columns={"event_timestamp": _TS})[
+            keys + [_TS] + list(self.fetch_columns)
+        ]
+        result[_TS] = result[_TS].astype("datetime64[ns, UTC]")
+        result = result.astype({k: frame[k].dtype for k in keys})
+        joined = frame.merge(result, on=keys + [_TS], how="left", validate="many_to_one")
+        return joined.drop(columns=[_TS]).set_axis(entity_df.index)

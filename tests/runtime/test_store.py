@@ -1,0 +1,148 @@
+"""Feast store access without Feast: configuration, CSV staging and the joins around Feast's
+answers (a stand-in store). The real Feast path runs in tests/engine/test_feast_repo.py."""
+
+from __future__ import annotations
+
+import os
+import time
+import types
+
+import pandas as pd
+import pytest
+
+from mlstack.runtime.store import FeatureStoreAccess, SourceFile, expand_variables
+
+
+def _access(tmp_path, **overrides) -> FeatureStoreAccess:
+    options = dict(repo_dir=tmp_path / "feature_repo", state_dir=tmp_path / "state",
+                   project_dir=tmp_path / "project", feature_service="m_model",
+                   request_keys=("id",), fetch_columns=("v__a", "v__b"),
+                   sources={"p": SourceFile("parquet", "data/p.parquet"),
+                            "c": SourceFile("csv", "data/c.csv",
+                                            {"id": "int64", "ts": "timestamp", "n": "int64",
+                                             "flag": "bool"})},
+                   timestamp_column="label_ts", repo_module="m_system_feature_repo")
+    options.update(overrides)
+    return FeatureStoreAccess(**options)
+
+
+def test_expand_variables(monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://x:1")
+    monkeypatch.delenv("MISSING_VAR", raising=False)
+    raw = {"registry": {"path": "${MLSTACK_STATE_DIR}/reg.db"}, "online": "${REDIS_URL}",
+           "n": 3, "list": ["${REDIS_URL}"]}
+    got = expand_variables(raw, {"MLSTACK_STATE_DIR": "/s ${X}"})
+    assert got["registry"] == {"path": "/s ${X}/reg.db"}  # values are not expanded again
+    assert got["online"] == "redis://x:1" and got["n"] == 3
+    with pytest.raises(RuntimeError, match="needs the environment variable MISSING_VAR"):
+        expand_variables({"a": "${MISSING_VAR}"}, {})
+
+
+def test_config_fills_the_state_dir_from_the_object(tmp_path, monkeypatch):
+    access = _access(tmp_path)
+    access.repo_dir.mkdir()
+    (access.repo_dir / "feature_store.yaml").write_text(
+        "project: m\nregistry:\n  path: ${MLSTACK_STATE_DIR}/feast_registry.db\n")
+    monkeypatch.setenv("MLSTACK_STATE_DIR", "/not/this")
+    assert access.config_dict() == {
+        "project": "m", "registry": {"path": f"{(tmp_path / 'state').as_posix()}/feast_registry.db"}}
+
+
+def test_source_paths_and_csv_staging(tmp_path):
+    access = _access(tmp_path)
+    assert access.source_path("p") == tmp_path / "project/data/p.parquet"
+    staged = access.source_path("c")
+    assert staged == tmp_path / "state/sources/c.parquet"
+    (tmp_path / "project/data").mkdir(parents=True)
+    csv = tmp_path / "project/data/c.csv"
+    csv.write_text("id,ts,n,flag,extra\n1,2026-01-01,5,true,x\n2,2026-01-02,,false,y\n")
+    access.stage_sources()
+    frame = pd.read_parquet(staged)
+    assert list(frame.columns) == ["id", "ts", "n", "flag"]  # declared columns only
+    assert str(frame["n"].dtype) == "Int64" and frame["n"].isna().tolist() == [False, True]
+    assert str(frame["flag"].dtype) == "boolean"
+    assert frame["ts"].tolist() == [pd.Timestamp("2026-01-01", tz="UTC"),
+                                    pd.Timestamp("2026-01-02", tz="UTC")]
+    # not staged again while the CSV is older than the staged file
+    before = staged.stat().st_mtime_ns
+    access.stage_sources()
+    assert staged.stat().st_mtime_ns == before
+    later = time.time() + 5
+    os.utime(csv, (later, later))
+    access.stage_sources()
+    assert staged.stat().st_mtime_ns != before
+
+
+class _Store:
+    """Answers like Feast's get_online_features / get_historical_features."""
+
+    def __init__(self, values: dict):
+        self.values, self.calls = values, []
+
+    def get_online_features(self, features, entity_rows, full_feature_names):
+        assert full_feature_names and features == "service"
+        self.calls.append(entity_rows)
+        out = {"id": [r["id"] for r in entity_rows][::-1]}  # Feast's order is not relied on
+        for i, column in enumerate(("v__a", "v__b")):
+            out[column] = [self.values.get(r["id"], (None, None))[i] for r in entity_rows][::-1]
+        return types.SimpleNamespace(to_dict=lambda: out)
+
+    def get_historical_features(self, entity_df, features, full_feature_names):
+        self.calls.append(entity_df.copy())
+        out = entity_df.assign(
+            v__a=[self.values.get(i, (None, None))[0] for i in entity_df["id"]],
+            v__b=[self.values.get(i, (None, None))[1] for i in entity_df["id"]],
+            event_timestamp=entity_df["event_timestamp"].astype("datetime64[us, UTC]"))
+        return types.SimpleNamespace(to_df=lambda: out.iloc[::-1])
+
+
+def _with_store(tmp_path, values):
+    access = _access(tmp_path, sources={})
+    store = _Store(values)
+    access.get_store = lambda: store
+    access.feature_service = lambda: "service"
+    return access, store
+
+
+def test_online_features_in_request_order_with_nulls(tmp_path):
+    access, store = _with_store(tmp_path, {1: (10, 0.5), 2: (20, 1.5)})
+    got = access.online_features([{"id": 2}, {"id": 7}, {"id": 1}, {"id": 2}])
+    assert store.calls == [[{"id": 2}, {"id": 7}, {"id": 1}]]  # each entity once
+    assert got["id"].tolist() == [2, 7, 1, 2]
+    assert got.isna().to_dict("list") == {"id": [False] * 4, "v__a": [False, True, False, False],
+                                          "v__b": [False, True, False, False]}
+    assert got.fillna(-1).to_dict("list") == {"id": [2, 7, 1, 2], "v__a": [20, -1, 10, 20],
+                                              "v__b": [1.5, -1, 0.5, 1.5]}
+    empty = access.online_features([])
+    assert list(empty.columns) == ["id", "v__a", "v__b"] and empty.empty
+    assert len(store.calls) == 1
+
+
+def test_historical_features_keep_rows_order_index_and_columns(tmp_path):
+    access, store = _with_store(tmp_path, {1: (10, 0.5), 2: (20, 1.5)})
+    entity = pd.DataFrame({"id": [2, 1, 2, 3], "label_ts": ["2026-01-02", "2026-01-01",
+                                                             "2026-01-02", "2026-01-01"],
+                           "y": [1, 0, 1, 0]}, index=[10, 11, 12, 13])
+    got = access.historical_features(entity)
+    assert len(store.calls[0]) == 3  # duplicate (key, time) rows asked once
+    assert list(got.columns) == ["id", "label_ts", "y", "v__a", "v__b"]
+    assert list(got.index) == [10, 11, 12, 13]
+    assert got["v__a"].tolist()[:3] == [20, 10, 20] and pd.isna(got["v__a"].iloc[3])
+    with pytest.raises(KeyError):
+        access.historical_features(entity.drop(columns=["label_ts"]))
+    got = access.historical_features(entity.rename(columns={"label_ts": "t"}), "t")
+    assert got["v__b"].tolist()[:3] == [1.5, 0.5, 1.5]
+
+
+def test_feast_is_not_imported_to_build_the_object(tmp_path):
+    import subprocess
+    import sys
+
+    probe = ("import sys; from mlstack.runtime.store import FeatureStoreAccess, SourceFile; "
+             "a = FeatureStoreAccess(repo_dir='r', state_dir='s', project_dir='p', "
+             "feature_service='f', request_keys=('id',), fetch_columns=(), "
+             "sources={'x': SourceFile('parquet', 'x.parquet')}); a.source_path('x'); "
+             "print('feast' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            timeout=60, check=True)
+    assert result.stdout.strip() == "False"
