@@ -43,10 +43,10 @@ class Deployment:
         return found
 
     def deploy(self, *args: str) -> tuple[float, dict]:
-        """`mlstack deploy --json`: (seconds, its report); on failure the report is
+        """`mlstack deploy --format json`: (seconds, its report); on failure the report is
         {"failed": <the error line>}."""
         proc_wall, out, err, code = _run(
-            [MLSTACK, "deploy", "--port", str(self.port), "--json", *args], self.env,
+            [MLSTACK, "deploy", "--port", str(self.port), "--format", "json", *args], self.env,
             self.project)
         if code != 0:
             lines = [x for x in err.splitlines() if x.startswith("error:")]

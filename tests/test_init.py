@@ -65,9 +65,15 @@ def test_init_unknown_blueprint_suggests_the_closest(tmp_path, capsys):
     assert not (tmp_path / "p").exists()
 
 
-def test_init_without_a_folder_is_a_usage_error(capsys):
+def test_init_without_a_folder_scaffolds_the_current_one(tmp_path, monkeypatch, capsys):
+    """Like `git init`: the current folder, when it is empty."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
+    out = capsys.readouterr().out
+    assert "Created the current folder" in out and "cd " not in out
+    assert (tmp_path / "mlstack.yaml").is_file()
     assert main(["init"]) == 2
-    assert "init needs a folder" in capsys.readouterr().err
+    assert "is not empty" in capsys.readouterr().err
 
 
 def test_init_onto_a_file_is_refused(tmp_path, capsys):
@@ -128,3 +134,82 @@ def test_init_keeps_a_folder_named_like_its_staging_folder(tmp_path):
     assert main(["init", str(project)]) == 0
     assert (mine / "keep.txt").read_text() == "mine\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == [".proj.mlstack-init", "proj"]
+
+
+# --- .gitignore, the schema modeline and `mlstack schema` in an init'd project -------------
+
+def test_init_writes_a_gitignore_for_build_and_state(tmp_path):
+    assert main(["init", str(tmp_path / "proj")]) == 0
+    lines = (tmp_path / "proj" / ".gitignore").read_text().splitlines()
+    assert "build/" in lines and ".mlstack/" in lines
+
+
+def test_init_force_adds_to_an_existing_gitignore(tmp_path):
+    project = tmp_path / "proj"
+    project.mkdir()
+    (project / ".gitignore").write_text("*.log\n/build\n")
+    assert main(["init", str(project), "--force"]) == 0
+    text = (project / ".gitignore").read_text()
+    assert text.startswith("*.log\n/build\n")  # the user's lines, as they were
+    assert text.count("build") == 1 and ".mlstack/" in text.splitlines()
+    assert main(["init", str(project), "--force"]) == 0
+    assert (project / ".gitignore").read_text() == text  # nothing added twice
+
+
+def test_the_gitignore_keeps_build_and_state_out_of_git(tmp_path):
+    import subprocess
+
+    project = tmp_path / "proj"
+    assert main(["init", str(project)]) == 0
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    for rel in ("build/x.py", ".mlstack/deployments.json"):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("x")
+    proc = subprocess.run(["git", "check-ignore", "build/x.py", ".mlstack/deployments.json",
+                           "mlstack.yaml"], cwd=project, capture_output=True, text=True)
+    assert proc.stdout.split() == ["build/x.py", ".mlstack/deployments.json"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_modeline_resolves_to_the_shipped_schema(name, tmp_path):
+    """The spec's yaml-language-server modeline names a file that exists next to it, and it
+    is this mlstack's schema (the blueprint's own modeline resolves in the package too)."""
+    from mlstack.codegen.package_data import blueprints_dir, schemas_dir
+    from mlstack.frontend.schema import spec_json_schema_text
+    from mlstack.workspace.schema_file import modeline_schema
+
+    project = tmp_path / "proj"
+    assert main(["init", str(project), "--blueprint", name]) == 0
+    target = project / modeline_schema(project / "mlstack.yaml")
+    assert target.is_file() and target.read_text() == spec_json_schema_text()
+    shipped = blueprints_dir() / name / "mlstack.yaml"
+    assert (shipped.parent / modeline_schema(shipped)).resolve() == (
+        schemas_dir() / "mlstack.schema.json").resolve()
+
+
+def test_schema_check_in_an_init_project_checks_its_own_schema(tmp_path, monkeypatch, capsys):
+    project = tmp_path / "proj"
+    assert main(["init", str(project)]) == 0
+    capsys.readouterr()
+    monkeypatch.chdir(project)
+    assert main(["schema", "--check"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("mlstack.schema.json is up to date")
+    assert "mlstack.yaml's modeline" in out
+    assert not (project / "schemas").exists()
+    (project / "mlstack.schema.json").write_text("{}\n")
+    assert main(["schema", "--check", "--format", "json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["path"], doc["state"]) == ("mlstack.schema.json", "stale")
+    assert main(["schema"]) == 0  # rewrites the file the modeline names
+    assert "mlstack.schema.json written" in capsys.readouterr().out
+    assert main(["-C", str(project), "schema", "--check"]) == 0
+
+
+def test_schema_outside_a_project_uses_the_repository_layout(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["schema", "--check"]) == 1
+    err = capsys.readouterr().err
+    assert "schemas/mlstack.schema.json" in err and "missing" in err
+    assert main(["schema"]) == 0
+    assert (tmp_path / "schemas" / "mlstack.schema.json").is_file()

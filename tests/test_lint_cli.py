@@ -1,4 +1,5 @@
-"""`mlstack lint` on the command line: exit codes, --strict, several files, folders, help."""
+"""`mlstack lint` on the command line: exit codes, --strict, several files, folders, help.
+Folder search, globs and missing paths in depth: tests/test_lint_paths.py."""
 
 from __future__ import annotations
 
@@ -39,12 +40,35 @@ def test_a_project_folder_lints_its_spec(capsys):
     assert "clean" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["lint", "no/such/spec.yaml"], ["lint"],
-                                  ["lint", "--format", "xml", "x.yaml"], ["lint", str(CORPUS)]])
-def test_usage_and_io_errors_exit_2(argv, capsys):
+@pytest.mark.parametrize("argv", [["lint", "--format", "xml", "x.yaml"], ["lint", "--strct"]])
+def test_usage_errors_exit_2(argv, capsys):
     assert main(argv) == 2
     out, err = capsys.readouterr()
-    assert "Traceback" not in out + err and err
+    assert "Traceback" not in out + err and err.startswith("usage: mlstack")
+
+
+def test_an_unknown_format_suggests_the_closest(capsys):
+    assert main(["lint", "--format", "sarf", "x.yaml"]) == 2
+    assert "did you mean 'sarif'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["lint", "no/such/spec.yaml"], ["lint", str(CORPUS)]])
+def test_a_path_with_no_spec_is_a_finding_and_exits_2(argv, capsys):
+    """I/O errors still exit 2, but as a finding (MLS012) in lint's own output."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert "error: MLS012" in out and out.rstrip().endswith("1 error(s), 0 warning(s) in 1 file")
+
+
+def test_lint_without_paths_lints_the_current_folder_and_below(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["lint"]) == 2
+    assert "MLS012 no mlstack.yaml in the current folder or below" in capsys.readouterr().out
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "mlstack.yaml").write_text(CLEAN.read_text())
+    assert main(["lint"]) == 0
+    assert capsys.readouterr().out == "1 file clean\n"
 
 
 @pytest.mark.parametrize("verb", VERBS)

@@ -90,3 +90,14 @@ def test_no_backend_answers_503(routed):
 def test_load_generator_stays_on_loopback():
     with pytest.raises(ValueError):
         run_load("http://10.0.0.1:80/predict", [{}], duration=0.1)
+
+
+def test_http_status_needs_no_http_library(routed, monkeypatch):
+    """status, down and rollback poll with the standard library (the core install has no
+    httpx): a status code, or the error's name when nothing answers; proxies are ignored."""
+    port, _, _ = routed
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens there
+    assert procs.http_status(f"http://127.0.0.1:{port}/-/router") == 200
+    assert isinstance(procs.http_status(f"http://127.0.0.1:{port}/predict"), int)
+    closed = procs.free_port()
+    assert procs.http_status(f"http://127.0.0.1:{closed}/readyz", timeout=1) == "URLError"

@@ -19,12 +19,14 @@ pytestmark = pytest.mark.slow
 RUNTIME = ("prefect", "feast", "bentoml", "sklearn", "pandas")
 
 
-def _run(argv, cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+def _run(argv, cwd: Path, timeout: int = 300, code: int = 0) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "MLSTACK_DEBUG")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["MLSTACK_HOME"] = str(cwd / ".mlstack-home")
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-    assert proc.returncode == 0, f"{argv}\n{proc.stdout}\n{proc.stderr}"
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    assert proc.returncode == code, f"{argv}\n{proc.stdout}\n{proc.stderr}"
     return proc
 
 
@@ -79,3 +81,21 @@ def test_installed_wheel_inits_a_project_that_lints_clean(installed, tmp_path):
     out = _run([str(bin_dir / "mlstack"), "lint", "--strict", "proj/mlstack.yaml"],
                cwd=tmp_path).stdout
     assert out.strip() == "1 file clean"
+
+
+def test_core_install_verbs_in_an_init_project(installed, tmp_path):
+    """Without the runtime extra: the project verbs default to the current folder, the schema
+    the modeline names is current, status says 'not deployed' (not a bug), and a local deploy
+    names the extra it needs (exit 2)."""
+    bin_dir, _ = installed
+    mlstack = str(bin_dir / "mlstack")
+    _run([mlstack, "init", "proj"], cwd=tmp_path)
+    project = tmp_path / "proj"
+    assert {"build/", ".mlstack/"} <= set((project / ".gitignore").read_text().splitlines())
+    assert _run([mlstack, "lint"], cwd=project).stdout.strip() == "1 file clean"
+    assert "Plan:" in _run([mlstack, "-C", "proj", "plan"], cwd=tmp_path).stdout
+    assert "up to date" in _run([mlstack, "schema", "--check"], cwd=project).stdout
+    status = _run([mlstack, "status"], cwd=project, code=2)
+    assert "has not been deployed" in status.stderr and "bug" not in status.stderr
+    deploy = _run([mlstack, "deploy", "--no-verify"], cwd=project, code=2)
+    assert "pip install 'mlstack[runtime]'" in deploy.stderr and "bug" not in deploy.stderr

@@ -208,6 +208,8 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
+        if action.help == argparse.SUPPRESS:  # deprecated spellings (e.g. --json)
+            continue
         if action.option_strings:
             name = ", ".join(f"`{o}`" for o in action.option_strings)
             if action.nargs != 0:
@@ -238,7 +240,15 @@ def render_cli_reference() -> str:
                f"{_cell(exit_codes)}\n\n", "| verb | what it does |\n|---|---|\n"]
         helps = {a.dest: a.help for a in sub._choices_actions}
         out += [f"| [`{v}`](#mlstack-{v}) | {_cell(helps.get(v, ''))} |\n" for v in VERBS]
-        out.append("\nGlobal options: `--version`, `-h/--help` (on every verb too).\n\n")
+        out.append("\nGlobal options: `--version`; `-h/--help` and `-C/--project DIR` (run as if "
+                   "started in DIR, like `git -C` or `terraform -chdir`) on every verb too. "
+                   "Every verb that reads a spec defaults to the `mlstack.yaml` of the current "
+                   "folder. Every verb but `completion` takes `--format text|json` (lint adds "
+                   "`sarif` and `github`; graph `mermaid` and `dot`); with `json`, stdout holds "
+                   "one JSON document, an error included (`{\"error\": {\"code\", \"message\", "
+                   "\"hint\", \"location\", \"exit_code\"}, \"diagnostics\": [...]}`). `--json` "
+                   "still works as a deprecated spelling of `--format json`. Shell completion: "
+                   "`mlstack completion bash|zsh`.\n\n")
         for verb in VERBS:
             verb_parser = sub.choices[verb]
             description = verb_parser.description or ""
@@ -276,6 +286,23 @@ def _example(code: str, corpus: Path) -> str:
     return ""
 
 
+def _path_example(code: str) -> str:
+    """A code lint reports about a path rather than inside a spec (MLS012), shown for a path
+    that does not exist."""
+    from mlstack.diagnostics.formats import render_text
+    from mlstack.frontend.lint import NO_SPEC, lint_paths
+
+    if code != NO_SPEC:
+        return ""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as empty, contextlib.chdir(empty):
+        result = lint_paths(["services/mlstack.yaml", "*/mlstack.yml"])
+    report = render_text(result.diagnostics, files=result.paths).splitlines()[:-1]
+    return ("```sh\nmlstack lint services/mlstack.yaml '*/mlstack.yml'\n```\n\n```text\n"
+            + "\n".join(report) + "\n```\n\n")
+
+
 def render_diagnostics(corpus: Path | None = None) -> str:
     from mlstack.diagnostics.codes import CODES, EXPLANATIONS
 
@@ -295,7 +322,7 @@ def render_diagnostics(corpus: Path | None = None) -> str:
             out.append(f"## {group}\n\n")
             current = group
         out.append(f"### {code}\n\n**{CODES[code]}.** {EXPLANATIONS.get(code, '')}\n\n")
-        out.append(_example(code, corpus))
+        out.append(_example(code, corpus) or _path_example(code))
     return "".join(out).rstrip("\n") + "\n"
 
 

@@ -155,5 +155,8 @@ def render_explain(plan: Plan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_plan_json(plan: Plan) -> str:
-    return json.dumps(plan.as_dict(), sort_keys=True, indent=2) + "\n"
+def render_plan_json(plan: Plan, warnings=()) -> str:
+    """The plan as JSON, with lint's warnings of the spec planned (Diagnostic objects)."""
+    data = plan.as_dict()
+    data["warnings"] = [d.as_dict() for d in warnings]
+    return json.dumps(data, sort_keys=True, indent=2) + "\n"

@@ -10,6 +10,7 @@ from mlstack.diagnostics.errors import MlstackError
 
 class UnsafePathError(MlstackError):
     exit_code = 1
+    code = "unsafe_path"
 
 
 def check_relative(path: str) -> str:

@@ -19,6 +19,7 @@ CODES: dict[str, str] = {
     "MLS009": "The spec file is too large",
     "MLS010": "The document is nested too deeply",
     "MLS011": "YAML syntax error",
+    "MLS012": "No spec at this path",
     # schema (MLS1xx)
     "MLS101": "Unknown key",
     "MLS102": "Missing required key",
@@ -93,6 +94,11 @@ EXPLANATIONS: dict[str, str] = {
     "MLS010": "The document is nested more than 32 levels deep. No part of a spec needs that.",
     "MLS011": "The file is not valid YAML: the message says what the parser found and the "
               "hint says where the construct it was reading began.",
+    "MLS012": "A path given to `mlstack lint` names no spec: it does not exist, cannot be "
+              "read, or is a folder (or a glob pattern) in which no `mlstack.yaml` was found. "
+              "Folders are searched at any depth, skipping what `.gitignore` excludes, "
+              "`build/`, `.mlstack/`, `node_modules/` and virtual environments. The other "
+              "paths are still linted and reported; lint exits 2.",
     "MLS101": "A key the spec does not know. Keys are strict so a typo cannot be ignored "
               "silently; the hint suggests the closest known key.",
     "MLS102": "A required key is missing; the hint says what it holds.",

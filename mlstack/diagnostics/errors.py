@@ -1,14 +1,33 @@
-"""The tool's own errors. The CLI maps each to an exit code in one place (mlstack.cli.main)."""
+"""The tool's own errors. The CLI maps each to an exit code in one place (mlstack.cli.main).
+
+Each error has a stable `code` (a word, for the JSON error object of `--format json`) and an
+`exit_code`.
+"""
 
 from __future__ import annotations
 
 from mlstack.diagnostics.diagnostic import Diagnostic
+
+# The optional extras, and the top-level modules that only they install. A missing one of these
+# is a missing extra (exit 2, naming the extra), never a bug.
+EXTRA_MODULES: dict[str, tuple[str, ...]] = {
+    "runtime": ("prefect", "bentoml", "feast", "sklearn", "pandas", "numpy", "pyarrow", "httpx",
+                "uv"),
+    "test": ("pytest", "hypothesis", "jsonschema", "build", "yamllint"),
+}
+
+
+def extra_for_module(module: str | None) -> str | None:
+    """The extra that installs `module` (a dotted name; its top-level package counts)."""
+    top = (module or "").split(".")[0]
+    return next((extra for extra, names in EXTRA_MODULES.items() if top in names), None)
 
 
 class MlstackError(Exception):
     """Base for every error mlstack raises on purpose. Carries a user-facing message."""
 
     exit_code = 2
+    code = "error"
 
     def __init__(self, message: str, hint: str | None = None):
         super().__init__(message)
@@ -20,17 +39,32 @@ class UsageError(MlstackError):
     """Bad command-line use or unreadable input (exit 2)."""
 
     exit_code = 2
+    code = "usage_error"
+
+
+class MissingExtraError(MlstackError):
+    """What was asked needs an optional extra that is not installed (exit 2)."""
+
+    exit_code = 2
+    code = "missing_extra"
+
+    def __init__(self, extra: str, module: str, needed_for: str = "this command"):
+        super().__init__(f"{needed_for} needs the '{extra}' extra of mlstack ({module} is not "
+                         "installed)", f"pip install 'mlstack[{extra}]'")
+        self.extra = extra
+        self.module = module
 
 
 class SpecError(MlstackError):
     """The spec has errors; carries the diagnostics (exit 1)."""
 
     exit_code = 1
+    code = "spec_error"
 
     def __init__(self, diagnostics: list[Diagnostic]):
         first = diagnostics[0] if diagnostics else None
         message = f"{first.location}: {first.code} {first.message}" if first else "invalid spec"
-        super().__init__(message)
+        super().__init__(message, first.hint if first else None)
         self.diagnostics = diagnostics
 
 
@@ -38,12 +72,14 @@ class WriteConflictError(MlstackError):
     """A generated file was edited by hand and would be overwritten (exit 1)."""
 
     exit_code = 1
+    code = "write_conflict"
 
 
 class StageError(MlstackError):
     """A deploy stage failed; names the stage (exit 1)."""
 
     exit_code = 1
+    code = "stage_failed"
 
     def __init__(self, stage: str, message: str, hint: str | None = None):
         super().__init__(f"stage '{stage}' failed: {message}", hint)

@@ -11,6 +11,13 @@ from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 
 FORMATS = ("text", "json", "sarif", "github")
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
+# docs/diagnostics.md of this version; each code is a `### MLSnnn` heading there, whose anchor
+# (GitHub's, from the heading text) is the code in lower case.
+DIAGNOSTICS_DOC = f"https://github.com/mlstack/mlstack/blob/v{__version__}/docs/diagnostics.md"
+
+
+def help_uri(code: str) -> str:
+    return f"{DIAGNOSTICS_DOC}#{code.lower()}"
 
 
 def render_text(diagnostics: list[Diagnostic], files: int = 1) -> str:
@@ -42,11 +49,14 @@ def _artifact_uri(file: str) -> str:
     return Path(file).as_uri() if path.is_absolute() else path.as_posix()
 
 
-def render_sarif(diagnostics: list[Diagnostic]) -> str:
+def render_sarif(diagnostics: list[Diagnostic], failure: tuple[str, int] | None = None) -> str:
+    """SARIF 2.1.0. `failure` (message, exit code): the run itself failed (a usage error), so
+    the log has no results and an invocation that says why."""
     used = sorted({d.code for d in diagnostics})
     rules = [{"id": code, "name": code, "shortDescription": {"text": CODES.get(code, code)},
               "fullDescription": {"text": EXPLANATIONS.get(code, CODES.get(code, code))},
-              "help": {"text": EXPLANATIONS.get(code, CODES.get(code, code))}}
+              "help": {"text": EXPLANATIONS.get(code, CODES.get(code, code))},
+              "helpUri": help_uri(code)}
              for code in used]
     results = []
     for d in diagnostics:
@@ -61,13 +71,19 @@ def render_sarif(diagnostics: list[Diagnostic]) -> str:
                 "region": {"startLine": d.location.line, "startColumn": d.location.column},
             }}],
         })
-    doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{
+    run = {
         "tool": {"driver": {"name": "mlstack", "version": __version__,
                             "informationUri": "https://pypi.org/project/mlstack/",
                             "rules": rules}},
         "columnKind": "unicodeCodePoints",
         "results": results,
-    }]}
+    }
+    if failure is not None:
+        message, exit_code = failure
+        run["invocations"] = [{"executionSuccessful": False, "exitCode": exit_code,
+                               "toolExecutionNotifications": [
+                                   {"level": "error", "message": {"text": message}}]}]
+    doc = {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [run]}
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
@@ -88,6 +104,11 @@ def render_github(diagnostics: list[Diagnostic]) -> str:
                      f"line={d.location.line},col={d.location.column},"
                      f"title={_escape_property(d.code)}::{_escape_data(text)}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def render_github_error(message: str) -> str:
+    """A failed run (not a finding in a file) as a workflow error annotation."""
+    return f"::error title=mlstack::{_escape_data(message)}\n"
 
 
 def render(diagnostics: list[Diagnostic], fmt: str, files: int = 1) -> str:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from mlstack.diagnostics.errors import UsageError
+from mlstack.diagnostics.errors import EXTRA_MODULES, MissingExtraError, UsageError
 from mlstack.ops.cluster.deploy import ClusterDeployResult, ClusterOptions, Confirm
 from mlstack.ops.local.deploy import DeployOptions, deploy_local
 from mlstack.ops.paths import ProjectPaths, project_lock
@@ -48,6 +49,17 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None,
             raise UsageError("--dry-run, --auto-approve, --var, --var-file and --tf-override "
                              "are for kubernetes and aws targets; this spec's target is local")
         else:
+            require_extra("runtime", "a deploy to a local target")
             result = deploy_local(compiled.system, paths, options, progress)
     result.stages.insert(0, record)
+    result.warnings = list(compiled.warnings)
     return result
+
+
+def require_extra(extra: str, needed_for: str) -> None:
+    """Refuse early, naming the extra, when one of its libraries is not installed (a local
+    deploy runs the generated code, and its load test, with this Python). Cluster targets need
+    none: synth runs in its own environment and terraform is a program."""
+    for module in EXTRA_MODULES[extra]:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(extra, module, needed_for)

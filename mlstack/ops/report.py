@@ -6,6 +6,7 @@ import operator
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.frontend.ir.nodes import GateNode, SystemIR
 
 OPS = {">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt,
@@ -54,6 +55,7 @@ class DeployResult:
     rollout: list[dict] = field(default_factory=list)
     stages: list[StageRecord] = field(default_factory=list)
     example_request: dict = field(default_factory=dict)
+    warnings: list[Diagnostic] = field(default_factory=list)  # lint's, of the spec deployed
 
     @property
     def slos_met(self) -> bool:
@@ -62,6 +64,7 @@ class DeployResult:
     def as_dict(self) -> dict:
         data = asdict(self)
         data["slos_met"] = self.slos_met
+        data["warnings"] = [d.as_dict() for d in self.warnings]
         return data
 
 

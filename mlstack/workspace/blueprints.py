@@ -16,6 +16,9 @@ from mlstack.frontend.schema import SCHEMA_FILE
 SPEC_FILE = "mlstack.yaml"
 MODELINE_RE = re.compile(r"^# yaml-language-server: \$schema=.*$", re.M)
 SKIP = {"__pycache__", ".state", "build"}
+GITIGNORE = ".gitignore"
+# What a project keeps out of version control: the compiled tree and the deploy state.
+IGNORED = ("build/", ".mlstack/")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class InitResult:
 
 def init_project(directory: Path, blueprint: str, force: bool = False) -> InitResult:
     """Copy a blueprint (spec, data, README) into `directory`; point its modeline at a local
-    copy of the JSON Schema. Refuses a non-empty folder unless `force`.
+    copy of the JSON Schema; write a .gitignore for build/ and .mlstack/ (added to one that is
+    there already). Refuses a non-empty folder unless `force`.
 
     The blueprint is staged in a fresh temporary folder of its own (so nothing that was
     already on disk is ever removed) and every place it writes is checked before the first
@@ -77,6 +81,7 @@ def init_project(directory: Path, blueprint: str, force: bool = False) -> InitRe
         text = MODELINE_RE.sub(f"# yaml-language-server: $schema={SCHEMA_FILE}", spec.read_text())
         spec.write_text(text)
         shutil.copyfile(schemas_dir() / SCHEMA_FILE, staging / SCHEMA_FILE)
+        (staging / GITIGNORE).write_text(gitignore_text(directory / GITIGNORE))
         entries = sorted(staging.rglob("*"))
         for src in entries:
             _check_destination(directory, src.relative_to(staging), src.is_dir())
@@ -93,6 +98,22 @@ def init_project(directory: Path, blueprint: str, force: bool = False) -> InitRe
             _replace_file(src, dest)
             files.append(rel.as_posix())
     return InitResult(directory, bp.name, tuple(sorted(files)))
+
+
+def gitignore_text(existing: Path) -> str:
+    """The project's .gitignore: an existing one with what it lacks of IGNORED appended (its
+    own lines kept as they are), else IGNORED alone. A link is not read (init refuses it)."""
+    text = ""
+    if existing.is_file() and not existing.is_symlink():
+        text = existing.read_text(encoding="utf-8", errors="replace")
+    have = {line.strip().strip("/") for line in text.splitlines()}
+    missing = [entry for entry in IGNORED if entry.strip("/") not in have]
+    if not missing:
+        return text
+    block = "# mlstack: the compiled stack and local deploy state\n" + "\n".join(missing) + "\n"
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + ("\n" if text else "") + block
 
 
 def _check_destination(directory: Path, rel: PurePath, is_dir: bool) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.filetree import FileTree
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.diagnostics.errors import UsageError
 from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.workspace.writer import WriteResult, write_tree
@@ -60,6 +61,7 @@ class CompiledSpec:
     system: SystemIR
     tree: FileTree
     paths: SpecPaths
+    warnings: tuple[Diagnostic, ...] = ()  # lint's warnings (errors stop the compile)
 
 
 def compile_tree(spec: Path | str, out_dir: Path | str | None = None) -> CompiledSpec:
@@ -68,8 +70,9 @@ def compile_tree(spec: Path | str, out_dir: Path | str | None = None) -> Compile
     from mlstack.frontend.analysis import require_system
 
     paths = spec_paths(spec, out_dir)
-    system, _analysis = require_system(paths.spec)
-    return CompiledSpec(system, compile_system(system, compile_options(paths)), paths)
+    system, analysis = require_system(paths.spec)
+    return CompiledSpec(system, compile_system(system, compile_options(paths)), paths,
+                        tuple(analysis.warnings))
 
 
 def compile_spec(spec: Path | str, out_dir: Path | str | None = None, *, force: bool = False,

@@ -1,7 +1,9 @@
 """CLI verbs: one module each, with `register(subparsers)` and `run(args) -> int`.
 
 A verb parses its options, calls one library function and renders the result. Heavy
-imports happen inside `run`, so `mlstack --help` and `mlstack lint` start fast.
+imports happen inside `run`, so `mlstack --help` and `mlstack lint` start fast. The options
+every verb shares (-C, the spec argument, --format) come from mlstack.cli.arguments.
 """
 
-VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "deploy", "status", "down", "rollback", "logs")
+VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "deploy", "status", "down",
+         "rollback", "logs", "completion")

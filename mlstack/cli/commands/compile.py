@@ -1,35 +1,47 @@
-"""mlstack compile SPEC [-o DIR]: write the generated stack (through the one writer)."""
+"""mlstack compile [SPEC] [-o DIR]: write the generated stack (through the one writer)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+
 HELP = "compile a spec into the generated stack (Feast repo, Prefect flows, BentoML service)"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compile", help=HELP, description=HELP + ". Only changed files are "
-                       "written; a generated file you edited is not overwritten without "
-                       "--force. Exit 0 on success, 1 on spec errors or a refused write.")
-    p.add_argument("spec", metavar="SPEC", help="spec file (or a folder holding mlstack.yaml)")
+    p = add_verb(sub, "compile", HELP, HELP + ". Only changed files are written; a generated "
+                 "file you edited is not overwritten without --force. Lint's warnings are "
+                 "shown too (on stderr; in the JSON with --format json). Exit 0 on success, 1 "
+                 "on spec errors or a refused write.")
+    add_spec(p)
     p.add_argument("-o", "--output", metavar="DIR",
                    help="output folder (default: <spec folder>/build)")
     p.add_argument("--force", action="store_true",
                    help="overwrite generated files that were edited by hand")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_json, write_warnings
     from mlstack.cli.plan_output import SYMBOLS
     from mlstack.workspace.build import compile_spec
 
-    _compiled, result = compile_spec(args.spec, args.output, force=args.force,
-                                     dry_run=args.dry_run)
+    compiled, result = compile_spec(spec_of(args), args.output, force=args.force,
+                                    dry_run=args.dry_run)
+    counts = {a: len(result.paths(a)) for a in ("create", "update", "delete", "unchanged")}
+    if args.format == "json":
+        write_json({"out_dir": str(result.out_dir), "dry_run": result.dry_run,
+                    "written": result.written, "counts": counts,
+                    "changes": [c.as_dict() for c in result.changed],
+                    "warnings": [d.as_dict() for d in compiled.warnings]})
+        return 0
+    write_warnings(compiled.warnings)
     for change in result.changed:
         sys.stdout.write(f"  {SYMBOLS[change.action]} {change.path}\n")
-    counts = {a: len(result.paths(a)) for a in ("create", "update", "delete", "unchanged")}
     tally = (f"{counts['create']} created, {counts['update']} updated, "
              f"{counts['delete']} deleted, {counts['unchanged']} unchanged")
     if args.dry_run:

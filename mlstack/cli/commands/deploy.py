@@ -1,12 +1,13 @@
-"""mlstack deploy SPEC: compile, then bring the system up on its target and verify it."""
+"""mlstack deploy [SPEC]: compile, then bring the system up on its target and verify it."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
 HELP = ("compile and bring the system up on its target (local: train, serve, verify SLOs; "
         "kubernetes/aws: synth the infrastructure, terraform plan, apply when approved)")
@@ -23,14 +24,15 @@ STAGE_TITLES = {
 
 
 def register(sub) -> None:
-    p = sub.add_parser("deploy", help=HELP, description=HELP + ". Exit 0 when deployed and "
-                       "every SLO is met, 1 when a stage fails or an SLO is missed (the "
-                       "previous version keeps serving), 2 on usage errors. On kubernetes/aws "
-                       "targets: exit 0 when planned (--dry-run), applied or nothing changes; "
-                       "1 when terraform/tofu is missing (stops after synth), a step fails or "
-                       "the plan is not approved. Terraform state: <project>/.mlstack/terraform/.")
-    p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
-                   help="spec file or a folder holding mlstack.yaml (default: mlstack.yaml)")
+    p = add_verb(sub, "deploy", HELP, HELP + ". Exit 0 when deployed and every SLO is met, 1 "
+                 "when a stage fails or an SLO is missed (the previous version keeps serving), "
+                 "2 on usage errors and when a local target lacks the runtime extra (pip "
+                 "install 'mlstack[runtime]'). On kubernetes/aws targets (no extra needed): exit "
+                 "0 when planned (--dry-run), applied or nothing changes; 1 when terraform/tofu "
+                 "is missing (stops after synth), a step fails or the plan is not approved. "
+                 "Terraform state: <project>/.mlstack/terraform/. Lint's warnings are shown "
+                 "too (on stderr; in the JSON with --format json).")
+    add_spec(p)
     p.add_argument("--port", type=int, default=3000, help="local endpoint port (default 3000)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the SLO load test")
@@ -45,7 +47,8 @@ def register(sub) -> None:
                    help="train even when nothing the model depends on changed")
     p.add_argument("--force", action="store_true",
                    help="overwrite generated files that were edited by hand")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_format(p, help="output format of the summary (default: text); json: one JSON "
+                       "document on stdout, errors included (progress stays on stderr)")
     infra = p.add_argument_group("kubernetes and aws targets")
     infra.add_argument("--dry-run", action="store_true",
                        help="synth, terraform init and plan, print the plan; apply nothing")
@@ -135,6 +138,7 @@ def _confirm(progress: ConsoleProgress):
 def run(args: argparse.Namespace) -> int:
     from mlstack.cli.cluster_output import render_cluster
     from mlstack.cli.deploy_output import render_summary
+    from mlstack.cli.output import write_json, write_warnings
     from mlstack.ops.cluster.deploy import ClusterDeployResult, ClusterOptions
     from mlstack.ops.deploy import deploy
     from mlstack.ops.local.deploy import DeployOptions
@@ -148,16 +152,16 @@ def run(args: argparse.Namespace) -> int:
                              tf_override=Path(args.tf_override) if args.tf_override else None)
     progress = ConsoleProgress()
     try:
-        result = deploy(args.spec, options, progress, cluster=cluster,
+        result = deploy(spec_of(args), options, progress, cluster=cluster,
                         confirm=_confirm(progress))
     finally:
         progress.close()
-    if args.json:
-        sys.stdout.write(json.dumps(result.as_dict(), indent=2, sort_keys=True) + "\n")
-    elif isinstance(result, ClusterDeployResult):
-        sys.stdout.write(render_cluster(result))
+    if args.format == "json":
+        write_json(result.as_dict())
     else:
-        sys.stdout.write(render_summary(result))
+        write_warnings(result.warnings)
+        sys.stdout.write(render_cluster(result) if isinstance(result, ClusterDeployResult)
+                         else render_summary(result))
     if isinstance(result, ClusterDeployResult):
         return 0 if result.ok else 1
     return 0 if result.slos_met else 1

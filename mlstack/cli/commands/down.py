@@ -1,24 +1,31 @@
-"""mlstack down SPEC: stop everything a local deployment started, by PID."""
+"""mlstack down [SPEC]: stop everything a local deployment started, by PID."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
 HELP = "stop every process the project's deploys started (services and router)"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("down", help=HELP, description=HELP + ". Exit 1 if one would not stop.")
-    p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
-                   help="spec file (default: mlstack.yaml)")
+    p = add_verb(sub, "down", HELP, HELP + ". Exit 1 if one would not stop.")
+    add_spec(p)
+    add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import down
 
-    result = down(args.spec)
+    result = down(spec_of(args))
+    if args.format == "json":
+        write_json(asdict(result))
+        return 1 if result.still_alive else 0
     stopped = ", ".join(result.stopped) or "nothing was running"
     sys.stdout.write(f"Stopped: {stopped}\n")
     if result.still_alive:

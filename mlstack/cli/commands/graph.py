@@ -1,26 +1,34 @@
-"""mlstack graph SPEC: the system DAG and the training flow, as Mermaid or Graphviz DOT."""
+"""mlstack graph [SPEC]: the system DAG and the training flow, as Mermaid, Graphviz DOT or JSON."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
 HELP = "print the system graph (sources -> features -> model -> service, flow tasks)"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("graph", help=HELP, description=HELP + ".")
-    p.add_argument("spec", metavar="SPEC", help="spec file (or a folder holding mlstack.yaml)")
-    p.add_argument("--format", choices=("mermaid", "dot"), default="mermaid",
-                   help="output format (default: mermaid)")
+    p = add_verb(sub, "graph", HELP, HELP + ".")
+    add_spec(p)
+    add_format(p, ("text", "mermaid", "dot", "json"),
+               help="output format (default: text, which is Mermaid); dot: Graphviz; json: "
+                    "the nodes and edges as data")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_json
     from mlstack.codegen.graph import render_dot, render_mermaid, system_graph
     from mlstack.frontend.analysis import require_system
 
-    system, _analysis = require_system(args.spec)
+    system, _analysis = require_system(spec_of(args))
     graph = system_graph(system)
-    sys.stdout.write(render_dot(graph) if args.format == "dot" else render_mermaid(graph))
+    if args.format == "json":
+        write_json(asdict(graph))
+    else:
+        sys.stdout.write(render_dot(graph) if args.format == "dot" else render_mermaid(graph))
     return 0

@@ -1,4 +1,4 @@
-"""mlstack init DIR --blueprint NAME: scaffold a project from a bundled blueprint."""
+"""mlstack init [DIR] --blueprint NAME: scaffold a project from a bundled blueprint."""
 
 from __future__ import annotations
 
@@ -6,30 +6,48 @@ import argparse
 import sys
 from pathlib import Path
 
-HELP = "scaffold a project (spec, small data, README) from a blueprint"
+from mlstack.cli.arguments import add_format, add_verb
+
+HELP = "scaffold a project (spec, small data, README, .gitignore) from a blueprint"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("init", help=HELP, description=HELP + ".")
-    p.add_argument("directory", nargs="?", type=Path, help="folder to create (must be empty)")
+    p = add_verb(sub, "init", HELP, HELP + ". The spec's first line points editors at the "
+                 "JSON Schema written next to it (mlstack.schema.json); .gitignore keeps build/ "
+                 "and .mlstack/ out of version control.")
+    p.add_argument("directory", nargs="?", type=Path, default=Path("."),
+                   help="folder to create, or an empty one (default: the current folder)")
     p.add_argument("--blueprint", "-b", default="churn", help="blueprint name (default: churn)")
     p.add_argument("--list", action="store_true", help="list the bundled blueprints and exit")
-    p.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    p.add_argument("--force", action="store_true",
+                   help="write into a non-empty folder (a .gitignore there is added to, not "
+                        "replaced)")
+    add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlstack.diagnostics.errors import UsageError
+    from mlstack.cli.output import write_json
     from mlstack.workspace.blueprints import init_project, list_blueprints
 
     if args.list:
-        for bp in list_blueprints():
+        blueprints = list_blueprints()
+        if args.format == "json":
+            write_json({"blueprints": [{"name": bp.name, "summary": bp.summary}
+                                       for bp in blueprints]})
+            return 0
+        for bp in blueprints:
             sys.stdout.write(f"{bp.name:16} {bp.summary}\n")
         return 0
-    if args.directory is None:
-        raise UsageError("init needs a folder", "mlstack init DIR --blueprint churn")
     result = init_project(args.directory, args.blueprint, force=args.force)
-    sys.stdout.write(f"Created {result.directory} from blueprint '{result.blueprint}' "
-                     f"({len(result.files)} files).\nNext:\n  cd {result.directory}\n"
-                     "  mlstack lint mlstack.yaml\n  mlstack plan mlstack.yaml\n")
+    if args.format == "json":
+        write_json({"directory": str(result.directory), "blueprint": result.blueprint,
+                    "files": list(result.files)})
+        return 0
+    here = result.directory.resolve() == Path.cwd().resolve()
+    where = "the current folder" if here else str(result.directory)
+    sys.stdout.write(f"Created {where} from blueprint '{result.blueprint}' "
+                     f"({len(result.files)} files).\nNext:\n"
+                     + ("" if here else f"  cd {result.directory}\n")
+                     + "  mlstack lint\n  mlstack plan\n")
     return 0

@@ -1,4 +1,4 @@
-"""mlstack lint FILE...: validate specs and run the semantic checks."""
+"""mlstack lint [PATH...]: validate specs and run the semantic checks."""
 
 from __future__ import annotations
 
@@ -7,15 +7,24 @@ import os
 import sys
 from contextlib import contextmanager
 
+from mlstack.cli.arguments import add_format, add_verb
+
 HELP = "validate specs and run the semantic checks (for editors, pre-commit and CI)"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("lint", help=HELP, description=HELP + ". Exit 0 when clean, 1 on "
-                       "findings, 2 on usage or I/O errors.")
-    p.add_argument("files", nargs="+", metavar="FILE", help="spec files (or project folders)")
-    p.add_argument("--format", choices=("text", "json", "sarif", "github"), default="text",
-                   help="output format (default: text)")
+    p = add_verb(sub, "lint", HELP, HELP + ". Folders are searched for mlstack.yaml at any "
+                 "depth (skipping what .gitignore excludes, build/, .mlstack/, node_modules/ "
+                 "and virtual environments); quoted glob patterns ('*/mlstack.yaml', "
+                 "'**/mlstack.yaml') are expanded. A path that names no spec is a finding "
+                 "(MLS012) and the others are still linted. Exit 0 when clean, 1 on findings, "
+                 "2 when a path names no spec or on usage errors.")
+    p.add_argument("files", nargs="*", metavar="PATH", default=["."],
+                   help="spec files, project folders or glob patterns (default: the current "
+                        "folder and below)")
+    add_format(p, ("text", "json", "sarif", "github"),
+               help="output format (default: text); sarif: for code scanning; github: "
+                    "workflow annotations")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
     p.set_defaults(run=run)
 
@@ -39,12 +48,10 @@ def _no_pydantic_plugins():
 def run(args: argparse.Namespace) -> int:
     with _no_pydantic_plugins():
         from mlstack.diagnostics.formats import render
-        from mlstack.frontend.analysis import analyze_spec
+        from mlstack.frontend.lint import lint_paths
 
-        diagnostics, failed = [], False
-        for file in args.files:
-            analysis = analyze_spec(file)
-            diagnostics.extend(analysis.diagnostics)
-            failed = failed or analysis.failed(args.strict)
-    sys.stdout.write(render(diagnostics, args.format, files=len(args.files)))
-    return 1 if failed else 0
+        result = lint_paths(args.files, strict=args.strict)
+    sys.stdout.write(render(result.diagnostics, args.format, files=result.paths))
+    if result.unreadable:
+        return 2
+    return 1 if result.failed else 0

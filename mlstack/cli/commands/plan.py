@@ -1,4 +1,4 @@
-"""mlstack plan SPEC: what compiling would change (files, resources, infrastructure and its
+"""mlstack plan [SPEC]: what compiling would change (files, resources, infrastructure and its
 cost estimate), nothing written."""
 
 from __future__ import annotations
@@ -6,19 +6,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+
 HELP = "show what compiling would change, in files and in ML terms; nothing is written"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("plan", help=HELP, description=HELP + ". Resources are diffed against "
-                       "the IR recorded by the last compile in the output folder. For "
-                       "kubernetes/aws targets it also lists the Terraform resources to add, "
-                       "change or destroy and a monthly cost estimate (from a versioned price "
-                       "table; an estimate, not a quote).")
-    p.add_argument("spec", metavar="SPEC", help="spec file (or a folder holding mlstack.yaml)")
+    p = add_verb(sub, "plan", HELP, HELP + ". Resources are diffed against the IR recorded "
+                 "by the last compile in the output folder. For kubernetes/aws targets it also "
+                 "lists the Terraform resources to add, change or destroy and a monthly cost "
+                 "estimate (from a versioned price table; an estimate, not a quote). Lint's "
+                 "warnings are shown too (on stderr; in the JSON with --format json).")
+    add_spec(p)
     p.add_argument("-o", "--output", metavar="DIR",
                    help="output folder to compare with (default: <spec folder>/build)")
-    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    add_format(p)
     p.add_argument("--explain", action="store_true",
                    help="also show the derived settings: value, previous value and why")
     p.add_argument("--detailed-exitcode", action="store_true",
@@ -27,15 +29,17 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_warnings
     from mlstack.cli.plan_output import render_explain, render_plan, render_plan_json
     from mlstack.workspace.build import compile_tree
     from mlstack.workspace.plan import plan
 
-    compiled = compile_tree(args.spec, args.output)
+    compiled = compile_tree(spec_of(args), args.output)
     result = plan(compiled.system, compiled.tree, compiled.paths.out_dir)
-    if args.json:
-        sys.stdout.write(render_plan_json(result))
+    if args.format == "json":
+        sys.stdout.write(render_plan_json(result, compiled.warnings))
     else:
+        write_warnings(compiled.warnings)
         sys.stdout.write(render_plan(result))
         if args.explain:
             sys.stdout.write("\n" + render_explain(result))

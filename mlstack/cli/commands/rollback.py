@@ -1,25 +1,32 @@
-"""mlstack rollback SPEC: put the previous version back in service."""
+"""mlstack rollback [SPEC]: put the previous version back in service."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
+
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
 HELP = "put the previous (or a named) version back in service; the current one stops"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("rollback", help=HELP, description=HELP + ".")
-    p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
-                   help="spec file (default: mlstack.yaml)")
+    p = add_verb(sub, "rollback", HELP, HELP + ".")
+    add_spec(p)
     p.add_argument("--to", metavar="VERSION", help="the version to restore (e.g. v2)")
+    add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import rollback
 
-    result = rollback(args.spec, to=args.to)
+    result = rollback(spec_of(args), to=args.to)
+    if args.format == "json":
+        write_json(asdict(result))
+        return 0
     sys.stdout.write(f"Rolled back {result.from_version} -> {result.to_version} (model "
                      f"{result.model_tag}) at {result.endpoint}\n")
     return 0

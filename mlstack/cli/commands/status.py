@@ -1,30 +1,31 @@
-"""mlstack status SPEC: what runs, which version serves, health, the last SLO report."""
+"""mlstack status [SPEC]: what runs, which version serves, health, the last SLO report."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict
+
+from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
 HELP = "show what a local deployment runs: versions, traffic, health, last SLO report"
 
 
 def register(sub) -> None:
-    p = sub.add_parser("status", help=HELP, description=HELP + ". Exit 0 when the current "
-                       "version is healthy, 1 when not.")
-    p.add_argument("spec", metavar="SPEC", nargs="?", default="mlstack.yaml",
-                   help="spec file (default: mlstack.yaml)")
-    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p = add_verb(sub, "status", HELP, HELP + ". Exit 0 when the current version is healthy, "
+                 "1 when not.")
+    add_spec(p)
+    add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import status
 
-    result = status(args.spec)
-    if args.json:
-        sys.stdout.write(json.dumps(asdict(result), indent=2, sort_keys=True) + "\n")
+    result = status(spec_of(args))
+    if args.format == "json":
+        write_json(asdict(result))
         return 0 if result.healthy else 1
     health = "healthy" if result.healthy else "NOT healthy"
     sys.stdout.write(f"{result.project}: {health}; serving {result.current or '-'} at "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack.codegen.backends.infra_costs import CostEstimate, estimate_monthly_cost
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.cluster.terraform import (
@@ -67,6 +68,7 @@ class ClusterDeployResult:
     cost: CostEstimate
     asked: bool = False  # the confirm callback was asked (and approved is its answer)
     stages: list[StageRecord] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)  # lint's, of the spec deployed
 
     @property
     def ok(self) -> bool:
@@ -83,7 +85,8 @@ class ClusterDeployResult:
                 "plan": {"summary": plan.summary(), "create": list(plan.create),
                          "update": list(plan.update), "replace": list(plan.replace),
                          "delete": list(plan.delete)},
-                "cost": cost_as_dict(self.cost), "stages": [vars(s) for s in self.stages]}
+                "cost": cost_as_dict(self.cost), "stages": [vars(s) for s in self.stages],
+                "warnings": [d.as_dict() for d in self.warnings]}
 
 
 # -- Terraform input variables --------------------------------------------------------------

@@ -34,6 +34,7 @@ class InfraEnvError(MlstackError):
     """The infra environment could not be created, or synth failed (exit 1)."""
 
     exit_code = 1
+    code = "infra_env_failed"
 
 
 def cache_dir() -> Path:

@@ -29,6 +29,7 @@ TIMEOUT_SECONDS = 3600
 
 class InfraDeployError(MlstackError):
     exit_code = 1
+    code = "infra_deploy_failed"
 
 
 class InfraToolMissing(InfraDeployError):

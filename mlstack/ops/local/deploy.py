@@ -21,7 +21,6 @@ from mlstack.codegen.contract import PROMOTE_TASK, TRAINING_TASKS, package_name
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.local import procs
-from mlstack.ops.local.loadtest import run_load, warm_up
 from mlstack.ops.local.services import (
     ensure_router,
     route,
@@ -249,6 +248,8 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
 
 def _verify(system, options, url, bodies, stages, metrics) -> tuple[dict, list]:
     """The SLO load test against one version's URL; a missed SLO fails the stage."""
+    from mlstack.ops.local.loadtest import run_load, warm_up  # httpx: the runtime extra
+
     rate = options.rate or system.slos.throughput_rps or DEFAULT_RATE
     with stages.stage("verify") as record:
         if not bodies:
@@ -357,6 +358,8 @@ def _worker(ctx: DeployContext, job: str, **options) -> dict:
 
 def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
     """Move traffic to the new version by the spec's rollout; abort on a breached rule."""
+    from mlstack.ops.local.loadtest import run_load  # httpx: the runtime extra
+
     paths, options, state = ctx.paths, ctx.options, ctx.state
     current, version = ctx.current, ctx.version
     with ctx.stages.stage("rollout") as record:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
 from mlstack.diagnostics.errors import UsageError
 from mlstack.ops.local import procs
 from mlstack.ops.local.services import ensure_router, route, routed, start_version
@@ -52,10 +50,7 @@ class Status:
 
 
 def _ready(port: int | None) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+    return procs.http_status(f"http://127.0.0.1:{port}/readyz") == 200
 
 
 def status(spec: Path | str) -> Status:

@@ -1,4 +1,7 @@
-"""Background processes a deploy starts (services, the router): start, wait, stop by PID."""
+"""Background processes a deploy starts (services, the router): start, wait, stop by PID.
+
+Standard library only: status, down, rollback and logs run from the core install (the HTTP
+client of the load test, httpx, comes with the `runtime` extra)."""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-
-import httpx
 
 
 def free_port() -> int:
@@ -25,6 +28,19 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def http_status(url: str, timeout: float = 2.0) -> int | str:
+    """The status code a GET of `url` answers, or the name of the error when none does.
+    Proxies in the environment are not used: these URLs are on 127.0.0.1."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (OSError, ValueError) as exc:  # refused, reset, timed out, a malformed answer
+        return type(exc).__name__
 
 
 def start_background(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> int:
@@ -87,13 +103,10 @@ def wait_ready(url: str, pid: int, timeout: float, log: Path | None = None) -> N
         if not is_alive(pid):
             tail = log_tail(log) if log else ""
             raise RuntimeError(f"the process exited before it was ready{tail}")
-        try:
-            response = httpx.get(url, timeout=2.0)
-            if response.status_code == 200:
-                return
-            last = f"HTTP {response.status_code}"
-        except httpx.HTTPError as exc:
-            last = type(exc).__name__
+        answer = http_status(url)
+        if answer == 200:
+            return
+        last = f"HTTP {answer}" if isinstance(answer, int) else answer
         time.sleep(0.2)
     raise RuntimeError(f"not ready after {timeout:g} s ({last}){log_tail(log) if log else ''}")
 
