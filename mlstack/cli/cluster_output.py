@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from mlstack.ops.cluster.deploy import ClusterDeployResult
-from mlstack.ops.cluster.terraform import InfraPlan
+from mlstack.ops.cluster.terraform import TerraformPlan
 
 
-def render_plan_lines(plan: InfraPlan) -> str:
+def render_plan_lines(plan: TerraformPlan) -> str:
     """One line per resource the plan touches, with terraform's symbols."""
     return "".join(f"  {symbol} {address}\n" for symbol, addresses in (
         ("+", plan.create), ("~", plan.update), ("-/+", plan.replace), ("-", plan.delete))

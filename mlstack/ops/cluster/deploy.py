@@ -26,7 +26,7 @@ from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.cluster.terraform import (
     PLAN_FILE,
     InfraDeployError,
-    InfraPlan,
+    TerraformPlan,
     deploy_infra,
     find_terraform,
     run_tool,
@@ -35,7 +35,7 @@ from mlstack.ops.paths import ProjectPaths
 from mlstack.ops.report import StageRecord
 from mlstack.workspace.plan import cost_as_dict
 
-Confirm = Callable[[InfraPlan], bool]
+Confirm = Callable[[TerraformPlan], bool]
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ class ClusterDeployResult:
     stack_dir: Path
     synth_path: Path
     tool: str
-    plan: InfraPlan
+    plan: TerraformPlan
     dry_run: bool
     applied: bool
     approved: bool | None  # None: not up for approval (dry run, or nothing to change)

@@ -37,7 +37,7 @@ class InfraToolMissing(InfraDeployError):
 
 
 @dataclass(frozen=True)
-class InfraPlan:
+class TerraformPlan:
     create: tuple[str, ...] = ()
     update: tuple[str, ...] = ()
     replace: tuple[str, ...] = ()
@@ -58,7 +58,7 @@ class InfraDeployResult:
     stack_dir: Path
     synth_path: Path
     tool: str
-    plan: InfraPlan
+    plan: TerraformPlan
     applied: bool
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -90,7 +90,7 @@ def run_tool(cmd: list[str], cwd: Path, env: dict[str, str] | None, what: str) -
     return done.stdout
 
 
-def read_plan(tool: str, stack_dir: Path, env: dict[str, str] | None) -> InfraPlan:
+def read_plan(tool: str, stack_dir: Path, env: dict[str, str] | None) -> TerraformPlan:
     shown = json.loads(run_tool([tool, "show", "-json", PLAN_FILE], stack_dir, env,
                                 f"{tool} show"))
     buckets: dict[str, list[str]] = {"create": [], "update": [], "replace": [], "delete": []}
@@ -100,10 +100,10 @@ def read_plan(tool: str, stack_dir: Path, env: dict[str, str] | None) -> InfraPl
                 actions[0] if actions[0] in buckets else None)
         if kind:
             buckets[kind].append(change["address"])
-    return InfraPlan(**{k: tuple(sorted(v)) for k, v in buckets.items()})
+    return TerraformPlan(**{k: tuple(sorted(v)) for k, v in buckets.items()})
 
 
-def plan_counts(plan: InfraPlan) -> Counter:
+def plan_counts(plan: TerraformPlan) -> Counter:
     return Counter(address.rsplit(".", 1)[0] for address in plan.create)
 
 
