@@ -83,3 +83,19 @@ def test_the_runtime_defaults_are_the_contract_names():
     assert hooks.PROGRESS_FILE_ENV == contract.ENV_PROGRESS_FILE
     assert (state.MODELS_FILE, state.TRAINING_FILE, state.MONITORING_FILE) == (
         contract.MODELS_FILE, contract.TRAINING_FILE, contract.MONITORING_FILE)
+
+
+def test_a_generated_package_compiled_for_another_api_fails_at_import(tmp_path):
+    """The generated package's __init__ checks the runtime before anything else runs."""
+    generated = REPO / "generated" / "churn" / "churn_system" / "__init__.py"
+    text = generated.read_text()
+    assert f'mlstack.runtime.require("{runtime.API_VERSION}")' in text
+    package = tmp_path / "churn_system"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        text.replace(f'require("{runtime.API_VERSION}")', 'require("9.0")'))
+    proc = subprocess.run([sys.executable, "-c", "import churn_system"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert ("RuntimeError: this project was compiled for mlstack runtime API 9.0; the installed "
+            f"mlstack provides {runtime.API_VERSION}") in proc.stderr
