@@ -95,7 +95,7 @@ def main() -> int:
             deployment = new_deployment(workdir / "deploy" / "deploy-0")
             deployments.append(deployment)
             _seconds, made = deployment.deploy("--no-verify")
-            if "failed" in made:
+            if made.get("failed"):
                 raise RuntimeError(f"the deploy that sections 3-5 need failed: {made}")
             deployment.down(procs)
         inprocess = None

@@ -25,6 +25,7 @@ TELEMETRY_OFF = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "BENTOML_DO_NOT_TRACK": "true",
     "FEAST_USAGE": "False",
+    "ORT_DISABLE_TELEMETRY": "1",
 }
 
 

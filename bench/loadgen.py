@@ -31,6 +31,8 @@ class LoadRun:
     latencies_ms: list[float] = field(default_factory=list)
     errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
+    # with keep=True: (scheduled send time from the start s, latency ms or None, status)
+    records: list[tuple[float, float | None, int]] | None = None
 
     def summary(self) -> dict:
         ok = len(self.latencies_ms)
@@ -94,16 +96,21 @@ def _payloads(url: str, bodies: list[dict]) -> tuple[str, int, list[bytes]]:
 
 
 async def _one(conn: Connection, payload: bytes, run: LoadRun, started: float,
-               timeout: float) -> None:
+               timeout: float, origin: float = 0.0) -> None:
     try:
         status = await asyncio.wait_for(conn.request(payload), timeout)
     except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
         conn.close()
         run.errors += 1
+        if run.records is not None:
+            run.records.append((started - origin, None, 0))
         return
     run.statuses[status] = run.statuses.get(status, 0) + 1
+    latency = (time.perf_counter() - started) * 1000
+    if run.records is not None:
+        run.records.append((started - origin, latency, status))
     if status < 400:
-        run.latencies_ms.append((time.perf_counter() - started) * 1000)
+        run.latencies_ms.append(latency)
     else:
         run.errors += 1
 
@@ -131,10 +138,10 @@ async def _closed(url, bodies, concurrency, duration, max_requests, timeout) -> 
     return run
 
 
-async def _open(url, bodies, rate, duration, max_in_flight, timeout) -> LoadRun:
+async def _open(url, bodies, rate, duration, max_in_flight, timeout, keep=False) -> LoadRun:
     host, port, payloads = _payloads(url, bodies)
     cycle = itertools.cycle(payloads)
-    run = LoadRun(seconds=duration)
+    run = LoadRun(seconds=duration, records=[] if keep else None)
     idle: list[Connection] = []
     in_flight = 0
     tasks = []
@@ -143,7 +150,7 @@ async def _open(url, bodies, rate, duration, max_in_flight, timeout) -> LoadRun:
         nonlocal in_flight
         conn = idle.pop() if idle else Connection(host, port)
         try:
-            await _one(conn, payload, run, scheduled, timeout)
+            await _one(conn, payload, run, scheduled, timeout, began)
         finally:
             in_flight -= 1
             idle.append(conn)
@@ -157,6 +164,8 @@ async def _open(url, bodies, rate, duration, max_in_flight, timeout) -> LoadRun:
             await asyncio.sleep(delay)
         if in_flight >= max_in_flight:
             run.errors += 1  # the client would have had to queue it: counted as failed
+            if run.records is not None:
+                run.records.append((scheduled - began, None, 0))
             continue
         in_flight += 1
         tasks.append(asyncio.create_task(send(next(cycle), scheduled)))
@@ -178,6 +187,22 @@ def closed_loop(url: str, bodies: list[dict], *, concurrency: int, duration: flo
 def open_loop(url: str, bodies: list[dict], *, rate: float, duration: float,
               max_in_flight: int = 64, timeout: float = 10.0) -> dict:
     return asyncio.run(_open(url, bodies, rate, duration, max_in_flight, timeout)).summary()
+
+
+def open_loop_windows(url: str, bodies: list[dict], *, rate: float, duration: float,
+                      max_in_flight: int = 64, timeout: float = 10.0) -> dict:
+    """open_loop, plus one summary per second of sending (by scheduled send time): how
+    latency and errors evolve, say right after an overload."""
+    run = asyncio.run(_open(url, bodies, rate, duration, max_in_flight, timeout, keep=True))
+    windows = []
+    for second in range(int(duration)):
+        got = [r for r in run.records if second <= r[0] < second + 1]
+        ok = [latency for _, latency, status in got if latency is not None and status < 400]
+        windows.append({"requests": len(got), "errors": len(got) - len(ok),
+                        "refused": sum(status == 503 for _, _, status in got),
+                        "p50_ms": percentile(ok, 50), "p95_ms": percentile(ok, 95),
+                        "p99_ms": percentile(ok, 99)})
+    return {**run.summary(), "windows": windows}
 
 
 def warm_up(url: str, bodies: list[dict], count: int = 20) -> None:

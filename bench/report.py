@@ -169,18 +169,24 @@ def _s2(s: dict) -> str:
     return "\n".join(text)
 
 
+S3_NAMES = {"generated": "generated (as deployed: measured batching, ONNX Runtime)",
+            "generated_native": "generated, native model (scikit-learn)",
+            "generated_batching_on": "generated, batching forced on",
+            "handwritten_tuned": "hand-written, tuned batching",
+            "handwritten_compiled_batching": "hand-written, BentoML batcher at the compiled "
+                                             "batching"}
+
+
 def _s3(s: dict) -> str:
-    names = {"generated": "generated (derived batching)",
-             "generated_batching_off": "generated, batching off",
-             "handwritten_tuned": "hand-written, tuned batching",
-             "handwritten_same_batching": "hand-written, generated's batching"}
+    names = S3_NAMES
     svc_rows = []
     for name, svc in s["services"].items():
         b = svc.get("batching", {})
         batching = ("off" if not b.get("enabled", True) else
                     f"max_batch_size {b.get('max_batch_size')}, max_latency_ms "
                     f"{b.get('max_latency_ms')}")
-        svc_rows.append([names.get(name, name), batching, _f(svc["start_to_ready_s"], 1, " s")])
+        svc_rows.append([names.get(name, name), f"{batching} ({b.get('source', '')})",
+                         svc.get("runtime", ""), _f(svc["start_to_ready_s"], 1, " s")])
     rows = []
     for name, by_c in s["closed_loop"].items():
         for c, r in by_c.items():
@@ -189,14 +195,14 @@ def _s3(s: dict) -> str:
                          _f(r["p50_ms"], 1), _f(r["p95_ms"], 1), _f(r["p99_ms"], 1),
                          _f(r["error_rate"] * 100, 1, "%")])
     ratio_rows = [[c, _f(r["generated_vs_handwritten_tuned"], 2),
-                   _f(r["generated_vs_handwritten_same_batching"], 2),
-                   _f(r["generated_vs_batching_off"], 2),
-                   _f(r["generated_vs_ceiling_32_row_calls"], 3)]
+                   _f(r["generated_native_vs_handwritten_tuned"], 2),
+                   _f(r["generated_batching_on_vs_handwritten_tuned"], 2),
+                   _f(r["generated_vs_generated_native"], 2)]
                   for c, r in s["ratios"].items()]
     slo = s["slo_check_open_loop"]
     slo_rows = []
-    regimes = (("fresh", "fresh (after warm-up)"), ("after_load", "after the load"),
-               ("after_idle", "after the load and 30 s idle"))
+    regimes = (("fresh", "fresh (after warm-up)"), ("after_load", "after the closed-loop load"),
+               ("after_idle", "after the bursts and 30 s idle"))
     for regime, label in regimes:
         for name, r in slo.get(regime, {}).items():
             ch = r["checks"]
@@ -205,95 +211,80 @@ def _s3(s: dict) -> str:
                              *[f"{_f(ch[q]['measured_ms'], 1)} / {ch[q]['slo_ms']}"
                                for q in ("p50", "p95", "p99")],
                              _f(r["error_rate"] * 100, 1, "%")])
-    ce = s["ceiling_in_process"]
-
-    def cell(key):
-        return [_f(ce[key]["p50_ms"], 2), _f(ce[key]["p99_ms"], 2)]
-
-    ceiling_rows = [
-        ["`model.predict_proba`, 1 row", *cell("model_predict_proba_1_row")],
-        ["`model.predict_proba`, 32 rows", *cell("model_predict_proba_32_rows")],
-        ["generated `predict` in process, 1 row", *cell("generated_predict_in_process_1_row")],
-        ["hand-written `predict` in process, 1 row",
-         *cell("handwritten_predict_in_process_1_row")],
-        ["generated `predict` in process, 32 rows",
-         *cell("generated_predict_in_process_32_rows")],
-        ["hand-written `predict` in process, 32 rows",
-         *cell("handwritten_predict_in_process_32_rows")],
+    burst = s["burst"]
+    burst_rows = []
+    for name, b in burst["by_service"].items():
+        after, w = b["after"], b["windows"]
+        burst_rows.append([
+            names.get(name, name), _f(b["burst"]["throughput_rps"], 0),
+            _f(b["burst"]["errors"] / max(1, b["burst"]["requests"]) * 100, 0, "%"),
+            "never" if b["recovered_after_s"] is None else f"{b['recovered_after_s']} s",
+            " ".join(_f(x["p50_ms"], 0) for x in w), " ".join(str(x["refused"]) for x in w),
+            f"{_f(after['p50_ms'], 1)} / {_f(after['p95_ms'], 1)} / {_f(after['p99_ms'], 1)}",
+            after["errors"]])
+    ce = s["in_process"]
+    labels = [
+        ("feast_raw_1", "raw Feast `get_online_features`, 1 entity"),
+        ("service_model_input_1", "generated input path (fetch, TTL, transforms, matrix), 1 row"),
+        ("model_predict_proba_1", "`model.predict_proba` (scikit-learn), 1 row"),
+        ("onnx_score_1", "ONNX Runtime, 1 row"),
+        ("generated_predict_1", "generated `predict_rows` (input path + ONNX), 1 row"),
+        ("generated_predict_native_1", "generated `predict_rows`, native model, 1 row"),
+        ("handwritten_predict_1", "hand-written `predict`, 1 row"),
+        ("service_model_input_32", "generated input path, 32 rows"),
+        ("model_predict_proba_32", "`model.predict_proba` (scikit-learn), 32 rows"),
+        ("onnx_score_32", "ONNX Runtime, 32 rows"),
+        ("generated_predict_32", "generated `predict_rows` (ONNX), 32 rows"),
+        ("generated_predict_native_32", "generated `predict_rows`, native model, 32 rows"),
+        ("handwritten_predict_32", "hand-written `predict`, 32 rows"),
     ]
-    hand_goal, off_goal, slo_goal = s["goals"].values()
-    cl = s["closed_loop"]
-    err = {name: cl[name]["64"]["error_rate"] * 100 for name in cl}
-    gen_b = s["services"]["generated"]["batching"]
-    fresh, after = slo["fresh"]["generated"], slo["after_load"]["generated"]
-    off_fresh = slo["fresh"]["generated_batching_off"]
-    idle = slo.get("after_idle", {}).get("generated", after)
-    hand_after = slo["after_load"].get("handwritten_same_batching")
-    c64 = cl["generated"]["64"]
-    reading = [
-        f"\n**Reading.** Generated >= 1.0x hand-written (tuned) throughput at every "
-        f"concurrency: {_met(hand_goal)} ("
-        + ", ".join(f"{_f(r['generated_vs_handwritten_tuned'], 2)}x at {c}"
-                    for c, r in s["ratios"].items())
-        + f"). >= 3x batching off at concurrency 64: {_met(off_goal)} "
-        f"({_f(s['ratios']['64']['generated_vs_batching_off'], 2)}x"
-        + (("; runs " + " / ".join(_f(x, 0) for x in c64["runs_rps"]) + " req/s")
-           if c64.get("runs_rps") else "")
-        + f"). p99 within the SLO at the spec's {_f(fresh['rate_rps'], 0)} req/s: "
-        f"{_met(slo_goal)} on the fresh service (p99 {_f(fresh['p99_ms'], 1)} ms, "
-        f"{_f(fresh['error_rate'] * 100, 1)}% errors); after the closed-loop load, p50 "
-        f"{_f(after['p50_ms'], 1)} ms and {_f(after['error_rate'] * 100, 1)}% refused at that "
-        f"rate, and p50 {_f(idle['p50_ms'], 1)} ms, {_f(idle['error_rate'] * 100, 1)}% "
-        f"refused after 30 s more without traffic (p50 SLO: "
-        f"{fresh['checks']['p50']['slo_ms']} ms).",
-        "\nCauses. (1) " + (_lockup(s, gen_b, err, fresh, after, hand_after, off_fresh)),
-        f"(2) Per call, the generated code does more pandas work than the hand-written: "
-        f"{_f(ce['generated_predict_in_process_1_row']['p50_ms'], 1)} vs "
-        f"{_f(ce['handwritten_predict_in_process_1_row']['p50_ms'], 1)} ms for one row, "
-        f"{_f(ce['generated_predict_in_process_32_rows']['p50_ms'], 1)} vs "
-        f"{_f(ce['handwritten_predict_in_process_32_rows']['p50_ms'], 1)} ms for a batch of 32 "
-        f"(the model alone: {_f(ce['model_predict_proba_32_rows']['p50_ms'], 1)} ms): the "
-        f"frame built column by column in `store.online_features` (section 4), a row mask and "
-        f"`astype` to the declared dtypes, a copy in `model_frame`. That is the gap at "
-        f"concurrency 1 and 16 "
-        f"({_f(s['ratios']['1']['generated_vs_handwritten_same_batching'], 2)}x and "
-        f"{_f(s['ratios']['16']['generated_vs_handwritten_same_batching'], 2)}x the "
-        f"hand-written service with the same batching).",
-        "(3) Against the ceiling, serving over HTTP reaches a small fraction of what "
-        "`predict_proba` alone does in process: the rest is BentoML's request handling "
-        "(middleware, JSON, the batcher), the fetch and the pandas work, on two cores shared "
-        "with the load generator.\n",
-    ]
+    ceiling_rows = [[label, _f(ce[key]["p50_ms"], 3), _f(ce[key]["p99_ms"], 3)]
+                    for key, label in labels if key in ce]
+    goals = s["goals"]
+    goal_lines = "\n".join(f"- {goal}: {_met(ok)}" for goal, ok in goals.items())
+    gen = s["services"]["generated"]
     return "\n".join([
         f"`bentoml serve` processes on loopback, one entity per request, closed-loop clients "
         f"(`bench/loadgen.py`, raw asyncio HTTP/1.1 so the client stays light on the shared "
         f"cores), {s['duration_s']:g} s per run, {s['reps']} repetitions interleaved across "
-        f"services, concurrency rising. Throughput counts answered requests (HTTP 2xx); "
-        f"BentoML answers 503 when a request cannot make its batch's `max_latency_ms`, "
-        f"counted as errors. All services gave the same predictions for the same rows: "
-        f"{s['predictions_agree']}.\n",
-        _table(["service", "batching", "start to ready"], svc_rows),
+        f"services, concurrency rising. Throughput counts answered requests (HTTP 2xx); a "
+        f"503 (a request shed by a batcher) counts as an error. All services gave the same "
+        f"predictions for the same rows (ONNX Runtime within 1e-5 of scikit-learn): "
+        f"{s['predictions_agree']}. The generated service runs as deployed: "
+        f"{gen.get('runtime')} ({gen.get('runtime_reason', '')}).\n",
+        _table(["service", "batching (from)", "model runtime", "start to ready"], svc_rows),
         "\n" + _table(["service", "concurrency", "req/s", "req/s of each run", "p50 ms",
-                       "p95 ms", "p99 ms", "errors (503)"], rows),
-        "\nRatios of the generated service's throughput:\n",
-        _table(["concurrency", "to hand-written (tuned)", "to hand-written (same batching)",
-                "to batching off", "to the ceiling (in-process predict_proba, 32-row calls)"],
-               ratio_rows),
+                       "p95 ms", "p99 ms", "errors"], rows),
+        "\nRatios of throughput:\n",
+        _table(["concurrency", "generated / hand-written (tuned)",
+                "generated native / hand-written (tuned)",
+                "generated batching on / hand-written (tuned)",
+                "generated ONNX / generated native"], ratio_rows),
         "\nLatency SLOs at the spec's throughput target (open loop: requests sent at the "
-        "target rate whatever the answers take; measured / SLO), on the fresh services, "
-        "after the closed-loop load, and once more after 30 s without traffic:\n",
+        "target rate whatever the answers take; measured / SLO):\n",
         _table(["service", "when", "target req/s", "answered req/s", "p50 ms", "p95 ms",
                 "p99 ms", "errors"], slo_rows),
-        "\nThe ceiling and the services' own code, in process (no HTTP, no batcher; ms per "
-        "call):\n",
+        f"\nOverload and recovery: {burst['factor']}x the spec's rate "
+        f"({_f(burst['rate_rps'] * burst['factor'], 0)} req/s offered, open loop, at most "
+        f"{burst['in_flight']} in flight) for {burst['seconds']:g} s, then the spec's "
+        f"{_f(burst['rate_rps'], 0)} req/s for 10 s, judged per second (a second meets the SLOs "
+        "when it has no error and its p50 and p95 are within theirs; recovered: from that "
+        "second on, every second does):\n",
+        _table(["service", "answered req/s during the burst", "errors during the burst",
+                "back within the SLOs after", "p50 ms per second after", "503 per second after",
+                "p50 / p95 / p99 ms (10 s after)", "errors (10 s after)"], burst_rows),
+        "\nIn process (no HTTP, no batcher; ms per call, median of the rounds):\n",
         _table(["call", "p50 ms", "p99 ms"], ceiling_rows),
+        f"\nGenerated `predict_rows` vs the hand-written `predict`, one row: "
+        f"{_f(s['in_process_speedup_vs_handwritten_1_row'], 1)}x faster.\n",
         "\nHand tuning of the baseline's batching (a sweep by hand on this machine, closed "
         "loop, 4 s per point, load average 2-4 from other sessions): max_batch_size/"
         "max_latency_ms 16/20 and 32/50 refused most requests at concurrency 16-64; 64/100 "
         "about 250 (c16) / 340 (c64) req/s with 1-17% refused; 64/200 about 490 / 400 req/s "
         "with few refused; 64/1000 and 128/1000 about 360-390 / 440 req/s with none refused. "
         "64/1000 was chosen: the most throughput at concurrency 64, no request refused.\n",
-        " ".join(reading),
+        "\nGoals:\n\n" + goal_lines + "\n",
+        s.get("reading", ""),
     ])
 
 
@@ -374,55 +365,6 @@ def _s5(s: dict) -> str:
         f"temporary API server on a fresh database, which is most of the cold deploy's "
         f"training stage (section 6).\n",
     ])
-
-
-def _lockup(s, gen_b, err, fresh, after, hand_after, off_fresh) -> str:
-    """Cause (1) of section 3, worded after what this run saw."""
-    cl = s["closed_loop"]
-    slo = s["slo_check_open_loop"]
-    idle = slo.get("after_idle", {}).get("generated")
-    hand_idle = slo.get("after_idle", {}).get("handwritten_same_batching")
-    rate = _f(fresh["rate_rps"], 0)
-    text = (
-        "BentoML's batcher (its CORK dispatcher) learns the cost of a batch and the average "
-        "wait of recent batches from the batches it runs, holds a request while the batch "
-        "is expected to grow by that wait, and refuses (503) the oldest request when it can "
-        f"no longer finish inside `max_latency_ms`; the derived budget is the whole p99 SLO "
-        f"({gen_b.get('max_latency_ms')} ms). Under concurrency 64 it refused "
-        f"{_f(err['generated'], 1)}% of requests (the tuned hand-written service, with a 1 s "
-        f"budget, {_f(err['handwritten_tuned'], 1)}%, at a p99 of "
-        f"{_f(cl['handwritten_tuned']['64']['p99_ms'], 0)} ms). What it learned under that "
-        f"load outlives it: back at the spec's {rate} req/s the generated service answered "
-        f"with p50 {_f(after['p50_ms'], 1)} ms (fresh: {_f(fresh['p50_ms'], 1)} ms) and "
-        f"refused {_f(after['error_rate'] * 100, 1)}%")
-    if idle:
-        text += (f"; after 30 s without traffic, p50 {_f(idle['p50_ms'], 1)} ms and "
-                 f"{_f(idle['error_rate'] * 100, 1)}% refused (it learns only from batches it "
-                 "runs, and an idle service runs none)")
-    text += ". "
-    if hand_after:
-        text += ("The hand-written service with the same settings shows the same hysteresis "
-                 f"(p50 {_f(hand_after['p50_ms'], 1)} ms after the load"
-                 + (f", {_f(hand_idle['p50_ms'], 1)} ms after the idle spell" if hand_idle
-                    else "")
-                 + "): it is BentoML's batcher with a tight budget, not the generated code. ")
-    text += ("While preparing this bench, under heavier background load, the same overload "
-             "left the generated service refusing 249 of 250 requests at 50 req/s, still so "
-             "after 100 s idle: each request was held for the learned wait, then refused "
-             "when the next one arrived, so no batch ran and nothing was re-learned. ")
-    off_ok = all(c["met"] for c in off_fresh["checks"].values()) and not off_fresh["error_rate"]
-    off_after = slo["after_load"].get("generated_batching_off")
-    if off_ok:
-        text += (f"At the spec's steady rate batching buys nothing: batching off meets the "
-                 f"latency SLOs (p50/p95/p99 {_f(off_fresh['p50_ms'], 1)}/"
-                 f"{_f(off_fresh['p95_ms'], 1)}/{_f(off_fresh['p99_ms'], 1)} ms"
-                 + (f"; {_f(off_after['p50_ms'], 1)}/{_f(off_after['p95_ms'], 1)}/"
-                    f"{_f(off_after['p99_ms'], 1)} ms after the load" if off_after else "")
-                 + "). ")
-    text += ("Suggested for the derivation (mlstack/frontend/ir/derive.py, not changed here): batch "
-             "only when the throughput target needs it, and give `max_latency_ms` headroom "
-             "over the batch cost instead of the whole p99 budget.")
-    return text
 
 
 PROFILE_LABELS = {

@@ -106,4 +106,14 @@ def new_deployment(root: Path) -> Deployment:
     dep = Deployment(root=root, project=root / "churn", home=root / "home", port=free_port())
     timed_run([MLSTACK, "init", str(dep.project), "--blueprint", "churn"], env=dep.env,
               cwd=root)
+    redate(dep.project)
     return dep
+
+
+def redate(project: Path) -> None:
+    """The blueprint's data is a fixed 2026 sample: moved to the present (one offset for every
+    timestamp), else every value is older than its view's TTL and the service answers null."""
+    from mlstack.runtime.sources import redate_files
+
+    data = project / "data"
+    redate_files(sorted(data.glob("*.parquet")), anchor=[data / "customers.parquet"])

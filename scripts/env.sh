@@ -3,6 +3,7 @@ export DO_NOT_TRACK=1
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export BENTOML_DO_NOT_TRACK=true
 export FEAST_USAGE=False
+export ORT_DISABLE_TELEMETRY=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlstack into it

@@ -15,6 +15,10 @@ demo="${MLSTACK_DEMO_DIR:-$(mktemp -d)/churn}"
 port="${MLSTACK_PORT:-3000}"
 
 "$mlstack" init "$demo" --blueprint churn
+# The blueprint's data is a fixed sample from 2026: move it to the present (one offset for every
+# timestamp), else every value is older than its view's TTL and the service answers null.
+"$repo/.venv/bin/python" -m mlstack.runtime.sources redate "$demo/data" \
+  --anchor "$demo/data/customers.parquet"
 cd "$demo"
 trap '"$mlstack" down >/dev/null 2>&1 || true' EXIT
 "$mlstack" deploy --port "$port"

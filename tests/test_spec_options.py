@@ -119,6 +119,8 @@ CHANGES = {
     "Rollout.step_seconds": ("local", ("serving", "rollout", "step_seconds"), 9),
     "Serving.protocol": ("local", ("serving", "protocol"), "grpc"),
     "Serving.timeout_ms": ("local", ("serving", "timeout_ms"), 2500),
+    "Serving.runtime": ("local", ("serving", "runtime"), "native"),
+    "Serving.max_request_rows": ("local", ("serving", "max_request_rows"), 32),
     "Latency.p50_ms": ("local", ("slos", "latency", "p50_ms"), 20),
     "Latency.p95_ms": ("local", ("slos", "latency", "p95_ms"), 70),
     "Latency.p99_ms": ("local", ("slos", "latency", "p99_ms"), 150),

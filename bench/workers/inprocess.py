@@ -4,11 +4,13 @@ deployed tree on PYTHONPATH and the deploy's environment; prints one JSON object
     python -m bench.workers.inprocess --package churn_system --keys keys.json --calls 1000
 
 - features: raw Feast `get_online_features` (a fresh list of refs each call, as a user would
-  write it) vs the generated `store.online_features` vs the service's whole input path
-  (`inputs`, a mlstack.runtime.serving.ModelInput: fetch, dtypes, transforms), one entity
-  per call and 32 per call;
-- predict: `model.predict_proba` on prepared rows (the ceiling) vs the generated service's
-  `predict` and the hand-written one's, called in process (no HTTP, no batcher).
+  write it) vs the generated `store.online_features` (a DataFrame) vs the service's whole
+  input path (`inputs`, a mlstack.runtime.serving.ModelInput: fetch into numpy arrays, TTL,
+  transforms, the model's matrix), one entity per call and 32 per call;
+- predict: `model.predict_proba` (sklearn) and the ONNX export on prepared rows (the
+  ceilings) vs the generated service's `predict_rows` (what its /predict runs: input path +
+  model), on ONNX Runtime as deployed and on the native model, and the hand-written one's
+  `predict`, called in process (no HTTP, no batcher).
 """
 
 from __future__ import annotations
@@ -119,10 +121,17 @@ def main() -> int:
         return feast_store.get_online_features(features=refs, entity_rows=rows,
                                                full_feature_names=True).to_dict()
 
+    from mlstack.runtime import scoring
+
     model = bentoml.sklearn.load_model(generated.model_tag)
-    frames = {size: generated.inputs([Row(**k) for k in batch]).frame
-              for size, batch in ((1, singles[0]), (32, batches32[0]))}
-    gen_predict = _unwrap(type(generated).predict)
+    matrices = {size: generated.inputs([Row(**k) for k in batch]).matrix
+                for size, batch in ((1, singles[0]), (32, batches32[0]))}
+    columns = list(features.MODEL_COLUMNS)
+    frames = {size: pd.DataFrame(m, columns=columns) for size, m in matrices.items()}
+    native = service_class()
+    native.model = scoring.load_served_model(
+        bentoml.models.get(generated.model_tag), task=features.TASK, runtime="native")
+    onnx_score = generated.model.score if generated.model.runtime == "onnx" else None
     hand_predict = _unwrap(type(handwritten).predict)
     row_singles = [[Row(**k) for k in b] for b in singles]
     row_batches = [[Row(**k) for k in b] for b in batches32]
@@ -141,16 +150,25 @@ def main() -> int:
         "what_if_one_frame_online_features_32": (one_frame, batches32),
         "model_predict_proba_1": (lambda f: model.predict_proba(f), [frames[1]]),
         "model_predict_proba_32": (lambda f: model.predict_proba(f), [frames[32]]),
-        "generated_predict_1": (lambda rows: gen_predict(generated, rows), row_singles),
+        "generated_predict_1": (generated.predict_rows, row_singles),
+        "generated_predict_native_1": (native.predict_rows, row_singles),
         "handwritten_predict_1": (lambda rows: hand_predict(handwritten, rows), hand_singles),
-        "generated_predict_32": (lambda rows: gen_predict(generated, rows), row_batches),
+        "generated_predict_32": (generated.predict_rows, row_batches),
+        "generated_predict_native_32": (native.predict_rows, row_batches),
         "handwritten_predict_32": (lambda rows: hand_predict(handwritten, rows), hand_batches),
     }
-    # the two services must give the same numbers on the same keys
-    a = gen_predict(generated, row_batches[0])
+    if onnx_score is not None:
+        cases["onnx_score_1"] = (onnx_score, [matrices[1]])
+        cases["onnx_score_32"] = (onnx_score, [matrices[32]])
+    # the services must give the same numbers on the same keys (ONNX: within its tolerance)
+    a = generated.predict_rows(row_batches[0])
     b = hand_predict(handwritten, hand_batches[0])
+    c = native.predict_rows(row_batches[0])
     same = all((x is None and y is None) or (x is not None and y is not None
-                                             and abs(x - y) < 1e-9) for x, y in zip(a, b, strict=True))
+                                             and abs(x - y) <= scoring.PARITY_TOLERANCE)
+               for x, y in zip(a, b, strict=True))
+    same = same and all((x is None and y is None) or (  # native: the hand-written's numbers
+        x is not None and y is not None and abs(x - y) < 1e-9) for x, y in zip(c, b, strict=True))
     results: dict[str, list[dict]] = {name: [] for name in cases}
     for call, inputs in cases.values():  # warm every path once
         _timings(call, inputs, 20)
@@ -160,7 +178,7 @@ def main() -> int:
             results[name].append(_summary(_timings(call, inputs, calls)))
     print(json.dumps({"rounds": results, "services_agree": same,
                       "what_if_one_frame_same_result": one_frame_same,
-                      "model_tag": generated.model_tag,
+                      "model_tag": generated.model_tag, "runtime": generated.model.info(),
                       "numpy": np.__version__}))
     return 0
 

@@ -28,6 +28,9 @@ TELEMETRY_ENV = {
     "BENTOML_DO_NOT_TRACK": "true",
     "DO_NOT_TRACK": "1",
     "FEAST_USAGE": "False",
+    # ONNX Runtime 1.2x sends usage telemetry from Linux too (and writes a device id under
+    # ~/.cache/Microsoft) unless this is set
+    "ORT_DISABLE_TELEMETRY": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
 
@@ -45,10 +48,15 @@ MONITORING_FILE = "monitoring.json"  # the latest monitoring report
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
 # mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
-RUNTIME_API_VERSION = "1.0"
+RUNTIME_API_VERSION = "2.0"
 # The compile's manifest in the output folder (the writer writes it); the generated code
 # reads the spec hash for a model's lineage from it.
 MANIFEST_FILE = "mlstack.lock.json"
+
+# The serving profile `mlstack deploy` measures for a version before starting it (batching
+# from the cost of a call per batch size, and why), relative to the version's generated tree;
+# the service reads its batching from it at start (mlstack.runtime.serving.batching_settings).
+SERVING_PROFILE_FILE = "serving_profile.json"
 
 # Where the generated tree puts each layer (relative to the output folder).
 FLOWS_MODULE = "pipelines.flows"

@@ -130,8 +130,9 @@ def parse_expr(text: str) -> ParsedExpr:
     return ParsedExpr(tree=tree, names=tuple(dict.fromkeys(names)))
 
 
-def emit_python(parsed: ParsedExpr, columns: dict[str, str], frame: str = "df") -> str:
-    """Vectorised Python for the expression: each reference becomes frame['column'].
+def emit_python(parsed: ParsedExpr, columns: dict[str, str], frame: str = "columns") -> str:
+    """Vectorised Python for the expression: each reference becomes frame['column'], where
+    `frame` maps each fetched column to a numpy array (a DataFrame works too).
 
     `columns` maps every reference as written to the (validated) column it reads.
     """

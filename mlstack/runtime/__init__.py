@@ -19,7 +19,13 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     monitoring  Monitoring; psi, ks, drift_report, freshness, staleness, alerts
     hooks       Prefect task options and hooks: task_options, retry_unless_final,
                 progress_hook
-    serving     the service's input path: ModelInput, predictions, feature_records
+    model_input InputSchema: the model's input from numpy arrays, the same in training
+                and serving (transforms over a mapping of arrays)
+    scoring     the native or ONNX model a service runs: ONNX export at registration with a
+                parity check, load_served_model
+    serving     the service's input path: ModelInput, predictions, feature_records, the
+                request row limit, the batching a version starts with
+    batching    Batcher: the service's adaptive batching (no learned state)
     logs        logger_for: the caller's logger, else Prefect's run logger, else logging's
 
 Generated code calls `require(API_VERSION it was compiled for)` once at import, so a project
@@ -32,7 +38,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "1.0"
+API_VERSION = "2.0"
 
 
 def _parse(version: str) -> tuple[int, int] | None:
@@ -54,7 +60,7 @@ def require(version: str) -> None:
 
     Generated code calls this once at import, with the API version it was compiled for.
     """
-    if not compatible(version):
+    if not compatible(version, API_VERSION):
         raise RuntimeError(
             f"this project was compiled for mlstack runtime API {version}; the installed "
             f"mlstack provides {API_VERSION}: recompile with `mlstack compile` or install a "

@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mlstack.runtime.errors import DataCheckError, QualityGateError
+from mlstack.runtime.errors import DataCheckError, ModelExportError, QualityGateError
 
 __all__ = [
     "FINAL_ERRORS",
@@ -34,7 +34,7 @@ __all__ = [
 # The environment variable naming the progress file (mlstack deploy sets it).
 PROGRESS_FILE_ENV = "MLSTACK_PROGRESS_FILE"
 # Errors a retry cannot fix: the data or the model has to change.
-FINAL_ERRORS = (DataCheckError, QualityGateError)
+FINAL_ERRORS = (DataCheckError, QualityGateError, ModelExportError)
 
 
 def retry_unless_final(task, task_run, state) -> bool:

@@ -2,8 +2,10 @@
 
 The lineage (the model's metadata): spec_hash (read from the compile's manifest,
 mlstack.lock.json, next to the generated tree; '' without one), data_fingerprint, metrics,
-git_sha (of the project folder; '' outside git) and model_columns (the service refuses a
-model trained on other columns).
+git_sha (of the project folder; '' outside git), model_columns (the service refuses a
+model trained on other columns) and serving_runtime (mlstack.runtime.scoring: whether the
+model's ONNX export matched the native model on the evaluation set, and why not; the ONNX
+bytes are stored with the model).
 """
 
 from __future__ import annotations
@@ -46,13 +48,17 @@ def read_spec_hash(manifest: str | Path) -> str:
 @dataclass(frozen=True)
 class ModelRegistry:
     """Where a project's models go: the BentoML model `name`, its `labels`, the columns the
-    model reads, the compile's manifest and the project folder (for the lineage)."""
+    model reads, the compile's manifest and the project folder (for the lineage), the model's
+    task and the spec's serving runtime ('auto', 'onnx' or 'native'; see
+    mlstack.runtime.scoring)."""
 
     name: str
     model_columns: tuple[str, ...]
     manifest: Path
     project_dir: Path
     labels: Mapping[str, str] = field(default_factory=dict)
+    task: str = "binary_classification"
+    serving_runtime: str = "native"
 
     def spec_hash(self) -> str:
         """The hash of the spec the running code was compiled from ('' when unknown)."""
@@ -68,11 +74,18 @@ class ModelRegistry:
             "model_columns": list(self.model_columns),
         }
 
-    def register(self, model, metrics: Mapping[str, float], data_fingerprint: str) -> str:
+    def register(self, model, metrics: Mapping[str, float], data_fingerprint: str,
+                 evaluation=None) -> str:
         """Save a scikit-learn model with its lineage; `predict` (and `predict_proba` when
-        the model has it) are batchable signatures. Returns the tag ('name:version')."""
+        the model has it) are batchable signatures. Unless the serving runtime is 'native',
+        the model is exported to ONNX and checked on `evaluation` (the evaluation set's model
+        input) first; a matching export is stored with it. Returns the tag ('name:version').
+        With serving runtime 'onnx', a failed export raises ModelExportError."""
         import bentoml
 
+        from mlstack.runtime.scoring import ONNX_OBJECT, compile_model
+
+        compiled = compile_model(model, evaluation, task=self.task, runtime=self.serving_runtime)
         signatures = {"predict": {"batchable": True}}
         if hasattr(model, "predict_proba"):
             signatures["predict_proba"] = {"batchable": True}
@@ -81,6 +94,8 @@ class ModelRegistry:
             model,
             signatures=signatures,
             labels=dict(self.labels),
-            metadata=self.lineage(metrics, data_fingerprint),
+            custom_objects={ONNX_OBJECT: compiled.onnx} if compiled.onnx else None,
+            metadata={**self.lineage(metrics, data_fingerprint),
+                      "serving_runtime": compiled.record},
         )
         return str(saved.tag)

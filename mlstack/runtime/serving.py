@@ -1,28 +1,34 @@
 """The service's input path: request rows -> online features -> model input -> predictions.
 
-The model input is computed by the project's generated transforms (`model_frame`), the code
-training used, so serving and training cannot disagree. A row gets null (None) when its
-entity has no online feature values (unknown key, or older than the view's TTL) or when its
-model input is not finite (say, a transform divided by zero): one such row must not fail the
-other requests that share its adaptive batch.
+No pandas per request: the online store's answer becomes one numpy array per fetched column
+(in the spec's dtype), the generated transforms compute over those arrays (the same code and
+dtypes training used: mlstack.runtime.model_input), and the model reads one float64 matrix. A
+row gets null (None) when its entity has no online feature values (unknown key, or older than
+the view's TTL) or when its model input is not finite (say, a transform divided by zero): one
+such row must not fail the other requests that share its adaptive batch.
 
-    inputs = ModelInput(online_features=store.online_features, fetch_dtypes={...},
-                        model_columns=MODEL_COLUMNS, model_frame=model_frame)
-    batch = inputs(rows)                                   # keys, found positions, frame
-    predictions(batch, lambda X: model.predict_proba(X)[:, 1])   -> [float | None, ...]
-    feature_records(batch, MODEL_COLUMNS)                  -> [{keys, model columns}, ...]
+    inputs = ModelInput(online_rows=store.online_rows, schema=transforms.SCHEMA,
+                        request_keys=REQUEST_KEYS, key_attributes=("customer_id",))
+    batch = inputs(rows)                            # keys, found positions, columns, matrix
+    predictions(batch, served.score)                -> [value | None, ...]
+    feature_records(batch)                          -> [{keys, model columns}, ...]
+
+Also: the batching settings a version starts with (`batching_settings`: the deploy's measured
+profile when there is one, else the compiled ones) and the request row limit (`check_rows`).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
-__all__ = ["Batch", "ModelInput", "check_model_columns", "feature_records", "predictions"]
+__all__ = ["Batch", "ModelInput", "batching_settings", "check_model_columns", "check_rows",
+           "feature_records", "predictions"]
 
 
 def check_model_columns(tag: object, metadata: Mapping[str, Any], model_columns: Sequence[str]):
@@ -36,77 +42,122 @@ def check_model_columns(tag: object, metadata: Mapping[str, Any], model_columns:
 
 
 class Batch(NamedTuple):
-    """One call's rows: their request keys, the positions of the rows found online and the
-    model input of those rows (in that order)."""
+    """One call's rows: their request keys (tuples in request_keys order), the positions of
+    the rows found online, and those rows' model input: by column (model order, declared
+    dtypes) and as one float64 matrix."""
 
-    keys: list[dict]
+    keys: list[tuple]
     found: np.ndarray
-    frame: pd.DataFrame
-
-
-def request_keys(rows: Sequence[Any]) -> list[dict]:
-    """Request rows (pydantic models, dumped by alias, or mappings) as plain dicts."""
-    return [
-        row.model_dump(by_alias=True) if hasattr(row, "model_dump") else dict(row)
-        for row in rows
-    ]
+    columns: dict[str, np.ndarray]
+    matrix: np.ndarray
 
 
 class ModelInput:
-    """Request rows -> Batch. `online_features` (the store's) is called under a lock: one
-    lookup at a time per process. `fetch_dtypes` are the fetched columns' spec dtypes: found
-    rows are cast to them, as the offline path reads them."""
+    """Request rows -> Batch. `online_rows` (the store's: key tuples -> found mask and
+    fetched arrays) is called under a lock: one lookup at a time per process. `schema` is
+    the generated transforms' InputSchema; `key_attributes` are the request row model's
+    attribute names of `request_keys` (a mapping row is read by key)."""
 
     def __init__(
         self,
         *,
-        online_features: Callable[[list[dict]], pd.DataFrame],
-        fetch_dtypes: Mapping[str, str],
-        model_columns: Sequence[str],
-        model_frame: Callable[[pd.DataFrame], pd.DataFrame],
+        online_rows: Callable[[list[tuple]], Any],
+        schema: Any,
+        request_keys: Sequence[str],
+        key_attributes: Sequence[str] | None = None,
     ) -> None:
-        self.online_features = online_features
-        self.fetch_dtypes = dict(fetch_dtypes)
-        self.fetch_columns = list(self.fetch_dtypes)
-        self.model_columns = list(model_columns)
-        self.model_frame = model_frame
+        self.online_rows = online_rows
+        self.schema = schema
+        self.request_keys = tuple(request_keys)
+        self.key_attributes = tuple(key_attributes or request_keys)
+        self.model_columns = tuple(schema.model_columns)
         self._lock = threading.Lock()
 
+    def keys_of(self, rows: Sequence[Any]) -> list[tuple]:
+        attributes, names = self.key_attributes, self.request_keys
+        return [tuple(row[k] for k in names) if isinstance(row, Mapping)
+                else tuple(getattr(row, a) for a in attributes) for row in rows]
+
     def warm_up(self, row: Mapping[str, Any]) -> None:
-        """One lookup, so that the first request does not pay for loading the store."""
-        with self._lock:
-            self.online_features([dict(row)])
+        """One lookup and one model input, so the first request pays for neither."""
+        self([row])
 
     def __call__(self, rows: Sequence[Any]) -> Batch:
-        keys = request_keys(rows)
-        if not keys:
-            return Batch(keys, np.empty(0, dtype=np.intp), pd.DataFrame(columns=self.model_columns))
+        keys = self.keys_of(rows)
         with self._lock:
-            fetched = self.online_features(keys).reset_index(drop=True)
-        found = fetched[self.fetch_columns].notna().all(axis=1).to_numpy()
-        present = fetched[found].astype(self.fetch_dtypes)
-        return Batch(keys, np.flatnonzero(found), self.model_frame(present))
+            got = self.online_rows(keys)
+        found = np.flatnonzero(got.found)
+        if not len(found):
+            return Batch(keys, found, {c: np.empty(0) for c in self.model_columns},
+                         np.empty((0, len(self.model_columns))))
+        columns = self.schema.columns(got.columns)
+        return Batch(keys, found, columns, self.schema.stack(columns))
 
 
-def predictions(batch: Batch, score: Callable[[pd.DataFrame], Any]) -> list[Any]:
+def predictions(batch: Batch, score: Callable[[np.ndarray], Any]) -> list[Any]:
     """`score` of each row's model input, in request order; None for a row not found online
     or whose input is not finite (those are not passed to `score`)."""
     out: list[Any] = [None] * len(batch.keys)
     if not len(batch.found):
         return out
-    scorable = np.isfinite(batch.frame.to_numpy(dtype=float)).all(axis=1)
-    if scorable.any():
-        values = np.asarray(score(batch.frame[scorable])).tolist()
-        for position, value in zip(batch.found[scorable].tolist(), values, strict=True):
-            out[position] = value
+    matrix = batch.matrix
+    scorable = np.isfinite(matrix).all(axis=1)
+    if scorable.all():
+        positions, values = batch.found.tolist(), np.asarray(score(matrix)).tolist()
+    elif scorable.any():
+        positions = batch.found[scorable].tolist()
+        values = np.asarray(score(matrix[scorable])).tolist()
+    else:
+        return out
+    for position, value in zip(positions, values, strict=True):
+        out[position] = value
     return out
 
 
-def feature_records(batch: Batch, model_columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Each row's keys and model input (None for a missing or NaN value; every model column
+def feature_records(batch: Batch, request_keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Each row's keys and model input (None for a NaN or infinite value; every model column
     None for a row not found online), in request order."""
-    frame = batch.frame
-    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    empty = dict.fromkeys(model_columns)
-    by_position = dict(zip(batch.found.tolist(), records, strict=True))
-    return [{**key, **by_position.get(i, empty)} for i, key in enumerate(batch.keys)]
+    names = list(batch.columns)
+    values = []
+    for array in batch.columns.values():
+        items = array.tolist()
+        if array.dtype.kind == "f":
+            finite = np.isfinite(array).tolist()
+            items = [v if ok else None for v, ok in zip(items, finite, strict=True)]
+        values.append(items)
+    by_position = {p: dict(zip(names, row, strict=True))
+                   for p, row in zip(batch.found.tolist(), zip(*values, strict=True),
+                                     strict=True)}
+    empty = dict.fromkeys(names)
+    return [{**dict(zip(request_keys, key, strict=True)), **by_position.get(i, empty)}
+            for i, key in enumerate(batch.keys)]
+
+
+def check_rows(count: int, limit: int) -> None:
+    """Refuse a request with more rows than `limit`: HTTP 413 from a BentoML service."""
+    if count > limit:
+        from http import HTTPStatus
+
+        from bentoml.exceptions import BentoMLException
+
+        raise BentoMLException(
+            f"{count} rows in one request; this service takes at most {limit} "
+            "(serving.max_request_rows)",
+            error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+        )
+
+
+def batching_settings(profile: str | Path, compiled: Mapping[str, Any]) -> dict[str, Any]:
+    """The adaptive batching a service starts with: the `batching` of the deploy's measured
+    serving profile (a JSON file written next to the version's code before it starts), else
+    the compiled settings. Says which ('source': 'measured' or 'compiled')."""
+    try:
+        measured = json.loads(Path(profile).read_text(encoding="utf-8"))["batching"]
+        enabled = bool(measured["enabled"])
+        size, latency = int(measured["max_batch_size"]), int(measured["max_latency_ms"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {**compiled, "source": "compiled"}
+    if enabled and (size < 2 or latency < 1):  # BentoML refuses a batch size of 1
+        return {**compiled, "source": "compiled"}
+    return {"enabled": enabled, "max_batch_size": size, "max_latency_ms": latency,
+            "source": "measured"}

@@ -2,12 +2,16 @@
 
 The fingerprint is sha256 over the lines '<source name>:<sha256 of its file>\\n', sources
 sorted by name: the same files give the same fingerprint on any machine.
+
+`redate_files` moves sample data to the present (every timestamp shifted by one offset):
+online reads null values older than their view's TTL, as the point-in-time join does, so a
+fixed sample (a blueprint's data/) serves nothing once it is older than its TTLs.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +20,7 @@ import pandas as pd
 from mlstack.runtime.checks import DataChecks
 from mlstack.runtime.logs import Logger, logger_for
 
-__all__ = ["SourceSpec", "file_digest", "read_source", "read_sources"]
+__all__ = ["SourceSpec", "file_digest", "read_source", "read_sources", "redate_files"]
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -79,3 +83,49 @@ def read_sources(
     for name in unread:
         logger.warning("source %s is not a file: not read or checked by this flow", name)
     return frames, fingerprint.hexdigest()
+
+
+def redate_files(paths: Sequence[str | Path], newest: pd.Timestamp | None = None,
+                 anchor: Sequence[str | Path] | None = None) -> pd.Timedelta:
+    """Shift every UTC timestamp column of these parquet files by one offset, so that the
+    newest timestamp of the `anchor` files (default: all of them; say, the feature sources)
+    becomes `newest` (default: now, to the second). Intervals between rows (a label's delay
+    after its features, a TTL window) are kept. Rewrites the files; returns the offset."""
+    newest = pd.Timestamp.now(tz="UTC").floor("s") if newest is None else newest
+    frames = {Path(p): pd.read_parquet(p) for p in paths}
+    anchors = {Path(p) for p in anchor} if anchor is not None else set(frames)
+
+    def stamps(frame: pd.DataFrame) -> list[str]:
+        return [c for c in frame.columns if isinstance(frame[c].dtype, pd.DatetimeTZDtype)]
+
+    latest = max((frame[c].max() for path, frame in frames.items() if path in anchors
+                  for c in stamps(frame)), default=None)
+    if latest is None or pd.isna(latest):
+        return pd.Timedelta(0)
+    offset = newest - latest
+    for path, frame in frames.items():
+        for column in stamps(frame):
+            frame[column] = frame[column] + offset
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        frame.to_parquet(tmp, index=False)
+        tmp.replace(path)
+    return offset
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """python -m mlstack.runtime.sources redate DATA_FOLDER [--anchor FILE ...]: move every
+    parquet file of a folder to the present (redate_files; anchor: default all of them)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m mlstack.runtime.sources")
+    parser.add_argument("command", choices=("redate",))
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--anchor", type=Path, action="append",
+                        help="a file whose newest timestamp becomes now (default: all)")
+    args = parser.parse_args(argv)
+    redate_files(sorted(args.folder.glob("*.parquet")), anchor=args.anchor)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,8 +4,14 @@
     store.get_store()              -> feast.FeatureStore (cached; config from feature_store.yaml)
     store.apply()                  register what feature_repo/repo.py defines (like `feast apply`)
     store.materialize(end=None)    load the online store up to `end` (default: now)
+    store.online_rows(keys)        key tuples -> which were found + their fetched columns as
+                                   numpy arrays in the spec's dtypes (the service's input path)
     store.online_features(rows)    request rows + fetched features ('view__field'), same order
     store.historical_features(df)  entity rows + point-in-time features, same order
+
+Online reads enforce each view's TTL as the point-in-time join does: a value whose event time
+is older than the view's TTL at the time of the request is null (Feast's online store returns
+it; the offline join would not).
 
 The registry and the online store live under `state_dir` (feature_store.yaml refers to it as
 ${MLSTACK_STATE_DIR}); source files under `project_dir`. Feast is imported on first use, so
@@ -19,18 +25,20 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, RepoConfig
 
-__all__ = ["EPOCH", "FeatureStoreAccess", "SourceFile", "expand_variables"]
+__all__ = ["EPOCH", "FeatureStoreAccess", "OnlineRows", "SourceFile", "expand_variables"]
 
 # Where materialize starts for a feature view that was never materialized (all history).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -47,6 +55,20 @@ _VARIABLE = re.compile(r"\$\{(\w+)\}")
 _TS = "__mlstack_ts"
 # The variable in feature_store.yaml that stands for the state folder.
 STATE_DIR_VARIABLE = "MLSTACK_STATE_DIR"
+# numpy dtypes online values are read into, by spec dtype (strings, timestamps: objects).
+NUMPY_DTYPES: dict[str, object] = {"int64": np.int64, "int32": np.int32, "float64": np.float64,
+                                   "float32": np.float32, "bool": np.bool_}
+# The suffix of the event-time columns of Feast's OnlineResponse.to_dict(True).
+_TS_SUFFIX = "__ts"
+
+
+class OnlineRows(NamedTuple):
+    """Online features of a list of keys: `found` (bool per key: every fetched value present
+    and inside its view's TTL) and `columns` (fetched column -> array of the found keys'
+    values, in the spec's dtype, in key order)."""
+
+    found: np.ndarray
+    columns: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -92,7 +114,10 @@ class FeatureStoreAccess:
     feature_service: the model's Feast feature service; request_keys: the entity join keys a
     request carries; fetch_columns: the features as they arrive ('view__field');
     sources: the files the feature views read; timestamp_column: the entity rows' time column
-    historical_features uses by default; repo_module: the name repo.py is imported under.
+    historical_features uses by default; repo_module: the name repo.py is imported under;
+    fetch_dtypes: each fetched column's spec dtype (default float64); ttl_seconds: each
+    feature view's TTL (0 or absent: none); clock: the time of a request (seconds since the
+    epoch) that TTLs are measured from.
 
     `get_store` and `feature_service` are cached per object (one Feast store per process);
     `get_store.cache_clear()` and `feature_service.cache_clear()` forget them.
@@ -110,6 +135,9 @@ class FeatureStoreAccess:
         sources: Mapping[str, SourceFile],
         timestamp_column: str = "event_timestamp",
         repo_module: str = "mlstack_feature_repo",
+        fetch_dtypes: Mapping[str, str] | None = None,
+        ttl_seconds: Mapping[str, int] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.repo_dir = Path(repo_dir)
         self.state_dir = Path(state_dir)
@@ -120,6 +148,13 @@ class FeatureStoreAccess:
         self.sources = dict(sources)
         self.timestamp_column = timestamp_column
         self.repo_module = repo_module
+        dtypes = dict(fetch_dtypes or {})
+        self.fetch_dtypes = {c: dtypes.get(c, "float64") for c in self.fetch_columns}
+        ttls = dict(ttl_seconds or {})
+        # each fetched column's view TTL ('view__field' -> seconds); views without one omitted
+        self._column_ttl = {c: ttls[c.split("__", 1)[0]] for c in self.fetch_columns
+                            if ttls.get(c.split("__", 1)[0])}
+        self.clock = clock
         # per object, so that two projects in one process do not share a store
         self.get_store = functools.lru_cache(maxsize=1)(self._open_store)
         self.feature_service = functools.lru_cache(maxsize=1)(self._read_feature_service)
@@ -230,29 +265,61 @@ class FeatureStoreAccess:
 
     # -- reading features --------------------------------------------------------------
 
+    def _read_online(self, unique: list[tuple]) -> dict[str, list]:
+        """Feast's answer for distinct key tuples: key columns, fetched columns and (for
+        views with a TTL) their event times ('column__ts', seconds)."""
+        keys = self.request_keys
+        response = self.get_store().get_online_features(
+            features=self.feature_service(),
+            entity_rows={k: [key[i] for key in unique] for i, k in enumerate(keys)},
+            full_feature_names=True,
+        )
+        return response.to_dict(include_event_timestamps=bool(self._column_ttl))
+
+    def online_rows(self, keys: Sequence[tuple]) -> OnlineRows:
+        """Online features of each key tuple (values of `request_keys`, in that order): the
+        service's input path. Each distinct key is read once; a key is found when every
+        fetched value is present and no view's value is older than its TTL."""
+        dtypes = self.fetch_dtypes
+        if not keys:
+            return OnlineRows(np.zeros(0, dtype=bool), {
+                c: np.empty(0, dtype=NUMPY_DTYPES.get(d, object)) for c, d in dtypes.items()})
+        unique = list(dict.fromkeys(keys))
+        data = self._read_online(unique)
+        # joined on the keys Feast returns, not on its order
+        returned = zip(*(data[k] for k in self.request_keys), strict=True)
+        row_of = {key: i for i, key in enumerate(returned)}
+        stale_before = self.clock()
+        usable = []
+        for i in range(len(unique)):
+            ok = all(data[c][i] is not None for c in dtypes)
+            for column, ttl in self._column_ttl.items():
+                if not ok:
+                    break
+                seconds = data[column + _TS_SUFFIX][i]
+                ok = bool(seconds) and stale_before - seconds <= ttl
+            usable.append(ok)
+        positions = [row_of.get(key) for key in keys]
+        found = np.fromiter((p is not None and usable[p] for p in positions), dtype=bool,
+                            count=len(keys))
+        rows = [p for p, ok in zip(positions, found, strict=True) if ok]
+        columns = {c: np.array([data[c][p] for p in rows], dtype=NUMPY_DTYPES.get(d, object))
+                   for c, d in dtypes.items()}
+        return OnlineRows(found, columns)
+
     def online_features(self, rows: list[dict]) -> pd.DataFrame:
         """The request rows with the model's fetched features ('view__field') joined on the
-        entity keys, in request order; entities the store does not know get nulls."""
+        entity keys, in request order; entities the store does not know, or whose values are
+        older than their view's TTL, get nulls."""
         keys = self.request_keys
-        requested = [tuple(row[k] for k in keys) for row in rows]
-        unique = list(dict.fromkeys(requested))
-        fetched: dict[str, list] = {column: [] for column in (*keys, *self.fetch_columns)}
-        if unique:
-            fetched = (
-                self.get_store()
-                .get_online_features(
-                    features=self.feature_service(),
-                    entity_rows=[dict(zip(keys, key, strict=True)) for key in unique],
-                    full_feature_names=True,
-                )
-                .to_dict()
-            )
-        found = zip(*(fetched[k] for k in keys), strict=True)
-        row_of = {key: i for i, key in enumerate(found)}  # joined on the keys Feast returns
-        columns = {
-            column: [fetched[column][row_of[key]] for key in requested]
-            for column in self.fetch_columns
-        }
+        got = self.online_rows([tuple(row[k] for k in keys) for row in rows])
+        positions = np.flatnonzero(got.found).tolist()
+        columns = {}
+        for column, values in got.columns.items():
+            full: list = [None] * len(rows)
+            for position, value in zip(positions, values.tolist(), strict=True):
+                full[position] = value
+            columns[column] = full
         return pd.DataFrame(rows, columns=None if rows else list(keys)).assign(**columns)
 
     def historical_features(

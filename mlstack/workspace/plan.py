@@ -229,13 +229,15 @@ def _model(s: SystemIR) -> dict:
             "estimator": f"{m.estimator.module}.{m.estimator.cls}",
             "params": {k: v for k, v in m.estimator.params},
             "features": [f.ref for f in m.features], "group_by": m.group_by,
+            # registration exports the model to ONNX (or not): a change re-registers it
+            "serving_runtime": s.serving.runtime,
             "label": _dump(s.label),
             "training": {"split_by": s.training.split_by,
                          "test_fraction": s.training.test_fraction, "seed": s.training.seed}}
 
 
 def _service(s: SystemIR) -> dict:
-    data = _dump(s.serving)
+    data = _dump(s.serving, exclude=("at", "runtime"))  # runtime: the model's (above)
     r = s.serving.rollout
     data["rollout"]["abort_latency_p99"] = _gate(r.abort_latency_p99)
     data["rollout"]["abort_error_rate"] = _gate(r.abort_error_rate)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, redate_project
 from tests.engine.point_in_time import assert_point_in_time
 
 pytestmark = pytest.mark.engine
@@ -39,14 +40,24 @@ def _forget(package: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, redis_server, postgres_server):
+def project(tmp_path_factory) -> Path:
+    """A copy of churn-k8s, its data moved to the present (online reads null a value older
+    than its view's TTL, as the point-in-time join does)."""
+    folder = tmp_path_factory.mktemp("churn_k8s_project") / "churn-k8s"
+    shutil.copytree(BLUEPRINT, folder, ignore=shutil.ignore_patterns("build", ".mlstack"))
+    redate_project(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, redis_server, postgres_server, project):
     """The compiled churn-k8s tree applied to the PostgreSQL registry and materialized into
     Redis; yields (store module, system, timings)."""
-    system, _ = require_system(BLUEPRINT / "mlstack.yaml")
+    system, _ = require_system(project / "mlstack.yaml")
     assert (system.target.kind, system.target.online_store) == ("kubernetes", "redis")
     out, state = tmp_path_factory.mktemp("churn_k8s_out"), tmp_path_factory.mktemp("state")
     tree = compile_system(system, CompileOptions(
-        project_dir=Path(os.path.relpath(BLUEPRINT, out)).as_posix()))
+        project_dir=Path(os.path.relpath(project, out)).as_posix()))
     for path, content in tree.items():
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         (out / path).write_bytes(content)
@@ -54,7 +65,7 @@ def cluster(tmp_path_factory, redis_server, postgres_server):
     timings = {}
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLSTACK_STATE_DIR", str(state))
-        patch.setenv("MLSTACK_PROJECT_DIR", str(BLUEPRINT))
+        patch.setenv("MLSTACK_PROJECT_DIR", str(project))
         patch.setenv("MLSTACK_REDIS_CONNECTION", redis_server)
         patch.setenv("MLSTACK_FEAST_REGISTRY_URL", postgres_server["url"])
         patch.syspath_prepend(str(out))
@@ -71,8 +82,8 @@ def cluster(tmp_path_factory, redis_server, postgres_server):
 
 
 @pytest.fixture(scope="module")
-def customers() -> pd.DataFrame:
-    return pd.read_parquet(BLUEPRINT / "data" / "customers.parquet")
+def customers(project) -> pd.DataFrame:
+    return pd.read_parquet(project / "data" / "customers.parquet")
 
 
 def chosen_ids(customers: pd.DataFrame, count: int = 8) -> list[int]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +23,7 @@ import pytest
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
-from tests.conftest import BLUEPRINTS, REPO
+from tests.conftest import BLUEPRINTS, REPO, redate_project
 from tests.engine.point_in_time import assert_point_in_time
 
 pytestmark = pytest.mark.engine
@@ -31,10 +32,20 @@ CHURN = BLUEPRINTS / "churn"
 PACKAGE = "churn_system"
 
 
-def _compile(out: Path):
-    system, _ = require_system(CHURN / "mlstack.yaml")
-    options = CompileOptions(project_dir=Path(os.path.relpath(CHURN, out)).as_posix())
+def _compile(out: Path, project: Path):
+    system, _ = require_system(project / "mlstack.yaml")
+    options = CompileOptions(project_dir=Path(os.path.relpath(project, out)).as_posix())
     return system, compile_system(system, options)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of churn, its data moved to the present (online reads null a value older than
+    its view's TTL, as the point-in-time join does)."""
+    folder = tmp_path_factory.mktemp("churn_project") / "churn"
+    shutil.copytree(CHURN, folder, ignore=shutil.ignore_patterns("build", ".mlstack"))
+    redate_project(folder)
+    return folder
 
 
 def _forget_package() -> None:
@@ -45,12 +56,12 @@ def _forget_package() -> None:
 
 
 @pytest.fixture(scope="module")
-def churn(tmp_path_factory):
+def churn(tmp_path_factory, project):
     """The compiled churn tree, applied (CLI and Python), materialized; yields the store
     module, the system IR and timings."""
     out = tmp_path_factory.mktemp("churn_out")
     state = tmp_path_factory.mktemp("churn_state")
-    system, tree = _compile(out)
+    system, tree = _compile(out, project)
     for path, content in tree.items():
         (out / path).parent.mkdir(parents=True, exist_ok=True)
         (out / path).write_bytes(content)
@@ -86,8 +97,8 @@ def churn(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def customers() -> pd.DataFrame:
-    return pd.read_parquet(CHURN / "data" / "customers.parquet")
+def customers(project) -> pd.DataFrame:
+    return pd.read_parquet(project / "data" / "customers.parquet")
 
 
 def _chosen_ids(customers: pd.DataFrame, count: int = 6) -> list[int]:
@@ -134,14 +145,14 @@ def test_online_features_are_the_latest_source_rows(churn, customers):
 
 def test_on_demand_view_runs_the_shared_transforms(churn, customers):
     store, _, _ = churn
-    from churn_system.transforms import apply_transforms
+    from churn_system.transforms import transform_frame
 
     ids = _chosen_ids(customers)
     fs = store.get_store()
     odfv = fs.get_online_features(
         features=["churn_transforms:charges_per_tenure"],
         entity_rows=[{"customer_id": i} for i in ids], full_feature_names=True).to_df()
-    expected = apply_transforms(store.online_features([{"customer_id": i} for i in ids]))
+    expected = transform_frame(store.online_features([{"customer_id": i} for i in ids]))
     got = odfv.set_index("customer_id").loc[ids, "churn_transforms__charges_per_tenure"]
     np.testing.assert_allclose(got.to_numpy(), expected["charges_per_tenure"].to_numpy())
 

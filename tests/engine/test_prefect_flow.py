@@ -37,7 +37,7 @@ from mlstack.runtime.errors import DataCheckError, QualityGateError
 from mlstack.runtime.hooks import retry_unless_final
 from mlstack.runtime.monitoring import ks, psi
 from mlstack.workspace.writer import write_tree
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, redate_project
 
 CHURN = BLUEPRINTS / "churn"
 PACKAGE = "churn_system"
@@ -53,9 +53,11 @@ def _forget_modules() -> None:
 
 
 def _project(root: Path, edit=None) -> Path:
-    """A copy of the churn blueprint (spec + data) under `root`, its spec edited by `edit`."""
+    """A copy of the churn blueprint (spec + data, moved to the present: online reads null a
+    value older than its view's TTL) under `root`, its spec edited by `edit`."""
     project = root / "project"
     shutil.copytree(CHURN, project, ignore=shutil.ignore_patterns("build", ".mlstack"))
+    redate_project(project)
     if edit is not None:
         spec = yaml.safe_load((project / "mlstack.yaml").read_text())
         edit(spec)
@@ -193,10 +195,17 @@ def test_model_is_registered_with_lineage_and_promoted(trained):
                                   ("customers", "data/customers.parquet")]))
     fingerprint = hashlib.sha256(digests.encode()).hexdigest()
     assert trained.result["data_fingerprint"] == fingerprint
-    assert model.info.metadata == {
+    metadata = dict(model.info.metadata)
+    runtime = metadata.pop("serving_runtime")
+    assert metadata == {
         "spec_hash": system.spec_hash, "data_fingerprint": fingerprint,
         "metrics": trained.result["metrics"], "git_sha": trained.git_sha,
         "model_columns": [f.column for f in system.model.features]}
+    # exported to ONNX and checked on the held-out rows (mlstack.runtime.scoring)
+    assert runtime["runtime"] == "onnx" and runtime["requested"] == "auto"
+    assert runtime["rows"] == trained.result["rows"]["test"]
+    assert runtime["max_abs_diff"] <= runtime["tolerance"] == 1e-5
+    assert model.custom_objects["model.onnx"][:2]  # the ONNX bytes travel with the model
     promoted = json.loads((trained.state / "models.json").read_text())
     assert promoted["current"] == tag
     assert promoted["history"][-1]["model_tag"] == tag

@@ -1,17 +1,24 @@
-"""The service's input path: null rows, non-finite input, and the same numbers as training."""
+"""The service's input path: null rows, non-finite input, the same numbers as training, the
+row limit and the batching a version starts with."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from mlstack.runtime.model_input import InputSchema
 from mlstack.runtime.serving import (
     ModelInput,
+    batching_settings,
     check_model_columns,
+    check_rows,
     feature_records,
     predictions,
 )
+from mlstack.runtime.store import OnlineRows
 
 KEYS = ("id",)
 FETCH_DTYPES = {"v__a": "int64", "v__b": "float64"}
@@ -19,76 +26,83 @@ MODEL_COLUMNS = ("v__b", "v__a", "ratio")
 ONLINE = {1: (3, 1.5), 2: (0, 0.0), 3: (4, None)}  # 2: ratio is 0/0 -> nan; 3: b missing
 
 
-def model_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """What a generated transforms.model_frame does: transforms added, model column order."""
-    out = df.copy()
-    out["ratio"] = pd.Series(df["v__b"] / df["v__a"], index=df.index).astype("float64")
-    return out[list(MODEL_COLUMNS)]
+def ratio(columns):
+    return columns["v__b"] / columns["v__a"]
 
 
-def online_features(rows: list[dict]) -> pd.DataFrame:
-    """The store's online_features: request rows + fetched columns, None when unknown."""
-    values = [ONLINE.get(row["id"], (None, None)) for row in rows]
-    return pd.DataFrame(rows, columns=None if rows else list(KEYS)).assign(
-        v__a=[v[0] for v in values], v__b=[v[1] for v in values])
+SCHEMA = InputSchema(fetch_dtypes=FETCH_DTYPES, transforms={"ratio": (ratio, "float64")},
+                     model_columns=MODEL_COLUMNS)
+
+
+def online_rows(keys: list[tuple]) -> OnlineRows:
+    """The store's online_rows: found keys and their fetched arrays."""
+    values = [ONLINE.get(key[0], (None, None)) for key in keys]
+    found = np.array([None not in v for v in values], dtype=bool)
+    kept = [v for v, ok in zip(values, found, strict=True) if ok]
+    return OnlineRows(found, {"v__a": np.array([v[0] for v in kept], dtype=np.int64),
+                              "v__b": np.array([v[1] for v in kept], dtype=np.float64)})
 
 
 @pytest.fixture
 def inputs() -> ModelInput:
-    return ModelInput(online_features=online_features, fetch_dtypes=FETCH_DTYPES,
-                      model_columns=MODEL_COLUMNS, model_frame=model_frame)
+    return ModelInput(online_rows=online_rows, schema=SCHEMA, request_keys=KEYS,
+                      key_attributes=("key_0",))
 
 
 class Row:
     def __init__(self, id):
-        self.id = id
-
-    def model_dump(self, by_alias):
-        assert by_alias
-        return {"id": self.id}
+        self.key_0 = id
 
 
 def test_batch_has_found_rows_only_in_training_dtypes(inputs):
     batch = inputs([Row(9), Row(1), Row(3), Row(2), Row(1)])
-    assert batch.keys == [{"id": 9}, {"id": 1}, {"id": 3}, {"id": 2}, {"id": 1}]
+    assert batch.keys == [(9,), (1,), (3,), (2,), (1,)]
     assert batch.found.tolist() == [1, 3, 4]
-    # exactly the training path: the same rows, cast to the declared dtypes, through model_frame
+    # exactly the training path: the same rows, through the same schema
     offline = pd.DataFrame({"id": [1, 2, 1], "v__a": [3, 0, 3], "v__b": [1.5, 0.0, 1.5]})
-    pd.testing.assert_frame_equal(batch.frame.reset_index(drop=True),
-                                  model_frame(offline.astype(FETCH_DTYPES)), check_exact=True)
-    assert batch.frame["v__a"].dtype == np.int64
+    expected = SCHEMA.frame(offline)
+    pd.testing.assert_frame_equal(pd.DataFrame(batch.columns), expected, check_exact=True)
+    assert batch.columns["v__a"].dtype == np.int64
+    np.testing.assert_array_equal(batch.matrix, expected.to_numpy(dtype=float))
+    assert batch.matrix.dtype == np.float64 and batch.matrix.flags.c_contiguous
 
 
 def test_predictions_null_for_missing_and_non_finite_rows(inputs):
     scored = []
 
-    def score(frame):
-        scored.append(len(frame))
-        return frame["v__b"].to_numpy() * 10
+    def score(matrix):
+        scored.append(len(matrix))
+        return matrix[:, 0] * 10
 
     assert predictions(inputs([{"id": 9}, {"id": 1}, {"id": 2}, {"id": 3}, {"id": 1}]),
                        score) == [None, 15.0, None, None, 15.0]
     assert scored == [2]  # the non-finite row (ratio nan) never reaches the model
     assert predictions(inputs([{"id": 9}]), score) == [None]
     assert predictions(inputs([]), score) == []
+    assert predictions(inputs([{"id": 2}]), score) == [None]
     assert scored == [2]
+    assert all(type(v) is float for v in predictions(inputs([{"id": 1}]), score))
 
 
 def test_feature_records(inputs):
-    records = feature_records(inputs([{"id": 1}, {"id": 9}, {"id": 2}]), MODEL_COLUMNS)
+    records = feature_records(inputs([{"id": 1}, {"id": 9}, {"id": 2}]), KEYS)
     assert records[0] == {"id": 1, "v__b": 1.5, "v__a": 3, "ratio": 0.5}
+    assert type(records[0]["v__a"]) is int
     assert records[1] == {"id": 9, "v__b": None, "v__a": None, "ratio": None}
     assert records[2] == {"id": 2, "v__b": 0.0, "v__a": 0, "ratio": None}  # nan -> null
-    assert feature_records(inputs([]), MODEL_COLUMNS) == []
+    assert feature_records(inputs([]), KEYS) == []
 
 
 def test_warm_up_makes_one_lookup():
     calls = []
-    inputs = ModelInput(online_features=lambda rows: calls.append(rows),
-                        fetch_dtypes=FETCH_DTYPES, model_columns=MODEL_COLUMNS,
-                        model_frame=model_frame)
+
+    def rows(keys):
+        calls.append(keys)
+        return online_rows(keys)
+
+    inputs = ModelInput(online_rows=rows, schema=SCHEMA, request_keys=KEYS)
     inputs.warm_up({"id": 0})
-    assert calls == [[{"id": 0}]]
+    assert calls == [[(0,)]]
 
 
 def test_model_trained_on_other_columns_is_refused():
@@ -99,3 +113,30 @@ def test_model_trained_on_other_columns_is_refused():
     assert str(error.value) == (
         "model m:1 was trained on columns ['x'], but this service computes "
         "['v__b', 'v__a', 'ratio']: retrain for the current spec")
+
+
+def test_row_limit_is_a_413():
+    pytest.importorskip("bentoml")
+    check_rows(3, 3)
+    with pytest.raises(Exception) as error:
+        check_rows(4, 3)
+    assert error.value.error_code == 413
+    assert "4 rows" in str(error.value) and "at most 3" in str(error.value)
+
+
+def test_batching_settings_prefer_the_measured_profile(tmp_path):
+    compiled = {"enabled": True, "max_batch_size": 16, "max_latency_ms": 54}
+    profile = tmp_path / "serving_profile.json"
+    assert batching_settings(profile, compiled) == {**compiled, "source": "compiled"}
+    profile.write_text(json.dumps({"batching": {"enabled": False, "max_batch_size": 1,
+                                                "max_latency_ms": 1}}))
+    assert batching_settings(profile, compiled) == {
+        "enabled": False, "max_batch_size": 1, "max_latency_ms": 1, "source": "measured"}
+    profile.write_text(json.dumps({"batching": {"enabled": True, "max_batch_size": 64,
+                                                "max_latency_ms": 80}}))
+    assert batching_settings(profile, compiled)["max_batch_size"] == 64
+    for broken in ("not json", json.dumps({"batching": {"enabled": True}}),
+                   json.dumps({"batching": {"enabled": True, "max_batch_size": 1,
+                                            "max_latency_ms": 5}})):
+        profile.write_text(broken)
+        assert batching_settings(profile, compiled)["source"] == "compiled"

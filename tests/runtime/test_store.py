@@ -7,6 +7,7 @@ import os
 import time
 import types
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -74,18 +75,28 @@ def test_source_paths_and_csv_staging(tmp_path):
 
 
 class _Store:
-    """Answers like Feast's get_online_features / get_historical_features."""
+    """Answers like Feast's get_online_features / get_historical_features. `values`: id ->
+    (a, b) or (a, b, event time in seconds)."""
 
     def __init__(self, values: dict):
         self.values, self.calls = values, []
 
     def get_online_features(self, features, entity_rows, full_feature_names):
         assert full_feature_names and features == "service"
-        self.calls.append(entity_rows)
-        out = {"id": [r["id"] for r in entity_rows][::-1]}  # Feast's order is not relied on
+        ids = entity_rows["id"]  # columnar, as the store sends them
+        self.calls.append([{"id": i} for i in ids])
+        known = [self.values.get(i, (None, None, 0)) for i in ids]
+        out = {"id": ids[::-1]}  # Feast's order is not relied on
         for i, column in enumerate(("v__a", "v__b")):
-            out[column] = [self.values.get(r["id"], (None, None))[i] for r in entity_rows][::-1]
-        return types.SimpleNamespace(to_dict=lambda: out)
+            out[column] = [v[i] for v in known][::-1]
+            out[column + "__ts"] = [(v[2] if len(v) > 2 else 1_000) if v[0] is not None
+                                    else 0 for v in known][::-1]
+
+        def to_dict(include_event_timestamps=False):
+            return {k: v for k, v in out.items()
+                    if include_event_timestamps or not k.endswith("__ts")}
+
+        return types.SimpleNamespace(to_dict=to_dict)
 
     def get_historical_features(self, entity_df, features, full_feature_names):
         self.calls.append(entity_df.copy())
@@ -96,8 +107,8 @@ class _Store:
         return types.SimpleNamespace(to_df=lambda: out.iloc[::-1])
 
 
-def _with_store(tmp_path, values):
-    access = _access(tmp_path, sources={})
+def _with_store(tmp_path, values, **overrides):
+    access = _access(tmp_path, sources={}, **overrides)
     store = _Store(values)
     access.get_store = lambda: store
     access.feature_service = lambda: "service"
@@ -116,6 +127,31 @@ def test_online_features_in_request_order_with_nulls(tmp_path):
     empty = access.online_features([])
     assert list(empty.columns) == ["id", "v__a", "v__b"] and empty.empty
     assert len(store.calls) == 1
+
+
+def test_online_rows_are_arrays_in_the_spec_dtypes(tmp_path):
+    access, store = _with_store(tmp_path, {1: (10, 0.5), 2: (20, 1.5), 3: (30, None)},
+                                fetch_dtypes={"v__a": "int64", "v__b": "float64"})
+    got = access.online_rows([(2,), (7,), (1,), (3,), (2,)])
+    assert got.found.tolist() == [True, False, True, False, True]  # 3: a value is missing
+    assert got.columns["v__a"].dtype == np.int64 and got.columns["v__a"].tolist() == [20, 10, 20]
+    assert got.columns["v__b"].tolist() == [1.5, 0.5, 1.5]
+    empty = access.online_rows([])
+    assert empty.found.shape == (0,) and empty.columns["v__a"].dtype == np.int64
+
+
+def test_online_values_older_than_the_view_ttl_are_null(tmp_path):
+    now = 1_000_000.0
+    access, _ = _with_store(
+        tmp_path, {1: (10, 0.5, now - 3600), 2: (20, 1.5, now - 7201), 3: (30, 2.5, now - 7200)},
+        fetch_dtypes={"v__a": "int64", "v__b": "float64"}, ttl_seconds={"v": 7200},
+        clock=lambda: now)
+    got = access.online_rows([(1,), (2,), (3,)])
+    assert got.found.tolist() == [True, False, True]  # at the TTL: kept, as offline (>=)
+    frame = access.online_features([{"id": 2}, {"id": 1}])
+    assert frame["v__a"].isna().tolist() == [True, False]
+    no_ttl, _ = _with_store(tmp_path, {2: (20, 1.5, 1.0)}, clock=lambda: now)
+    assert no_ttl.online_rows([(2,)]).found.tolist() == [True]
 
 
 def test_historical_features_keep_rows_order_index_and_columns(tmp_path):

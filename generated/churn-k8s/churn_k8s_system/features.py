@@ -25,10 +25,18 @@ FETCH_COLUMNS = (
     "customer_profile__support_calls",
     "customer_profile__tenure_months",
 )
+FETCH_DTYPES = {
+    "customer_profile__is_monthly_contract": "int64",
+    "customer_profile__monthly_charges": "float64",
+    "customer_profile__support_calls": "int64",
+    "customer_profile__tenure_months": "int64",
+}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {"customer_profile": "customers"}
 VIEW_KEYS = {"customer_profile": ("customer_id",)}
+# How long a feature value stays valid (seconds; online as in the point-in-time join).
+VIEW_TTL_SECONDS = {"customer_profile": 3888000}
 
 # The model's input columns, in model order.
 MODEL_COLUMNS = (

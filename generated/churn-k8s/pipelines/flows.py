@@ -97,10 +97,15 @@ def evaluate(model: GradientBoostingClassifier, test: pd.DataFrame) -> dict:
 
 @task(name="register", **TASK_OPTIONS)
 def register(
-    model: GradientBoostingClassifier, metrics: dict[str, float], data_fingerprint: str
+    model: GradientBoostingClassifier,
+    test: pd.DataFrame,
+    metrics: dict[str, float],
+    data_fingerprint: str,
 ) -> str:
-    """Save the model in the BentoML model store with its lineage; returns its tag."""
-    return REGISTRY.register(model, metrics, data_fingerprint)
+    """Save the model in the BentoML model store with its lineage; returns its tag. Unless
+    serving.runtime is native, the model is exported to ONNX first and checked against the
+    native model on the held-out rows; a matching export is saved with it."""
+    return REGISTRY.register(model, metrics, data_fingerprint, model_frame(test))
 
 
 @task(name="promote", **TASK_OPTIONS)
@@ -123,7 +128,7 @@ def training_flow(promote_model: bool = True) -> dict:
     frame = build_training_set(frames)
     model, fitted_on, held_out = train(frame)
     scores = evaluate(model, held_out)
-    model_tag = register(model, scores["metrics"], data_fingerprint)
+    model_tag = register(model, held_out, scores["metrics"], data_fingerprint)
     if promote_model:
         promote(model_tag, scores["metrics"], data_fingerprint)
     sizes = {"training_set": len(frame), "train": len(fitted_on), "test": len(held_out)}

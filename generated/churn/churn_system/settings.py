@@ -18,6 +18,9 @@ STATE_DIR = Path(
 FEATURE_REPO_DIR = GENERATED_DIR / "feature_repo"
 # The compile's manifest: the spec hash of a model's lineage is read from it.
 MANIFEST = GENERATED_DIR / "mlstack.lock.json"
+# The serving profile `mlstack deploy` measures before starting a version (the batching the
+# service starts with); absent, the service uses the compiled batching.
+SERVING_PROFILE = GENERATED_DIR / "serving_profile.json"
 
 
 def project_path(relative: str) -> Path:

@@ -71,12 +71,9 @@ customer_profile_view = FeatureView(
     mode="pandas",
 )
 def churn_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
-    from churn_system.transforms import TRANSFORMS
+    from churn_system.transforms import transform_frame
 
-    names = ["charges_per_tenure"]
-    return pd.DataFrame(
-        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
-    )
+    return transform_frame(inputs)
 
 
 # What the model reads: churn_system.features.FETCH_REFS.

@@ -117,12 +117,9 @@ transaction_details_view = FeatureView(
     mode="pandas",
 )
 def fraud_gpu_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
-    from fraud_gpu_system.transforms import TRANSFORMS
+    from fraud_gpu_system.transforms import transform_frame
 
-    names = ["amount_to_card_avg"]
-    return pd.DataFrame(
-        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
-    )
+    return transform_frame(inputs)
 
 
 # What the model reads: fraud_gpu_system.features.FETCH_REFS.

@@ -37,6 +37,18 @@ FETCH_COLUMNS = (
     "transaction_details__distance_km",
     "transaction_details__hour_of_day",
 )
+FETCH_DTYPES = {
+    "card_activity__card_amount_avg_30d": "float64",
+    "card_activity__card_txn_count_1h": "int64",
+    "card_activity__card_txn_count_24h": "int64",
+    "merchant_risk__category_risk": "int64",
+    "merchant_risk__chargeback_rate_90d": "float64",
+    "merchant_risk__is_online": "int64",
+    "transaction_details__amount": "float64",
+    "transaction_details__card_present": "int64",
+    "transaction_details__distance_km": "float64",
+    "transaction_details__hour_of_day": "int64",
+}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {
@@ -48,6 +60,12 @@ VIEW_KEYS = {
     "card_activity": ("card_id",),
     "merchant_risk": ("merchant_id",),
     "transaction_details": ("transaction_id",),
+}
+# How long a feature value stays valid (seconds; online as in the point-in-time join).
+VIEW_TTL_SECONDS = {
+    "card_activity": 2592000,
+    "merchant_risk": 172800,
+    "transaction_details": 3600,
 }
 
 # The model's input columns, in model order.

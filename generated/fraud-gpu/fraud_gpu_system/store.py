@@ -3,10 +3,12 @@
 
 STORE (mlstack.runtime's FeatureStoreAccess) reads feature_repo/ with the paths of
 `fraud_gpu_system.settings`: registry and online store under STATE_DIR, sources under
-PROJECT_DIR. Its operations, also as this module's functions:
+PROJECT_DIR. Online reads null a value older than its view's TTL, as the point-in-time join
+does. Its operations, also as this module's functions:
 
     apply()                  register what feature_repo/repo.py defines (`feast apply`)
     materialize(end=None)    load the online store up to `end` (default: now)
+    online_rows(keys)        key tuples -> found mask + fetched numpy arrays (the service)
     online_features(rows)    request rows + fetched features ('view__field'), same order
     historical_features(df)  entity rows + point-in-time features, same order
     get_store()              the feast.FeatureStore (cached; `get_store.cache_clear()`)
@@ -24,6 +26,8 @@ STORE = FeatureStoreAccess(
     request_keys=features.REQUEST_KEYS,
     fetch_columns=features.FETCH_COLUMNS,
     timestamp_column=features.LABEL_TIMESTAMP,
+    fetch_dtypes=features.FETCH_DTYPES,
+    ttl_seconds=features.VIEW_TTL_SECONDS,
     sources={
         "merchants": SourceFile("parquet", "data/merchants.parquet"),
         "transactions": SourceFile("parquet", "data/transactions.parquet"),
@@ -38,5 +42,6 @@ repo_objects = STORE.repo_objects
 source_path = STORE.source_path
 apply = STORE.apply
 materialize = STORE.materialize
+online_rows = STORE.online_rows
 online_features = STORE.online_features
 historical_features = STORE.historical_features

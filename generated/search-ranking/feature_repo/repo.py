@@ -99,12 +99,9 @@ query_document_view = FeatureView(
     mode="pandas",
 )
 def search_ranking_transforms(inputs: pd.DataFrame) -> pd.DataFrame:
-    from search_ranking_system.transforms import TRANSFORMS
+    from search_ranking_system.transforms import transform_frame
 
-    names = ["log_clicks_7d", "text_quality"]
-    return pd.DataFrame(
-        {name: TRANSFORMS[name](inputs) for name in names}, index=inputs.index
-    )
+    return transform_frame(inputs)
 
 
 # What the model reads: search_ranking_system.features.FETCH_REFS.

@@ -29,10 +29,20 @@ FETCH_COLUMNS = (
     "query_document__pair_click_rate",
     "query_document__title_match",
 )
+FETCH_DTYPES = {
+    "document_stats__age_days": "int64",
+    "document_stats__clicks_7d": "int64",
+    "document_stats__quality_score": "float64",
+    "query_document__bm25_score": "float64",
+    "query_document__pair_click_rate": "float64",
+    "query_document__title_match": "float64",
+}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {"document_stats": "documents", "query_document": "query_documents"}
 VIEW_KEYS = {"document_stats": ("doc_id",), "query_document": ("query_id", "doc_id")}
+# How long a feature value stays valid (seconds; online as in the point-in-time join).
+VIEW_TTL_SECONDS = {"document_stats": 172800, "query_document": 3600}
 
 # The model's input columns, in model order.
 MODEL_COLUMNS = (

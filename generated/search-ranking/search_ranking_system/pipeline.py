@@ -121,6 +121,8 @@ REGISTRY = ModelRegistry(
     manifest=settings.MANIFEST,
     project_dir=settings.PROJECT_DIR,
     labels={"system": features.SYSTEM_NAME},
+    task=features.TASK,
+    serving_runtime="auto",
 )
 STATE = StateFiles(
     settings.STATE_DIR,

@@ -78,6 +78,7 @@ def flow_context(system: SystemIR) -> dict:
         label_keys=tuple(k.name for k in system.label.join_keys),
         estimator_module=_dotted(m.estimator.module), estimator_class=m.estimator.cls,
         estimator_params=dict(m.estimator.params),
+        serving_runtime=system.serving.runtime,
         metrics=tuple(system.evaluation.metrics),
         gates=[{"metric": g.metric, "op": g.op, "threshold": g.threshold}
                for g in system.evaluation.gates],

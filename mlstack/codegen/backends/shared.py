@@ -15,6 +15,7 @@ from mlstack.codegen.contract import (
     FEATURE_REPO_DIR,
     MANIFEST_FILE,
     RUNTIME_API_VERSION,
+    SERVING_PROFILE_FILE,
     package_name,
 )
 from mlstack.codegen.filetree import FileTree
@@ -47,22 +48,24 @@ class SharedBackend:
     def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
         tree = FileTree()
         pkg = package_name(system)
-        uses_numpy = any("np." in t.python for t in system.transforms)
         m = system.model
         context = dict(
             system=system, header=header(system), package=pkg, project_dir=options.project_dir,
             runtime_api_version=RUNTIME_API_VERSION, manifest_file=MANIFEST_FILE,
             env_project_dir=ENV_PROJECT_DIR, env_state_dir=ENV_STATE_DIR,
             feature_repo_dir=FEATURE_REPO_DIR,
-            uses_numpy=uses_numpy, feature_service=f"{system.python_name}_model",
+            serving_profile_file=SERVING_PROFILE_FILE,
+            feature_service=f"{system.python_name}_model",
             request_keys=tuple(k.name for k in m.request_keys),
             request_dtypes={k.name: k.dtype for k in m.request_keys},
             fetch_refs=tuple(f"{f.view}:{f.field}" for f in m.fetch),
             fetch_columns=tuple(f.column for f in m.fetch),
+            fetch_dtypes={f.column: f.dtype for f in m.fetch},
             model_columns=tuple(f.column for f in m.features),
             view_sources={v: system.view(v).source for v in m.feature_views},
             view_keys={v: tuple(k.name for k in system.view(v).join_keys)
-                       for v in m.feature_views})
+                       for v in m.feature_views},
+            view_ttl_seconds={v: system.view(v).ttl_seconds for v in m.feature_views})
         for template in self.templates:
             out = template.removeprefix("shared/").removesuffix(".j2")
             tree.add(f"{pkg}/{out}", render_template(template, **context))

@@ -37,7 +37,9 @@ def check_slos(ctx: CheckContext):
                                                            "max_latency_ms"),
                            "raise max_latency_ms, or use batching: auto",
                            severity=Severity.WARNING)
-    if not b.enabled and b.derived:
+    no_room = slo.p99_ms is not None and batching_budget_ms(
+        slo.p99_ms, s.target.online_store, s.model.algorithm, bool(s.transforms))[0] <= 0
+    if not b.enabled and b.derived and no_room:
         yield ctx.diag("MLS402", "the p99 SLO leaves no room for adaptive batching; batching "
                        "is turned off", ("slos", "latency", "p99_ms"),
                        "raise p99_ms or choose a faster model", severity=Severity.WARNING)

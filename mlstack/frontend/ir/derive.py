@@ -7,6 +7,7 @@ Each derived value is recorded through `record(setting, value, reason)` so that
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
@@ -67,8 +68,73 @@ def derive_target(spec: SystemSpec, slo: ir.SloNode, record) -> ir.TargetNode:
         replicas_min=rmin, replicas_max=rmax, autoscale_target_rps_per_replica=per_replica)
 
 
-def _power_of_two_at_least(n: float) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1.0, n))))
+# Batch sizes considered (BentoML and the service's batcher take any; powers of two keep the
+# choice stable); the throughput headroom a choice must leave.
+BATCH_SIZES = (2, 4, 8, 16, 32, 64, 128)
+THROUGHPUT_HEADROOM = 2.0
+
+
+@dataclass(frozen=True)
+class BatchingChoice:
+    """Batching chosen from the cost of one call per batch size, and why: (setting, value,
+    reason) for each setting it decided."""
+
+    enabled: bool
+    max_batch_size: int
+    max_latency_ms: int
+    reasons: tuple[tuple[str, object, str], ...]
+
+
+def estimated_call_ms(online_store: str, algorithm: str, has_transforms: bool,
+                      size: int) -> float:
+    """A rough cost of one batched call (fetch, transforms, model) before any measurement:
+    the catalog's one-row figures, a batch of 8 costing twice one row."""
+    one = (catalog.FETCH_MS[online_store] + catalog.MODEL_MS.get(algorithm, 5.0)
+           + (catalog.TRANSFORM_MS if has_transforms else 0.0))
+    return one * (1 + (size - 1) / 8)
+
+
+def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float],
+                    http_ms: float = catalog.HTTP_OVERHEAD_MS, measured: str = "estimated"
+                    ) -> BatchingChoice:
+    """Batching from the cost of one call (fetch + transforms + model) per batch size
+    (`call_ms`: 1 and BATCH_SIZES): off when one replica sustains `rate_rps` unbatched with
+    THROUGHPUT_HEADROOM (a batch then only adds waiting); else the largest batch whose call
+    takes at most a quarter of the p99 budget (p99 - HTTP), and a max_latency_ms that sheds
+    a request only once it could no longer be answered within p99 behind its own full batch:
+    p99 - HTTP - 2 x the batch's cost (not the whole p99 budget)."""
+    one = http_ms + call_ms[1]
+    unbatched = 1000.0 / one
+    wanted = rate_rps * THROUGHPUT_HEADROOM
+    if wanted <= unbatched:
+        return BatchingChoice(False, 1, 1, (("serving.batching.enabled", False, (
+            f"off: {rate_rps:g} rps x {THROUGHPUT_HEADROOM:g} headroom <= {unbatched:.0f} rps "
+            f"one replica answers unbatched (1000 / ({http_ms:g} ms HTTP + {call_ms[1]:.3g} ms "
+            f"per call, {measured})); batching would only add waiting"),),))
+    budget = p99_ms - http_ms
+    fits = [b for b in BATCH_SIZES if call_ms[b] <= budget / 4]
+    size = fits[-1] if fits else BATCH_SIZES[0]
+    latency = math.floor(p99_ms - http_ms - 2 * call_ms[size])
+    if latency < 1:
+        return BatchingChoice(False, 1, 1, (("serving.batching.enabled", False, (
+            f"off: no room for batching in the p99 budget: p99 {p99_ms:g} ms - {http_ms:g} ms "
+            f"HTTP - 2 x {call_ms[size]:.3g} ms (a batch of {size}, {measured}) < 1 ms"),),))
+    capacity = 1000.0 * size / (size * http_ms + call_ms[size])
+    reasons = [
+        ("serving.batching.max_batch_size", size, (
+            f"the largest batch whose call ({call_ms[size]:.3g} ms, {measured}) fits a "
+            f"quarter of the p99 budget (p99 {p99_ms:g} - {http_ms:g} ms HTTP); unbatched one "
+            f"replica answers {unbatched:.0f} rps, under {rate_rps:g} rps x "
+            f"{THROUGHPUT_HEADROOM:g} headroom")),
+        ("serving.batching.max_latency_ms", latency, (
+            f"shed a request only when it can no longer be answered within p99 behind its "
+            f"own full batch: p99 {p99_ms:g} - {http_ms:g} ms HTTP - 2 x {call_ms[size]:.3g} ms"
+            " (a batch's call)"))]
+    if capacity < wanted:
+        reasons.append(("serving.batching.capacity_rps", round(capacity), (
+            f"one replica answers about {capacity:.0f} rps with batches of {size}: less than "
+            f"{rate_rps:g} rps x {THROUGHPUT_HEADROOM:g} headroom; add replicas or CPU")))
+    return BatchingChoice(True, size, latency, tuple(reasons))
 
 
 def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
@@ -83,29 +149,32 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
         batching = ir.BatchingNode(enabled=True, max_batch_size=b.max_batch_size,
                                    max_latency_ms=b.max_latency_ms, derived=False)
     else:
-        budget, arithmetic = batching_budget_ms(p99, target.online_store, model.algorithm,
-                                                has_transforms)
-        source = "the p99 SLO" if slo.p99_ms else f"the default p99 of {p99:g} ms (no SLO)"
-        hard = max(1, math.floor(p99 - catalog.HTTP_OVERHEAD_MS))
-        latency = b.max_latency_ms or hard
-        if b.max_latency_ms is None:
-            record("serving.batching.max_latency_ms", latency,
-                   "BentoML's max_latency_ms is a hard per-request budget for the queue and the "
-                   f"batched call (fetch, transforms, model), beyond which it answers 503: "
-                   f"{source} minus HTTP overhead ({p99:g} - {catalog.HTTP_OVERHEAD_MS:g} ms); "
-                   f"of it the queue keeps {arithmetic}")
         rps = (slo.throughput_rps or 100.0) / max(1, target.replicas_min)
-        window = max(1.0, budget)
-        size = b.max_batch_size or min(128, max(8, _power_of_two_at_least(
-            rps * window / 1000.0 * 4)))
-        if b.max_batch_size is None:
-            record("serving.batching.max_batch_size", size,
-                   f"{rps:g} rps per replica x {window:g} ms of queueing x 4 burst headroom, as "
-                   "a power of two in [8, 128]")
-        batching = ir.BatchingNode(enabled=budget > 0, max_batch_size=size,
+        cost = {n: estimated_call_ms(target.online_store, model.algorithm, has_transforms, n)
+                for n in (1, *BATCH_SIZES)}
+        choice = choose_batching(rate_rps=rps, p99_ms=p99, call_ms=cost,
+                                 measured="estimated; measured at a local deploy")
+        source = "" if slo.p99_ms else f" (no p99 SLO: {p99:g} ms assumed)"
+        if b.mode == "fixed":  # one size given: batching stays on, the other is derived
+            size = b.max_batch_size or (choice.max_batch_size if choice.enabled else 8)
+            latency = b.max_latency_ms or max(1, math.floor(
+                p99 - catalog.HTTP_OVERHEAD_MS - 2 * estimated_call_ms(
+                    target.online_store, model.algorithm, has_transforms, size)))
+            left_out = ("serving.batching.max_latency_ms" if b.max_batch_size
+                        else "serving.batching.max_batch_size")
+            record(left_out, latency if b.max_batch_size else size,
+                   "left out of a fixed batching: "
+                   + ("p99 - HTTP - 2 x the estimated cost of a full batch" if b.max_batch_size
+                      else "the largest batch whose estimated call fits a quarter of the p99 "
+                      "budget") + source)
+            enabled = True
+        else:
+            size, latency, enabled = (choice.max_batch_size, choice.max_latency_ms,
+                                      choice.enabled)
+            for setting, value, reason in choice.reasons:
+                record(setting, value, reason + source)
+        batching = ir.BatchingNode(enabled=enabled, max_batch_size=size,
                                    max_latency_ms=latency, derived=True)
-        if budget <= 0:
-            record("serving.batching.enabled", False, f"no room for batching: {arithmetic}")
     r = s.rollout
     latency_gate = error_gate = None
     if r.abort_if.latency_p99_ms is not None:
@@ -119,7 +188,7 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
         rollout=ir.RolloutNode(strategy=r.strategy, steps=tuple(r.steps),
                                step_seconds=r.step_seconds, abort_latency_p99=latency_gate,
                                abort_error_rate=error_gate),
-        timeout_ms=s.timeout_ms)
+        timeout_ms=s.timeout_ms, runtime=s.runtime, max_request_rows=s.max_request_rows)
 
 
 SCHEDULE_SECONDS = {"@hourly": 3600, "@daily": 86400, "@weekly": 7 * 86400,

@@ -102,7 +102,7 @@ class TransformNode(Node):
     expr: str  # canonical text, re-printed from the parsed tree
     dtype: str
     inputs: tuple[TransformInput, ...]
-    python: str  # vectorised Python over a DataFrame `df`, emitted from the parsed tree
+    python: str  # vectorised Python over `columns` (column -> numpy array), from the parsed tree
     at: str = ""
     description: str | None = None
 
@@ -189,6 +189,8 @@ class ServingNode(Node):
     batching: BatchingNode
     rollout: RolloutNode
     timeout_ms: int
+    runtime: str = "auto"  # auto | onnx | native (mlstack.runtime.scoring)
+    max_request_rows: int = 256
 
 
 class SloNode(Node):

@@ -318,6 +318,13 @@ class Serving(Strict):
     rollout: Rollout = Field(default_factory=Rollout, description="How new versions roll out.")
     timeout_ms: int = Field(1000, ge=1, le=600000,
                             description="Request timeout of the service.")
+    runtime: Literal["auto", "onnx", "native"] = Field(
+        "auto", description="How the model runs in the service. auto: compiled to ONNX and "
+        "run by ONNX Runtime when the export matches the native model on the evaluation set "
+        "(else the native model, and deploy says why); onnx: the same, but a failed export "
+        "fails the training run; native: the scikit-learn model, never exported.")
+    max_request_rows: int = Field(256, ge=1, le=100000, description="Most rows one "
+                                  "prediction request may carry; more are refused with HTTP 413.")
 
 
 class Latency(Strict):

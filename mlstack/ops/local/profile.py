@@ -1,0 +1,208 @@
+"""The deploy's profile stage: batching derived from the measured cost of the served path.
+
+Before a version starts, a worker (`python -m mlstack.ops.local.worker profile`) builds the
+version's service object in process, as `bentoml serve` will (its model on the runtime it
+will use: ONNX Runtime or scikit-learn), and times its whole input path (online lookup,
+transforms, model) on real keys, per batch size (1, 2, 4 ... 128; rounds interleaved so
+background load hits every size alike). From those costs, the spec's throughput and p99
+(mlstack.frontend.ir.derive.choose_batching): batching off when one process sustains the
+throughput unbatched with headroom; else the largest batch whose call fits a quarter of the
+p99 budget, and a max_latency_ms with headroom over that call. The result, the measurements
+and the reasons go to the version's folder (contract.SERVING_PROFILE_FILE), which the service
+reads at start; `mlstack status` and `mlstack plan --explain` show them. A spec that fixes its
+batching keeps it (the profile is still measured and shown).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+
+from mlstack.codegen.contract import ENV_MODEL_TAG, SERVICE_MODULE, SERVING_PROFILE_FILE
+from mlstack.diagnostics.errors import StageError
+from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
+from mlstack.frontend.ir.derive import BATCH_SIZES, choose_batching
+from mlstack.ops.paths import ProjectPaths
+
+PROFILE_SIZES = (1, *BATCH_SIZES)
+PROFILE_ROUNDS = 25
+PROFILE_KEYS = 512  # sampled entity keys the batches are drawn from
+
+
+# -- the worker side (a child process with the version's tree and the runtime libraries) ----
+
+def measure(package: str, tag: str, sizes=PROFILE_SIZES, rounds: int = PROFILE_ROUNDS,
+            keys: list[dict] | None = None) -> dict:
+    """Time the version's service call (predict_rows: lookup, transforms, model) per batch
+    size on keys found online; returns the medians and p90s (ms) and the model's runtime."""
+    import importlib
+    import os
+    import random
+
+    os.environ[ENV_MODEL_TAG] = tag
+    import bentoml
+
+    module = importlib.import_module(SERVICE_MODULE)
+    service = next(v for v in vars(module).values() if isinstance(v, bentoml.Service))
+    instance = service()  # loads the model and warms the lookup up, as the server does
+    rows = [module.Row.model_validate(k) for k in keys or []]
+    found = instance.inputs(rows).found.tolist() if rows else []
+    usable = [rows[i] for i in found]
+    if not usable:
+        raise RuntimeError("none of the sampled entities has online feature values inside "
+                           "its views' TTL, so the service would answer null: "
+                           + stale_views(package) + "; move the data to the present (see "
+                           "mlstack.runtime.sources.redate_files) or raise the ttl")
+    draw = random.Random(0)
+    timings: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(3):  # warm every size once
+        for n in sizes:
+            instance.predict_rows([draw.choice(usable) for _ in range(n)])
+    for _ in range(rounds):
+        for n in sizes:
+            batch = [draw.choice(usable) for _ in range(n)]
+            began = time.perf_counter()
+            instance.predict_rows(batch)
+            timings[n].append((time.perf_counter() - began) * 1000)
+
+    def p90(values: list[float]) -> float:
+        return sorted(values)[max(0, round(0.9 * len(values)) - 1)]
+
+    return {"call_ms": {str(n): round(statistics.median(v), 4) for n, v in timings.items()},
+            "call_p90_ms": {str(n): round(p90(v), 4) for n, v in timings.items()},
+            "rounds": rounds, "keys_found": len(usable), "keys_sampled": len(rows),
+            "runtime": instance.model.info()}
+
+
+def stale_views(package: str) -> str:
+    """How old each feature view's newest source row is, beside its TTL (worker side)."""
+    import importlib
+
+    import pandas as pd
+
+    features = importlib.import_module(f"{package}.features")
+    pipeline = importlib.import_module(f"{package}.pipeline")
+    settings = importlib.import_module(f"{package}.settings")
+    sources = {s.name: s for s in pipeline.SOURCES}
+    now = pd.Timestamp.now(tz="UTC")
+    parts = []
+    for view, source_name in sorted(features.VIEW_SOURCES.items()):
+        source = sources.get(source_name)
+        if source is None:
+            continue
+        newest = source.read(settings.PROJECT_DIR)[source.timestamp_field].max()
+        ttl = features.VIEW_TTL_SECONDS.get(view, 0)
+        parts.append(f"the newest {view} row is {(now - newest).total_seconds() / 86400:.0f} "
+                     f"days old, its TTL {ttl / 86400:g} days")
+    return "; ".join(parts) or "no file source to check"
+
+
+# -- the deploy side -------------------------------------------------------------------------
+
+def profile_path(code_dir: Path) -> Path:
+    return Path(code_dir) / SERVING_PROFILE_FILE
+
+
+def derive_profile(system, measured: dict, rate_rps: float) -> dict:
+    """The serving profile of a version: batching from the measured costs (unless the spec
+    fixes it), with the measurements and the reasons."""
+    cost = {int(n): float(ms) for n, ms in measured["call_ms"].items()}
+    p99 = system.slos.p99_ms or 100.0
+    choice = choose_batching(rate_rps=rate_rps, p99_ms=p99, call_ms=cost,
+                             measured="measured in process")
+    compiled = system.serving.batching
+    if compiled.derived:
+        batching = {"enabled": choice.enabled, "max_batch_size": choice.max_batch_size,
+                    "max_latency_ms": choice.max_latency_ms}
+        reasons = [{"setting": s, "value": v, "reason": r} for s, v, r in choice.reasons]
+    else:
+        batching = {"enabled": compiled.enabled, "max_batch_size": compiled.max_batch_size,
+                    "max_latency_ms": compiled.max_latency_ms}
+        reasons = [{"setting": "serving.batching", "value": batching,
+                    "reason": "fixed by the spec (the measurement is shown, not applied)"}]
+    return {"batching": batching, "reasons": reasons, "rate_rps": rate_rps, "p99_ms": p99,
+            "http_ms_assumed": HTTP_OVERHEAD_MS, "measured": measured,
+            "compiled_batching": {"enabled": compiled.enabled,
+                                  "max_batch_size": compiled.max_batch_size,
+                                  "max_latency_ms": compiled.max_latency_ms},
+            "measured_at": round(time.time(), 3)}
+
+
+def summary(profile: dict) -> str:
+    """One line: the batching a version runs with, its cost per call and its runtime."""
+    b = profile["batching"]
+    cost = profile["measured"]["call_ms"]
+    runtime = profile["measured"].get("runtime", {})
+    batching = (f"batching {b['max_batch_size']} rows / {b['max_latency_ms']} ms"
+                if b["enabled"] else "batching off")
+    return (f"{batching}; one call {float(cost['1']):.2f} ms (1 row), "
+            f"{float(cost[str(max(map(int, cost)))]):.2f} ms ({max(map(int, cost))} rows); "
+            f"model on {runtime.get('runtime', '?')}")
+
+
+def profile_version(ctx) -> dict:
+    """The profile stage of a deploy (ctx: the deploy's DeployContext): measure, derive,
+    write the version's serving profile before its service starts."""
+    from mlstack.ops.local.services import run_worker
+
+    with ctx.stages.stage("profile") as record:
+        outcome = run_worker(ctx.paths, ctx.code_dir, "profile", ctx.package,
+                             tag=ctx.version.model_tag)
+        if not outcome.ok:
+            raise StageError("profile", f"{outcome.error_type}: {outcome.error}",
+                             f"log: {ctx.paths.logs_dir / 'worker-profile.log'}")
+        profile = derive_profile(ctx.system, outcome.result, ctx.rate)
+        target = profile_path(ctx.code_dir)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n")
+        tmp.replace(target)
+        record.detail = summary(profile)
+        runtime = outcome.result.get("runtime", {})
+        if runtime.get("runtime") == "native" and runtime.get("reason"):
+            record.detail += f" ({runtime['reason']})"
+    return profile
+
+
+def read_profile(paths: ProjectPaths, version: str | None) -> dict | None:
+    """A deployed version's serving profile, None when it has none (or it is unreadable)."""
+    if not version:
+        return None
+    try:
+        return json.loads(profile_path(paths.versions_dir / version).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def explain_lines(profile: dict, version: str) -> list[str]:
+    """The profile as `plan --explain` and `status` show it: what runs and why."""
+    lines = [f"Measured at deploy ({version}): {summary(profile)}"]
+    for reason in profile.get("reasons", []):
+        lines.append(f"  {reason['setting']} = {json.dumps(reason['value'])}")
+        lines.append(f"      {reason['reason']}")
+    runtime = profile["measured"].get("runtime", {})
+    if runtime:
+        lines.append(f"  model runtime = {runtime.get('runtime')}")
+        lines.append(f"      {runtime.get('reason')}")
+    cost = profile["measured"]["call_ms"]
+    lines.append("  cost of one call (ms, median, in process): " + ", ".join(
+        f"{n} row{'' if n == '1' else 's'} {float(ms):.2f}"
+        for n, ms in sorted(cost.items(), key=lambda i: int(i[0]))))
+    return lines
+
+
+def deployed_profile(spec: Path | str) -> tuple[str, dict] | None:
+    """The serving version of the project holding `spec` and its serving profile, if any
+    (reads the deploy record only; starts nothing)."""
+    from mlstack.ops.local.state import DeploymentState
+
+    paths = ProjectPaths.for_spec(Path(spec))
+    if not paths.deployments_file.is_file():
+        return None
+    try:
+        current = DeploymentState.load(paths.deployments_file).current
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    profile = read_profile(paths, current)
+    return (current, profile) if profile else None

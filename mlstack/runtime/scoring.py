@@ -1,0 +1,227 @@
+"""How a model scores: natively (scikit-learn) or compiled to ONNX and run by ONNX Runtime.
+
+At registration, `compile_model` exports the fitted model to ONNX (skl2onnx, float32 input,
+as scikit-learn's trees read their input) and checks it against the native model on the whole
+evaluation set: the served output (the positive-class probability, the class, or the score)
+of every row must agree within PARITY_TOLERANCE, |onnx - native| <= 1e-5 x max(1, |native|);
+classes must be equal. The outcome is recorded in the model's metadata ('serving_runtime'),
+and the ONNX bytes are stored with the model (custom object ONNX_OBJECT). The service
+(`load_served_model`) runs ONNX when that record says it matched, else the native model, and
+says why. `runtime` (the spec's serving.runtime): 'auto' (ONNX when it matches, else native),
+'onnx' (registration fails when it does not: ModelExportError) or 'native' (never exported).
+
+    compiled = compile_model(model, X_eval, task="binary_classification", runtime="auto")
+    compiled.record   -> {"runtime": "onnx", "requested": "auto", "reason": ..., ...}
+    served = load_served_model(bento_model, task=..., runtime="auto", threads=2)
+    served.score(X)   -> one served value per row of a float64 matrix
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mlstack.runtime.errors import ModelExportError
+
+__all__ = ["ONNX_OBJECT", "PARITY_TOLERANCE", "RUNTIMES", "CompiledModel", "ServedModel",
+           "compile_model", "load_served_model", "native_scorer", "onnx_scorer"]
+
+RUNTIMES = ("auto", "onnx", "native")
+ONNX_OBJECT = "model.onnx"  # the ONNX bytes, a custom object of the BentoML model
+PARITY_TOLERANCE = 1e-5
+METADATA_KEY = "serving_runtime"
+_REASON_LENGTH = 240
+
+
+def _short(exc: BaseException) -> str:
+    """An exception as one short line (skl2onnx errors can dump a whole graph)."""
+    text = (str(exc).strip().splitlines() or [""])[0].split(" and attributes=")[0]
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= _REASON_LENGTH else text[: _REASON_LENGTH - 3] + "..."
+
+
+def native_scorer(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The served output of a scikit-learn model on a float64 matrix: the positive-class
+    probability (binary classification), else `predict` (class or score)."""
+    # fitted on a DataFrame, scored on the same columns as an array: the same numbers
+    warnings.filterwarnings("ignore", message="X does not have valid feature names")
+    if task == "binary_classification":
+        return lambda X: model.predict_proba(X)[:, 1]
+    return model.predict
+
+
+def _import_onnxruntime():
+    """onnxruntime, its usage telemetry off unless the environment says otherwise (it would
+    report from Linux too and write a device id under ~/.cache/Microsoft)."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
+def onnx_scorer(onnx_bytes: bytes, task: str, threads: int = 1
+                ) -> Callable[[np.ndarray], np.ndarray]:
+    """The same output from the model's ONNX graph on ONNX Runtime: `threads` intra-op
+    threads (the serving CPU budget), no spinning (a waiting thread must not burn a core
+    the feature store and the HTTP server share)."""
+    ort = _import_onnxruntime()
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = max(1, int(threads))
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    outputs = [o.name for o in session.get_outputs()]
+    if task == "binary_classification":
+        wanted = [outputs[1]]  # (label, probabilities)
+
+        def score(X: np.ndarray) -> np.ndarray:
+            return session.run(wanted, {name: X.astype(np.float32)})[0][:, 1]
+    elif task == "multiclass_classification":
+        wanted = [outputs[0]]
+
+        def score(X: np.ndarray) -> np.ndarray:
+            return session.run(wanted, {name: X.astype(np.float32)})[0]
+    else:
+        wanted = [outputs[0]]
+
+        def score(X: np.ndarray) -> np.ndarray:
+            return session.run(wanted, {name: X.astype(np.float32)})[0].reshape(-1)
+    return score
+
+
+def export_onnx(model, n_features: int, task: str) -> bytes:
+    """The fitted model as ONNX bytes (float32 input of n_features columns; classifiers
+    give a probability tensor, not a list of maps)."""
+    _import_onnxruntime()  # skl2onnx imports it
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import FloatTensorType
+
+    options = {id(model): {"zipmap": False}} if task.endswith("classification") else None
+    graph = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))],
+                    options=options)
+    return graph.SerializeToString()
+
+
+def parity(native: np.ndarray, compiled: np.ndarray, task: str) -> dict:
+    """How far the compiled output is from the native one: the largest |difference| and
+    the largest |difference| / max(1, |native|) (numbers), or the rows whose class differs."""
+    if task == "multiclass_classification":
+        mismatches = int(np.sum(np.asarray(native) != np.asarray(compiled)))
+        return {"mismatches": mismatches, "ok": mismatches == 0}
+    a, b = np.asarray(native, dtype=np.float64), np.asarray(compiled, dtype=np.float64)
+    diff = np.abs(a - b)
+    scaled = diff / np.maximum(1.0, np.abs(a))
+    worst = float(np.max(scaled)) if len(diff) else 0.0
+    return {"max_abs_diff": float(np.max(diff)) if len(diff) else 0.0,
+            "max_scaled_diff": worst, "ok": bool(np.all(np.isfinite(b)))
+            and worst <= PARITY_TOLERANCE}
+
+
+@dataclass(frozen=True)
+class CompiledModel:
+    """What registration stores: the runtime record (metadata) and the ONNX bytes, if any."""
+
+    record: dict
+    onnx: bytes | None = None
+
+
+def compile_model(model, evaluation, *, task: str, runtime: str = "auto") -> CompiledModel:
+    """Export `model` to ONNX and check it on `evaluation` (the evaluation set's model input:
+    a DataFrame or matrix). 'native' never exports; 'onnx' raises ModelExportError when the
+    export or the check fails; 'auto' then records why the native model serves."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown serving runtime {runtime!r}; expected one of {RUNTIMES}")
+    record: dict[str, Any] = {"requested": runtime, "tolerance": PARITY_TOLERANCE}
+    if runtime == "native":
+        return CompiledModel({**record, "runtime": "native",
+                              "reason": "serving.runtime is native: not exported to ONNX"})
+    X = np.asarray(evaluation, dtype=np.float64)
+    began = time.perf_counter()
+    onnx_bytes = None
+    try:
+        if X.ndim != 2 or len(X) == 0:
+            raise ValueError("no evaluation rows to check the export on")
+        onnx_bytes = export_onnx(model, X.shape[1], task)
+        check = parity(native_scorer(model, task)(X), onnx_scorer(onnx_bytes, task)(X), task)
+    except Exception as exc:  # any failure of the export path: serve natively, say why
+        check = {"ok": False, "error": _short(exc)}
+    record.update(rows=int(len(X)) if X.ndim == 2 else 0,
+                  export_seconds=round(time.perf_counter() - began, 3),
+                  **{k: v for k, v in check.items() if k not in ("ok", "error")})
+    name = type(model).__name__
+    if check["ok"]:
+        reason = (f"ONNX export of {name} matches the native model on {record['rows']} "
+                  "evaluation rows (" + _parity_text(check, task) + ")")
+        return CompiledModel({**record, "runtime": "onnx", "reason": reason}, onnx_bytes)
+    if "error" in check:
+        reason = f"ONNX export of {name} failed: {check['error']}"
+    else:
+        reason = (f"ONNX export of {name} differs from the native model on the evaluation "
+                  "set (" + _parity_text(check, task) + ")")
+    if runtime == "onnx":
+        raise ModelExportError(f"serving.runtime is onnx, but {reason}")
+    return CompiledModel({**record, "runtime": "native", "reason": reason})
+
+
+def _parity_text(check: Mapping[str, Any], task: str) -> str:
+    if task == "multiclass_classification":
+        return f"{check['mismatches']} rows with another class"
+    return (f"max |diff| {check['max_abs_diff']:.2g}, tolerance {PARITY_TOLERANCE:g} "
+            "x max(1, |value|)")
+
+
+@dataclass
+class ServedModel:
+    """The model a service runs: `score` (float64 matrix -> served values), which runtime
+    and why, and the registration's record."""
+
+    score: Callable[[np.ndarray], np.ndarray]
+    runtime: str
+    reason: str
+    record: dict = field(default_factory=dict)
+
+    def info(self) -> dict:
+        return {"runtime": self.runtime, "reason": self.reason,
+                "requested": self.record.get("requested"),
+                "parity": {k: self.record[k] for k in ("rows", "max_abs_diff",
+                                                        "max_scaled_diff", "mismatches",
+                                                        "tolerance") if k in self.record}}
+
+
+def load_served_model(stored, *, task: str, runtime: str = "auto",
+                      threads: int = 1) -> ServedModel:
+    """The model a service runs, from its BentoML model (`stored`): ONNX Runtime when the
+    registration recorded a matching export (and `runtime` allows it), else scikit-learn.
+    `runtime` 'onnx' refuses (RuntimeError) a model without a matching export."""
+    import bentoml
+
+    record = dict(stored.info.metadata.get(METADATA_KEY) or {})
+    if runtime != "native" and record.get("runtime") == "onnx":
+        try:
+            onnx_bytes = stored.custom_objects[ONNX_OBJECT]
+            return ServedModel(onnx_scorer(onnx_bytes, task, threads), "onnx",
+                               record.get("reason", ""), record)
+        except Exception as exc:
+            if runtime == "onnx":
+                raise RuntimeError(f"model {stored.tag}: ONNX Runtime could not load its "
+                                   f"export: {_short(exc)}") from exc
+            reason = f"ONNX Runtime could not load the export: {_short(exc)}"
+    elif runtime == "native":
+        reason = "serving.runtime is native"
+    else:
+        reason = record.get("reason") or "the model was registered without an ONNX export"
+    if runtime == "onnx":
+        raise RuntimeError(f"serving.runtime is onnx, but model {stored.tag} has no matching "
+                           f"ONNX export: {reason}")
+    model = bentoml.sklearn.load_model(stored)
+    return ServedModel(native_scorer(model, task), "native", reason, record)

@@ -1,0 +1,78 @@
+"""Batching derived from a measured cost profile (mlstack.ops.local.profile): off when the
+throughput is met unbatched with headroom, else sizes with headroom over the batch's cost;
+what plan --explain and status show; a spec's fixed batching is kept."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+from mlstack.frontend.analysis import require_system
+from mlstack.frontend.ir.derive import BATCH_SIZES, THROUGHPUT_HEADROOM, choose_batching
+from mlstack.frontend.loader import load_spec_file
+from mlstack.ops.local.profile import derive_profile, explain_lines, read_profile, summary
+from tests.conftest import BLUEPRINTS
+
+FAST = {1: 0.3, **{n: 0.3 + 0.04 * n for n in BATCH_SIZES}}  # ms per call, by batch size
+
+
+def test_off_when_one_process_sustains_the_rate_unbatched():
+    choice = choose_batching(rate_rps=50, p99_ms=100, call_ms=FAST, http_ms=5)
+    assert not choice.enabled
+    [(setting, value, reason)] = choice.reasons
+    assert setting == "serving.batching.enabled" and value is False
+    assert f"50 rps x {THROUGHPUT_HEADROOM:g} headroom <= 189 rps" in reason
+
+
+def test_on_with_headroom_over_the_batch_cost_not_the_whole_p99():
+    choice = choose_batching(rate_rps=400, p99_ms=100, call_ms=FAST, http_ms=2)
+    assert choice.enabled
+    assert choice.max_batch_size == 128  # 0.3 + 5.12 ms fits a quarter of 98 ms
+    assert choice.max_latency_ms == int(100 - 2 - 2 * FAST[128])
+    slow = {n: 10.0 * n for n in (1, *BATCH_SIZES)}
+    choice = choose_batching(rate_rps=400, p99_ms=100, call_ms=slow, http_ms=2)
+    assert choice.max_batch_size == 2 and choice.max_latency_ms == 100 - 2 - 40
+    assert any(s == "serving.batching.capacity_rps" for s, _, _ in choice.reasons)
+    none = choose_batching(rate_rps=400, p99_ms=20, call_ms=slow, http_ms=2)
+    assert not none.enabled and "no room" in none.reasons[0][2]
+
+
+def _system(batching):
+    doc = copy.deepcopy(load_spec_file(BLUEPRINTS / "churn" / "mlstack.yaml").data)
+    doc["serving"]["batching"] = batching
+    return doc
+
+
+def test_profile_applies_to_derived_batching_only(tmp_path):
+    system, _ = require_system(BLUEPRINTS / "churn" / "mlstack.yaml")
+    measured = {"call_ms": {str(n): ms for n, ms in FAST.items()},
+                "runtime": {"runtime": "onnx", "reason": "ONNX export matches"}}
+    profile = derive_profile(system, measured, rate_rps=50)
+    assert profile["batching"] == {"enabled": False, "max_batch_size": 1, "max_latency_ms": 1}
+    assert profile["compiled_batching"]["enabled"] is True
+    text = "\n".join(explain_lines(profile, "v3"))
+    assert text.startswith("Measured at deploy (v3): batching off; one call 0.30 ms (1 row)")
+    assert "serving.batching.enabled = false" in text and "model runtime = onnx" in text
+    busy = derive_profile(system, measured, rate_rps=400)
+    assert busy["batching"]["enabled"] and summary(busy).startswith("batching 128 rows / ")
+
+    spec = tmp_path / "mlstack.yaml"
+    import yaml
+
+    spec.write_text(yaml.safe_dump(_system({"mode": "fixed", "max_batch_size": 8,
+                                            "max_latency_ms": 30})))
+    (tmp_path / "data").symlink_to(BLUEPRINTS / "churn" / "data")
+    fixed, _ = require_system(spec)
+    kept = derive_profile(fixed, measured, rate_rps=50)
+    assert kept["batching"] == {"enabled": True, "max_batch_size": 8, "max_latency_ms": 30}
+    assert "fixed by the spec" in kept["reasons"][0]["reason"]
+
+
+def test_read_profile(tmp_path):
+    class Paths:
+        versions_dir = tmp_path
+
+    (tmp_path / "v1").mkdir()
+    assert read_profile(Paths, "v1") is None and read_profile(Paths, None) is None
+    (tmp_path / "v1" / "serving_profile.json").write_text(json.dumps({"batching": {}}))
+    assert read_profile(Paths, "v1") == {"batching": {}}
