@@ -21,7 +21,8 @@ from mlstack.diagnostics.errors import EXTRA_MODULES
 from tests.conftest import BLUEPRINTS
 from tests.test_lint_corpus import CORPUS
 
-SPEC_VERBS = ("compile", "plan", "graph", "deploy", "status", "down", "rollback", "logs")
+SPEC_VERBS = ("compile", "plan", "graph", "docs", "deploy", "status", "down", "rollback",
+              "logs")
 FORMATTED = tuple(v for v in VERBS if v != "completion")
 WARNING_SPEC = CORPUS / "slo_ttl_shorter_than_freshness.yaml"
 BAD_SPEC = CORPUS / "ref_unknown_entity.yaml"

@@ -23,6 +23,27 @@ def test_list_names_every_blueprint_with_a_summary(capsys):
     assert all(bp.summary for bp in list_blueprints())
 
 
+def test_list_summaries_are_whole_sentences(capsys):
+    """A summary is the README's first paragraph, whole: never a line cut mid-sentence."""
+    for bp in list_blueprints():
+        paragraph = (bp.path / "README.md").read_text().split("\n\n")[1]
+        assert bp.summary == " ".join(paragraph.split()), bp.name
+        assert bp.summary[:1].isupper() and bp.summary.endswith((".", "?", "!")), bp.summary
+    assert main(["init", "--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(NAMES)
+    assert all(line.endswith((".", "?", "!")) for line in lines)
+
+
+def test_readme_summary_joins_the_first_paragraph():
+    from mlstack.workspace.blueprints import readme_summary
+
+    assert readme_summary("# t\n\nOne line\ncontinued. Two.\n\nNext.\n") == (
+        "One line continued. Two.")
+    assert readme_summary("no title. here\n") == "no title. here"
+    assert readme_summary("# only a title\n") == ""
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_init_scaffolds_a_project_that_lints_clean(name, tmp_path, capsys):
     project = tmp_path / "proj"

@@ -85,7 +85,7 @@ def test_installed_wheel_inits_a_project_that_lints_clean(installed, tmp_path):
 
 def test_core_install_verbs_in_an_init_project(installed, tmp_path):
     """Without the runtime extra: the project verbs default to the current folder, the schema
-    the modeline names is current, status says 'not deployed' (not a bug), and a local deploy
+    the modeline names is current, the report is written, status says 'not deployed' (not a bug), and a local deploy
     names the extra it needs (exit 2)."""
     bin_dir, _ = installed
     mlstack = str(bin_dir / "mlstack")
@@ -95,6 +95,8 @@ def test_core_install_verbs_in_an_init_project(installed, tmp_path):
     assert _run([mlstack, "lint"], cwd=project).stdout.strip() == "1 file clean"
     assert "Plan:" in _run([mlstack, "-C", "proj", "plan"], cwd=tmp_path).stdout
     assert "up to date" in _run([mlstack, "schema", "--check"], cwd=project).stdout
+    assert "Wrote the churn report" in _run([mlstack, "docs"], cwd=project).stdout
+    assert (project / "build" / "docs" / "index.html").is_file()
     status = _run([mlstack, "status"], cwd=project, code=2)
     assert "has not been deployed" in status.stderr and "bug" not in status.stderr
     deploy = _run([mlstack, "deploy", "--no-verify"], cwd=project, code=2)

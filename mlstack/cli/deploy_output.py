@@ -17,25 +17,51 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
 def render_summary(result: DeployResult) -> str:
     lines = []
-    verb = "Deployed" if result.changed else "No change:"
-    lines.append(f"{verb} {result.system} {result.version} at {result.endpoint} "
-                 f"(model {result.model_tag})")
+    if result.failed:
+        lines.append(f"Not deployed: {result.system} {result.version} failed; "
+                     f"{result.serving or 'no version'} serves at {result.endpoint}")
+    else:
+        verb = "Deployed" if result.changed else "No change:"
+        lines.append(f"{verb} {result.system} {result.version} at {result.endpoint} "
+                     f"(model {result.model_tag})")
     if result.metrics:
         lines.append("Evaluation: " + ", ".join(f"{k} {v:.4f}"
                                                 for k, v in sorted(result.metrics.items())))
     if result.slos:
-        rows = [[r.slo, r.target, r.measured,
-                 {True: "met", False: "MISSED", None: "not measured"}[r.ok]]
-                for r in result.slos]
+        rows = [[r.slo, r.target, r.measured, r.verdict] for r in result.slos]
         lines.append("SLO report:")
         lines.append(_table(["SLO", "target", "measured", "result"], rows))
     if result.load:
         load = result.load
         lines.append(f"Load test: {load['requests']} requests, {load['errors']} errors, "
                      f"{load['throughput_rps']} req/s")
-    if result.example_request.get("rows"):
+        if load.get("contention"):
+            lines.append("Machine: " + render_contention(load["contention"]))
+    for step in result.rollout:
+        if step.get("unjudged"):
+            lines.append(f"Canary {step['weight']}%: not judged: " + "; ".join(step["unjudged"]))
+    if not result.failed and not result.slos_met:
+        missed = ", ".join(r.slo for r in result.slos if r.ok is False)
+        lines.append(f"SLO missed: {missed} ({result.version} serves; see the report above)")
+    if result.example_request.get("rows") and not result.failed:
         body = json.dumps(result.example_request)
         lines.append("Try it:")
         lines.append(f"  curl -s -X POST {result.endpoint}/predict "
                      f"-H 'Content-Type: application/json' -d '{body}'")
     return "\n".join(lines) + "\n"
+
+
+def render_contention(c: dict) -> str:
+    """How busy the machine was while the figures were measured."""
+    busy = c.get("cpu_busy_during")
+    parts = [f"load {c.get('load_per_cpu_before')} per CPU before, "
+             f"{c.get('load_per_cpu_after')} after ({c.get('cpus')} CPUs)"]
+    if busy is not None:
+        parts.append(f"CPU {busy:.0%} busy during")
+    if c.get("sender_lag_p99_ms") is not None:
+        parts.append(f"load generator lag p99 {c['sender_lag_p99_ms']:g} ms, "
+                     f"max {c['sender_lag_max_ms']:g} ms")
+    text = "; ".join(parts)
+    if (c.get("load_per_cpu_before") or 0) > 1 or (c.get("sender_lag_p99_ms") or 0) > 50:
+        text += " (a busy machine: latencies include its contention)"
+    return text

@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail(exc.code, exc.message, exc.hint, exc.exit_code,
                     diagnostics=exc.diagnostics)
     except MlstackError as exc:
-        return fail(exc.code, exc.message, exc.hint, exc.exit_code)
+        done = getattr(exc, "result", None)  # e.g. a failed deploy's report
+        return fail(exc.code, exc.message, exc.hint, exc.exit_code,
+                    **({"result": done.as_dict()} if done is not None else {}))
     except KeyboardInterrupt:
         return fail("interrupted", "interrupted", None, 130)
     except BrokenPipeError:

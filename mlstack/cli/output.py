@@ -24,25 +24,30 @@ def write_warnings(warnings: Iterable[Diagnostic]) -> None:
 
 
 def error_document(code: str, message: str, hint: str | None, exit_code: int,
-                   diagnostics: list[Diagnostic] = ()) -> dict:
+                   diagnostics: list[Diagnostic] = (), result: dict | None = None) -> dict:
     """The JSON of a command that failed: what, where (the first diagnostic's location, when
-    the spec is at fault), a hint, and the exit code the process ends with."""
+    the spec is at fault), a hint, and the exit code the process ends with; `result`: what the
+    command got done before it failed (a failed deploy's report, its SLO table included)."""
     first = diagnostics[0] if diagnostics else None
     location = ({"file": first.location.file, "line": first.location.line,
                  "column": first.location.column} if first else None)
-    return {"version": __version__,
-            "error": {"code": code, "message": message, "hint": hint, "location": location,
-                      "exit_code": exit_code},
-            "diagnostics": [d.as_dict() for d in diagnostics]}
+    document = {"version": __version__,
+                "error": {"code": code, "message": message, "hint": hint, "location": location,
+                          "exit_code": exit_code},
+                "diagnostics": [d.as_dict() for d in diagnostics]}
+    if result is not None:
+        document["result"] = result
+    return document
 
 
 def write_error(fmt: str, code: str, message: str, hint: str | None, exit_code: int,
-                diagnostics: list[Diagnostic] = (), usage: str | None = None) -> None:
+                diagnostics: list[Diagnostic] = (), usage: str | None = None,
+                result: dict | None = None) -> None:
     """An error, rendered for the caller: in a machine format (json, sarif, github) one
     document on stdout, so a pipe reading that format still gets one; and always the lines a
     person reads, on stderr (CI logs, and scripts that looked for `error:` there)."""
     if fmt == "json":
-        write_json(error_document(code, message, hint, exit_code, list(diagnostics)))
+        write_json(error_document(code, message, hint, exit_code, list(diagnostics), result))
     elif fmt == "sarif":
         from mlstack.diagnostics.formats import render_sarif
 

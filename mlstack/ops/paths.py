@@ -48,6 +48,12 @@ class ProjectPaths:
                    home_dir=mlstack_home() / "projects" / f"{project.name}-{digest}")
 
     @property
+    def project_id(self) -> str:
+        """<project folder name>-<hash of its path>: the prefix of the owner marker every
+        process of this project's deploys carries (mlstack.ops.local.procs)."""
+        return self.home_dir.name
+
+    @property
     def logs_dir(self) -> Path:
         return self.state_dir / "logs"
 
@@ -79,6 +85,8 @@ class ProjectPaths:
             ENV_STATE_DIR: str(self.runtime_state_dir),
             "BENTOML_HOME": str(self.home_dir / "bentoml"),
             "PREFECT_HOME": str(self.home_dir / "prefect"),
+            # caches the libraries keep under ~/.cache (ONNX Runtime's device id file)
+            "XDG_CACHE_HOME": str(self.home_dir / "cache"),
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
             "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
             "PYTHONPATH": os.pathsep.join(python_path),

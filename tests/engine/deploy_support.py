@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from mlstack.ops.local import procs
+from mlstack.ops.paths import ProjectPaths
 
 
 def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):
@@ -42,10 +43,19 @@ def started_pids(project: Path) -> list[int]:
         [data["router"]["pid"]] if data["router"].get("pid") else [])
 
 
+def project_processes(project: Path) -> list[procs.OwnedProcess]:
+    """Every process of the project's deploys, found by the owner marker in its environment
+    (not by name, not only by recorded PID): versions' trees, router, workers."""
+    return procs.owned(ProjectPaths.for_spec(project / "mlstack.yaml").project_id)
+
+
 def stop_everything(project: Path, env: dict) -> None:
-    """`mlstack down`, then each recorded PID directly; assert none is left alive."""
+    """`mlstack down`, then each recorded PID directly, then anything still carrying the
+    project's marker; assert none is left alive."""
     pids = started_pids(project)
     run_mlstack(project, "down", env=env, check=False, timeout=120)
     for pid in pids:
         procs.stop_process(pid)
+    procs.stop_owned(ProjectPaths.for_spec(project / "mlstack.yaml").project_id)
     assert [pid for pid in pids if procs.is_alive(pid)] == []
+    assert project_processes(project) == []

@@ -5,5 +5,5 @@ imports happen inside `run`, so `mlstack --help` and `mlstack lint` start fast. 
 every verb shares (-C, the spec argument, --format) come from mlstack.cli.arguments.
 """
 
-VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "deploy", "status", "down",
+VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "docs", "deploy", "status", "down",
          "rollback", "logs", "completion")

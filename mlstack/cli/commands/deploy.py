@@ -15,9 +15,11 @@ STAGE_TITLES = {
     "compile": "compile and write", "ingest": "ingest sources", "validate": "data checks",
     "feast_apply": "feast apply", "materialize": "materialize online features",
     "training_set": "point-in-time training set", "train": "train", "evaluate": "quality gates",
-    "register": "register model (BentoML store)", "start_service": "start service",
+    "register": "register model (BentoML store, ONNX export)",
+    "profile": "profile the served path (batching)", "start_service": "start service",
     "skew_check": "skew check (online vs offline)", "verify": "SLO verification (load test)",
     "rollout": "rollout", "promote": "promote", "unchanged": "no change",
+    "reconcile": "reconcile with the record",
     "synth": "synth infrastructure (cdktn)", "terraform_plan": "terraform init + plan",
     "terraform_apply": "terraform apply",
 }
@@ -25,7 +27,15 @@ STAGE_TITLES = {
 
 def register(sub) -> None:
     p = add_verb(sub, "deploy", HELP, HELP + ". Exit 0 when deployed and every SLO is met, 1 "
-                 "when a stage fails or an SLO is missed (the previous version keeps serving), "
+                 "when a stage fails or an SLO is missed: a missed latency, throughput, error "
+                 "rate or quality SLO, or a canary rule, stops the deploy and the previous "
+                 "version keeps serving; a missed feature_freshness SLO (the data's age, the "
+                 "same for every version) is reported and the new version serves. The SLO "
+                 "table is printed either way; a percentile is judged only from enough "
+                 "requests (p99: 100), the load test runs longer to get them (--max-verify-"
+                 "seconds), and the machine's load is shown beside the figures. "
+                 "Interrupted (even by SIGKILL), a deploy leaves a record the next deploy, "
+                 "rollback or down reconciles. "
                  "2 on usage errors and when a local target lacks the runtime extra (pip "
                  "install 'mlstack[runtime]'). On kubernetes/aws targets (no extra needed): exit "
                  "0 when planned (--dry-run), applied or nothing changes; 1 when terraform/tofu "
@@ -43,6 +53,13 @@ def register(sub) -> None:
                         "throughput SLO, else 20)")
     p.add_argument("--concurrency", type=int, default=64,
                    help="most load-test requests in flight at once (default 64)")
+    p.add_argument("--max-verify-seconds", type=float, default=30.0,
+                   help="the longest the SLO load test may run past --duration to measure "
+                        "enough requests for each percentile (default 30)")
+    p.add_argument("--max-step-seconds", type=float, default=60.0,
+                   help="the longest a canary step may run past the spec's step_seconds to "
+                        "measure enough requests of the new version for its abort rules; "
+                        "a rule still short of them is reported as not judged (default 60)")
     p.add_argument("--retrain", action="store_true",
                    help="train even when nothing the model depends on changed")
     p.add_argument("--force", action="store_true",
@@ -78,29 +95,71 @@ class ConsoleProgress:
         self.status = None
         self.began = time.perf_counter()
 
+        self.broken = False  # stderr went away (a closed pipe): the deploy goes on silently
+
+    def _safely(self, action) -> None:
+        """Progress is for a person; a closed stderr must never stop a deploy half-way."""
+        if self.broken:
+            return
+        try:
+            action()
+        except (OSError, ValueError):
+            self.broken = True
+            self.status = None
+
     def start(self, stage: str) -> None:
         title = STAGE_TITLES.get(stage, stage)
-        if self.status is None:
-            self.status = self.console.status(f"{title}...")
-            self.status.start()
-        else:
-            self.status.update(f"{title}...")
+
+        def show() -> None:
+            if self.status is None:
+                self.status = self.console.status(f"{title}...")
+                self.status.start()
+            else:
+                self.status.update(f"{title}...")
+
+        self._safely(show)
 
     def finish(self, record) -> None:
         mark = {"done": "[green]ok[/]", "skipped": "[yellow]--[/]", "failed": "[red]!![/]"}
         title = STAGE_TITLES.get(record.name, record.name)
         detail = f"  [dim]{record.detail}[/]" if record.detail else ""
-        self.console.print(f" {mark[record.status]} {title:34} {record.seconds:7.1f} s{detail}",
-                           markup=True, highlight=False)
+        self._safely(lambda: self.console.print(
+            f" {mark[record.status]} {title:34} {record.seconds:7.1f} s{detail}",
+            markup=True, highlight=False))
 
     def note(self, message: str) -> None:
         """A message from inside a stage (e.g. the infra environment being created)."""
-        self.console.print(f"    [dim]{message}[/]", markup=True, highlight=False)
+        self._safely(lambda: self.console.print(f"    [dim]{message}[/]", markup=True,
+                                                highlight=False))
 
     def close(self) -> None:
         if self.status is not None:
-            self.status.stop()
-            self.status = None
+            status, self.status = self.status, None
+            self._safely(status.stop)
+
+
+def _interrupt_on_termination() -> dict:
+    """SIGTERM and SIGHUP interrupt a deploy like Ctrl-C does, so it puts traffic back on
+    the version serving before and records the failure (SIGKILL is left to the journal)."""
+    import signal
+
+    def interrupt(signum, _frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        try:
+            previous[sig] = signal.signal(sig, interrupt)
+        except ValueError:  # not the main thread
+            pass
+    return previous
+
+
+def _restore(previous: dict) -> None:
+    import signal
+
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def _variables(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -139,23 +198,33 @@ def run(args: argparse.Namespace) -> int:
     from mlstack.cli.cluster_output import render_cluster
     from mlstack.cli.deploy_output import render_summary
     from mlstack.cli.output import write_json, write_warnings
+    from mlstack.diagnostics.errors import StageError
     from mlstack.ops.cluster.deploy import ClusterDeployResult, ClusterOptions
     from mlstack.ops.deploy import deploy
     from mlstack.ops.local.deploy import DeployOptions
 
     options = DeployOptions(port=args.port, verify=args.verify, duration=args.duration,
                             rate=args.rate, concurrency=args.concurrency, force=args.force,
-                            retrain=args.retrain)
+                            retrain=args.retrain, verify_limit=args.max_verify_seconds,
+                            step_limit=args.max_step_seconds)
     cluster = ClusterOptions(dry_run=args.dry_run, auto_approve=args.auto_approve,
                              variables=_variables(args.var or []),
                              var_files=tuple(Path(f) for f in args.var_file or ()),
                              tf_override=Path(args.tf_override) if args.tf_override else None)
     progress = ConsoleProgress()
+    previous = _interrupt_on_termination()
     try:
         result = deploy(spec_of(args), options, progress, cluster=cluster,
                         confirm=_confirm(progress))
+    except StageError as exc:
+        progress.close()
+        failed = getattr(exc, "result", None)
+        if failed is not None and args.format != "json":  # json: in the error document
+            sys.stdout.write(render_summary(failed))
+        raise
     finally:
         progress.close()
+        _restore(previous)
     if args.format == "json":
         write_json(result.as_dict())
     else:

@@ -8,11 +8,13 @@ from dataclasses import asdict
 
 from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
-HELP = "stop every process the project's deploys started (services and router)"
+HELP = "stop every process the project's deploys started (services, router, workers)"
 
 
 def register(sub) -> None:
-    p = add_verb(sub, "down", HELP, HELP + ". Exit 1 if one would not stop.")
+    p = add_verb(sub, "down", HELP, HELP + ": every process carrying the project's "
+                 "owner marker, so nothing a killed deploy left behind keeps running. Exit 1 "
+                 "if one would not stop.")
     add_spec(p)
     add_format(p)
     p.set_defaults(run=run)
@@ -27,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
         write_json(asdict(result))
         return 1 if result.still_alive else 0
     stopped = ", ".join(result.stopped) or "nothing was running"
-    sys.stdout.write(f"Stopped: {stopped}\n")
+    count = f" ({result.processes} processes)" if result.processes else ""
+    sys.stdout.write(f"Stopped: {stopped}{count}\n")
+    for note in result.reconciled:
+        if not note.startswith("stopped "):
+            sys.stdout.write(f"  {note}\n")
     if result.still_alive:
         sys.stderr.write(f"error: still running: pids {result.still_alive}\n")
         return 1

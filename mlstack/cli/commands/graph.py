@@ -1,4 +1,5 @@
-"""mlstack graph [SPEC]: the system DAG and the training flow, as Mermaid, Graphviz DOT or JSON."""
+"""mlstack graph [SPEC]: the system DAG and the training flow, as Mermaid, Graphviz DOT, SVG or
+JSON."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ HELP = "print the system graph (sources -> features -> model -> service, flow ta
 def register(sub) -> None:
     p = add_verb(sub, "graph", HELP, HELP + ".")
     add_spec(p)
-    add_format(p, ("text", "mermaid", "dot", "json"),
-               help="output format (default: text, which is Mermaid); dot: Graphviz; json: "
-                    "the nodes and edges as data")
+    add_format(p, ("text", "mermaid", "dot", "svg", "json"),
+               help="output format (default: text, which is Mermaid); dot: Graphviz; svg: an "
+                    "SVG drawing (laid out by mlstack, no Graphviz needed); json: the nodes "
+                    "and edges as data")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from mlstack.cli.output import write_json
     from mlstack.codegen.graph import render_dot, render_mermaid, system_graph
+    from mlstack.codegen.graph_svg import render_svg
     from mlstack.frontend.analysis import require_system
 
     system, _analysis = require_system(spec_of(args))
@@ -30,5 +33,6 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         write_json(asdict(graph))
     else:
-        sys.stdout.write(render_dot(graph) if args.format == "dot" else render_mermaid(graph))
+        render = {"dot": render_dot, "svg": render_svg}.get(args.format, render_mermaid)
+        sys.stdout.write(render(graph))
     return 0

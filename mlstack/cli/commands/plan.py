@@ -43,4 +43,17 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(render_plan(result))
         if args.explain:
             sys.stdout.write("\n" + render_explain(result))
+            _explain_deployed(compiled.system, spec_of(args))
     return 2 if args.detailed_exitcode and result.has_changes else 0
+
+
+def _explain_deployed(system, spec) -> None:
+    """After a local deploy: what the serving version measured (batching, model runtime)."""
+    if system.target.kind != "local":
+        return
+    from mlstack.ops.local.profile import deployed_profile, explain_lines
+
+    found = deployed_profile(spec)
+    if found is not None:
+        version, profile = found
+        sys.stdout.write("\n" + "\n".join(explain_lines(profile, version)) + "\n")

@@ -12,7 +12,8 @@ HELP = "put the previous (or a named) version back in service; the current one s
 
 
 def register(sub) -> None:
-    p = add_verb(sub, "rollback", HELP, HELP + ".")
+    p = add_verb(sub, "rollback", HELP, HELP + ". --to the current version restarts it when it "
+                 "is not running.")
     add_spec(p)
     p.add_argument("--to", metavar="VERSION", help="the version to restore (e.g. v2)")
     add_format(p)
@@ -26,6 +27,12 @@ def run(args: argparse.Namespace) -> int:
     result = rollback(spec_of(args), to=args.to)
     if args.format == "json":
         write_json(asdict(result))
+        return 0
+    for note in result.reconciled:
+        sys.stdout.write(f"  reconciled: {note}\n")
+    if result.restarted:
+        sys.stdout.write(f"Restarted {result.to_version} (model {result.model_tag}) at "
+                         f"{result.endpoint}\n")
         return 0
     sys.stdout.write(f"Rolled back {result.from_version} -> {result.to_version} (model "
                      f"{result.model_tag}) at {result.endpoint}\n")

@@ -8,37 +8,67 @@ from dataclasses import asdict
 
 from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
-HELP = "show what a local deployment runs: versions, traffic, health, last SLO report"
+HELP = ("show what a local deployment runs: versions, traffic, health, last SLO "
+        "report")
 
 
 def register(sub) -> None:
-    p = add_verb(sub, "status", HELP, HELP + ". Exit 0 when the current version is healthy, "
-                 "1 when not.")
+    p = add_verb(sub, "status", HELP, HELP + ". Health is observed, not read from the record: "
+                 "one real prediction through the router, each version's process tree under "
+                 "its supervisor (found by owner marker), the weights the router applies "
+                 "against the recorded ones, and an interrupted deploy. Exit 0 when the "
+                 "current version is healthy, 1 when not.")
     add_spec(p)
     add_format(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlstack.cli.deploy_output import render_contention
     from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import status
+    from mlstack.ops.local.profile import deployed_profile, explain_lines
+    from mlstack.ops.report import SloRow
 
     result = status(spec_of(args))
+    profile = deployed_profile(spec_of(args))
     if args.format == "json":
-        write_json(asdict(result))
+        write_json({**asdict(result), "serving_profile": profile[1] if profile else None})
         return 0 if result.healthy else 1
     health = "healthy" if result.healthy else "NOT healthy"
     sys.stdout.write(f"{result.project}: {health}; serving {result.current or '-'} at "
                      f"{result.endpoint or '- (router stopped)'}\n")
+    p = result.prediction
+    if p is not None:
+        verdict = (f"ok in {p.seconds * 1000:.0f} ms from {p.version}" if p.ok
+                   else f"FAILED ({p.status or '-'} {p.detail})".rstrip())
+        sys.stdout.write(f"  prediction through the router: {verdict}\n")
+    if result.deploy:
+        doing = "at work" if result.deploy.get("running") else "INTERRUPTED"
+        sys.stdout.write(f"  deploy of {result.deploy.get('version')}: {doing} "
+                         f"(stage {result.deploy.get('stage')}, pid {result.deploy.get('pid')})\n")
+    if result.live_routes is not None and result.live_routes != result.routes:
+        sys.stdout.write(f"  router applies {result.live_routes}; recorded {result.routes}\n")
     for v in result.versions[-8:]:
         ready = {True: "ready", False: "not ready", None: "-"}[v.ready]
+        tree = f"{len(v.processes)} procs" if v.processes else "no procs"
+        restarts = (f"  restarts {v.restarts}+{v.worker_restarts}w"
+                    if v.restarts or v.worker_restarts else "")
         sys.stdout.write(f"  {v.version:5} {v.status:12} traffic {v.traffic:3}%  {ready:9} "
-                         f"pid {v.pid or '-':<7} model {v.model_tag or '-'}\n")
+                         f"pid {v.pid or '-':<7} {tree:9} model {v.model_tag or '-'}"
+                         f"{restarts}\n")
+    for problem in result.problems:
+        sys.stdout.write(f"  problem: {problem}\n")
     rows = result.last_slo_report.get("rows", [])
     if rows:
         sys.stdout.write("Last SLO report:\n")
         for row in rows:
-            verdict = {True: "met", False: "MISSED", None: "not measured"}[row["ok"]]
-            sys.stdout.write(f"  {row['slo']:18} {row['target']:14} {row['measured']:14} "
+            verdict = SloRow(**row).verdict
+            sys.stdout.write(f"  {row['slo']:26} {row['target']:14} {row['measured']:14} "
                              f"{verdict}\n")
+        contention = result.last_slo_report.get("load", {}).get("contention")
+        if contention:
+            sys.stdout.write(f"  machine: {render_contention(contention)}\n")
+    if profile is not None:
+        sys.stdout.write("\n".join(explain_lines(profile[1], profile[0])) + "\n")
     return 0 if result.healthy else 1

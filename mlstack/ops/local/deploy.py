@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
 import time
 from contextlib import contextmanager
@@ -20,18 +22,23 @@ from pathlib import Path
 from mlstack.codegen.contract import PROMOTE_TASK, TRAINING_TASKS, package_name
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.frontend.ir.nodes import SystemIR
-from mlstack.ops.local import procs
+from mlstack.ops.local import judge, procs
+from mlstack.ops.local.profile import profile_version
+from mlstack.ops.local.reconcile import reconcile
 from mlstack.ops.local.services import (
     ensure_router,
     route,
     routed,
+    router_alive,
     run_worker,
     start_version,
+    stop_version,
+    supervised,
     version_url,
 )
 from mlstack.ops.local.state import DeploymentState, Version, VersionStatus
 from mlstack.ops.paths import ProjectPaths
-from mlstack.ops.report import DeployResult, StageRecord, StageStatus, gate_holds, slo_rows
+from mlstack.ops.report import DeployResult, StageRecord, StageStatus, slo_rows
 from mlstack.workspace.manifest import MANIFEST_NAME, read_manifest
 from mlstack.workspace.plan import DeployActions, deploy_actions, diff_systems
 
@@ -51,6 +58,8 @@ class DeployOptions:
     skew_sample: int = 50
     force: bool = False  # overwrite hand-edited generated files
     retrain: bool = False  # train even when nothing the model depends on changed
+    verify_limit: float = 30.0  # most seconds the SLO load test runs to gather its samples
+    step_limit: float = 60.0  # most seconds a canary step runs to gather its samples
 
 
 class NullProgress:
@@ -128,8 +137,9 @@ def _snapshot(paths: ProjectPaths, version: str) -> Path:
     return target
 
 
-def _alive(version: Version | None) -> bool:
-    return version is not None and procs.is_alive(version.pid)
+def _alive(paths: ProjectPaths, version: Version | None) -> bool:
+    """The version's supervisor runs (found by its PID and owner marker)."""
+    return supervised(paths, version)
 
 
 @dataclass
@@ -160,7 +170,7 @@ def plan_deploy(system: SystemIR, paths: ProjectPaths, state: DeploymentState,
     version's IR (its snapshot's manifest) against the new one, plus the source data."""
     current = state.get(state.current)
     deployed = _deployed_system(paths, current)
-    if deployed is None or not _alive(current) or not current.model_tag:
+    if deployed is None or not _alive(paths, current) or not current.model_tag:
         return deploy_actions((), first=True)
     changed_data = current.training_key != data_key(system, paths.project_dir)
     actions = deploy_actions(diff_systems(deployed, system), data_changed=changed_data)
@@ -189,15 +199,17 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
                  progress=None) -> DeployResult:
     """Deploy an already compiled and written system; the caller holds the project lock
     (mlstack.ops.deploy takes it before compiling)."""
-    stages = _Stages(progress or NullProgress())
     state = DeploymentState.load(paths.deployments_file)
-    ours = procs.is_alive(state.router.pid) and state.router.port == options.port
+    stages = _Stages(_JournaledProgress(progress or NullProgress(), state))
+    ours = router_alive(paths, state) and state.router.port == options.port
     if not ours and not procs.port_is_free(options.port):
         raise UsageError(f"port {options.port} on 127.0.0.1 is taken by another program",
                          "choose another with --port")
+    _reconcile_first(paths, state, options, stages)
     current = state.get(state.current)
     actions = plan_deploy(system, paths, state, options)
-    serving = (ours and _alive(current)
+    serving = (router_alive(paths, state) and state.router.port == options.port
+               and _alive(paths, current)
                and routed(paths).get(current.version if current else "") == 100)
     if serving and not actions.new_version:
         return _keep_serving(system, paths, options, state, current, actions, stages)
@@ -205,23 +217,82 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
                       training_key=data_key(system, paths.project_dir),
                       created_at=round(time.time(), 3), tree_hash=_tree_hash(paths.build_dir))
     state.versions.append(version)
+    state.deploy = {"version": version.version, "pid": os.getpid(),
+                    "started_at": round(time.time(), 3), "stage": "start"}
     state.record("deploy-started", version=version.version, reasons=list(actions.reasons))
     state.save(paths.deployments_file)
     ctx = DeployContext(system, paths, options, state, current, version, stages)
     try:
         return _deploy_version(ctx, actions)
-    except StageError as exc:
-        if version.status != VersionStatus.ROLLED_BACK:
-            version.status = VersionStatus.FAILED
-        version.failure = exc.message
-        if version.pid and version.version != state.current:
-            procs.stop_process(version.pid)
-        state.record("deploy-failed", version=version.version, stage=exc.stage,
-                     error=exc.message)
-        state.save(paths.deployments_file)
+    except BaseException as exc:  # a failed stage, an interrupt, a bug: the old one serves
+        _fail_deploy(ctx, exc)
         raise
     finally:
+        state.deploy = {}
         state.save(paths.deployments_file)
+
+
+class _JournaledProgress:
+    """Passes progress on, and records the stage in the state's deploy entry, so a deploy
+    killed mid-way leaves a record of where it was."""
+
+    def __init__(self, progress, state: DeploymentState):
+        self.progress, self.state = progress, state
+
+    def start(self, stage: str) -> None:
+        if self.state.deploy:
+            self.state.deploy["stage"] = stage
+            self.state.save()
+        self.progress.start(stage)
+
+    def finish(self, record: StageRecord) -> None:
+        self.progress.finish(record)
+
+    def __getattr__(self, name):  # note(), close() ... of the progress object
+        return getattr(self.progress, name)
+
+
+def _reconcile_first(paths: ProjectPaths, state: DeploymentState, options: DeployOptions,
+                     stages: _Stages) -> None:
+    """Before planning: what runs is made equal to what is recorded (an interrupted deploy
+    closed, orphans stopped, a dead current version restarted, the router's weights reset)."""
+    if not state.versions and not state.deploy and not state.journal:
+        return
+    began = time.perf_counter()
+    try:
+        notes = reconcile(paths, state, serve=True, port=options.port)
+    except RuntimeError as exc:  # e.g. the router could not listen
+        raise StageError("reconcile", str(exc)) from None
+    if notes:
+        stages.add(StageRecord("reconcile", StageStatus.DONE,
+                               round(time.perf_counter() - began, 3), "; ".join(notes)))
+
+
+def _fail_deploy(ctx: DeployContext, exc: BaseException) -> None:
+    """After a failed or interrupted deploy: traffic back on the version serving before (as
+    recorded), the new version's tree stopped, the failure recorded; a StageError gets the
+    report so far (its SLO table included) as `exc.result`."""
+    state, paths, version, current = ctx.state, ctx.paths, ctx.version, ctx.current
+    message = exc.message if isinstance(exc, StageError) else (str(exc) or type(exc).__name__)
+    if version.version != state.current:
+        if version.status != VersionStatus.ROLLED_BACK:
+            version.status = VersionStatus.FAILED
+        version.failure = message
+        if version.version in state.routes:
+            if current is not None and _alive(paths, current):
+                route(paths, {current.version: 100}, state)
+            else:
+                route(paths, {}, state)
+        stop_version(paths, version)
+    state.record("deploy-failed", version=version.version,
+                 stage=getattr(exc, "stage", state.deploy.get("stage")), error=message)
+    state.save(paths.deployments_file)
+    if isinstance(exc, StageError):
+        result = _result(ctx.system, state, version, ctx.stages, changed=False,
+                         options=ctx.options)
+        result.failed = message
+        result.serving = state.current
+        exc.result = result
 
 
 def _keep_serving(system, paths, options, state, current, actions, stages) -> DeployResult:
@@ -235,9 +306,18 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
                            "; ".join(actions.reasons) + f": {current.version} keeps serving"))
     if actions.verify and options.verify:  # a missed SLO fails here: the version stays as is
         bodies = [{"rows": current.example_rows}] if current.example_rows else []
-        load, rows = _verify(system, options, version_url(current), bodies, stages,
-                             current.metrics)
-        current.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
+        freshness = _freshness(system, paths, current)
+        try:
+            _verify(system, options, version_url(current), bodies, stages, current.metrics,
+                    freshness=freshness, version=current)
+        except StageError as exc:  # the report of the failed re-verification is shown
+            state.record("deploy-failed", version=current.version, stage=exc.stage,
+                         error=exc.message)
+            state.save()
+            exc.result = _result(system, state, current, stages, changed=False,
+                                 options=options)
+            exc.result.failed, exc.result.serving = exc.message, current.version
+            raise
     shutil.copytree(paths.build_dir, paths.versions_dir / current.version, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".state", "__pycache__", "*.pyc"))
     current.spec_hash, current.tree_hash = system.spec_hash, _tree_hash(paths.build_dir)
@@ -246,8 +326,14 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
     return _result(system, state, current, stages, changed=True, options=options)
 
 
-def _verify(system, options, url, bodies, stages, metrics) -> tuple[dict, list]:
-    """The SLO load test against one version's URL; a missed SLO fails the stage."""
+def _verify(system, options, url, bodies, stages, metrics, *, freshness=None,
+            version: Version | None = None) -> tuple[dict, list]:
+    """The SLO load test against one version's URL. Each percentile is judged only from
+    enough samples (judge.min_samples: p99 needs 100): the load goes on past --duration
+    until it has them, up to options.verify_limit seconds. The SLO table is built, and saved
+    on `version`, before a missed serving SLO fails the stage (the CLI prints it either
+    way). A missed feature freshness SLO is reported, not raised: the data is as stale for
+    the version serving now."""
     from mlstack.ops.local.loadtest import run_load, warm_up  # httpx: the runtime extra
 
     rate = options.rate or system.slos.throughput_rps or DEFAULT_RATE
@@ -255,17 +341,51 @@ def _verify(system, options, url, bodies, stages, metrics) -> tuple[dict, list]:
         if not bodies:
             raise StageError("verify", "no example request with online features is known")
         warm_up(f"{url}/predict", bodies)
+        needed = _samples_needed(system)
         measured = run_load(f"{url}/predict", bodies, rate=rate, duration=options.duration,
-                            concurrency=options.concurrency)
-        load = measured.total
-        rows = slo_rows(system, load, metrics)
-        missed = [r for r in rows if r.ok is False]
+                            concurrency=options.concurrency,
+                            max_duration=max(options.duration, options.verify_limit),
+                            done=lambda rec: rec.total.samples >= needed)
+        load = {**measured.total, "contention": measured.contention}
+        rows = slo_rows(system, load, metrics, latencies=measured.stats.latencies_ms,
+                        freshness=freshness)
+        if version is not None:
+            version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
+        missed = [r for r in rows if r.ok is False and not r.slo.startswith("freshness")]
         record.detail = (f"{load['requests']} requests, p99 {load['p99_ms']} ms, "
-                         f"{load['throughput_rps']} rps")
+                         f"{load['throughput_rps']} rps; {_contention_line(load)}")
         if missed:
             raise StageError("verify", "SLO missed: " + "; ".join(
                 f"{r.slo} {r.measured} (want {r.target})" for r in missed))
     return load, rows
+
+
+def _samples_needed(system: SystemIR) -> int:
+    """The most samples any latency SLO of the spec needs to be judged."""
+    slo = system.slos
+    quantiles = [q for q, target in ((50, slo.p50_ms), (95, slo.p95_ms), (99, slo.p99_ms))
+                 if target is not None]
+    return max((judge.min_samples(q) for q in quantiles), default=0)
+
+
+def _contention_line(load: dict) -> str:
+    c = load.get("contention") or {}
+    if not c:
+        return ""
+    return (f"load/cpu {c.get('load_per_cpu_before')} -> {c.get('load_per_cpu_after')}, "
+            f"sender lag p99 {c.get('sender_lag_p99_ms')} ms")
+
+
+def _freshness(system: SystemIR, paths: ProjectPaths, version: Version) -> dict | None:
+    """The age of each feature view's newest online row (a worker job), when the spec has a
+    feature freshness SLO."""
+    if system.slos.feature_freshness_seconds is None:
+        return None
+    outcome = run_worker(paths, paths.versions_dir / version.version, "freshness",
+                         package_name(system))
+    if not outcome.ok:
+        return {"views": {}, "error": f"{outcome.error_type}: {outcome.error}"}
+    return outcome.result
 
 
 def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
@@ -278,11 +398,13 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
                                f"{'; '.join(actions.reasons)}: reusing {current.model_tag}"))
     else:
         _train(ctx)
+    profile_version(ctx)  # batching measured for this version; its service reads it at start
     with stages.stage("start_service") as record:
-        start_version(paths, version, ctx.code_dir)
+        start_version(paths, version, ctx.code_dir, state)
         record.detail = f"{version.version} on {version_url(version)} (pid {version.pid})"
     with stages.stage("skew_check") as record:
-        skew = _worker(ctx, "skew", url=version_url(version), size=options.skew_sample)
+        skew = _worker(ctx, "skew", url=version_url(version), size=options.skew_sample,
+                       freshness=int(_measures_freshness(ctx)))
         if skew["mismatches"]:
             raise StageError("skew_check", "; ".join(skew["mismatches"][:5]),
                              "online and offline features (or predictions) differ")
@@ -292,27 +414,45 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
     version.example_rows = skew["rows"][:1]
     load: dict = {}
     rows = slo_rows(system, {}, version.metrics)
+    version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
     if options.verify:
         load, rows = _verify(system, options, version_url(version), bodies, stages,
-                             version.metrics)
+                             version.metrics, freshness=skew.get("freshness"),
+                             version=version)
     else:
         stages.add(StageRecord("verify", StageStatus.SKIPPED, 0.0, "--no-verify"))
     version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
     steps = _rollout(ctx, bodies)
     with stages.stage("promote") as record:
-        route(paths, {version.version: 100}, state)
-        version.status = VersionStatus.SERVING
-        if current is not None and current.version != version.version:
-            procs.stop_process(current.pid)
-            current.status = VersionStatus.STOPPED
-            state.previous = current.version
-        state.current = version.version
-        state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag)
+        _promote(ctx)
         record.detail = f"{version.version} serves 100% at http://127.0.0.1:{options.port}"
     result = _result(system, state, version, stages, changed=True, options=options)
     result.load, result.skew, result.rollout = load, {k: v for k, v in skew.items()
-                                                       if k != "rows"}, steps
+                                                       if k not in ("rows", "freshness")}, steps
     return result
+
+
+def _measures_freshness(ctx: DeployContext) -> bool:
+    return ctx.options.verify and ctx.system.slos.feature_freshness_seconds is not None
+
+
+def _promote(ctx: DeployContext) -> None:
+    """The commit point: the new version becomes current in the record (saved), then the
+    old one stops. Killed before the save, the next command rolls the deploy back; after
+    it, forward."""
+    paths, state, version, current = ctx.paths, ctx.state, ctx.version, ctx.current
+    route(paths, {version.version: 100}, state)
+    version.status = VersionStatus.SERVING
+    if current is not None and current.version != version.version:
+        state.previous = current.version
+    state.current = version.version
+    state.deploy = {}
+    state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag)
+    state.save()
+    if current is not None and current.version != version.version:
+        with state.action("stop", version=current.version):
+            stop_version(paths, current)
+            current.status = VersionStatus.STOPPED
 
 
 def _train(ctx: DeployContext) -> None:
@@ -357,15 +497,16 @@ def _worker(ctx: DeployContext, job: str, **options) -> dict:
 
 
 def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
-    """Move traffic to the new version by the spec's rollout; abort on a breached rule."""
-    from mlstack.ops.local.loadtest import run_load  # httpx: the runtime extra
-
+    """Move traffic to the new version by the spec's rollout; abort on a breached rule. Each
+    step runs at least step_seconds and then until its rules can be judged (judge.py: p99
+    needs 100 answers of the new version; a breach can be proven from fewer), at most
+    options.step_limit seconds; a rule still short of samples then says so in the step."""
     paths, options, state = ctx.paths, ctx.options, ctx.state
     current, version = ctx.current, ctx.version
     with ctx.stages.stage("rollout") as record:
-        ensure_router(paths, state, options.port)
+        ensure_router(paths, state, options.port, router_limits(ctx.system, ctx.rate))
         rollout = ctx.system.serving.rollout
-        if not _alive(current) or current.version == version.version:
+        if not _alive(paths, current) or current.version == version.version:
             route(paths, {version.version: 100}, state)
             record.detail = "first version: 100% at once"
             return []
@@ -376,33 +517,78 @@ def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
             if weight == 100:
                 judged.append({"weight": 100})
                 break
-            measured = run_load(f"http://127.0.0.1:{options.port}/predict", bodies,
-                                rate=ctx.rate, duration=rollout.step_seconds,
-                                concurrency=options.concurrency, timeout=LOAD_TIMEOUT)
-            stats = measured.by_version.get(version.version, {})
-            step = {"weight": weight, "new": stats,
-                    "old": measured.by_version.get(current.version, {})}
+            step = _canary_step(ctx, bodies, weight)
             judged.append(step)
-            breach = _breach(rollout, stats, LOAD_TIMEOUT)
-            if breach:
+            if step["breach"]:
                 route(paths, {current.version: 100}, state)
                 version.status = VersionStatus.ROLLED_BACK
-                raise StageError("rollout", f"canary step {weight}%: {breach}; traffic is back "
-                                 f"on {current.version}")
-        record.detail = " -> ".join(f"{s['weight']}%" for s in judged)
+                raise StageError("rollout", f"canary step {weight}%: {step['breach']}; traffic "
+                                 f"is back on {current.version}")
+        record.detail = " -> ".join(
+            f"{s['weight']}%" + (f" ({'; '.join(s['unjudged'])})" if s.get("unjudged") else "")
+            for s in judged)
         return judged
 
 
-def _breach(rollout, stats: dict, timeout: float) -> str | None:
-    if not stats or not stats.get("requests"):
-        return f"the new version answered no request within {timeout:g} s"
-    gate = rollout.abort_latency_p99
-    if gate is not None and gate_holds(gate, stats.get("p99_ms")):
-        return f"p99 {stats['p99_ms']} ms {gate.op} {gate.threshold:g} ms"
-    gate = rollout.abort_error_rate
-    if gate is not None and gate_holds(gate, stats.get("error_rate")):
-        return f"error rate {stats['error_rate']} {gate.op} {gate.threshold:g}"
-    return None
+def _canary_step(ctx: DeployContext, bodies: list[dict], weight: int) -> dict:
+    from mlstack.ops.local.loadtest import run_load  # httpx: the runtime extra
+
+    rollout = ctx.system.serving.rollout
+    new, old = ctx.version.version, ctx.current.version
+
+    def verdicts(by_version: dict) -> list[tuple[str, judge.Verdict]]:
+        stats = by_version.get(new)
+        out = []
+        latencies = stats.latencies_ms if stats else []
+        gate = rollout.abort_latency_p99
+        if gate is not None:
+            out.append((f"p99 {gate.op} {gate.threshold:g} ms",
+                        judge.latency_breach(latencies, 99, gate.op, gate.threshold)))
+        gate = rollout.abort_error_rate
+        if gate is not None:
+            errors, requests = (stats.errors, stats.requests) if stats else (0, 0)
+            out.append((f"error rate {gate.op} {gate.threshold:g}",
+                        judge.error_breach(errors, requests, gate.op, gate.threshold)))
+        return out
+
+    def decided(recorder) -> bool:
+        found = verdicts(recorder.versions)
+        return any(v.ok is False for _, v in found) or all(v.ok is not None for _, v in found)
+
+    measured = run_load(f"http://127.0.0.1:{ctx.options.port}/predict", bodies,
+                        rate=ctx.rate, duration=rollout.step_seconds,
+                        concurrency=ctx.options.concurrency, timeout=LOAD_TIMEOUT,
+                        max_duration=max(rollout.step_seconds, ctx.options.step_limit),
+                        done=decided)
+    final = verdicts(measured.version_stats)
+    stats = measured.by_version.get(new, {})
+    breach = next((f"{rule}: measured {_figure(rule, v)}" + (f" ({v.note})" if v.note else "")
+                   for rule, v in final if v.ok is False), None)
+    if breach is None and not stats.get("requests") and measured.unattributed_errors:
+        breach = f"the new version answered no request within {LOAD_TIMEOUT:g} s"
+    return {"weight": weight, "seconds": round(measured.seconds, 3), "new": stats,
+            "old": measured.by_version.get(old, {}), "breach": breach,
+            "unjudged": [f"{rule}: {v.note}" for rule, v in final if v.ok is None],
+            "contention": measured.contention}
+
+
+def _figure(rule: str, verdict: judge.Verdict) -> str:
+    if verdict.value is None:
+        return "-"
+    return f"{verdict.value:.1f} ms" if rule.endswith(" ms") else f"{verdict.value:.3g}"
+
+
+def router_limits(system: SystemIR, rate: float) -> dict:
+    """The router's admission control for this spec (router.LIMITS): in flight, by Little's
+    law, four times the requests the throughput SLO keeps in flight at the p99 target (at
+    least 16, at most 256); as many may wait, each at most the p99 target (a request that
+    waited longer has missed it anyway); the backend gets three times the service's own
+    timeout (at least 5 s)."""
+    p99 = (system.slos.p99_ms or system.serving.timeout_ms) / 1000
+    in_flight = min(256, max(16, math.ceil(4 * rate * p99)))
+    return {"max_in_flight": in_flight, "max_queue": in_flight,
+            "queue_timeout_s": round(min(1.0, max(0.05, p99)), 3),
+            "backend_timeout_s": max(5.0, 3 * system.serving.timeout_ms / 1000)}
 
 
 def _result(system, state, version, stages, *, changed, options) -> DeployResult:

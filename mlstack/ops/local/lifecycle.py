@@ -5,11 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlstack.diagnostics.errors import UsageError
+from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.ops.local import procs
-from mlstack.ops.local.services import ensure_router, route, routed, start_version
-from mlstack.ops.local.state import DeploymentState, RouterInfo, VersionStatus
+from mlstack.ops.local.reconcile import observe, reconcile
+from mlstack.ops.local.services import (
+    ensure_router,
+    live_routes,
+    role_of,
+    route,
+    start_version,
+    stop_version,
+    supervised,
+)
+from mlstack.ops.local.state import DeploymentState, VersionStatus
 from mlstack.ops.paths import ProjectPaths, project_lock
+
+PREDICT_TIMEOUT = 5.0  # seconds status waits for its prediction through the router
 
 
 def _paths(spec: Path | str) -> ProjectPaths:
@@ -28,12 +39,25 @@ def _load(paths: ProjectPaths) -> DeploymentState:
 @dataclass
 class VersionHealth:
     version: str
-    status: str
+    status: str  # as observed: serving, ready, restarting, dead, orphaned, stopped, ...
     model_tag: str | None
-    pid: int | None
-    alive: bool
-    ready: bool | None
-    traffic: int
+    pid: int | None  # its supervisor
+    alive: bool  # its supervisor runs
+    ready: bool | None  # its supervisor's last report: ready (None: not running)
+    traffic: int  # percent, as the running router applies it
+    processes: list[int] = field(default_factory=list)  # its whole tree, by marker
+    restarts: int = 0  # of its tree, by its supervisor
+    worker_restarts: int = 0  # of its workers, by BentoML
+    last_restart_reason: str = ""
+
+
+@dataclass
+class Prediction:
+    ok: bool
+    status: int | str | None  # the HTTP status, or the error's name
+    version: str | None  # the version that answered (X-Mlstack-Version)
+    seconds: float | None
+    detail: str = ""
 
 
 @dataclass
@@ -47,59 +71,118 @@ class Status:
     versions: list[VersionHealth] = field(default_factory=list)
     last_slo_report: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
+    prediction: Prediction | None = None  # one real request through the router
+    routes: dict = field(default_factory=dict)  # the recorded weights
+    live_routes: dict | None = None  # the weights the router applies (None: not answering)
+    deploy: dict = field(default_factory=dict)  # a deploy at work or interrupted
+    problems: list[str] = field(default_factory=list)
 
 
-def _ready(port: int | None) -> bool:
-    return procs.http_status(f"http://127.0.0.1:{port}/readyz") == 200
+def _predict(port: int | None, rows: list) -> Prediction:
+    """One real prediction through the router (standard library: the core install)."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not port:
+        return Prediction(False, None, None, None, "no router")
+    if not rows:
+        return Prediction(False, None, None, None, "no example request is known")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/predict", data=json.dumps({"rows": rows}).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    began = time.perf_counter()
+    try:
+        with opener.open(request, timeout=PREDICT_TIMEOUT) as response:
+            body = json.loads(response.read())
+            version = response.headers.get("X-Mlstack-Version")
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        return Prediction(False, exc.code, exc.headers.get("X-Mlstack-Version"),
+                          round(time.perf_counter() - began, 3), exc.reason)
+    except (OSError, ValueError) as exc:
+        return Prediction(False, type(exc).__name__, None, None, str(exc))
+    seconds = round(time.perf_counter() - began, 3)
+    ok = isinstance(body, list) and len(body) == len(rows) and all(x is not None for x in body)
+    return Prediction(ok, status, version, seconds,
+                      "" if ok else f"unexpected answer {str(body)[:100]}")
 
 
 def status(spec: Path | str) -> Status:
+    """What runs, observed (never only as recorded): each version's supervisor and process
+    tree (by owner marker), the weights the router applies against the recorded ones, a
+    deploy at work or interrupted, and one real prediction through the router. Healthy: the
+    prediction succeeds, the current version's tree runs under its supervisor, and nothing
+    is out of line with the record."""
     paths = _paths(spec)
     state = _load(paths)
-    weights = routed(paths)
-    router_alive = procs.is_alive(state.router.pid)
+    seen = observe(paths, state)
+    live = live_routes(state) if seen.router_alive else None
+    problems = list(seen.problems)
+    if live is not None and live != state.routes and not seen.deploy_running:
+        problems.append(f"the router applies {live}, the record says {state.routes}")
     versions = []
     for v in state.versions:
-        alive = procs.is_alive(v.pid)
-        versions.append(VersionHealth(v.version, v.status if alive or v.status != "serving"
-                                      else "dead", v.model_tag, v.pid, alive,
-                                      _ready(v.port) if alive else None,
-                                      weights.get(v.version, 0) if router_alive else 0))
+        view = seen.versions[v.version]
+        report = view.report if view.supervisor_alive else {}
+        versions.append(VersionHealth(
+            v.version, view.state, v.model_tag, v.pid, view.supervisor_alive,
+            report.get("state") == "ready" if view.supervisor_alive else None,
+            (live or {}).get(v.version, 0), view.pids, report.get("restarts", 0),
+            report.get("worker_restarts", 0), report.get("reason", "")))
     current = state.get(state.current)
-    healthy = bool(router_alive and current and procs.is_alive(current.pid)
-                   and _ready(current.port) and _ready(state.router.port))
+    prediction = None
+    if current is not None and seen.router_alive:
+        prediction = _predict(state.router.port, current.example_rows)
+        if not prediction.ok:
+            problems.append(f"a prediction through the router failed: "
+                            f"{prediction.status} {prediction.detail}".strip())
+    elif current is not None:
+        prediction = Prediction(False, None, None, None, "the router is not running")
+    current_view = seen.versions.get(state.current or "")
+    healthy = bool(current is not None and prediction is not None and prediction.ok
+                   and current_view is not None and current_view.supervisor_alive
+                   and not problems)
+    deploy = dict(state.deploy, running=seen.deploy_running) if state.deploy else {}
     return Status(project=str(paths.project_dir),
-                  endpoint=f"http://127.0.0.1:{state.router.port}" if router_alive else None,
-                  router_alive=router_alive, current=state.current, previous=state.previous,
-                  healthy=healthy, versions=versions,
+                  endpoint=f"http://127.0.0.1:{state.router.port}" if seen.router_alive
+                  else None,
+                  router_alive=seen.router_alive, current=state.current,
+                  previous=state.previous, healthy=healthy, versions=versions,
                   last_slo_report=current.slo_report if current else {},
-                  history=state.history[-10:])
+                  history=state.history[-10:], prediction=prediction, routes=state.routes,
+                  live_routes=live, deploy=deploy, problems=problems)
 
 
 @dataclass
 class DownResult:
-    stopped: list[str]
-    still_alive: list[int]
+    stopped: list[str]  # versions, "router", "worker train" ...
+    still_alive: list[int]  # PIDs of the project's processes left (none, normally)
+    processes: int = 0  # how many processes there were (a version is several)
+    reconciled: list[str] = field(default_factory=list)
 
 
 def down(spec: Path | str) -> DownResult:
-    """Stop every process this project's deploys started (by PID): versions and the router."""
+    """Stop every process of the project (found by owner marker, not only by recorded PID):
+    versions, the router, workers; an interrupted deploy is closed in the record first."""
     paths = _paths(spec)
     with project_lock(paths):
         state = _load(paths)
-        stopped, alive = [], []
+        found = procs.owned(paths.project_id)
+        roles = sorted({role_of(paths, p.owner) for p in found})
+        stopped = [r.split("/", 1)[1] if r.startswith("version/") else r.replace("/", " ")
+                   for r in roles]
+        notes = reconcile(paths, state, serve=False)
         for v in state.versions:
-            if v.pid and procs.is_alive(v.pid):
-                (stopped if procs.stop_process(v.pid) else alive).append(v.version)
-            if v.status in ("serving", "ready", "starting"):
+            if v.status in (VersionStatus.SERVING, VersionStatus.READY, VersionStatus.STARTING):
                 v.status = VersionStatus.STOPPED
-        if state.router.pid and procs.is_alive(state.router.pid):
-            (stopped if procs.stop_process(state.router.pid) else alive).append("router")
-        state.router = RouterInfo()
-        state.record("down", stopped=stopped)
-        state.save(paths.deployments_file)
-        pids = [v.pid for v in state.versions if procs.is_alive(v.pid)]
-        return DownResult(stopped=stopped, still_alive=pids)
+        state.record("down", stopped=stopped, processes=len(found))
+        state.save()
+        left = [p.pid for p in procs.owned(paths.project_id)]
+        return DownResult(stopped=stopped, still_alive=left, processes=len(found),
+                          reconciled=notes)
 
 
 @dataclass
@@ -108,34 +191,50 @@ class RollbackResult:
     to_version: str
     model_tag: str | None
     endpoint: str
+    restarted: bool = False  # the target was the current version, dead, and started again
+    reconciled: list[str] = field(default_factory=list)
 
 
 def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -> RollbackResult:
-    """Put the previous (or the named) version back in service; the current one stops."""
+    """Put the previous (or the named) version back in service; the current one stops. The
+    named version may be the current one when it is not running: it is restarted."""
     paths = _paths(spec)
     with project_lock(paths):
         state = _load(paths)
+        try:
+            notes = reconcile(paths, state, serve=True, port=port, restart=False)
+        except RuntimeError as exc:  # e.g. the router could not listen
+            raise StageError("rollback", str(exc)) from None
         current = state.get(state.current)
         target = state.get(to or state.previous)
-        if target is None or target is current:
+        if target is None:
             raise UsageError("there is no earlier version to roll back to" if to is None
                              else f"no version {to} in this project's history")
         code_dir = paths.versions_dir / target.version
         if not code_dir.is_dir():
             raise UsageError(f"the build of {target.version} is gone ({code_dir})")
-        if not procs.is_alive(target.pid):
-            start_version(paths, target, code_dir)
+        restarted = target is current
+        if restarted and supervised(paths, current):
+            raise UsageError(f"{target.version} is the current version and runs",
+                             "mlstack status shows its health; name an earlier version")
+        if not supervised(paths, target):
+            stop_version(paths, target)  # whatever a dead supervisor left behind
+            try:
+                start_version(paths, target, code_dir, state)
+            except RuntimeError as exc:
+                raise StageError("rollback", f"{target.version} did not start: {exc}") from None
         ensure_router(paths, state, port or state.router.port or 3000)
-        route(paths, {target.version: 100}, state)
-        target.status = VersionStatus.SERVING
-        if current is not None:
-            procs.stop_process(current.pid)
-            current.status = VersionStatus.ROLLED_BACK
-        state.previous, state.current = state.current, target.version
-        state.record("rollback", to=target.version, model_tag=target.model_tag)
-        state.save(paths.deployments_file)
+        with state.action("rollback", version=target.version, model_tag=target.model_tag,
+                          restarted=restarted):
+            route(paths, {target.version: 100}, state)
+            target.status = VersionStatus.SERVING
+            if current is not None and not restarted:
+                stop_version(paths, current)
+                current.status = VersionStatus.ROLLED_BACK
+                state.previous, state.current = state.current, target.version
         return RollbackResult(current.version if current else "-", target.version,
-                              target.model_tag, f"http://127.0.0.1:{state.router.port}")
+                              target.model_tag, f"http://127.0.0.1:{state.router.port}",
+                              restarted=restarted, reconciled=notes)
 
 
 def log_files(spec: Path | str, version: str | None = None) -> list[Path]:
@@ -144,5 +243,6 @@ def log_files(spec: Path | str, version: str | None = None) -> list[Path]:
     state = _load(paths)
     name = version or state.current
     found = [paths.logs_dir / f"service-{name}.log", paths.logs_dir / "router.log",
-             paths.logs_dir / "worker-train.log", paths.logs_dir / "worker-skew.log"]
+             paths.logs_dir / "worker-train.log", paths.logs_dir / "worker-skew.log",
+             paths.logs_dir / "worker-freshness.log"]
     return [p for p in found if p.exists()]

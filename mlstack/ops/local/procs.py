@@ -1,10 +1,18 @@
 """Background processes a deploy starts (services, the router): start, wait, stop by PID.
 
+Every process a deploy starts carries an owner marker in its environment,
+MLSTACK_OWNER=<project id>/<role> (roles: `version/v3`, `router`, `worker/train`), and every
+process it starts inherits it, even one that leaves its parent's session (BentoML's workers
+call setsid). So a project's processes are found by reading /proc/<pid>/environ, not by name
+or by a recorded PID alone: `owned(prefix)` lists them, `stop_owned(prefix)` stops them.
+
 Standard library only: status, down, rollback and logs run from the core install (the HTTP
 client of the load test, httpx, comes with the `runtime` extra)."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import signal
 import socket
@@ -12,7 +20,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+
+OWNER_ENV = "MLSTACK_OWNER"
+PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -22,7 +34,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Nothing listens on the port (connections in TIME_WAIT do not count: servers bind
+    with SO_REUSEADDR, and so does this check)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -43,13 +58,164 @@ def http_status(url: str, timeout: float = 2.0) -> int | str:
         return type(exc).__name__
 
 
-def start_background(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> int:
-    """Start a detached process (its own session/process group); returns its PID."""
+def http_get_json(url: str, timeout: float = 2.0) -> tuple[int | str, object]:
+    """GET a JSON answer: (status code, decoded JSON or None), or (the error's name, None)."""
+    return _json_call(urllib.request.Request(url), timeout)
+
+
+def http_post_json(url: str, body: dict, timeout: float = 5.0) -> tuple[int | str, object]:
+    """POST a JSON body; (status code, decoded JSON answer or None), or (the error's name,
+    None) when nothing answers. Standard library only, no proxies (127.0.0.1)."""
+    return _json_call(urllib.request.Request(
+        url, data=json.dumps(body).encode(), method="POST",
+        headers={"Content-Type": "application/json"}), timeout)
+
+
+def _json_call(request: urllib.request.Request, timeout: float) -> tuple[int | str, object]:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            payload = response.read()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+    except (OSError, ValueError) as exc:
+        return type(exc).__name__, None
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, None
+
+
+def parent_death_signal(sig: int = signal.SIGTERM):
+    """A preexec_fn: the child gets `sig` when the process that started it dies (Linux), so
+    a deploy killed with SIGKILL takes its workers with it."""
+    def preexec() -> None:
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    return preexec
+
+
+def start_background(argv: list[str], *, cwd: Path, env: dict[str, str] | None, log: Path,
+                     owner: str | None = None) -> int:
+    """Start a detached process (its own session/process group); returns its PID. `owner`
+    marks it and everything it starts (OWNER_ENV)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    if owner is not None:
+        env = {**(os.environ if env is None else env), OWNER_ENV: owner}
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     return proc.pid
+
+
+# -- processes by owner marker ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OwnedProcess:
+    pid: int
+    ppid: int
+    owner: str
+    command: str
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state letter, parent PID) from /proc/<pid>/stat, None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[1])
+
+
+def owner_of(pid: int) -> str | None:
+    """The owner marker in a process's environment (None: none, gone, or not readable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    key = OWNER_ENV.encode() + b"="
+    for item in data.split(b"\0"):
+        if item.startswith(key):
+            return item[len(key):].decode(errors="replace")
+    return None
+
+
+def owned(prefix: str) -> list[OwnedProcess]:
+    """Live processes whose owner marker is `prefix` or starts with `prefix/` (zombies left
+    out), this process and its ancestors excepted."""
+    skip = _ancestors(os.getpid())
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        if pid in skip:
+            continue
+        owner = owner_of(pid)
+        if owner is None or not (owner == prefix or owner.startswith(prefix + "/")):
+            continue
+        stat = _stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                command = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        found.append(OwnedProcess(pid, stat[1], owner, command[:200]))
+    return sorted(found, key=lambda p: p.pid)
+
+
+def _ancestors(pid: int) -> set[int]:
+    out = set()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        stat = _stat(pid)
+        if stat is None:
+            break
+        pid = stat[1]
+    return out
+
+
+def cwd_of(pid: int | None) -> str | None:
+    """The working folder of a process (None: gone or not readable)."""
+    try:
+        return os.readlink(f"/proc/{pid}/cwd") if pid else None
+    except OSError:
+        return None
+
+
+def is_owned(pid: int | None, owner: str) -> bool:
+    """The process is alive and carries exactly this owner marker (a reused PID does not)."""
+    return bool(pid) and is_alive(pid) and owner_of(pid) == owner
+
+
+def stop_owned(prefix: str, timeout: float = 10.0, keep: int | None = None) -> list[int]:
+    """Stop every process owned by `prefix` (SIGTERM, then SIGKILL after `timeout`), `keep`
+    excepted; returns the PIDs still alive afterwards (none, normally)."""
+    def targets() -> list[int]:
+        return [p.pid for p in owned(prefix) if p.pid != keep]
+
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        pids = targets()
+        if not pids:
+            return []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not [pid for pid in targets() if is_alive(pid)]:  # is_alive reaps our own
+                return []
+            time.sleep(0.05)
+    return targets()
 
 
 def is_alive(pid: int | None) -> bool:

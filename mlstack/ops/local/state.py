@@ -2,6 +2,12 @@
 
 Kept in <project>/.mlstack/deployments.json, written atomically. Timestamps live here (state,
 not generated output). Every process a deploy starts is recorded with its PID.
+
+The file is also a journal, written before each action: `begin(action)` records the intent
+(and saves), `end(entry)` its result (and saves); the router's weights are recorded in
+`routes` before its table changes; `deploy` names the deploy in progress. A deploy killed at
+any point leaves a state that says what it was doing, and the next deploy, rollback or down
+reconciles it (mlstack.ops.local.reconcile).
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -16,6 +23,7 @@ from pathlib import Path
 
 class VersionStatus(StrEnum):
     STARTING = "starting"
+    READY = "ready"  # started and ready, not (yet) taking traffic as the current version
     SERVING = "serving"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -43,6 +51,7 @@ class Version:
 class RouterInfo:
     pid: int | None = None
     port: int | None = None
+    limits: dict = field(default_factory=dict)  # admission control (router.py LIMITS)
 
 
 @dataclass
@@ -52,23 +61,62 @@ class DeploymentState:
     previous: str | None = None
     router: RouterInfo = field(default_factory=RouterInfo)
     history: list[dict] = field(default_factory=list)
+    routes: dict[str, int] = field(default_factory=dict)  # the router's weights, as recorded
+    journal: list[dict] = field(default_factory=list)  # actions begun and not finished
+    deploy: dict = field(default_factory=dict)  # the deploy in progress: version, pid, stage
 
     @classmethod
     def load(cls, path: Path) -> DeploymentState:
         if not path.is_file():
-            return cls()
-        data = json.loads(path.read_text())
-        return cls(versions=[Version(**{**v, "status": VersionStatus(v.get("status", "starting"))})
-                             for v in data.get("versions", [])],
-                   current=data.get("current"), previous=data.get("previous"),
-                   router=RouterInfo(**data.get("router", {})),
-                   history=data.get("history", []))
+            state = cls()
+        else:
+            data = json.loads(path.read_text())
+            state = cls(
+                versions=[Version(**{**v, "status": VersionStatus(v.get("status", "starting"))})
+                          for v in data.get("versions", [])],
+                current=data.get("current"), previous=data.get("previous"),
+                router=RouterInfo(**data.get("router", {})),
+                history=data.get("history", []), routes=data.get("routes", {}),
+                journal=data.get("journal", []), deploy=data.get("deploy", {}))
+        state.path = path
+        return state
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path | None = None) -> None:
+        path = path or getattr(self, "path", None)
+        if path is None:
+            raise ValueError("this state was not loaded from a file: name one")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
         os.replace(tmp, path)
+        self.path = path
+
+    # -- the journal ----------------------------------------------------------------------
+    def begin(self, action: str, **details) -> dict:
+        """Record that `action` is about to happen (saved before it does)."""
+        entry = {"action": action, "at": round(time.time(), 3), **details}
+        self.journal.append(entry)
+        self.save()
+        return entry
+
+    def end(self, entry: dict, **result) -> None:
+        """Record how a begun action ended (saved): out of the journal, into the history."""
+        if entry in self.journal:
+            self.journal.remove(entry)
+        details = {k: v for k, v in entry.items() if k not in ("action", "at")}
+        self.record(entry["action"], **details, **result)
+        self.save()
+
+    @contextmanager
+    def action(self, action: str, **details):
+        """begin() ... end(ok=True), or end(ok=False, error=...) when the block raises."""
+        entry = self.begin(action, **details)
+        try:
+            yield entry
+        except BaseException as exc:
+            self.end(entry, ok=False, error=str(exc) or type(exc).__name__)
+            raise
+        self.end(entry, ok=True)
 
     def get(self, version: str | None) -> Version | None:
         return next((v for v in self.versions if v.version == version), None)

@@ -2,6 +2,8 @@
 
     python -m mlstack.ops.local.worker train --package churn_system
     python -m mlstack.ops.local.worker skew --package churn_system --url http://127.0.0.1:PORT
+    python -m mlstack.ops.local.worker freshness --package churn_system
+    python -m mlstack.ops.local.worker profile --package churn_system --tag churn:v1
 
 The parent (mlstack deploy) never imports feast, prefect, bentoml or the generated code; it
 starts this with the build folder on PYTHONPATH and the isolated environment, and reads one
@@ -51,26 +53,19 @@ def sample(package: str, size: int) -> dict:
 
 
 def _offline_frame(package: str, keys: list[dict]):
-    """Point-in-time features of each row as of its newest feature row, per view: what the
-    offline store says the online store should hold for it."""
+    """Point-in-time features of each row as of now, the time of the requests (the latest
+    source row within each view's TTL, else null): what the offline store says the online
+    store should answer (it nulls a value older than its view's TTL too)."""
     import pandas as pd
 
     features = importlib.import_module(f"{package}.features")
     store = importlib.import_module(f"{package}.store")
     key_frame = pd.DataFrame(keys)
     out = key_frame.copy()
-    for view_name, source_name in sorted(features.VIEW_SOURCES.items()):
-        spec, source = _source(package, source_name)
-        view_keys = list(features.VIEW_KEYS[view_name])
-        ts_field = spec.timestamp_field
-        newest = source.groupby(view_keys, as_index=False)[ts_field].max()
-        entity = key_frame.merge(newest, on=view_keys, how="left").rename(
-            columns={ts_field: "__as_of"})
-        entity["__as_of"] = entity["__as_of"].fillna(pd.Timestamp("1970-01-02", tz="UTC"))
-        got = store.historical_features(entity, timestamp_column="__as_of")
-        for column in features.FETCH_COLUMNS:
-            if column.startswith(view_name + "__"):
-                out[column] = got[column].to_numpy()
+    entity = key_frame.assign(__as_of=pd.Timestamp.now(tz="UTC"))
+    got = store.historical_features(entity, timestamp_column="__as_of")
+    for column in features.FETCH_COLUMNS:
+        out[column] = got[column].to_numpy()
     return out
 
 
@@ -94,12 +89,20 @@ def skew(package: str, url: str, size: int) -> dict:
     found = offline_raw[list(features.FETCH_COLUMNS)].notna().all(axis=1).to_numpy()
     offline = transforms.model_frame(offline_raw[found].reset_index(drop=True))
     info = httpx.post(f"{url}/info", json={}, timeout=30).raise_for_status().json()
+    runtime = info.get("runtime") or {}
+    # served by ONNX Runtime: equal to the native model within the registration's tolerance
+    tolerance = (runtime.get("parity", {}).get("tolerance", SKEW_TOLERANCE)
+                 if runtime.get("runtime") == "onnx" else SKEW_TOLERANCE)
     model = bentoml.sklearn.load_model(info["model_tag"])
     if features.TASK == "binary_classification":
         expected = model.predict_proba(offline)[:, 1]
     else:
         expected = model.predict(offline)
     mismatches = []
+    if not found.any():
+        mismatches.append(f"none of {len(keys)} sampled entities has feature values inside "
+                          "its views' TTL: the service would answer null (is the data older "
+                          "than the TTLs?)")
     online_found = online[list(features.MODEL_COLUMNS)].notna().all(axis=1).to_numpy()
     if not np.array_equal(found, online_found):
         rows = [keys[i] for i in np.flatnonzero(found != online_found)[:5]]
@@ -115,7 +118,7 @@ def skew(package: str, url: str, size: int) -> dict:
                 mismatches.append(f"feature {column}: online {a[i]!r} != offline {b[i]!r}")
     served_predictions = np.array([p for p in predicted if p is not None], dtype=float)
     if len(served_predictions) == len(expected):
-        bad = ~np.isclose(served_predictions, expected, rtol=SKEW_TOLERANCE, atol=SKEW_TOLERANCE)
+        bad = ~np.isclose(served_predictions, expected, rtol=tolerance, atol=tolerance)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             mismatches.append(f"prediction: served {served_predictions[i]!r} != offline "
@@ -124,26 +127,67 @@ def skew(package: str, url: str, size: int) -> dict:
         mismatches.append(f"{len(served_predictions)} served predictions for {len(expected)} "
                           "offline rows")
     return {"sampled": len(keys), "compared": int(found.sum()), "rows": keys,
+            "runtime": runtime.get("runtime"), "prediction_tolerance": tolerance,
             "max_abs_prediction_diff": float(np.max(np.abs(served_predictions - expected)))
             if len(served_predictions) == len(expected) and len(expected) else None,
             "mismatches": mismatches}
 
 
+FRESHNESS_KEYS = 5000  # entities whose online rows are read to find each view's newest
+
+
+def freshness(package: str) -> dict:
+    """The age of each feature view's newest online row (the feature freshness SLO is about
+    what serving reads): the online store is read for the entities of the label source (every
+    key the model is asked about), with Feast's event timestamps."""
+    from datetime import UTC, datetime
+
+    features = importlib.import_module(f"{package}.features")
+    store = importlib.import_module(f"{package}.store")
+    keys = _sample_keys(package, FRESHNESS_KEYS, seed=2)
+    fetched = store.get_store().get_online_features(
+        features=store.feature_service(), entity_rows=keys, full_feature_names=True,
+    ).to_dict(include_event_timestamps=True)
+    now = datetime.now(UTC)
+    views = {}
+    for view in sorted(features.VIEW_SOURCES):
+        stamps = [ts for column, values in fetched.items()
+                  if column.startswith(f"{view}__") and column.endswith("__ts")
+                  for ts in values if ts]
+        newest = datetime.fromtimestamp(max(stamps), UTC) if stamps else None
+        views[view] = {"newest": newest.isoformat() if newest else None,
+                       "age_seconds": (now - newest).total_seconds() if newest else None,
+                       "entities_read": len(keys)}
+    return {"now": now.isoformat(), "views": views}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("job", choices=("train", "skew", "sample"))
+    parser.add_argument("job", choices=("train", "skew", "sample", "freshness", "profile"))
     parser.add_argument("--package", required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--url")
+    parser.add_argument("--tag", help="profile: the model tag the version serves")
     parser.add_argument("--size", type=int, default=50)
+    parser.add_argument("--freshness", type=int, default=0,
+                        help="skew: also measure feature freshness (saves a worker start)")
     args = parser.parse_args(argv)
     try:
         if args.job == "train":
             result = {"ok": True, "result": train(args.package)}
         elif args.job == "sample":
             result = {"ok": True, "result": sample(args.package, args.size)}
+        elif args.job == "freshness":
+            result = {"ok": True, "result": freshness(args.package)}
+        elif args.job == "profile":
+            from mlstack.ops.local.profile import PROFILE_KEYS, measure
+
+            keys = _sample_keys(args.package, PROFILE_KEYS, seed=3)
+            result = {"ok": True, "result": measure(args.package, args.tag, keys=keys)}
         else:
             result = {"ok": True, "result": skew(args.package, args.url, args.size)}
+            if args.freshness:
+                result["result"]["freshness"] = freshness(args.package)
     except BaseException as exc:  # reported to the parent, which names the stage
         traceback.print_exc(file=sys.stderr)
         result = {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}

@@ -1,0 +1,230 @@
+"""What runs against what the state records: observe it truthfully, and reconcile it.
+
+`observe` reads, changes nothing (status uses it): every process carrying the project's owner
+marker, grouped by role; each version's supervisor and process tree; the router's table and
+the weights it applies; a deploy or journaled action that was interrupted.
+
+`reconcile` makes what runs equal what is recorded (deploy, rollback and down call it, under
+the project lock, before anything else): an interrupted deploy's version is marked failed and
+stopped, every process of the project that is not the current version's tree or the router
+is stopped (orphaned workers, unrecorded listeners, old versions), a current version recorded
+as serving whose supervisor died is restarted, and the router's weights are set to the
+recorded ones ({current: 100}). With serve=False (down) nothing is kept; a current version
+that `down` stopped stays stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mlstack.ops.local import procs
+from mlstack.ops.local.router import write_table
+from mlstack.ops.local.services import (
+    ensure_router,
+    role_of,
+    route,
+    routed,
+    router_alive,
+    router_config,
+    start_version,
+    stop_router,
+    stop_version,
+    supervised,
+    supervisor_report,
+)
+from mlstack.ops.local.state import DeploymentState, Version, VersionStatus
+from mlstack.ops.paths import ProjectPaths
+
+RUNNING = (VersionStatus.STARTING, VersionStatus.READY, VersionStatus.SERVING)
+
+
+@dataclass
+class VersionView:
+    version: str
+    recorded: str  # the status the state records
+    supervisor_alive: bool
+    pids: list[int]  # every process carrying the version's marker (the supervisor too)
+    report: dict  # what its supervisor last reported
+
+    @property
+    def orphaned(self) -> bool:
+        """Processes of the version run, but its supervisor does not."""
+        return not self.supervisor_alive and bool(self.pids)
+
+    @property
+    def state(self) -> str:
+        """The status as observed: the recorded one while it runs as recorded; else dead,
+        orphaned, restarting (by its supervisor) or an unrecorded listener."""
+        if self.recorded in RUNNING:
+            if self.supervisor_alive:
+                reported = self.report.get("state")
+                return "restarting" if reported in ("restarting", "starting") and \
+                    self.recorded == VersionStatus.SERVING else self.recorded
+            return "orphaned" if self.pids else "dead"
+        return "unrecorded" if self.pids else self.recorded
+
+
+@dataclass
+class Observation:
+    roles: dict[str, list[procs.OwnedProcess]] = field(default_factory=dict)
+    versions: dict[str, VersionView] = field(default_factory=dict)
+    router_alive: bool = False
+    table: dict[str, int] = field(default_factory=dict)  # the router's table file
+    deploy_running: bool = False  # a deploy process is at work now
+    problems: list[str] = field(default_factory=list)
+
+
+def observe(paths: ProjectPaths, state: DeploymentState) -> Observation:
+    seen = Observation()
+    for process in procs.owned(paths.project_id):
+        seen.roles.setdefault(role_of(paths, process.owner), []).append(process)
+    for v in state.versions:
+        pids = [p.pid for p in seen.roles.get(f"version/{v.version}", [])]
+        seen.versions[v.version] = VersionView(v.version, str(v.status), supervised(paths, v),
+                                               pids, supervisor_report(paths, v.version))
+    seen.router_alive = router_alive(paths, state)
+    seen.table = routed(paths)
+    deploy_pid = state.deploy.get("pid")
+    seen.deploy_running = bool(deploy_pid) and procs.is_alive(deploy_pid)
+    seen.problems = _problems(paths, state, seen)
+    return seen
+
+
+def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) -> list[str]:
+    out = []
+    if state.deploy and not seen.deploy_running:
+        out.append(f"the deploy of {state.deploy.get('version')} was interrupted during "
+                   f"{state.deploy.get('stage') or 'its start'} (its process "
+                   f"{state.deploy.get('pid')} is gone); the next deploy, rollback or down "
+                   "reconciles it")
+    elif not seen.deploy_running:
+        for entry in state.journal:
+            out.append(f"'{entry['action']}' of {entry.get('version', '-')} was interrupted")
+    for view in seen.versions.values():
+        if view.version == state.current:
+            if view.state in ("dead", "orphaned"):
+                out.append(f"{view.version} (current) is {view.state}: its supervisor is gone"
+                           + (f", {len(view.pids)} of its processes still run"
+                              if view.pids else ""))
+        elif view.state == "orphaned":
+            out.append(f"{view.version}: {len(view.pids)} processes run without a supervisor")
+        elif view.state == "unrecorded":
+            out.append(f"{view.version} is recorded {view.recorded} but "
+                       f"{len(view.pids)} of its processes run")
+    recorded_versions = {f"version/{v.version}" for v in state.versions}
+    for role, found in sorted(seen.roles.items()):
+        if role.startswith("version/") and role not in recorded_versions:
+            out.append(f"{len(found)} processes of an unrecorded {role} run")
+        elif role.startswith("worker/") and not seen.deploy_running:
+            out.append(f"{len(found)} processes of {role} run with no deploy at work")
+        elif role == "router" and not seen.router_alive:
+            out.append(f"{len(found)} router processes run that are not the recorded router")
+    current = state.get(state.current)
+    if current is not None and current.status == VersionStatus.SERVING \
+            and not seen.router_alive:
+        out.append("the router is not running")
+    if seen.router_alive and seen.table != state.routes:
+        out.append(f"the router's table {seen.table} differs from the recorded weights "
+                   f"{state.routes}")
+    return out
+
+
+def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
+              port: int | None = None, restart: bool = True) -> list[str]:
+    """Make what runs equal what is recorded; returns what it did, one line each. The
+    caller holds the project lock (no deploy is at work)."""
+    notes = _close_interrupted(state)
+    current = state.get(state.current) if serve else None
+    if current is not None and current.status != VersionStatus.SERVING:
+        current = None  # stopped by `down` (or failed to restart): nothing is to serve
+    if current is not None and supervised(paths, current):
+        # traffic leaves what is about to stop before it stops
+        notes += _serve(paths, state, current, port)
+    keep = {f"version/{current.version}", "router"} if current else set()
+    roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
+    for role in sorted(roles - keep):
+        notes.append(_stop_role(paths, state, role))
+    for v in state.versions:
+        if v is not current and v.status in RUNNING:
+            v.status = VersionStatus.STOPPED
+    if current is None:
+        if state.routes or routed(paths):
+            state.routes = {}
+            write_table(router_config(paths), [], state.router.limits)
+        stop_router(paths, state)
+        state.save()
+        return notes
+    if not supervised(paths, current):
+        left = stop_version(paths, current)  # what a dead supervisor left behind
+        if left:
+            notes.append(f"could not stop {len(left)} leftover processes of {current.version}")
+        if restart:
+            notes.append(_restart(paths, state, current))
+        notes += _serve(paths, state, current, port)
+    state.save()
+    return notes
+
+
+def _serve(paths: ProjectPaths, state: DeploymentState, current: Version,
+           port: int | None) -> list[str]:
+    """The router runs and sends everything to the current version, as recorded."""
+    notes = []
+    if not router_alive(paths, state) or (port and state.router.port != port):
+        notes.append(f"started the router on port {port or state.router.port or 3000}")
+    ensure_router(paths, state, port or state.router.port or 3000)
+    if state.routes != {current.version: 100} or routed(paths) != {current.version: 100}:
+        before = state.routes
+        route(paths, {current.version: 100}, state)
+        notes.append(f"router weights {before} -> {{'{current.version}': 100}}")
+    return notes
+
+
+def _close_interrupted(state: DeploymentState) -> list[str]:
+    notes = []
+    if state.deploy:
+        name, stage = state.deploy.get("version"), state.deploy.get("stage") or "its start"
+        version = state.get(name)
+        if version is not None and name != state.current and version.status not in (
+                VersionStatus.FAILED, VersionStatus.ROLLED_BACK):
+            version.status = VersionStatus.FAILED
+            version.failure = f"the deploy was interrupted during {stage}"
+        state.record("deploy-interrupted", version=name, stage=stage,
+                     pid=state.deploy.get("pid"))
+        notes.append(f"the deploy of {name} was interrupted during {stage}: {name} failed")
+        state.deploy = {}
+    for entry in state.journal:
+        state.record("interrupted", **{k: v for k, v in entry.items() if k != "at"})
+        notes.append(f"'{entry['action']}' of {entry.get('version', '-')} had not finished")
+    state.journal = []
+    state.save()
+    return notes
+
+
+def _stop_role(paths: ProjectPaths, state: DeploymentState, role: str) -> str:
+    if role.startswith("version/"):
+        version = state.get(role.split("/", 1)[1])
+        left = stop_version(paths, version) if version else procs.stop_owned(
+            f"{paths.project_id}/{role}")
+        if version is not None and version.status in RUNNING:
+            version.status = VersionStatus.STOPPED
+    elif role == "router":
+        left = stop_router(paths, state)
+    else:
+        left = procs.stop_owned(f"{paths.project_id}/{role}")
+    return f"stopped {role}" + (f" ({len(left)} processes would not stop)" if left else "")
+
+
+def _restart(paths: ProjectPaths, state: DeploymentState, version: Version) -> str:
+    code_dir = paths.versions_dir / version.version
+    if not code_dir.is_dir():
+        return f"cannot restart {version.version}: its build is gone ({code_dir})"
+    try:
+        start_version(paths, version, code_dir, state)
+    except RuntimeError as exc:
+        version.status = VersionStatus.FAILED
+        version.failure = f"restart failed: {exc}"
+        return f"could not restart {version.version}: {str(exc).splitlines()[0]}"
+    version.status = VersionStatus.SERVING
+    state.record("restart", version=version.version, pid=version.pid)
+    return f"restarted {version.version} (pid {version.pid})"
+
