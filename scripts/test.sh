@@ -2,8 +2,9 @@
 # Install mlstack with its runtime and test extras into .venv, then run the whole test suite.
 # Works on a fresh clone: nothing needs to be installed by hand. Extra args go to pytest.
 # The engine tests also run real servers and tools from Debian's packages (redis-server,
-# PostgreSQL, promtool), installed here when missing; their tests skip, saying why, where
-# that is not possible (no apt-get, not root and no sudo).
+# PostgreSQL, promtool), and the report's browser test headless Chromium; they are installed
+# here when missing; their tests skip, saying why, where that is not possible (no apt-get,
+# not root and no sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -13,6 +14,7 @@ command -v redis-server >/dev/null || missing+=(redis-server)
 command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
   || missing+=(postgresql)
 command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   as_root=()
   [ "$(id -u)" = 0 ] || as_root=(sudo -n)

@@ -33,12 +33,25 @@ def list_blueprints() -> list[Blueprint]:
     found = []
     for spec in sorted(root.glob(f"*/{SPEC_FILE}")):
         readme = spec.parent / "README.md"
-        summary = ""
-        if readme.is_file():
-            lines = [ln.strip() for ln in readme.read_text().splitlines() if ln.strip()]
-            summary = next((ln for ln in lines if not ln.startswith("#")), "")
+        summary = readme_summary(readme.read_text()) if readme.is_file() else ""
         found.append(Blueprint(spec.parent.name, spec.parent, summary))
     return found
+
+
+def readme_summary(text: str) -> str:
+    """A README's first paragraph after its title, on one line: whole sentences as written,
+    never a line cut out of the middle of one."""
+    paragraph: list[str] = []
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            if paragraph:
+                break
+            continue
+        if not paragraph and stripped.startswith("#"):
+            continue
+        paragraph.append(stripped)
+    return " ".join(paragraph)
 
 
 def get_blueprint(name: str) -> Blueprint:
