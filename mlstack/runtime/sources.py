@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlstack.runtime.checks import DataChecks
+from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.logs import Logger, logger_for
 
 __all__ = ["SourceSpec", "file_digest", "read_source", "read_sources", "redate_files"]
@@ -45,13 +46,38 @@ class SourceSpec:
 
 
 def read_source(source: SourceSpec, project_dir: str | Path) -> pd.DataFrame:
-    """The source's rows; its declared timestamp columns parsed as UTC datetimes."""
+    """The source's rows; its declared timestamp columns parsed as UTC datetimes of any
+    precision (stored as nanoseconds, floored to microseconds: what the offline store keeps).
+    A file that cannot be read, or a timestamp that cannot be parsed, is a DataCheckError
+    naming the source, the file and (for a value) the column and the row."""
     path = source.file(project_dir)
-    frame = pd.read_parquet(path) if source.format == "parquet" else pd.read_csv(path)
+    try:
+        frame = pd.read_parquet(path) if source.format == "parquet" else pd.read_csv(path)
+    except FileNotFoundError:
+        raise DataCheckError(f"source '{source.name}': file {source.path} does not exist") \
+            from None
+    except Exception as exc:  # a truncated or corrupt file: pyarrow's errors are bare
+        reason = str(exc) or type(exc).__name__
+        raise DataCheckError(f"source '{source.name}': cannot read {source.format} file "
+                             f"{source.path}: {reason}") from exc
     for column, dtype in source.columns.items():
         if dtype == "timestamp" and column in frame.columns:
-            frame[column] = pd.to_datetime(frame[column], utc=True)
+            frame[column] = parse_timestamps(frame[column], source, column)
     return frame
+
+
+def parse_timestamps(values: pd.Series, source: SourceSpec, column: str) -> pd.Series:
+    """UTC datetimes (ns, floored to microseconds) from a column of any timestamp type."""
+    try:
+        parsed = pd.to_datetime(values, utc=True)
+    except (ValueError, TypeError, OverflowError) as exc:
+        coerced = pd.to_datetime(values, utc=True, errors="coerce", format="mixed")
+        bad = values[coerced.isna() & values.notna()]
+        row = int(bad.index[0]) if len(bad) else None
+        where = f", row {row} ({values.iloc[row]!r})" if row is not None else ""
+        raise DataCheckError(f"source '{source.name}', file {source.path}, column "
+                             f"'{column}'{where}: not a timestamp ({exc})") from None
+    return parsed.astype("datetime64[ns, UTC]").dt.floor("us")
 
 
 def file_digest(path: str | Path) -> str:

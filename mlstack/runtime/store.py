@@ -332,8 +332,12 @@ class FeatureStoreAccess:
         self.stage_sources()
         keys = list(self.request_keys)
         frame = entity_df.copy()
-        frame[_TS] = pd.to_datetime(frame[timestamp_column], utc=True).astype(
-            "datetime64[ns, UTC]"
+        # any precision in; microseconds to the offline store (a nanosecond timestamp made
+        # Arrow refuse the cast); the same floored value joins the result back
+        frame[_TS] = (
+            pd.to_datetime(frame[timestamp_column], utc=True)
+            .astype("datetime64[ns, UTC]")
+            .dt.floor("us")
         )
         query = frame[keys + [_TS]].drop_duplicates().rename(columns={_TS: "event_timestamp"})
         result = (

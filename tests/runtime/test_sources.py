@@ -7,6 +7,9 @@ import logging
 
 import pandas as pd
 
+import pytest
+
+from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.sources import SourceSpec, file_digest, read_source, read_sources
 
 
@@ -47,3 +50,53 @@ def test_ingest_reads_by_name_and_fingerprints_the_files(tmp_path, caplog):
         (tmp_path / "data/a.csv").read_bytes()).hexdigest()
     assert "read source a: 2 rows" in caplog.text
     assert "source warehouse is not a file" in caplog.text
+
+
+def _labels(tmp_path, frame, fmt="parquet"):
+    path = tmp_path / f"labels.{fmt}"
+    frame.to_parquet(path) if fmt == "parquet" else frame.to_csv(path, index=False)
+    return SourceSpec(name="labels", path=path.name, format=fmt, timestamp_field="ts",
+                      columns={"id": "int64", "ts": "timestamp"})
+
+
+def test_a_truncated_parquet_file_names_the_source_and_the_file(tmp_path):
+    source = _labels(tmp_path, pd.DataFrame({"id": [1, 2], "ts": pd.to_datetime(
+        ["2026-01-01", "2026-01-02"], utc=True)}))
+    data = (tmp_path / "labels.parquet").read_bytes()
+    (tmp_path / "labels.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataCheckError) as error:
+        read_source(source, tmp_path)
+    assert str(error.value).startswith(
+        "source 'labels': cannot read parquet file labels.parquet: ")
+
+
+def test_a_missing_file_is_named(tmp_path):
+    source = SourceSpec(name="labels", path="data/none.parquet", format="parquet",
+                        timestamp_field="ts")
+    with pytest.raises(DataCheckError, match="source 'labels': file data/none.parquet does "
+                                             "not exist"):
+        read_source(source, tmp_path)
+
+
+def test_a_bad_timestamp_names_file_column_and_row(tmp_path):
+    source = _labels(tmp_path, pd.DataFrame({"id": [1, 2, 3],
+                                             "ts": ["2026-01-01", "2026-01-02", "not a date"]}),
+                     fmt="csv")
+    with pytest.raises(DataCheckError) as error:
+        read_source(source, tmp_path)
+    assert str(error.value).startswith(
+        "source 'labels', file labels.csv, column 'ts', row 2 ('not a date'): not a timestamp")
+
+
+def test_timestamps_of_any_precision_become_utc_microseconds(tmp_path):
+    nanos = pd.Series(pd.to_datetime(["2026-01-01 00:00:00.123456789",
+                                      "2026-01-02 00:00:00.000000001"]))
+    source = _labels(tmp_path, pd.DataFrame({"id": [1, 2], "ts": nanos.astype(
+        "datetime64[ns]")}))
+    frame = read_source(source, tmp_path)
+    assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+    assert list(frame["ts"]) == [pd.Timestamp("2026-01-01 00:00:00.123456", tz="UTC"),
+                                 pd.Timestamp("2026-01-02", tz="UTC")]
+    seconds = _labels(tmp_path, pd.DataFrame({"id": [1], "ts": pd.to_datetime(
+        ["2026-03-01"]).astype("datetime64[s]")}))
+    assert read_source(seconds, tmp_path)["ts"].iloc[0] == pd.Timestamp("2026-03-01", tz="UTC")
