@@ -6,7 +6,6 @@ import hashlib
 import logging
 
 import pandas as pd
-
 import pytest
 
 from mlstack.runtime.errors import DataCheckError
