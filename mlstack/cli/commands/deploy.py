@@ -85,6 +85,11 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def running_text(title: str, seconds: float) -> str:
+    """The spinner line of a running stage: its title and how long it has run."""
+    return f"{title}... {seconds:.0f} s"
+
+
 class ConsoleProgress:
     """Stages as they run, on stderr (rich), so stdout stays for the summary."""
 
@@ -94,6 +99,7 @@ class ConsoleProgress:
         self.console = Console(stderr=True)
         self.status = None
         self.began = time.perf_counter()
+        self.stage_title, self.stage_began = "", self.began
 
         self.broken = False  # stderr went away (a closed pipe): the deploy goes on silently
 
@@ -109,23 +115,42 @@ class ConsoleProgress:
 
     def start(self, stage: str) -> None:
         title = STAGE_TITLES.get(stage, stage)
+        self.stage_title, self.stage_began = title, time.perf_counter()
 
         def show() -> None:
             if self.status is None:
-                self.status = self.console.status(f"{title}...")
+                self.status = self.console.status(running_text(title, 0.0))
                 self.status.start()
+                self._tick()
             else:
-                self.status.update(f"{title}...")
+                self.status.update(running_text(title, 0.0))
 
         self._safely(show)
+
+    def _tick(self) -> None:
+        """Once a second, the running stage's elapsed time on the spinner line."""
+        import threading
+
+        def update() -> None:
+            status = self.status
+            if status is None or self.broken:
+                return
+            seconds = time.perf_counter() - self.stage_began
+            self._safely(lambda: status.update(running_text(self.stage_title, seconds)))
+            self._tick()
+
+        timer = threading.Timer(1.0, update)
+        timer.daemon = True
+        timer.start()
 
     def finish(self, record) -> None:
         mark = {"done": "[green]ok[/]", "skipped": "[yellow]--[/]", "failed": "[red]!![/]"}
         title = STAGE_TITLES.get(record.name, record.name)
         detail = f"  [dim]{record.detail}[/]" if record.detail else ""
+        # soft_wrap: a piped log keeps one line per stage (rich wraps at 80 columns there)
         self._safely(lambda: self.console.print(
             f" {mark[record.status]} {title:34} {record.seconds:7.1f} s{detail}",
-            markup=True, highlight=False))
+            markup=True, highlight=False, soft_wrap=True))
 
     def note(self, message: str) -> None:
         """A message from inside a stage (e.g. the infra environment being created)."""
