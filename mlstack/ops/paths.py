@@ -20,6 +20,10 @@ from mlstack.codegen.contract import ENV_PROJECT_DIR, ENV_STATE_DIR, TELEMETRY_E
 from mlstack.diagnostics.errors import UsageError
 
 TELEMETRY_OFF = TELEMETRY_ENV
+# Library noise kept out of the services' logs: BentoML 1.4's request handling reads a
+# pydantic model's fields in a way pydantic 2.11 deprecates, one warning per request (a third
+# of a service log's lines). Python's -W syntax: action:message prefix:category.
+QUIET_WARNINGS = ("ignore:Accessing the 'model_fields' attribute:DeprecationWarning",)
 
 
 def mlstack_home() -> Path:
@@ -91,6 +95,9 @@ class ProjectPaths:
             "PREFECT_LOGGING_LEVEL": env.get("PREFECT_LOGGING_LEVEL", "WARNING"),
             "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",
+            # the last -W entry wins: ours after the user's, which are kept
+            "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS", ""),
+                                                     *QUIET_WARNINGS])),
         })
         env.update(extra)
         return env
