@@ -15,7 +15,8 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
   if [ ! -f "$stamp" ]; then
     echo "Installing mlstack $spec into .venv (first run takes a minute or two)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e "$spec"
+    # pip's own progress (one line per package, a bar per download), not minutes of silence
+    .venv/bin/python -m pip install --progress-bar on -e "$spec"
     touch "$stamp"
   fi
 }

@@ -107,4 +107,5 @@ def test_a_failed_deploy_prints_its_slo_table(churn):
     assert "not enough samples (52 of 100)" not in text  # p99 proven missed from 52
     assert "missed, proven from 52 samples" in text
     assert "a busy machine" in text and "load generator lag p99 80 ms" in text
+    assert "Next: `mlstack logs`" in text and "run `mlstack deploy` again" in text
     assert not result.slos_met

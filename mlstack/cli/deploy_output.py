@@ -43,6 +43,9 @@ def render_summary(result: DeployResult) -> str:
     if not result.failed and not result.slos_met:
         missed = ", ".join(r.slo for r in result.slos if r.ok is False)
         lines.append(f"SLO missed: {missed} ({result.version} serves; see the report above)")
+    if result.failed:
+        lines.append("Next: `mlstack logs` shows the service and worker logs, `mlstack status` "
+                     "what serves; fix the cause and run `mlstack deploy` again.")
     if result.example_request.get("rows") and not result.failed:
         body = json.dumps(result.example_request)
         lines.append("Try it:")
