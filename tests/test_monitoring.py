@@ -145,7 +145,8 @@ def test_promtool_check_rules(spec, tmp_path):
     _, tree = render(spec)
     path = tmp_path / "rules.yaml"
     path.write_bytes(tree["monitoring/prometheus-rules.yaml"])
-    done = subprocess.run(["promtool", "check", "rules", str(path)], capture_output=True,
+    done = subprocess.run(["promtool", "check", "rules", "--lint=all", "--lint-fatal",
+                           str(path)], capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS" in done.stdout + done.stderr
