@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlstack.codegen.backends.infra_inputs import flat_properties
 from mlstack.codegen.filetree import FileTree
 from mlstack.diagnostics.errors import UsageError
 from mlstack.frontend.ir.nodes import Derivation, SystemIR
@@ -205,16 +206,6 @@ class Plan:
 
 
 # -- the resources of a system, as flat property maps --------------------------------------
-def _flat(value, prefix: str = "") -> dict[str, object]:
-    """Nested dicts -> {'a.b': leaf}; lists stay whole (their order is meaningful)."""
-    if isinstance(value, dict):
-        out: dict[str, object] = {}
-        for key in sorted(value):
-            out.update(_flat(value[key], f"{prefix}.{key}" if prefix else key))
-        return out
-    return {prefix: value}
-
-
 def _dump(node, exclude=("at",)) -> dict:
     return node.model_dump(mode="json", exclude=set(exclude))
 
@@ -301,8 +292,8 @@ def diff_systems(old: SystemIR | None, new: SystemIR) -> tuple[ResourceChange, .
     """Resource-level changes from `old` (None: nothing deployed yet) to `new`."""
     changes: list[ResourceChange] = []
     for kind, consequence, resources in RESOURCES:
-        before = {name: _flat(p) for name, p in resources(old).items()} if old else {}
-        after = {name: _flat(p) for name, p in resources(new).items()}
+        before = {name: flat_properties(p) for name, p in resources(old).items()} if old else {}
+        after = {name: flat_properties(p) for name, p in resources(new).items()}
         for name in sorted(set(before) | set(after)):
             b, a = before.get(name), after.get(name)
             if b == a:

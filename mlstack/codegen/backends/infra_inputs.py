@@ -16,12 +16,12 @@ from mlstack.codegen.backends.infra_model import infra_config, infra_resources
 from mlstack.frontend.ir.nodes import SystemIR
 
 
-def _flat(value, prefix: str = "") -> dict[str, object]:
+def flat_properties(value, prefix: str = "") -> dict[str, object]:
     """Nested dicts -> {'a.b': leaf}; lists stay whole (their order is meaningful)."""
     if isinstance(value, dict):
         out: dict[str, object] = {}
         for key in sorted(value):
-            out.update(_flat(value[key], f"{prefix}.{key}" if prefix else key))
+            out.update(flat_properties(value[key], f"{prefix}.{key}" if prefix else key))
         return out
     return {prefix: value}
 
@@ -85,5 +85,5 @@ def infra_properties(system: SystemIR) -> dict[tuple[str, str], dict[str, object
         keys = list(INFRA_COMMON[system.target.kind])
         keys += [k for pattern, inputs in INFRA_INPUTS
                  if fnmatchcase(f"{type_}.{name}", pattern) for k in inputs]
-        out[(type_, name)] = _flat({k: _lookup(config, k) for k in keys})
+        out[(type_, name)] = flat_properties({k: _lookup(config, k) for k in keys})
     return out
