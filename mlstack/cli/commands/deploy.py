@@ -15,7 +15,7 @@ STAGE_TITLES = {
     "compile": "compile and write", "ingest": "ingest sources", "validate": "data checks",
     "feast_apply": "feast apply", "materialize": "materialize online features",
     "training_set": "point-in-time training set", "train": "train", "evaluate": "quality gates",
-    "register": "register model (BentoML store, ONNX export)",
+    "register": "register model (+ ONNX export)",
     "profile": "profile the served path (batching)", "start_service": "start service",
     "skew_check": "skew check (online vs offline)", "verify": "SLO verification (load test)",
     "rollout": "rollout", "promote": "promote", "unchanged": "no change",
