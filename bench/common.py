@@ -17,16 +17,12 @@ import sys
 import time
 from pathlib import Path
 
+from mlstack.codegen.contract import TELEMETRY_ENV
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MLSTACK = str(Path(PYTHON).with_name("mlstack"))
-TELEMETRY_OFF = {
-    "DO_NOT_TRACK": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "FEAST_USAGE": "False",
-    "ORT_DISABLE_TELEMETRY": "1",
-}
+TELEMETRY_OFF = TELEMETRY_ENV  # the contract owns the switches
 
 
 def median(values) -> float | None:

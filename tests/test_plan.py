@@ -12,12 +12,7 @@ from mlstack.cli.main import main
 from mlstack.workspace.build import compile_options, compile_spec, compile_tree, spec_paths
 from mlstack.workspace.manifest import MANIFEST_NAME, build_manifest
 from mlstack.workspace.plan import (
-    BREAKING_API,
-    REDEPLOY_SERVICE,
-    REEVALUATE,
-    REMATERIALIZE,
-    RETRAIN,
-    REVERIFY_SLOS,
+    Consequence,
     plan,
 )
 from tests.conftest import BLUEPRINTS
@@ -75,7 +70,7 @@ def test_first_plan_creates_everything(tmp_path):
     assert [f.path for f in p.files if f.action == "create"] == [
         *compiled.tree.paths(), MANIFEST_NAME]
     assert {r.action for r in p.resources} == {"create"}
-    assert ("model", "churn", "create", RETRAIN) in summary(p)
+    assert ("model", "churn", "create", Consequence.RETRAIN) in summary(p)
     assert not (tmp_path / "fresh").exists()
 
 
@@ -98,14 +93,14 @@ def test_adding_a_feature_retrains_and_lists_the_files(project):
     assert {f.action for f in p.file_changes} == {"update"}
     pkg = f"{compiled.system.python_name}_system"
     assert {f"{pkg}/features.py", f"{pkg}/transforms.py", MANIFEST_NAME} <= set(expected_files)
-    assert ("transform", "calls_per_tenure", "create", RETRAIN) in summary(p)
+    assert ("transform", "calls_per_tenure", "create", Consequence.RETRAIN) in summary(p)
     model = next(r for r in p.resources if r.kind == "model")
-    assert (model.action, model.consequence) == ("update", RETRAIN)
+    assert (model.action, model.consequence) == ("update", Consequence.RETRAIN)
     assert [(c.name, c.old, c.new) for c in model.properties] == [
         ("features", [f.ref for f in before.model.features],
          [f.ref for f in before.model.features] + ["calls_per_tenure"])]
     # a new on-demand feature reads views that exist: no view changes, the API is the same
-    assert REMATERIALIZE not in p.consequences and BREAKING_API not in p.consequences
+    assert Consequence.REMATERIALIZE not in p.consequences and Consequence.BREAKING_API not in p.consequences
     assert not any(r.kind in ("feature_view", "request_schema", "service") for r in p.resources)
 
 
@@ -116,7 +111,7 @@ def test_changing_a_gate_only_re_evaluates(project):
     edit_spec(project, raise_gate)
     expected_files = changed_files(project)
     p, _ = plan_for(project)
-    assert summary(p) == {("evaluation", "churn", "update", REEVALUATE)}
+    assert summary(p) == {("evaluation", "churn", "update", Consequence.REEVALUATE)}
     [gates] = p.resources[0].properties
     assert (gates.name, gates.old, gates.new) == ("gates", ["auc >= 0.8"], ["auc >= 0.85"])
     assert sorted(f.path for f in p.file_changes) == expected_files
@@ -131,8 +126,8 @@ def test_raising_p99_rederives_batching_and_changes_the_service(project):
     edit_spec(project, raise_p99)
     expected_files = changed_files(project)
     p, after = plan_for(project)
-    assert summary(p) == {("slos", "churn", "update", REVERIFY_SLOS),
-                          ("service", "churn", "update", REDEPLOY_SERVICE)}
+    assert summary(p) == {("slos", "churn", "update", Consequence.REVERIFY_SLOS),
+                          ("service", "churn", "update", Consequence.REDEPLOY_SERVICE)}
     service = next(r for r in p.resources if r.kind == "service")
     old_b, new_b = before.system.serving.batching, after.system.serving.batching
     assert new_b.max_latency_ms > old_b.max_latency_ms
@@ -155,10 +150,10 @@ def test_changing_the_request_schema_is_a_breaking_api_change(project):
     edit_spec(project, rename_key)
     p, _ = plan_for(project)
     schema = next(r for r in p.resources if r.kind == "request_schema")
-    assert schema.consequence == BREAKING_API
+    assert schema.consequence == Consequence.BREAKING_API
     assert [(c.name, c.old, c.new) for c in schema.properties] == [
         ("request_keys.account_id", None, "int64"), ("request_keys.customer_id", "int64", None)]
-    assert ("feature_view", "customer_profile", "update", REMATERIALIZE) in summary(p)
+    assert ("feature_view", "customer_profile", "update", Consequence.REMATERIALIZE) in summary(p)
 
 
 def test_cli_plan_exit_codes(tmp_path, capsys):
@@ -189,7 +184,7 @@ def test_cli_plan_json_and_explain(project, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["has_changes"] and data["baseline"] == "manifest"
     assert {(r["kind"], r["consequence"]) for r in data["resources"]} == {
-        ("slos", REVERIFY_SLOS), ("service", REDEPLOY_SERVICE)}
+        ("slos", Consequence.REVERIFY_SLOS), ("service", Consequence.REDEPLOY_SERVICE)}
     assert MANIFEST_NAME in {f["path"] for f in data["files"] if f["action"] == "update"}
     assert main(["plan", str(project), "--explain"]) == 0
     out = capsys.readouterr().out

@@ -19,7 +19,6 @@ from pathlib import Path
 from mlstack.codegen.contract import ENV_PROJECT_DIR, ENV_STATE_DIR, TELEMETRY_ENV
 from mlstack.diagnostics.errors import UsageError
 
-TELEMETRY_OFF = TELEMETRY_ENV
 # Library noise kept out of the services' logs: BentoML 1.4's request handling reads a
 # pydantic model's fields in a way pydantic 2.11 deprecates, one warning per request (a third
 # of a service log's lines). Python's -W syntax: action:message prefix:category.
@@ -81,7 +80,7 @@ class ProjectPaths:
                        self.runtime_state_dir):
             folder.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
-        env.update(TELEMETRY_OFF)
+        env.update(TELEMETRY_ENV)
         python_path = [str(code_dir or self.build_dir)] + (
             [env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
         env.update({

@@ -53,17 +53,6 @@ class Action(StrEnum):
     DELETE = "delete"
 
 
-REMATERIALIZE = Consequence.REMATERIALIZE
-RETRAIN = Consequence.RETRAIN
-BREAKING_API = Consequence.BREAKING_API
-REEVALUATE = Consequence.REEVALUATE
-REDEPLOY_SERVICE = Consequence.REDEPLOY_SERVICE
-REDEPLOY_PIPELINES = Consequence.REDEPLOY_PIPELINES
-REVALIDATE = Consequence.REVALIDATE
-REVERIFY_SLOS = Consequence.REVERIFY_SLOS
-UPDATE_MONITORING = Consequence.UPDATE_MONITORING
-REPROVISION = Consequence.REPROVISION
-DOCUMENTATION = Consequence.DOCUMENTATION
 # Properties that describe a resource without changing what runs.
 DOCUMENTATION_PROPERTIES = frozenset({"description", "owner", "tags"})
 
@@ -182,7 +171,7 @@ class Plan:
     @property
     def consequences(self) -> list[str]:
         found = {r.consequence for r in self.resources}
-        return sorted(found | {REPROVISION} if self.infra.changes else found)
+        return sorted(found | {Consequence.REPROVISION} if self.infra.changes else found)
 
     @property
     def has_changes(self) -> bool:
@@ -264,25 +253,25 @@ def _each(items: Callable[[SystemIR], tuple], props=_dump):
 # (kind, consequence, system -> {resource name: properties}). A system has one of each
 # singleton resource, named after the system.
 RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]], ...] = (
-    ("system", DOCUMENTATION, _one(lambda s: s.python_name, lambda s: {
+    ("system", Consequence.DOCUMENTATION, _one(lambda s: s.python_name, lambda s: {
         "owner": s.owner, "description": s.description, "tags": dict(s.tags)})),
-    ("source", REVALIDATE, _each(lambda s: s.sources)),
-    ("entity", REMATERIALIZE, _each(lambda s: s.entities)),
-    ("feature_view", REMATERIALIZE, _each(lambda s: s.feature_views)),
-    ("transform", RETRAIN, _each(lambda s: s.transforms, lambda t: {
+    ("source", Consequence.REVALIDATE, _each(lambda s: s.sources)),
+    ("entity", Consequence.REMATERIALIZE, _each(lambda s: s.entities)),
+    ("feature_view", Consequence.REMATERIALIZE, _each(lambda s: s.feature_views)),
+    ("transform", Consequence.RETRAIN, _each(lambda s: s.transforms, lambda t: {
         "expr": t.expr, "dtype": t.dtype, "description": t.description})),
-    ("model", RETRAIN, _one(lambda s: s.python_name, _model)),
-    ("request_schema", BREAKING_API, _one(lambda s: s.python_name, lambda s: {
+    ("model", Consequence.RETRAIN, _one(lambda s: s.python_name, _model)),
+    ("request_schema", Consequence.BREAKING_API, _one(lambda s: s.python_name, lambda s: {
         "request_keys": {k.name: k.dtype for k in s.model.request_keys}})),
-    ("evaluation", REEVALUATE, _one(lambda s: s.python_name, lambda s: {
+    ("evaluation", Consequence.REEVALUATE, _one(lambda s: s.python_name, lambda s: {
         "metrics": list(s.evaluation.metrics),
         "gates": [_gate(g) for g in s.evaluation.gates]})),
-    ("service", REDEPLOY_SERVICE, _one(lambda s: s.python_name, _service)),
-    ("pipelines", REDEPLOY_PIPELINES, _one(lambda s: s.python_name, _pipelines)),
-    ("slos", REVERIFY_SLOS, _one(lambda s: s.python_name, _slos)),
-    ("monitoring", UPDATE_MONITORING, _one(lambda s: s.python_name, lambda s: _dump(
+    ("service", Consequence.REDEPLOY_SERVICE, _one(lambda s: s.python_name, _service)),
+    ("pipelines", Consequence.REDEPLOY_PIPELINES, _one(lambda s: s.python_name, _pipelines)),
+    ("slos", Consequence.REVERIFY_SLOS, _one(lambda s: s.python_name, _slos)),
+    ("monitoring", Consequence.UPDATE_MONITORING, _one(lambda s: s.python_name, lambda s: _dump(
         s.monitoring))),
-    ("target", REPROVISION, _one(lambda s: s.python_name, lambda s: {
+    ("target", Consequence.REPROVISION, _one(lambda s: s.python_name, lambda s: {
         "kind": s.target.kind, "region": s.target.region, "namespace": s.target.namespace,
         "online_store": s.target.online_store})),
 )
@@ -306,7 +295,7 @@ def diff_systems(old: SystemIR | None, new: SystemIR) -> tuple[ResourceChange, .
             effect = consequence
             if action is Action.UPDATE and all(
                     p.name.rpartition(".")[2] in DOCUMENTATION_PROPERTIES for p in props):
-                effect = DOCUMENTATION
+                effect = Consequence.DOCUMENTATION
             changes.append(ResourceChange(kind, name, action, effect, props))
     return tuple(changes)
 
@@ -315,9 +304,10 @@ def diff_systems(old: SystemIR | None, new: SystemIR) -> tuple[ResourceChange, .
 # The consequences that need the training flow to run again: it validates the data, applies
 # and materializes the features, trains, and evaluates against the gates (a gate cannot be
 # re-evaluated without the flow's held-out split, so a gate change runs the flow too).
-NEEDS_TRAINING = frozenset({REVALIDATE, REMATERIALIZE, RETRAIN, REEVALUATE})
+NEEDS_TRAINING = frozenset({Consequence.REVALIDATE, Consequence.REMATERIALIZE,
+                            Consequence.RETRAIN, Consequence.REEVALUATE})
 # The consequences that need a new service version (a new process with the new code).
-NEEDS_SERVICE = NEEDS_TRAINING | {BREAKING_API, REDEPLOY_SERVICE}
+NEEDS_SERVICE = NEEDS_TRAINING | {Consequence.BREAKING_API, Consequence.REDEPLOY_SERVICE}
 
 
 @dataclass(frozen=True)
@@ -343,11 +333,11 @@ def deploy_actions(changes: tuple[ResourceChange, ...], *, data_changed: bool = 
     effects = {c.consequence for c in changes}
     reasons = tuple(f"{c.kind} {c.name}: {c.consequence}" for c in changes)
     if data_changed:
-        effects.add(RETRAIN)
+        effects.add(Consequence.RETRAIN)
         reasons += ("source data changed: retrain",)
     train = bool(effects & NEEDS_TRAINING)
     new_version = bool(effects & NEEDS_SERVICE)
-    verify = new_version or REVERIFY_SLOS in effects
+    verify = new_version or Consequence.REVERIFY_SLOS in effects
     return DeployActions(train, new_version, verify, reasons)
 
 

@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from mlstack.codegen.backends import CompileOptions
-from mlstack.codegen.contract import service_class as service_class_name
+from mlstack.codegen.contract import service_class
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
 from mlstack.workspace.writer import write_tree
@@ -104,7 +104,7 @@ def churn(tmp_path_factory, prefect_api):
         env = {**os.environ, "BENTOML_HOME": str(_bentoml_home()),
                "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
         yield SimpleNamespace(out=out, system=system, model_tag=model_tag, env=env,
-                              service=service, service_class=service_class_name(system),
+                              service=service, service_class=service_class(system),
                               project=project)
         importlib.import_module(f"{PACKAGE}.store").get_store.cache_clear()
         _forget_modules()
