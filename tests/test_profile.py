@@ -1,5 +1,6 @@
-"""Batching derived from a measured cost profile (mlstack.ops.local.profile): off when the
-throughput is met unbatched with headroom, else sizes with headroom over the batch's cost;
+"""Batching derived from a measured cost profile (mlstack.ops.local.profile): on and never
+holding while the p99 budget has room (the reasons say whether the throughput needs batches),
+sizes with headroom over the batch's cost;
 what plan --explain and status show; a spec's fixed batching is kept."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import copy
 import json
 
 from mlstack.frontend.analysis import require_system
+from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
 from mlstack.frontend.ir.derive import BATCH_SIZES, THROUGHPUT_HEADROOM, choose_batching
 from mlstack.frontend.loader import load_spec_file
 from mlstack.ops.local.profile import derive_profile, explain_lines, read_profile, summary
@@ -16,12 +18,18 @@ from tests.conftest import BLUEPRINTS
 FAST = {1: 0.3, **{n: 0.3 + 0.04 * n for n in BATCH_SIZES}}  # ms per call, by batch size
 
 
-def test_off_when_one_process_sustains_the_rate_unbatched():
+def test_on_without_holding_when_one_process_sustains_the_rate_unbatched():
+    """The batcher never holds a request, so batching costs no wait at a low rate: it stays
+    on, and the reason says batches form only under bursts."""
     choice = choose_batching(rate_rps=50, p99_ms=100, call_ms=FAST, http_ms=5)
-    assert not choice.enabled
-    [(setting, value, reason)] = choice.reasons
-    assert setting == "serving.batching.enabled" and value is False
-    assert f"50 rps x {THROUGHPUT_HEADROOM:g} headroom <= 189 rps" in reason
+    assert choice.enabled and choice.max_batch_size == 128
+    setting, value, reason = choice.reasons[0]
+    assert setting == "serving.batching.enabled" and value is True
+    assert "189 rps" in reason and f"at least 50 rps x {THROUGHPUT_HEADROOM:g} headroom" in reason
+    assert "no request waits for a batch to fill" in reason
+    assert not any(s == "serving.batching.capacity_rps" for s, _, _ in choice.reasons)
+    busy = choose_batching(rate_rps=400, p99_ms=100, call_ms=FAST, http_ms=5)
+    assert f"under 400 rps x {THROUGHPUT_HEADROOM:g} headroom" in busy.reasons[0][2]
 
 
 def test_on_with_headroom_over_the_batch_cost_not_the_whole_p99():
@@ -48,11 +56,16 @@ def test_profile_applies_to_derived_batching_only(tmp_path):
     measured = {"call_ms": {str(n): ms for n, ms in FAST.items()},
                 "runtime": {"runtime": "onnx", "reason": "ONNX export matches"}}
     profile = derive_profile(system, measured, rate_rps=50)
-    assert profile["batching"] == {"enabled": False, "max_batch_size": 1, "max_latency_ms": 1}
+    p99 = system.slos.p99_ms
+    latency = int(p99 - HTTP_OVERHEAD_MS - 2 * FAST[128])
+    assert profile["batching"] == {"enabled": True, "max_batch_size": 128,
+                                   "max_latency_ms": latency}
     assert profile["compiled_batching"]["enabled"] is True
     text = "\n".join(explain_lines(profile, "v3"))
-    assert text.startswith("Measured at deploy (v3): batching off; one call 0.30 ms (1 row)")
-    assert "serving.batching.enabled = false" in text and "model runtime = onnx" in text
+    assert text.startswith(f"Measured at deploy (v3): batching 128 rows / {latency} ms; "
+                           "one call 0.30 ms (1 row)")
+    assert "serving.batching.enabled = true" in text and "model runtime = onnx" in text
+    assert "holding no request" in text
     busy = derive_profile(system, measured, rate_rps=400)
     assert busy["batching"]["enabled"] and summary(busy).startswith("batching 128 rows / ")
 

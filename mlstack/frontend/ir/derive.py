@@ -98,19 +98,21 @@ def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float]
                     http_ms: float = catalog.HTTP_OVERHEAD_MS, measured: str = "estimated"
                     ) -> BatchingChoice:
     """Batching from the cost of one call (fetch + transforms + model) per batch size
-    (`call_ms`: 1 and BATCH_SIZES): off when one replica sustains `rate_rps` unbatched with
-    THROUGHPUT_HEADROOM (a batch then only adds waiting); else the largest batch whose call
-    takes at most a quarter of the p99 budget (p99 - HTTP), and a max_latency_ms that sheds
-    a request only once it could no longer be answered within p99 behind its own full batch:
-    p99 - HTTP - 2 x the batch's cost (not the whole p99 budget)."""
+    (`call_ms`: 1 and BATCH_SIZES).
+
+    The service's batcher (mlstack.runtime.batching) never holds a request for a batch to
+    fill: a request runs at once when the model is free, and only the requests that queued
+    behind a running call go together. So batching adds no waiting at any rate and stays on
+    whenever the p99 budget has room for it; the hold window a holding batcher would need is
+    zero, and the reasons say whether the throughput needs batches at all (one replica
+    sustaining `rate_rps` unbatched with THROUGHPUT_HEADROOM: batches then form only under
+    bursts). The size is the largest batch whose call takes at most a quarter of the p99
+    budget (p99 - HTTP); max_latency_ms sheds a request only once it could no longer be
+    answered within p99 behind its own full batch: p99 - HTTP - 2 x the batch's cost (not the
+    whole p99 budget)."""
     one = http_ms + call_ms[1]
     unbatched = 1000.0 / one
     wanted = rate_rps * THROUGHPUT_HEADROOM
-    if wanted <= unbatched:
-        return BatchingChoice(False, 1, 1, (("serving.batching.enabled", False, (
-            f"off: {rate_rps:g} rps x {THROUGHPUT_HEADROOM:g} headroom <= {unbatched:.0f} rps "
-            f"one replica answers unbatched (1000 / ({http_ms:g} ms HTTP + {call_ms[1]:.3g} ms "
-            f"per call, {measured})); batching would only add waiting"),),))
     budget = p99_ms - http_ms
     fits = [b for b in BATCH_SIZES if call_ms[b] <= budget / 4]
     size = fits[-1] if fits else BATCH_SIZES[0]
@@ -119,13 +121,23 @@ def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float]
         return BatchingChoice(False, 1, 1, (("serving.batching.enabled", False, (
             f"off: no room for batching in the p99 budget: p99 {p99_ms:g} ms - {http_ms:g} ms "
             f"HTTP - 2 x {call_ms[size]:.3g} ms (a batch of {size}, {measured}) < 1 ms"),),))
+    unbatched_line = (f"unbatched one replica answers {unbatched:.0f} rps (1000 / ({http_ms:g} "
+                      f"ms HTTP + {call_ms[1]:.3g} ms per call, {measured}))")
+    if wanted <= unbatched:
+        needed = (f"on, holding no request: {unbatched_line}, at least {rate_rps:g} rps x "
+                  f"{THROUGHPUT_HEADROOM:g} headroom, so no request waits for a batch to "
+                  "fill; only requests that queue behind a running call (bursts, many "
+                  "clients) go together, which costs them no extra wait")
+    else:
+        needed = (f"on, holding no request: {unbatched_line}, under {rate_rps:g} rps x "
+                  f"{THROUGHPUT_HEADROOM:g} headroom; requests that queue behind a running "
+                  "call go together")
     capacity = 1000.0 * size / (size * http_ms + call_ms[size])
     reasons = [
+        ("serving.batching.enabled", True, needed),
         ("serving.batching.max_batch_size", size, (
             f"the largest batch whose call ({call_ms[size]:.3g} ms, {measured}) fits a "
-            f"quarter of the p99 budget (p99 {p99_ms:g} - {http_ms:g} ms HTTP); unbatched one "
-            f"replica answers {unbatched:.0f} rps, under {rate_rps:g} rps x "
-            f"{THROUGHPUT_HEADROOM:g} headroom")),
+            f"quarter of the p99 budget (p99 {p99_ms:g} - {http_ms:g} ms HTTP)")),
         ("serving.batching.max_latency_ms", latency, (
             f"shed a request only when it can no longer be answered within p99 behind its "
             f"own full batch: p99 {p99_ms:g} - {http_ms:g} ms HTTP - 2 x {call_ms[size]:.3g} ms"

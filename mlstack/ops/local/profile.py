@@ -5,9 +5,10 @@ version's service object in process, as `bentoml serve` will (its model on the r
 will use: ONNX Runtime or scikit-learn), and times its whole input path (online lookup,
 transforms, model) on real keys, per batch size (1, 2, 4 ... 128; rounds interleaved so
 background load hits every size alike). From those costs, the spec's throughput and p99
-(mlstack.frontend.ir.derive.choose_batching): batching off when one process sustains the
-throughput unbatched with headroom; else the largest batch whose call fits a quarter of the
-p99 budget, and a max_latency_ms with headroom over that call. The result, the measurements
+(mlstack.frontend.ir.derive.choose_batching): the service's batcher never holds a request,
+so batching stays on while the p99 budget has room for it (the reasons say whether the
+throughput needs batches or they only form under bursts): the largest batch whose call fits a
+quarter of the p99 budget, and a max_latency_ms with headroom over that call. The result, the measurements
 and the reasons go to the version's folder (contract.SERVING_PROFILE_FILE), which the service
 reads at start; `mlstack status` and `mlstack plan --explain` show them. A spec that fixes its
 batching keeps it (the profile is still measured and shown).
