@@ -7,8 +7,8 @@ Services, all started with `bentoml serve` on loopback, with deploy's environmen
 - generated: the deployed version's folder as it runs (batching as the deploy's profile stage
   measured and derived it; the model on ONNX Runtime);
 - generated, native model: the same with `serving.runtime: native` (scikit-learn);
-- generated, batching on: the same with the service's batcher forced on (32 rows, the
-  derivation's max_latency_ms for that size), the case a higher throughput SLO gets;
+- generated, batches of 32: the same with the service's batcher fixed at 32 rows (the
+  derivation's max_latency_ms for that size), beside the measured choice;
 - hand-written, batching tuned by hand (HAND_TUNED, chosen by a sweep; see results.md);
 - hand-written with the compiled (pre-measurement) batching, on BentoML's own batcher: the
   control for what BentoML's batcher does after an overload.

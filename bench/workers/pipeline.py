@@ -6,8 +6,9 @@ tree on PYTHONPATH; prints one JSON object).
 
 Order: import, one direct run (warms the caches and fills the online store, as the flow's
 first run would), the first flow run (it starts Prefect's temporary API on a fresh database),
-then direct and flow runs alternately. Direct runs replace `get_run_logger` (it needs a run
-context) with a standard logger at the flow's level. Per-step times: measured around each call
+then direct and flow runs alternately. Direct runs log through the runtime library's
+fallback (`mlstack.runtime.logs`: the standard logger "mlstack.runtime" outside a run), set
+to the flow's level. Per-step times: measured around each call
 for direct runs, Prefect's task run times (from the generated progress hook) for flow runs.
 """
 
@@ -46,7 +47,7 @@ def direct(flows) -> dict:
     frame = step("training_set", flows.build_training_set.fn, frames)
     model, _train, test = step("train", flows.train.fn, frame)
     evaluation = step("evaluate", flows.evaluate.fn, model, test)
-    tag = step("register", flows.register.fn, model, evaluation["metrics"], fingerprint)
+    tag = step("register", flows.register.fn, model, test, evaluation["metrics"], fingerprint)
     step("promote", flows.promote.fn, tag, evaluation["metrics"], fingerprint)
     return {"wall_s": time.perf_counter() - began, "steps_s": times, "model_tag": tag}
 
@@ -108,17 +109,11 @@ def main() -> int:
     began = time.perf_counter()
     flows = importlib.import_module("pipelines.flows")
     imported = time.perf_counter() - began
-    level = os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING")
-    plain = logging.getLogger("bench.direct")
-    plain.setLevel(level)
-    with_prefect_logger = flows.get_run_logger
+    logging.getLogger("mlstack.runtime").setLevel(
+        os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"))
 
     def run_direct():
-        flows.get_run_logger = lambda: plain
-        try:
-            return direct(flows)
-        finally:
-            flows.get_run_logger = with_prefect_logger
+        return direct(flows)
 
     warm = run_direct()
     first = flow_run(flows, args.work / "progress-0.jsonl")
