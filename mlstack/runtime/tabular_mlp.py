@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -63,20 +64,34 @@ def _cpu_count() -> int:
 _WORK_PER_THREAD = 1 << 24
 
 
+_thread_lock = threading.Lock()
+_thread_users = 0  # calls inside _threads now, in any thread
+_threads_before = 0  # torch's thread count when the first of them entered
+
+
 @contextlib.contextmanager
 def _threads(torch, work: int) -> Iterator[None]:
     """torch's intra-op threads for steps of `work` multiply-adds: one per _WORK_PER_THREAD,
     at most torch's current count and the CPUs this process may use (torch's default counts
-    the machine's cores, which oversubscribes a container); restored afterwards."""
-    before = torch.get_num_threads()
-    wanted = max(1, min(before, _cpu_count(), int(work) // _WORK_PER_THREAD))
-    if wanted != before:
-        torch.set_num_threads(wanted)
+    the machine's cores, which oversubscribes a container). The count is restored on exit;
+    when calls overlap in several threads, the last to leave restores the first's."""
+    global _thread_users, _threads_before
+    with _thread_lock:
+        before = torch.get_num_threads()
+        if _thread_users == 0:
+            _threads_before = before
+        _thread_users += 1
+        wanted = max(1, min(before, _cpu_count(), int(work) // _WORK_PER_THREAD))
+        if wanted != before:
+            torch.set_num_threads(wanted)
     try:
         yield
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        with _thread_lock:
+            _thread_users -= 1
+            restore = _threads_before if _thread_users == 0 else before
+            if torch.get_num_threads() != restore:
+                torch.set_num_threads(restore)
 
 
 def _work(sizes: Sequence[int], rows: int) -> int:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import pickle
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -102,6 +104,8 @@ def test_same_seed_same_model_and_caller_state_untouched(data):
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert torch.get_num_threads() == threads_before
     second = MLPClassifier(**params, random_state=7).fit(X, binary)
+    second.predict(X)
+    assert torch.get_num_threads() == threads_before
     other = MLPClassifier(**params, random_state=8).fit(X, binary)
     assert np.array_equal(first.predict_proba(X), second.predict_proba(X))
     for (w1, b1), (w2, b2) in zip(first.layers_, second.layers_, strict=True):
@@ -111,17 +115,40 @@ def test_same_seed_same_model_and_caller_state_untouched(data):
     assert np.array_equal(again.predict(X), MLPRegressor(**params).fit(X, X["f0"]).predict(X))
 
 
+def test_threads_follow_the_work_and_are_restored(data, fitted):
+    before = torch.get_num_threads()
+    with tabular_mlp._threads(torch, work=1000):
+        assert torch.get_num_threads() == 1
+    with tabular_mlp._threads(torch, work=1 << 40):
+        assert torch.get_num_threads() == min(before, tabular_mlp._cpu_count())
+    assert torch.get_num_threads() == before
+    # predictions from several threads at once: the same answers, the count restored
+    X, model = data[0], fitted["multiclass"]
+    expected = model.predict_proba(X)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: model.predict_proba(X), range(16)))
+    assert all(np.array_equal(r, expected) for r in results)
+    assert torch.get_num_threads() == before and tabular_mlp._thread_users == 0
+
+
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
 def test_pickle_round_trip_holds_no_torch_objects(data, fitted, task):
     import cloudpickle
+    import joblib
 
     X = data[0]
     model = fitted[task]
     expected = model.predict(X)  # builds the cached torch module, which is not pickled
-    for dumps in (pickle.dumps, cloudpickle.dumps):
+    def joblib_round_trip(model):  # how bentoml.sklearn saves a model
+        buffer = io.BytesIO()
+        joblib.dump(model, buffer)
+        return buffer.getvalue()
+
+    for dumps, loads in ((pickle.dumps, pickle.loads), (cloudpickle.dumps, pickle.loads),
+                         (joblib_round_trip, lambda blob: joblib.load(io.BytesIO(blob)))):
         blob = dumps(model)
         assert b"torch" not in blob
-        loaded = pickle.loads(blob)
+        loaded = loads(blob)
         assert "_module" not in loaded.__dict__
         assert np.array_equal(loaded.predict(X), expected)
         if task != "regression":
@@ -222,6 +249,22 @@ def test_onnx_matches_the_torch_model(data, fitted, task):
             assert proba.shape == (len(rows), len(model.classes_))
             assert np.max(np.abs(proba - model.predict_proba(rows))) <= 1e-5
             assert np.array_equal(label, model.predict(rows))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_scoring_serves_the_export_as_it_serves_skl2onnx_graphs(data, fitted, task):
+    """runtime.scoring's native and ONNX scorers and parity check take the MLP and its
+    export as they are: the served output agrees on the training rows."""
+    from mlstack.runtime.scoring import native_scorer, onnx_scorer, parity
+
+    name = {"binary": "binary_classification", "multiclass": "multiclass_classification",
+            "regression": "regression"}[task]
+    X = data[0].to_numpy()
+    model = fitted[task]
+    native = native_scorer(model, name)(X)
+    served = onnx_scorer(to_onnx(model, X.shape[1]), name, threads=1)(X)
+    assert served.shape == native.shape == (len(X),)
+    assert parity(native, served, name)["ok"]
 
 
 def test_onnx_checks_the_feature_count_and_fit(fitted):
