@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["DeviceChoice", "DevicePolicy", "NoGpuError", "choose_device",
-           "estimator_device_params", "for_serving", "visible_cuda_devices"]
+           "estimator_device_params", "for_serving", "opencl_drivers", "visible_cuda_devices"]
 
 GPU_FRAMEWORKS = ("xgboost", "lightgbm", "pytorch")
 # The constructor parameter each framework's scikit-learn wrapper moves to a GPU by. LightGBM's
@@ -32,6 +32,7 @@ _DEVICE_PARAM = {"xgboost": ("device", "cuda", "cpu"),
                  "lightgbm": ("device_type", "gpu", "cpu"),
                  "pytorch": ("device", "cuda", "cpu")}
 _NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+_OPENCL_VENDORS = Path("/etc/OpenCL/vendors")
 
 
 class NoGpuError(RuntimeError):
@@ -84,8 +85,15 @@ def visible_cuda_devices(environ: dict | None = None, proc: Path = _NVIDIA_PROC,
     return found
 
 
+def opencl_drivers(vendors: Path = _OPENCL_VENDORS) -> int:
+    """How many OpenCL drivers are installed (their ICD files): LightGBM's GPU build runs on
+    OpenCL, which NVIDIA's container images do not always carry."""
+    return sum(1 for p in vendors.glob("*.icd")) if vendors.is_dir() else 0
+
+
 def choose_device(policy: DevicePolicy,
-                  detect: Callable[[], int] = visible_cuda_devices) -> DeviceChoice:
+                  detect: Callable[[], int] = visible_cuda_devices,
+                  detect_opencl: Callable[[], int] = opencl_drivers) -> DeviceChoice:
     """The device for `policy`; NoGpuError when GPUs are required and none is visible."""
     framework, gpus = policy.framework, policy.gpus
     if framework not in GPU_FRAMEWORKS:
@@ -95,6 +103,14 @@ def choose_device(policy: DevicePolicy,
     if not gpus and not policy.preferred:
         return DeviceChoice("cpu", "target.training.gpu is 0")
     seen = detect()
+    if seen and framework == "lightgbm" and not detect_opencl():
+        why = (f"{seen} CUDA device(s) are visible, but LightGBM's GPU build runs on OpenCL and "
+               f"no OpenCL driver is installed ({_OPENCL_VENDORS}/*.icd)")
+        if policy.preferred:
+            return DeviceChoice("cpu", f"gpu: preferred: {why}: lightgbm falls back to the CPU",
+                                seen)
+        raise NoGpuError(f"target.training.gpu is {gpus}: {why}; install the NVIDIA OpenCL "
+                         "driver, or set gpu: preferred to fall back to CPU")
     if seen:
         why = "gpu: preferred" if policy.preferred else f"target.training.gpu is {gpus}"
         return DeviceChoice("cuda", f"{why} and {seen} CUDA device(s) are visible: "

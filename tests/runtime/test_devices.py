@@ -13,6 +13,7 @@ from mlstack.runtime.devices import (
     choose_device,
     estimator_device_params,
     for_serving,
+    opencl_drivers,
     visible_cuda_devices,
 )
 
@@ -23,7 +24,8 @@ def _gpus(n):
 
 @pytest.mark.parametrize("framework", ["xgboost", "lightgbm", "pytorch"])
 def test_a_required_gpu_trains_on_cuda_and_stops_when_none_is_visible(framework):
-    choice = choose_device(DevicePolicy(framework, gpus=1), detect=_gpus(2))
+    choice = choose_device(DevicePolicy(framework, gpus=1), detect=_gpus(2),
+                           detect_opencl=_gpus(1))
     assert choice.device == "cuda" and choice.visible_gpus == 2
     assert "target.training.gpu is 1" in choice.reason
     with pytest.raises(NoGpuError, match="target.training.gpu is 1 but no CUDA device is "
@@ -39,6 +41,24 @@ def test_preferred_uses_a_gpu_when_present_else_falls_back_and_says_so():
     assert "falls back to the CPU" in fallback.reason
     assert fallback.as_record() == {"device": "cpu", "reason": fallback.reason,
                                     "visible_gpus": 0}
+
+
+def test_lightgbm_on_a_gpu_needs_an_opencl_driver():
+    policy = DevicePolicy("lightgbm", gpus=1)
+    with pytest.raises(NoGpuError, match="no OpenCL driver is installed.*set gpu: preferred"):
+        choose_device(policy, detect=_gpus(1), detect_opencl=_gpus(0))
+    fallback = choose_device(DevicePolicy("lightgbm", gpus=1, preferred=True), detect=_gpus(1),
+                             detect_opencl=_gpus(0))
+    assert fallback.device == "cpu" and "lightgbm falls back to the CPU" in fallback.reason
+    assert choose_device(DevicePolicy("xgboost", gpus=1), detect=_gpus(1),
+                         detect_opencl=_gpus(0)).device == "cuda"  # CUDA itself
+
+
+def test_opencl_drivers_are_counted_by_their_icd_files(tmp_path):
+    assert opencl_drivers(tmp_path / "none") == 0
+    (tmp_path / "nvidia.icd").write_text("libnvidia-opencl.so.1\n")
+    (tmp_path / "README").write_text("")
+    assert opencl_drivers(tmp_path) == 1
 
 
 def test_no_gpu_asked_or_a_cpu_framework_never_looks_for_one():
