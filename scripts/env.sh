@@ -6,6 +6,10 @@ export FEAST_USAGE=False
 export ORT_DISABLE_TELEMETRY=1
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+# The torch the pytorch extra is tested with, and where its CPU build comes from.
+MLSTACK_TORCH_VERSION="${MLSTACK_TORCH_VERSION:-2.13.0}"
+MLSTACK_TORCH_INDEX="${MLSTACK_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
+
 mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlstack into it
   local spec="$1"
   if [ ! -x .venv/bin/python ]; then
@@ -15,6 +19,11 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
   if [ ! -f "$stamp" ]; then
     echo "Installing mlstack $spec into .venv (first run takes a minute or two)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    if [[ "$spec" == *pytorch* ]]; then
+      # the CPU build first: the pytorch extra's plain `torch` would be a CUDA build of GBs
+      .venv/bin/python -m pip install --progress-bar on "torch==$MLSTACK_TORCH_VERSION" \
+        --extra-index-url "$MLSTACK_TORCH_INDEX"
+    fi
     # pip's own progress (one line per package, a bar per download), not minutes of silence
     .venv/bin/python -m pip install --progress-bar on -e "$spec"
     touch "$stamp"

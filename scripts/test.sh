@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install mlstack with its runtime and test extras into .venv, then run the whole test suite.
+# Install mlstack with its runtime, test and framework extras into .venv, then run the
+# whole test suite.
 # Works on a fresh clone: nothing needs to be installed by hand. Extra args go to pytest.
 # The engine tests also run real servers and tools from Debian's packages (redis-server,
 # PostgreSQL, promtool), and the report's browser test headless Chromium; they are installed
@@ -25,5 +26,6 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
     || echo "Could not install ${missing[*]}: the tests that need them will skip." >&2
 fi
 
-mlstack_venv ".[runtime,test]"
+# the model frameworks too, so their tests run rather than skip
+mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch]"
 exec .venv/bin/python -m pytest "$@"

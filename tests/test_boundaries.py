@@ -19,7 +19,8 @@ from pathlib import Path
 from tests.conftest import BLUEPRINTS, REPO
 
 PACKAGE = REPO / "mlstack"
-HEAVY = ("prefect", "feast", "bentoml", "sklearn", "pandas", "jinja2", "numpy", "pyarrow")
+HEAVY = ("prefect", "feast", "bentoml", "sklearn", "pandas", "jinja2", "numpy", "pyarrow",
+         "xgboost", "lightgbm", "torch", "onnxmltools")
 # (layer, the module prefixes it holds), lowest first.
 LAYERS = (
     ("base", ("mlstack", "mlstack.data")),  # the version string and bundled price tables

@@ -18,7 +18,7 @@ import pytest
 from mlstack.cli.commands import VERBS
 from mlstack.cli.main import build_parser, main
 from mlstack.diagnostics.errors import EXTRA_MODULES
-from tests.conftest import BLUEPRINTS
+from tests.conftest import BLUEPRINTS, REPO
 from tests.test_lint_corpus import CORPUS
 
 SPEC_VERBS = ("compile", "plan", "graph", "docs", "deploy", "status", "down", "rollback",
@@ -273,8 +273,8 @@ raise SystemExit(code)
 """
 
 
-def _core(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    blocked = sorted(EXTRA_MODULES["runtime"])
+def _core(argv: list[str], cwd: Path, extra: str = "runtime") -> subprocess.CompletedProcess:
+    blocked = sorted(EXTRA_MODULES[extra])
     env = {**os.environ, "CHECKPOINT_DISABLE": "1", "MLSTACK_HOME": str(cwd / ".home")}
     env.pop("MLSTACK_DEBUG", None)
     proc = subprocess.run([sys.executable, "-c", CORE.format(blocked=blocked), *argv], cwd=cwd,
@@ -295,6 +295,28 @@ def test_core_install_status_and_local_deploy_name_the_extra(project):
     assert "'runtime' extra" in error["message"]
 
 
+@pytest.mark.parametrize(("blueprint", "extra"), [("search-ranking", "lightgbm"),
+                                                   ("fraud-gpu", "xgboost")])
+def test_a_missing_framework_compiles_and_deploy_names_its_extra(blueprint, extra, tmp_path):
+    """Lint and compile need no framework; a local deploy refuses before training, naming the
+    extra (fraud-gpu's aws target is made local here)."""
+    shutil.copytree(BLUEPRINTS / blueprint, tmp_path / "p", ignore=shutil.ignore_patterns(
+        "build", ".mlstack"))
+    spec = tmp_path / "p" / "mlstack.yaml"
+    text = spec.read_text()
+    if "kind: aws" in text:
+        text = text[:text.index("target:")] + "target: {kind: local, training: {gpu: preferred}}\n"
+        spec.write_text(text)
+    assert _core(["lint", "-C", "p"], tmp_path, extra).returncode == 0
+    assert _core(["compile", "-C", "p"], tmp_path, extra).returncode == 0
+    deploy = _core(["deploy", "-C", "p", "--format", "json"], tmp_path, extra)
+    assert deploy.returncode == 2, deploy.stderr
+    error = json.loads(deploy.stdout)["error"]
+    assert error["code"] == "missing_extra" and error["hint"] == f"pip install 'mlstack[{extra}]'"
+    assert f"a {extra} model needs the '{extra}' extra" in error["message"]
+    assert not (tmp_path / "p" / ".mlstack" / "deployments.json").exists()
+
+
 @pytest.mark.skipif(shutil.which("terraform") is None and shutil.which("tofu") is None,
                     reason="neither terraform nor tofu is installed")
 def test_core_install_deploys_a_cluster_target_dry_run(tmp_path):
@@ -312,3 +334,24 @@ def test_core_install_deploys_a_cluster_target_dry_run(tmp_path):
 def test_help_names_the_global_minus_c(capsys):
     assert main(["--help"]) == 0
     assert "-C DIR, --project DIR" in capsys.readouterr().out
+
+
+def test_the_train_worker_names_the_extra_of_a_missing_framework(tmp_path):
+    """A generated flow that cannot import its framework fails in the worker with the extra
+    to install, which deploy's train stage shows, not a bare ModuleNotFoundError."""
+    result = tmp_path / "result.json"
+    flows = tmp_path / "pipelines"
+    flows.mkdir()
+    (flows / "__init__.py").write_text("")
+    (flows / "flows.py").write_text("from xgboost import XGBClassifier\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    code = "\n".join([
+        "import sys; sys.modules['xgboost'] = None  # as if not installed",
+        "from mlstack.ops.local.worker import main",
+        f"raise SystemExit(main(['train', '--package', 'p', '--result', {str(result)!r}]))"])
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1
+    error = json.loads(result.read_text())["error"]
+    assert error == ("the generated code needs the 'xgboost' extra of mlstack (xgboost is not "
+                     "installed); pip install 'mlstack[xgboost]'")

@@ -329,3 +329,30 @@ def test_dynamodb_to_redis_destroys_the_tables_and_adds_elasticache(fraud):
                                  "aws_iam_role_policy.training_pods_access"]
     items, old_items = ({line.item for line in c.lines} for c in (p.cost, before.cost))
     assert "DynamoDB" in old_items - items and "ElastiCache Redis" in items - old_items
+
+
+@pytest.mark.parametrize(("blueprint", "device", "why"), [
+    ("fraud-gpu", "cuda if visible, else cpu", "gpu: preferred: xgboost trains on a CUDA device"),
+    ("search-ranking", "cpu", "target.training.gpu is 0"),
+    ("churn-mlp", "cuda if visible, else cpu", "pytorch trains on a CUDA device when one"),
+])
+def test_plan_explain_says_which_device_training_uses(blueprint, device, why, capsys):
+    assert main(["plan", str(BLUEPRINTS / blueprint / "mlstack.yaml"), "--explain"]) in (0, 2)
+    out = capsys.readouterr().out
+    assert f'target.training.device = "{device}"' in out and why in out
+
+
+def test_plan_explain_for_a_required_gpu_and_a_cpu_framework(tmp_path, capsys):
+    spec = tmp_path / "fraud" / "mlstack.yaml"
+    shutil.copytree(BLUEPRINTS / "fraud-gpu", spec.parent)
+    spec.write_text(spec.read_text().replace("gpu: preferred", "gpu: 1"))
+    main(["plan", str(spec), "--explain"])
+    assert ("target.training.gpu is 1: xgboost trains on a CUDA device; the flow stops before "
+            "training when none is visible") in capsys.readouterr().out
+    spec.write_text(spec.read_text().replace("framework: xgboost", "framework: sklearn")
+                    .replace("algorithm: gradient_boosting", "algorithm: hist_gradient_boosting")
+                    .replace("n_estimators: 300, max_depth: 6, learning_rate: 0.05, subsample: "
+                             "0.8,\n           colsample_bytree: 0.8", "max_iter: 100"))
+    main(["plan", str(spec), "--explain"])
+    assert ("sklearn trains on the CPU; the GPU of target.training is reserved but unused"
+            in capsys.readouterr().out)

@@ -175,6 +175,7 @@ def render_spec_reference() -> str:
             out.append(f"| `{info.alias or name}` | {_cell(kind)} | {_default(info)} | "
                        f"{_cell(info.description or '')} |\n")
         out.append("\n")
+    out.append(_estimator_table())
     out.append("## Value types\n\nConstrained values used above.\n\n")
     markers = sorted({id(m): m for m in vars(spec_types).values()
                       if typing.get_origin(m) is typing.Annotated and _marker(
@@ -186,6 +187,27 @@ def render_spec_reference() -> str:
         out.append(f"### {marker.name}\n\n{marker.rule[0].upper() + marker.rule[1:]}."
                    + (f" Examples: {examples}." if examples else "") + "\n\n")
     return "".join(out).rstrip("\n") + "\n"
+
+
+def _estimator_table() -> str:
+    """`model.framework` x `model.task` -> algorithm, estimator and the params a spec may set
+    (mlstack/frontend/ir/catalog.py)."""
+    from mlstack.frontend.ir import catalog
+
+    rows = ["## Estimators\n\n<a id=\"estimators\"></a>What `model.framework`, `model.task` "
+            "and `model.algorithm` construct, and the `model.params` each accepts (others are "
+            "refused, MLS305). `random_state` comes from `training.seed`; the training device "
+            "from `target.training.gpu`. Frameworks beside sklearn are extras: "
+            + ", ".join(f"`pip install 'mlstack[{e}]'`"
+                        for e in sorted(set(catalog.FRAMEWORK_EXTRAS.values()))) + ".\n\n",
+            "| framework | task | algorithm | estimator | params |\n|---|---|---|---|---|\n"]
+    for (framework, task), table in catalog.ESTIMATORS.items():
+        for algorithm, (module, cls, params) in sorted(table.items()):
+            fit = catalog.GROUP_FIT.get(cls)
+            where = f"`{module}.{cls}`" + (f" (query groups by `fit({fit}=...)`)" if fit else "")
+            rows.append(f"| {framework} | {task} | `{algorithm}` | {where} | "
+                        + ", ".join(f"`{p}`" for p in sorted(params)) + " |\n")
+    return "".join(rows) + "\n"
 
 
 # --- CLI reference -------------------------------------------------------------------------

@@ -48,7 +48,7 @@ MONITORING_FILE = "monitoring.json"  # the latest monitoring report
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
 # mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
-RUNTIME_API_VERSION = "2.0"
+RUNTIME_API_VERSION = "2.1"
 # The compile's manifest in the output folder (the writer writes it); the generated code
 # reads the spec hash for a model's lineage from it.
 MANIFEST_FILE = "mlstack.lock.json"

@@ -149,7 +149,8 @@ EXPLANATIONS: dict[str, str] = {
               "checked.",
     "MLS303": "The algorithm is not available for the task and framework; the hint suggests "
               "the closest one.",
-    "MLS304": "The framework is not supported yet (sklearn is).",
+    "MLS304": "The framework, or the task with this framework, is not supported yet "
+              "(sklearn, xgboost, lightgbm and pytorch are; ranking with pytorch is not).",
     "MLS305": "A parameter the estimator does not accept; the hint suggests the closest one.",
     "MLS306": "The label's type does not fit the task (a float label for a classifier, say).",
     "MLS401": "Latency objectives must grow: p50 <= p95 <= p99.",
@@ -167,7 +168,8 @@ EXPLANATIONS: dict[str, str] = {
     "MLS407": "The error-rate objective allows more failures than the availability objective.",
     "MLS408": "The canary aborts only at a latency far above the p99 objective, so a version "
               "that breaks the SLO would roll out.",
-    "MLS501": "GPUs are asked of a target that has none (the local target).",
+    "MLS501": "GPUs are asked of a target that has none for them: serving on the local "
+              "target, or training a CPU-only framework (sklearn) there.",
     "MLS502": "replicas.min is above replicas.max. As a warning: the throughput objective needs "
               "more replicas than replicas.max and the maximum was raised.",
     "MLS503": "A setting that has no effect on the chosen target (spot, region, namespace or "

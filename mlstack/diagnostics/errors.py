@@ -14,6 +14,10 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "runtime": ("prefect", "bentoml", "feast", "sklearn", "pandas", "numpy", "pyarrow", "httpx",
                 "uv"),
     "test": ("pytest", "hypothesis", "jsonschema", "build", "yamllint"),
+    # model.framework: the libraries a model of that framework trains and serves with
+    "xgboost": ("xgboost",),
+    "lightgbm": ("lightgbm",),
+    "pytorch": ("torch",),
 }
 
 

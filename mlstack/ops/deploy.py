@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from mlstack.diagnostics.errors import EXTRA_MODULES, MissingExtraError, UsageError
+from mlstack.frontend.ir.catalog import FRAMEWORK_EXTRAS
 from mlstack.ops.cluster.deploy import ClusterDeployResult, ClusterOptions, Confirm
 from mlstack.ops.local.deploy import DeployOptions, deploy_local
 from mlstack.ops.paths import ProjectPaths, project_lock
@@ -50,6 +51,7 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None,
                              "are for kubernetes and aws targets; this spec's target is local")
         else:
             require_extra("runtime", "a deploy to a local target")
+            require_framework(compiled.system.model.framework)
             result = deploy_local(compiled.system, paths, options, progress)
     result.stages.insert(0, record)
     result.warnings = list(compiled.warnings)
@@ -63,3 +65,10 @@ def require_extra(extra: str, needed_for: str) -> None:
     for module in EXTRA_MODULES[extra]:
         if importlib.util.find_spec(module) is None:
             raise MissingExtraError(extra, module, needed_for)
+
+
+def require_framework(framework: str) -> None:
+    """Refuse before training, naming the extra, when the model's framework is not installed
+    (the training worker and the service import it); scikit-learn is in the runtime extra."""
+    if framework in FRAMEWORK_EXTRAS:
+        require_extra(FRAMEWORK_EXTRAS[framework], f"a {framework} model")

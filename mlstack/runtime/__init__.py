@@ -12,7 +12,10 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     checks      DataChecks; check_failures, validate_sources (raises DataCheckError)
     store       SourceFile, FeatureStoreAccess (Feast: config, apply, materialize, online and
                 point-in-time historical features, CSV staging)
-    training    LabelSpec, Split; label_rows, training_set, split_frame, fit
+    training    LabelSpec, Split; label_rows, training_set, split_frame, fit (rankers with
+                query groups: qid= or group=), group_sizes
+    devices     DevicePolicy, choose_device: the training device from target.training.gpu
+                (a required GPU that is not visible stops the flow; preferred falls back)
     evaluation  Gate; compute_metrics, ndcg, check_gates, evaluate_model (QualityGateError)
     registry    ModelRegistry (BentoML model store, with lineage), git_sha, read_spec_hash
     state       StateFiles: the models/training/monitoring JSON files (atomic), promote
@@ -38,7 +41,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "2.0"
+API_VERSION = "2.1"
 
 
 def _parse(version: str) -> tuple[int, int] | None:

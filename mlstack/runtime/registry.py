@@ -76,7 +76,8 @@ class ModelRegistry:
 
     def register(self, model, metrics: Mapping[str, float], data_fingerprint: str,
                  evaluation=None) -> str:
-        """Save a scikit-learn model with its lineage; `predict` (and `predict_proba` when
+        """Save a model with scikit-learn's API (scikit-learn, XGBoost, LightGBM, the tabular
+        MLP: pickled) with its lineage; `predict` (and `predict_proba` when
         the model has it) are batchable signatures. Unless the serving runtime is 'native',
         the model is exported to ONNX and checked on `evaluation` (the evaluation set's model
         input) first; a matching export is stored with it. Returns the tag ('name:version').

@@ -1,7 +1,8 @@
 """How a model scores: natively (scikit-learn) or compiled to ONNX and run by ONNX Runtime.
 
-At registration, `compile_model` exports the fitted model to ONNX (skl2onnx, float32 input,
-as scikit-learn's trees read their input) and checks it against the native model on the whole
+At registration, `compile_model` exports the fitted model to ONNX (float32 input, as the
+trees read their input: skl2onnx for scikit-learn, onnxmltools for XGBoost and LightGBM, the
+tabular MLP's own exporter for PyTorch) and checks it against the native model on the whole
 evaluation set: the served output (the positive-class probability, the class, or the score)
 of every row must agree within PARITY_TOLERANCE, |onnx - native| <= 1e-5 x max(1, |native|);
 classes must be equal. The outcome is recorded in the model's metadata ('serving_runtime'),
@@ -30,7 +31,8 @@ import numpy as np
 from mlstack.runtime.errors import ModelExportError
 
 __all__ = ["ONNX_OBJECT", "PARITY_TOLERANCE", "RUNTIMES", "CompiledModel", "ServedModel",
-           "compile_model", "load_served_model", "native_scorer", "onnx_scorer"]
+           "compile_model", "load_served_model", "model_library", "native_scorer",
+           "onnx_scorer"]
 
 RUNTIMES = ("auto", "onnx", "native")
 ONNX_OBJECT = "model.onnx"  # the ONNX bytes, a custom object of the BentoML model
@@ -47,7 +49,8 @@ def _short(exc: BaseException) -> str:
 
 
 def native_scorer(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
-    """The served output of a scikit-learn model on a float64 matrix: the positive-class
+    """The served output of a model with the scikit-learn API (scikit-learn, XGBoost,
+    LightGBM, the tabular MLP) on a float64 matrix: the positive-class
     probability (binary classification), else `predict` (class or score)."""
     # fitted on a DataFrame, scored on the same columns as an array: the same numbers
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -80,29 +83,62 @@ def onnx_scorer(onnx_bytes: bytes, task: str, threads: int = 1
     options.log_severity_level = 3
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    outputs = [o.name for o in session.get_outputs()]
+    pick = _output_for(session.get_outputs(), task)
+    wanted = [pick.name]
     if task == "binary_classification":
-        wanted = [outputs[1]]  # (label, probabilities)
 
         def score(X: np.ndarray) -> np.ndarray:
-            return session.run(wanted, {name: X.astype(np.float32)})[0][:, 1]
+            out = session.run(wanted, {name: X.astype(np.float32)})[0]
+            # the probability tensor (n, 2), or a positive-class column (n,) or (n, 1)
+            return out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)
     elif task == "multiclass_classification":
-        wanted = [outputs[0]]
 
         def score(X: np.ndarray) -> np.ndarray:
             return session.run(wanted, {name: X.astype(np.float32)})[0]
     else:
-        wanted = [outputs[0]]
 
         def score(X: np.ndarray) -> np.ndarray:
             return session.run(wanted, {name: X.astype(np.float32)})[0].reshape(-1)
     return score
 
 
+def _output_for(outputs, task: str):
+    """The graph output that holds the served value: a classifier's probabilities (binary)
+    or label (multiclass); skl2onnx and onnxmltools give (label, probabilities); any other
+    model its first output."""
+    if task == "binary_classification":
+        probabilities = [o for o in outputs if "float" in o.type]
+        return probabilities[-1] if probabilities else outputs[0]
+    if task == "multiclass_classification":
+        labels = [o for o in outputs if "int" in o.type or "string" in o.type]
+        return labels[0] if labels else outputs[0]
+    return outputs[0]
+
+
+def model_library(model) -> str:
+    """The library a fitted model comes from: 'xgboost', 'lightgbm', 'pytorch' (mlstack's
+    tabular MLP) or 'sklearn' (anything else with the scikit-learn API)."""
+    module = type(model).__module__
+    top = module.split(".")[0]
+    if top in ("xgboost", "lightgbm"):
+        return top
+    if module == "mlstack.runtime.tabular_mlp":
+        return "pytorch"
+    return "sklearn"
+
+
 def export_onnx(model, n_features: int, task: str) -> bytes:
     """The fitted model as ONNX bytes (float32 input of n_features columns; classifiers
-    give a probability tensor, not a list of maps)."""
+    give a probability tensor, not a list of maps): skl2onnx for scikit-learn, onnxmltools'
+    converters for XGBoost and LightGBM, the tabular MLP's own `to_onnx` for PyTorch."""
     _import_onnxruntime()  # skl2onnx imports it
+    library = model_library(model)
+    if library == "pytorch":
+        from mlstack.runtime import tabular_mlp
+
+        return tabular_mlp.to_onnx(model, n_features)
+    if library in ("xgboost", "lightgbm"):
+        return _export_boosted(model, n_features, library)
     from skl2onnx import to_onnx
     from skl2onnx.common.data_types import FloatTensorType
 
@@ -110,6 +146,34 @@ def export_onnx(model, n_features: int, task: str) -> bytes:
     graph = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))],
                     options=options)
     return graph.SerializeToString()
+
+
+def _export_boosted(model, n_features: int, library: str) -> bytes:
+    """XGBoost and LightGBM models by onnxmltools (the `xgboost`/`lightgbm` extras install
+    it). XGBRanker has no converter of its own: its booster scores as a regressor's does, so
+    it is converted as one (the parity check still compares with the ranker)."""
+    import onnxmltools
+    from onnxmltools.convert.common.data_types import FloatTensorType
+
+    types = [("X", FloatTensorType([None, n_features]))]
+    if library == "lightgbm":
+        return onnxmltools.convert_lightgbm(model, initial_types=types,
+                                            zipmap=False).SerializeToString()
+    import xgboost
+
+    if isinstance(model, xgboost.XGBRanker):
+        as_regressor = xgboost.XGBRegressor(**model.get_params())
+        as_regressor._Booster = model.get_booster()
+        model = as_regressor
+    # the converter reads features by their default names (f0, f1, ...): a model fitted on a
+    # DataFrame (the training flow's) has the columns' names, set aside for the conversion
+    booster = model.get_booster()
+    names = booster.feature_names
+    booster.feature_names = None
+    try:
+        return onnxmltools.convert_xgboost(model, initial_types=types).SerializeToString()
+    finally:
+        booster.feature_names = names
 
 
 def parity(native: np.ndarray, compiled: np.ndarray, task: str) -> dict:

@@ -3,7 +3,7 @@
     rows = label_rows(frames, label)                         keys, [group], time, label
     frame = training_set(rows, historical_features, label, fetch_columns)
     train, test = split_frame(frame, label, split)
-    model = fit(estimator, train, label, model_frame)
+    model = fit(estimator, train, label, model_frame)       # rankers: group_fit="qid"|"group"
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import pandas as pd
 
 from mlstack.runtime.logs import Logger, logger_for
 
-__all__ = ["LabelSpec", "Split", "fit", "label_rows", "split_frame", "training_set"]
+__all__ = ["LabelSpec", "Split", "fit", "group_sizes", "label_rows", "split_frame",
+           "training_set"]
 
 @dataclass(frozen=True)
 class LabelSpec:
@@ -105,8 +106,38 @@ def fit(
     frame: pd.DataFrame,
     label: LabelSpec,
     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
+    *,
+    group_fit: str | None = None,
 ):
     """Fit an already-constructed estimator on the model input (`model_frame`, the generated
-    transforms) and the label of `frame`; returns the fitted estimator."""
-    estimator.fit(model_frame(frame), frame[label.column])
+    transforms) and the label of `frame`; returns the fitted estimator. A ranker that learns
+    over query groups gets them by its fit keyword `group_fit`: 'qid' (XGBRanker: the group
+    key of every row) or 'group' (LGBMRanker: the size of each group); either way the rows are
+    first ordered by group (stably), since both need the rows of a group contiguous."""
+    if group_fit is None:
+        estimator.fit(model_frame(frame), frame[label.column])
+        return estimator
+    if label.group_by is None:
+        raise ValueError(f"fitting with {group_fit}= needs the label's group_by column")
+    frame = frame.sort_values(label.group_by, kind="stable")
+    keys = frame[label.group_by].to_numpy()
+    if group_fit == "qid":
+        groups = {"qid": keys}
+    elif group_fit == "group":
+        groups = {"group": group_sizes(keys)}
+    else:
+        raise ValueError(f"unknown group fit keyword {group_fit!r}; expected 'qid' or 'group'")
+    estimator.fit(model_frame(frame), frame[label.column], **groups)
     return estimator
+
+
+def group_sizes(keys: np.ndarray) -> np.ndarray:
+    """The length of each run of equal keys, in order (LightGBM's `group`); the keys of a
+    group must be contiguous, so a key that comes back after another raises ValueError."""
+    keys = np.asarray(keys)
+    if len(keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    if len(pd.unique(keys)) != len(starts):
+        raise ValueError("the rows of a query group are not contiguous")
+    return np.diff(np.r_[starts, len(keys)]).astype(np.int64)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import inspect
 import itertools
 import json
 import math
@@ -32,7 +31,6 @@ from mlstack.codegen.backends.prefect import PrefectBackend
 from mlstack.codegen.formatter import _ruff
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
-from mlstack.frontend.ir import catalog
 from mlstack.runtime.errors import DataCheckError, QualityGateError
 from mlstack.runtime.hooks import retry_unless_final
 from mlstack.runtime.monitoring import ks, psi
@@ -405,18 +403,3 @@ def test_cluster_targets_deploy_to_a_kubernetes_work_pool():
         assert [d["entrypoint"] for d in config["deployments"]] == [
             "pipelines/flows.py:training_flow", "pipelines/flows.py:materialize_flow",
             "pipelines/monitoring.py:monitoring_flow"]
-
-
-@pytest.mark.engine
-def test_catalog_estimators_accept_their_parameters():
-    """Every estimator in mlstack/ir/catalog.py exists in scikit-learn and takes the
-    parameters the catalog lets a spec set (and random_state when it is seeded)."""
-    for (framework, task), table in sorted(catalog.ESTIMATORS.items()):
-        assert framework in catalog.SUPPORTED_FRAMEWORKS
-        for algorithm, (module, cls, params) in sorted(table.items()):
-            estimator = getattr(importlib.import_module(module), cls)
-            accepted = set(inspect.signature(estimator).parameters)
-            wanted = set(params) | ({"random_state"} if cls in catalog.SEEDED else set())
-            assert wanted <= accepted, (task, algorithm, sorted(wanted - accepted))
-            estimator(**({"random_state": 0} if cls in catalog.SEEDED else {}))
-

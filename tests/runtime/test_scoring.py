@@ -6,6 +6,7 @@ from __future__ import annotations
 import types
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlstack.runtime.errors import ModelExportError
@@ -136,3 +137,58 @@ def test_load_served_model_picks_the_runtime(monkeypatch):
         "the model was registered without an ONNX export")
     with pytest.raises(RuntimeError, match="no matching ONNX export"):
         load_served_model(old, task="binary_classification", runtime="onnx")
+
+
+def _boosted(library: str, kind: str):
+    module = pytest.importorskip(library)
+    pytest.importorskip("onnxmltools")
+    prefix = "XGB" if library == "xgboost" else "LGBM"
+    extra = {"verbose": -1} if library == "lightgbm" else {}
+    return getattr(module, prefix + kind)(n_estimators=30, random_state=0, **extra)
+
+
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+@pytest.mark.parametrize(("kind", "task"), [("Classifier", "binary_classification"),
+                                            ("Classifier", "multiclass_classification"),
+                                            ("Regressor", "regression"), ("Ranker", "ranking")])
+def test_xgboost_and_lightgbm_export_by_onnxmltools_and_match(library, kind, task):
+    X, y = _data()
+    target = {"binary_classification": y, "multiclass_classification": X[:, 2].astype(int) % 3,
+              "regression": X[:, 1] * 3 + 7, "ranking": X[:, 2].astype(int) % 4}[task]
+    groups = {}
+    if task == "ranking":  # 40 queries of 10 rows
+        groups = ({"qid": np.repeat(np.arange(40), 10)} if library == "xgboost"
+                  else {"group": [10] * 40})
+    # fitted on named columns, as the training flow fits (scored on the matrix)
+    named = pd.DataFrame(X, columns=["tenure", "spend", "calls", "monthly"])
+    model = _boosted(library, kind).fit(named, target, **groups)
+    compiled = compile_model(model, X, task=task, runtime="onnx")
+    assert compiled.record["runtime"] == "onnx", compiled.record["reason"]
+    assert compiled.record["reason"].startswith(f"ONNX export of {type(model).__name__} matches")
+    if library == "xgboost":  # the names set aside for the conversion are back
+        assert model.get_booster().feature_names == list(named.columns)
+    served = onnx_scorer(compiled.onnx, task)(X)
+    native = native_scorer(model, task)(X)
+    if task == "multiclass_classification":
+        np.testing.assert_array_equal(served, native)
+    else:
+        np.testing.assert_allclose(served, native, rtol=PARITY_TOLERANCE, atol=PARITY_TOLERANCE)
+
+
+def test_an_unconvertible_boosted_model_serves_natively_with_the_reason(monkeypatch):
+    import mlstack.runtime.scoring as scoring
+
+    X, y = _data()
+    model = _boosted("xgboost", "Classifier").fit(X, y)
+
+    def no_converter(*args, **kwargs):
+        raise RuntimeError("no converter for this booster")
+
+    monkeypatch.setattr(scoring, "_export_boosted", no_converter)
+    compiled = compile_model(model, X, task="binary_classification", runtime="auto")
+    assert compiled.record["runtime"] == "native"
+    assert compiled.record["reason"] == ("ONNX export of XGBClassifier failed: RuntimeError: "
+                                         "no converter for this booster")
+    with pytest.raises(ModelExportError, match="serving.runtime is onnx, but ONNX export of "
+                       "XGBClassifier failed"):
+        compile_model(model, X, task="binary_classification", runtime="onnx")

@@ -13,6 +13,7 @@ from mlstack.runtime.training import (
     LabelSpec,
     Split,
     fit,
+    group_sizes,
     label_rows,
     split_frame,
     training_set,
@@ -112,3 +113,54 @@ def test_fit_uses_the_model_frame_and_the_label():
 
     model = fit(LogisticRegression(), frame, LabelSpec("s", "y", "ts", ("id",)), model_frame)
     assert seen == [["f", "y"]] and list(model.feature_names_in_) == ["f", "g"]
+
+
+class _Recorder:
+    """A ranker that keeps what fit got."""
+
+    def fit(self, X, y, **groups):
+        self.X, self.y, self.groups = X, y, groups
+        return self
+
+
+def _interleaved() -> pd.DataFrame:
+    # groups 7, 3 and 5 interleaved, as a time-ordered training part is
+    return pd.DataFrame({"q": [7, 3, 7, 5, 3, 7, 5], "f": np.arange(7.0),
+                         "y": [0, 1, 2, 3, 0, 1, 2]})
+
+
+def test_fit_gives_a_ranker_contiguous_groups_as_qid_or_sizes():
+    label = LabelSpec("s", "y", "ts", ("doc",), group_by="q")
+    by_qid = fit(_Recorder(), _interleaved(), label, lambda df: df[["f"]], group_fit="qid")
+    assert list(by_qid.groups["qid"]) == [3, 3, 5, 5, 7, 7, 7]
+    assert list(by_qid.X["f"]) == [1.0, 4.0, 3.0, 6.0, 0.0, 2.0, 5.0]  # stable within a group
+    assert list(by_qid.y) == [1, 0, 3, 2, 0, 2, 1]
+    by_size = fit(_Recorder(), _interleaved(), label, lambda df: df[["f"]], group_fit="group")
+    assert list(by_size.groups["group"]) == [2, 2, 3]
+    with pytest.raises(ValueError, match="unknown group fit keyword"):
+        fit(_Recorder(), _interleaved(), label, lambda df: df[["f"]], group_fit="groups")
+    with pytest.raises(ValueError, match="group_by"):
+        fit(_Recorder(), _interleaved(), LABEL, lambda df: df[["f"]], group_fit="qid")
+
+
+def test_group_sizes_are_runs_and_refuse_a_split_group():
+    assert list(group_sizes(np.array([4, 4, 1, 9, 9, 9]))) == [2, 1, 3]
+    assert list(group_sizes(np.array([], dtype=np.int64))) == []
+    with pytest.raises(ValueError, match="not contiguous"):
+        group_sizes(np.array([1, 2, 1]))
+
+
+@pytest.mark.parametrize(("library", "cls", "keyword"),
+                         [("xgboost", "XGBRanker", "qid"), ("lightgbm", "LGBMRanker", "group")])
+def test_real_rankers_learn_over_query_groups(library, cls, keyword):
+    module = pytest.importorskip(library)
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = pd.DataFrame({"q": rng.integers(0, 60, n), "f": rng.normal(size=n)})
+    frame["y"] = np.clip(np.round(frame["f"] + rng.normal(0, 0.3, n) + 1.5), 0, 3).astype(int)
+    extra = {"verbose": -1} if library == "lightgbm" else {}
+    label = LabelSpec("s", "y", "ts", ("doc",), group_by="q")
+    model = fit(getattr(module, cls)(n_estimators=20, random_state=0, **extra), frame, label,
+                lambda df: df[["f"]], group_fit=keyword)
+    scores = model.predict(frame[["f"]])
+    assert np.corrcoef(scores, frame["f"])[0, 1] > 0.9

@@ -5,6 +5,7 @@ state files go. pipelines/flows.py wires them into Prefect tasks.
 """
 
 from mlstack.runtime.checks import DataChecks
+from mlstack.runtime.devices import DevicePolicy
 from mlstack.runtime.evaluation import Gate
 from mlstack.runtime.monitoring import Monitoring
 from mlstack.runtime.registry import ModelRegistry
@@ -59,6 +60,9 @@ LABEL = LabelSpec(
     keys=("customer_id",),
     group_by=features.GROUP_BY,
 )
+# The training device: target.training.gpu, decided when the flow starts (a required GPU that
+# is not visible stops it before training; gpu: preferred falls back to the CPU).
+DEVICE = DevicePolicy(framework="sklearn", gpus=0, preferred=False)
 SPLIT = Split(by="time", test_fraction=0.2, seed=7)
 METRICS = ("auc", "f1", "accuracy")
 GATES = (Gate("auc", ">=", 0.8),)

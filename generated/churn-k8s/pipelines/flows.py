@@ -15,13 +15,14 @@ import json
 from datetime import UTC, datetime
 
 import pandas as pd
-from mlstack.runtime import checks, evaluation, sources, training
+from mlstack.runtime import checks, devices, evaluation, sources, training
 from mlstack.runtime.hooks import task_options
-from prefect import flow, runtime, task
+from prefect import flow, get_run_logger, runtime, task
 from sklearn.ensemble import GradientBoostingClassifier
 
 from churn_k8s_system import features, settings, store
 from churn_k8s_system.pipeline import (
+    DEVICE,
     GATES,
     LABEL,
     METRICS,
@@ -40,10 +41,11 @@ TASK_OPTIONS = task_options(
 )
 
 
-def build_estimator() -> GradientBoostingClassifier:
-    """The spec's model, not yet fitted."""
+def build_estimator(device: str = "cpu") -> GradientBoostingClassifier:
+    """The spec's model, not yet fitted, on the training device ('cpu' or 'cuda')."""
+    on_device = devices.estimator_device_params(DEVICE.framework, device)
     return GradientBoostingClassifier(
-        learning_rate=0.1, max_depth=3, n_estimators=150, random_state=7
+        learning_rate=0.1, max_depth=3, n_estimators=150, random_state=7, **on_device
     )
 
 
@@ -81,12 +83,13 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @task(name="train", **TASK_OPTIONS)
 def train(
-    frame: pd.DataFrame,
+    frame: pd.DataFrame, device: str
 ) -> tuple[GradientBoostingClassifier, pd.DataFrame, pd.DataFrame]:
-    """Fit the estimator on the training part; returns (model, train part, test part)."""
+    """Fit the estimator on the training part, on `device`; returns (model set to predict on
+    the CPU, train part, test part)."""
     train_part, test_part = training.split_frame(frame, LABEL, SPLIT)
-    model = training.fit(build_estimator(), train_part, LABEL, model_frame)
-    return model, train_part, test_part
+    model = training.fit(build_estimator(device), train_part, LABEL, model_frame)
+    return devices.for_serving(model, DEVICE.framework), train_part, test_part
 
 
 @task(name="evaluate", **TASK_OPTIONS)
@@ -120,13 +123,16 @@ def promote(model_tag: str, metrics: dict[str, float], data_fingerprint: str) ->
 )
 def training_flow(promote_model: bool = True) -> dict:
     """Train, evaluate against the gates, register and (by default) promote a model; the
-    outcome (or the error) is written to the state folder's training file."""
+    outcome (or the error) is written to the state folder's training file. The training
+    device is decided first: a required GPU that is not visible stops the run here."""
+    device = devices.choose_device(DEVICE)
+    get_run_logger().info("training device: %s (%s)", device.device, device.reason)
     frames, data_fingerprint = ingest()
     rows = validate(frames)
     apply_features()
     materialize_features()
     frame = build_training_set(frames)
-    model, fitted_on, held_out = train(frame)
+    model, fitted_on, held_out = train(frame, device.device)
     scores = evaluate(model, held_out)
     model_tag = register(model, held_out, scores["metrics"], data_fingerprint)
     if promote_model:
@@ -138,6 +144,7 @@ def training_flow(promote_model: bool = True) -> dict:
         "metrics": scores["metrics"],
         "gates": scores["gates"],
         "data_fingerprint": data_fingerprint,
+        "device": device.as_record(),
         "promoted": promote_model,
         "rows": {"sources": rows, **sizes},
     }

@@ -5,6 +5,7 @@ state files go. pipelines/flows.py wires them into Prefect tasks.
 """
 
 from mlstack.runtime.checks import DataChecks
+from mlstack.runtime.devices import DevicePolicy
 from mlstack.runtime.evaluation import Gate
 from mlstack.runtime.monitoring import Monitoring
 from mlstack.runtime.registry import ModelRegistry
@@ -83,6 +84,9 @@ LABEL = LabelSpec(
     keys=("card_id", "merchant_id", "transaction_id"),
     group_by=features.GROUP_BY,
 )
+# The training device: target.training.gpu, decided when the flow starts (a required GPU that
+# is not visible stops it before training; gpu: preferred falls back to the CPU).
+DEVICE = DevicePolicy(framework="xgboost", gpus=1, preferred=True)
 SPLIT = Split(by="time", test_fraction=0.2, seed=7)
 METRICS = ("auc", "precision", "recall", "logloss")
 GATES = (Gate("auc", ">=", 0.85),)

@@ -15,13 +15,14 @@ import json
 from datetime import UTC, datetime
 
 import pandas as pd
-from mlstack.runtime import checks, evaluation, sources, training
+from mlstack.runtime import checks, devices, evaluation, sources, training
 from mlstack.runtime.hooks import task_options
-from prefect import flow, runtime, task
-from sklearn.ensemble import HistGradientBoostingClassifier
+from prefect import flow, get_run_logger, runtime, task
+from xgboost import XGBClassifier
 
 from fraud_gpu_system import features, settings, store
 from fraud_gpu_system.pipeline import (
+    DEVICE,
     GATES,
     LABEL,
     METRICS,
@@ -40,10 +41,17 @@ TASK_OPTIONS = task_options(
 )
 
 
-def build_estimator() -> HistGradientBoostingClassifier:
-    """The spec's model, not yet fitted."""
-    return HistGradientBoostingClassifier(
-        learning_rate=0.05, max_iter=200, random_state=7
+def build_estimator(device: str = "cpu") -> XGBClassifier:
+    """The spec's model, not yet fitted, on the training device ('cpu' or 'cuda')."""
+    on_device = devices.estimator_device_params(DEVICE.framework, device)
+    return XGBClassifier(
+        colsample_bytree=0.8,
+        learning_rate=0.05,
+        max_depth=6,
+        n_estimators=300,
+        random_state=7,
+        subsample=0.8,
+        **on_device,
     )
 
 
@@ -81,23 +89,24 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @task(name="train", **TASK_OPTIONS)
 def train(
-    frame: pd.DataFrame,
-) -> tuple[HistGradientBoostingClassifier, pd.DataFrame, pd.DataFrame]:
-    """Fit the estimator on the training part; returns (model, train part, test part)."""
+    frame: pd.DataFrame, device: str
+) -> tuple[XGBClassifier, pd.DataFrame, pd.DataFrame]:
+    """Fit the estimator on the training part, on `device`; returns (model set to predict on
+    the CPU, train part, test part)."""
     train_part, test_part = training.split_frame(frame, LABEL, SPLIT)
-    model = training.fit(build_estimator(), train_part, LABEL, model_frame)
-    return model, train_part, test_part
+    model = training.fit(build_estimator(device), train_part, LABEL, model_frame)
+    return devices.for_serving(model, DEVICE.framework), train_part, test_part
 
 
 @task(name="evaluate", **TASK_OPTIONS)
-def evaluate(model: HistGradientBoostingClassifier, test: pd.DataFrame) -> dict:
+def evaluate(model: XGBClassifier, test: pd.DataFrame) -> dict:
     """Metrics on the held-out rows; a failed quality gate fails the run."""
     return evaluation.evaluate_model(model, test, model_frame, LABEL, METRICS, GATES)
 
 
 @task(name="register", **TASK_OPTIONS)
 def register(
-    model: HistGradientBoostingClassifier,
+    model: XGBClassifier,
     test: pd.DataFrame,
     metrics: dict[str, float],
     data_fingerprint: str,
@@ -120,13 +129,16 @@ def promote(model_tag: str, metrics: dict[str, float], data_fingerprint: str) ->
 )
 def training_flow(promote_model: bool = True) -> dict:
     """Train, evaluate against the gates, register and (by default) promote a model; the
-    outcome (or the error) is written to the state folder's training file."""
+    outcome (or the error) is written to the state folder's training file. The training
+    device is decided first: a required GPU that is not visible stops the run here."""
+    device = devices.choose_device(DEVICE)
+    get_run_logger().info("training device: %s (%s)", device.device, device.reason)
     frames, data_fingerprint = ingest()
     rows = validate(frames)
     apply_features()
     materialize_features()
     frame = build_training_set(frames)
-    model, fitted_on, held_out = train(frame)
+    model, fitted_on, held_out = train(frame, device.device)
     scores = evaluate(model, held_out)
     model_tag = register(model, held_out, scores["metrics"], data_fingerprint)
     if promote_model:
@@ -138,6 +150,7 @@ def training_flow(promote_model: bool = True) -> dict:
         "metrics": scores["metrics"],
         "gates": scores["gates"],
         "data_fingerprint": data_fingerprint,
+        "device": device.as_record(),
         "promoted": promote_model,
         "rows": {"sources": rows, **sizes},
     }

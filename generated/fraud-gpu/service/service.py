@@ -56,7 +56,7 @@ MODEL_TAG = os.environ.get("MLSTACK_MODEL_TAG") or "fraud_gpu:latest"
 RUNTIME = "auto"
 # ONNX Runtime's intra-op threads: one worker's CPU budget less the core its HTTP server uses
 ONNX_THREADS = 1
-COMPILED_BATCHING = {"enabled": True, "max_batch_size": 2, "max_latency_ms": 13}
+COMPILED_BATCHING = {"enabled": True, "max_batch_size": 2, "max_latency_ms": 18}
 BATCHING = serving.batching_settings(settings.SERVING_PROFILE, COMPILED_BATCHING)
 TIMEOUT_SECONDS = 0.2
 MAX_REQUEST_ROWS = 256

@@ -15,13 +15,14 @@ import json
 from datetime import UTC, datetime
 
 import pandas as pd
-from mlstack.runtime import checks, evaluation, sources, training
+from lightgbm import LGBMRanker
+from mlstack.runtime import checks, devices, evaluation, sources, training
 from mlstack.runtime.hooks import task_options
-from prefect import flow, runtime, task
-from sklearn.ensemble import GradientBoostingRegressor
+from prefect import flow, get_run_logger, runtime, task
 
 from search_ranking_system import features, settings, store
 from search_ranking_system.pipeline import (
+    DEVICE,
     GATES,
     LABEL,
     METRICS,
@@ -40,10 +41,17 @@ TASK_OPTIONS = task_options(
 )
 
 
-def build_estimator() -> GradientBoostingRegressor:
-    """The spec's model, not yet fitted."""
-    return GradientBoostingRegressor(
-        learning_rate=0.05, max_depth=3, n_estimators=200, random_state=7
+def build_estimator(device: str = "cpu") -> LGBMRanker:
+    """The spec's model, not yet fitted, on the training device ('cpu' or 'cuda')."""
+    on_device = devices.estimator_device_params(DEVICE.framework, device)
+    return LGBMRanker(
+        learning_rate=0.05,
+        min_child_samples=20,
+        n_estimators=200,
+        num_leaves=15,
+        random_state=7,
+        verbose=-1,
+        **on_device,
     )
 
 
@@ -81,23 +89,27 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @task(name="train", **TASK_OPTIONS)
 def train(
-    frame: pd.DataFrame,
-) -> tuple[GradientBoostingRegressor, pd.DataFrame, pd.DataFrame]:
-    """Fit the estimator on the training part; returns (model, train part, test part)."""
+    frame: pd.DataFrame, device: str
+) -> tuple[LGBMRanker, pd.DataFrame, pd.DataFrame]:
+    """Fit the estimator on the training part, on `device`; returns (model set to predict on
+    the CPU, train part, test part)."""
     train_part, test_part = training.split_frame(frame, LABEL, SPLIT)
-    model = training.fit(build_estimator(), train_part, LABEL, model_frame)
-    return model, train_part, test_part
+    # a ranker over query groups: fit gets them as group=
+    model = training.fit(
+        build_estimator(device), train_part, LABEL, model_frame, group_fit="group"
+    )
+    return devices.for_serving(model, DEVICE.framework), train_part, test_part
 
 
 @task(name="evaluate", **TASK_OPTIONS)
-def evaluate(model: GradientBoostingRegressor, test: pd.DataFrame) -> dict:
+def evaluate(model: LGBMRanker, test: pd.DataFrame) -> dict:
     """Metrics on the held-out rows; a failed quality gate fails the run."""
     return evaluation.evaluate_model(model, test, model_frame, LABEL, METRICS, GATES)
 
 
 @task(name="register", **TASK_OPTIONS)
 def register(
-    model: GradientBoostingRegressor,
+    model: LGBMRanker,
     test: pd.DataFrame,
     metrics: dict[str, float],
     data_fingerprint: str,
@@ -120,13 +132,16 @@ def promote(model_tag: str, metrics: dict[str, float], data_fingerprint: str) ->
 )
 def training_flow(promote_model: bool = True) -> dict:
     """Train, evaluate against the gates, register and (by default) promote a model; the
-    outcome (or the error) is written to the state folder's training file."""
+    outcome (or the error) is written to the state folder's training file. The training
+    device is decided first: a required GPU that is not visible stops the run here."""
+    device = devices.choose_device(DEVICE)
+    get_run_logger().info("training device: %s (%s)", device.device, device.reason)
     frames, data_fingerprint = ingest()
     rows = validate(frames)
     apply_features()
     materialize_features()
     frame = build_training_set(frames)
-    model, fitted_on, held_out = train(frame)
+    model, fitted_on, held_out = train(frame, device.device)
     scores = evaluate(model, held_out)
     model_tag = register(model, held_out, scores["metrics"], data_fingerprint)
     if promote_model:
@@ -138,6 +153,7 @@ def training_flow(promote_model: bool = True) -> dict:
         "metrics": scores["metrics"],
         "gates": scores["gates"],
         "data_fingerprint": data_fingerprint,
+        "device": device.as_record(),
         "promoted": promote_model,
         "rows": {"sources": rows, **sizes},
     }

@@ -24,6 +24,7 @@ from mlstack.codegen.contract import (
 )
 from mlstack.codegen.filetree import FileTree
 from mlstack.codegen.jinja import render_template
+from mlstack.frontend.ir.catalog import FRAMEWORK_PACKAGES
 from mlstack.frontend.ir.nodes import ColumnNode, SystemIR
 
 # Python types of request fields and served values, by spec dtype.
@@ -41,11 +42,13 @@ RUNTIME_PACKAGES = ("feast>=0.50,<1", "onnxruntime>=1.17", "pandas>=2.0", "pyarr
                     "scikit-learn>=1.4")
 
 
-def runtime_packages() -> tuple[str, ...]:
-    """RUNTIME_PACKAGES and mlstack, pinned to this release's minor version (the service
-    checks the runtime API it was compiled for at import)."""
+def runtime_packages(framework: str = "sklearn") -> tuple[str, ...]:
+    """RUNTIME_PACKAGES, the model's framework (the native model is unpickled with it) and
+    mlstack, pinned to this release's minor version (the service checks the runtime API it
+    was compiled for at import)."""
     major, minor = __version__.split(".")[:2]
-    return (*RUNTIME_PACKAGES, f"mlstack>={major}.{minor},<{major}.{int(minor) + 1}")
+    return (*RUNTIME_PACKAGES, *FRAMEWORK_PACKAGES.get(framework, ()),
+            f"mlstack>={major}.{minor},<{major}.{int(minor) + 1}")
 
 # Attribute names a request field cannot have on a pydantic model; such keys get an alias.
 _RESERVED_FIELDS = frozenset({"copy", "dict", "json", "schema", "construct", "validate",
@@ -143,7 +146,7 @@ class BentoMLBackend:
             labels={"system": system.name},
             includes=sorted([f"{SERVICE_DIR}/service.py", f"{pkg}/*.py",
                              f"{FEATURE_REPO_DIR}/feature_store.yaml", MANIFEST_FILE]),
-            packages=sorted(runtime_packages()),
+            packages=sorted(runtime_packages(m.framework)),
             env_model_tag=ENV_MODEL_TAG,
             envs=dict(TELEMETRY_ENV),
         )

@@ -77,7 +77,9 @@ def flow_context(system: SystemIR) -> dict:
         feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),
         label_keys=tuple(k.name for k in system.label.join_keys),
         estimator_module=_dotted(m.estimator.module), estimator_class=m.estimator.cls,
-        estimator_params=dict(m.estimator.params),
+        estimator_params=dict(m.estimator.params), group_fit=m.estimator.group_fit,
+        framework=m.framework, training_gpus=system.target.training.gpu,
+        gpu_preferred=system.target.training.gpu_preferred,
         serving_runtime=system.serving.runtime,
         metrics=tuple(system.evaluation.metrics),
         gates=[{"metric": g.metric, "op": g.op, "threshold": g.threshold}

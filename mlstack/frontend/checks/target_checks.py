@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mlstack.diagnostics.diagnostic import Severity
 from mlstack.frontend.checks import CheckContext, node_path
+from mlstack.frontend.ir.catalog import GPU_FRAMEWORKS
 from mlstack.frontend.ir.sizing import SIZED_TARGETS, sizing_problem
 
 ONLINE_STORES = {"local": ("sqlite",), "kubernetes": ("redis",), "aws": ("dynamodb", "redis"),
@@ -59,10 +60,15 @@ def _node_limits(ctx: CheckContext):
 
 def _local_limits(ctx: CheckContext):
     t = ctx.system.target
-    for part in ("serving", "training"):
-        if getattr(t, part).gpu:
-            yield ctx.diag("MLS501", f"target.{part}.gpu: the local target has no GPU",
-                           ("target", part, "gpu"), "set gpu: 0, or deploy to aws/kubernetes")
+    if t.serving.gpu:
+        yield ctx.diag("MLS501", "target.serving.gpu: the local target serves on the CPU",
+                       ("target", "serving", "gpu"), "set gpu: 0, or deploy to aws/kubernetes")
+    framework = ctx.system.model.framework
+    # a GPU framework trains on this machine's GPU when it has one (mlstack.runtime.devices)
+    if t.training.gpu and framework not in GPU_FRAMEWORKS:
+        yield ctx.diag("MLS501", f"target.training.gpu: {framework} trains on the CPU and "
+                       "the local target reserves no GPU", ("target", "training", "gpu"),
+                       "set gpu: 0, or use framework xgboost, lightgbm or pytorch")
     if t.training.spot:
         yield ctx.diag("MLS503", "spot capacity has no meaning on the local target",
                        ("target", "training", "spot"), "remove it or change target.kind",

@@ -57,15 +57,36 @@ def derive_target(spec: SystemSpec, slo: ir.SloNode, record) -> ir.TargetNode:
                f"scale out at {catalog.AUTOSCALE_UTILISATION:.0%} of the {capacity:g} rps one "
                "replica sustains")
     namespace = t.namespace or spec.metadata.name
+    # a cluster still gets a GPU node for the training job; the flow decides at run time
+    preferred = t.training.gpu == "preferred"
     return ir.TargetNode(
         kind=t.kind, region=t.region, namespace=namespace, online_store=store,
         serving=ir.ResourcesNode(cpu=t.serving.cpu, memory_mib=int(memory_mib(t.serving.memory)),
                                  gpu=t.serving.gpu, gpu_type=t.serving.gpu_type),
         training=ir.ResourcesNode(cpu=t.training.cpu,
                                   memory_mib=int(memory_mib(t.training.memory)),
-                                  gpu=t.training.gpu, gpu_type=t.training.gpu_type,
-                                  spot=t.training.spot),
+                                  gpu=1 if preferred else t.training.gpu,
+                                  gpu_type=t.training.gpu_type, spot=t.training.spot,
+                                  gpu_preferred=preferred),
         replicas_min=rmin, replicas_max=rmax, autoscale_target_rps_per_replica=per_replica)
+
+
+def training_device(framework: str, gpu: int, preferred: bool) -> tuple[str, str]:
+    """Which device training uses (cpu, cuda, or cuda when visible), and why; the flow
+    decides at run time with mlstack.runtime.devices by the same rule."""
+    if framework not in catalog.GPU_FRAMEWORKS:
+        if gpu:
+            return "cpu", (f"{framework} trains on the CPU; the GPU of target.training is "
+                           "reserved but unused")
+        return "cpu", "target.training.gpu is 0"
+    if preferred:
+        return "cuda if visible, else cpu", (
+            f"gpu: preferred: {framework} trains on a CUDA device when one is visible at run "
+            "time, else on the CPU (the flow logs and records which)")
+    if gpu:
+        return "cuda", (f"target.training.gpu is {gpu}: {framework} trains on a CUDA device; "
+                        "the flow stops before training when none is visible")
+    return "cpu", "target.training.gpu is 0"
 
 
 # Batch sizes considered (BentoML and the service's batcher take any; powers of two keep the

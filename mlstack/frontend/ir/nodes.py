@@ -131,7 +131,8 @@ class EstimatorNode(Node):
 
     module: str  # e.g. sklearn.ensemble
     cls: str  # e.g. GradientBoostingClassifier
-    params: tuple[tuple[str, bool | int | float | str | None], ...]
+    params: tuple[tuple[str, bool | int | float | str | None | tuple[int, ...]], ...]
+    group_fit: str | None = None  # rankers over query groups: fit's keyword (qid, group)
 
 
 class ModelNode(Node):
@@ -218,6 +219,7 @@ class ResourcesNode(Node):
     gpu: int
     gpu_type: str | None
     spot: bool = False
+    gpu_preferred: bool = False  # gpu: preferred (one GPU when present, else the CPU)
 
 
 class TargetNode(Node):

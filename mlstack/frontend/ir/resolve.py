@@ -343,22 +343,37 @@ class _Resolver:
         estimator = None
         if m.framework not in catalog.SUPPORTED_FRAMEWORKS:
             self.error("MLS304", f"framework '{m.framework}' is not supported yet",
-                       base + ("framework",), "use framework: sklearn")
+                       base + ("framework",),
+                       "use one of: " + ", ".join(catalog.SUPPORTED_FRAMEWORKS))
+        elif algorithms is None:
+            tasks = sorted(t for f, t in catalog.ESTIMATORS if f == m.framework)
+            self.error("MLS304", f"{m.task} with framework '{m.framework}' is not supported "
+                       "yet", base + ("framework",),
+                       f"{m.framework} supports: " + ", ".join(tasks))
         elif m.algorithm not in algorithms:
             self.error("MLS303", f"algorithm '{m.algorithm}' is not available for {m.task} "
                        f"with {m.framework}", base + ("algorithm",),
                        hint_for(m.algorithm, algorithms))
         else:
             module, cls, allowed = algorithms[m.algorithm]
-            params = dict(m.params)
+            params = {k: tuple(v) if isinstance(v, list) else v for k, v in m.params.items()}
             for name in m.params:
-                if name not in allowed:
+                if name in catalog.DEVICE_PARAMS:
+                    self.error("MLS305", f"parameter '{name}' is set by mlstack: the training "
+                               "device comes from target.training.gpu",
+                               base + ("params", name),
+                               "remove it; set target.training.gpu (a count, or preferred)",
+                               key=True)
+                elif name not in allowed:
                     self.error("MLS305", f"parameter '{name}' is not accepted by {cls} here",
                                base + ("params", name), hint_for(name, allowed), key=True)
             if "random_state" not in params and cls in catalog.SEEDED:
                 params["random_state"] = self.spec.training.seed
+            for name, value in catalog.DEFAULT_PARAMS.get(cls, {}).items():
+                params.setdefault(name, value)
             estimator = ir.EstimatorNode(module=module, cls=cls,
-                                         params=tuple(sorted(params.items())))
+                                         params=tuple(sorted(params.items())),
+                                         group_fit=catalog.GROUP_FIT.get(cls))
         label = self.label()
         if m.task == "ranking":
             if m.group_by is None:
@@ -432,7 +447,12 @@ def _gate(metric: str, text: str) -> ir.GateNode:
 
 def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
     """Resolve references and fill in defaults and derived settings. -> (IR | None, diags)."""
-    from mlstack.frontend.ir.derive import derive_serving, derive_target, materialize_interval
+    from mlstack.frontend.ir.derive import (
+        derive_serving,
+        derive_target,
+        materialize_interval,
+        training_device,
+    )
 
     r = _Resolver(spec, smap)
     sources = r.sources()
@@ -460,6 +480,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
         feature_freshness_seconds=(duration_seconds(slos.feature_freshness)
                                    if slos.feature_freshness else None))
     target = derive_target(spec, slo, r.derive)
+    r.derive("target.training.device", *training_device(
+        model.framework, target.training.gpu, target.training.gpu_preferred))
     serving = derive_serving(spec, slo, model, target, bool(transforms), r.derive)
     mon = spec.monitoring
     drift_cols = []

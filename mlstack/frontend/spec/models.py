@@ -207,18 +207,23 @@ class Label(Strict):
 
 
 Task = Literal["binary_classification", "multiclass_classification", "regression", "ranking"]
-Framework = Literal["sklearn", "lightgbm", "xgboost", "onnx"]
-ParamValue = Union[bool, int, float, str, None]
+Framework = Literal["sklearn", "xgboost", "lightgbm", "pytorch", "onnx"]
+# a list of integers: layer sizes (the pytorch MLP's hidden_layers)
+ParamValue = Union[bool, int, float, str, None, list[int]]
 
 
 class Model(Strict):
     """The model: task, estimator and the features it reads, in order."""
 
     task: Task = Field(description="What the model predicts.")
-    framework: Framework = Field("sklearn", description="The ML library (sklearn supported; "
-                                 "others refused by lint until they arrive).")
+    framework: Framework = Field("sklearn", description="The ML library: sklearn, xgboost, "
+                                 "lightgbm or pytorch (each but sklearn an optional extra, "
+                                 "e.g. pip install 'mlstack[xgboost]'); onnx is not "
+                                 "supported yet.")
     algorithm: Name = Field(description="Estimator, e.g. gradient_boosting, random_forest, "
-                            "logistic_regression, hist_gradient_boosting, ridge.")
+                            "logistic_regression, hist_gradient_boosting, ridge (sklearn); "
+                            "gradient_boosting, lambdarank (xgboost, lightgbm); mlp "
+                            "(pytorch).")
     params: dict[Name, ParamValue] = Field(default_factory=dict,
                                            description="Estimator constructor parameters.")
     features: list[FeatureRef] = Field(min_length=1, description="Model inputs in order: "
@@ -409,7 +414,10 @@ class TrainingResources(Strict):
 
     cpu: float = Field(2, gt=0, le=512, description="CPU cores.")
     memory: Memory = Field("4Gi", description="Memory, e.g. '4Gi'.")
-    gpu: int = Field(0, ge=0, le=16, description="GPUs.")
+    gpu: Annotated[int, Field(ge=0, le=16)] | Literal["preferred"] = Field(
+        0, description="GPUs the training job needs: xgboost, lightgbm and pytorch train on "
+        "a CUDA device, and the flow stops before training when none is visible; "
+        "'preferred': one GPU when present, else the CPU (the flow says so).")
     gpu_type: GpuType | None = Field(None, description="GPU type, e.g. nvidia-l4.")
     spot: bool = Field(False, description="Run on spot/preemptible capacity.")
 

@@ -19,6 +19,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from mlstack.diagnostics.errors import MissingExtraError, extra_for_module
+
 SKEW_TOLERANCE = 1e-9
 
 
@@ -161,6 +163,16 @@ def freshness(package: str) -> dict:
     return {"now": now.isoformat(), "views": views}
 
 
+def _explained(exc: BaseException) -> str:
+    """The error as the parent shows it: a missing optional library names its extra."""
+    if isinstance(exc, ModuleNotFoundError):
+        extra = extra_for_module(exc.name)
+        if extra is not None:
+            missing = MissingExtraError(extra, exc.name or "", "the generated code")
+            return f"{missing.message}; {missing.hint}"
+    return str(exc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job", choices=("train", "skew", "sample", "freshness", "profile"))
@@ -190,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 result["result"]["freshness"] = freshness(args.package)
     except BaseException as exc:  # reported to the parent, which names the stage
         traceback.print_exc(file=sys.stderr)
-        result = {"ok": False, "error_type": type(exc).__name__, "error": str(exc)}
+        result = {"ok": False, "error_type": type(exc).__name__, "error": _explained(exc)}
     args.result.write_text(json.dumps(result, default=str))
     return 0 if result["ok"] else 1
 
