@@ -63,7 +63,8 @@ class FeastBackend:
         odfv = transforms_view_name(system)
         if system.transforms and any(v.name == odfv for v in system.feature_views):
             raise ValueError(f"feature view name {odfv!r} is reserved for the transforms")
-        transform_views = sorted({i.view for t in system.transforms for i in t.inputs})
+        transform_views = sorted({i.view for t in system.transforms for i in t.inputs
+                                  if i.view is not None})
         used_types = sorted({FEAST_TYPES[c.dtype][0] for v in system.feature_views
                              for c in (*v.join_keys, *v.fields)}
                             | {FEAST_TYPES[t.dtype][0] for t in system.transforms})

@@ -132,7 +132,7 @@ def model_card(data: SiteData) -> Markup:
     s, m = data.system, data.system.model
     parts = [definitions([
         ("task", m.task), ("framework", m.framework), ("algorithm", m.algorithm),
-        ("estimator", code(f"{m.estimator.module}.{m.estimator.cls}")),
+        ("estimator", code(m.estimator.display)),
         ("parameters", _params(s)),
         ("label", f"{s.label.source}.{s.label.field} ({s.label.dtype})"),
         ("grouped by", m.group_by),
