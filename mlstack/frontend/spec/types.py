@@ -223,7 +223,8 @@ def _code_ref(value):
     if not colon or not path.strip() or not CODE_FUNCTION_RE.match(function):
         raise PydanticCustomError(
             "mls_coderef", "'{value}' is not a code reference: write 'file.py:function'",
-            {"value": _text(value)})
+            {"value": _text(value), "hint": "a path, a colon and the function's name, e.g. "
+             "'models.py:build_model'"})
     return value
 
 

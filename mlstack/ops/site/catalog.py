@@ -100,7 +100,8 @@ def features(data: SiteData) -> Markup:
                    for f in v.fields]), class_="view", id=f"view-{v.name}"))
     parts += [h("h2", "Transforms"), table(
         ("transform", "expression", "dtype", "reads"),
-        [(code(t.name), code(t.expr), t.dtype, ", ".join(i.ref for i in t.inputs))
+        [(code(t.name), code(t.function.ref if t.function else t.expr), t.dtype,
+          ", ".join(i.ref for i in t.inputs))
          for t in s.transforms], empty="no transforms")]
     parts += [h("h2", "Model features"), table(
         ("column", "reference", "kind", "dtype"),
