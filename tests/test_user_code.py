@@ -419,3 +419,17 @@ def test_a_change_of_a_user_file_alone_is_a_retrain_in_plan(tmp_path):
     assert diff_systems(after, analyze(tmp_path, user_doc(), files={
         "features.py": FEATURES.replace("np.maximum(b, 1)", "np.maximum(b, 2)"),
         "models.py": MODELS}).system) == ()
+
+
+def test_a_cluster_service_image_is_tagged_by_the_user_files_too(tmp_path):
+    from mlstack.codegen.backends.infra_model import infra_config
+
+    def image(features: str) -> str:
+        doc = user_doc()
+        doc["target"] = {"kind": "kubernetes"}
+        system = analyze(tmp_path, doc, files={"features.py": features,
+                                               "models.py": MODELS}).system
+        assert "churn_system/user_code/features.py" in compile_system(system)
+        return infra_config(system)["service_image"]
+
+    assert image(FEATURES) != image(FEATURES + "\n# changed\n")
