@@ -433,3 +433,15 @@ def test_a_cluster_service_image_is_tagged_by_the_user_files_too(tmp_path):
         return infra_config(system)["service_image"]
 
     assert image(FEATURES) != image(FEATURES + "\n# changed\n")
+
+
+def test_a_transform_the_model_does_not_read_is_not_computed(tmp_path):
+    doc = user_doc(estimator=None)
+    doc["model"]["features"].remove("calls_ratio")
+    doc["model"]["features"].remove("customer_profile.support_calls")
+    system = analyze(tmp_path, doc).system
+    assert "customer_profile__support_calls" not in {f.column for f in system.model.fetch}
+    tree = compile_system(system)
+    transforms = tree["churn_system/transforms.py"].decode()
+    assert '"calls_ratio": (' not in transforms  # defined, never called: its input is unread
+    assert "calls_ratio" not in tree["feature_repo/repo.py"].decode()
