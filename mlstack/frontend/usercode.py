@@ -35,6 +35,7 @@ class UserCodeProblem(Exception):
     message: str
     hint: str | None = None
     line: int | None = None  # in the user file, when the problem is at one place of it
+    param: str | None = None  # the model parameter it is about (located at that key)
 
 
 @dataclass(frozen=True)
@@ -254,10 +255,8 @@ def positional_fit(user: UserFile, fn: ast.FunctionDef, count: int) -> None:
                               "give them defaults", fn.lineno)
 
 
-def keyword_fit(user: UserFile, fn: ast.FunctionDef, names: list[str]) -> tuple[
-        str | None, UserCodeProblem | None]:
-    """Whether the function takes `names` as keyword arguments and needs nothing else. ->
-    (the first name it does not accept, the problem), or (None, None) when it fits."""
+def keyword_fit(user: UserFile, fn: ast.FunctionDef, names: list[str]) -> None:
+    """The function takes `names` as keyword arguments and needs nothing else."""
     args = fn.args
     where = f"{user.path}:{fn.lineno}: {_signature(fn)}"
     by_keyword = [a.arg for a in (*args.args, *args.kwonlyargs)]
@@ -266,13 +265,13 @@ def keyword_fit(user: UserFile, fn: ast.FunctionDef, names: list[str]) -> tuple[
             hint = did_you_mean(name, by_keyword) or (
                 f"it accepts {', '.join(by_keyword)}" if by_keyword else
                 f"add '{name}' (or **params) to its arguments")
-            return name, UserCodeProblem("MLS607", f"{where} does not accept the parameter "
-                                         f"'{name}'", hint, fn.lineno)
+            raise UserCodeProblem("MLS607", f"{where} does not accept the parameter "
+                                  f"'{name}'", hint, fn.lineno, param=name)
     positional = [*args.posonlyargs, *args.args]
     required = positional[:len(positional) - len(args.defaults)]
     posonly_required = [a for a in required if a in args.posonlyargs]
     if posonly_required:
-        return None, UserCodeProblem(
+        raise UserCodeProblem(
             "MLS607", f"{where} needs positional-only arguments "
             f"({', '.join(a.arg for a in posonly_required)}); the factory is called with "
             "model.params as keywords only", "remove the '/' or give them defaults",
@@ -282,10 +281,9 @@ def keyword_fit(user: UserFile, fn: ast.FunctionDef, names: list[str]) -> tuple[
     missing = [a.arg for a in required if a.arg not in names] + [
         a for a in required_kw if a not in names]
     if missing:
-        return None, UserCodeProblem(
+        raise UserCodeProblem(
             "MLS607", f"{where} needs {', '.join(missing)}, which model.params does not "
             "give", f"add {missing[0]} to model.params, or give it a default", fn.lineno)
-    return None, None
 
 
 def accepts_keyword(fn: ast.FunctionDef, name: str) -> bool:

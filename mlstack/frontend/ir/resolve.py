@@ -106,7 +106,11 @@ class _Resolver:
             fn = find_function(user, function)
             signature(user, fn)
         except UserCodeProblem as problem:
-            self.error(problem.code, problem.message, path, problem.hint)
+            if problem.param is not None:  # at the parameter the function does not take
+                self.error(problem.code, problem.message, ("model", "params", problem.param),
+                           problem.hint, key=True)
+            else:
+                self.error(problem.code, problem.message, path, problem.hint)
             return None
         self.user_files[user.path] = ir.UserFileNode(path=user.path, module=user.module,
                                                      sha256=user.sha256, text=user.text)
@@ -511,21 +515,9 @@ class _Resolver:
         """model.estimator: a function of the project's code, called with model.params as
         keyword arguments (and random_state=training.seed when it names random_state and
         params do not set it)."""
-        failed: list[str] = []
-
-        def fits(user, fn):
-            name, problem = keyword_fit(user, fn, list(m.params))
-            if problem is not None:
-                failed.append(name or "")
-                raise problem
-
-        path = ("model", "estimator")
-        factory = self.user_function(m.estimator, path, fits)
+        factory = self.user_function(m.estimator, ("model", "estimator"),
+                                     lambda user, fn: keyword_fit(user, fn, list(m.params)))
         if factory is None:
-            if failed and failed[0]:  # point at the parameter it does not take
-                last = self.diagnostics.pop()
-                self.error(last.code, last.message, ("model", "params", failed[0]), last.hint,
-                           key=True)
             return None
         params = dict(m.params)
         if "random_state" not in params and accepts_keyword(self.function_defs[m.estimator],
