@@ -459,6 +459,10 @@ class _Resolver:
         if m.framework not in catalog.SUPPORTED_FRAMEWORKS:
             self.error("MLS304", f"framework '{m.framework}' is not supported yet",
                        base + ("framework",), "use framework: sklearn")
+        elif m.estimator is not None and m.framework != "sklearn":
+            self.error("MLS304", f"framework '{m.framework}' with an estimator factory is not "
+                       "supported yet", base + ("framework",), "leave framework out: a "
+                       "factory returns a scikit-learn-API estimator (framework sklearn)")
         elif m.estimator is not None:
             estimator = self.estimator_factory(m)
         elif m.algorithm not in algorithms:
