@@ -445,3 +445,10 @@ def test_a_transform_the_model_does_not_read_is_not_computed(tmp_path):
     transforms = tree["churn_system/transforms.py"].decode()
     assert '"calls_ratio": (' not in transforms  # defined, never called: its input is unread
     assert "calls_ratio" not in tree["feature_repo/repo.py"].decode()
+
+
+def test_a_module_and_a_package_of_the_same_name_are_refused(tmp_path):
+    analysis = analyze(tmp_path, user_doc(estimator="features/models.py:build_model"),
+                       files={"features.py": FEATURES, "features/models.py": MODELS})
+    code, pointer, message, _ = first_error(analysis)
+    assert (code, pointer) == ("MLS604", "/model/estimator") and "features.py" in message

@@ -102,6 +102,13 @@ class _Resolver:
                 raise UserCodeProblem("MLS603", "user code cannot be read: the spec's folder "
                                       "is not known")
             user = read_user_file(self.project_dir, file)
+            for other in self.user_files.values():
+                if other.module.startswith(f"{user.module}.") or user.module.startswith(
+                        f"{other.module}."):  # 'src.py' and 'src/x.py': one shadows the other
+                    raise UserCodeProblem(
+                        "MLS604", f"{user.path} and {other.path} would be one module and a "
+                        "package of the same name in the generated code",
+                        "rename one of them")
             local_imports(user, self.project_dir)
             fn = find_function(user, function)
             signature(user, fn)
