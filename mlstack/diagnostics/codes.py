@@ -197,7 +197,8 @@ EXPLANATIONS: dict[str, str] = {
               "folder, or cannot be read); the hint suggests a .py file with a close name.",
     "MLS604": "The file must be a `.py` file whose path is a Python module name: each folder "
               "and the file's stem are ASCII identifiers without `__` and not keywords. It "
-              "becomes a module of the generated package (`<system>_system.user_code...`).",
+              "becomes a module of the generated package (`<system>_system.user_code...`), so two "
+              "files may not be a module and a package of one name (`src.py`, `src/x.py`).",
     "MLS605": "mlstack parses the file with Python's `ast` (it never imports it at lint time) "
               "and it does not parse: a syntax error (its file:line:column is in the "
               "message), text that is not UTF-8, a NUL byte, or a file over 1 MB.",
