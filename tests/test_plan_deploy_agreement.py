@@ -13,7 +13,7 @@ import yaml
 
 from mlstack.frontend.analysis import analyze_spec
 from mlstack.workspace.plan import Consequence, deploy_actions, diff_systems
-from tests.test_spec_options import BASES, CHANGES, _apply
+from tests.test_spec_options import BASES, CHANGES, _apply, write_user_files
 
 # key -> (train, new service version, verify) that deploy must do after plan's diff.
 EXPECTED = {
@@ -30,6 +30,9 @@ EXPECTED = {
     "Training.seed": (True, True, True),
     "Split.test_fraction": (True, True, True),
     "Transform.expr": (True, True, True),
+    "Transform.python": (True, True, True),
+    "Transform.inputs": (True, True, True),
+    "Model.estimator": (True, True, True),
     "FeatureView.ttl": (True, True, True),
     "Checks.min_rows": (True, True, True),
     "Evaluation.gates": (True, True, True),
@@ -46,6 +49,7 @@ EXPECTED = {
 def _system(doc: dict, folder):
     spec = folder / "mlstack.yaml"
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_user_files(folder)
     analysis = analyze_spec(spec)
     return analysis.system
 

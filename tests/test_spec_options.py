@@ -32,8 +32,36 @@ CLUSTER["sources"] += [
 ]
 ALERTS = copy.deepcopy(LOCAL)
 ALERTS["monitoring"]["alerts"] = [{"channel": "slack", "to": "#ml"}]
-BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS}
+USER_CODE = copy.deepcopy(LOCAL)
+USER_CODE["features"]["transforms"][0] = {
+    "name": "charges_per_tenure", "python": "features.py:ratio",
+    "inputs": ["customer_profile.monthly_charges", "customer_profile.tenure_months"]}
+# the project's own code the user-code cases name (written beside every spec below)
+USER_FILES = {
+    "features.py": "def ratio(a, b):\n    return a / (b + 1)\n\n\n"
+                   "def scaled(a, b, scale=2.0):\n    return scale * a / (b + 1)\n",
+    "models.py": "from sklearn.linear_model import LogisticRegression\n\n\n"
+                 "def build_model(c=1.0, random_state=None):\n"
+                 "    return LogisticRegression(C=c, random_state=random_state)\n",
+}
+BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE}
 WAREHOUSE, STREAM = ("sources", 2), ("sources", 3)
+
+
+def write_user_files(folder: Path) -> None:
+    for name, text in USER_FILES.items():
+        (folder / name).write_text(text)
+
+
+def _estimator_factory(doc):
+    model = doc["model"]
+    del model["algorithm"]
+    model["estimator"] = "models.py:build_model"
+    model["params"] = {"c": 0.5}
+
+
+def _python_transform(doc):
+    doc["features"]["transforms"][0] = copy.deepcopy(USER_CODE["features"]["transforms"][0])
 
 
 def _query_instead_of_table(doc):
@@ -89,11 +117,15 @@ CHANGES = {
     "Transform.expr": ("local", ("features", "transforms", 0, "expr"), "monthly_charges * 2"),
     "Transform.dtype": ("local", ("features", "transforms", 0, "dtype"), "int64"),
     "Transform.description": ("local", ("features", "transforms", 0, "description"), "Ratio."),
+    "Transform.python": ("local", _python_transform),
+    "Transform.inputs": ("user_code", ("features", "transforms", 0, "inputs"),
+                         ["customer_profile.support_calls", "customer_profile.tenure_months"]),
     "Label.source": ("local", ("label", "source"), "customers"),
     "Label.field": ("local", ("label", "field"), "event_timestamp"),
     "Model.task": ("local", ("model", "task"), "regression"),
     "Model.framework": ("local", ("model", "framework"), "xgboost"),
     "Model.algorithm": ("local", ("model", "algorithm"), "random_forest"),
+    "Model.estimator": ("local", _estimator_factory),
     "Model.params": ("local", ("model", "params"), {"n_estimators": 10}),
     "Model.features": ("local", ("model", "features"), ["customer_profile.tenure_months"]),
     "Model.group_by": ("local", ("model", "group_by"), "customer_id"),
@@ -187,6 +219,7 @@ def test_every_key_has_a_change_in_the_table():
 def _outcome(doc: dict, folder: Path) -> tuple[str | None, frozenset]:
     spec = folder / "mlstack.yaml"
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    write_user_files(folder)
     analysis = analyze_spec(spec)
     ir = analysis.system.model_dump_json() if analysis.system is not None else None
     return ir, frozenset((d.code, d.pointer, d.message) for d in analysis.diagnostics)

@@ -330,7 +330,8 @@ def render_diagnostics(corpus: Path | None = None) -> str:
 
     corpus = corpus or ROOT / "tests" / "bad_specs"
     groups = {"0": "Loading", "1": "Schema", "2": "References", "3": "Model and evaluation",
-              "4": "SLOs and serving", "5": "Target", "9": "Not supported yet"}
+              "4": "SLOs and serving", "5": "Target", "6": "User code",
+              "9": "Not supported yet"}
     out = [HEADER.format(source="mlstack/diagnostics/codes.py and the examples in tests/bad_specs"),
            "# Diagnostics\n\n",
            "Every finding of `mlstack lint` has a stable code, a severity, a message, the "

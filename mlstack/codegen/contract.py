@@ -62,6 +62,11 @@ SERVING_PROFILE_FILE = "serving_profile.json"
 FLOWS_MODULE = "pipelines.flows"
 SERVICE_MODULE = "service.service"
 FEATURE_REPO_DIR = "feature_repo"
+# The project's own Python files the spec names (estimator factories, python transforms) are
+# copied, byte for byte, under this subpackage of the shared package: 'src/features.py' ->
+# <package>/user_code/src/features.py, imported as <package>.user_code.src.features. A deployed
+# version's tree so carries its copy, and a rollback restores it.
+USER_CODE_DIR = "user_code"
 
 
 def package_name(system: SystemIR) -> str:
@@ -73,3 +78,22 @@ def service_class(system: SystemIR) -> str:
     """The BentoML service class: churn -> ChurnService, search_ranking -> SearchRankingService."""
     return "".join(part[:1].upper() + part[1:] for part in system.python_name.split("_")
                    if part) + "Service"
+
+
+def user_code_paths(system: SystemIR) -> dict[str, str]:
+    """Where each user file lands in the generated tree: tree path -> the file's project
+    path. These files are copied as they are (never formatted or templated)."""
+    pkg = package_name(system)
+    return {f"{pkg}/{USER_CODE_DIR}/{f.path}": f.path for f in system.user_files}
+
+
+def user_module(system: SystemIR, module: str) -> tuple[str, str]:
+    """A user module ('src.features') as an import: ('<package>.user_code.src', 'features')."""
+    parent, _, name = f"{package_name(system)}.{USER_CODE_DIR}.{module}".rpartition(".")
+    return parent, name
+
+
+def user_module_alias(module: str) -> str:
+    """The name generated code binds a user module to: 'src.features' -> 'user_src__features'
+    (module parts never hold '__', so two modules never share an alias)."""
+    return "user_" + module.replace(".", "__")

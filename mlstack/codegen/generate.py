@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlstack.codegen.backends import REGISTRY, CompileOptions, load_backend
+from mlstack.codegen.contract import user_code_paths
 from mlstack.codegen.filetree import FileTree
 from mlstack.codegen.formatter import format_python
 from mlstack.frontend.ir.nodes import SystemIR
@@ -16,7 +17,9 @@ def compile_system(system: SystemIR, options: CompileOptions | None = None) -> F
         backend = load_backend(name)
         if backend.applies(system):
             tree.update(backend.render(system, options))
-    formatted = format_python({p: c for p, c in tree.items() if p.endswith(".py")})
+    copied = user_code_paths(system)  # the user's files: copied as written, not formatted
+    formatted = format_python({p: c for p, c in tree.items()
+                               if p.endswith(".py") and p not in copied})
     result = FileTree()
     for path, content in tree.items():
         result.add(path, formatted.get(path, content))

@@ -59,8 +59,10 @@ def system_graph(system: SystemIR) -> SystemGraph:
         edges.append(GraphEdge(source_id[v.source], view_id[v.name]))
     for t in system.transforms:
         nodes.append(GraphNode(transform_id[t.name], t.name, "transform"))
-        for view in sorted({i.view for i in t.inputs}):
+        for view in sorted({i.view for i in t.inputs if i.view is not None}):
             edges.append(GraphEdge(view_id[view], transform_id[t.name]))
+        for read in sorted({i.transform for i in t.inputs if i.transform is not None}):
+            edges.append(GraphEdge(transform_id[read], transform_id[t.name]))
     m = system.model
     nodes.append(GraphNode("model", f"model: {m.algorithm} ({m.task})", "model"))
     inputs = {view_id[f.view] for f in m.features if f.kind == "view"}

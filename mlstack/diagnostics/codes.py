@@ -69,6 +69,15 @@ CODES: dict[str, str] = {
     "MLS505": "Online store not available on this target",
     "MLS506": "Region required",
     "MLS507": "Resources larger than any node",
+    # user code (MLS6xx)
+    "MLS601": "Invalid code reference",
+    "MLS602": "User code path leaves the project folder",
+    "MLS603": "User code file not found",
+    "MLS604": "Not a Python module file",
+    "MLS605": "User code file does not parse",
+    "MLS606": "Function not defined at the top level of the file",
+    "MLS607": "Function signature does not fit the spec",
+    "MLS608": "User code imports the project's other modules",
     # not supported yet (MLS9xx)
     "MLS901": "Not supported yet",
 }
@@ -180,6 +189,35 @@ EXPLANATIONS: dict[str, str] = {
     "MLS507": "A serving or training pod asks for more CPU, memory or GPUs than one node of the "
               "price table holds (after the node's own overhead), or for a GPU type it does not "
               "list, so no node group can be sized for it (kubernetes and aws targets).",
+    "MLS601": "`model.estimator` and a transform's `python` name a function of the project's "
+              "own code as `file.py:function`: a path, a colon and a Python identifier.",
+    "MLS602": "A user code file is named relative to the spec's folder and must stay inside "
+              "it: no absolute paths, `~`, `..`, drive letters, URLs or backslashes, and no "
+              "symlink that resolves outside the folder. mlstack copies the file into the "
+              "generated code, so it must be the project's own.",
+    "MLS603": "The file a code reference names does not exist in the project folder (or is a "
+              "folder, or cannot be read); the hint suggests a .py file with a close name.",
+    "MLS604": "The file must be a `.py` file whose path is a Python module name: each folder "
+              "and the file's stem are ASCII identifiers without `__` and not keywords. It "
+              "becomes a module of the generated package (`<system>_system.user_code...`), so two "
+              "files may not be a module and a package of one name (`src.py`, `src/x.py`).",
+    "MLS605": "mlstack parses the file with Python's `ast` (it never imports it at lint time) "
+              "and it does not parse: a syntax error (its file:line:column is in the "
+              "message), text that is not UTF-8, a NUL byte, or a file over 1 MB.",
+    "MLS606": "The function is not defined with `def` at the top level of the file: it is "
+              "missing (the hint suggests a close name), nested in another block, a class, an "
+              "async function, an imported or assigned name. Write a plain top-level "
+              "function; it may call anything.",
+    "MLS607": "The function cannot be called the way the spec calls it. A python transform "
+              "gets one numpy array per input, positionally, in the order of `inputs`: it must "
+              "take that many positional arguments (or *args) and need nothing else. An "
+              "estimator factory gets `model.params` as keyword arguments: it must accept each "
+              "(by name, or with **kwargs) and need nothing params do not give. The message "
+              "shows the def and its line.",
+    "MLS608": "Only the file the spec names is copied into the generated code, so it may not "
+              "import the project's other modules: no relative imports and no import of a "
+              "module that is a file or folder beside it (or in the spec's folder). Put what "
+              "it needs in the same file, or install it as a package.",
     "MLS901": "The spec language accepts this option but mlstack cannot carry it out yet; it is "
               "refused rather than silently ignored.",
 }

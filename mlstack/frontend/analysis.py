@@ -75,7 +75,8 @@ def analyze_spec(path: Path | str, display: str | None = None) -> Analysis:
     analysis.diagnostics = diagnostics
     if spec is None:
         return analysis
-    system, diagnostics = resolve(spec, document.source_map, spec_file=path.name)
+    system, diagnostics = resolve(spec, document.source_map, spec_file=path.name,
+                                  project_dir=path.parent)
     analysis.diagnostics.extend(diagnostics)
     if system is not None:
         analysis.system = system

@@ -2,7 +2,9 @@
 
 A project's generated transforms module describes its model input with an `InputSchema`: the
 fetched feature columns ('view__field') and their spec dtypes, the transforms (functions over
-a mapping of numpy arrays, emitted from the parsed expressions) and the model's column order.
+a mapping of numpy arrays, emitted from the parsed expressions or calling a function of the
+project's own code) and the model's column order. Transforms run in the order given: each
+sees the fetched arrays and the results of the transforms before it.
 
     SCHEMA = InputSchema(fetch_dtypes={...}, transforms={"ratio": (ratio, "float64")},
                          model_columns=(...))
@@ -75,7 +77,8 @@ class InputSchema:
         if self.transforms:
             with np.errstate(all="ignore"):
                 for name, (transform, _) in self.transforms.items():
-                    out[name] = _column(transform(fetched), rows, self.numpy_dtypes[name])
+                    # in order: a transform may read the ones before it (python transforms)
+                    out[name] = _column(transform(out), rows, self.numpy_dtypes[name])
         return {name: out[name] for name in self.model_columns}
 
     def stack(self, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -126,6 +129,7 @@ class InputSchema:
         with np.errstate(all="ignore"):
             for name, (transform, _) in self.transforms.items():
                 column = np.full(len(frame), np.nan, dtype=np.float64)
-                column[complete] = _column(transform(arrays), rows, self.numpy_dtypes[name])
+                arrays[name] = _column(transform(arrays), rows, self.numpy_dtypes[name])
+                column[complete] = arrays[name]
                 out[name] = column
         return pd.DataFrame(out, index=frame.index)

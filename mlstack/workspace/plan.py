@@ -206,7 +206,7 @@ def _gate(g) -> str | None:
 def _model(s: SystemIR) -> dict:
     m = s.model
     return {"task": m.task, "framework": m.framework, "algorithm": m.algorithm,
-            "estimator": f"{m.estimator.module}.{m.estimator.cls}",
+            "estimator": m.estimator.display,
             "params": {k: v for k, v in m.estimator.params},
             "features": [f.ref for f in m.features], "group_by": m.group_by,
             # registration exports the model to ONNX (or not): a change re-registers it
@@ -259,7 +259,13 @@ RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]],
     ("entity", Consequence.REMATERIALIZE, _each(lambda s: s.entities)),
     ("feature_view", Consequence.REMATERIALIZE, _each(lambda s: s.feature_views)),
     ("transform", Consequence.RETRAIN, _each(lambda s: s.transforms, lambda t: {
-        "expr": t.expr, "dtype": t.dtype, "description": t.description})),
+        "expr": t.expr, "dtype": t.dtype, "description": t.description,
+        "python": t.function.ref if t.function else None,
+        "inputs": [i.ref for i in t.inputs] if t.function else None})),
+    # the project's Python files the spec names (estimator factory, python transforms): both
+    # run in training, so a change of a file's bytes retrains
+    ("user_code", Consequence.RETRAIN, lambda s: {f.path: {"sha256": f.sha256}
+                                                  for f in s.user_files}),
     ("model", Consequence.RETRAIN, _one(lambda s: s.python_name, _model)),
     ("request_schema", Consequence.BREAKING_API, _one(lambda s: s.python_name, lambda s: {
         "request_keys": {k.name: k.dtype for k in s.model.request_keys}})),

@@ -19,6 +19,7 @@ from mlstack.codegen.contract import (
     FEATURE_REPO_DIR,
     MANIFEST_FILE,
     TELEMETRY_ENV,
+    USER_CODE_DIR,
     package_name,
     service_class,
 )
@@ -145,7 +146,8 @@ class BentoMLBackend:
             resources=resources(system), workers=workers(system),
             labels={"system": system.name},
             includes=sorted([f"{SERVICE_DIR}/service.py", f"{pkg}/*.py",
-                             f"{FEATURE_REPO_DIR}/feature_store.yaml", MANIFEST_FILE]),
+                             f"{FEATURE_REPO_DIR}/feature_store.yaml", MANIFEST_FILE]
+                            + ([f"{pkg}/{USER_CODE_DIR}/**/*.py"] if system.user_files else [])),
             packages=sorted(runtime_packages(m.framework)),
             env_model_tag=ENV_MODEL_TAG,
             envs=dict(TELEMETRY_ENV),

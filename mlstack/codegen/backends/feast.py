@@ -14,7 +14,7 @@ come with the beyond-one-machine work: `applies` is False when a feature view re
 from __future__ import annotations
 
 from mlstack.codegen.backends import CompileOptions
-from mlstack.codegen.backends.shared import header
+from mlstack.codegen.backends.shared import header, model_transforms
 from mlstack.codegen.contract import package_name
 from mlstack.codegen.filetree import FileTree
 from mlstack.codegen.jinja import render_template
@@ -63,10 +63,12 @@ class FeastBackend:
         odfv = transforms_view_name(system)
         if system.transforms and any(v.name == odfv for v in system.feature_views):
             raise ValueError(f"feature view name {odfv!r} is reserved for the transforms")
-        transform_views = sorted({i.view for t in system.transforms for i in t.inputs})
+        transforms = model_transforms(system)  # those the model reads (the ones computed)
+        transform_views = sorted({i.view for t in transforms for i in t.inputs
+                                  if i.view is not None})
         used_types = sorted({FEAST_TYPES[c.dtype][0] for v in system.feature_views
                              for c in (*v.join_keys, *v.fields)}
-                            | {FEAST_TYPES[t.dtype][0] for t in system.transforms})
+                            | {FEAST_TYPES[t.dtype][0] for t in transforms})
         context = dict(
             system=system, header=header(system), package=pkg, types=FEAST_TYPES,
             used_types=used_types,
@@ -75,7 +77,7 @@ class FeastBackend:
             views=sorted(system.feature_views, key=lambda v: v.name),
             fetch_by_view={k: sorted(v) for k, v in sorted(fetch_by_view.items())},
             feature_service=f"{system.python_name}_model",
-            transforms=sorted(system.transforms, key=lambda t: t.name),
+            transforms=sorted(transforms, key=lambda t: t.name),
             transforms_view=odfv, transform_views=transform_views,
             store_sources={s.name: {"format": s.kind, "path": s.path,
                                     "columns": _csv_columns(s) if s.kind == "csv" else {}}

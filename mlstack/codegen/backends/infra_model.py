@@ -47,6 +47,17 @@ def _pod(res) -> dict:
             "gpu_type": res.gpu_type}
 
 
+def image_tag(system: SystemIR) -> str:
+    """The service image's tag: the spec hash, and the user files' hashes when the spec names
+    any (the image holds their copies, and a tag is immutable in the registry)."""
+    if not system.user_files:
+        return system.spec_hash[:12]
+    import hashlib
+
+    parts = [system.spec_hash, *(f"{f.path}:{f.sha256}" for f in system.user_files)]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
 def infra_config(system: SystemIR) -> dict:
     t = system.target
     config = {
@@ -58,7 +69,7 @@ def infra_config(system: SystemIR) -> dict:
         "online_store": t.online_store,
         "online_views": online_views(system),
         "service_port": SERVICE_PORT,
-        "service_image": f"{system.name}-service:{system.spec_hash[:12]}",
+        "service_image": f"{system.name}-service:{image_tag(system)}",
         "serving": {**_pod(t.serving), "replicas_min": t.replicas_min,
                     "replicas_max": t.replicas_max,
                     "target_rps_per_replica": t.autoscale_target_rps_per_replica},

@@ -10,7 +10,7 @@ clusters).
 from __future__ import annotations
 
 from mlstack.codegen.backends import CompileOptions
-from mlstack.codegen.backends.shared import header
+from mlstack.codegen.backends.shared import header, user_imports
 from mlstack.codegen.contract import (
     ENV_PROGRESS_FILE,
     MODELS_FILE,
@@ -22,7 +22,7 @@ from mlstack.codegen.contract import (
     package_name,
 )
 from mlstack.codegen.filetree import FileTree
-from mlstack.codegen.jinja import IDENT_RE, render_template
+from mlstack.codegen.jinja import IDENT_RE, identifier, render_template
 from mlstack.frontend.ir.nodes import ChecksNode, SystemIR
 
 # Prefect schedules are cron lines; the spec's aliases translate to these.
@@ -63,6 +63,22 @@ def _dotted(module: str) -> str:
     return module
 
 
+def _estimator(system: SystemIR) -> dict:
+    """How flows.py builds the estimator: a catalog class, or the project's factory (imported
+    from the copy in the generated package under an alias of its own)."""
+    factory = system.model.estimator.factory
+    if factory is None:
+        cls = system.model.estimator.cls
+        return dict(estimator_module=_dotted(system.model.estimator.module),
+                    estimator_class=cls, estimator_call=identifier(cls),
+                    estimator_factory=None)
+    (imported,) = user_imports(system, [factory.module])
+    return dict(estimator_module=None, estimator_class="Estimator",
+                estimator_call=f"{identifier(imported['alias'])}."
+                               f"{identifier(factory.function)}",
+                estimator_factory={**imported, "ref": factory.ref})
+
+
 def flow_context(system: SystemIR) -> dict:
     """Everything flows.py.j2 needs, as plain data (rendered through the `py` filter)."""
     file_sources = [s for s in system.sources if s.family == "file"]
@@ -76,7 +92,7 @@ def flow_context(system: SystemIR) -> dict:
         unread_sources=tuple(sorted(s.name for s in system.sources if s.family != "file")),
         feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),
         label_keys=tuple(k.name for k in system.label.join_keys),
-        estimator_module=_dotted(m.estimator.module), estimator_class=m.estimator.cls,
+        **_estimator(system),
         estimator_params=dict(m.estimator.params), group_fit=m.estimator.group_fit,
         framework=m.framework, training_gpus=system.target.training.gpu,
         gpu_preferred=system.target.training.gpu_preferred,

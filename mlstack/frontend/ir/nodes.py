@@ -90,21 +90,44 @@ class FeatureViewNode(Node):
     description: str | None = None
 
 
+class UserFileNode(Node):
+    """A Python file of the project that the spec names (an estimator factory, a python
+    transform). Its text is copied into the generated package, so a compile needs no file and
+    a deployed version carries its own copy; its hash puts a change of the file in the plan."""
+
+    path: str  # relative to the project folder, POSIX, e.g. 'src/features.py'
+    module: str  # its dotted module name relative to the project, e.g. 'src.features'
+    sha256: str  # of the file's bytes
+    text: str
+
+
+class UserFunctionNode(Node):
+    """A function defined at the top level of a user file (checked by parsing, not imported)."""
+
+    ref: str  # as written: 'models.py:build_model'
+    path: str  # the UserFileNode's path
+    module: str  # the UserFileNode's module
+    function: str
+    line: int  # of its def in the file
+
+
 class TransformInput(Node):
-    ref: str  # as written in the expression: 'field' or 'view.field'
-    view: str
-    field: str
-    column: str  # the column of the training/serving frame it reads (view__field)
+    ref: str  # as written in the expression (or inputs): 'field', 'view.field', a transform
+    view: str | None = None  # None: the input is an earlier transform
+    field: str | None = None
+    column: str  # the column of the training/serving frame it reads (view__field, transform)
+    transform: str | None = None  # the transform it reads (python transforms only)
 
 
 class TransformNode(Node):
     name: str
-    expr: str  # canonical text, re-printed from the parsed tree
+    expr: str  # canonical text, re-printed from the parsed tree ('' for a python transform)
     dtype: str
-    inputs: tuple[TransformInput, ...]
+    inputs: tuple[TransformInput, ...]  # python transforms: in call order; else by column
     python: str  # vectorised Python over `columns` (column -> numpy array), from the parsed tree
     at: str = ""
     description: str | None = None
+    function: UserFunctionNode | None = None  # a python transform's function
 
 
 class ModelFeature(Node):
@@ -129,10 +152,16 @@ class LabelNode(Node):
 class EstimatorNode(Node):
     """The estimator the training flow instantiates."""
 
-    module: str  # e.g. sklearn.ensemble
-    cls: str  # e.g. GradientBoostingClassifier
+    module: str  # e.g. sklearn.ensemble ('' with a factory)
+    cls: str  # e.g. GradientBoostingClassifier ('' with a factory)
     params: tuple[tuple[str, bool | int | float | str | None | tuple[int, ...]], ...]
     group_fit: str | None = None  # rankers over query groups: fit's keyword (qid, group)
+    factory: UserFunctionNode | None = None  # model.estimator: called with params as keywords
+
+    @property
+    def display(self) -> str:
+        """What builds the estimator, for people: 'sklearn.ensemble.X' or 'models.py:f'."""
+        return self.factory.ref if self.factory else f"{self.module}.{self.cls}"
 
 
 class ModelNode(Node):
@@ -258,6 +287,7 @@ class SystemIR(Node):
     target: TargetNode
     derivations: tuple[Derivation, ...]
     tags: tuple[tuple[str, str], ...] = ()  # metadata.tags, sorted (name, value)
+    user_files: tuple[UserFileNode, ...] = ()  # the project's Python files named, by path
 
     def source(self, name: str) -> SourceNode:
         return next(s for s in self.sources if s.name == name)

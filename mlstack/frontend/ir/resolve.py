@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from pathlib import Path
 
 from mlstack.diagnostics.diagnostic import Diagnostic, Severity, did_you_mean, hint_for
 from mlstack.frontend.expr import canonical, emit_python, parse_expr
@@ -18,20 +19,44 @@ from mlstack.frontend.loader import SourceMap
 from mlstack.frontend.spec.models import FileSource, StreamSource, SystemSpec, WarehouseSource
 from mlstack.frontend.spec.types import duration_seconds, parse_gate
 from mlstack.frontend.spec.validate import pointer
+from mlstack.frontend.usercode import (
+    UserCodeProblem,
+    accepts_keyword,
+    find_function,
+    keyword_fit,
+    local_imports,
+    positional_fit,
+    read_user_file,
+    split_ref,
+)
+
+# ModelNode.algorithm of a model built by a factory in the project's code (model.estimator)
+CUSTOM_ALGORITHM = "custom"
 
 
 def spec_hash(spec: SystemSpec) -> str:
-    canonical_json = json.dumps(spec.model_dump(mode="json", by_alias=True), sort_keys=True,
-                                separators=(",", ":"))
+    data = spec.model_dump(mode="json", by_alias=True)
+    # keys added with user code, left out while unused: a spec that does not use them keeps
+    # the hash it had before they existed
+    if data["model"].get("estimator") is None:
+        data["model"].pop("estimator", None)
+    for transform in data["features"]["transforms"]:
+        if transform.get("python") is None and not transform.get("inputs"):
+            transform.pop("python", None)
+            transform.pop("inputs", None)
+    canonical_json = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical_json.encode()).hexdigest()
 
 
 class _Resolver:
-    def __init__(self, spec: SystemSpec, smap: SourceMap):
+    def __init__(self, spec: SystemSpec, smap: SourceMap, project_dir: Path | None = None):
         self.spec = spec
         self.smap = smap
+        self.project_dir = project_dir
         self.diagnostics: list[Diagnostic] = []
         self.derivations: list[ir.Derivation] = []
+        self.user_files: dict[str, ir.UserFileNode] = {}
+        self.function_defs: dict[str, object] = {}  # ref -> its ast.FunctionDef
 
     # -- helpers -------------------------------------------------------------------------
     def error(self, code, message, path, hint=None, *, key=False, severity=Severity.ERROR):
@@ -66,6 +91,39 @@ class _Resolver:
                            f"give each {what} its own name")
             seen.setdefault(item.name, i)
         return {item.name: (i, item) for i, item in enumerate(items) if seen[item.name] == i}
+
+    def user_function(self, ref: str, path, signature) -> ir.UserFunctionNode | None:
+        """The function `ref` ('file.py:function') names, checked by parsing its file;
+        `signature(user_file, def_node)` raises a UserCodeProblem when the call the spec makes
+        does not fit. A problem is a diagnostic at `path`, naming the file (and line)."""
+        file, function = split_ref(ref)
+        try:
+            if self.project_dir is None:
+                raise UserCodeProblem("MLS603", "user code cannot be read: the spec's folder "
+                                      "is not known")
+            user = read_user_file(self.project_dir, file)
+            for other in self.user_files.values():
+                if other.module.startswith(f"{user.module}.") or user.module.startswith(
+                        f"{other.module}."):  # 'src.py' and 'src/x.py': one shadows the other
+                    raise UserCodeProblem(
+                        "MLS604", f"{user.path} and {other.path} would be one module and a "
+                        "package of the same name in the generated code",
+                        "rename one of them")
+            local_imports(user, self.project_dir)
+            fn = find_function(user, function)
+            signature(user, fn)
+        except UserCodeProblem as problem:
+            if problem.param is not None:  # at the parameter the function does not take
+                self.error(problem.code, problem.message, ("model", "params", problem.param),
+                           problem.hint, key=True)
+            else:
+                self.error(problem.code, problem.message, path, problem.hint)
+            return None
+        self.user_files[user.path] = ir.UserFileNode(path=user.path, module=user.module,
+                                                     sha256=user.sha256, text=user.text)
+        self.function_defs[ref] = fn
+        return ir.UserFunctionNode(ref=ref, path=user.path, module=user.module,
+                                   function=function, line=fn.lineno)
 
     # -- passes --------------------------------------------------------------------------
     def sources(self):
@@ -261,8 +319,14 @@ class _Resolver:
     def transforms(self):
         self.transform_by_name = self.unique(self.spec.features.transforms, "transform",
                                              ("features", "transforms"))
+        self.transform_nodes_so_far: dict[str, ir.TransformNode] = {}
         out = []
         for i, t in enumerate(self.spec.features.transforms):
+            if t.python is not None:
+                node = self.python_transform(i, t)
+                if node is not None:
+                    out.append(node)
+                continue
             path = ("features", "transforms", i, "expr")
             parsed = parse_expr(t.expr)
             inputs, columns = [], {}
@@ -292,8 +356,66 @@ class _Resolver:
                     inputs=tuple(sorted(inputs, key=lambda x: x.column)),
                     python=emit_python(parsed, columns),
                     at=pointer(("features", "transforms", i)), description=t.description))
+                self.transform_nodes_so_far[t.name] = out[-1]
         self.transform_nodes = {t.name: t for t in out}
         return tuple(sorted(out, key=lambda t: t.name))
+
+    def python_transform(self, i: int, t) -> ir.TransformNode | None:
+        """A transform computed by a function of the project's code: its inputs (view fields
+        or transforms listed earlier) are passed positionally, in order."""
+        base = ("features", "transforms", i)
+        inputs, ok = [], True
+        for k, ref in enumerate(t.inputs):
+            path = base + ("inputs", k)
+            if ref in t.inputs[:k]:
+                self.error("MLS206", f"transform '{t.name}' lists input '{ref}' twice", path,
+                           "remove the second one")
+                ok = False
+            elif "." not in ref and ref in self.transform_by_name:
+                index = self.transform_by_name[ref][0]
+                if index >= i:
+                    self.error("MLS208", f"transform '{t.name}' reads transform '{ref}', "
+                               "which is not listed before it", path, "list the transforms "
+                               "a python transform reads before it")
+                    ok = False
+                elif ref not in self.transform_nodes_so_far:
+                    ok = False  # that transform has errors, reported there
+                else:
+                    inputs.append(ir.TransformInput(ref=ref, column=ref, transform=ref))
+            else:
+                found = self._view_field(ref, path, "transform input")
+                if found is None:
+                    ok = False
+                    continue
+                view, col = found
+                if col.dtype not in ("int64", "int32", "float64", "float32", "bool"):
+                    self.error("MLS209", f"transform input '{ref}' has dtype {col.dtype}; "
+                               "transforms compute on numbers", path,
+                               "use a numeric field (encode text in the source)")
+                    ok = False
+                    continue
+                inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
+                                                column=f"{view.name}__{col.name}"))
+        function = self.user_function(
+            t.python, base + ("python",),
+            lambda user, fn: positional_fit(user, fn, len(t.inputs)))
+        if function is None or not ok:
+            return None
+        node = ir.TransformNode(name=t.name, expr="", dtype=t.dtype, inputs=tuple(inputs),
+                                python="", at=pointer(base), description=t.description,
+                                function=function)
+        self.transform_nodes_so_far[t.name] = node
+        return node
+
+    def transform_fetch(self, t: ir.TransformNode) -> list[ir.TransformInput]:
+        """The view fields a transform reads, through the transforms it reads."""
+        found = []
+        for inp in t.inputs:
+            if inp.transform is None:
+                found.append(inp)
+            elif inp.transform in self.transform_nodes:
+                found.extend(self.transform_fetch(self.transform_nodes[inp.transform]))
+        return found
 
     def model(self):
         m = self.spec.model
@@ -313,7 +435,7 @@ class _Resolver:
                     continue
                 features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
                                                 dtype=t.dtype))
-                for inp in t.inputs:
+                for inp in self.transform_fetch(t):
                     dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
                                  if f.name == inp.field)
                     fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
@@ -345,6 +467,12 @@ class _Resolver:
             self.error("MLS304", f"framework '{m.framework}' is not supported yet",
                        base + ("framework",),
                        "use one of: " + ", ".join(catalog.SUPPORTED_FRAMEWORKS))
+        elif m.estimator is not None and m.framework != "sklearn":
+            self.error("MLS304", f"framework '{m.framework}' with an estimator factory is not "
+                       "supported yet", base + ("framework",), "leave framework out: a "
+                       "factory returns a scikit-learn-API estimator (framework sklearn)")
+        elif m.estimator is not None:
+            estimator = self.estimator_factory(m)
         elif algorithms is None:
             tasks = sorted(t for f, t in catalog.ESTIMATORS if f == m.framework)
             self.error("MLS304", f"{m.task} with framework '{m.framework}' is not supported "
@@ -403,10 +531,26 @@ class _Resolver:
         if estimator is None or label is None or len(features) != len(m.features):
             return None, None
         return ir.ModelNode(
-            task=m.task, framework=m.framework, algorithm=m.algorithm, estimator=estimator,
+            task=m.task, framework=m.framework, algorithm=m.algorithm or CUSTOM_ALGORITHM,
+            estimator=estimator,
             features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
             entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
             feature_views=tuple(views), group_by=m.group_by), label
+
+    def estimator_factory(self, m) -> ir.EstimatorNode | None:
+        """model.estimator: a function of the project's code, called with model.params as
+        keyword arguments (and random_state=training.seed when it names random_state and
+        params do not set it)."""
+        factory = self.user_function(m.estimator, ("model", "estimator"),
+                                     lambda user, fn: keyword_fit(user, fn, list(m.params)))
+        if factory is None:
+            return None
+        params = dict(m.params)
+        if "random_state" not in params and accepts_keyword(self.function_defs[m.estimator],
+                                                            "random_state"):
+            params["random_state"] = self.spec.training.seed
+        return ir.EstimatorNode(module="", cls="", params=tuple(sorted(params.items())),
+                                factory=factory)
 
     def label(self):
         lbl = self.spec.label
@@ -445,8 +589,10 @@ def _gate(metric: str, text: str) -> ir.GateNode:
     return ir.GateNode(metric=metric, op=op, threshold=threshold)
 
 
-def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
-    """Resolve references and fill in defaults and derived settings. -> (IR | None, diags)."""
+def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
+            project_dir: Path | None = None):
+    """Resolve references and fill in defaults and derived settings. -> (IR | None, diags).
+    `project_dir`: the spec's folder, where the Python files it names are read."""
     from mlstack.frontend.ir.derive import (
         derive_serving,
         derive_target,
@@ -454,7 +600,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
         training_device,
     )
 
-    r = _Resolver(spec, smap)
+    r = _Resolver(spec, smap, project_dir)
     sources = r.sources()
     r.entities()
     views = r.feature_views()
@@ -523,7 +669,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
             alerts=tuple(sorted((a.channel, a.to) for a in mon.alerts))),
         target=target,
         derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
-        tags=tuple(sorted(spec.metadata.tags.items())))
+        tags=tuple(sorted(spec.metadata.tags.items())),
+        user_files=tuple(r.user_files[p] for p in sorted(r.user_files)))
     return system, r.diagnostics
 
 

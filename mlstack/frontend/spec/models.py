@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 
 from mlstack.frontend.expr import ExprError, parse_expr
 from mlstack.frontend.spec.types import (
+    CodeRef,
     Column,
     DType,
     Duration,
@@ -169,19 +170,32 @@ class FeatureView(Strict):
 
 
 class Transform(Strict):
-    """An on-demand feature computed from view fields, the same way in training and serving."""
+    """An on-demand feature computed from view fields, the same way in training and serving:
+    a safe expression (`expr`), or a function of the project's own Python code (`python`)
+    called with its `inputs` as numpy arrays, positionally, in the order listed."""
 
     name: Name = Field(description="Transform name; list it in model.features.")
-    expr: str = Field(description="A safe expression over view fields: numbers, "
-                      "fields, + - * / // % **, comparisons, and/or/not and the functions abs, "
-                      "sqrt, log, log1p, exp, floor, ceil, min, max, clip, where.")
+    expr: str | None = Field(None, description="A safe expression over view fields: numbers, "
+                             "fields, + - * / // % **, comparisons, and/or/not and the "
+                             "functions abs, sqrt, log, log1p, exp, floor, ceil, min, max, "
+                             "clip, where. Give expr or python.")
+    python: CodeRef | None = Field(
+        None, description="A function in a Python file of the project, 'file.py:function'. "
+        "It is called with one numpy array per input, positionally in the order of `inputs`, "
+        "and returns one array (one value per row). mlstack parses the file (never imports "
+        "it at lint time) and copies it into the generated package. Give expr or python.")
+    inputs: list[FeatureRef] = Field(default_factory=list, description="With python: the "
+                                     "function's arguments in order: 'view.field' or the "
+                                     "name of a transform listed earlier.")
     dtype: Literal["float64", "int64", "bool"] = Field("float64",
                                                        description="Type of the result.")
     description: Description
 
     @field_validator("expr")
     @classmethod
-    def _parse(cls, value: str) -> str:
+    def _parse(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         try:
             parse_expr(value)
         except ExprError as exc:
@@ -189,6 +203,26 @@ class Transform(Strict):
                 "mls_expr", "{message}", {"message": exc.message, "column": exc.column}
             ) from None
         return value
+
+    @model_validator(mode="after")
+    def _expr_or_python(self):
+        if self.expr is None and self.python is None:
+            raise PydanticCustomError("mls_missing", "transform '{name}' needs 'expr' or "
+                                      "'python'", {"name": self.name, "at": "name",
+                                       "hint": "add 'expr: ...' or 'python: file.py:function'"})
+        if self.expr is not None and self.python is not None:
+            raise PydanticCustomError("mls_conflict", "transform '{name}' takes 'expr' or "
+                                      "'python', not both", {"name": self.name, "at": "python",
+                                                                 "hint": "remove one of them"})
+        if self.python is not None and not self.inputs:
+            raise PydanticCustomError("mls_missing", "a python transform needs 'inputs' (its "
+                                      "arguments, in order)", {"at": "python",
+                                                 "hint": "add 'inputs: [view.field, ...]'"})
+        if self.expr is not None and self.inputs:
+            raise PydanticCustomError("mls_conflict", "an expr transform takes no 'inputs' "
+                                      "(they are the fields its expression names)",
+                                      {"at": "inputs", "hint": "remove inputs"})
+        return self
 
 
 class Features(Strict):
@@ -220,16 +254,36 @@ class Model(Strict):
                                  "lightgbm or pytorch (each but sklearn an optional extra, "
                                  "e.g. pip install 'mlstack[xgboost]'); onnx is not "
                                  "supported yet.")
-    algorithm: Name = Field(description="Estimator, e.g. gradient_boosting, random_forest, "
-                            "logistic_regression, hist_gradient_boosting, ridge (sklearn); "
-                            "gradient_boosting, lambdarank (xgboost, lightgbm); mlp "
-                            "(pytorch).")
+    algorithm: Name | None = Field(None, description="Estimator, e.g. gradient_boosting, "
+                                   "random_forest, logistic_regression, "
+                                   "hist_gradient_boosting, ridge (sklearn); "
+                                   "gradient_boosting, lambdarank (xgboost, lightgbm); mlp "
+                                   "(pytorch). Give algorithm or estimator.")
+    estimator: CodeRef | None = Field(
+        None, description="A custom estimator: a factory function in a Python file of the "
+        "project, 'file.py:function', called with `params` as keyword arguments; it returns "
+        "an unfitted scikit-learn-API estimator (fit, predict, and predict_proba for "
+        "classifiers). framework stays sklearn (the API). Given a `random_state` parameter, "
+        "it gets training.seed unless params set it. Give algorithm or estimator.")
     params: dict[Name, ParamValue] = Field(default_factory=dict,
-                                           description="Estimator constructor parameters.")
+                                           description="Estimator constructor parameters (or "
+                                           "the estimator factory's keyword arguments).")
     features: list[FeatureRef] = Field(min_length=1, description="Model inputs in order: "
                                        "'view.field' or transform names.")
     group_by: Column | None = Field(None, description="Ranking only: the query/group key column "
                                     "of the label source.")
+
+    @model_validator(mode="after")
+    def _algorithm_or_estimator(self):
+        if self.algorithm is None and self.estimator is None:
+            raise PydanticCustomError("mls_missing", "the model needs 'algorithm' or "
+                                      "'estimator'", {"at": "task", "hint": "add 'algorithm: "
+                                      "gradient_boosting' or 'estimator: models.py:build_model'"})
+        if self.algorithm is not None and self.estimator is not None:
+            raise PydanticCustomError("mls_conflict", "the model takes 'algorithm' or "
+                                      "'estimator' (a factory in your code), not both",
+                                      {"at": "estimator", "hint": "remove one of them"})
+        return self
 
 
 class Split(Strict):

@@ -34,6 +34,8 @@ CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
 SCHEDULE_ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 SCHEDULE_JSON_PATTERN = (r"^\s*(@hourly|@daily|@weekly|@monthly|@yearly|"
                          r"[0-9*/,-]+(\s+[0-9*/,-]+){4})\s*$")
+CODE_FUNCTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
+CODE_REF_JSON_PATTERN = r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$"
 RELATIVE_PATH_JSON_PATTERN = r"^(?![/~\\])(?![^/\\]*:)(?!(.*[/\\])?\.\.([/\\]|$))[^\u0000]+$"
 RESERVED = set(keyword.kwlist) | set(keyword.softkwlist) | {
     "self", "cls", "None", "True", "False", "df", "np", "pd", "event_timestamp"
@@ -214,6 +216,18 @@ def _relative_path(value):
     return value
 
 
+def _code_ref(value):
+    """'path.py:function': the shape only. Whether the path stays in the project, the file
+    exists, parses and defines the function is checked by mlstack.frontend.usercode."""
+    path, colon, function = value.rpartition(":")
+    if not colon or not path.strip() or not CODE_FUNCTION_RE.match(function):
+        raise PydanticCustomError(
+            "mls_coderef", "'{value}' is not a code reference: write 'file.py:function'",
+            {"value": _text(value), "hint": "a path, a colon and the function's name, e.g. "
+             "'models.py:build_model'"})
+    return value
+
+
 def _range(value):
     ok = (isinstance(value, (list, tuple)) and len(value) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
@@ -298,6 +312,12 @@ RelativePath = Annotated[str, AfterValidator(_relative_path), WithJsonSchema({
     "description": "A path relative to the spec's folder, without '..'."}),
     ValueType("path", "relative to the spec's folder; no absolute paths, `..`, drive letters or "
               "URLs", ("data/customers.parquet",))]
+CodeRef = Annotated[str, Field(max_length=500), AfterValidator(_code_ref), WithJsonSchema({
+    "type": "string", "pattern": CODE_REF_JSON_PATTERN, "maxLength": 500,
+    "description": "A function in a Python file of the project: 'file.py:function'."}),
+    ValueType("code reference", "`file.py:function`: a Python file relative to the spec's "
+              "folder (no absolute paths or `..`) and a function defined at its top level",
+              ("models.py:build_model", "features.py:ratio"))]
 Range = Annotated[tuple[float, float], BeforeValidator(_range), WithJsonSchema({
     "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
     "description": "Inclusive [min, max]."}),

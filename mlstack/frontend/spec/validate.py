@@ -39,6 +39,7 @@ ERROR_CODES = {
     "mls_schedule": "MLS110",
     "mls_quantity": "MLS111",
     "mls_path": "MLS112",
+    "mls_coderef": "MLS601",
     "mls_replicas": "MLS502",
 }
 SOURCE_KINDS = tuple(kind for model in (FileSource, WarehouseSource, StreamSource)
@@ -210,7 +211,7 @@ def _bad_value(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
     location = smap.locate(path)
     text = messages.plain_message(err)
     message = f"{where} {text}" if text.startswith(messages.PREDICATE_WORDS) else f"{where}: {text}"
-    hint = messages.input_hint(err) or messages.CUSTOM_HINTS.get(kind)
+    hint = ctx.get("hint") or messages.input_hint(err) or messages.CUSTOM_HINTS.get(kind)
     given = err.get("input")
     if kind == "literal_error":
         options = messages.options(ctx.get("expected", ""))

@@ -100,7 +100,8 @@ def features(data: SiteData) -> Markup:
                    for f in v.fields]), class_="view", id=f"view-{v.name}"))
     parts += [h("h2", "Transforms"), table(
         ("transform", "expression", "dtype", "reads"),
-        [(code(t.name), code(t.expr), t.dtype, ", ".join(i.ref for i in t.inputs))
+        [(code(t.name), code(t.function.ref if t.function else t.expr), t.dtype,
+          ", ".join(i.ref for i in t.inputs))
          for t in s.transforms], empty="no transforms")]
     parts += [h("h2", "Model features"), table(
         ("column", "reference", "kind", "dtype"),
@@ -132,7 +133,7 @@ def model_card(data: SiteData) -> Markup:
     s, m = data.system, data.system.model
     parts = [definitions([
         ("task", m.task), ("framework", m.framework), ("algorithm", m.algorithm),
-        ("estimator", code(f"{m.estimator.module}.{m.estimator.cls}")),
+        ("estimator", code(m.estimator.display)),
         ("parameters", _params(s)),
         ("label", f"{s.label.source}.{s.label.field} ({s.label.dtype})"),
         ("grouped by", m.group_by),

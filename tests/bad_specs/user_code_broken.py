@@ -1,0 +1,2 @@
+def spend_ratio(spend, age)
+    return spend / age
