@@ -57,13 +57,18 @@ def system_graph(system: SystemIR) -> SystemGraph:
     for v in system.feature_views:
         nodes.append(GraphNode(view_id[v.name], v.name, "feature_view"))
         edges.append(GraphEdge(source_id[v.source], view_id[v.name]))
+    # request sources: values the request carries, drawn as sources
+    request_id = {r.name: f"request_{i}" for i, r in enumerate(system.request_sources)}
+    for r in system.request_sources:
+        nodes.append(GraphNode(request_id[r.name], f"{r.name} (request)", "source"))
+    input_id = {**view_id, **request_id}
     for t in system.transforms:
         nodes.append(GraphNode(transform_id[t.name], t.name, "transform"))
         for view in sorted({i.view for i in t.inputs}):
-            edges.append(GraphEdge(view_id[view], transform_id[t.name]))
+            edges.append(GraphEdge(input_id[view], transform_id[t.name]))
     m = system.model
     nodes.append(GraphNode("model", f"model: {m.algorithm} ({m.task})", "model"))
-    inputs = {view_id[f.view] for f in m.features if f.kind == "view"}
+    inputs = {input_id[f.view] for f in m.features if f.kind in ("view", "request")}
     inputs |= {transform_id[f.ref] for f in m.features if f.kind == "transform"}
     edges.extend(GraphEdge(i, "model") for i in sorted(inputs))
     edges.append(GraphEdge(source_id[system.label.source], "model", "label"))

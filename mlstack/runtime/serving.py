@@ -64,7 +64,10 @@ class ModelInput:
     """Request rows -> Batch. `online_rows` (the store's: key tuples -> found mask and
     fetched arrays) is called under a lock: one lookup at a time per process. `schema` is
     the generated transforms' InputSchema; `key_attributes` are the request row model's
-    attribute names of `request_keys` (a mapping row is read by key)."""
+    attribute names of `request_keys` (a mapping row is read by key). `request_fields`
+    (name -> spec dtype) are values the rows carry themselves, read like the keys (by
+    `field_attributes`) and given to the transforms and the model beside the fetched
+    columns."""
 
     def __init__(
         self,
@@ -73,11 +76,19 @@ class ModelInput:
         schema: Any,
         request_keys: Sequence[str],
         key_attributes: Sequence[str] | None = None,
+        request_fields: Mapping[str, str] | None = None,
+        field_attributes: Sequence[str] | None = None,
     ) -> None:
+        from mlstack.runtime.model_input import NUMPY_DTYPES
+
         self.online_rows = online_rows
         self.schema = schema
         self.request_keys = tuple(request_keys)
         self.key_attributes = tuple(key_attributes or request_keys)
+        fields = dict(request_fields or {})
+        self.request_fields = tuple(fields)
+        self.field_attributes = tuple(field_attributes or fields)
+        self.field_dtypes = {name: NUMPY_DTYPES[dtype] for name, dtype in fields.items()}
         self.model_columns = tuple(schema.model_columns)
         self._lock = threading.Lock()
 
@@ -90,6 +101,15 @@ class ModelInput:
         """One lookup and one model input, so the first request pays for neither."""
         self([row])
 
+    def fields_of(self, rows: Sequence[Any], positions: Sequence[int]) -> dict[str, np.ndarray]:
+        """The request fields of the rows at `positions`, one array per field in its dtype."""
+        out = {}
+        for name, attribute in zip(self.request_fields, self.field_attributes, strict=True):
+            values = [rows[i][name] if isinstance(rows[i], Mapping)
+                      else getattr(rows[i], attribute) for i in positions]
+            out[name] = np.array(values, dtype=self.field_dtypes[name])
+        return out
+
     def __call__(self, rows: Sequence[Any]) -> Batch:
         keys = self.keys_of(rows)
         with self._lock:
@@ -98,7 +118,10 @@ class ModelInput:
         if not len(found):
             return Batch(keys, found, {c: np.empty(0) for c in self.model_columns},
                          np.empty((0, len(self.model_columns))))
-        columns = self.schema.columns(got.columns)
+        fetched = got.columns
+        if self.request_fields:
+            fetched = {**fetched, **self.fields_of(rows, found.tolist())}
+        columns = self.schema.columns(fetched)
         return Batch(keys, found, columns, self.schema.stack(columns))
 
 

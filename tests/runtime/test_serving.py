@@ -172,3 +172,23 @@ def test_ranking_rows_carry_the_group_key_when_it_is_a_request_key(inputs):
     assert ranked([*own, {"id": 2}, {"id": 9}], scores) == [
         {"id": 1, "score": 15.0}, {"id": 3, "score": None}, {"id": 2, "score": None},
         {"id": 9, "score": None}]
+
+
+def test_request_fields_reach_the_transforms_beside_the_fetched_columns():
+    schema = InputSchema(fetch_dtypes={**FETCH_DTYPES, "discount": "float64"},
+                         transforms={"cut": (lambda c: c["v__b"] * (1 - c["discount"]),
+                                             "float64")},
+                         model_columns=("v__b", "discount", "cut"))
+
+    class Row:
+        def __init__(self, id, discount):
+            self.key_0, self.field_0 = id, discount
+
+    inputs = ModelInput(online_rows=online_rows, schema=schema, request_keys=KEYS,
+                        key_attributes=("key_0",), request_fields={"discount": "float64"},
+                        field_attributes=("field_0",))
+    batch = inputs([Row(9, 0.5), Row(1, 0.5), {"id": 1, "discount": 0.25}])
+    assert batch.found.tolist() == [1, 2]  # 9 is unknown: its request value is not read
+    assert batch.columns["discount"].tolist() == [0.5, 0.25]
+    assert batch.columns["cut"].tolist() == [0.75, 1.125]
+    assert predictions(batch, lambda m: m[:, 2]) == [None, 0.75, 1.125]

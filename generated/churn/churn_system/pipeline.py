@@ -58,6 +58,7 @@ LABEL = LabelSpec(
     timestamp=features.LABEL_TIMESTAMP,
     keys=("customer_id",),
     group_by=features.GROUP_BY,
+    request=tuple(features.REQUEST_FIELDS),
 )
 SPLIT = Split(by="time", test_fraction=0.2, seed=7)
 METRICS = ("auc", "f1", "accuracy")

@@ -82,6 +82,7 @@ LABEL = LabelSpec(
     timestamp=features.LABEL_TIMESTAMP,
     keys=("card_id", "merchant_id", "transaction_id"),
     group_by=features.GROUP_BY,
+    request=tuple(features.REQUEST_FIELDS),
 )
 SPLIT = Split(by="time", test_fraction=0.2, seed=7)
 METRICS = ("auc", "precision", "recall", "logloss")

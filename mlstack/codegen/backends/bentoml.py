@@ -88,11 +88,13 @@ def ranking(system: SystemIR) -> dict | None:
     column = system.source(system.label.source).column(m.group_by)
     assert column is not None  # resolve checked it (MLS203)
     candidate_keys = tuple(k for k in m.request_keys if k.name != m.group_by)
+    candidate_keys += m.request_fields  # per candidate: the values the model reads with it
     group = request_fields((column,))[0]
     candidates = request_fields(candidate_keys)
     return {"group": group, "group_name": column.name,
             "group_in_rows": any(k.name == m.group_by for k in m.request_keys),
             "candidate_fields": candidates,
+            "answer_fields": candidates[:len(candidates) - len(m.request_fields)],
             "candidate_keys": tuple(k.name for k in candidate_keys),
             "candidate_attributes": tuple(f["attr"] for f in candidates),
             "score_type": served_type(system)}
@@ -151,9 +153,12 @@ class BentoMLBackend:
             system=system, header=header(system), package=pkg,
             service_class=service_class(system),
             service_module=f"{SERVICE_DIR}.service",
-            row_fields=request_fields(m.request_keys),
+            row_fields=request_fields(m.request_keys + m.request_fields),
             key_attributes=tuple(f["attr"] for f in request_fields(m.request_keys)),
-            warmup_row={k.name: ZERO_VALUES[k.dtype] for k in m.request_keys},
+            field_attributes=tuple(f["attr"] for f in request_fields(
+                m.request_keys + m.request_fields)[len(m.request_keys):]),
+            request_field_dtypes={f.name: f.dtype for f in m.request_fields},
+            warmup_row={k.name: ZERO_VALUES[k.dtype] for k in m.request_keys + m.request_fields},
             runtime=system.serving.runtime, onnx_threads=onnx_threads(system),
             max_request_rows=system.serving.max_request_rows,
             served_type=served_type(system), ranking=ranking(system),

@@ -31,7 +31,7 @@ def used_columns(s: SystemIR, src: SourceNode) -> set[str]:
             used |= {f.name for f in view.fields} | {k.name for k in view.join_keys}
     if src.name == s.label.source:
         used |= {s.label.field, s.label.timestamp_field, *(k.name for k in s.label.join_keys),
-                 *filter(None, [s.model.group_by])}
+                 *filter(None, [s.model.group_by]), *(f.name for f in s.model.request_fields)}
     return used
 
 

@@ -90,11 +90,22 @@ class FeatureViewNode(Node):
     description: str | None = None
 
 
+class RequestSourceNode(Node):
+    """Values each request carries (Feast RequestSource); in training, label source columns."""
+
+    name: str
+    fields: tuple[ColumnNode, ...]
+    at: str = ""
+    description: str | None = None
+
+
 class TransformInput(Node):
     ref: str  # as written in the expression: 'field' or 'view.field'
-    view: str
+    view: str  # the feature view, or the request source (kind 'request')
     field: str
-    column: str  # the column of the training/serving frame it reads (view__field)
+    column: str  # the column of the training/serving frame it reads (view__field; a request
+    # field's own name)
+    kind: Literal["view", "request"] = "view"
 
 
 class TransformNode(Node):
@@ -110,9 +121,9 @@ class TransformNode(Node):
 class ModelFeature(Node):
     """One input column of the model, in model order."""
 
-    ref: str  # as written: 'view.field' or a transform name
+    ref: str  # as written: 'view.field', 'request_source.field' or a transform name
     column: str  # column name in the training and serving frames
-    kind: Literal["view", "transform"]
+    kind: Literal["view", "transform", "request"]
     view: str | None = None
     field: str | None = None
     dtype: str
@@ -145,6 +156,9 @@ class ModelNode(Node):
     request_keys: tuple[ColumnNode, ...]  # the request schema: entity join keys, sorted
     feature_views: tuple[str, ...]  # views the model reads, sorted
     group_by: str | None = None
+    # request fields the model reads (itself or through transforms), sorted by name: keys of
+    # every request row beside request_keys; in training, label source columns
+    request_fields: tuple[ColumnNode, ...] = ()
 
 
 class GateNode(Node):
@@ -256,6 +270,7 @@ class SystemIR(Node):
     target: TargetNode
     derivations: tuple[Derivation, ...]
     tags: tuple[tuple[str, str], ...] = ()  # metadata.tags, sorted (name, value)
+    request_sources: tuple[RequestSourceNode, ...] = ()
 
     def source(self, name: str) -> SourceNode:
         return next(s for s in self.sources if s.name == name)

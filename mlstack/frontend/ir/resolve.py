@@ -215,8 +215,46 @@ class _Resolver:
         self.view_nodes = {v.name: v for v in out}
         return tuple(sorted(out, key=lambda v: v.name))
 
+    def request_sources(self):
+        """Request sources (values each request carries): names apart from the views',
+        field names unique across them and apart from the entities' join keys."""
+        sources = self.spec.features.request_sources
+        self.request_by_name = self.unique(sources, "request source",
+                                           ("features", "request_sources"))
+        keys = {e.join_keys[0] for _, e in self.entity_by_name.values()}
+        transforms = {t.name for t in self.spec.features.transforms}
+        owner: dict[str, str] = {}
+        out = []
+        for i, src in enumerate(sources):
+            base = ("features", "request_sources", i)
+            if src.name in self.view_by_name:
+                self.error("MLS206", f"request source '{src.name}' has the name of a feature "
+                           "view", base + ("name",), "give it its own name")
+                continue
+            for field in src.fields:
+                path = base + ("fields", field)
+                if field in owner:
+                    self.error("MLS206", f"request field '{field}' is declared by request "
+                               f"sources '{owner[field]}' and '{src.name}'", path,
+                               "declare it once", key=True)
+                elif field in keys:
+                    self.error("MLS209", f"request field '{field}' is an entity's join key; "
+                               "requests carry join keys already", path,
+                               "remove it from the request source", key=True)
+                elif field in transforms:
+                    self.error("MLS206", f"request field '{field}' has the name of a "
+                               "transform", path, "give it its own name", key=True)
+                owner.setdefault(field, src.name)
+            out.append(ir.RequestSourceNode(
+                name=src.name, fields=tuple(ir.ColumnNode(name=f, dtype=d)
+                                            for f, d in src.fields.items()),
+                at=pointer(base), description=src.description))
+        self.request_nodes = {r.name: r for r in out}
+        return tuple(sorted(out, key=lambda r: r.name))
+
     def _view_field(self, ref: str, path, what: str, in_expr: bool = False):
         """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode).
+        A request source's field resolves the same way -> (RequestSourceNode, ColumnNode).
 
         `in_expr`: `path` is an expression and errors point at `ref` inside it."""
 
@@ -228,6 +266,14 @@ class _Resolver:
 
         if "." in ref:
             vname, field = ref.split(".", 1)
+            if vname in self.request_nodes:
+                req = self.request_nodes[vname]
+                col = next((f for f in req.fields if f.name == field), None)
+                if col is None:
+                    report("MLS204", f"{what} '{ref}': request source '{vname}' has no field "
+                           f"'{field}'", hint_for(field, [f.name for f in req.fields]))
+                    return None
+                return req, col
             if vname not in self.view_by_name:
                 report("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
                        hint_for(vname, self.view_by_name))
@@ -241,7 +287,8 @@ class _Resolver:
                        f"'{field}'", hint_for(field, [f.name for f in view.fields]))
                 return None
             return view, col
-        owners = [v for v in self.view_nodes.values() if any(f.name == ref for f in v.fields)]
+        owners = [v for v in [*self.view_nodes.values(), *self.request_nodes.values()]
+                  if any(f.name == ref for f in v.fields)]
         if not owners and len(self.view_nodes) < len(self.view_by_name):
             return None  # perhaps a field of a view with errors, reported there
         if len(owners) == 1:
@@ -277,7 +324,8 @@ class _Resolver:
                 if found is None:
                     continue
                 view, col = found
-                column = f"{view.name}__{col.name}"
+                request = isinstance(view, ir.RequestSourceNode)
+                column = col.name if request else f"{view.name}__{col.name}"
                 if col.dtype not in ("int64", "int32", "float64", "float32", "bool"):
                     self.error_in_expr("MLS209", f"transform input '{ref}' has dtype "
                                        f"{col.dtype}; transforms compute on numbers", path, ref,
@@ -285,7 +333,8 @@ class _Resolver:
                     continue
                 columns[ref] = column
                 inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
-                                                column=column))
+                                                column=column,
+                                                kind="request" if request else "view"))
             if len(columns) == len(parsed.names):
                 out.append(ir.TransformNode(
                     name=t.name, expr=canonical(parsed), dtype=t.dtype,
@@ -298,7 +347,7 @@ class _Resolver:
     def model(self):
         m = self.spec.model
         base = ("model",)
-        features, fetch = [], {}
+        features, fetch, request = [], {}, {}
         seen = set()
         for i, ref in enumerate(m.features):
             path = base + ("features", i)
@@ -314,6 +363,11 @@ class _Resolver:
                 features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
                                                 dtype=t.dtype))
                 for inp in t.inputs:
+                    if inp.kind == "request":
+                        req = self.request_nodes[inp.view]
+                        request[inp.field] = (next(f for f in req.fields
+                                                   if f.name == inp.field), path)
+                        continue
                     dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
                                  if f.name == inp.field)
                     fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
@@ -334,6 +388,12 @@ class _Resolver:
             if col.dtype in ("string", "timestamp"):
                 self.error("MLS209", f"model feature '{ref}' has dtype {col.dtype}; the model "
                            "reads numbers (encode it in the source, or not supported yet)", path)
+                continue
+            if isinstance(view, ir.RequestSourceNode):
+                features.append(ir.ModelFeature(ref=ref, column=col.name, kind="request",
+                                                view=view.name, field=col.name,
+                                                dtype=col.dtype))
+                request[col.name] = (col, path)
                 continue
             feat = ir.ModelFeature(ref=ref, column=f"{view.name}__{col.name}", kind="view",
                                    view=view.name, field=col.name, dtype=col.dtype)
@@ -385,13 +445,34 @@ class _Resolver:
                                ("label", "source"), f"add '{k}' to the columns of source "
                                f"'{label.source}'")
             label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
+            label_types = {c.name: c.dtype for c in self.source_nodes[label.source].columns}
+            for name, (col, _) in sorted(request.items()):
+                req = next(r for r in self.request_nodes.values() if col in r.fields)
+                i = next(j for j, r in enumerate(self.spec.features.request_sources)
+                         if r.name == req.name)
+                fpath = ("features", "request_sources", i, "fields", name)
+                if name not in label_types:
+                    self.error("MLS207", f"the label source '{label.source}' has no column "
+                               f"'{name}', the request field the model reads: training "
+                               "reads its values there", fpath, f"add '{name}' to the "
+                               f"columns of source '{label.source}' (logged with each "
+                               "request)", key=True)
+                elif name in (label.field, label.timestamp_field):
+                    self.error("MLS209", f"request field '{name}' is the label source's "
+                               "label or timestamp", fpath, "rename the request field",
+                               key=True)
+                elif _dtype_family(label_types[name]) != _dtype_family(col.dtype):
+                    self.error("MLS209", f"request field '{name}' is {col.dtype} but "
+                               f"{label_types[name]} in the label source '{label.source}'",
+                               fpath, "declare it with one type in both", key=True)
         if estimator is None or label is None or len(features) != len(m.features):
             return None, None
         return ir.ModelNode(
             task=m.task, framework=m.framework, algorithm=m.algorithm, estimator=estimator,
             features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
             entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
-            feature_views=tuple(views), group_by=m.group_by), label
+            feature_views=tuple(views), group_by=m.group_by,
+            request_fields=tuple(c for c, _ in (request[k] for k in sorted(request)))), label
 
     def label(self):
         lbl = self.spec.label
@@ -408,6 +489,12 @@ class _Resolver:
             return None
         return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
                             timestamp_field=src.timestamp_field, join_keys=())
+
+
+def _dtype_family(dtype: str) -> str:
+    """Types a value keeps when read as the other: int32/int64, float32/float64."""
+    return {"int32": "int", "int64": "int", "float32": "float", "float64": "float"}.get(
+        dtype, dtype)
 
 
 def _repeats(items) -> list[int]:
@@ -438,6 +525,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
     sources = r.sources()
     r.entities()
     views = r.feature_views()
+    request_sources = r.request_sources()
     transforms = r.transforms()
     model, label = r.model()
     if any(d.severity is Severity.ERROR for d in r.diagnostics) or model is None:
@@ -501,7 +589,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml"):
             alerts=tuple(sorted((a.channel, a.to) for a in mon.alerts))),
         target=target,
         derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
-        tags=tuple(sorted(spec.metadata.tags.items())))
+        tags=tuple(sorted(spec.metadata.tags.items())), request_sources=request_sources)
     return system, r.diagnostics
 
 

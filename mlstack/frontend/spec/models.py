@@ -172,7 +172,7 @@ class Transform(Strict):
     """An on-demand feature computed from view fields, the same way in training and serving."""
 
     name: Name = Field(description="Transform name; list it in model.features.")
-    expr: str = Field(description="A safe expression over view fields: numbers, "
+    expr: str = Field(description="A safe expression over view and request fields: numbers, "
                       "fields, + - * / // % **, comparisons, and/or/not and the functions abs, "
                       "sqrt, log, log1p, exp, floor, ceil, min, max, clip, where.")
     dtype: Literal["float64", "int64", "bool"] = Field("float64",
@@ -191,10 +191,26 @@ class Transform(Strict):
         return value
 
 
+class RequestSource(Strict):
+    """Values a prediction request carries itself (a Feast RequestSource): a transaction's
+    amount, say. Read by transforms and the model as 'source.field' (or the bare field); in
+    training their values come from the label source's columns of the same names."""
+
+    name: Name = Field(description="Request source name; its fields are written "
+                       "'source.field'.")
+    fields: dict[Column, DType] = Field(
+        min_length=1, description="Field name: dtype. Each is a key of every request row, "
+        "and a column of the label source (what training reads).")
+    description: Description
+
+
 class Features(Strict):
-    """Feature views and on-demand transforms."""
+    """Feature views, request-time values and on-demand transforms."""
 
     views: list[FeatureView] = Field(min_length=1, description="Feature views.")
+    request_sources: list[RequestSource] = Field(
+        default_factory=list, description="Values sent with each request (Feast "
+        "RequestSource), usable by transforms and as model features.")
     transforms: list[Transform] = Field(default_factory=list,
                                         description="On-demand transforms.")
 

@@ -38,14 +38,20 @@ def _source(package: str, name: str):
 
 
 def _sample_keys(package: str, size: int, seed: int) -> list[dict]:
-    """Distinct request keys from the label source (it carries every key the model needs)."""
+    """Distinct request rows from the label source (it carries every key the model needs,
+    and the request fields' values as logged with each request)."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
-    keys = labels[list(features.REQUEST_KEYS)].drop_duplicates()
+    keys = labels[_request_columns(features)].drop_duplicates()
     keys = keys.sample(n=min(size, len(keys)), random_state=seed).sort_values(
-        list(features.REQUEST_KEYS))
+        _request_columns(features))
     return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
             for row in keys.to_dict(orient="records")]
+
+
+def _request_columns(features) -> list[str]:
+    """What a request row carries: the entity keys, then the request fields."""
+    return [*features.REQUEST_KEYS, *getattr(features, "REQUEST_FIELDS", {})]
 
 
 def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
@@ -54,7 +60,7 @@ def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
     rows in source order, groups in key order."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
-    keys = labels[list(features.REQUEST_KEYS)].drop_duplicates()
+    keys = labels[_request_columns(features)].drop_duplicates(list(features.REQUEST_KEYS))
     groups = labels[features.GROUP_BY].drop_duplicates()
     chosen, rows = [], 0
     sizes = labels.drop_duplicates(list(features.REQUEST_KEYS)).groupby(features.GROUP_BY).size()
@@ -106,15 +112,16 @@ def skew(package: str, url: str, size: int) -> dict:
     served = httpx.post(f"{url}/features", json={"rows": keys}, timeout=60).raise_for_status()
     online = pd.DataFrame(served.json())
     rankings: list[tuple[list[int], dict, dict]] = []
+    names = [k for k in features.REQUEST_KEYS if k != features.GROUP_BY]  # a candidate's keys
     with httpx.Client(timeout=60) as client:
         if ranks:  # one /rank call per group, as a ranking client sends them
             predicted: list = [None] * len(keys)
             for positions, body in rank_requests(keys, features.GROUP_BY):
                 answer = client.post(f"{url}/rank", json=body).raise_for_status().json()
                 rankings.append((positions, body, answer))
-                scores = {_candidate_key(c): c["score"] for c in answer["ranked"]}
+                scores = {_candidate_key(c, names): c["score"] for c in answer["ranked"]}
                 for position, candidate in zip(positions, body["candidates"], strict=True):
-                    predicted[position] = scores[_candidate_key(candidate)]
+                    predicted[position] = scores.get(_candidate_key(candidate, names))
         else:  # one row per call, as clients send them: a call with more rows than the
             # batch size (or the latency budget) allows gets a 503
             predicted = [client.post(f"{url}/predict", json={"rows": [key]})
@@ -154,7 +161,7 @@ def skew(package: str, url: str, size: int) -> dict:
     if rankings and len(expected) == int(found.sum()):
         offline_scores = np.full(len(keys), np.nan)
         offline_scores[found] = expected
-        mismatches.extend(ranking_mismatches(rankings, offline_scores, tolerance))
+        mismatches.extend(ranking_mismatches(rankings, offline_scores, tolerance, names))
     if len(served_predictions) == len(expected):
         bad = ~np.isclose(served_predictions, expected, rtol=tolerance, atol=tolerance)
         if bad.any():
@@ -172,8 +179,8 @@ def skew(package: str, url: str, size: int) -> dict:
             "mismatches": mismatches}
 
 
-def _candidate_key(candidate: dict) -> tuple:
-    return tuple(sorted((k, v) for k, v in candidate.items() if k != "score"))
+def _candidate_key(candidate: dict, names: list[str]) -> tuple:
+    return tuple(candidate.get(k) for k in names)
 
 
 def rank_requests(rows: list[dict], group_by: str) -> list[tuple[list[int], dict]]:
@@ -189,7 +196,7 @@ def rank_requests(rows: list[dict], group_by: str) -> list[tuple[list[int], dict
 
 
 def ranking_mismatches(rankings: list[tuple[list[int], dict, dict]], offline,
-                       tolerance: float) -> list[str]:
+                       tolerance: float, names: list[str]) -> list[str]:
     """Per group ((row positions, /rank body, its answer)), the served order against the
     offline scores by row position (NaN: no offline features): the scored candidates first,
     each one's offline score no lower than the next one's beyond the served scores' tolerance
@@ -200,9 +207,9 @@ def ranking_mismatches(rankings: list[tuple[list[int], dict, dict]], offline,
     out = []
     for positions, body, answer in rankings:
         group = body[next(iter(body))]
-        by_key = {_candidate_key(c): p for c, p in zip(body["candidates"], positions,
-                                                         strict=True)}
-        order = [by_key.get(_candidate_key(c), -1) for c in answer["ranked"]]
+        by_key = {_candidate_key(c, names): p for c, p in zip(body["candidates"], positions,
+                                                                strict=True)}
+        order = [by_key.get(_candidate_key(c, names), -1) for c in answer["ranked"]]
         if sorted(order) != sorted(positions):
             out.append(f"group {group}: /rank answered {len(order)} candidates for "
                        f"{len(positions)}")
