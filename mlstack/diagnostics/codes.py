@@ -48,6 +48,7 @@ CODES: dict[str, str] = {
     "MLS212": "Entity never used",
     "MLS213": "Source never read",
     "MLS214": "Source column never read",
+    "MLS215": "Request field never read",
     # model and evaluation (MLS3xx)
     "MLS301": "Metric does not fit the task",
     "MLS302": "Gate on a metric that is not evaluated",
@@ -154,6 +155,8 @@ EXPLANATIONS: dict[str, str] = {
     "MLS214": "A warning: a declared column of a used source that nothing reads: no view "
               "field, join key, label, ranking group_by, timestamp field, data check or "
               "request field names it. Remove it from `columns`, or use it.",
+    "MLS215": "A warning: a request source's field that no transform and no model feature "
+              "reads. A request would have to carry it for nothing; remove it or use it.",
     "MLS301": "An evaluation metric does not fit the model's task (rmse for a classifier, say); "
               "the hint lists the metrics of the task.",
     "MLS302": "A gate names a metric that is not in `evaluation.metrics`, so it could never be "

@@ -1,5 +1,5 @@
 """Declarations nothing uses: an entity no view is keyed by, a source nothing reads, a source
-column nothing reads or checks. Each is a warning: the spec is valid, but a declaration that
+column nothing reads or checks, a request field nothing reads. Each is a warning: the spec is valid, but a declaration that
 does nothing is usually a typo or a leftover, and it still costs (a Feast entity, a source
 read and checked on every run)."""
 
@@ -31,7 +31,8 @@ def used_columns(s: SystemIR, src: SourceNode) -> set[str]:
             used |= {f.name for f in view.fields} | {k.name for k in view.join_keys}
     if src.name == s.label.source:
         used |= {s.label.field, s.label.timestamp_field, *(k.name for k in s.label.join_keys),
-                 *filter(None, [s.model.group_by]), *(f.name for f in s.model.request_fields)}
+                 *filter(None, [s.model.group_by]),
+                 *(f.name for r in s.request_sources for f in r.fields)}
     return used
 
 
@@ -44,6 +45,17 @@ def check_unused(ctx: CheckContext):
                            "is keyed by it", node_path(entity) + ("name",),
                            "remove it, or key a feature view by it",
                            severity=Severity.WARNING)
+    read_fields = {(i.view, i.field) for t in s.transforms for i in t.inputs
+                   if i.kind == "request"}
+    read_fields |= {(f.view, f.field) for f in s.model.features if f.kind == "request"}
+    for req in s.request_sources:
+        for field in req.fields:
+            if (req.name, field.name) not in read_fields:
+                yield ctx.diag("MLS215", f"request field '{req.name}.{field.name}' is declared "
+                               "but no transform or model feature reads it",
+                               node_path(req) + ("fields", field.name),
+                               f"remove it, or list '{req.name}.{field.name}' in "
+                               "model.features", severity=Severity.WARNING, key=True)
     read = used_sources(s)
     for src in s.sources:
         if src.name not in read:
