@@ -228,8 +228,8 @@ def ranking_mismatches(rankings: list[tuple[list[int], dict, dict]], offline,
             1, np.abs(scored[:-1])))
         if len(worse):
             i = int(worse[0])
-            out.append(f"group {group}: served order puts offline score {scored[i]!r} "
-                       f"before {scored[i + 1]!r}")
+            out.append(f"group {group}: served order puts offline score {float(scored[i])!r} "
+                       f"before {float(scored[i + 1])!r}")
     return out
 
 
