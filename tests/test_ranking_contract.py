@@ -5,7 +5,14 @@ keys (and request fields), answers candidates with scores; names that would clas
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
 import yaml
 
 from mlstack.codegen.backends import CompileOptions
@@ -53,3 +60,34 @@ def test_a_candidate_field_named_score_is_refused(tmp_path):
     errors = _analyze(doc, tmp_path).errors
     assert [(d.code, d.pointer) for d in errors] == [("MLS901", "/model/group_by")]
     assert "'score'" in errors[0].message
+
+
+def test_the_rank_endpoint_is_documented_in_the_services_openapi(tmp_path):
+    """The compiled search-ranking service's OpenAPI (read from the service class, no model
+    needed): /rank's request refuses unknown keys and its answer lists ranked candidates."""
+    pytest.importorskip("bentoml")
+    tree = tmp_path / "tree"
+    shutil.copytree(Path(__file__).parent.parent / "generated" / "search-ranking", tree)
+    probe = ("import json, service.service as m; "
+             "print(json.dumps(m.SearchRankingService.openapi_spec.asdict()))")
+    repo = str(Path(__file__).resolve().parent.parent)
+    result = subprocess.run([sys.executable, "-c", probe], cwd=tree, capture_output=True,
+                            text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), repo]),
+                                 "BENTOML_HOME": str(tmp_path / "bentoml")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    spec = json.loads(result.stdout.strip().splitlines()[-1])
+    schemas = spec["components"]["schemas"]
+    request = schemas["RankRequest"]
+    assert request["additionalProperties"] is False
+    assert request["required"] == ["query_id", "candidates"]
+    assert request["properties"]["candidates"]["maxItems"] == 256
+    assert schemas["Candidate"]["additionalProperties"] is False
+    answer = spec["paths"]["/rank"]["post"]["responses"]["200"]["content"][
+        "application/json"]["schema"]
+    if "$ref" in answer:
+        answer = schemas[answer["$ref"].rsplit("/", 1)[1]]
+    assert answer["properties"]["ranked"]["items"] == {
+        "$ref": "#/components/schemas/RankedCandidate"}
+    assert set(schemas["RankedCandidate"]["properties"]) == {"doc_id", "score"}
+    assert "/predict" in spec["paths"]
