@@ -3,9 +3,14 @@ against the offline scores group by group, and the load a ranking version is ver
 
 from __future__ import annotations
 
+import sys
+import types
+
 import numpy as np
+import pandas as pd
 
 from mlstack.frontend.analysis import analyze_spec
+from mlstack.ops.local import worker
 from mlstack.ops.local.deploy import example_rows, load_requests
 from mlstack.ops.local.worker import rank_requests, ranking_mismatches
 from tests.conftest import BLUEPRINTS
@@ -56,3 +61,19 @@ def test_a_ranking_version_is_loaded_on_rank_with_whole_groups():
     assert load_requests(churn, rows, one_request=True) == ("predict", [{"rows": rows}])
     assert example_rows(churn, rows) == rows[:1]
     assert load_requests(churn, [], one_request=True) == ("predict", [])
+
+
+def test_sampled_groups_are_whole_and_carry_their_group_key(monkeypatch):
+    features = types.ModuleType("_rank_pkg.features")
+    features.LABEL_SOURCE, features.GROUP_BY = "labels", "q"
+    features.REQUEST_KEYS, features.REQUEST_FIELDS = ("d",), {"price": "float64"}
+    monkeypatch.setitem(sys.modules, "_rank_pkg.features", features)
+    labels = pd.DataFrame({"q": [1, 1, 2, 2, 2, 3], "d": [5, 6, 5, 7, 7, 8],
+                           "price": [1.0, 2.0, 3.0, 4.0, 4.0, 5.0], "y": [0, 1, 2, 0, 0, 1]})
+    monkeypatch.setattr(worker, "_source", lambda package, name: (None, labels))
+    rows = worker._sample_groups("_rank_pkg", size=3, seed=0)
+    groups = {r["q"] for r in rows}
+    assert sum(len(labels[labels["q"] == g].drop_duplicates(["q", "d"])) for g in groups
+               ) == len(rows) >= 3  # whole groups, a repeated (q, d) once
+    assert all(set(r) == {"q", "d", "price"} for r in rows)
+    assert [r["q"] for r in rows] == sorted(r["q"] for r in rows)

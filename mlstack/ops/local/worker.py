@@ -55,23 +55,23 @@ def _request_columns(features) -> list[str]:
 
 
 def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
-    """Ranking: the request keys of whole groups (model.group_by) from the label source,
-    groups drawn at random until they hold `size` rows (at least one group); each group's
-    rows in source order, groups in key order."""
+    """Ranking: the request rows of whole groups (model.group_by) from the label source, each
+    with its group key, groups drawn at random until they hold `size` rows (at least one
+    group); each group's rows in source order, groups in key order."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
-    keys = labels[_request_columns(features)].drop_duplicates(list(features.REQUEST_KEYS))
-    groups = labels[features.GROUP_BY].drop_duplicates()
-    chosen, rows = [], 0
-    sizes = labels.drop_duplicates(list(features.REQUEST_KEYS)).groupby(features.GROUP_BY).size()
-    for group in groups.sample(frac=1, random_state=seed):
-        chosen.append(group)
-        rows += int(sizes[group])
-        if rows >= size:
+    group = features.GROUP_BY
+    columns = list(dict.fromkeys([group, *_request_columns(features)]))
+    rows = labels[columns].drop_duplicates(list(dict.fromkeys([group,
+                                                               *features.REQUEST_KEYS])))
+    sizes = rows.groupby(group).size()
+    chosen, count = [], 0
+    for value in rows[group].drop_duplicates().sample(frac=1, random_state=seed):
+        chosen.append(value)
+        count += int(sizes[value])
+        if count >= size:
             break
-    picked = keys[labels.loc[keys.index, features.GROUP_BY].isin(chosen)]
-    picked = picked.assign(__group=labels.loc[picked.index, features.GROUP_BY])
-    picked = picked.sort_values("__group", kind="stable").drop(columns="__group")
+    picked = rows[rows[group].isin(chosen)].sort_values(group, kind="stable")
     return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
             for row in picked.to_dict(orient="records")]
 
@@ -106,9 +106,12 @@ def skew(package: str, url: str, size: int) -> dict:
 
     features = importlib.import_module(f"{package}.features")
     transforms = importlib.import_module(f"{package}.transforms")
-    ranks = features.TASK == "ranking" and features.GROUP_BY in features.REQUEST_KEYS
-    keys = _sample_groups(package, size, seed=1) if ranks else _sample_keys(package, size,
-                                                                            seed=1)
+    ranks = features.TASK == "ranking"
+    sampled = _sample_groups(package, size, seed=1) if ranks else _sample_keys(package, size,
+                                                                               seed=1)
+    # what a /predict row carries: the group key only when it is a request key too
+    keys = sampled if features.GROUP_BY in (*features.REQUEST_KEYS, None) else [
+        {k: v for k, v in row.items() if k != features.GROUP_BY} for row in sampled]
     served = httpx.post(f"{url}/features", json={"rows": keys}, timeout=60).raise_for_status()
     online = pd.DataFrame(served.json())
     rankings: list[tuple[list[int], dict, dict]] = []
@@ -116,7 +119,7 @@ def skew(package: str, url: str, size: int) -> dict:
     with httpx.Client(timeout=60) as client:
         if ranks:  # one /rank call per group, as a ranking client sends them
             predicted: list = [None] * len(keys)
-            for positions, body in rank_requests(keys, features.GROUP_BY):
+            for positions, body in rank_requests(sampled, features.GROUP_BY):
                 answer = client.post(f"{url}/rank", json=body).raise_for_status().json()
                 rankings.append((positions, body, answer))
                 scores = {_candidate_key(c, names): c["score"] for c in answer["ranked"]}
