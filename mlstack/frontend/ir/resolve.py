@@ -365,8 +365,8 @@ class _Resolver:
                 for inp in t.inputs:
                     if inp.kind == "request":
                         req = self.request_nodes[inp.view]
-                        request[inp.field] = (next(f for f in req.fields
-                                                   if f.name == inp.field), path)
+                        request[inp.field] = (req, next(f for f in req.fields
+                                                        if f.name == inp.field))
                         continue
                     dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
                                  if f.name == inp.field)
@@ -393,7 +393,7 @@ class _Resolver:
                 features.append(ir.ModelFeature(ref=ref, column=col.name, kind="request",
                                                 view=view.name, field=col.name,
                                                 dtype=col.dtype))
-                request[col.name] = (col, path)
+                request[col.name] = (view, col)
                 continue
             feat = ir.ModelFeature(ref=ref, column=f"{view.name}__{col.name}", kind="view",
                                    view=view.name, field=col.name, dtype=col.dtype)
@@ -446,11 +446,8 @@ class _Resolver:
                                f"'{label.source}'")
             label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
             label_types = {c.name: c.dtype for c in self.source_nodes[label.source].columns}
-            for name, (col, _) in sorted(request.items()):
-                req = next(r for r in self.request_nodes.values() if col in r.fields)
-                i = next(j for j, r in enumerate(self.spec.features.request_sources)
-                         if r.name == req.name)
-                fpath = ("features", "request_sources", i, "fields", name)
+            for name, (req, col) in sorted(request.items()):
+                fpath = (*_path_of(req.at), "fields", name)
                 if name not in label_types:
                     self.error("MLS207", f"the label source '{label.source}' has no column "
                                f"'{name}', the request field the model reads: training "
@@ -472,7 +469,7 @@ class _Resolver:
             features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
             entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
             feature_views=tuple(views), group_by=m.group_by,
-            request_fields=tuple(c for c, _ in (request[k] for k in sorted(request)))), label
+            request_fields=tuple(request[k][1] for k in sorted(request))), label
 
     def label(self):
         lbl = self.spec.label
@@ -489,6 +486,11 @@ class _Resolver:
             return None
         return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
                             timestamp_field=src.timestamp_field, join_keys=())
+
+
+def _path_of(at: str) -> tuple:
+    """The spec path of a JSON pointer (an IR node's `at`)."""
+    return tuple(int(p) if p.isdigit() else p for p in at.split("/") if p)
 
 
 def _dtype_family(dtype: str) -> str:
