@@ -44,7 +44,12 @@ USER_FILES = {
                  "def build_model(c=1.0, random_state=None):\n"
                  "    return LogisticRegression(C=c, random_state=random_state)\n",
 }
-BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE}
+REQUEST = copy.deepcopy(LOCAL)  # a value each request carries, logged in the label source
+REQUEST["features"]["request_sources"] = [{"name": "offer", "fields": {"discount": "float64"}}]
+REQUEST["sources"][1]["columns"]["discount"] = "float64"
+REQUEST["model"]["features"].append("offer.discount")
+BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE,
+         "request": REQUEST}
 WAREHOUSE, STREAM = ("sources", 2), ("sources", 3)
 
 
@@ -113,6 +118,13 @@ CHANGES = {
     "FeatureView.online": ("local", ("features", "views", 0, "online"), False),
     "FeatureView.offline": ("local", ("features", "views", 0, "offline"), False),
     "FeatureView.description": ("local", ("features", "views", 0, "description"), "Profile."),
+    "Features.request_sources": ("local", ("features", "request_sources"),
+                                 [{"name": "offer", "fields": {"discount": "float64"}}]),
+    "RequestSource.name": ("request", ("features", "request_sources", 0, "name"), "deal"),
+    "RequestSource.fields": ("request", ("features", "request_sources", 0, "fields"),
+                             {"discount": "int64"}),
+    "RequestSource.description": ("request", ("features", "request_sources", 0,
+                                              "description"), "The retention offer."),
     "Transform.name": ("local", ("features", "transforms", 0, "name"), "ratio"),
     "Transform.expr": ("local", ("features", "transforms", 0, "expr"), "monthly_charges * 2"),
     "Transform.dtype": ("local", ("features", "transforms", 0, "dtype"), "int64"),

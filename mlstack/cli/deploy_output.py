@@ -46,10 +46,11 @@ def render_summary(result: DeployResult) -> str:
     if result.failed:
         lines.append("Next: `mlstack logs` shows the service and worker logs, `mlstack status` "
                      "what serves; fix the cause and run `mlstack deploy` again.")
-    if result.example_request.get("rows") and not result.failed:
+    if (result.example_request.get("rows") or result.example_request.get("candidates")) and (
+            not result.failed):
         body = json.dumps(result.example_request)
         lines.append("Try it:")
-        lines.append(f"  curl -s -X POST {result.endpoint}/predict "
+        lines.append(f"  curl -s -X POST {result.endpoint}/{result.example_endpoint} "
                      f"-H 'Content-Type: application/json' -d '{body}'")
     return "\n".join(lines) + "\n"
 

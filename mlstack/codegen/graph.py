@@ -57,15 +57,20 @@ def system_graph(system: SystemIR) -> SystemGraph:
     for v in system.feature_views:
         nodes.append(GraphNode(view_id[v.name], v.name, "feature_view"))
         edges.append(GraphEdge(source_id[v.source], view_id[v.name]))
+    # request sources: values the request carries, drawn as sources
+    request_id = {r.name: f"request_{i}" for i, r in enumerate(system.request_sources)}
+    for r in system.request_sources:
+        nodes.append(GraphNode(request_id[r.name], f"{r.name} (request)", "source"))
+    input_id = {**view_id, **request_id}
     for t in system.transforms:
         nodes.append(GraphNode(transform_id[t.name], t.name, "transform"))
-        for view in sorted({i.view for i in t.inputs if i.view is not None}):
-            edges.append(GraphEdge(view_id[view], transform_id[t.name]))
-        for read in sorted({i.transform for i in t.inputs if i.transform is not None}):
+        for view in sorted({i.view for i in t.inputs if i.kind in ("view", "request")}):
+            edges.append(GraphEdge(input_id[view], transform_id[t.name]))
+        for read in sorted({i.transform for i in t.inputs if i.kind == "transform"}):
             edges.append(GraphEdge(transform_id[read], transform_id[t.name]))
     m = system.model
     nodes.append(GraphNode("model", f"model: {m.algorithm} ({m.task})", "model"))
-    inputs = {view_id[f.view] for f in m.features if f.kind == "view"}
+    inputs = {input_id[f.view] for f in m.features if f.kind in ("view", "request")}
     inputs |= {transform_id[f.ref] for f in m.features if f.kind == "transform"}
     edges.extend(GraphEdge(i, "model") for i in sorted(inputs))
     edges.append(GraphEdge(source_id[system.label.source], "model", "label"))

@@ -45,6 +45,10 @@ CODES: dict[str, str] = {
     "MLS209": "Incompatible type",
     "MLS210": "Timestamp field not declared",
     "MLS211": "Feature view the model reads is not online",
+    "MLS212": "Entity never used",
+    "MLS213": "Source never read",
+    "MLS214": "Source column never read",
+    "MLS215": "Request field never read",
     # model and evaluation (MLS3xx)
     "MLS301": "Metric does not fit the task",
     "MLS302": "Gate on a metric that is not evaluated",
@@ -152,6 +156,16 @@ EXPLANATIONS: dict[str, str] = {
               "declared columns.",
     "MLS211": "The model reads a feature view declared `online: false`; the service fetches "
               "features online, so it could not serve the model.",
+    "MLS212": "A warning: an entity no feature view is keyed by. It does nothing (Feast still "
+              "registers it); it is often a leftover or a typo of the entity a view names. "
+              "Remove it, or key a view by it.",
+    "MLS213": "A warning: a source no feature view reads and that is not the label's (nor "
+              "the batch source of one that is). It is never read; remove it or read it.",
+    "MLS214": "A warning: a declared column of a used source that nothing reads: no view "
+              "field, join key, label, ranking group_by, timestamp field, data check or "
+              "request field names it. Remove it from `columns`, or use it.",
+    "MLS215": "A warning: a request source's field that no transform and no model feature "
+              "reads. A request would have to carry it for nothing; remove it or use it.",
     "MLS301": "An evaluation metric does not fit the model's task (rmse for a classifier, say); "
               "the hint lists the metrics of the task.",
     "MLS302": "A gate names a metric that is not in `evaluation.metrics`, so it could never be "

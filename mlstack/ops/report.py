@@ -63,6 +63,7 @@ class DeployResult:
     rollout: list[dict] = field(default_factory=list)
     stages: list[StageRecord] = field(default_factory=list)
     example_request: dict = field(default_factory=dict)
+    example_endpoint: str = "predict"  # the endpoint example_request is for (rank: ranking)
     warnings: list[Diagnostic] = field(default_factory=list)  # lint's, of the spec deployed
     failed: str | None = None  # the failed stage's error, when the deploy failed
     serving: str | None = None  # the version serving afterwards (on failure: the old one)

@@ -13,6 +13,14 @@ such row must not fail the other requests that share its adaptive batch.
     predictions(batch, served.score)                -> [value | None, ...]
     feature_records(batch)                          -> [{keys, model columns}, ...]
 
+Ranking (`/rank`): a group key and its candidates become rows (`candidate_rows`), scored as
+one call of the batcher; `ranked` orders them by score, descending, ties in request order,
+and the candidates without a score (no online features, or an input that is not finite)
+last, in request order, with score None; `top_k` keeps the first k of that list.
+
+    rows = candidate_rows(("query_id", 7), candidates, ("doc_id",), ("doc_id",))
+    ranked(candidates_keys, scores, top_k=10)       -> [{doc_id, score}, ...]
+
 Also: the batching settings a version starts with (`batching_settings`: the deploy's measured
 profile when there is one, else the compiled ones) and the request row limit (`check_rows`).
 """
@@ -27,8 +35,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-__all__ = ["Batch", "ModelInput", "batching_settings", "check_model_columns", "check_rows",
-           "feature_records", "predictions"]
+__all__ = ["Batch", "ModelInput", "batching_settings", "candidate_rows", "check_model_columns",
+           "check_rows", "feature_records", "predictions", "ranked"]
 
 
 def check_model_columns(tag: object, metadata: Mapping[str, Any], model_columns: Sequence[str]):
@@ -56,7 +64,10 @@ class ModelInput:
     """Request rows -> Batch. `online_rows` (the store's: key tuples -> found mask and
     fetched arrays) is called under a lock: one lookup at a time per process. `schema` is
     the generated transforms' InputSchema; `key_attributes` are the request row model's
-    attribute names of `request_keys` (a mapping row is read by key)."""
+    attribute names of `request_keys` (a mapping row is read by key). `request_fields`
+    (name -> spec dtype) are values the rows carry themselves, read like the keys (by
+    `field_attributes`) and given to the transforms and the model beside the fetched
+    columns."""
 
     def __init__(
         self,
@@ -65,11 +76,19 @@ class ModelInput:
         schema: Any,
         request_keys: Sequence[str],
         key_attributes: Sequence[str] | None = None,
+        request_fields: Mapping[str, str] | None = None,
+        field_attributes: Sequence[str] | None = None,
     ) -> None:
+        from mlstack.runtime.model_input import NUMPY_DTYPES
+
         self.online_rows = online_rows
         self.schema = schema
         self.request_keys = tuple(request_keys)
         self.key_attributes = tuple(key_attributes or request_keys)
+        fields = dict(request_fields or {})
+        self.request_fields = tuple(fields)
+        self.field_attributes = tuple(field_attributes or fields)
+        self.field_dtypes = {name: NUMPY_DTYPES[dtype] for name, dtype in fields.items()}
         self.model_columns = tuple(schema.model_columns)
         self._lock = threading.Lock()
 
@@ -82,6 +101,15 @@ class ModelInput:
         """One lookup and one model input, so the first request pays for neither."""
         self([row])
 
+    def fields_of(self, rows: Sequence[Any], positions: Sequence[int]) -> dict[str, np.ndarray]:
+        """The request fields of the rows at `positions`, one array per field in its dtype."""
+        out = {}
+        for name, attribute in zip(self.request_fields, self.field_attributes, strict=True):
+            values = [rows[i][name] if isinstance(rows[i], Mapping)
+                      else getattr(rows[i], attribute) for i in positions]
+            out[name] = np.array(values, dtype=self.field_dtypes[name])
+        return out
+
     def __call__(self, rows: Sequence[Any]) -> Batch:
         keys = self.keys_of(rows)
         with self._lock:
@@ -90,7 +118,10 @@ class ModelInput:
         if not len(found):
             return Batch(keys, found, {c: np.empty(0) for c in self.model_columns},
                          np.empty((0, len(self.model_columns))))
-        columns = self.schema.columns(got.columns)
+        fetched = got.columns
+        if self.request_fields:
+            fetched = {**fetched, **self.fields_of(rows, found.tolist())}
+        columns = self.schema.columns(fetched)
         return Batch(keys, found, columns, self.schema.stack(columns))
 
 
@@ -131,6 +162,41 @@ def feature_records(batch: Batch, request_keys: Sequence[str]) -> list[dict[str,
     empty = dict.fromkeys(names)
     return [{**dict(zip(request_keys, key, strict=True)), **by_position.get(i, empty)}
             for i, key in enumerate(batch.keys)]
+
+
+def candidate_rows(
+    group: tuple[str, Any] | None,
+    candidates: Sequence[Any],
+    keys: Sequence[str],
+    attributes: Sequence[str] | None = None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A ranking request's rows: each candidate's keys (read by `attributes`, the candidate
+    model's attribute names of `keys`, or by key from a mapping), with the group key added
+    when it is a request key too (`group`: its name and value, None when it is not). Returns
+    (the rows to score, each candidate's own keys for the answer)."""
+    attributes = tuple(attributes or keys)
+    own = [{k: c[k] for k in keys} if isinstance(c, Mapping)
+           else {k: getattr(c, a) for k, a in zip(keys, attributes, strict=True)}
+           for c in candidates]
+    if group is None:
+        return own, own
+    name, value = group
+    return [{**c, name: value} for c in own], own
+
+
+def ranked(candidates: Sequence[Mapping[str, Any]], scores: Sequence[Any],
+           top_k: int | None = None) -> list[dict[str, Any]]:
+    """Candidates with their scores, best first: by score descending, equal scores in request
+    order; candidates without a score (None) after every scored one, in request order. With
+    `top_k`, the first `top_k` of that order."""
+    if len(candidates) != len(scores):
+        raise ValueError(f"{len(scores)} scores for {len(candidates)} candidates")
+    scored = [i for i, s in enumerate(scores) if s is not None]
+    order = sorted(scored, key=lambda i: -scores[i])  # stable: ties keep request order
+    order += [i for i, s in enumerate(scores) if s is None]
+    if top_k is not None:
+        order = order[:top_k]
+    return [{**candidates[i], "score": scores[i]} for i in order]
 
 
 def check_rows(count: int, limit: int) -> None:

@@ -30,6 +30,9 @@ class LabelSpec:
     timestamp: str
     keys: tuple[str, ...]
     group_by: str | None = None
+    # request fields the model reads: label source columns of the same names (the values
+    # logged with each request), carried into the training set
+    request: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,11 +46,12 @@ class Split:
 
 
 def label_rows(frames: Mapping[str, pd.DataFrame], label: LabelSpec) -> pd.DataFrame:
-    """The entity rows of the training set: keys, group column, label time and label; rows
-    without a label are dropped."""
+    """The entity rows of the training set: keys, group column, request fields, label time
+    and label; rows without a label are dropped."""
     labels = frames[label.source]
     group = label.group_by
     extra = [group] if group and group not in label.keys else []
+    extra += [c for c in label.request if c not in (*label.keys, *extra)]
     columns = [*label.keys, *extra, label.timestamp, label.column]
     return labels[columns].dropna(subset=[label.column]).reset_index(drop=True)
 

@@ -267,8 +267,10 @@ RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]],
     ("user_code", Consequence.RETRAIN, lambda s: {f.path: {"sha256": f.sha256}
                                                   for f in s.user_files}),
     ("model", Consequence.RETRAIN, _one(lambda s: s.python_name, _model)),
+    ("request_source", Consequence.RETRAIN, _each(lambda s: s.request_sources)),
     ("request_schema", Consequence.BREAKING_API, _one(lambda s: s.python_name, lambda s: {
-        "request_keys": {k.name: k.dtype for k in s.model.request_keys}})),
+        "request_keys": {k.name: k.dtype for k in s.model.request_keys},
+        "request_fields": {f.name: f.dtype for f in s.model.request_fields}})),
     ("evaluation", Consequence.REEVALUATE, _one(lambda s: s.python_name, lambda s: {
         "metrics": list(s.evaluation.metrics),
         "gates": [_gate(g) for g in s.evaluation.gates]})),

@@ -1,13 +1,16 @@
-"""The search-ranking blueprint deploys locally: a ranking model, its NDCG@10 gate evaluated."""
+"""The search-ranking blueprint deploys locally: a ranking model, its NDCG@10 gate evaluated,
+its skew check and SLO load run per group on /rank, and /rank answers over real HTTP."""
 
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import httpx
 import pytest
 
+import mlstack as mlstack_package
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
 from tests.engine.deploy_support import loosen, run_mlstack, stop_everything
@@ -27,7 +30,9 @@ LOOSE_SLOS = {"p50_ms: 20, p95_ms: 40, p99_ms: 50": "p50_ms: 200, p95_ms: 400, p
 
 
 def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
-    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"), PYTHONPATH="")
+    # the children run the mlstack this test imports (a worktree's, not an installed copy)
+    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"),
+               PYTHONPATH=str(Path(mlstack_package.__file__).resolve().parents[1]))
     project = tmp_path / "ranking"
     port = procs.free_port()
 
@@ -47,9 +52,53 @@ def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
         quality = next(r for r in result["slos"] if r["slo"] == "quality ndcg@10")
         assert quality["ok"] is True
         assert result["skew"]["mismatches"] == []
-        rows = [{"query_id": r["query_id"], "doc_id": r["doc_id"]}
-                for r in result["example_request"]["rows"]]
-        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": rows}, timeout=30)
-        assert answer.status_code == 200 and isinstance(answer.json()[0], float)
+        assert result["skew"]["groups"] >= 1  # served order = offline order, group by group
+        stage = next(s for s in result["stages"] if s["name"] == "skew_check")
+        assert "/rank order = offline order" in stage["detail"]
+        assert result["example_endpoint"] == "rank"
+        body = result["example_request"]
+        query_id, candidates = body["query_id"], body["candidates"]
+        assert len(candidates) > 3 and set(candidates[0]) == {"doc_id"}
+        base = f"http://127.0.0.1:{port}"
+
+        def rank(payload):
+            return httpx.post(f"{base}/rank", json=payload, timeout=30)
+
+        unknown = {"doc_id": 10**9}  # no online features: listed last, score null
+        answer = rank({"query_id": query_id, "candidates": [unknown, *candidates]})
+        assert answer.status_code == 200, answer.text
+        ranked = answer.json()
+        assert ranked["query_id"] == query_id
+        assert ranked["ranked"][-1] == {"doc_id": 10**9, "score": None}
+        scored = ranked["ranked"][:-1]
+        assert sorted(c["doc_id"] for c in scored) == sorted(c["doc_id"] for c in candidates)
+        scores = [c["score"] for c in scored]
+        assert all(isinstance(v, float) for v in scores) and scores == sorted(scores,
+                                                                             reverse=True)
+        # each score is the row's /predict score
+        rows = [{"query_id": query_id, **c} for c in candidates]
+        predicted = httpx.post(f"{base}/predict", json={"rows": rows}, timeout=30)
+        assert predicted.status_code == 200, predicted.text
+        by_doc = {r["doc_id"]: v for r, v in zip(rows, predicted.json(), strict=True)}
+        assert all(abs(c["score"] - by_doc[c["doc_id"]]) <= 1e-9 for c in scored)
+
+        top = rank({"query_id": query_id, "candidates": candidates, "top_k": 3}).json()
+        assert top["ranked"] == scored[:3]
+        assert rank({"query_id": query_id, "candidates": []}).json() == {
+            "query_id": query_id, "ranked": []}
+        # refused with 400: unknown keys at the top and in a candidate, a mistyped key,
+        # a top_k below 1, a missing group key
+        for bad in ({"query_id": query_id, "candidates": candidates, "extra": 1},
+                    {"query_id": query_id, "candidates": [{"doc_id": 1, "query_id": 2}]},
+                    {"query_id": str(query_id), "candidates": candidates},
+                    {"query_id": query_id, "candidates": candidates, "top_k": 0},
+                    {"candidates": candidates}):
+            assert rank(bad).status_code == 400, bad
+        assert httpx.post(f"{base}/predict", json={"rows": rows, "query_id": query_id},
+                          timeout=30).status_code == 400
+        schemas = httpx.get(f"{base}/docs.json", timeout=30).json()["components"]["schemas"]
+        assert schemas["RankRequest"]["additionalProperties"] is False
+        assert set(schemas["RankRequest"]["properties"]) == {"query_id", "candidates", "top_k"}
+        assert set(schemas["RankedCandidate"]["properties"]) == {"doc_id", "score"}
     finally:
         stop_everything(project, env)

@@ -41,6 +41,27 @@ def test_concurrent_requests_share_calls_and_get_their_own_values():
                                        "largest_batch": 8}
 
 
+def test_a_ranking_request_larger_than_a_batch_is_one_call_of_its_own():
+    """/rank sends a group's candidates as one job: it is never split, runs alone when it
+    alone exceeds max_batch_size, and the single-row requests around it still share calls."""
+    calls = []
+
+    def call(rows):
+        calls.append(list(rows))
+        return [r * 10 for r in rows]
+
+    async def main():
+        batcher = Batcher(call, max_batch_size=4, max_latency_ms=1000)
+        group = list(range(100, 120))
+        return await asyncio.gather(batcher([1]), batcher(group), batcher([2]), batcher([3]))
+
+    one, ranked, two, three = asyncio.run(main())
+    assert ranked == [r * 10 for r in range(100, 120)]
+    assert (one, two, three) == ([10], [20], [30])
+    assert list(range(100, 120)) in calls  # the group: one call, alone
+    assert sum(len(c) for c in calls) == 23
+
+
 def test_a_request_past_its_budget_is_shed_and_nothing_is_learned():
     clock = Clock()
     seen = []

@@ -13,10 +13,12 @@ from mlstack.runtime.model_input import InputSchema
 from mlstack.runtime.serving import (
     ModelInput,
     batching_settings,
+    candidate_rows,
     check_model_columns,
     check_rows,
     feature_records,
     predictions,
+    ranked,
 )
 from mlstack.runtime.store import OnlineRows
 
@@ -140,3 +142,53 @@ def test_batching_settings_prefer_the_measured_profile(tmp_path):
                                             "max_latency_ms": 5}})):
         profile.write_text(broken)
         assert batching_settings(profile, compiled)["source"] == "compiled"
+
+
+def test_ranking_orders_by_score_ties_in_request_order_unscored_last():
+    candidates = [{"doc": d} for d in (10, 11, 12, 13, 14, 15)]
+    scores = [0.2, None, 0.9, 0.2, None, 0.5]
+    assert ranked(candidates, scores) == [
+        {"doc": 12, "score": 0.9}, {"doc": 15, "score": 0.5}, {"doc": 10, "score": 0.2},
+        {"doc": 13, "score": 0.2}, {"doc": 11, "score": None}, {"doc": 14, "score": None}]
+    assert [r["doc"] for r in ranked(candidates, scores, top_k=3)] == [12, 15, 10]
+    assert len(ranked(candidates, scores, top_k=100)) == 6
+    assert ranked([], []) == []
+    with pytest.raises(ValueError):
+        ranked(candidates, scores[:2])
+
+
+def test_ranking_rows_carry_the_group_key_when_it_is_a_request_key(inputs):
+    class Candidate:
+        def __init__(self, doc):
+            self.key_0 = doc
+
+    rows, own = candidate_rows(("q", 7), [Candidate(1), Candidate(2)], ("doc",), ("key_0",))
+    assert rows == [{"doc": 1, "q": 7}, {"doc": 2, "q": 7}]
+    assert own == [{"doc": 1}, {"doc": 2}]
+    rows, own = candidate_rows(None, [{"id": 3}, {"id": 1}], ("id",))
+    assert rows == own == [{"id": 3}, {"id": 1}]
+    # scored through the same input path as /predict: 2's input is 0/0, 9 is unknown
+    scores = predictions(inputs(rows + [{"id": 2}, {"id": 9}]), lambda m: m[:, 0] * 10)
+    assert ranked([*own, {"id": 2}, {"id": 9}], scores) == [
+        {"id": 1, "score": 15.0}, {"id": 3, "score": None}, {"id": 2, "score": None},
+        {"id": 9, "score": None}]
+
+
+def test_request_fields_reach_the_transforms_beside_the_fetched_columns():
+    schema = InputSchema(fetch_dtypes={**FETCH_DTYPES, "discount": "float64"},
+                         transforms={"cut": (lambda c: c["v__b"] * (1 - c["discount"]),
+                                             "float64")},
+                         model_columns=("v__b", "discount", "cut"))
+
+    class Row:
+        def __init__(self, id, discount):
+            self.key_0, self.field_0 = id, discount
+
+    inputs = ModelInput(online_rows=online_rows, schema=schema, request_keys=KEYS,
+                        key_attributes=("key_0",), request_fields={"discount": "float64"},
+                        field_attributes=("field_0",))
+    batch = inputs([Row(9, 0.5), Row(1, 0.5), {"id": 1, "discount": 0.25}])
+    assert batch.found.tolist() == [1, 2]  # 9 is unknown: its request value is not read
+    assert batch.columns["discount"].tolist() == [0.5, 0.25]
+    assert batch.columns["cut"].tolist() == [0.75, 1.125]
+    assert predictions(batch, lambda m: m[:, 2]) == [None, 0.75, 1.125]

@@ -41,6 +41,10 @@ def test_label_rows_keeps_keys_group_time_label_and_drops_unlabelled():
     grouped_by_key = LabelSpec(source="labels", column="y", timestamp="ts", keys=("q", "id"),
                                group_by="q")
     assert list(label_rows(frames, grouped_by_key).columns) == ["q", "id", "ts", "y"]
+    # request fields: their values as logged with each labelled request
+    logged = LabelSpec(source="labels", column="y", timestamp="ts", keys=("id",),
+                       request=("other",))
+    assert list(label_rows(frames, logged).columns) == ["id", "other", "ts", "y"]
 
 
 def test_training_set_sorts_and_drops_rows_without_features(caplog):

@@ -78,7 +78,9 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Point-in-time join of the label rows with the features, in a deterministic order."""
     rows = training.label_rows(frames, LABEL)
     join = store.historical_features
-    return training.training_set(rows, join, LABEL, features.FETCH_COLUMNS)
+    return training.training_set(
+        rows, join, LABEL, [*features.FETCH_COLUMNS, *features.REQUEST_FIELDS]
+    )
 
 
 @task(name="train", **TASK_OPTIONS)

@@ -24,7 +24,8 @@ def check_drift(frames: dict[str, pd.DataFrame]) -> dict:
     """Training-set distribution (point-in-time) vs what serving reads now (online)."""
     reference = model_frame(build_training_set.fn(frames))
     rows = training.label_rows(frames, LABEL)
-    keys = rows[list(features.REQUEST_KEYS)].drop_duplicates().to_dict("records")
+    columns = [*features.REQUEST_KEYS, *features.REQUEST_FIELDS]
+    keys = rows[columns].drop_duplicates().to_dict("records")
     current = model_frame(store.online_features(keys))
     return monitoring.drift_report(reference, current, MONITORING)
 

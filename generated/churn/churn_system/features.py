@@ -31,6 +31,10 @@ FETCH_DTYPES = {
     "customer_profile__support_calls": "int64",
     "customer_profile__tenure_months": "int64",
 }
+# Values each request carries itself (the spec's request sources) that the model reads, and
+# their dtypes: keys of a request row beside REQUEST_KEYS, columns of the same names in the
+# label source for training.
+REQUEST_FIELDS = {}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {"customer_profile": "customers"}

@@ -141,13 +141,17 @@ class ChurnService:
         the keys); null without online features or with a model input that is not finite."""
         return serving.predictions(self.inputs(rows), self.model.score)
 
+    async def scores(self, rows: list[Any]) -> list[Any]:
+        """predict_rows, through the batcher when batching is on."""
+        if self.batcher is None:
+            return self.predict_rows(rows)
+        return await self.batcher(rows)
+
     @bentoml.api(input_spec=Rows)
     async def predict(self, rows: list[Row]) -> list[float | None]:
         """The positive-class probability of each row; null without online features or
         with a model input that is not finite."""
-        if self.batcher is None:
-            return self.predict_rows(rows)
-        return await self.batcher(rows)
+        return await self.scores(rows)
 
     @bentoml.api(input_spec=Rows)
     async def features(self, rows: list[Row]) -> list[dict[str, Any]]:

@@ -49,6 +49,10 @@ FETCH_DTYPES = {
     "transaction_details__distance_km": "float64",
     "transaction_details__hour_of_day": "int64",
 }
+# Values each request carries itself (the spec's request sources) that the model reads, and
+# their dtypes: keys of a request row beside REQUEST_KEYS, columns of the same names in the
+# label source for training.
+REQUEST_FIELDS = {}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {

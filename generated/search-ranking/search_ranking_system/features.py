@@ -37,6 +37,10 @@ FETCH_DTYPES = {
     "query_document__pair_click_rate": "float64",
     "query_document__title_match": "float64",
 }
+# Values each request carries itself (the spec's request sources) that the model reads, and
+# their dtypes: keys of a request row beside REQUEST_KEYS, columns of the same names in the
+# label source for training.
+REQUEST_FIELDS = {}
 
 # The feature views the model reads: the source behind each and its join keys.
 VIEW_SOURCES = {"document_stats": "documents", "query_document": "query_documents"}

@@ -96,6 +96,7 @@ LABEL = LabelSpec(
     timestamp=features.LABEL_TIMESTAMP,
     keys=("doc_id", "query_id"),
     group_by=features.GROUP_BY,
+    request=tuple(features.REQUEST_FIELDS),
 )
 # The training device: target.training.gpu, decided when the flow starts (a required GPU that
 # is not visible stops it before training; gpu: preferred falls back to the CPU).

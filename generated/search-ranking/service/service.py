@@ -15,6 +15,8 @@ Start it from the generated tree's root (the folder holding search_ranking_syste
 POST endpoints (JSON; unknown keys, mistyped keys and out-of-range ids are refused with 400,
 more than MAX_REQUEST_ROWS rows with 413):
     /predict   {"rows": [{keys}, ...]} -> [prediction or null, ...]   (adaptive batching)
+    /rank      {"query_id": ..., "candidates": [{keys}, ...], "top_k": k (optional)}
+               -> {"query_id": ..., "ranked": [{keys, "score"}, ...]}   (adaptive batching)
     /features  {"rows": [{keys}, ...]} -> [{keys, model input columns}, ...]
     /info      {} -> model tag, lineage and runtime, spec hash, batching settings
 BentoML serves /healthz, /livez, /readyz and Prometheus /metrics itself.
@@ -27,6 +29,11 @@ version (search_ranking_system.settings.SERVING_PROFILE), else the compiled ones
 A row whose entity has no online feature values (unknown key, or older than the view's
 TTL), or whose model input is not finite, gets null: one such row must not fail the other
 requests that share its batch.
+
+/rank scores a group's candidates in one call of the batcher (the same input path as
+/predict) and returns them best first: score descending, equal scores in request order; a
+candidate without a score (null, as above) is listed after every scored one, in request
+order. top_k keeps the first k of that list.
 """
 
 import os
@@ -101,6 +108,59 @@ class Rows(bentoml.IODescriptor):
         return data
 
 
+class Candidate(BaseModel):
+    """One candidate of a /rank request: its keys, typed exactly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    doc_id: int = Field(
+        ge=-9223372036854775808,
+        le=9223372036854775807,
+    )
+
+
+class RankRequest(bentoml.IODescriptor):
+    """A request of /rank: the group's key, its candidates and how many of the best to
+    return (all when left out)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query_id: int = Field(
+        strict=True,
+        ge=-9223372036854775808,
+        le=9223372036854775807,
+    )
+    candidates: list[Candidate] = Field(max_length=MAX_REQUEST_ROWS)
+    top_k: int | None = Field(None, ge=1, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _row_limit(cls, data: Any) -> Any:
+        """More candidates than MAX_REQUEST_ROWS: 413, before any is validated."""
+        if isinstance(data, dict) and isinstance(data.get("candidates"), list):
+            serving.check_rows(len(data["candidates"]), MAX_REQUEST_ROWS)
+        return data
+
+
+class RankedCandidate(BaseModel):
+    """A candidate's keys and its score (null without online features or with a model input
+    that is not finite)."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    doc_id: int
+    score: float | None
+
+
+class Ranking(BaseModel):
+    """The answer of /rank: the group's key and its candidates, best first."""
+
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    query_id: int
+    ranked: list[RankedCandidate]
+
+
 class Empty(bentoml.IODescriptor):
     """A request of /info: an empty object."""
 
@@ -150,13 +210,35 @@ class SearchRankingService:
         the keys); null without online features or with a model input that is not finite."""
         return serving.predictions(self.inputs(rows), self.model.score)
 
+    async def scores(self, rows: list[Any]) -> list[Any]:
+        """predict_rows, through the batcher when batching is on."""
+        if self.batcher is None:
+            return self.predict_rows(rows)
+        return await self.batcher(rows)
+
     @bentoml.api(input_spec=Rows)
     async def predict(self, rows: list[Row]) -> list[float | None]:
         """The model's score of each row; null without online features or
         with a model input that is not finite."""
-        if self.batcher is None:
-            return self.predict_rows(rows)
-        return await self.batcher(rows)
+        return await self.scores(rows)
+
+    @bentoml.api(input_spec=RankRequest)
+    async def rank(
+        self,
+        query_id: int,
+        candidates: list[Candidate],
+        top_k: int | None = None,
+    ) -> Ranking:
+        """The candidates of one group, best first (score descending, equal scores in request
+        order), those without a score (null) last; the first top_k when given."""
+        rows, keys = serving.candidate_rows(
+            ("query_id", query_id),
+            candidates,
+            ("doc_id",),
+            ("doc_id",),
+        )
+        ranked = serving.ranked(keys, await self.scores(rows), top_k)
+        return Ranking.model_validate({"query_id": query_id, "ranked": ranked})
 
     @bentoml.api(input_spec=Rows)
     async def features(self, rows: list[Row]) -> list[dict[str, Any]]:

@@ -81,6 +81,29 @@ def request_fields(keys: tuple[ColumnNode, ...]) -> list[dict]:
     return fields
 
 
+def ranking(system: SystemIR) -> dict | None:
+    """A ranking model's /rank request: the group key (model.group_by, a column of the label
+    source, in its dtype) and the candidates' keys (the request keys other than the group
+    key). `group_in_rows`: whether the group key is a request key too (then each scored row
+    carries it). None for other tasks."""
+    m = system.model
+    if m.task != "ranking" or m.group_by is None:
+        return None
+    column = system.source(system.label.source).column(m.group_by)
+    assert column is not None  # resolve checked it (MLS203)
+    candidate_keys = tuple(k for k in m.request_keys if k.name != m.group_by)
+    candidate_keys += m.request_fields  # per candidate: the values the model reads with it
+    group = request_fields((column,))[0]
+    candidates = request_fields(candidate_keys)
+    return {"group": group, "group_name": column.name,
+            "group_in_rows": any(k.name == m.group_by for k in m.request_keys),
+            "candidate_fields": candidates,
+            "answer_fields": candidates[:len(candidates) - len(m.request_fields)],
+            "candidate_keys": tuple(k.name for k in candidate_keys),
+            "candidate_attributes": tuple(f["attr"] for f in candidates),
+            "score_type": served_type(system)}
+
+
 def batchable(system: SystemIR) -> bool:
     """Batching needs batches of at least two rows; a size of 1 means no batching."""
     batching = system.serving.batching
@@ -134,12 +157,15 @@ class BentoMLBackend:
             system=system, header=header(system), package=pkg,
             service_class=service_class(system),
             service_module=f"{SERVICE_DIR}.service",
-            row_fields=request_fields(m.request_keys),
+            row_fields=request_fields(m.request_keys + m.request_fields),
             key_attributes=tuple(f["attr"] for f in request_fields(m.request_keys)),
-            warmup_row={k.name: ZERO_VALUES[k.dtype] for k in m.request_keys},
+            field_attributes=tuple(f["attr"] for f in request_fields(
+                m.request_keys + m.request_fields)[len(m.request_keys):]),
+            request_field_dtypes={f.name: f.dtype for f in m.request_fields},
+            warmup_row={k.name: ZERO_VALUES[k.dtype] for k in m.request_keys + m.request_fields},
             runtime=system.serving.runtime, onnx_threads=onnx_threads(system),
             max_request_rows=system.serving.max_request_rows,
-            served_type=served_type(system),
+            served_type=served_type(system), ranking=ranking(system),
             batching={"enabled": batchable(system), "max_batch_size": batching.max_batch_size,
                       "max_latency_ms": batching.max_latency_ms},
             timeout_seconds=system.serving.timeout_ms / 1000,

@@ -65,9 +65,14 @@ class FeastBackend:
             raise ValueError(f"feature view name {odfv!r} is reserved for the transforms")
         transforms = model_transforms(system)  # those the model reads (the ones computed)
         transform_views = sorted({i.view for t in transforms for i in t.inputs
-                                  if i.view is not None})
+                                  if i.kind == "view"})
+        # request sources the transforms read: Feast RequestSources of the on-demand view
+        read = {i.view for t in transforms for i in t.inputs if i.kind == "request"}
+        request_sources = [r for r in system.request_sources if r.name in read]
         used_types = sorted({FEAST_TYPES[c.dtype][0] for v in system.feature_views
                              for c in (*v.join_keys, *v.fields)}
+                            | {FEAST_TYPES[c.dtype][0] for r in request_sources
+                               for c in r.fields}
                             | {FEAST_TYPES[t.dtype][0] for t in transforms})
         context = dict(
             system=system, header=header(system), package=pkg, types=FEAST_TYPES,
@@ -79,6 +84,7 @@ class FeastBackend:
             feature_service=f"{system.python_name}_model",
             transforms=sorted(transforms, key=lambda t: t.name),
             transforms_view=odfv, transform_views=transform_views,
+            request_sources=request_sources,
             store_sources={s.name: {"format": s.kind, "path": s.path,
                                     "columns": _csv_columns(s) if s.kind == "csv" else {}}
                            for s in _view_sources(system)},

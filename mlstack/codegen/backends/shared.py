@@ -107,6 +107,7 @@ class SharedBackend:
             fetch_refs=tuple(f"{f.view}:{f.field}" for f in m.fetch),
             fetch_columns=tuple(f.column for f in m.fetch),
             fetch_dtypes={f.column: f.dtype for f in m.fetch},
+            request_fields={f.name: f.dtype for f in m.request_fields},
             model_columns=tuple(f.column for f in m.features),
             view_sources={v: system.view(v).source for v in m.feature_views},
             view_keys={v: tuple(k.name for k in system.view(v).join_keys)

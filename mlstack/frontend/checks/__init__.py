@@ -38,11 +38,18 @@ def node_path(node) -> tuple:
 
 
 def passes() -> list[tuple[str, CheckPass]]:
-    from mlstack.frontend.checks import model_checks, slo_checks, source_checks, target_checks
+    from mlstack.frontend.checks import (
+        model_checks,
+        slo_checks,
+        source_checks,
+        target_checks,
+        usage_checks,
+    )
 
     return [
         ("check_sources", source_checks.check_sources),
         ("check_feature_views", source_checks.check_feature_views),
+        ("check_unused", usage_checks.check_unused),
         ("check_model", model_checks.check_model),
         ("check_slos", slo_checks.check_slos),
         ("check_rollout", slo_checks.check_rollout),

@@ -117,3 +117,17 @@ def check_supported(ctx: CheckContext):
             yield ctx.diag("MLS901", f"offline: false (feature view '{view.name}') is not "
                            "supported yet: training reads every view offline",
                            node_path(view) + ("offline",), "remove offline: false")
+    m = s.model
+    if m.task == "ranking" and m.group_by is not None:
+        # /rank's request is {group key, candidates, top_k} and its answer {group key,
+        # ranked: [{candidate keys, score}]}: a key with one of those names cannot be told apart
+        if m.group_by in ("candidates", "top_k", "ranked"):
+            yield ctx.diag("MLS901", f"a ranking group key named '{m.group_by}' is not "
+                           "supported yet: /rank's request uses that name itself",
+                           ("model", "group_by"), "rename the column")
+        for column in (*m.request_keys, *m.request_fields):
+            if column.name == "score" and column.name != m.group_by:
+                yield ctx.diag("MLS901", "a ranking candidate key or request field named "
+                               "'score' is not supported yet: /rank answers each candidate's "
+                               "score under that name", ("model", "group_by"),
+                               "rename the column")

@@ -111,12 +111,23 @@ class UserFunctionNode(Node):
     line: int  # of its def in the file
 
 
+class RequestSourceNode(Node):
+    """Values each request carries (Feast RequestSource); in training, label source columns."""
+
+    name: str
+    fields: tuple[ColumnNode, ...]
+    at: str = ""
+    description: str | None = None
+
+
 class TransformInput(Node):
     ref: str  # as written in the expression (or inputs): 'field', 'view.field', a transform
-    view: str | None = None  # None: the input is an earlier transform
+    view: str | None = None  # the feature view, or the request source (kind 'request')
     field: str | None = None
-    column: str  # the column of the training/serving frame it reads (view__field, transform)
-    transform: str | None = None  # the transform it reads (python transforms only)
+    column: str  # the column of the training/serving frame it reads (view__field; a request
+    # field's own name; a transform's name)
+    transform: str | None = None  # the transform it reads (kind 'transform': python only)
+    kind: Literal["view", "request", "transform"] = "view"
 
 
 class TransformNode(Node):
@@ -133,9 +144,9 @@ class TransformNode(Node):
 class ModelFeature(Node):
     """One input column of the model, in model order."""
 
-    ref: str  # as written: 'view.field' or a transform name
+    ref: str  # as written: 'view.field', 'request_source.field' or a transform name
     column: str  # column name in the training and serving frames
-    kind: Literal["view", "transform"]
+    kind: Literal["view", "transform", "request"]
     view: str | None = None
     field: str | None = None
     dtype: str
@@ -175,6 +186,9 @@ class ModelNode(Node):
     request_keys: tuple[ColumnNode, ...]  # the request schema: entity join keys, sorted
     feature_views: tuple[str, ...]  # views the model reads, sorted
     group_by: str | None = None
+    # request fields the model reads (itself or through transforms), sorted by name: keys of
+    # every request row beside request_keys; in training, label source columns
+    request_fields: tuple[ColumnNode, ...] = ()
 
 
 class GateNode(Node):
@@ -288,6 +302,7 @@ class SystemIR(Node):
     derivations: tuple[Derivation, ...]
     tags: tuple[tuple[str, str], ...] = ()  # metadata.tags, sorted (name, value)
     user_files: tuple[UserFileNode, ...] = ()  # the project's Python files named, by path
+    request_sources: tuple[RequestSourceNode, ...] = ()
 
     def source(self, name: str) -> SourceNode:
         return next(s for s in self.sources if s.name == name)

@@ -273,8 +273,46 @@ class _Resolver:
         self.view_nodes = {v.name: v for v in out}
         return tuple(sorted(out, key=lambda v: v.name))
 
+    def request_sources(self):
+        """Request sources (values each request carries): names apart from the views',
+        field names unique across them and apart from the entities' join keys."""
+        sources = self.spec.features.request_sources
+        self.request_by_name = self.unique(sources, "request source",
+                                           ("features", "request_sources"))
+        keys = {e.join_keys[0] for _, e in self.entity_by_name.values()}
+        transforms = {t.name for t in self.spec.features.transforms}
+        owner: dict[str, str] = {}
+        out = []
+        for i, src in enumerate(sources):
+            base = ("features", "request_sources", i)
+            if src.name in self.view_by_name:
+                self.error("MLS206", f"request source '{src.name}' has the name of a feature "
+                           "view", base + ("name",), "give it its own name")
+                continue
+            for field in src.fields:
+                path = base + ("fields", field)
+                if field in owner:
+                    self.error("MLS206", f"request field '{field}' is declared by request "
+                               f"sources '{owner[field]}' and '{src.name}'", path,
+                               "declare it once", key=True)
+                elif field in keys:
+                    self.error("MLS209", f"request field '{field}' is an entity's join key; "
+                               "requests carry join keys already", path,
+                               "remove it from the request source", key=True)
+                elif field in transforms:
+                    self.error("MLS206", f"request field '{field}' has the name of a "
+                               "transform", path, "give it its own name", key=True)
+                owner.setdefault(field, src.name)
+            out.append(ir.RequestSourceNode(
+                name=src.name, fields=tuple(ir.ColumnNode(name=f, dtype=d)
+                                            for f, d in src.fields.items()),
+                at=pointer(base), description=src.description))
+        self.request_nodes = {r.name: r for r in out}
+        return tuple(sorted(out, key=lambda r: r.name))
+
     def _view_field(self, ref: str, path, what: str, in_expr: bool = False):
         """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode).
+        A request source's field resolves the same way -> (RequestSourceNode, ColumnNode).
 
         `in_expr`: `path` is an expression and errors point at `ref` inside it."""
 
@@ -286,6 +324,14 @@ class _Resolver:
 
         if "." in ref:
             vname, field = ref.split(".", 1)
+            if vname in self.request_nodes:
+                req = self.request_nodes[vname]
+                col = next((f for f in req.fields if f.name == field), None)
+                if col is None:
+                    report("MLS204", f"{what} '{ref}': request source '{vname}' has no field "
+                           f"'{field}'", hint_for(field, [f.name for f in req.fields]))
+                    return None
+                return req, col
             if vname not in self.view_by_name:
                 report("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
                        hint_for(vname, self.view_by_name))
@@ -299,7 +345,8 @@ class _Resolver:
                        f"'{field}'", hint_for(field, [f.name for f in view.fields]))
                 return None
             return view, col
-        owners = [v for v in self.view_nodes.values() if any(f.name == ref for f in v.fields)]
+        owners = [v for v in [*self.view_nodes.values(), *self.request_nodes.values()]
+                  if any(f.name == ref for f in v.fields)]
         if not owners and len(self.view_nodes) < len(self.view_by_name):
             return None  # perhaps a field of a view with errors, reported there
         if len(owners) == 1:
@@ -341,7 +388,8 @@ class _Resolver:
                 if found is None:
                     continue
                 view, col = found
-                column = f"{view.name}__{col.name}"
+                request = isinstance(view, ir.RequestSourceNode)
+                column = col.name if request else f"{view.name}__{col.name}"
                 if col.dtype not in ("int64", "int32", "float64", "float32", "bool"):
                     self.error_in_expr("MLS209", f"transform input '{ref}' has dtype "
                                        f"{col.dtype}; transforms compute on numbers", path, ref,
@@ -349,7 +397,8 @@ class _Resolver:
                     continue
                 columns[ref] = column
                 inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
-                                                column=column))
+                                                column=column,
+                                                kind="request" if request else "view"))
             if len(columns) == len(parsed.names):
                 out.append(ir.TransformNode(
                     name=t.name, expr=canonical(parsed), dtype=t.dtype,
@@ -381,7 +430,8 @@ class _Resolver:
                 elif ref not in self.transform_nodes_so_far:
                     ok = False  # that transform has errors, reported there
                 else:
-                    inputs.append(ir.TransformInput(ref=ref, column=ref, transform=ref))
+                    inputs.append(ir.TransformInput(ref=ref, column=ref, transform=ref,
+                                                    kind="transform"))
             else:
                 found = self._view_field(ref, path, "transform input")
                 if found is None:
@@ -394,8 +444,11 @@ class _Resolver:
                                "use a numeric field (encode text in the source)")
                     ok = False
                     continue
-                inputs.append(ir.TransformInput(ref=ref, view=view.name, field=col.name,
-                                                column=f"{view.name}__{col.name}"))
+                request = isinstance(view, ir.RequestSourceNode)
+                inputs.append(ir.TransformInput(
+                    ref=ref, view=view.name, field=col.name,
+                    column=col.name if request else f"{view.name}__{col.name}",
+                    kind="request" if request else "view"))
         function = self.user_function(
             t.python, base + ("python",),
             lambda user, fn: positional_fit(user, fn, len(t.inputs)))
@@ -411,7 +464,7 @@ class _Resolver:
         """The view fields a transform reads, through the transforms it reads."""
         found = []
         for inp in t.inputs:
-            if inp.transform is None:
+            if inp.kind != "transform":
                 found.append(inp)
             elif inp.transform in self.transform_nodes:
                 found.extend(self.transform_fetch(self.transform_nodes[inp.transform]))
@@ -420,7 +473,7 @@ class _Resolver:
     def model(self):
         m = self.spec.model
         base = ("model",)
-        features, fetch = [], {}
+        features, fetch, request = [], {}, {}
         seen = set()
         for i, ref in enumerate(m.features):
             path = base + ("features", i)
@@ -436,6 +489,11 @@ class _Resolver:
                 features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
                                                 dtype=t.dtype))
                 for inp in self.transform_fetch(t):
+                    if inp.kind == "request":
+                        req = self.request_nodes[inp.view]
+                        request[inp.field] = (req, next(f for f in req.fields
+                                                        if f.name == inp.field))
+                        continue
                     dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
                                  if f.name == inp.field)
                     fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
@@ -456,6 +514,12 @@ class _Resolver:
             if col.dtype in ("string", "timestamp"):
                 self.error("MLS209", f"model feature '{ref}' has dtype {col.dtype}; the model "
                            "reads numbers (encode it in the source, or not supported yet)", path)
+                continue
+            if isinstance(view, ir.RequestSourceNode):
+                features.append(ir.ModelFeature(ref=ref, column=col.name, kind="request",
+                                                view=view.name, field=col.name,
+                                                dtype=col.dtype))
+                request[col.name] = (view, col)
                 continue
             feat = ir.ModelFeature(ref=ref, column=f"{view.name}__{col.name}", kind="view",
                                    view=view.name, field=col.name, dtype=col.dtype)
@@ -528,6 +592,23 @@ class _Resolver:
                                ("label", "source"), f"add '{k}' to the columns of source "
                                f"'{label.source}'")
             label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
+            label_types = {c.name: c.dtype for c in self.source_nodes[label.source].columns}
+            for name, (req, col) in sorted(request.items()):
+                fpath = (*_path_of(req.at), "fields", name)
+                if name not in label_types:
+                    self.error("MLS207", f"the label source '{label.source}' has no column "
+                               f"'{name}', the request field the model reads: training "
+                               "reads its values there", fpath, f"add '{name}' to the "
+                               f"columns of source '{label.source}' (logged with each "
+                               "request)", key=True)
+                elif name in (label.field, label.timestamp_field):
+                    self.error("MLS209", f"request field '{name}' is the label source's "
+                               "label or timestamp", fpath, "rename the request field",
+                               key=True)
+                elif _dtype_family(label_types[name]) != _dtype_family(col.dtype):
+                    self.error("MLS209", f"request field '{name}' is {col.dtype} but "
+                               f"{label_types[name]} in the label source '{label.source}'",
+                               fpath, "declare it with one type in both", key=True)
         if estimator is None or label is None or len(features) != len(m.features):
             return None, None
         return ir.ModelNode(
@@ -535,7 +616,8 @@ class _Resolver:
             estimator=estimator,
             features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
             entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
-            feature_views=tuple(views), group_by=m.group_by), label
+            feature_views=tuple(views), group_by=m.group_by,
+            request_fields=tuple(request[k][1] for k in sorted(request))), label
 
     def estimator_factory(self, m) -> ir.EstimatorNode | None:
         """model.estimator: a function of the project's code, called with model.params as
@@ -567,6 +649,17 @@ class _Resolver:
             return None
         return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
                             timestamp_field=src.timestamp_field, join_keys=())
+
+
+def _path_of(at: str) -> tuple:
+    """The spec path of a JSON pointer (an IR node's `at`)."""
+    return tuple(int(p) if p.isdigit() else p for p in at.split("/") if p)
+
+
+def _dtype_family(dtype: str) -> str:
+    """Types a value keeps when read as the other: int32/int64, float32/float64."""
+    return {"int32": "int", "int64": "int", "float32": "float", "float64": "float"}.get(
+        dtype, dtype)
 
 
 def _repeats(items) -> list[int]:
@@ -604,6 +697,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
     sources = r.sources()
     r.entities()
     views = r.feature_views()
+    request_sources = r.request_sources()
     transforms = r.transforms()
     model, label = r.model()
     if any(d.severity is Severity.ERROR for d in r.diagnostics) or model is None:
@@ -670,7 +764,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
         target=target,
         derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
         tags=tuple(sorted(spec.metadata.tags.items())),
-        user_files=tuple(r.user_files[p] for p in sorted(r.user_files)))
+        user_files=tuple(r.user_files[p] for p in sorted(r.user_files)),
+        request_sources=request_sources)
     return system, r.diagnostics
 
 

@@ -175,18 +175,18 @@ class Transform(Strict):
     called with its `inputs` as numpy arrays, positionally, in the order listed."""
 
     name: Name = Field(description="Transform name; list it in model.features.")
-    expr: str | None = Field(None, description="A safe expression over view fields: numbers, "
-                             "fields, + - * / // % **, comparisons, and/or/not and the "
-                             "functions abs, sqrt, log, log1p, exp, floor, ceil, min, max, "
-                             "clip, where. Give expr or python.")
+    expr: str | None = Field(None, description="A safe expression over view and request "
+                             "fields: numbers, fields, + - * / // % **, comparisons, "
+                             "and/or/not and the functions abs, sqrt, log, log1p, exp, floor, "
+                             "ceil, min, max, clip, where. Give expr or python.")
     python: CodeRef | None = Field(
         None, description="A function in a Python file of the project, 'file.py:function'. "
         "It is called with one numpy array per input, positionally in the order of `inputs`, "
         "and returns one array (one value per row). mlstack parses the file (never imports "
         "it at lint time) and copies it into the generated package. Give expr or python.")
     inputs: list[FeatureRef] = Field(default_factory=list, description="With python: the "
-                                     "function's arguments in order: 'view.field' or the "
-                                     "name of a transform listed earlier.")
+                                     "function's arguments in order: 'view.field', a request "
+                                     "field or the name of a transform listed earlier.")
     dtype: Literal["float64", "int64", "bool"] = Field("float64",
                                                        description="Type of the result.")
     description: Description
@@ -225,10 +225,26 @@ class Transform(Strict):
         return self
 
 
+class RequestSource(Strict):
+    """Values a prediction request carries itself (a Feast RequestSource): a transaction's
+    amount, say. Read by transforms and the model as 'source.field' (or the bare field); in
+    training their values come from the label source's columns of the same names."""
+
+    name: Name = Field(description="Request source name; its fields are written "
+                       "'source.field'.")
+    fields: dict[Column, DType] = Field(
+        min_length=1, description="Field name: dtype. Each is a key of every request row, "
+        "and a column of the label source (what training reads).")
+    description: Description
+
+
 class Features(Strict):
-    """Feature views and on-demand transforms."""
+    """Feature views, request-time values and on-demand transforms."""
 
     views: list[FeatureView] = Field(min_length=1, description="Feature views.")
+    request_sources: list[RequestSource] = Field(
+        default_factory=list, description="Values sent with each request (Feast "
+        "RequestSource), usable by transforms and as model features.")
     transforms: list[Transform] = Field(default_factory=list,
                                         description="On-demand transforms.")
 

@@ -305,11 +305,11 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
     stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
                            "; ".join(actions.reasons) + f": {current.version} keeps serving"))
     if actions.verify and options.verify:  # a missed SLO fails here: the version stays as is
-        bodies = [{"rows": current.example_rows}] if current.example_rows else []
+        endpoint, bodies = load_requests(system, current.example_rows, one_request=True)
         freshness = _freshness(system, paths, current)
         try:
             _verify(system, options, version_url(current), bodies, stages, current.metrics,
-                    freshness=freshness, version=current)
+                    freshness=freshness, version=current, endpoint=endpoint)
         except StageError as exc:  # the report of the failed re-verification is shown
             state.record("deploy-failed", version=current.version, stage=exc.stage,
                          error=exc.message)
@@ -326,8 +326,35 @@ def _keep_serving(system, paths, options, state, current, actions, stages) -> De
     return _result(system, state, current, stages, changed=True, options=options)
 
 
+def load_requests(system: SystemIR, rows: list[dict], *,
+                  one_request: bool = False) -> tuple[str, list[dict]]:
+    """The endpoint and bodies of the verify and canary load, from request rows known to have
+    features: a ranking model whose group key is a request key is loaded as its clients call
+    it, one /rank request per group of the rows (its candidates); any other model one
+    /predict row per request (or, `one_request`, all the rows in one, as the serving
+    version's example request was recorded)."""
+    from mlstack.ops.local.worker import rank_requests
+
+    group = system.model.group_by
+    if system.model.task == "ranking" and any(k.name == group for k in system.model.request_keys):
+        return "rank", [body for _, body in rank_requests(rows, group)]
+    if one_request:
+        return "predict", [{"rows": rows}] if rows else []
+    return "predict", [{"rows": [row]} for row in rows]
+
+
+def example_rows(system: SystemIR, rows: list[dict]) -> list[dict]:
+    """The rows a version records as its example request: the first row, or for a ranking
+    model served by /rank the first group's rows (re-verification loads /rank with them)."""
+    endpoint, bodies = load_requests(system, rows)
+    if endpoint == "rank" and bodies:
+        group = system.model.group_by
+        return [{group: bodies[0][group], **c} for c in bodies[0]["candidates"]]
+    return rows[:1]
+
+
 def _verify(system, options, url, bodies, stages, metrics, *, freshness=None,
-            version: Version | None = None) -> tuple[dict, list]:
+            version: Version | None = None, endpoint: str = "predict") -> tuple[dict, list]:
     """The SLO load test against one version's URL. Each percentile is judged only from
     enough samples (judge.min_samples: p99 needs 100): the load goes on past --duration
     until it has them, up to options.verify_limit seconds. The SLO table is built, and saved
@@ -340,9 +367,9 @@ def _verify(system, options, url, bodies, stages, metrics, *, freshness=None,
     with stages.stage("verify") as record:
         if not bodies:
             raise StageError("verify", "no example request with online features is known")
-        warm_up(f"{url}/predict", bodies)
+        warm_up(f"{url}/{endpoint}", bodies)
         needed = _samples_needed(system)
-        measured = run_load(f"{url}/predict", bodies, rate=rate, duration=options.duration,
+        measured = run_load(f"{url}/{endpoint}", bodies, rate=rate, duration=options.duration,
                             concurrency=options.concurrency,
                             max_duration=max(options.duration, options.verify_limit),
                             done=lambda rec: rec.total.samples >= needed)
@@ -409,20 +436,22 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
             raise StageError("skew_check", "; ".join(skew["mismatches"][:5]),
                              "online and offline features (or predictions) differ")
         record.detail = (f"{skew['compared']} of {skew['sampled']} entities: online = offline, "
-                         f"max prediction diff {skew['max_abs_prediction_diff']}")
-    bodies = [{"rows": [row]} for row in skew["rows"]]
-    version.example_rows = skew["rows"][:1]
+                         f"max prediction diff {skew['max_abs_prediction_diff']}"
+                         + (f"; /rank order = offline order in {skew['groups']} groups"
+                            if skew.get("groups") else ""))
+    endpoint, bodies = load_requests(system, skew["rows"])
+    version.example_rows = example_rows(system, skew["rows"])
     load: dict = {}
     rows = slo_rows(system, {}, version.metrics)
     version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
     if options.verify:
         load, rows = _verify(system, options, version_url(version), bodies, stages,
                              version.metrics, freshness=skew.get("freshness"),
-                             version=version)
+                             version=version, endpoint=endpoint)
     else:
         stages.add(StageRecord("verify", StageStatus.SKIPPED, 0.0, "--no-verify"))
     version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}
-    steps = _rollout(ctx, bodies)
+    steps = _rollout(ctx, bodies, endpoint)
     with stages.stage("promote") as record:
         _promote(ctx)
         record.detail = f"{version.version} serves 100% at http://127.0.0.1:{options.port}"
@@ -496,7 +525,7 @@ def _worker(ctx: DeployContext, job: str, **options) -> dict:
     return outcome.result
 
 
-def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
+def _rollout(ctx: DeployContext, bodies: list[dict], endpoint: str = "predict") -> list[dict]:
     """Move traffic to the new version by the spec's rollout; abort on a breached rule. Each
     step runs at least step_seconds and then until its rules can be judged (judge.py: p99
     needs 100 answers of the new version; a breach can be proven from fewer), at most
@@ -517,7 +546,7 @@ def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
             if weight == 100:
                 judged.append({"weight": 100})
                 break
-            step = _canary_step(ctx, bodies, weight)
+            step = _canary_step(ctx, bodies, weight, endpoint)
             judged.append(step)
             if step["breach"]:
                 route(paths, {current.version: 100}, state)
@@ -530,7 +559,8 @@ def _rollout(ctx: DeployContext, bodies: list[dict]) -> list[dict]:
         return judged
 
 
-def _canary_step(ctx: DeployContext, bodies: list[dict], weight: int) -> dict:
+def _canary_step(ctx: DeployContext, bodies: list[dict], weight: int,
+                 endpoint: str = "predict") -> dict:
     from mlstack.ops.local.loadtest import run_load  # httpx: the runtime extra
 
     rollout = ctx.system.serving.rollout
@@ -555,7 +585,7 @@ def _canary_step(ctx: DeployContext, bodies: list[dict], weight: int) -> dict:
         found = verdicts(recorder.versions)
         return any(v.ok is False for _, v in found) or all(v.ok is not None for _, v in found)
 
-    measured = run_load(f"http://127.0.0.1:{ctx.options.port}/predict", bodies,
+    measured = run_load(f"http://127.0.0.1:{ctx.options.port}/{endpoint}", bodies,
                         rate=ctx.rate, duration=rollout.step_seconds,
                         concurrency=ctx.options.concurrency, timeout=LOAD_TIMEOUT,
                         max_duration=max(rollout.step_seconds, ctx.options.step_limit),
@@ -593,12 +623,14 @@ def router_limits(system: SystemIR, rate: float) -> dict:
 
 def _result(system, state, version, stages, *, changed, options) -> DeployResult:
     report = version.slo_report or {}
+    endpoint, bodies = load_requests(system, version.example_rows, one_request=True)
+    request = bodies[0] if bodies else {"rows": []}
     return DeployResult(
         system=system.name, version=version.version,
         endpoint=f"http://127.0.0.1:{options.port}", model_tag=version.model_tag,
         changed=changed, metrics=version.metrics, load=report.get("load", {}),
         slos=[_row(r) for r in report.get("rows", [])], stages=stages.records,
-        example_request={"rows": version.example_rows})
+        example_request=request, example_endpoint=endpoint)
 
 
 def _row(data: dict):

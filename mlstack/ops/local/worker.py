@@ -40,14 +40,42 @@ def _source(package: str, name: str):
 
 
 def _sample_keys(package: str, size: int, seed: int) -> list[dict]:
-    """Distinct request keys from the label source (it carries every key the model needs)."""
+    """Distinct request rows from the label source (it carries every key the model needs,
+    and the request fields' values as logged with each request)."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
-    keys = labels[list(features.REQUEST_KEYS)].drop_duplicates()
+    keys = labels[_request_columns(features)].drop_duplicates()
     keys = keys.sample(n=min(size, len(keys)), random_state=seed).sort_values(
-        list(features.REQUEST_KEYS))
+        _request_columns(features))
     return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
             for row in keys.to_dict(orient="records")]
+
+
+def _request_columns(features) -> list[str]:
+    """What a request row carries: the entity keys, then the request fields."""
+    return [*features.REQUEST_KEYS, *getattr(features, "REQUEST_FIELDS", {})]
+
+
+def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
+    """Ranking: the request rows of whole groups (model.group_by) from the label source, each
+    with its group key, groups drawn at random until they hold `size` rows (at least one
+    group); each group's rows in source order, groups in key order."""
+    features = importlib.import_module(f"{package}.features")
+    _, labels = _source(package, features.LABEL_SOURCE)
+    group = features.GROUP_BY
+    columns = list(dict.fromkeys([group, *_request_columns(features)]))
+    rows = labels[columns].drop_duplicates(list(dict.fromkeys([group,
+                                                               *features.REQUEST_KEYS])))
+    sizes = rows.groupby(group).size()
+    chosen, count = [], 0
+    for value in rows[group].drop_duplicates().sample(frac=1, random_state=seed):
+        chosen.append(value)
+        count += int(sizes[value])
+        if count >= size:
+            break
+    picked = rows[rows[group].isin(chosen)].sort_values(group, kind="stable")
+    return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
+            for row in picked.to_dict(orient="records")]
 
 
 def sample(package: str, size: int) -> dict:
@@ -80,13 +108,29 @@ def skew(package: str, url: str, size: int) -> dict:
 
     features = importlib.import_module(f"{package}.features")
     transforms = importlib.import_module(f"{package}.transforms")
-    keys = _sample_keys(package, size, seed=1)
+    ranks = features.TASK == "ranking"
+    sampled = _sample_groups(package, size, seed=1) if ranks else _sample_keys(package, size,
+                                                                               seed=1)
+    # what a /predict row carries: the group key only when it is a request key too
+    keys = sampled if features.GROUP_BY in (*features.REQUEST_KEYS, None) else [
+        {k: v for k, v in row.items() if k != features.GROUP_BY} for row in sampled]
     served = httpx.post(f"{url}/features", json={"rows": keys}, timeout=60).raise_for_status()
     online = pd.DataFrame(served.json())
-    with httpx.Client(timeout=60) as client:  # one row per call, as clients send them: a
-        # call with more rows than the batch size (or the latency budget) allows gets a 503
-        predicted = [client.post(f"{url}/predict", json={"rows": [key]}).raise_for_status()
-                     .json()[0] for key in keys]
+    rankings: list[tuple[list[int], dict, dict]] = []
+    names = [k for k in features.REQUEST_KEYS if k != features.GROUP_BY]  # a candidate's keys
+    with httpx.Client(timeout=60) as client:
+        if ranks:  # one /rank call per group, as a ranking client sends them
+            predicted: list = [None] * len(keys)
+            for positions, body in rank_requests(sampled, features.GROUP_BY):
+                answer = client.post(f"{url}/rank", json=body).raise_for_status().json()
+                rankings.append((positions, body, answer))
+                scores = {_candidate_key(c, names): c["score"] for c in answer["ranked"]}
+                for position, candidate in zip(positions, body["candidates"], strict=True):
+                    predicted[position] = scores.get(_candidate_key(candidate, names))
+        else:  # one row per call, as clients send them: a call with more rows than the
+            # batch size (or the latency budget) allows gets a 503
+            predicted = [client.post(f"{url}/predict", json={"rows": [key]})
+                         .raise_for_status().json()[0] for key in keys]
     offline_raw = _offline_frame(package, keys)
     found = offline_raw[list(features.FETCH_COLUMNS)].notna().all(axis=1).to_numpy()
     offline = transforms.model_frame(offline_raw[found].reset_index(drop=True))
@@ -119,6 +163,10 @@ def skew(package: str, url: str, size: int) -> dict:
                 i = int(np.flatnonzero(bad)[0])
                 mismatches.append(f"feature {column}: online {a[i]!r} != offline {b[i]!r}")
     served_predictions = np.array([p for p in predicted if p is not None], dtype=float)
+    if rankings and len(expected) == int(found.sum()):
+        offline_scores = np.full(len(keys), np.nan)
+        offline_scores[found] = expected
+        mismatches.extend(ranking_mismatches(rankings, offline_scores, tolerance, names))
     if len(served_predictions) == len(expected):
         bad = ~np.isclose(served_predictions, expected, rtol=tolerance, atol=tolerance)
         if bad.any():
@@ -129,10 +177,65 @@ def skew(package: str, url: str, size: int) -> dict:
         mismatches.append(f"{len(served_predictions)} served predictions for {len(expected)} "
                           "offline rows")
     return {"sampled": len(keys), "compared": int(found.sum()), "rows": keys,
+            "groups": len(rankings),
             "runtime": runtime.get("runtime"), "prediction_tolerance": tolerance,
             "max_abs_prediction_diff": float(np.max(np.abs(served_predictions - expected)))
             if len(served_predictions) == len(expected) and len(expected) else None,
             "mismatches": mismatches}
+
+
+def _candidate_key(candidate: dict, names: list[str]) -> tuple:
+    return tuple(candidate.get(k) for k in names)
+
+
+def rank_requests(rows: list[dict], group_by: str) -> list[tuple[list[int], dict]]:
+    """/rank bodies of request rows that carry the group key: one per group (first seen
+    first), its candidates in row order; with each candidate's position in `rows`."""
+    groups: dict = {}
+    for position, row in enumerate(rows):
+        groups.setdefault(row[group_by], []).append(position)
+    return [(positions, {group_by: group,
+                         "candidates": [{k: v for k, v in rows[p].items() if k != group_by}
+                                        for p in positions]})
+            for group, positions in groups.items()]
+
+
+def ranking_mismatches(rankings: list[tuple[list[int], dict, dict]], offline,
+                       tolerance: float, names: list[str]) -> list[str]:
+    """Per group ((row positions, /rank body, its answer)), the served order against the
+    offline scores by row position (NaN: no offline features): the scored candidates first,
+    each one's offline score no lower than the next one's beyond the served scores' tolerance
+    (twice `tolerance`: so the order is the offline order up to ties within it), then the
+    unscored ones, exactly those without offline features."""
+    import numpy as np
+
+    out = []
+    for positions, body, answer in rankings:
+        group = body[next(iter(body))]
+        by_key = {_candidate_key(c, names): p for c, p in zip(body["candidates"], positions,
+                                                                strict=True)}
+        order = [by_key.get(_candidate_key(c, names), -1) for c in answer["ranked"]]
+        if sorted(order) != sorted(positions):
+            out.append(f"group {group}: /rank answered {len(order)} candidates for "
+                       f"{len(positions)}")
+            continue
+        scores = offline[order]
+        served_null = np.array([c["score"] is None for c in answer["ranked"]], dtype=bool)
+        if not np.array_equal(served_null, np.isnan(scores)):
+            out.append(f"group {group}: candidates without a score differ from those without "
+                       "offline features")
+            continue
+        if served_null.any() and not served_null[np.argmax(served_null):].all():
+            out.append(f"group {group}: a candidate without a score is ranked before a "
+                       "scored one")
+        scored = scores[~served_null]
+        worse = np.flatnonzero(scored[1:] > scored[:-1] + 2 * tolerance * np.maximum(
+            1, np.abs(scored[:-1])))
+        if len(worse):
+            i = int(worse[0])
+            out.append(f"group {group}: served order puts offline score {float(scored[i])!r} "
+                       f"before {float(scored[i + 1])!r}")
+    return out
 
 
 FRESHNESS_KEYS = 5000  # entities whose online rows are read to find each view's newest
