@@ -31,6 +31,7 @@ ArgMax/Gather label, or the target's scale), which keeps it independent of torch
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -152,6 +153,10 @@ def _vector(y, rows: int) -> np.ndarray:
     return array
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
 def _feature_names(X) -> np.ndarray | None:
     columns = getattr(X, "columns", None)
     if columns is None or not all(isinstance(c, str) for c in columns):
@@ -186,31 +191,51 @@ class _MLP(BaseEstimator):
     # -- parameters ------------------------------------------------------------------------
 
     def _check_params(self) -> tuple[int, ...]:
-        hidden = tuple(self.hidden_layers or ())
-        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h > 0
-                   for h in hidden):
-            raise ValueError(f"hidden_layers must be positive integers, got {self.hidden_layers!r}")
-        if not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        """The hidden layer sizes; ValueError for a parameter out of its range."""
+        layers = self.hidden_layers
+        try:
+            hidden = tuple(layers) if layers is not None else ()
+        except TypeError:
+            hidden = (layers,)
+        if not all(_is_int(h) and h > 0 for h in hidden):
+            raise ValueError(f"hidden_layers must be a sequence of positive integers, got "
+                             f"{layers!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, ok, rule in (("learning_rate", lambda v: v > 0, "> 0"),
+                               ("weight_decay", lambda v: v >= 0, ">= 0"),
+                               ("dropout", lambda v: 0 <= v < 1, "in [0, 1)")):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and ok(value)):
+                raise ValueError(f"{name} must be a number {rule}, got {value!r}")
+        if not (self.random_state is None or _is_int(self.random_state)):
+            raise ValueError(f"random_state must be an integer or None, got "
+                             f"{self.random_state!r}")
         return tuple(int(h) for h in hidden)
+
+    def _seed(self) -> int:
+        """random_state, or a fresh seed for None (scikit-learn's 'not reproducible')."""
+        if self.random_state is None:
+            return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+        return int(self.random_state)
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _fit_network(self, X: np.ndarray, target: np.ndarray, n_outputs: int, loss: str) -> None:
-        """Train the MLP on standardised X; `target` is class indices (loss 'cross_entropy')
-        or the standardised target column (loss 'mse'). Sets layers_ and loss_curve_."""
+    def _prepare(self) -> tuple[tuple[int, ...], Any]:
+        """Before any work: the checked hidden layer sizes and the torch device to train on
+        (ValueError for a bad parameter, RuntimeError for a CUDA device not visible)."""
         hidden = self._check_params()
+        return hidden, _resolve_device(_torch(), self.device)
+
+    def _fit_network(self, X: np.ndarray, target: np.ndarray, n_outputs: int, loss: str,
+                     hidden: tuple[int, ...], device) -> None:
+        """Train the MLP on X (standardised here); `target` is class indices (loss
+        'cross_entropy') or the standardised target (loss 'mse'). Sets layers_, loss_curve_."""
         torch = _torch()
-        device = _resolve_device(torch, self.device)
-        seed = int(self.random_state)
+        seed = self._seed()
         sizes = (X.shape[1], *hidden, n_outputs)
         cuda = [device.index] if device.type == "cuda" else []
         work = _work(sizes, min(len(X), int(self.batch_size)))
@@ -329,6 +354,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
     """
 
     def fit(self, X, y) -> MLPClassifier:
+        """Fit on X (rows x features, floats) and the labels y; returns self."""
+        hidden, device = self._prepare()
         array = self._fit_inputs(X)
         labels = _vector(y, len(array))
         if labels.dtype == object or labels.dtype.kind in "US":
@@ -340,7 +367,8 @@ class MLPClassifier(ClassifierMixin, _MLP):
         if len(self.classes_) < 2:
             raise ValueError(f"y holds a single class ({self.classes_[0]!r}); a classifier "
                              "needs at least two")
-        self._fit_network(array, index.reshape(-1), len(self.classes_), "cross_entropy")
+        self._fit_network(array, index.reshape(-1), len(self.classes_), "cross_entropy",
+                          hidden, device)
         return self
 
     def _finish(self, torch, output):
@@ -364,6 +392,8 @@ class MLPRegressor(RegressorMixin, _MLP):
     """
 
     def fit(self, X, y) -> MLPRegressor:
+        """Fit on X (rows x features, floats) and the numeric target y; returns self."""
+        hidden, device = self._prepare()
         array = self._fit_inputs(X)
         try:
             target = _vector(y, len(array)).astype(np.float64)
@@ -376,7 +406,7 @@ class MLPRegressor(RegressorMixin, _MLP):
         self.target_mean_ = np.float32(mean)
         self.target_scale_ = np.float32(scale)
         standardised = (target - self.target_mean_) / self.target_scale_
-        self._fit_network(array, standardised, 1, "mse")
+        self._fit_network(array, standardised, 1, "mse", hidden, device)
         return self
 
     def _finish(self, torch, output):
