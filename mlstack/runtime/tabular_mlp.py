@@ -12,8 +12,8 @@ standard deviation learned in `fit`; a constant column is only centred.
 
 A fitted model holds its network as numpy arrays (`layers_`: one (weight, bias) pair per
 linear layer, `mean_`, `scale_`, and the regressor's `target_mean_`, `target_scale_`), so
-plain pickle and cloudpickle save it and it loads and predicts on CPU wherever it was trained;
-the torch module is rebuilt on the first prediction after loading. `device` ('cpu', 'cuda' or
+pickle, cloudpickle and joblib (bentoml.sklearn's) save it and it loads and predicts on CPU
+wherever it was trained; the torch module is rebuilt on the first prediction after loading. `device` ('cpu', 'cuda' or
 'cuda:N') is where `fit` trains; predictions always run on CPU in float32, the same operations
 in the same order as the ONNX graph, so the two agree to float32 rounding.
 
@@ -25,7 +25,10 @@ and its thread count is restored afterwards.
 
 torch is imported by `fit` and the predictions, not with this module, and `to_onnx` needs
 only onnx: it writes the graph itself (standardise, Gemm/Relu layers, then Softmax with an
-ArgMax/Gather label, or the target's scale), which keeps it independent of torch's exporters.
+ArgMax/Gather label, or the target's scale), which keeps it independent of torch's exporters
+(torch 2.9+ defaults to one that needs onnxscript and takes seconds; the TorchScript one is
+deprecated). Its outputs are laid out as skl2onnx's without zipmap (classifier: 'label',
+'probabilities'; regressor: 'variable'), so runtime.scoring's ONNX scorer serves it as is.
 """
 
 from __future__ import annotations
