@@ -53,7 +53,7 @@ except ImportError:  # scikit-learn < 1.6: the estimator's own method
 
 __all__ = ["ONNX_OPSET", "MLPClassifier", "MLPRegressor", "to_onnx"]
 
-ONNX_OPSET = 17  # ONNX Runtime 1.14 and later run it
+ONNX_OPSET = 17  # ONNX Runtime 1.13 and later run it (the runtime extra asks for 1.17)
 _ONNX_IR_VERSION = 8  # the IR version of opset 17: older runtimes refuse a newer one
 
 
