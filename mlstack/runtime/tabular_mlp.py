@@ -12,8 +12,8 @@ standard deviation learned in `fit`; a constant column is only centred.
 
 A fitted model holds its network as numpy arrays (`layers_`: one (weight, bias) pair per
 linear layer, `mean_`, `scale_`, and the regressor's `target_mean_`, `target_scale_`), so
-plain pickle and cloudpickle save it and it loads and predicts on CPU wherever it was trained;
-the torch module is rebuilt on the first prediction after loading. `device` ('cpu', 'cuda' or
+pickle, cloudpickle and joblib (bentoml.sklearn's) save it and it loads and predicts on CPU
+wherever it was trained; the torch module is rebuilt on the first prediction after loading. `device` ('cpu', 'cuda' or
 'cuda:N') is where `fit` trains; predictions always run on CPU in float32, the same operations
 in the same order as the ONNX graph, so the two agree to float32 rounding.
 
@@ -25,24 +25,35 @@ and its thread count is restored afterwards.
 
 torch is imported by `fit` and the predictions, not with this module, and `to_onnx` needs
 only onnx: it writes the graph itself (standardise, Gemm/Relu layers, then Softmax with an
-ArgMax/Gather label, or the target's scale), which keeps it independent of torch's exporters.
+ArgMax/Gather label, or the target's scale), which keeps it independent of torch's exporters
+(torch 2.9+ defaults to one that needs onnxscript and takes seconds; the TorchScript one is
+deprecated). Its outputs are laid out as skl2onnx's without zipmap (classifier: 'label',
+'probabilities'; regressor: 'variable'), so runtime.scoring's ONNX scorer serves it as is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import threading
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
+
+try:
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # scikit-learn < 1.6: the estimator's own method
+    _validate_data = None
 
 __all__ = ["ONNX_OPSET", "MLPClassifier", "MLPRegressor", "to_onnx"]
 
-ONNX_OPSET = 17  # ONNX Runtime 1.14 and later run it
+ONNX_OPSET = 17  # ONNX Runtime 1.13 and later run it (the runtime extra asks for 1.17)
 _ONNX_IR_VERSION = 8  # the IR version of opset 17: older runtimes refuse a newer one
 
 
@@ -126,37 +137,22 @@ def _resolve_device(torch, name: str):
     return torch.device("cuda", index)
 
 
-def _matrix(X, what: str = "X") -> np.ndarray:
-    """X as a finite float64 matrix (a DataFrame's values in column order)."""
-    try:
-        array = np.asarray(X, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{what} must be numeric: {exc}") from exc
-    if array.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (rows x features), got shape {array.shape}")
-    if array.shape[0] == 0 or array.shape[1] == 0:
-        raise ValueError(f"{what} is empty: shape {array.shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} holds NaN or infinite values; impute them first")
-    return array
+def _validate(estimator, X, y="no_validation", *, reset: bool, **kwargs):
+    """scikit-learn's input validation (float64, finite, 2-D, no sparse input; sets or checks
+    n_features_in_ and feature_names_in_; y too unless 'no_validation', and None is refused
+    as scikit-learn does), whichever way this scikit-learn offers it."""
+    if _validate_data is not None:
+        return _validate_data(estimator, X, y, reset=reset, dtype=np.float64, **kwargs)
+    # scikit-learn < 1.6: the estimator's own method
+    return estimator._validate_data(X, y, reset=reset, dtype=np.float64, **kwargs)
 
 
-def _vector(y, rows: int) -> np.ndarray:
-    array = np.asarray(y)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
-    if array.ndim != 1:
-        raise ValueError(f"y must be 1-D, got shape {array.shape}")
-    if len(array) != rows:
-        raise ValueError(f"X has {rows} rows but y has {len(array)}")
-    return array
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _feature_names(X) -> np.ndarray | None:
-    columns = getattr(X, "columns", None)
-    if columns is None or not all(isinstance(c, str) for c in columns):
-        return None
-    return np.asarray(list(columns), dtype=object)
+# each fitted estimator's torch module, with the layers_ it was built from
+_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _MLP(BaseEstimator):
@@ -186,31 +182,51 @@ class _MLP(BaseEstimator):
     # -- parameters ------------------------------------------------------------------------
 
     def _check_params(self) -> tuple[int, ...]:
-        hidden = tuple(self.hidden_layers or ())
-        if not all(isinstance(h, (int, np.integer)) and not isinstance(h, bool) and h > 0
-                   for h in hidden):
-            raise ValueError(f"hidden_layers must be positive integers, got {self.hidden_layers!r}")
-        if not (isinstance(self.epochs, (int, np.integer)) and self.epochs >= 1):
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if not (isinstance(self.batch_size, (int, np.integer)) and self.batch_size >= 1):
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
-        if not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        """The hidden layer sizes; ValueError for a parameter out of its range."""
+        layers = self.hidden_layers
+        try:
+            hidden = tuple(layers) if layers is not None else ()
+        except TypeError:
+            hidden = (layers,)
+        if not all(_is_int(h) and h > 0 for h in hidden):
+            raise ValueError(f"hidden_layers must be a sequence of positive integers, got "
+                             f"{layers!r}")
+        for name, low in (("epochs", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if not (_is_int(value) and value >= low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, ok, rule in (("learning_rate", lambda v: v > 0, "> 0"),
+                               ("weight_decay", lambda v: v >= 0, ">= 0"),
+                               ("dropout", lambda v: 0 <= v < 1, "in [0, 1)")):
+            value = getattr(self, name)
+            if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and ok(value)):
+                raise ValueError(f"{name} must be a number {rule}, got {value!r}")
+        if not (self.random_state is None or _is_int(self.random_state)):
+            raise ValueError(f"random_state must be an integer or None, got "
+                             f"{self.random_state!r}")
         return tuple(int(h) for h in hidden)
+
+    def _seed(self) -> int:
+        """random_state, or a fresh seed for None (scikit-learn's 'not reproducible')."""
+        if self.random_state is None:
+            return int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> 1)
+        return int(self.random_state)
 
     # -- fitting ---------------------------------------------------------------------------
 
-    def _fit_network(self, X: np.ndarray, target: np.ndarray, n_outputs: int, loss: str) -> None:
-        """Train the MLP on standardised X; `target` is class indices (loss 'cross_entropy')
-        or the standardised target column (loss 'mse'). Sets layers_ and loss_curve_."""
+    def _prepare(self) -> tuple[tuple[int, ...], Any]:
+        """Before any work: the checked hidden layer sizes and the torch device to train on
+        (ValueError for a bad parameter, RuntimeError for a CUDA device not visible)."""
         hidden = self._check_params()
+        return hidden, _resolve_device(_torch(), self.device)
+
+    def _fit_network(self, X: np.ndarray, target: np.ndarray, n_outputs: int, loss: str,
+                     hidden: tuple[int, ...], device) -> None:
+        """Train the MLP on X (standardised here); `target` is class indices (loss
+        'cross_entropy') or the standardised target (loss 'mse'). Sets layers_, loss_curve_."""
         torch = _torch()
-        device = _resolve_device(torch, self.device)
-        seed = int(self.random_state)
+        seed = self._seed()
         sizes = (X.shape[1], *hidden, n_outputs)
         cuda = [device.index] if device.type == "cuda" else []
         work = _work(sizes, min(len(X), int(self.batch_size)))
@@ -250,46 +266,40 @@ class _MLP(BaseEstimator):
                              m.bias.detach().cpu().numpy().copy()) for m in linear]
             self.loss_curve_ = [float(v) / rows for v in curve]
         self.n_iter_ = int(self.epochs)
-        self._module = None
 
-    def _fit_inputs(self, X) -> np.ndarray:
-        array = _matrix(X)
-        self.n_features_in_ = array.shape[1]
-        names = _feature_names(X)
-        if names is not None:
-            self.feature_names_in_ = names
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-        mean, scale = array.mean(axis=0), array.std(axis=0)
+    def _fit_scaling(self, X: np.ndarray) -> None:
+        """The input standardisation: each column's mean and standard deviation."""
+        mean, scale = X.mean(axis=0), X.std(axis=0)
         scale[~(scale > 1e-12)] = 1.0  # a constant column: centred only
         # stored as float32, the precision the model and its ONNX graph compute in
         self.mean_, self.scale_ = mean.astype(np.float32), scale.astype(np.float32)
-        return array
 
     # -- predicting ------------------------------------------------------------------------
 
     def _module_for_cpu(self, torch):
-        module = self.__dict__.get("_module")
-        if module is None:
-            sizes = (self.layers_[0][0].shape[1], *(w.shape[0] for w, _ in self.layers_))
-            module = _network(torch, sizes, 0.0)
-            linear = [m for m in module if isinstance(m, torch.nn.Linear)]
-            with torch.no_grad():
-                for layer, (weight, bias) in zip(linear, self.layers_, strict=True):
-                    layer.weight.copy_(torch.from_numpy(weight))
-                    layer.bias.copy_(torch.from_numpy(bias))
-            module.eval()
-            self._module = module
+        """The network as a torch module in eval mode on CPU, built from layers_ once per
+        fit (kept outside the estimator's __dict__: never pickled or cloned, and predicting
+        changes no attribute, as scikit-learn expects)."""
+        layers = self.layers_
+        cached = _modules.get(self)
+        if cached is not None and cached[0] is layers:
+            return cached[1]
+        sizes = (layers[0][0].shape[1], *(w.shape[0] for w, _ in layers))
+        module = _network(torch, sizes, 0.0)
+        linear = [m for m in module if isinstance(m, torch.nn.Linear)]
+        with torch.no_grad():
+            for layer, (weight, bias) in zip(linear, layers, strict=True):
+                layer.weight.copy_(torch.from_numpy(weight))
+                layer.bias.copy_(torch.from_numpy(bias))
+        module.eval()
+        _modules[self] = (layers, module)
         return module
 
     def _outputs(self, X) -> np.ndarray:
         """The network's output (logits or standardised prediction) on X, float32 on CPU,
         computed as the ONNX graph does: ((float32(X) - mean) / scale) through the layers."""
         check_is_fitted(self, "layers_")
-        array = _matrix(X)
-        if array.shape[1] != self.n_features_in_:
-            raise ValueError(f"X has {array.shape[1]} features, but {type(self).__name__} "
-                             f"was fitted with {self.n_features_in_}")
+        array = _validate(self, X, reset=False)
         torch = _torch()
         sizes = (self.n_features_in_, *(w.shape[0] for w, _ in self.layers_))
         with _threads(torch, _work(sizes, len(array))), torch.inference_mode():
@@ -299,11 +309,6 @@ class _MLP(BaseEstimator):
 
     def _finish(self, torch, output):
         return output
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(super().__getstate__())
-        state.pop("_module", None)  # rebuilt from layers_ on the first prediction
-        return state
 
 
 def _network(torch, sizes: Sequence[int], dropout: float):
@@ -329,18 +334,17 @@ class MLPClassifier(ClassifierMixin, _MLP):
     """
 
     def fit(self, X, y) -> MLPClassifier:
-        array = self._fit_inputs(X)
-        labels = _vector(y, len(array))
-        if labels.dtype == object or labels.dtype.kind in "US":
-            if any(v is None or (isinstance(v, float) and np.isnan(v)) for v in labels):
-                raise ValueError("y holds missing labels")
-        elif labels.dtype.kind == "f" and np.isnan(labels).any():
-            raise ValueError("y holds missing labels")
+        """Fit on X (rows x features, floats) and the labels y; returns self."""
+        hidden, device = self._prepare()
+        array, labels = _validate(self, X, y, reset=True)
+        check_classification_targets(labels)
         self.classes_, index = np.unique(labels, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"y holds a single class ({self.classes_[0]!r}); a classifier "
-                             "needs at least two")
-        self._fit_network(array, index.reshape(-1), len(self.classes_), "cross_entropy")
+            raise ValueError(f"y holds one class ({self.classes_[0]!r}); a classifier needs "
+                             "samples of at least 2 classes")
+        self._fit_scaling(array)
+        self._fit_network(array, index.reshape(-1), len(self.classes_), "cross_entropy",
+                          hidden, device)
         return self
 
     def _finish(self, torch, output):
@@ -364,19 +368,16 @@ class MLPRegressor(RegressorMixin, _MLP):
     """
 
     def fit(self, X, y) -> MLPRegressor:
-        array = self._fit_inputs(X)
-        try:
-            target = _vector(y, len(array)).astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"y must be numeric: {exc}") from exc
-        if not np.all(np.isfinite(target)):
-            raise ValueError("y holds NaN or infinite values")
+        """Fit on X (rows x features, floats) and the numeric target y; returns self."""
+        hidden, device = self._prepare()
+        array, target = _validate(self, X, y, reset=True, y_numeric=True)
+        self._fit_scaling(array)
         mean, scale = float(target.mean()), float(target.std())
         scale = scale if scale > 1e-12 else 1.0
         self.target_mean_ = np.float32(mean)
         self.target_scale_ = np.float32(scale)
         standardised = (target - self.target_mean_) / self.target_scale_
-        self._fit_network(array, standardised, 1, "mse")
+        self._fit_network(array, standardised, 1, "mse", hidden, device)
         return self
 
     def _finish(self, torch, output):

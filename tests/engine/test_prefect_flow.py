@@ -31,6 +31,7 @@ from mlstack.codegen.backends.prefect import PrefectBackend
 from mlstack.codegen.formatter import _ruff
 from mlstack.codegen.generate import compile_system
 from mlstack.frontend.analysis import require_system
+from mlstack.runtime.devices import NoGpuError
 from mlstack.runtime.errors import DataCheckError, QualityGateError
 from mlstack.runtime.hooks import retry_unless_final
 from mlstack.runtime.monitoring import ks, psi
@@ -149,7 +150,9 @@ def trained(tmp_path_factory, prefect_api, bentoml_home):
 def test_training_flow_trains_a_model_that_passes_its_gates(trained):
     result, system = trained.result, trained.system
     assert set(result) == {"flow_run_id", "model_tag", "metrics", "gates", "data_fingerprint",
-                           "promoted", "rows"}
+                           "device", "promoted", "rows"}
+    assert result["device"] == {"device": "cpu", "reason": "sklearn trains on the CPU",
+                                "visible_gpus": 0}
     assert set(result["metrics"]) == set(system.evaluation.metrics)
     assert result["metrics"]["auc"] >= 0.80
     assert result["gates"] == [{"metric": "auc", "op": ">=", "threshold": 0.8,
@@ -345,6 +348,26 @@ def test_gate_that_cannot_be_met_fails_the_flow_at_evaluate(tmp_path, prefect_ap
     outcome = json.loads((tmp_path / "state" / "training.json").read_text())
     assert outcome["status"] == "failed" and outcome["error_type"] == "QualityGateError"
     assert outcome["error"] == str(error)
+
+
+@pytest.mark.engine
+def test_a_required_gpu_that_is_not_visible_stops_the_flow_before_training(
+        tmp_path, prefect_api, monkeypatch):
+    pytest.importorskip("xgboost")
+
+    def xgboost_on_a_gpu(spec):
+        spec["model"].update(framework="xgboost", algorithm="gradient_boosting",
+                             params={"n_estimators": 50})
+        spec["target"] = {"kind": "local", "training": {"gpu": 1}}
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # none visible, even on a GPU machine
+    _, error, task_runs, _ = _failing_run(tmp_path, xgboost_on_a_gpu)
+    assert isinstance(error, NoGpuError)
+    assert str(error).startswith("target.training.gpu is 1 but no CUDA device is visible")
+    assert str(error).endswith("set gpu: preferred to fall back to CPU")
+    assert task_runs == {}  # decided before the first task: nothing ingested or trained
+    outcome = json.loads((tmp_path / "state" / "training.json").read_text())
+    assert outcome["status"] == "failed" and outcome["error_type"] == "NoGpuError"
 
 
 @pytest.mark.engine

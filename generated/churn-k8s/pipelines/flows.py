@@ -85,10 +85,10 @@ def build_training_set(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 @task(name="train", **TASK_OPTIONS)
 def train(
-    frame: pd.DataFrame, device: str
+    frame: pd.DataFrame, device: str = "cpu"
 ) -> tuple[GradientBoostingClassifier, pd.DataFrame, pd.DataFrame]:
-    """Fit the estimator on the training part, on `device`; returns (model set to predict on
-    the CPU, train part, test part)."""
+    """Fit the estimator on the training part, on `device` ('cpu' or 'cuda', as the flow
+    decided); returns (model set to predict on the CPU, train part, test part)."""
     train_part, test_part = training.split_frame(frame, LABEL, SPLIT)
     model = training.fit(build_estimator(device), train_part, LABEL, model_frame)
     return devices.for_serving(model, DEVICE.framework), train_part, test_part

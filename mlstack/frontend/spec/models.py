@@ -485,9 +485,10 @@ class TrainingResources(Strict):
     cpu: float = Field(2, gt=0, le=512, description="CPU cores.")
     memory: Memory = Field("4Gi", description="Memory, e.g. '4Gi'.")
     gpu: Annotated[int, Field(ge=0, le=16)] | Literal["preferred"] = Field(
-        0, description="GPUs the training job needs: xgboost, lightgbm and pytorch train on "
-        "a CUDA device, and the flow stops before training when none is visible; "
-        "'preferred': one GPU when present, else the CPU (the flow says so).")
+        0, description="GPUs the training job needs: xgboost, lightgbm (its OpenCL GPU "
+        "build: an OpenCL driver must be installed) and pytorch train on a CUDA device, and "
+        "the flow stops before training when none is visible; 'preferred': one GPU when "
+        "present, else the CPU (the flow says so). sklearn trains on the CPU.")
     gpu_type: GpuType | None = Field(None, description="GPU type, e.g. nvidia-l4.")
     spot: bool = Field(False, description="Run on spot/preemptible capacity.")
 

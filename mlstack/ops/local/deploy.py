@@ -516,6 +516,10 @@ def _train(ctx: DeployContext) -> None:
         raise StageError(stage, outcome.error, f"log: {paths.logs_dir / 'worker-train.log'}")
     ctx.version.model_tag = outcome.result["model_tag"]
     ctx.version.metrics = outcome.result["metrics"]
+    device = outcome.result.get("device")
+    train = next((r for r in stages.records if r.name == "train"), None)
+    if device and train is not None and not train.detail:  # the flow's choice, and why
+        train.detail = f"on {device['device']}: {device['reason']}"
 
 
 def _worker(ctx: DeployContext, job: str, **options) -> dict:
