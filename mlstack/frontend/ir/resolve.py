@@ -15,23 +15,19 @@ from mlstack.diagnostics.diagnostic import Diagnostic, Severity, did_you_mean, h
 from mlstack.frontend.expr import canonical, emit_python, parse_expr
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
+from mlstack.frontend.ir.resolve_model import ModelResolution
 from mlstack.frontend.loader import SourceMap
 from mlstack.frontend.spec.models import FileSource, StreamSource, SystemSpec, WarehouseSource
 from mlstack.frontend.spec.types import duration_seconds, parse_gate
 from mlstack.frontend.spec.validate import pointer
 from mlstack.frontend.usercode import (
     UserCodeProblem,
-    accepts_keyword,
     find_function,
-    keyword_fit,
     local_imports,
     positional_fit,
     read_user_file,
     split_ref,
 )
-
-# ModelNode.algorithm of a model built by a factory in the project's code (model.estimator)
-CUSTOM_ALGORITHM = "custom"
 
 
 def spec_hash(spec: SystemSpec) -> str:
@@ -48,7 +44,7 @@ def spec_hash(spec: SystemSpec) -> str:
     return hashlib.sha256(canonical_json.encode()).hexdigest()
 
 
-class _Resolver:
+class _Resolver(ModelResolution):
     def __init__(self, spec: SystemSpec, smap: SourceMap, project_dir: Path | None = None):
         self.spec = spec
         self.smap = smap
@@ -469,197 +465,6 @@ class _Resolver:
             elif inp.transform in self.transform_nodes:
                 found.extend(self.transform_fetch(self.transform_nodes[inp.transform]))
         return found
-
-    def model(self):
-        m = self.spec.model
-        base = ("model",)
-        features, fetch, request = [], {}, {}
-        seen = set()
-        for i, ref in enumerate(m.features):
-            path = base + ("features", i)
-            if ref in seen:
-                self.error("MLS206", f"model feature '{ref}' is listed twice", path,
-                           "remove the second one")
-                continue
-            seen.add(ref)
-            if "." not in ref and ref in self.transform_by_name:
-                t = self.transform_nodes.get(ref)
-                if t is None:
-                    continue
-                features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
-                                                dtype=t.dtype))
-                for inp in self.transform_fetch(t):
-                    if inp.kind == "request":
-                        req = self.request_nodes[inp.view]
-                        request[inp.field] = (req, next(f for f in req.fields
-                                                        if f.name == inp.field))
-                        continue
-                    dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
-                                 if f.name == inp.field)
-                    fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
-                                                        column=inp.column, kind="view",
-                                                        view=inp.view, field=inp.field,
-                                                        dtype=dtype)
-                continue
-            if "." not in ref and ref not in self.transform_by_name:
-                known = list(self.transform_by_name) + [
-                    f"{v}.{f.name}" for v, node in self.view_nodes.items() for f in node.fields]
-                self.error("MLS204", f"model feature '{ref}' is neither a transform nor "
-                           "'view.field'", path, hint_for(ref, known))
-                continue
-            found = self._view_field(ref, path, "model feature")
-            if found is None:
-                continue
-            view, col = found
-            if col.dtype in ("string", "timestamp"):
-                self.error("MLS209", f"model feature '{ref}' has dtype {col.dtype}; the model "
-                           "reads numbers (encode it in the source, or not supported yet)", path)
-                continue
-            if isinstance(view, ir.RequestSourceNode):
-                features.append(ir.ModelFeature(ref=ref, column=col.name, kind="request",
-                                                view=view.name, field=col.name,
-                                                dtype=col.dtype))
-                request[col.name] = (view, col)
-                continue
-            feat = ir.ModelFeature(ref=ref, column=f"{view.name}__{col.name}", kind="view",
-                                   view=view.name, field=col.name, dtype=col.dtype)
-            features.append(feat)
-            fetch[feat.column] = feat
-        algorithms = catalog.ESTIMATORS.get((m.framework, m.task))
-        estimator = None
-        if m.framework not in catalog.SUPPORTED_FRAMEWORKS:
-            self.error("MLS304", f"framework '{m.framework}' is not supported yet",
-                       base + ("framework",),
-                       "use one of: " + ", ".join(catalog.SUPPORTED_FRAMEWORKS))
-        elif m.estimator is not None and m.framework != "sklearn":
-            self.error("MLS304", f"framework '{m.framework}' with an estimator factory is not "
-                       "supported yet", base + ("framework",), "leave framework out: a "
-                       "factory returns a scikit-learn-API estimator (framework sklearn)")
-        elif m.estimator is not None:
-            estimator = self.estimator_factory(m)
-        elif algorithms is None:
-            tasks = sorted(t for f, t in catalog.ESTIMATORS if f == m.framework)
-            self.error("MLS304", f"{m.task} with framework '{m.framework}' is not supported "
-                       "yet", base + ("framework",),
-                       f"{m.framework} supports: " + ", ".join(tasks))
-        elif m.algorithm not in algorithms:
-            self.error("MLS303", f"algorithm '{m.algorithm}' is not available for {m.task} "
-                       f"with {m.framework}", base + ("algorithm",),
-                       hint_for(m.algorithm, algorithms))
-        else:
-            module, cls, allowed = algorithms[m.algorithm]
-            params = {k: tuple(v) if isinstance(v, list) else v for k, v in m.params.items()}
-            for name in m.params:
-                if name in catalog.DEVICE_PARAMS:
-                    self.error("MLS305", f"parameter '{name}' is set by mlstack: the training "
-                               "device comes from target.training.gpu",
-                               base + ("params", name),
-                               "remove it; set target.training.gpu (a count, or preferred)",
-                               key=True)
-                elif name not in allowed:
-                    self.error("MLS305", f"parameter '{name}' is not accepted by {cls} here",
-                               base + ("params", name), hint_for(name, allowed), key=True)
-            if "random_state" not in params and cls in catalog.SEEDED:
-                params["random_state"] = self.spec.training.seed
-            for name, value in catalog.DEFAULT_PARAMS.get(cls, {}).items():
-                params.setdefault(name, value)
-            estimator = ir.EstimatorNode(module=module, cls=cls,
-                                         params=tuple(sorted(params.items())),
-                                         group_fit=catalog.GROUP_FIT.get(cls))
-        label = self.label()
-        if m.task == "ranking":
-            if m.group_by is None:
-                self.error("MLS102", "a ranking model needs group_by (the query key)",
-                           base + ("task",), "add 'group_by: query_id' to model")
-            elif label is not None and m.group_by not in {
-                    c.name for c in self.source_nodes[label.source].columns}:
-                self.error("MLS203", f"group_by '{m.group_by}' is not a column of the label "
-                           f"source '{label.source}'", base + ("group_by",))
-        elif m.group_by is not None:
-            self.error("MLS103", "group_by applies to ranking models only", base + ("group_by",))
-        views = sorted({f.view for f in fetch.values()})
-        entities = sorted({e for v in views for e in self.view_nodes[v].entities})
-        keys = {}
-        for v in views:
-            for k in self.view_nodes[v].join_keys:
-                keys[k.name] = k
-        if label is not None:
-            label_cols = {c.name for c in self.source_nodes[label.source].columns}
-            for k in sorted(keys):
-                if k not in label_cols:
-                    self.error("MLS207", f"the label source '{label.source}' has no column "
-                               f"'{k}', the join key the model's features need",
-                               ("label", "source"), f"add '{k}' to the columns of source "
-                               f"'{label.source}'")
-            label = label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
-            label_types = {c.name: c.dtype for c in self.source_nodes[label.source].columns}
-            for name, (req, col) in sorted(request.items()):
-                fpath = (*_path_of(req.at), "fields", name)
-                if name not in label_types:
-                    self.error("MLS207", f"the label source '{label.source}' has no column "
-                               f"'{name}', the request field the model reads: training "
-                               "reads its values there", fpath, f"add '{name}' to the "
-                               f"columns of source '{label.source}' (logged with each "
-                               "request)", key=True)
-                elif name in (label.field, label.timestamp_field):
-                    self.error("MLS209", f"request field '{name}' is the label source's "
-                               "label or timestamp", fpath, "rename the request field",
-                               key=True)
-                elif _dtype_family(label_types[name]) != _dtype_family(col.dtype):
-                    self.error("MLS209", f"request field '{name}' is {col.dtype} but "
-                               f"{label_types[name]} in the label source '{label.source}'",
-                               fpath, "declare it with one type in both", key=True)
-        if estimator is None or label is None or len(features) != len(m.features):
-            return None, None
-        return ir.ModelNode(
-            task=m.task, framework=m.framework, algorithm=m.algorithm or CUSTOM_ALGORITHM,
-            estimator=estimator,
-            features=tuple(features), fetch=tuple(fetch[c] for c in sorted(fetch)),
-            entities=tuple(entities), request_keys=tuple(keys[k] for k in sorted(keys)),
-            feature_views=tuple(views), group_by=m.group_by,
-            request_fields=tuple(request[k][1] for k in sorted(request))), label
-
-    def estimator_factory(self, m) -> ir.EstimatorNode | None:
-        """model.estimator: a function of the project's code, called with model.params as
-        keyword arguments (and random_state=training.seed when it names random_state and
-        params do not set it)."""
-        factory = self.user_function(m.estimator, ("model", "estimator"),
-                                     lambda user, fn: keyword_fit(user, fn, list(m.params)))
-        if factory is None:
-            return None
-        params = dict(m.params)
-        if "random_state" not in params and accepts_keyword(self.function_defs[m.estimator],
-                                                            "random_state"):
-            params["random_state"] = self.spec.training.seed
-        return ir.EstimatorNode(module="", cls="", params=tuple(sorted(params.items())),
-                                factory=factory)
-
-    def label(self):
-        lbl = self.spec.label
-        src = self.source_nodes.get(lbl.source)
-        if src is None:
-            self.error("MLS205", f"label reads unknown source '{lbl.source}'",
-                       ("label", "source"), hint_for(lbl.source, self.source_by_name))
-            return None
-        col = src.column(lbl.field)
-        if col is None:
-            self.error("MLS205", f"label field '{lbl.field}' is not a column of source "
-                       f"'{src.name}'", ("label", "field"),
-                       hint_for(lbl.field, [c.name for c in src.columns]))
-            return None
-        return ir.LabelNode(source=src.name, field=col.name, dtype=col.dtype,
-                            timestamp_field=src.timestamp_field, join_keys=())
-
-
-def _path_of(at: str) -> tuple:
-    """The spec path of a JSON pointer (an IR node's `at`)."""
-    return tuple(int(p) if p.isdigit() else p for p in at.split("/") if p)
-
-
-def _dtype_family(dtype: str) -> str:
-    """Types a value keeps when read as the other: int32/int64, float32/float64."""
-    return {"int32": "int", "int64": "int", "float32": "float", "float64": "float"}.get(
-        dtype, dtype)
 
 
 def _repeats(items) -> list[int]:
