@@ -20,9 +20,12 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
     echo "Installing mlstack $spec into .venv (first run takes a minute or two)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     if [[ "$spec" == *pytorch* ]]; then
-      # the CPU build first: the pytorch extra's plain `torch` would be a CUDA build of GBs
-      .venv/bin/python -m pip install --progress-bar on "torch==$MLSTACK_TORCH_VERSION" \
-        --extra-index-url "$MLSTACK_TORCH_INDEX"
+      # the CPU build first: the pytorch extra's plain `torch` would be a CUDA build of GBs.
+      # Only torch itself from the CPU index, asked once (a machine that cannot reach it, with
+      # the CPU build in pip's find-links, goes on at once); its dependencies come with the
+      # extras below, from the package index.
+      .venv/bin/python -m pip install --progress-bar on --no-deps --retries 0 \
+        "torch==$MLSTACK_TORCH_VERSION" --extra-index-url "$MLSTACK_TORCH_INDEX"
     fi
     # pip's own progress (one line per package, a bar per download), not minutes of silence
     .venv/bin/python -m pip install --progress-bar on -e "$spec"
