@@ -89,7 +89,16 @@ def test_a_request_field_cannot_be_a_join_key_or_a_transform(tmp_path):
         doc["model"]["features"].append("offer.coupon")
 
     errors = _analyze(_spec(unknown), tmp_path).errors
-    assert [d.code for d in errors] == ["MLS204"] and "no field 'coupon'" in errors[0].message
+    assert [d.code for d in errors] == ["MLS204"]
+    assert "request source 'offer' has no field 'coupon'" in errors[0].message
+
+    def misspelt_view_field(doc):
+        doc["model"]["features"].append("customer_profile.tenure")
+
+    errors = _analyze(_spec(misspelt_view_field), tmp_path).errors
+    assert [d.code for d in errors] == ["MLS204"]
+    assert "feature view 'customer_profile' has no field 'tenure'" in errors[0].message
+    assert "tenure_months" in errors[0].hint
 
 
 def test_request_fields_compile_into_the_request_schema_and_the_feast_repo(tmp_path):

@@ -321,26 +321,21 @@ class _Resolver(ModelResolution):
         if "." in ref:
             vname, field = ref.split(".", 1)
             if vname in self.request_nodes:
-                req = self.request_nodes[vname]
-                col = next((f for f in req.fields if f.name == field), None)
-                if col is None:
-                    report("MLS204", f"{what} '{ref}': request source '{vname}' has no field "
-                           f"'{field}'", hint_for(field, [f.name for f in req.fields]))
-                    return None
-                return req, col
-            if vname not in self.view_by_name:
+                owner, kind = self.request_nodes[vname], "request source"
+            elif vname not in self.view_by_name:
                 report("MLS204", f"{what} '{ref}' names unknown feature view '{vname}'",
                        hint_for(vname, self.view_by_name))
                 return None
-            view = self.view_nodes.get(vname)
-            if view is None:
-                return None  # the view itself has errors, reported there
-            col = next((f for f in view.fields if f.name == field), None)
+            else:
+                owner, kind = self.view_nodes.get(vname), "feature view"
+                if owner is None:
+                    return None  # the view itself has errors, reported there
+            col = next((f for f in owner.fields if f.name == field), None)
             if col is None:
-                report("MLS204", f"{what} '{ref}': feature view '{vname}' has no field "
-                       f"'{field}'", hint_for(field, [f.name for f in view.fields]))
+                report("MLS204", f"{what} '{ref}': {kind} '{vname}' has no field "
+                       f"'{field}'", hint_for(field, [f.name for f in owner.fields]))
                 return None
-            return view, col
+            return owner, col
         owners = [v for v in [*self.view_nodes.values(), *self.request_nodes.values()]
                   if any(f.name == ref for f in v.fields)]
         if not owners and len(self.view_nodes) < len(self.view_by_name):
