@@ -3,12 +3,29 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 from mlstack.ops.local import procs
 from mlstack.ops.paths import ProjectPaths
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+# where a deploy would write beside its project: taken from the test's HOME, not the caller's
+STATE_VARIABLES = ("MLSTACK_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
+                   "BENTOML_HOME", "PREFECT_HOME")
+
+
+def deploy_env(root: Path, **extra: str) -> dict:
+    """The environment of a test's `mlstack` children: a HOME of its own under `root` (a
+    deploy may write nothing there but its state folder), none of the caller's state
+    variables, and this checkout's mlstack first on PYTHONPATH (a shared venv may have
+    another one installed), plus `extra`."""
+    env = dict(os.environ, HOME=str(root / "home"), PYTHONPATH=str(CHECKOUT), **extra)
+    for name in STATE_VARIABLES:
+        env.pop(name, None)
+    return env
 
 
 def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: float = 600):

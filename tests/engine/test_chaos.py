@@ -38,6 +38,7 @@ from mlstack.ops.local import procs
 from mlstack.ops.local.loadtest import run_load
 from tests.conftest import redate_project
 from tests.engine.deploy_support import (
+    deploy_env,
     deploy_state,
     loosen,
     project_processes,
@@ -90,10 +91,7 @@ class SteadyClient(threading.Thread):
 def chaos(tmp_path_factory):
     root = tmp_path_factory.mktemp("chaos")
     project = root / "churn"
-    env = dict(os.environ, HOME=str(root / "home"), PYTHONPATH="")
-    for name in ("MLSTACK_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
-                 "BENTOML_HOME", "PREFECT_HOME"):
-        env.pop(name, None)
+    env = deploy_env(root)
     run_mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
     redate_project(project)  # online reads null values older than the view's TTL
     spec = project / "mlstack.yaml"

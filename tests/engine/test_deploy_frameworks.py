@@ -6,14 +6,13 @@ the service answers through the router."""
 from __future__ import annotations
 
 import json
-import os
 
 import httpx
 import pytest
 
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
-from tests.engine.deploy_support import loosen, run_mlstack, stop_everything
+from tests.engine.deploy_support import deploy_env, loosen, run_mlstack, stop_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -43,8 +42,7 @@ EXPECTED = {"churn-mlp": ("MLPClassifier", "auc", 0.80, "pytorch"),
 
 @pytest.mark.parametrize("blueprint", sorted(LOOSE))
 def test_framework_blueprint_deploys_on_the_cpu_fallback(blueprint, tmp_path):
-    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"), PYTHONPATH="",
-               CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine with one
+    env = deploy_env(tmp_path, CUDA_VISIBLE_DEVICES="")  # no GPU, even on a machine with one
     project = tmp_path / blueprint
     port = procs.free_port()
     cls, metric, gate, framework = EXPECTED[blueprint]

@@ -11,7 +11,6 @@ test starts is stopped by the module's teardown, by PID, whatever happens.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -24,6 +23,7 @@ import pytest
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
 from tests.engine.deploy_support import (
+    deploy_env,
     deploy_state,
     loosen,
     project_processes,
@@ -105,11 +105,7 @@ class Poller(threading.Thread):
 def deployment(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy")
     project = root / "churn"
-    # a HOME of its own: deploy may write nothing under it but its own state folder
-    env = dict(os.environ, HOME=str(root / "home"), PYTHONPATH="")
-    for name in ("MLSTACK_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
-                 "BENTOML_HOME", "PREFECT_HOME"):
-        env.pop(name, None)
+    env = deploy_env(root)
     port = procs.free_port()
     mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
     redate_project(project)  # online reads null values older than the view's TTL

@@ -4,16 +4,13 @@ its skew check and SLO load run per group on /rank, and /rank answers over real 
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import httpx
 import pytest
 
-import mlstack as mlstack_package
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
-from tests.engine.deploy_support import loosen, run_mlstack, stop_everything
+from tests.engine.deploy_support import deploy_env, loosen, run_mlstack, stop_everything
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -30,9 +27,7 @@ LOOSE_SLOS = {"p50_ms: 20, p95_ms: 40, p99_ms: 50": "p50_ms: 200, p95_ms: 400, p
 
 
 def test_search_ranking_deploys_with_its_ndcg_gate(tmp_path):
-    # the children run the mlstack this test imports (a worktree's, not an installed copy)
-    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"),
-               PYTHONPATH=str(Path(mlstack_package.__file__).resolve().parents[1]))
+    env = deploy_env(tmp_path)
     project = tmp_path / "ranking"
     port = procs.free_port()
 

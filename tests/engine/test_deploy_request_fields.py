@@ -7,18 +7,15 @@ online = offline), and the service takes it in its typed request over real HTTP.
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
 
-import mlstack as mlstack_package
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
-from tests.engine.deploy_support import loosen, run_mlstack, stop_everything
+from tests.engine.deploy_support import deploy_env, loosen, run_mlstack, stop_everything
 from tests.engine.test_deploy_local import LOOSE_SLOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -41,8 +38,7 @@ REQUEST_FIELD = {
 
 
 def test_a_request_field_is_trained_on_checked_and_served(tmp_path):
-    env = dict(os.environ, MLSTACK_HOME=str(tmp_path / "home"),
-               PYTHONPATH=str(Path(mlstack_package.__file__).resolve().parents[1]))
+    env = deploy_env(tmp_path)
     project = tmp_path / "churn"
     port = procs.free_port()
 

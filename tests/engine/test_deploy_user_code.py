@@ -11,17 +11,21 @@ rollback puts the earlier copy back in service.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import httpx
 import pytest
 
 from mlstack.ops.local import procs
 from tests.conftest import redate_project
-from tests.engine.deploy_support import deploy_state, loosen, run_mlstack, stop_everything
+from tests.engine.deploy_support import (
+    deploy_env,
+    deploy_state,
+    loosen,
+    run_mlstack,
+    stop_everything,
+)
 from tests.engine.test_deploy_local import LOOSE_SLOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -99,13 +103,7 @@ IDS = [1001, 1500, 2999, 1234]
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("deploy_user_code")
     folder = root / "churn"
-    # this checkout's mlstack in every process the deploy starts (the shared venv may hold
-    # another one)
-    env = dict(os.environ, HOME=str(root / "home"),
-               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    for name in ("MLSTACK_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "PREFECT_API_URL",
-                 "BENTOML_HOME", "PREFECT_HOME"):
-        env.pop(name, None)
+    env = deploy_env(root)
     run_mlstack(root, "init", str(folder), "--blueprint", "churn", env=env)
     redate_project(folder)
     loosen(folder / "mlstack.yaml", {**LOOSE_SLOS, **USER_SPEC})
