@@ -48,8 +48,10 @@ REQUEST = copy.deepcopy(LOCAL)  # a value each request carries, logged in the la
 REQUEST["features"]["request_sources"] = [{"name": "offer", "fields": {"discount": "float64"}}]
 REQUEST["sources"][1]["columns"]["discount"] = "float64"
 REQUEST["model"]["features"].append("offer.discount")
+RAY = copy.deepcopy(LOCAL)  # the offline steps on a Ray cluster
+RAY["target"]["compute"] = {"engine": "ray"}
 BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE,
-         "request": REQUEST}
+         "request": REQUEST, "ray": RAY}
 WAREHOUSE, STREAM = ("sources", 2), ("sources", 3)
 
 
@@ -196,6 +198,10 @@ CHANGES = {
     "Target.region": ("local", ("target", "region"), "us-east-1"),
     "Target.namespace": ("cluster", ("target", "namespace"), "ml-prod"),
     "Target.online_store": ("cluster", ("target", "online_store"), "redis"),
+    "Compute.address": ("ray", ("target", "compute", "address"), "ray://ray-head:10001"),
+    "Compute.workers": ("ray", ("target", "compute", "workers"), 3),
+    "ComputeWorker.cpu": ("ray", ("target", "compute", "worker", "cpu"), 2),
+    "ComputeWorker.memory": ("ray", ("target", "compute", "worker", "memory"), "4Gi"),
     "ServingResources.replicas": ("local", ("target", "serving", "replicas"), {"min": 2, "max": 3}),
 }
 
@@ -214,8 +220,9 @@ def _leaf_keys() -> set[str]:
             continue
         for name, info in model.model_fields.items():
             owner = next(c for c in model.__mro__ if name in getattr(c, "__annotations__", {}))
-            if owner is models.SystemSpec and name in ("api_version", "kind"):
-                continue  # one allowed value each: nothing to change
+            if typing.get_origin(info.annotation) is typing.Literal and len(
+                    typing.get_args(info.annotation)) == 1:
+                continue  # one allowed value (apiVersion, kind, compute.engine): no change
             if not _holds_models(info.annotation):
                 keys.add(f"{owner.__name__}.{name}")
     return keys

@@ -265,6 +265,26 @@ class ResourcesNode(Node):
     gpu_preferred: bool = False  # gpu: preferred (one GPU when present, else the CPU)
 
 
+class ComputeStepNode(Node):
+    """Where one offline step runs on the compute engine, and why (plan --explain)."""
+
+    step: str  # ingest | validate | materialize | training_set | train | evaluate
+    runs_on: str  # ray_tasks | ray_data | ray_train | ray_task | flow
+    reason: str
+
+
+class ComputeNode(Node):
+    """target.compute, resolved: the Ray cluster the offline steps run on."""
+
+    engine: Literal["ray"]
+    address: str  # "local" (the local target starts it) or "ray://host:port" (joined)
+    workers: int
+    worker: ResourcesNode  # one worker node (gpu 0)
+    train_engine: Literal["ray_train", "ray_task"]  # data-parallel, or one task on a worker
+    steps: tuple[ComputeStepNode, ...]
+    at: str
+
+
 class TargetNode(Node):
     kind: str
     region: str | None
@@ -275,6 +295,7 @@ class TargetNode(Node):
     replicas_min: int
     replicas_max: int
     autoscale_target_rps_per_replica: float | None
+    compute: ComputeNode | None = None
 
 
 class SystemIR(Node):

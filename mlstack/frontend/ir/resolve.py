@@ -36,6 +36,8 @@ def spec_hash(spec: SystemSpec) -> str:
     # the hash it had before they existed
     if data["model"].get("estimator") is None:
         data["model"].pop("estimator", None)
+    if data["target"].get("compute") is None:
+        data["target"].pop("compute", None)
     for transform in data["features"]["transforms"]:
         if transform.get("python") is None and not transform.get("inputs"):
             transform.pop("python", None)
@@ -486,6 +488,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
             project_dir: Path | None = None):
     """Resolve references and fill in defaults and derived settings. -> (IR | None, diags).
     `project_dir`: the spec's folder, where the Python files it names are read."""
+    from mlstack.frontend.ir.compute import resolve_compute
     from mlstack.frontend.ir.derive import (
         derive_serving,
         derive_target,
@@ -520,6 +523,11 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
         feature_freshness_seconds=(duration_seconds(slos.feature_freshness)
                                    if slos.feature_freshness else None))
     target = derive_target(spec, slo, r.derive)
+    compute = resolve_compute(spec, model, sum(1 for v in views if v.online), pointer)
+    if compute is not None:
+        target = target.model_copy(update={"compute": compute})
+        for step in compute.steps:
+            r.derive(f"target.compute.steps.{step.step}", step.runs_on, step.reason)
     r.derive("target.training.device", *training_device(
         model.framework, target.training.gpu, target.training.gpu_preferred))
     serving = derive_serving(spec, slo, model, target, bool(transforms), r.derive)

@@ -37,6 +37,7 @@ from mlstack.frontend.spec.types import (
     Name,
     Namespace,
     Range,
+    RayAddress,
     Region,
     RelativePath,
     Schedule,
@@ -493,6 +494,29 @@ class TrainingResources(Strict):
     spot: bool = Field(False, description="Run on spot/preemptible capacity.")
 
 
+class ComputeWorker(Strict):
+    """Resources of one worker node of the compute cluster."""
+
+    cpu: float = Field(1, gt=0, le=512, description="CPU cores of one worker node.")
+    memory: Memory = Field("2Gi", description="Memory of one worker node, e.g. '8Gi'. The "
+                           "local target holds each worker process to it.")
+
+
+class Compute(Strict):
+    """Where the offline steps run: features, the training set and training. Without this
+    section every step runs in the flow's own process."""
+
+    engine: Literal["ray"] = Field(description="ray: Feast's Ray offline store and compute "
+                                   "engine, Prefect's RayTaskRunner and Ray Train.")
+    address: RayAddress = Field("local", description="local: the local target starts a Ray "
+                                "head and the workers on this machine (cluster targets run a "
+                                "KubeRay cluster); ray://host:port joins a running cluster.")
+    workers: int = Field(2, ge=1, le=256, description="Worker nodes (the most a cluster "
+                         "target autoscales to; Ray Train's data-parallel workers).")
+    worker: ComputeWorker = Field(default_factory=ComputeWorker,
+                                  description="Resources of one worker node.")
+
+
 class Target(Strict):
     """Where the system runs."""
 
@@ -507,6 +531,8 @@ class Target(Strict):
                                       description="Serving resources.")
     training: TrainingResources = Field(default_factory=TrainingResources,
                                         description="Training resources.")
+    compute: Compute | None = Field(None, description="A distributed engine for the offline "
+                                    "steps; none: one process.")
 
 
 class SystemSpec(Strict):

@@ -31,6 +31,8 @@ GATE_RE = re.compile(r"^\s*(>=|<=|>|<|==)?\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\
 GATE_JSON_PATTERN = r"^\s*(>=|<=|>|<|==)?\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?\s*$"
 MEMORY_RE = re.compile(r"^(\d+(?:\.\d+)?)(Mi|Gi|Ti)$")
 CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
+# Where the Ray cluster is: 'local' (the local target starts one) or a Ray client address.
+RAY_ADDRESS_RE = re.compile(r"^local$|^ray://[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$")
 SCHEDULE_ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
 SCHEDULE_JSON_PATTERN = (r"^\s*(@hourly|@daily|@weekly|@monthly|@yearly|"
                          r"[0-9*/,-]+(\s+[0-9*/,-]+){4})\s*$")
@@ -285,6 +287,10 @@ Namespace = _pattern_type(NAMESPACE_RE, "a Kubernetes namespace: lower-case lett
                           "and '-', at most 63 characters", ValueType(
                               "namespace", "a Kubernetes namespace: lower-case letters, digits "
                               "and `-`", ("ml-prod",)))
+RayAddress = _pattern_type(RAY_ADDRESS_RE, "a Ray address: 'local' or 'ray://host:port' (the "
+                           "Ray client port, 10001 by default)", ValueType(
+                               "Ray address", "`local`, or `ray://host:port`",
+                               ("local", "ray://ray-head.ml:10001")))
 Duration = Annotated[str, BeforeValidator(_duration), WithJsonSchema({
     "anyOf": [{"type": "string", "pattern": DURATION_JSON_PATTERN},
               {"type": "integer", "minimum": 1}],
