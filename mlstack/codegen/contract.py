@@ -39,6 +39,7 @@ ENV_PROJECT_DIR = "MLSTACK_PROJECT_DIR"  # the spec's folder: source data paths 
 ENV_STATE_DIR = "MLSTACK_STATE_DIR"  # feast registry, online store, the state files below
 ENV_MODEL_TAG = "MLSTACK_MODEL_TAG"  # the BentoML model the service loads
 ENV_PROGRESS_FILE = "MLSTACK_PROGRESS_FILE"  # one JSON line per finished flow task
+ENV_RAY_ADDRESS = "MLSTACK_RAY_ADDRESS"  # target.compute: the Ray cluster the flows join
 
 # State files the generated flows write under $MLSTACK_STATE_DIR.
 MODELS_FILE = "models.json"  # the promoted model and its history

@@ -57,6 +57,16 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  {v.version:5} {v.status:12} traffic {v.traffic:3}%  {ready:9} "
                          f"pid {v.pid or '-':<7} {tree:9} model {v.model_tag or '-'}"
                          f"{restarts}\n")
+    c = result.cluster
+    if c is not None and c.joined:
+        sys.stdout.write(f"  ray cluster: joined at {c.address}\n")
+    elif c is not None:
+        sys.stdout.write(f"  ray cluster: {c.status} at {c.address} (supervisor pid "
+                         f"{c.pid or '-'}, {c.processes} procs)\n")
+        for node in c.nodes:
+            restarts = f"  restarts {node['restarts']}" if node["restarts"] else ""
+            sys.stdout.write(f"    {node['name']:9} {node['state']:9} pid {node['pid'] or '-':<7} "
+                             f"{'alive' if node['alive'] else 'NOT running'}{restarts}\n")
     for problem in result.problems:
         sys.stdout.write(f"  problem: {problem}\n")
     rows = result.last_slo_report.get("rows", [])

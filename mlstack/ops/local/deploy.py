@@ -22,7 +22,7 @@ from pathlib import Path
 from mlstack.codegen.contract import PROMOTE_TASK, TRAINING_TASKS, package_name
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.frontend.ir.nodes import SystemIR
-from mlstack.ops.local import judge, procs
+from mlstack.ops.local import judge, procs, ray_cluster
 from mlstack.ops.local.profile import profile_version
 from mlstack.ops.local.reconcile import reconcile
 from mlstack.ops.local.services import (
@@ -419,6 +419,7 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
     system, paths, options, state = ctx.system, ctx.paths, ctx.options, ctx.state
     current, version, stages = ctx.current, ctx.version, ctx.stages
     ctx.code_dir = _snapshot(paths, version.version)
+    _compute(ctx)
     if not actions.train and current is not None and current.model_tag:
         version.model_tag, version.metrics = current.model_tag, current.metrics
         stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
@@ -459,6 +460,30 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
     result.load, result.skew, result.rollout = load, {k: v for k, v in skew.items()
                                                        if k not in ("rows", "freshness")}, steps
     return result
+
+
+def _compute(ctx: DeployContext) -> None:
+    """target.compute: the Ray cluster the flows and the skew check run on, up before they
+    run (started, kept from the last deploy, or joined); without compute, a cluster this
+    project started before is stopped."""
+    compute, state = ctx.system.target.compute, ctx.state
+    if compute is None:
+        if state.cluster.address:
+            with ctx.stages.stage("compute") as record:
+                left = ray_cluster.stop(ctx.paths, state)
+                record.detail = "target.compute is gone: the project's Ray cluster stopped" + (
+                    f" ({len(left)} processes would not stop)" if left else "")
+        return
+    with ctx.stages.stage("compute") as record:
+        outcome = ray_cluster.ensure(ctx.paths, state, compute)
+        workers = [n for n in outcome.nodes if n["name"] != "head"]
+        if compute.address != "local":
+            record.detail = f"joining the Ray cluster at {outcome.address}"
+        else:
+            record.detail = (f"Ray head + {len(workers)} workers ({compute.worker.cpu:g} CPU, "
+                             f"{compute.worker.memory_mib} MiB each) on {outcome.address}, "
+                             + (f"started in {outcome.seconds:g} s" if outcome.started
+                                else "kept from the last deploy"))
 
 
 def _measures_freshness(ctx: DeployContext) -> bool:

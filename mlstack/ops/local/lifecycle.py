@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack.diagnostics.errors import StageError, UsageError
-from mlstack.ops.local import procs
+from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.reconcile import observe, reconcile
 from mlstack.ops.local.services import (
     ensure_router,
@@ -61,6 +61,39 @@ class Prediction:
 
 
 @dataclass
+class ClusterHealth:
+    """The project's Ray cluster (target.compute), observed: its supervisor and each node's
+    `ray start` process by owner marker, not only as reported."""
+
+    address: str
+    joined: bool  # a ray:// cluster this project does not run
+    status: str  # as observed: ready, starting, restarting, failed, dead, joined
+    pid: int | None = None  # its supervisor
+    nodes: list[dict] = field(default_factory=list)  # name, pid, state, restarts, alive
+    processes: int = 0  # every process carrying the cluster's marker
+    reason: str = ""  # the last restart's
+
+
+def _cluster_health(paths: ProjectPaths, state: DeploymentState,
+                    seen_roles: dict) -> ClusterHealth | None:
+    cluster = state.cluster
+    if not cluster.address:
+        return None
+    if cluster.pid is None:
+        return ClusterHealth(cluster.address, True, "joined")
+    report = ray_cluster.report(paths) if ray_cluster.alive(paths, state) else {}
+    nodes = []
+    for node in report.get("nodes", []):
+        owner = f"{ray_cluster.cluster_owner(paths)}/{node['name']}"
+        nodes.append({**node, "alive": procs.is_owned(node.get("pid"), owner)})
+    observed = report.get("state", "dead") if report else "dead"
+    if observed == "ready" and not all(n["alive"] for n in nodes):
+        observed = "restarting"  # a node died since the supervisor last looked
+    return ClusterHealth(cluster.address, False, observed, cluster.pid, nodes,
+                         len(seen_roles.get(ray_cluster.ROLE, [])), report.get("reason", ""))
+
+
+@dataclass
 class Status:
     project: str
     endpoint: str | None
@@ -76,6 +109,7 @@ class Status:
     live_routes: dict | None = None  # the weights the router applies (None: not answering)
     deploy: dict = field(default_factory=dict)  # a deploy at work or interrupted
     problems: list[str] = field(default_factory=list)
+    cluster: ClusterHealth | None = None  # target.compute's Ray cluster
 
 
 def _predict(port: int | None, rows: list) -> Prediction:
@@ -142,6 +176,10 @@ def status(spec: Path | str) -> Status:
     elif current is not None:
         prediction = Prediction(False, None, None, None, "the router is not running")
     current_view = seen.versions.get(state.current or "")
+    cluster = _cluster_health(paths, state, seen.roles)
+    if cluster is not None and cluster.status == "restarting" and not any(
+            p.startswith("the Ray cluster") for p in problems):
+        problems.append("a node of the Ray cluster is down; its supervisor restarts it")
     healthy = bool(current is not None and prediction is not None and prediction.ok
                    and current_view is not None and current_view.supervisor_alive
                    and not problems)
@@ -153,7 +191,7 @@ def status(spec: Path | str) -> Status:
                   previous=state.previous, healthy=healthy, versions=versions,
                   last_slo_report=current.slo_report if current else {},
                   history=state.history[-10:], prediction=prediction, routes=state.routes,
-                  live_routes=live, deploy=deploy, problems=problems)
+                  live_routes=live, deploy=deploy, problems=problems, cluster=cluster)
 
 
 @dataclass

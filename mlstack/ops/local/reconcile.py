@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mlstack.ops.local import procs
+from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.router import write_table
 from mlstack.ops.local.services import (
     ensure_router,
@@ -119,6 +119,14 @@ def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) ->
             out.append(f"{len(found)} processes of {role} run with no deploy at work")
         elif role == "router" and not seen.router_alive:
             out.append(f"{len(found)} router processes run that are not the recorded router")
+    if state.cluster.pid is not None and not ray_cluster.alive(paths, state):
+        out.append("the Ray cluster's supervisor is gone" + (
+            f", {len(seen.roles[ray_cluster.ROLE])} of its processes still run"
+            if seen.roles.get(ray_cluster.ROLE) else "") + "; the next deploy starts it")
+    elif state.cluster.pid is not None and ray_cluster.report(paths).get("state") != "ready":
+        report = ray_cluster.report(paths)
+        out.append(f"the Ray cluster is {report.get('state', 'unknown')}: "
+                   f"{report.get('reason') or 'no reason reported'}")
     current = state.get(state.current)
     if current is not None and current.status == VersionStatus.SERVING \
             and not seen.router_alive:
@@ -141,6 +149,8 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
         # traffic leaves what is about to stop before it stops
         notes += _serve(paths, state, current, port)
     keep = {f"version/{current.version}", "router"} if current else set()
+    if serve and ray_cluster.alive(paths, state):
+        keep.add(ray_cluster.ROLE)  # the flows' cluster outlives a deploy; `down` stops it
     roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
     for role in sorted(roles - keep):
         notes.append(_stop_role(paths, state, role))
@@ -209,6 +219,8 @@ def _stop_role(paths: ProjectPaths, state: DeploymentState, role: str) -> str:
             version.status = VersionStatus.STOPPED
     elif role == "router":
         left = stop_router(paths, state)
+    elif role.split("/")[0] == ray_cluster.ROLE:
+        left = ray_cluster.stop(paths, state)
     else:
         left = procs.stop_owned(f"{paths.project_id}/{role}")
     return f"stopped {role}" + (f" ({len(left)} processes would not stop)" if left else "")

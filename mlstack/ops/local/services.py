@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from mlstack.codegen.contract import ENV_MODEL_TAG, ENV_PROGRESS_FILE
-from mlstack.ops.local import procs
+from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.router import write_table
 from mlstack.ops.local.state import DeploymentState, RouterInfo, Version, VersionStatus
 from mlstack.ops.paths import ProjectPaths
@@ -38,8 +38,10 @@ def worker_owner(paths: ProjectPaths, job: str) -> str:
 
 
 def role_of(paths: ProjectPaths, owner: str) -> str:
-    """'version/v3', 'router', 'worker/train': an owner marker without the project id."""
-    return owner[len(paths.project_id) + 1:]
+    """'version/v3', 'router', 'worker/train', 'ray': an owner marker without the project
+    id (the Ray cluster's nodes, 'ray/head' and 'ray/worker-<i>', are one role)."""
+    role = owner[len(paths.project_id) + 1:]
+    return "ray" if role.startswith("ray/") else role
 
 
 def supervisor_file(paths: ProjectPaths, version: str) -> Path:
@@ -262,6 +264,7 @@ def run_worker(paths: ProjectPaths, code_dir: Path, job: str, package: str, *,
     log.parent.mkdir(parents=True, exist_ok=True)
     owner = worker_owner(paths, job)
     extra[procs.OWNER_ENV] = owner
+    extra.update(ray_cluster.client_env(paths))  # target.compute: the cluster the flows join
     seen = 0
     with open(log, "wb") as out:
         # the worker dies with the deploy (parent-death signal); what it started carries the

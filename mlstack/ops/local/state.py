@@ -55,6 +55,18 @@ class RouterInfo:
 
 
 @dataclass
+class ClusterInfo:
+    """The Ray cluster the project's flows run on (target.compute): one this machine runs
+    under a supervisor (address local), or one joined (ray://host:port)."""
+
+    address: str = ""  # what the flows join: 127.0.0.1:<port> (started here) or ray://...
+    pid: int | None = None  # the supervisor of the cluster started here (none when joined)
+    port: int | None = None
+    shape: dict = field(default_factory=dict)  # workers, cpu, memory_mib it was started with
+    temp_dir: str = ""  # Ray's session folders (logs of every Ray process)
+
+
+@dataclass
 class DeploymentState:
     versions: list[Version] = field(default_factory=list)
     current: str | None = None
@@ -64,6 +76,7 @@ class DeploymentState:
     routes: dict[str, int] = field(default_factory=dict)  # the router's weights, as recorded
     journal: list[dict] = field(default_factory=list)  # actions begun and not finished
     deploy: dict = field(default_factory=dict)  # the deploy in progress: version, pid, stage
+    cluster: ClusterInfo = field(default_factory=ClusterInfo)
 
     @classmethod
     def load(cls, path: Path) -> DeploymentState:
@@ -77,7 +90,8 @@ class DeploymentState:
                 current=data.get("current"), previous=data.get("previous"),
                 router=RouterInfo(**data.get("router", {})),
                 history=data.get("history", []), routes=data.get("routes", {}),
-                journal=data.get("journal", []), deploy=data.get("deploy", {}))
+                journal=data.get("journal", []), deploy=data.get("deploy", {}),
+                cluster=ClusterInfo(**data.get("cluster", {})))
         state.path = path
         return state
 

@@ -1,0 +1,256 @@
+"""The supervisor of a project's local Ray cluster: a head and N worker nodes on loopback.
+
+Run as `python -m mlstack.ops.local.ray_supervisor --status FILE --port P --workers N
+--cpu C --memory-bytes M --temp-dir D --logs DIR` (deploy starts it in its own session,
+marked with the project's `ray` owner marker, see procs.py). Each node is one
+`ray start --block` process in a session of its own, marked `<project>/ray/head` or
+`<project>/ray/worker-<i>`, so a node's whole tree (gcs, raylet, its Ray workers) is found by
+marker even where Ray leaves the session:
+
+- the head runs no tasks (--num-cpus=0): every task and Ray Train worker lands on a worker
+  node; the workers get --num-cpus=C and --memory=M, and every process of a worker node is
+  held to M bytes of private memory (RLIMIT_DATA, inherited), so a task that needs more
+  fails with MemoryError on the worker instead of taking the machine;
+- `ray start --block` exits when a process of its node dies: a dead worker node is stopped
+  (by marker) and started again after a backoff (1, 2, 4 ... 30 s); a dead head takes the
+  whole cluster down and up again (the workers cannot outlive their GCS);
+- SIGTERM stops every node (SIGTERM, SIGKILL by marker after 10 s) and then the supervisor.
+
+The status file (JSON, replaced atomically) says: state (starting, ready, restarting,
+failed, stopping, stopped), the address, the nodes (pid, state, restarts), the reason of the
+last restart, timestamps. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mlstack.ops.local import procs
+
+POLL_SECONDS = 0.5
+BACKOFF_MAX = 30.0
+HEALTHY_RESETS_BACKOFF = 60.0
+START_TIMEOUT = 180.0  # seconds a node gets to say "Ray runtime started"
+STARTED = b"Ray runtime started"
+
+
+def ray_command() -> list[str]:
+    """The `ray` CLI of this Python (its console script beside the interpreter)."""
+    script = Path(sys.executable).parent / "ray"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+
+
+class Node:
+    def __init__(self, name: str, argv: list[str], log: Path, owner: str,
+                 memory_bytes: int | None):
+        self.name, self.argv, self.log, self.owner = name, argv, log, owner
+        self.memory_bytes = memory_bytes
+        self.proc: subprocess.Popen | None = None
+        self.state, self.restarts, self.backoff, self.next_start = "stopped", 0, 1.0, 0.0
+        self.started_at = 0.0
+        self.log_offset = 0
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
+        env = {**os.environ, procs.OWNER_ENV: self.owner}
+        limit, death = self.memory_bytes, procs.parent_death_signal(signal.SIGTERM)
+
+        def preexec() -> None:
+            death()
+            if limit:
+                resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True, preexec_fn=preexec)
+        self.state, self.started_at = "starting", time.monotonic()
+
+    def started(self) -> bool:
+        """Its `ray start` said the node runs (in what it logged since this start)."""
+        try:
+            with open(self.log, "rb") as f:
+                f.seek(self.log_offset)
+                return STARTED in f.read()
+        except OSError:
+            return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)  # ray start stops its node
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        procs.stop_owned(self.owner, timeout=timeout)
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.state = "stopped"
+
+    def record(self) -> dict:
+        return {"name": self.name, "pid": self.proc.pid if self.alive() else None,
+                "state": self.state, "restarts": self.restarts}
+
+
+class ClusterSupervisor:
+    def __init__(self, args):
+        self.status_file, self.port = Path(args.status), args.port
+        self.owner = os.environ.get(procs.OWNER_ENV, "local/ray")
+        self.address = f"127.0.0.1:{self.port}"
+        logs = Path(args.logs)
+        common = ["start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
+                  f"--temp-dir={args.temp_dir}"]
+        head_store = max(args.memory_bytes // 4, 128 * 2**20)
+        self.head = Node("head", [*ray_command(), *common, "--head", f"--port={self.port}",
+                                  "--num-cpus=0", "--include-dashboard=false",
+                                  f"--object-store-memory={head_store}"],
+                         logs / "ray-head.log", f"{self.owner}/head", None)
+        worker_store = max(args.memory_bytes // 4, 80 * 2**20)
+        self.workers = [
+            Node(f"worker-{i}", [*ray_command(), *common, f"--address={self.address}",
+                                 f"--num-cpus={args.cpu:g}", f"--memory={args.memory_bytes}",
+                                 f"--object-store-memory={worker_store}"],
+                 logs / f"ray-worker-{i}.log", f"{self.owner}/worker-{i}", args.memory_bytes)
+            for i in range(1, args.workers + 1)]
+        self.stopping = False
+        self.info: dict = {"supervisor_pid": os.getpid(), "address": self.address,
+                           "port": self.port, "workers": args.workers, "state": "starting",
+                           "reason": "", "started_at": round(time.time(), 3)}
+
+    def nodes(self) -> list[Node]:
+        return [self.head, *self.workers]
+
+    def report(self, state: str | None = None, **details) -> None:
+        if state and state != self.info.get("state"):
+            self.info["state"] = state
+            self.info["since"] = round(time.time(), 3)
+        self.info.update(details)
+        self.info["nodes"] = [n.record() for n in self.nodes()]
+        self.info["updated_at"] = round(time.time(), 3)
+        tmp = self.status_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.info, indent=2, sort_keys=True))
+        os.replace(tmp, self.status_file)
+
+    def on_signal(self, signum, _frame) -> None:
+        self.stopping = True
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.on_signal)
+        signal.signal(signal.SIGINT, self.on_signal)
+        self.status_file.parent.mkdir(parents=True, exist_ok=True)
+        self.head.start()
+        self.report("starting")
+        ever_ready = False
+        while not self.stopping:
+            changed = self.step()
+            ready = all(n.state == "running" for n in self.nodes())
+            if ready:
+                ever_ready = True
+            failed = [n for n in self.nodes() if n.state == "failed"]
+            if failed and not ever_ready:
+                self.report("failed", reason=f"{failed[0].name} did not start: see "
+                            f"{failed[0].log}")
+                self.stop_all()
+                return 1
+            state = "ready" if ready else ("starting" if not ever_ready else "restarting")
+            if changed or state != self.info["state"]:
+                self.report(state)
+            time.sleep(POLL_SECONDS)
+        self.report("stopping")
+        self.stop_all()
+        self.report("stopped")
+        return 0
+
+    def step(self) -> bool:
+        """One look at every node; True when something changed."""
+        now = time.monotonic()
+        changed = False
+        if self.head.state in ("starting", "running") and not self.head.alive():
+            reason = f"the head exited (code {self.head.proc.returncode})"
+            self.stop_all()
+            self.schedule(self.head, reason)
+            for worker in self.workers:
+                worker.state = "waiting"  # for the head
+            return True
+        for node in self.nodes():
+            if node.state in ("stopped", "waiting", "backoff") and now >= node.next_start:
+                if node is self.head or self.head.state == "running":
+                    node.start()
+                    changed = True
+            elif node.state == "starting":
+                if not node.alive():
+                    self.schedule(node, f"{node.name} exited while starting (code "
+                                  f"{node.proc.returncode})", starting=True)
+                    changed = True
+                elif node.started() and (node is not self.head or self.port_open()):
+                    node.state = "running"
+                    changed = True
+                elif now - node.started_at > START_TIMEOUT:
+                    node.stop()
+                    self.schedule(node, f"{node.name} did not start in {START_TIMEOUT:g} s",
+                                  starting=True)
+                    changed = True
+            elif node.state == "running":
+                if not node.alive():
+                    reason = f"{node.name} exited (code {node.proc.returncode})"
+                    procs.stop_owned(node.owner, timeout=5.0)  # what its node left
+                    self.schedule(node, reason)
+                    changed = True
+                elif now - node.started_at > HEALTHY_RESETS_BACKOFF:
+                    node.backoff = 1.0
+        return changed
+
+    def schedule(self, node: Node, reason: str, starting: bool = False) -> None:
+        """Start `node` again after its backoff; a node that never ran fails after 3 tries."""
+        node.restarts += 1
+        if starting and node.restarts > 3:
+            node.state = "failed"
+        else:
+            node.state = "backoff"
+            node.next_start = time.monotonic() + node.backoff
+            node.backoff = min(node.backoff * 2, BACKOFF_MAX)
+        self.report(reason=reason, last_restart_at=round(time.time(), 3))
+
+    def port_open(self) -> bool:
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def stop_all(self) -> None:
+        for node in reversed(self.nodes()):  # the workers first, then their head
+            node.stop()
+        procs.stop_owned(self.owner, timeout=5.0, keep=os.getpid())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlstack.ops.local.ray_supervisor")
+    parser.add_argument("--status", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--cpu", type=float, required=True)
+    parser.add_argument("--memory-bytes", type=int, required=True)
+    parser.add_argument("--temp-dir", required=True)
+    parser.add_argument("--logs", required=True)
+    return ClusterSupervisor(parser.parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""The local target's Ray cluster, for real: a head and two worker nodes under their supervisor.
+
+What deploy relies on (mlstack.ops.local.ray_cluster): the cluster becomes ready, a client
+with the project's token joins it and its tasks land on the worker nodes (the head runs none),
+each worker process is held to worker.memory, a killed node is started again and `status`
+says so meanwhile, an unchanged shape keeps the cluster, and stopping it leaves no process.
+Every process carries the test project's owner marker and is stopped by the test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray")
+
+from mlstack.frontend.ir import nodes as ir  # noqa: E402
+from mlstack.ops.local import procs, ray_cluster  # noqa: E402
+from mlstack.ops.local.lifecycle import _cluster_health  # noqa: E402
+from mlstack.ops.local.reconcile import observe  # noqa: E402
+from mlstack.ops.local.state import DeploymentState  # noqa: E402
+from mlstack.ops.paths import ProjectPaths  # noqa: E402
+
+WORKER_MIB = 1024
+
+CLIENT = r'''
+import json, sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+head = [n["NodeID"] for n in ray.nodes() if n["Alive"] and not n["Resources"].get("CPU")]
+@ray.remote(num_cpus=1)
+def where():
+    return ray.get_runtime_context().get_node_id()
+@ray.remote(num_cpus=1, max_retries=0)
+def allocate(mib):
+    block = bytearray(mib * 2**20)  # private memory, past the node's limit
+    return len(block)
+ran = ray.get([where.remote() for _ in range(6)])
+try:
+    ray.get(allocate.remote(int(sys.argv[2])))
+    memory = "allocated"
+except Exception as exc:
+    memory = type(exc).__name__ + ": " + str(exc)[-300:]
+print(json.dumps({"head": head, "ran_on": sorted(set(ran)), "memory": memory,
+                  "alive": sum(n["Alive"] for n in ray.nodes())}))
+'''
+
+
+def _compute(workers: int = 2) -> ir.ComputeNode:
+    return ir.ComputeNode(engine="ray", address="local", workers=workers,
+                          worker=ir.ResourcesNode(cpu=1, memory_mib=WORKER_MIB, gpu=0,
+                                                  gpu_type=None),
+                          train_engine="ray_task", steps=(), at="/target/compute")
+
+
+@pytest.fixture()
+def project(tmp_path):
+    spec = tmp_path / "mlstack.yaml"
+    spec.write_text("kind: System\n")
+    paths = ProjectPaths.for_spec(spec)
+    state = DeploymentState.load(paths.deployments_file)
+    yield paths, state
+    ray_cluster.stop(paths, state)
+    left = procs.stop_owned(paths.project_id, timeout=5.0)
+    assert left == [], f"processes left: {left}"
+
+
+def _client(paths: ProjectPaths, *argv: str) -> dict:
+    env = {**paths.environment(), **ray_cluster.client_env(paths)}
+    done = subprocess.run([sys.executable, "-c", CLIENT, *argv], env=env, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _wait(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"not {what} after {timeout:g} s")
+
+
+def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project):
+    paths, state = project
+    outcome = ray_cluster.ensure(paths, state, _compute())
+    assert outcome.started and [n["name"] for n in outcome.nodes] == [
+        "head", "worker-1", "worker-2"]
+    recorded = DeploymentState.load(paths.deployments_file).cluster
+    assert recorded.address == outcome.address and recorded.pid == state.cluster.pid
+    assert oct(ray_cluster.token_file(paths).stat().st_mode & 0o777) == "0o600"
+
+    seen = _client(paths, outcome.address, str(WORKER_MIB + 256))
+    assert len(seen["head"]) == 1 and seen["alive"] == 3
+    assert seen["ran_on"] and not set(seen["ran_on"]) & set(seen["head"])
+    assert "MemoryError" in seen["memory"], seen["memory"]
+
+    # a worker node killed: status says so until its supervisor has it back
+    report = ray_cluster.report(paths)
+    victim = next(n for n in report["nodes"] if n["name"] == "worker-1")
+    os.kill(victim["pid"], signal.SIGKILL)
+    health = _cluster_health(paths, state, observe(paths, state).roles)
+    assert health.status in ("restarting", "ready")
+    if health.status == "ready":  # the supervisor looked before the kill: a node is dead
+        assert not next(n for n in health.nodes if n["name"] == "worker-1")["alive"]
+    back = _wait(lambda: (r := ray_cluster.report(paths))["state"] == "ready" and next(
+        n for n in r["nodes"] if n["name"] == "worker-1")["restarts"] == 1 and r, 120,
+        "restarted")
+    assert "worker-1 exited" in back["reason"]
+    health = _cluster_health(paths, state, observe(paths, state).roles)
+    assert health.status == "ready" and all(n["alive"] for n in health.nodes)
+    assert _client(paths, outcome.address, "16")["alive"] >= 3
+
+    # the same shape again: kept; nothing restarted
+    again = ray_cluster.ensure(paths, state, _compute())
+    assert not again.started and again.address == outcome.address
+
+    left = ray_cluster.stop(paths, state)
+    assert left == [] and procs.owned(ray_cluster.cluster_owner(paths)) == []
+    assert DeploymentState.load(paths.deployments_file).cluster.address == ""
+
+
+def test_a_supervisor_killed_leaves_nothing_that_stop_cannot_find(project):
+    paths, state = project
+    ray_cluster.ensure(paths, state, _compute(workers=1))
+    os.kill(state.cluster.pid, signal.SIGKILL)  # no chance to stop its nodes
+    _wait(lambda: not procs.is_alive(state.cluster.pid), 10, "gone")
+    health = _cluster_health(paths, state, observe(paths, state).roles)
+    assert health.status == "dead"
+    seen = observe(paths, state)
+    assert any("Ray cluster's supervisor is gone" in p for p in seen.problems)
+    # the nodes got the parent-death signal; whatever is left is found by marker
+    assert ray_cluster.stop(paths, state) == []
+    assert procs.owned(ray_cluster.cluster_owner(paths)) == []
+
+
+def test_a_joined_cluster_is_recorded_not_started(project):
+    paths, state = project
+    compute = _compute().model_copy(update={"address": "ray://ray-head.example:10001"})
+    outcome = ray_cluster.ensure(paths, state, compute)
+    assert not outcome.started and outcome.address == "ray://ray-head.example:10001"
+    assert ray_cluster.client_env(paths)["MLSTACK_RAY_ADDRESS"] == outcome.address
+    assert "RAY_AUTH_TOKEN_PATH" not in ray_cluster.client_env(paths)
+    assert procs.owned(ray_cluster.cluster_owner(paths)) == []
+    assert Path(paths.deployments_file).is_file()
