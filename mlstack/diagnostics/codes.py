@@ -73,6 +73,7 @@ CODES: dict[str, str] = {
     "MLS505": "Online store not available on this target",
     "MLS506": "Region required",
     "MLS507": "Resources larger than any node",
+    "MLS508": "Compute worker too small",
     # user code (MLS6xx)
     "MLS601": "Invalid code reference",
     "MLS602": "User code path leaves the project folder",
@@ -203,6 +204,9 @@ EXPLANATIONS: dict[str, str] = {
     "MLS507": "A serving or training pod asks for more CPU, memory or GPUs than one node of the "
               "price table holds (after the node's own overhead), or for a GPU type it does not "
               "list, so no node group can be sized for it (kubernetes and aws targets).",
+    "MLS508": "A worker node of target.compute has less memory than a Ray node needs before "
+              "any task runs (its raylet and one worker process take about 300 MiB here): "
+              "give each worker at least 512Mi.",
     "MLS601": "`model.estimator` and a transform's `python` name a function of the project's "
               "own code as `file.py:function`: a path, a colon and a Python identifier.",
     "MLS602": "A user code file is named relative to the spec's folder and must stay inside "

@@ -276,6 +276,10 @@ RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]],
         "gates": [_gate(g) for g in s.evaluation.gates]})),
     ("service", Consequence.REDEPLOY_SERVICE, _one(lambda s: s.python_name, _service)),
     ("pipelines", Consequence.REDEPLOY_PIPELINES, _one(lambda s: s.python_name, _pipelines)),
+    # target.compute: the Ray cluster the offline steps run on (a change resizes or replaces
+    # it; the model it trains equals the single-process one, so nothing retrains)
+    ("compute", Consequence.REDEPLOY_PIPELINES, lambda s: {s.python_name: _dump(
+        s.target.compute, exclude=("at", "steps"))} if s.target.compute else {}),
     ("slos", Consequence.REVERIFY_SLOS, _one(lambda s: s.python_name, _slos)),
     ("monitoring", Consequence.UPDATE_MONITORING, _one(lambda s: s.python_name, lambda s: _dump(
         s.monitoring))),

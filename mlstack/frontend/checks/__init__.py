@@ -39,6 +39,7 @@ def node_path(node) -> tuple:
 
 def passes() -> list[tuple[str, CheckPass]]:
     from mlstack.frontend.checks import (
+        compute_checks,
         model_checks,
         slo_checks,
         source_checks,
@@ -55,6 +56,7 @@ def passes() -> list[tuple[str, CheckPass]]:
         ("check_rollout", slo_checks.check_rollout),
         ("check_target", target_checks.check_target),
         ("check_supported", target_checks.check_supported),
+        ("check_compute", compute_checks.check_compute),
     ]
 
 

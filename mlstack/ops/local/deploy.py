@@ -206,6 +206,7 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
         raise UsageError(f"port {options.port} on 127.0.0.1 is taken by another program",
                          "choose another with --port")
     _reconcile_first(paths, state, options, stages)
+    _compute(system, paths, state, stages)
     current = state.get(state.current)
     actions = plan_deploy(system, paths, state, options)
     serving = (router_alive(paths, state) and state.router.port == options.port
@@ -419,7 +420,6 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
     system, paths, options, state = ctx.system, ctx.paths, ctx.options, ctx.state
     current, version, stages = ctx.current, ctx.version, ctx.stages
     ctx.code_dir = _snapshot(paths, version.version)
-    _compute(ctx)
     if not actions.train and current is not None and current.model_tag:
         version.model_tag, version.metrics = current.model_tag, current.metrics
         stages.add(StageRecord("train", StageStatus.SKIPPED, 0.0,
@@ -462,20 +462,21 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
     return result
 
 
-def _compute(ctx: DeployContext) -> None:
-    """target.compute: the Ray cluster the flows and the skew check run on, up before they
-    run (started, kept from the last deploy, or joined); without compute, a cluster this
-    project started before is stopped."""
-    compute, state = ctx.system.target.compute, ctx.state
+def _compute(system: SystemIR, paths: ProjectPaths, state: DeploymentState,
+             stages: _Stages) -> None:
+    """target.compute: the Ray cluster the flows and the skew check run on, made to match
+    the spec before anything runs (started, kept from the last deploy, resized, or joined);
+    without compute, a cluster this project started before is stopped."""
+    compute = system.target.compute
     if compute is None:
         if state.cluster.address:
-            with ctx.stages.stage("compute") as record:
-                left = ray_cluster.stop(ctx.paths, state)
+            with stages.stage("compute") as record:
+                left = ray_cluster.stop(paths, state)
                 record.detail = "target.compute is gone: the project's Ray cluster stopped" + (
                     f" ({len(left)} processes would not stop)" if left else "")
         return
-    with ctx.stages.stage("compute") as record:
-        outcome = ray_cluster.ensure(ctx.paths, state, compute)
+    with stages.stage("compute") as record:
+        outcome = ray_cluster.ensure(paths, state, compute)
         workers = [n for n in outcome.nodes if n["name"] != "head"]
         if compute.address != "local":
             record.detail = f"joining the Ray cluster at {outcome.address}"

@@ -1,0 +1,32 @@
+"""target.compute checks: what the Ray path can carry out, and what it cannot yet."""
+
+from __future__ import annotations
+
+from mlstack.frontend.checks import CheckContext, node_path
+
+# A Ray worker node's raylet and first worker process take about 300 MiB before any task
+# (measured: VmData 283 MiB raylet, 233 MiB worker); below this the node does not start.
+MIN_WORKER_MIB = 512
+
+
+def check_compute(ctx: CheckContext):
+    s = ctx.system
+    c = s.target.compute
+    if c is None:
+        return
+    at = ("target", "compute")
+    if c.worker.memory_mib < MIN_WORKER_MIB:
+        yield ctx.diag("MLS508", f"a compute worker with {c.worker.memory_mib} MiB cannot run a "
+                       f"Ray node (it needs about 300 MiB before any task)",
+                       (*at, "worker", "memory"), f"give each worker at least {MIN_WORKER_MIB}Mi")
+    for src in s.sources:
+        if src.family == "file" and src.kind != "parquet":
+            yield ctx.diag("MLS901", f"source '{src.name}' ({src.kind}) with target.compute is "
+                           "not supported yet: Feast's Ray offline store reads parquet files",
+                           (*node_path(src), "kind"), "convert the file to parquet")
+    training = s.target.training
+    if training.gpu or training.gpu_preferred:
+        where = ("target", "training", "gpu")
+        yield ctx.diag("MLS901", "a training GPU with target.compute is not supported yet: the "
+                       "Ray workers mlstack starts and sizes have no GPUs", where,
+                       "set target.training.gpu to 0, or remove target.compute")
