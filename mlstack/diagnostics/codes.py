@@ -200,9 +200,10 @@ EXPLANATIONS: dict[str, str] = {
     "MLS504": "The source kind cannot be read on this target (a warehouse on the local target).",
     "MLS505": "The online store is not available on this target.",
     "MLS506": "The target needs a region (aws).",
-    "MLS507": "A serving or training pod asks for more CPU, memory or GPUs than one node of the "
-              "price table holds (after the node's own overhead), or for a GPU type it does not "
-              "list, so no node group can be sized for it (kubernetes and aws targets).",
+    "MLS507": "A serving, training or Ray worker (target.compute.worker) pod asks for more CPU, "
+              "memory or GPUs than one node of the price table holds (after the node's own "
+              "overhead), or for a GPU type it does not list, so no node group can be sized for "
+              "it (kubernetes and aws targets).",
     "MLS601": "`model.estimator` and a transform's `python` name a function of the project's "
               "own code as `file.py:function`: a path, a colon and a Python identifier.",
     "MLS602": "A user code file is named relative to the spec's folder and must stay inside "
