@@ -201,9 +201,10 @@ EXPLANATIONS: dict[str, str] = {
     "MLS504": "The source kind cannot be read on this target (a warehouse on the local target).",
     "MLS505": "The online store is not available on this target.",
     "MLS506": "The target needs a region (aws).",
-    "MLS507": "A serving or training pod asks for more CPU, memory or GPUs than one node of the "
-              "price table holds (after the node's own overhead), or for a GPU type it does not "
-              "list, so no node group can be sized for it (kubernetes and aws targets).",
+    "MLS507": "A serving, training or Ray worker (target.compute.worker) pod asks for more CPU, "
+              "memory or GPUs than one node of the price table holds (after the node's own "
+              "overhead), or for a GPU type it does not list, so no node group can be sized for "
+              "it (kubernetes and aws targets).",
     "MLS508": "A worker node of target.compute has less memory than a Ray node needs before "
               "any task runs (its raylet and one worker process take about 300 MiB here): "
               "give each worker at least 512Mi.",

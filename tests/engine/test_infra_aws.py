@@ -3,8 +3,9 @@ JSON holds what the spec implies, `terraform init` (local provider mirror), `val
 offline `plan` succeed with the plan's resource count equal to the IR's, and checkov finds
 nothing that the generated code does not accept with a reason.
 
-Every aws blueprint is tested, plus a variant of the first with a Redis online store and
-on-demand CPU training (the other branches of the stack).
+Every aws blueprint is tested, plus a variant of the first with a Redis online store,
+on-demand CPU training and target.compute (the other branches of the stack: a Ray worker node
+group).
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from mlstack.codegen.backends.infra_model import (
     AWS_PROVIDER_VERSION,
     infra_resources,
     online_views,
+    runs_ray_cluster,
     slo_alarms,
 )
-from mlstack.codegen.backends.infra_sizing import serving_nodes, training_nodes
+from mlstack.codegen.backends.infra_sizing import (
+    ray_worker_nodes,
+    serving_nodes,
+    training_nodes,
+)
 from mlstack.ops.cluster.terraform import deploy_infra, mirror_cli_config, plan_counts
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
@@ -52,7 +58,9 @@ def stacks(infra_envs, tmp_path_factory):  # noqa: F811
         if case == "redis-variant":
             spec = variant_spec(tmp / "specs", AWS[0], "aws-redis",
                                 {"online_store": "redis",
-                                 "training": {"cpu": 4, "memory": "16Gi", "spot": False}})
+                                 "training": {"cpu": 4, "memory": "16Gi", "spot": False},
+                                 "compute": {"engine": "ray", "workers": 6,
+                                             "worker": {"cpu": 8, "memory": "32Gi"}}})
         else:
             spec = BLUEPRINTS / case / "mlstack.yaml"
         out[case] = Synthesized(spec, tmp / case / "out")
@@ -128,6 +136,21 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
     else:
         assert training["ami_type"] == "AL2023_x86_64_STANDARD"
         assert "nvidia.com/gpu" not in taints
+
+    # target.compute: a node group for the Ray workers, from zero to the spec's workers, that
+    # only the RayCluster's worker group selects and tolerates (test_infra_kubernetes)
+    assert ("ray_workers" in groups) == runs_ray_cluster(system)
+    if runs_ray_cluster(system):
+        ray, compute = groups["ray_workers"], system.target.compute
+        expected_ray = ray_worker_nodes(system)
+        assert ray["instance_types"] == [expected_ray.instance_type]
+        assert expected_ray.vcpu >= compute.worker.cpu
+        assert expected_ray.memory_gib * 1024 >= compute.worker.memory_mib
+        assert ray["scaling_config"] == {"min_size": 0, "max_size": compute.workers,
+                                         "desired_size": 0}
+        assert ray["labels"] == {"mlstack/role": "ray-worker"}
+        assert ray["taint"] == [{"key": "mlstack/ray-worker", "value": "true",
+                                 "effect": "NO_SCHEDULE"}]
 
     # IAM: pod roles trusted by EKS Pod Identity only, no wildcard actions or resources
     for who in ("serving", "training"):

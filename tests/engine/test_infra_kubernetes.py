@@ -5,7 +5,15 @@ installed offline. Instead every resource is checked against the provider's sche
 prebuilt bindings' jsii assembly, for the provider version the stack pins), and checkov scans
 the workloads.
 
-Every kubernetes blueprint is tested, plus a variant of the first with GPU training on spot.
+Every kubernetes blueprint is tested, plus a variant of the first with GPU training on spot and
+target.compute (a KubeRay RayCluster of its own), and one that joins a running Ray cluster
+(ray://: no RayCluster, only the address in the work pool's job template).
+
+The RayCluster is a kubernetes_manifest: the provider schema checks the resource around it,
+not the manifest. Its fields were validated against the openAPIV3Schema of the KubeRay v1.7.0
+CRD (unknown fields made errors) when this was written; the CRD is not on a package registry,
+so here the manifest is checked structurally: what the spec implies, and what the namespace's
+restricted Pod Security level asks of every pod.
 """
 
 from __future__ import annotations
@@ -14,7 +22,13 @@ import json
 
 import pytest
 
-from mlstack.codegen.backends.infra_model import KUBERNETES_PROVIDER_VERSION, infra_resources
+from mlstack.codegen.backends.infra_model import (
+    KUBERNETES_PROVIDER_VERSION,
+    RAY_CLIENT_PORT,
+    infra_resources,
+    ray_address,
+    runs_ray_cluster,
+)
 from mlstack.codegen.backends.monitoring import rule_groups
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
@@ -30,7 +44,8 @@ from tests.engine.infra_k8s_schema import KubernetesSchema, check_stack, load_as
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 KUBE = blueprints_of("kubernetes")
-CASES = KUBE + ["gpu-variant"] if KUBE else []
+CASES = KUBE + ["gpu-variant", "ray-join-variant"] if KUBE else []
+RAY_COMPUTE = {"engine": "ray", "workers": 3, "worker": {"cpu": 4, "memory": "16Gi"}}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +55,11 @@ def stacks(infra_envs, tmp_path_factory):  # noqa: F811
     for case in CASES:
         if case == "gpu-variant":
             spec = variant_spec(tmp / "specs", KUBE[0], "k8s-gpu", {"training": {
-                "cpu": 8, "memory": "32Gi", "gpu": 2, "gpu_type": "nvidia-l4", "spot": True}})
+                "cpu": 8, "memory": "32Gi", "gpu": 2, "gpu_type": "nvidia-l4", "spot": True},
+                "compute": RAY_COMPUTE})
+        elif case == "ray-join-variant":
+            spec = variant_spec(tmp / "specs", KUBE[0], "k8s-ray-join", {"compute": {
+                **RAY_COMPUTE, "address": "ray://ray-head.data-platform.svc:10001"}})
         else:
             spec = BLUEPRINTS / case / "mlstack.yaml"
         out[case] = Synthesized(spec, tmp / case / "out")
@@ -126,6 +145,74 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
     rules = s.resources("kubernetes_manifest")["prometheus_rules"]["manifest"]
     assert rules["kind"] == "PrometheusRule"
     assert rules["spec"]["groups"] == rule_groups(system)
+
+    env = {e["name"]: e.get("value") for e in job_container["env"]}
+    if t.compute is None:
+        assert "MLSTACK_RAY_ADDRESS" not in env
+    else:  # the flows the work pool runs reach the Ray cluster there
+        assert env["MLSTACK_RAY_ADDRESS"] == ray_address(system)
+    assert ("ray_cluster" in s.resources("kubernetes_manifest")) == runs_ray_cluster(system)
+
+
+def _restricted(pod: dict) -> None:
+    """What the namespace's enforced 'restricted' Pod Security level asks of a pod."""
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in pod["containers"]:
+        sc = container["securityContext"]
+        assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
+
+
+@pytest.mark.parametrize("case", ["gpu-variant"] if KUBE else [])
+def test_ray_cluster_is_what_target_compute_says(stacks, case):
+    s = stacks[case]
+    system, t = s.system, s.system.target
+    c = t.compute
+    cluster = s.resources("kubernetes_manifest")["ray_cluster"]
+    manifest = cluster["manifest"]
+    assert (manifest["apiVersion"], manifest["kind"]) == ("ray.io/v1", "RayCluster")
+    assert manifest["metadata"]["namespace"] == t.namespace
+    spec = manifest["spec"]
+    assert spec["enableInTreeAutoscaling"] is True
+    _restricted({"securityContext": {"runAsNonRoot": True,
+                                     "seccompProfile": {"type": "RuntimeDefault"}},
+                 "containers": [spec["autoscalerOptions"]]})
+
+    head = spec["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0"  # tasks go to the workers
+    head_pod = head["template"]["spec"]
+    _restricted(head_pod)
+    head_container = head_pod["containers"][0]
+    assert head_container["image"] == "${var.service_image}"  # the serving image, as served
+    assert {"name": "client", "containerPort": RAY_CLIENT_PORT} in head_container["ports"]
+
+    [group] = spec["workerGroupSpecs"]
+    assert (group["minReplicas"], group["maxReplicas"], group["replicas"]) == (0, c.workers, 0)
+    worker_pod = group["template"]["spec"]
+    _restricted(worker_pod)
+    worker = worker_pod["containers"][0]
+    amounts = {"cpu": _cpu_quantity(c.worker.cpu), "memory": f"{c.worker.memory_mib}Mi"}
+    assert worker["resources"] == {"requests": amounts, "limits": amounts}
+    assert worker["image"] == head_container["image"]
+    # the aws target's Ray node group carries this label and taint (test_infra_aws)
+    assert worker_pod["nodeSelector"] == {"mlstack/role": "ray-worker"}
+    assert worker_pod["tolerations"] == [{"key": "mlstack/ray-worker", "operator": "Equal",
+                                          "value": "true", "effect": "NoSchedule"}]
+    assert worker_pod["serviceAccountName"] == f"{system.name}-training"
+    env = {e["name"] for e in worker["env"]}
+    assert "MLSTACK_FEAST_REGISTRY_URL" in env  # the workers run Feast's Ray engine
+    # the autoscaler owns the replica count: terraform does not fight it
+    assert "spec.workerGroupSpecs[0].replicas" in cluster["computed_fields"]
+
+    service = s.resources("kubernetes_service_v1")["ray_head"]
+    assert ray_address(system) == (f"ray://{service['metadata']['name']}.{t.namespace}.svc:"
+                                   f"{service['spec']['port'][0]['port']}")
+    assert service["spec"]["selector"] == {"ray.io/cluster": manifest["metadata"]["name"],
+                                           "ray.io/node-type": "head"}
+    ingress = s.resources("kubernetes_network_policy_v1")["ray_ingress"]["spec"]["ingress"]
+    job_labels = {"mlstack/role": "training"}
+    assert any(rule["from"][0]["pod_selector"]["match_labels"] == job_labels
+               and rule["ports"][0]["port"] == str(RAY_CLIENT_PORT) for rule in ingress)
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlstack.codegen.backends.infra_model import infra_resources, online_views, slo_alarms
+from mlstack.codegen.backends.infra_model import (
+    infra_resources,
+    online_views,
+    runs_ray_cluster,
+    slo_alarms,
+)
 from mlstack.codegen.backends.infra_sizing import (
     PRICE_TABLE,
     price_table,
+    ray_worker_nodes,
     serving_nodes,
     training_nodes,
 )
@@ -71,6 +77,14 @@ def _compute_lines(system: SystemIR, table: dict) -> list[CostLine]:
         _line("training nodes", f"{training.instance_type}{' spot' if training.spot else ''}, "
               f"{runs:g} runs/month x {run_hours} h, scaled to zero between runs",
               training.hourly_usd * run_hours * runs)]
+    if runs_ray_cluster(system):
+        ray = ray_worker_nodes(system)
+        # the autoscaler adds workers while a run has Ray work and removes them when idle:
+        # from none (nothing asked) to every worker busy for the whole of each run
+        lines.append(_line("ray worker nodes", f"0-{ray.max_nodes} x {ray.instance_type} on "
+                           f"demand, {runs:g} runs/month x {run_hours} h, scaled to zero "
+                           "between runs", 0.0,
+                           ray.hourly_usd * run_hours * runs * ray.max_nodes))
     return lines
 
 

@@ -35,6 +35,7 @@ INFRA_INPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aws_eks_addon.*", ("kubernetes_version",)),
     ("aws_eks_node_group.serving_nodes", ("serving_nodes",)),
     ("aws_eks_node_group.training_nodes", ("training_nodes",)),
+    ("aws_eks_node_group.ray_workers", ("ray_nodes",)),
     ("aws_iam_role_policy.*", ("online_store", "online_views")),
     ("aws_eks_pod_identity_association.*", ("namespace",)),
     ("aws_cloudwatch_metric_alarm.*", ("namespace",)),
@@ -52,7 +53,12 @@ INFRA_INPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kubernetes_deployment_v1.redis", ("redis_image",)),
     ("kubernetes_deployment_v1.prefect_worker", ("prefect_image", "work_pool")),
     ("kubernetes_config_map_v1.training_job_template", (
-        "training", "service_image", "online_store", "registry_secret")),
+        "training", "service_image", "online_store", "registry_secret", "ray.address")),
+    ("kubernetes_manifest.ray_cluster", (
+        "ray.ray_version", "ray.head", "ray.worker", "ray.workers_min", "ray.workers_max",
+        "ray.node_role", "service_image", "online_store", "registry_secret")),
+    ("kubernetes_service_v1.ray_head", ("ray.client_port",)),
+    ("kubernetes_network_policy_v1.ray_ingress", ("ray.client_port",)),
     ("kubernetes_manifest.prometheus_rules", ("prometheus_rules_sha256",)),
 )
 

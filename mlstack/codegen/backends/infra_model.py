@@ -7,7 +7,12 @@ stack holds, for `mlstack plan` and for the tests that compare it with the real 
 
 from __future__ import annotations
 
-from mlstack.codegen.backends.infra_sizing import price_table, serving_nodes, training_nodes
+from mlstack.codegen.backends.infra_sizing import (
+    price_table,
+    ray_worker_nodes,
+    serving_nodes,
+    training_nodes,
+)
 from mlstack.frontend.ir.nodes import SystemIR
 
 AWS_PROVIDER_VERSION = "5.100.0"  # the provider version the stack is pinned to (and planned with)
@@ -18,6 +23,15 @@ REDIS_IMAGE = "redis:7.4.2-alpine"
 PREFECT_IMAGE = "prefecthq/prefect:3.4.25-python3.11-kubernetes"
 BUCKETS = ("offline_store", "artifacts")
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+# target.compute on a cluster target: a KubeRay RayCluster (ray.io/v1). Its schema is the CRD
+# of KubeRay v1.7.0, the operator the cluster must run (as it runs the Prometheus Operator).
+KUBERAY_VERSION = "v1.7.0"
+RAY_VERSION = "2.60.0"  # the Ray the service image installs: head, workers and clients agree
+RAY_CLIENT_PORT = 10001
+# the head schedules no tasks (num-cpus 0): GCS, dashboard, the Ray Client server and the
+# autoscaler's sidecar only
+RAY_HEAD = {"cpu": 1.0, "memory_mib": 4096, "gpu": 0, "gpu_type": None}
+RAY_WORKER_ROLE = "ray-worker"  # node label mlstack/role and taint mlstack/ray-worker
 
 
 def stack_name(system: SystemIR) -> str:
@@ -45,6 +59,44 @@ def _slos(system: SystemIR) -> dict:
 def _pod(res) -> dict:
     return {"cpu": res.cpu, "memory_mib": res.memory_mib, "gpu": res.gpu,
             "gpu_type": res.gpu_type}
+
+
+def ray_cluster_name(system: SystemIR) -> str:
+    return f"{system.name}-ray"
+
+
+def ray_head_service(system: SystemIR) -> str:
+    return f"{system.name}-ray-head"
+
+
+def runs_ray_cluster(system: SystemIR) -> bool:
+    """The target runs the Ray cluster itself (address local); a ray:// address is joined."""
+    c = system.target.compute
+    return c is not None and c.address == "local" and system.target.kind in ("aws", "kubernetes")
+
+
+def ray_address(system: SystemIR) -> str | None:
+    """What the flows connect to (MLSTACK_RAY_ADDRESS): the head Service's Ray Client port in
+    the target's namespace, or the spec's ray:// address."""
+    c = system.target.compute
+    if c is None:
+        return None
+    if c.address != "local":
+        return c.address
+    return (f"ray://{ray_head_service(system)}.{system.target.namespace}.svc:"
+            f"{RAY_CLIENT_PORT}")
+
+
+def _ray_config(system: SystemIR) -> dict:
+    c = system.target.compute
+    if not runs_ray_cluster(system):
+        return {"address": ray_address(system), "managed": False}
+    return {"address": ray_address(system), "managed": True,
+            "cluster": ray_cluster_name(system), "head_service": ray_head_service(system),
+            "client_port": RAY_CLIENT_PORT, "ray_version": RAY_VERSION,
+            "kuberay_version": KUBERAY_VERSION, "head": dict(RAY_HEAD),
+            "worker": _pod(c.worker), "workers_min": 0, "workers_max": c.workers,
+            "node_role": RAY_WORKER_ROLE}
 
 
 def image_tag(system: SystemIR) -> str:
@@ -86,11 +138,17 @@ def infra_config(system: SystemIR) -> dict:
                            "max": serving.max_nodes, "spot": False, "gpu": serving.gpu > 0},
             training_nodes={"instance_type": training.instance_type, "min": 0, "max": 1,
                             "spot": training.spot, "gpu": training.gpu > 0})
+        if runs_ray_cluster(system):
+            ray = ray_worker_nodes(system)
+            config.update(ray_nodes={"instance_type": ray.instance_type, "min": ray.min_nodes,
+                                     "max": ray.max_nodes, "role": RAY_WORKER_ROLE})
     if t.kind == "kubernetes":
         config.update(kubernetes_provider_version=KUBERNETES_PROVIDER_VERSION,
                       redis_image=REDIS_IMAGE, prefect_image=PREFECT_IMAGE,
                       work_pool=work_pool(system),
                       registry_secret=f"{system.name}-feast-registry")
+        if t.compute is not None:  # absent without compute: config.py stays as it was
+            config.update(ray=_ray_config(system))
     return config
 
 
@@ -114,6 +172,8 @@ def aws_resources(system: SystemIR) -> list[tuple[str, str]]:
             ("aws_cloudwatch_log_group", "cluster_logs"), ("aws_eks_cluster", "cluster"),
             ("aws_iam_role", "node_role"), ("aws_eks_node_group", "serving_nodes"),
             ("aws_eks_node_group", "training_nodes"), ("aws_eks_addon", "pod_identity_agent")]
+    if runs_ray_cluster(system):
+        out.append(("aws_eks_node_group", "ray_workers"))
     out += [("aws_iam_role_policy_attachment", f"node_role_{p}")
             for p in ("worker", "cni", "registry")]
     for who in ("serving", "training"):
@@ -156,6 +216,9 @@ def kubernetes_resources(system: SystemIR) -> list[tuple[str, str]]:
     if t.online_store == "redis":
         out += [("kubernetes_deployment_v1", "redis"), ("kubernetes_service_v1", "redis"),
                 ("kubernetes_network_policy_v1", "redis_ingress")]
+    if runs_ray_cluster(system):
+        out += [("kubernetes_manifest", "ray_cluster"), ("kubernetes_service_v1", "ray_head"),
+                ("kubernetes_network_policy_v1", "ray_ingress")]
     return sorted(out)
 
 

@@ -2,7 +2,9 @@
 
 One serving pod per node (its requests must fit the node's allocatable CPU and memory after
 the kubelet/system overhead), so the serving node group scales with the replica range. The
-training node group runs one training job at a time and scales from zero. The price table and
+training node group runs one training job at a time and scales from zero. The Ray worker node
+group (target.compute on aws) holds one Ray worker pod per node and scales from zero to the
+spec's workers, as the RayCluster's autoscaler asks. The price table and
 the rule that fits a pod to an instance type are the front end's (`frontend/ir/sizing.py`), so
 lint reports a pod no node can hold (MLS507) before anything is sized.
 """
@@ -15,7 +17,7 @@ from mlstack.frontend.ir.nodes import ResourcesNode, SystemIR
 from mlstack.frontend.ir.sizing import PRICE_TABLE, SizingError, pick_instance, price_table
 
 __all__ = ["PRICE_TABLE", "NodeGroupSize", "SizingError", "pick_instance", "price_table",
-           "serving_nodes", "training_nodes"]
+           "ray_worker_nodes", "serving_nodes", "training_nodes"]
 
 
 @dataclass(frozen=True)
@@ -48,3 +50,10 @@ def serving_nodes(system: SystemIR) -> NodeGroupSize:
 def training_nodes(system: SystemIR) -> NodeGroupSize:
     t = system.target
     return _size(t.training, 0, 1, spot=t.training.spot)
+
+
+def ray_worker_nodes(system: SystemIR) -> NodeGroupSize:
+    c = system.target.compute
+    if c is None:
+        raise ValueError(f"system {system.name} has no target.compute")
+    return _size(c.worker, 0, c.workers, spot=False)

@@ -49,13 +49,21 @@ def check_target(ctx: CheckContext):
 
 
 def _node_limits(ctx: CheckContext):
-    """A serving or training pod must fit one node of the price table: codegen sizes the node
-    groups with the same rule (`frontend/ir/sizing.py`)."""
+    """A serving, training or Ray worker pod must fit one node of the price table: codegen
+    sizes the node groups with the same rule (`frontend/ir/sizing.py`)."""
     for part in ("serving", "training"):
         problem = sizing_problem(getattr(ctx.system.target, part))
         if problem is not None:
             yield ctx.diag("MLS507", f"target.{part}.{problem.field}: {problem.message}",
                            ("target", part, problem.field), problem.hint)
+    compute = ctx.system.target.compute
+    # a joined ray:// cluster is sized by whoever runs it; the target's own is sized here
+    if compute is not None and compute.address == "local":
+        problem = sizing_problem(compute.worker)
+        if problem is not None:
+            yield ctx.diag("MLS507", f"target.compute.worker.{problem.field}: "
+                           f"{problem.message}", ("target", "compute", "worker", problem.field),
+                           problem.hint)
 
 
 def _local_limits(ctx: CheckContext):
