@@ -74,7 +74,9 @@ def test_without_compute_the_stacks_have_no_ray(tmp_path):
 @pytest.mark.parametrize("address,node_group", [("local", True),
                                                 ("ray://ray.example.com:10001", False)])
 def test_aws_target_sizes_a_ray_worker_node_group(tmp_path, address, node_group):
-    system = _system(tmp_path, "fraud-gpu", compute={**COMPUTE, "address": address})
+    # the Ray workers have no GPU: training on the cluster is on the CPU (MLS901 otherwise)
+    system = _system(tmp_path, "fraud-gpu", compute={**COMPUTE, "address": address},
+                     training={"cpu": 4, "memory": "16Gi"})
     assert (("aws_eks_node_group", "ray_workers") in infra_resources(system)) == node_group
     lines = {line.item: line for line in estimate_monthly_cost(system).lines}
     if not node_group:

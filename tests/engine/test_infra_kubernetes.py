@@ -44,7 +44,7 @@ from tests.engine.infra_k8s_schema import KubernetesSchema, check_stack, load_as
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 KUBE = blueprints_of("kubernetes")
-CASES = KUBE + ["gpu-variant", "ray-join-variant"] if KUBE else []
+CASES = KUBE + ["gpu-variant", "ray-variant", "ray-join-variant"] if KUBE else []
 RAY_COMPUTE = {"engine": "ray", "workers": 3, "worker": {"cpu": 4, "memory": "16Gi"}}
 
 
@@ -55,8 +55,9 @@ def stacks(infra_envs, tmp_path_factory):  # noqa: F811
     for case in CASES:
         if case == "gpu-variant":
             spec = variant_spec(tmp / "specs", KUBE[0], "k8s-gpu", {"training": {
-                "cpu": 8, "memory": "32Gi", "gpu": 2, "gpu_type": "nvidia-l4", "spot": True},
-                "compute": RAY_COMPUTE})
+                "cpu": 8, "memory": "32Gi", "gpu": 2, "gpu_type": "nvidia-l4", "spot": True}})
+        elif case == "ray-variant":  # the Ray workers have no GPUs: CPU training (MLS901)
+            spec = variant_spec(tmp / "specs", KUBE[0], "k8s-ray", {"compute": RAY_COMPUTE})
         elif case == "ray-join-variant":
             spec = variant_spec(tmp / "specs", KUBE[0], "k8s-ray-join", {"compute": {
                 **RAY_COMPUTE, "address": "ray://ray-head.data-platform.svc:10001"}})
@@ -163,7 +164,7 @@ def _restricted(pod: dict) -> None:
         assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"]
 
 
-@pytest.mark.parametrize("case", ["gpu-variant"] if KUBE else [])
+@pytest.mark.parametrize("case", ["ray-variant"] if KUBE else [])
 def test_ray_cluster_is_what_target_compute_says(stacks, case):
     s = stacks[case]
     system, t = s.system, s.system.target
