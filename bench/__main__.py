@@ -4,7 +4,7 @@
     .venv/bin/python -m bench --sections 1,2
 
 Sections: 1 lint start-up, 2 compile scaling, 3 serving, 4 online features, 5 pipeline
-overhead, 6 deploy. 3-5 need a deployed churn project: section 6 makes it (or, when 6 is not
+overhead, 6 deploy, 7 the training flow on a local Ray cluster (target.compute). 3-5 need a deployed churn project: section 6 makes it (or, when 6 is not
 selected, one plain deploy). Everything runs in a temporary folder and on loopback; every
 process the bench starts is stopped by PID before it exits.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import report
 from bench.common import REPO, Processes, load_average
 
-SECTIONS = ("1", "2", "3", "4", "5", "6")
+SECTIONS = ("1", "2", "3", "4", "5", "6", "7")
 SETTLE_LOAD = 1.5  # wait (a little) for the machine to calm down before timing-sensitive runs
 
 
@@ -119,6 +119,11 @@ def main() -> int:
 
             results["sections"]["5"] = timed("5", lambda: s5_pipeline.run(
                 deployment, workdir, runs=2 if quick else 3))
+        if "7" in chosen:
+            from bench import s7_ray
+
+            results["sections"]["7"] = timed("7", lambda: s7_ray.run(
+                workdir / "compute", procs, deployments, runs=1 if quick else 2))
     finally:
         for made in deployments:
             made.down(procs)
