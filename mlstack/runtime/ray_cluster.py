@@ -87,7 +87,9 @@ def runtime_env(root: str | Path, address: str,
     root = Path(root).resolve()
     if address.startswith("ray://"):
         return {"working_dir": str(root), "env_vars": dict(sorted(env.items()))}
-    paths = [str(root), *[p for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
+    # this process's path too (absolute: a worker starts in a folder of its own)
+    paths = [str(root), *[str(Path(p).resolve())
+                          for p in environ.get("PYTHONPATH", "").split(os.pathsep) if p]]
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return {"env_vars": dict(sorted(env.items()))}
 
