@@ -276,6 +276,10 @@ RESOURCES: tuple[tuple[str, Consequence, Callable[[SystemIR], dict[str, dict]]],
         "gates": [_gate(g) for g in s.evaluation.gates]})),
     ("service", Consequence.REDEPLOY_SERVICE, _one(lambda s: s.python_name, _service)),
     ("pipelines", Consequence.REDEPLOY_PIPELINES, _one(lambda s: s.python_name, _pipelines)),
+    # target.compute: where the pipelines run (pipeline settings, the Feast config); a model
+    # trained before stays valid, so a change redeploys the pipelines without retraining
+    ("compute", Consequence.REDEPLOY_PIPELINES, lambda s: {} if s.target.compute is None else {
+        s.python_name: _dump(s.target.compute, exclude={"steps", "at"})}),
     ("slos", Consequence.REVERIFY_SLOS, _one(lambda s: s.python_name, _slos)),
     ("monitoring", Consequence.UPDATE_MONITORING, _one(lambda s: s.python_name, lambda s: _dump(
         s.monitoring))),
