@@ -27,5 +27,5 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 # the model frameworks too, so their tests run rather than skip
-mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch]"
+mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch,ray]"
 exec .venv/bin/python -m pytest "$@"

@@ -33,14 +33,14 @@ def _mlstack_venv(folder: Path, extras: str) -> list[str]:
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
 def test_the_test_extras_install_cpu_torch_first_then_once(tmp_path):
     test_sh = (REPO / "scripts" / "test.sh").read_text()
-    assert 'mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch]"' in test_sh
-    calls = _mlstack_venv(tmp_path, ".[runtime,test,xgboost,lightgbm,pytorch]")
+    assert 'mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch,ray]"' in test_sh
+    calls = _mlstack_venv(tmp_path, ".[runtime,test,xgboost,lightgbm,pytorch,ray]")
     installs = [c for c in calls if c.startswith("-m pip install") and "--upgrade pip" not in c]
     assert installs[0] == ("-m pip install --progress-bar on --no-deps --retries 0 "
                            "torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu")
     assert installs[1] == "-m pip install --progress-bar on -e .[runtime,test,xgboost,lightgbm," \
-                          "pytorch]"
-    assert _mlstack_venv(tmp_path, ".[runtime,test,xgboost,lightgbm,pytorch]") == calls  # stamp
+                          "pytorch,ray]"
+    assert _mlstack_venv(tmp_path, ".[runtime,test,xgboost,lightgbm,pytorch,ray]") == calls  # stamp
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")

@@ -30,6 +30,10 @@ Modules (each imports its heavy libraries itself; importing this package loads n
                 request row limit, the batching a version starts with
     batching    Batcher: the service's adaptive batching (no learned state)
     logs        logger_for: the caller's logger, else Prefect's run logger, else logging's
+    ray_cluster RayCompute (target.compute), the RayTaskRunner of a project's flows, its
+                Ray runtime_env, connect, node ids (imports ray and prefect_ray on use)
+    ray_training the training set through Feast's Ray offline store, the split, the fit
+                (Ray Train data-parallel or one Ray task) and evaluation on the cluster
 
 Generated code calls `require(API_VERSION it was compiled for)` once at import, so a project
 compiled for another runtime API fails at start with a clear message instead of midway.
@@ -41,7 +45,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "2.1"
+API_VERSION = "2.2"
 
 
 def _parse(version: str) -> tuple[int, int] | None:

@@ -21,7 +21,8 @@ from mlstack.runtime.checks import DataChecks
 from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.logs import Logger, logger_for
 
-__all__ = ["SourceSpec", "file_digest", "read_source", "read_sources", "redate_files"]
+__all__ = ["SourceSpec", "data_fingerprint", "file_digest", "read_source", "read_sources",
+           "redate_files"]
 
 @dataclass(frozen=True)
 class SourceSpec:
@@ -100,15 +101,24 @@ def read_sources(
     names the sources the pipeline cannot read (warehouse, stream): logged as a warning."""
     logger = logger_for(logger)
     frames: dict[str, pd.DataFrame] = {}
-    fingerprint = hashlib.sha256()
+    digests: dict[str, str] = {}
     for source in sorted(sources, key=lambda s: s.name):
         frames[source.name] = read_source(source, project_dir)
-        digest = file_digest(source.file(project_dir))
-        fingerprint.update(f"{source.name}:{digest}\n".encode())
+        digests[source.name] = file_digest(source.file(project_dir))
         logger.info("read source %s: %d rows", source.name, len(frames[source.name]))
     for name in unread:
         logger.warning("source %s is not a file: not read or checked by this flow", name)
-    return frames, fingerprint.hexdigest()
+    return frames, data_fingerprint(digests)
+
+
+def data_fingerprint(digests: Mapping[str, str]) -> str:
+    """The data fingerprint of the sources' file digests (source name -> sha256): sha256 over
+    'name:digest' lines in name order (what read_sources returns; flows that read each source
+    in a task of its own combine their digests with this)."""
+    fingerprint = hashlib.sha256()
+    for name in sorted(digests):
+        fingerprint.update(f"{name}:{digests[name]}\n".encode())
+    return fingerprint.hexdigest()
 
 
 def redate_files(paths: Sequence[str | Path], newest: pd.Timestamp | None = None,

@@ -82,18 +82,22 @@ class SourceFile:
     columns: Mapping[str, str] = field(default_factory=dict)
 
 
-def expand_variables(value: Any, variables: Mapping[str, str]) -> Any:
+def expand_variables(value: Any, variables: Mapping[str, str],
+                     defaults: Mapping[str, str] | None = None) -> Any:
     """`value` (parsed YAML: dicts, lists, strings) with every ${NAME} in its strings replaced
-    by variables[NAME], else the environment's NAME; a name in neither raises RuntimeError.
-    Expanding after parsing keeps any folder name safe."""
+    by variables[NAME], else the environment's NAME, else defaults[NAME]; a name in none of
+    them raises RuntimeError. Expanding after parsing keeps any folder name safe."""
+    defaults = defaults or {}
 
     def variable(match: re.Match) -> str:
         name = match.group(1)
         if name in variables:
             return variables[name]
-        if name not in os.environ:
-            raise RuntimeError(f"feature_store.yaml needs the environment variable {name}")
-        return os.environ[name]
+        if name in os.environ and (os.environ[name] or name not in defaults):
+            return os.environ[name]
+        if name in defaults:
+            return defaults[name]
+        raise RuntimeError(f"feature_store.yaml needs the environment variable {name}")
 
     def expand(item: Any) -> Any:
         if isinstance(item, dict):
@@ -117,7 +121,8 @@ class FeatureStoreAccess:
     historical_features uses by default; repo_module: the name repo.py is imported under;
     fetch_dtypes: each fetched column's spec dtype (default float64); ttl_seconds: each
     feature view's TTL (0 or absent: none); clock: the time of a request (seconds since the
-    epoch) that TTLs are measured from.
+    epoch) that TTLs are measured from; variable_defaults: values of feature_store.yaml's
+    ${VARIABLES} when the environment has none (the spec's Ray address).
 
     `get_store` and `feature_service` are cached per object (one Feast store per process);
     `get_store.cache_clear()` and `feature_service.cache_clear()` forget them.
@@ -138,6 +143,7 @@ class FeatureStoreAccess:
         fetch_dtypes: Mapping[str, str] | None = None,
         ttl_seconds: Mapping[str, int] | None = None,
         clock: Callable[[], float] = time.time,
+        variable_defaults: Mapping[str, str] | None = None,
     ) -> None:
         self.repo_dir = Path(repo_dir)
         self.state_dir = Path(state_dir)
@@ -155,6 +161,7 @@ class FeatureStoreAccess:
         self._column_ttl = {c: ttls[c.split("__", 1)[0]] for c in self.fetch_columns
                             if ttls.get(c.split("__", 1)[0])}
         self.clock = clock
+        self.variable_defaults = dict(variable_defaults or {})
         # per object, so that two projects in one process do not share a store
         self.get_store = functools.lru_cache(maxsize=1)(self._open_store)
         self.feature_service = functools.lru_cache(maxsize=1)(self._read_feature_service)
@@ -196,7 +203,8 @@ class FeatureStoreAccess:
         import yaml
 
         raw = yaml.safe_load((self.repo_dir / "feature_store.yaml").read_text(encoding="utf-8"))
-        return expand_variables(raw, {STATE_DIR_VARIABLE: self.state_dir.as_posix()})
+        return expand_variables(raw, {STATE_DIR_VARIABLE: self.state_dir.as_posix()},
+                                self.variable_defaults)
 
     def repo_config(self) -> RepoConfig:
         """The Feast RepoConfig of feature_store.yaml, variables filled in."""
@@ -249,13 +257,20 @@ class FeatureStoreAccess:
         store.apply(objects, objects_to_delete=stale, partial=False)
         self.feature_service.cache_clear()
 
-    def materialize(self, end: datetime | None = None) -> None:
-        """Load the online store with the latest values up to `end` (default: now). Views
-        never materialized load all history; the others continue from their last run."""
+    def online_views(self) -> list[str]:
+        """The registered feature views served online, by name."""
+        return sorted(v.name for v in self.get_store().list_feature_views() if v.online)
+
+    def materialize(self, end: datetime | None = None,
+                    views: Sequence[str] | None = None) -> None:
+        """Load the online store with the latest values up to `end` (default: now), for the
+        online feature views named in `views` (default: all). Views never materialized load
+        all history; the others continue from their last run."""
         self.stage_sources()
         store = self.get_store()
         end = end or datetime.now(UTC)
-        views = [v for v in store.list_feature_views() if v.online]
+        views = [v for v in store.list_feature_views()
+                 if v.online and (views is None or v.name in views)]
         fresh = sorted(v.name for v in views if not v.materialization_intervals)
         seen = sorted(v.name for v in views if v.materialization_intervals)
         if fresh:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 
@@ -76,6 +77,14 @@ def test_the_compiler_targets_this_runtime_api():
     assert RUNTIME_API_VERSION == runtime.API_VERSION
 
 
+def test_a_project_with_compute_asks_for_the_ray_api_and_one_without_for_less():
+    from mlstack.codegen import contract
+
+    assert contract.RUNTIME_API_WITHOUT_COMPUTE == "2.1"
+    assert runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE)
+    assert not runtime.compatible(contract.RUNTIME_API_VERSION, "2.1")
+
+
 def test_the_runtime_defaults_are_the_contract_names():
     from mlstack.codegen import contract
     from mlstack.runtime import hooks, state
@@ -89,13 +98,17 @@ def test_a_generated_package_compiled_for_another_api_fails_at_import(tmp_path):
     """The generated package's __init__ checks the runtime before anything else runs."""
     generated = REPO / "generated" / "churn" / "churn_system" / "__init__.py"
     text = generated.read_text()
-    assert f'mlstack.runtime.require("{runtime.API_VERSION}")' in text
+    # churn has no target.compute: it asks for the API before the Ray path (2.1), which this
+    # runtime still provides
+    assert 'mlstack.runtime.require("2.1")' in text
+    assert runtime.compatible("2.1")
     package = tmp_path / "churn_system"
     package.mkdir()
-    (package / "__init__.py").write_text(
-        text.replace(f'require("{runtime.API_VERSION}")', 'require("9.0")'))
+    (package / "__init__.py").write_text(text.replace('require("2.1")', 'require("9.0")'))
+    # this checkout's runtime, not an installed copy of another
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", "import churn_system"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode != 0
     assert ("RuntimeError: this project was compiled for mlstack runtime API 9.0; the installed "
             f"mlstack provides {runtime.API_VERSION}") in proc.stderr

@@ -5,7 +5,8 @@ feature views, the model's feature service, one on-demand view calling the share
 transforms) and the store module every other layer uses to apply, materialize and read
 features: a few lines building mlstack.runtime's FeatureStoreAccess from the settings. The local profile keeps the registry and a SQLite online store under
 MLSTACK_STATE_DIR; cluster targets get a SQL registry and their Redis/DynamoDB online store,
-configured from environment variables. The offline store is DuckDB over the file sources.
+configured from environment variables. The offline store is DuckDB over the file sources;
+with target.compute, Feast's Ray offline store and Ray compute engine on the project's cluster.
 
 Warehouse sources (postgres, bigquery, snowflake, redshift) need their own offline store and
 come with the beyond-one-machine work: `applies` is False when a feature view reads one.
@@ -47,6 +48,15 @@ def _csv_columns(source: SourceNode) -> dict[str, str]:
     return {**{t: "timestamp" for t in times}, **{c.name: c.dtype for c in source.columns}}
 
 
+def _default_ray_address(system: SystemIR) -> str | None:
+    """The Ray address feature_store.yaml falls back to when MLSTACK_RAY_ADDRESS is unset: the
+    spec's ray://host:port (a 'local' cluster has no address before it starts)."""
+    compute = system.target.compute
+    if compute is None or not compute.address.startswith("ray://"):
+        return None
+    return compute.address
+
+
 class FeastBackend:
     name = "feast"
     templates = ("feast/feature_store.yaml.j2", "feast/repo.py.j2", "feast/feastignore.j2",
@@ -76,6 +86,8 @@ class FeastBackend:
                             | {FEAST_TYPES[t.dtype][0] for t in transforms})
         context = dict(
             system=system, header=header(system), package=pkg, types=FEAST_TYPES,
+            compute=system.target.compute,
+            default_ray_address=_default_ray_address(system),
             used_types=used_types,
             entities=sorted(system.entities, key=lambda e: e.name),
             sources=_view_sources(system),

@@ -108,7 +108,7 @@ def flow_context(system: SystemIR) -> dict:
         retry_delay_seconds=t.retry_delay_seconds, timeout_seconds=t.timeout_seconds,
         task={name: name for name in (*TRAINING_TASKS, *MONITORING_TASKS)},
         models_file=MODELS_FILE, training_file=TRAINING_FILE, monitoring_file=MONITORING_FILE,
-        progress_env=ENV_PROGRESS_FILE)
+        progress_env=ENV_PROGRESS_FILE, compute=system.target.compute)
 
 
 def deployments_context(system: SystemIR) -> dict:

@@ -14,10 +14,10 @@ from mlstack.codegen.contract import (
     ENV_STATE_DIR,
     FEATURE_REPO_DIR,
     MANIFEST_FILE,
-    RUNTIME_API_VERSION,
     SERVING_PROFILE_FILE,
     USER_CODE_DIR,
     package_name,
+    runtime_api_version,
     user_code_paths,
     user_module,
     user_module_alias,
@@ -97,7 +97,7 @@ class SharedBackend:
         m = system.model
         context = dict(
             system=system, header=header(system), package=pkg, project_dir=options.project_dir,
-            runtime_api_version=RUNTIME_API_VERSION, manifest_file=MANIFEST_FILE,
+            runtime_api_version=runtime_api_version(system), manifest_file=MANIFEST_FILE,
             env_project_dir=ENV_PROJECT_DIR, env_state_dir=ENV_STATE_DIR,
             feature_repo_dir=FEATURE_REPO_DIR,
             serving_profile_file=SERVING_PROFILE_FILE,

@@ -9,7 +9,7 @@ one, each step gets a placement that `plan --explain` prints and the generated f
 - training_set: Feast's Ray offline store (a distributed point-in-time join, Ray Data);
 - train: Ray Train data-parallel for the frameworks whose sklearn estimators train
   distributed (xgboost, lightgbm), else one Ray task on a worker node;
-- evaluate: predictions on the held-out part, in Ray Data batches on the workers.
+- evaluate: the metrics and gates in one Ray task on a worker.
 """
 
 from __future__ import annotations
@@ -67,9 +67,10 @@ def resolve_compute(spec: SystemSpec, model: ir.ModelNode, online_views: int,
             "in Ray Data blocks on the workers; the joined set is written as parquet and "
             "never collected into the flow's process")),
         ir.ComputeStepNode(step="train", runs_on=engine, reason=how),
-        ir.ComputeStepNode(step="evaluate", runs_on="ray_data", reason=(
-            "the model scores the held-out part in Ray Data batches on the workers; the flow "
-            "computes the metrics from the labels and scores")),
+        ir.ComputeStepNode(step="evaluate", runs_on="ray_task", reason=(
+            "one Ray task on a worker reads the held-out part and computes the metrics and "
+            "gates as the single-process flow does (the held-out rows also come into the "
+            "flow's process for the registration's ONNX parity check)")),
     )
     return ir.ComputeNode(
         engine=c.engine, address=c.address, workers=c.workers,
