@@ -28,6 +28,7 @@ def _compile(tmp_path, blueprint: str, compute: dict | None):
     doc = yaml.safe_load(spec.read_text())
     if compute is not None:
         doc.setdefault("target", {})["compute"] = compute
+        doc["target"].get("training", {}).pop("gpu", None)  # the Ray workers have none
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     out = project / "build"
     compile_spec(spec, out)

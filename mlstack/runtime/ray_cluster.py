@@ -38,6 +38,10 @@ WORKER_TELEMETRY = {
 }
 # The flow process's variables a worker needs too (the state folder, the project folder...).
 FORWARDED_PREFIX = "MLSTACK_"
+# mlstack deploy's owner marker (mlstack.ops.local.procs): the Ray workers belong to the
+# cluster's nodes, whose marker they inherit, not to the process that submitted the job (a
+# deploy's worker stops what carries its marker when it ends)
+NOT_FORWARDED = ("MLSTACK_OWNER",)
 # Ray namespace of the project's jobs (prefect_ray's default).
 NAMESPACE = "prefect"
 
@@ -82,7 +86,8 @@ def runtime_env(root: str | Path, address: str,
     every worker (PYTHONPATH on a cluster of this machine, which shares its files; uploaded as
     working_dir through ray://), the MLSTACK_* variables of this process and telemetry off."""
     environ = os.environ if environ is None else environ
-    env = {k: v for k, v in environ.items() if k.startswith(FORWARDED_PREFIX)}
+    env = {k: v for k, v in environ.items()
+           if k.startswith(FORWARDED_PREFIX) and k not in NOT_FORWARDED}
     env.update(WORKER_TELEMETRY)
     root = Path(root).resolve()
     if address.startswith("ray://"):

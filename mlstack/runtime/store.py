@@ -52,6 +52,7 @@ PANDAS_DTYPES = {
     "string": "string",
 }
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
+_QUERY_ROW = "__mlstack_query_row"  # an entity row's place in a historical query
 _TS = "__mlstack_ts"
 # The variable in feature_store.yaml that stands for the state folder.
 STATE_DIR_VARIABLE = "MLSTACK_STATE_DIR"
@@ -354,20 +355,22 @@ class FeatureStoreAccess:
             .astype("datetime64[ns, UTC]")
             .dt.floor("us")
         )
-        query = frame[keys + [_TS]].drop_duplicates().rename(columns={_TS: "event_timestamp"})
+        query = frame[keys + [_TS]].drop_duplicates().reset_index(drop=True)
+        query[_QUERY_ROW] = np.arange(len(query))
         result = (
             self.get_store()
             .get_historical_features(
-                entity_df=query.reset_index(drop=True),
+                entity_df=query.rename(columns={_TS: "event_timestamp"}),
                 features=self.feature_service(),
                 full_feature_names=True,
             )
             .to_df()
         )
-        result = result.rename(columns={"event_timestamp": _TS})[
-            keys + [_TS] + list(self.fetch_columns)
-        ]
-        result[_TS] = result[_TS].astype("datetime64[ns, UTC]")
-        result = result.astype({k: frame[k].dtype for k in keys})
+        # back by the query's own row: no store keeps the row order, and Feast's Ray offline
+        # store answers with the timestamp cut to whole seconds
+        result = query.merge(
+            result[[_QUERY_ROW, *self.fetch_columns]], on=_QUERY_ROW, how="left",
+            validate="one_to_one",
+        ).drop(columns=[_QUERY_ROW])
         joined = frame.merge(result, on=keys + [_TS], how="left", validate="many_to_one")
         return joined.drop(columns=[_TS]).set_axis(entity_df.index)

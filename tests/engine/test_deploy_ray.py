@@ -86,8 +86,7 @@ def _status(project) -> dict:
 
 
 def _state_dir(project):
-    home = project["root"] / "home" / ".local/state/mlstack/projects"
-    return next(home.iterdir()) / "state"
+    return project["folder"] / ".mlstack" / "runtime"  # MLSTACK_STATE_DIR of the flows
 
 
 def _cluster_nodes(project) -> list[dict]:
@@ -131,7 +130,8 @@ def test_the_offline_steps_run_on_the_workers_of_a_supervised_cluster(project):
 def test_status_sees_a_killed_worker_node_until_its_supervisor_restarts_it(project):
     assert "training" in project, "the Ray deploy failed"
     status = _status(project)
-    assert status["healthy"] and status["cluster"]["status"] == "ready"
+    assert status["healthy"] and status["cluster"]["status"] == "ready", json.dumps(
+        {k: status[k] for k in ("cluster", "problems", "prediction")})
     assert [n["name"] for n in status["cluster"]["nodes"]] == ["head", "worker-1", "worker-2"]
     victim = next(n for n in status["cluster"]["nodes"] if n["name"] == "worker-2")
     os.kill(victim["pid"], signal.SIGKILL)
@@ -148,7 +148,7 @@ def test_status_sees_a_killed_worker_node_until_its_supervisor_restarts_it(proje
         time.sleep(2)
     assert seen["cluster"]["status"] == "ready" and seen["healthy"], seen
     node = next(n for n in seen["cluster"]["nodes"] if n["name"] == "worker-2")
-    assert node["restarts"] == 1 and node["alive"]
+    assert node["restarts"] >= 1 and node["alive"]  # a start can fail and be retried
 
 
 def test_without_compute_the_cluster_stops_and_the_model_has_the_same_metrics(project):

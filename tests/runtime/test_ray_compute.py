@@ -48,8 +48,11 @@ def test_the_address_comes_from_the_environment_then_the_spec():
 
 
 def test_workers_import_the_generated_tree_with_telemetry_off(tmp_path):
-    environ = {"MLSTACK_STATE_DIR": "/s", "HOME": "/root", "PYTHONPATH": "lib"}
+    environ = {"MLSTACK_STATE_DIR": "/s", "HOME": "/root", "PYTHONPATH": "lib",
+               "MLSTACK_OWNER": "abc/worker/train"}
     local = runtime_env(tmp_path, "127.0.0.1:6379", environ)["env_vars"]
+    # the cluster's workers keep their node's owner marker, not the submitting process's
+    assert "MLSTACK_OWNER" not in local
     assert local["PYTHONPATH"].split(os.pathsep) == [str(tmp_path.resolve()),
                                                      str(Path("lib").resolve())]
     assert local["MLSTACK_STATE_DIR"] == "/s" and "HOME" not in local

@@ -50,11 +50,13 @@ def _csv_columns(source: SourceNode) -> dict[str, str]:
 
 def _default_ray_address(system: SystemIR) -> str | None:
     """The Ray address feature_store.yaml falls back to when MLSTACK_RAY_ADDRESS is unset: the
-    spec's ray://host:port (a 'local' cluster has no address before it starts)."""
+    spec's ray://host:port; for a 'local' cluster (no address before it starts) '', Feast's
+    local mode, so a process that reads only online features (the service) needs no cluster;
+    the flows name MLSTACK_RAY_ADDRESS themselves when it is missing."""
     compute = system.target.compute
-    if compute is None or not compute.address.startswith("ray://"):
+    if compute is None:
         return None
-    return compute.address
+    return compute.address if compute.address.startswith("ray://") else ""
 
 
 class FeastBackend:
