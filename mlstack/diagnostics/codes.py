@@ -205,9 +205,9 @@ EXPLANATIONS: dict[str, str] = {
               "memory or GPUs than one node of the price table holds (after the node's own "
               "overhead), or for a GPU type it does not list, so no node group can be sized for "
               "it (kubernetes and aws targets).",
-    "MLS508": "A worker node of target.compute has less memory than a Ray node needs before "
-              "any task runs (its raylet and one worker process take about 300 MiB here): "
-              "give each worker at least 512Mi.",
+    "MLS508": "A worker node of target.compute has less memory than a Ray worker needs before "
+              "its task holds any data (a Ray worker that imported pandas, pyarrow and xgboost "
+              "takes about 440 MiB here): give each worker at least 1024Mi.",
     "MLS601": "`model.estimator` and a transform's `python` name a function of the project's "
               "own code as `file.py:function`: a path, a colon and a Python identifier.",
     "MLS602": "A user code file is named relative to the spec's folder and must stay inside "

@@ -149,6 +149,48 @@ def read_part(path: str | Path, row_ids: Sequence[int]) -> pd.DataFrame:
     return frame.drop(columns=[NODE])
 
 
+def read_model_input(path: str | Path, row_ids: Sequence[int],
+                     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
+                     label: training.LabelSpec,
+                     batch_rows: int = 65536) -> tuple[pd.DataFrame, pd.Series]:
+    """The model input (`model_frame` of the rows, as float32) and the label of the rows
+    `row_ids` of the training set files, read batch by batch: a worker holds its shard's
+    model columns once, in float32 (what xgboost trains on; lightgbm bins them), never the
+    whole files or a float64 frame of them. Rows come in the files' order."""
+    import pyarrow.dataset as pads
+
+    wanted = np.sort(np.asarray(row_ids, dtype=np.int64))
+    if not len(wanted):
+        raise ValueError("no training rows were asked for")
+    # one batch at a time (no read-ahead of whole files), kept rows picked in numpy: a
+    # worker's memory holds its share of the model columns, the sorted ids and one batch
+    scanner = pads.dataset(str(path), format="parquet").scanner(
+        batch_size=batch_rows, batch_readahead=0, fragment_readahead=0, use_threads=False)
+    inputs: np.ndarray | None = None
+    target: np.ndarray | None = None
+    columns: list[str] = []
+    at = 0
+    for batch in scanner.to_batches():
+        ids = batch.column(ROW).to_numpy()
+        place = np.minimum(np.searchsorted(wanted, ids), len(wanted) - 1)
+        keep = wanted[place] == ids
+        if not keep.any():
+            continue
+        frame = batch.filter(keep).to_pandas().drop(columns=[NODE], errors="ignore")
+        model_input = model_frame(frame)
+        if inputs is None:
+            columns = list(model_input.columns)
+            inputs = np.empty((len(wanted), len(columns)), dtype=np.float32)
+            target = np.empty(len(wanted), dtype=frame[label.column].to_numpy().dtype)
+        inputs[at:at + len(frame)] = model_input.to_numpy(dtype=np.float32)
+        target[at:at + len(frame)] = frame[label.column].to_numpy()
+        at += len(frame)
+    if inputs is None or at != len(wanted):
+        raise ValueError(f"the training set files hold {at} of the {len(wanted)} rows asked")
+    return (pd.DataFrame(inputs, columns=columns, copy=False),
+            pd.Series(target, name=label.column))
+
+
 # -- fitting -----------------------------------------------------------------------------
 
 def _fit_task(path, train_ids, build, device, model_frame, label, group_fit):
@@ -179,8 +221,11 @@ def _train_loop(config: dict) -> None:
 
     context = ray.train.get_context()
     rank, size = context.get_world_rank(), context.get_world_size()
-    train_ids = config["train_ids"][rank::size]
-    frame = read_part(config["path"], train_ids)
+    # this rank's share of the train rows, from the file the driver wrote (memory-mapped:
+    # a worker does not unpickle every row id of the training set)
+    train_ids = np.load(config["train_ids_file"], mmap_mode="r")[rank::size]
+    inputs, target = read_model_input(config["path"], train_ids, config["model_frame"],
+                                      config["label"])
     estimator = config["build"](config["device"])
     if config["framework"] == "lightgbm":
         from ray.train.lightgbm import get_network_params
@@ -191,18 +236,20 @@ def _train_loop(config: dict) -> None:
 
         if xgboost.collective.get_world_size() != size:
             raise RuntimeError("xgboost's collective is not set up across the Ray Train workers")
-    model = training.fit(estimator, frame, config["label"], config["model_frame"])
+    model = estimator.fit(inputs, target)
+    rows = len(inputs)
+    del inputs, target
     nodes = Path(config["nodes_dir"])
     nodes.mkdir(parents=True, exist_ok=True)
     (nodes / f"rank-{rank}").write_text(ray.get_runtime_context().get_node_id())
     if rank != 0:
-        ray.train.report({"rows": len(frame)})
+        ray.train.report({"rows": rows})
         return
     if config["framework"] == "lightgbm":
         _strip_lightgbm_network(model)
     with tempfile.TemporaryDirectory() as folder:
         (Path(folder) / "model.pkl").write_bytes(pickle.dumps(model))
-        ray.train.report({"rows": len(frame)},
+        ray.train.report({"rows": rows},
                          checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 
@@ -223,8 +270,8 @@ def fit_on_ray(
     compute.train_engine says; `storage_dir` holds Ray Train's run (checkpoint, node ids)."""
     import ray
 
-    ids = [int(i) for i in train_ids]
     if compute.train_engine != "ray_train":
+        ids = [int(i) for i in train_ids]
         task = ray.remote(num_cpus=compute.worker_cpu)(_fit_task)
         model, node = ray.get(task.remote(files.path, ids, build, device, model_frame, label,
                                           group_fit))
@@ -238,7 +285,11 @@ def fit_on_ray(
     else:
         raise ValueError(f"Ray Train has no {framework!r} trainer in mlstack")
     storage = Path(storage_dir).resolve()
-    config = {"path": files.path, "train_ids": ids, "build": build, "device": device,
+    storage.mkdir(parents=True, exist_ok=True)
+    ids_file = storage / "train_ids.npy"
+    np.save(ids_file, np.asarray(train_ids, dtype=np.int64))
+    config = {"path": files.path, "train_ids_file": str(ids_file), "build": build,
+              "device": device,
               "model_frame": model_frame, "label": label, "framework": framework,
               "nodes_dir": str(storage / "nodes")}
     trainer = Trainer(
