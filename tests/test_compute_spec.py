@@ -47,7 +47,7 @@ def test_defaults_resolve_to_two_workers_and_a_placement_per_step(tmp_path):
         "ray", "local", 2, 1, 2048)
     assert {s.step: s.runs_on for s in c.steps} == {
         "ingest": "ray_tasks", "validate": "ray_tasks", "materialize": "ray_tasks",
-        "training_set": "ray_data", "train": "ray_task", "evaluate": "ray_data"}
+        "training_set": "ray_data", "train": "ray_task", "evaluate": "ray_task"}
     assert c.at == "/target/compute"
     derived = {d.setting: d for d in analysis.system.derivations}
     assert derived["target.compute.steps.train"].value == "\"ray_task\""  # JSON, as printed

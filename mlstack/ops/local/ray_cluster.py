@@ -14,6 +14,7 @@ reconcile find them by marker, like the services.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import secrets
 import sys
@@ -112,6 +113,9 @@ def ensure(paths: ProjectPaths, state: DeploymentState, compute: ComputeNode) ->
         state.cluster = ClusterInfo(address=compute.address)
         state.save()
         return ClusterOutcome(compute.address, started=False)
+    if importlib.util.find_spec("ray") is None:
+        raise RuntimeError("target.compute needs Ray in this environment: pip install "
+                           "'mlstack[runtime,ray]'")
     shape = shape_of(compute)
     seen = report(paths)
     if alive(paths, state) and state.cluster.shape == shape and seen.get("state") == "ready":
