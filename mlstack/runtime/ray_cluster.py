@@ -158,6 +158,16 @@ def task_runner(compute: RayCompute, root: str | Path):
     return ClusterTaskRunner(init_kwargs={"namespace": NAMESPACE})
 
 
+def orchestrating():
+    """Ray options for a submitted task that only hands work to the cluster (materialization
+    through Feast's Ray compute engine): it holds no CPU, so the Ray Data tasks it starts can
+    run even on a one-worker cluster (holding the worker's only CPU, it waited for them
+    forever)."""
+    from prefect_ray.context import remote_options
+
+    return remote_options(num_cpus=0)
+
+
 def node_id() -> str:
     """The id of the Ray node running this code (the driver's node in the flow process)."""
     import ray
