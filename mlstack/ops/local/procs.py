@@ -277,6 +277,27 @@ def wait_ready(url: str, pid: int, timeout: float, log: Path | None = None) -> N
     raise RuntimeError(f"not ready after {timeout:g} s ({last}){log_tail(log) if log else ''}")
 
 
+def wait_reported(status: Path, pid: int, timeout: float, log: Path, what: str) -> dict:
+    """Wait until the supervisor `pid` reports `what` ready in its status file (JSON with a
+    `state`); returns the report. RuntimeError when it reports failed, exits first, or time
+    runs out (with the tail of its log)."""
+    deadline = time.monotonic() + timeout
+    report: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            report = json.loads(status.read_text())
+        except (OSError, ValueError):
+            report = {}
+        if report.get("state") == "ready":
+            return report
+        if report.get("state") == "failed":
+            raise RuntimeError(f"{what} did not start: {report.get('reason')}{log_tail(log)}")
+        if not is_alive(pid):
+            raise RuntimeError(f"the supervisor exited before {what} was ready{log_tail(log)}")
+        time.sleep(0.2)
+    raise RuntimeError(f"not ready after {timeout:g} s{log_tail(log)}")
+
+
 def log_tail(log: Path, lines: int = 15) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()[-lines:]

@@ -141,32 +141,12 @@ def ensure(paths: ProjectPaths, state: DeploymentState, compute: ComputeNode) ->
                                     shape=shape, temp_dir=str(folder))
         state.save()
         try:
-            ready = _wait_ready(status, pid, READY_TIMEOUT, log)
+            ready = procs.wait_reported(status, pid, READY_TIMEOUT, log, "the Ray cluster")
         except RuntimeError:
             stop(paths, state)
             raise
     return ClusterOutcome(ready["address"], True, ready.get("nodes", []),
                           round(time.perf_counter() - began, 3))
-
-
-def _wait_ready(status: Path, pid: int, timeout: float, log: Path) -> dict:
-    deadline = time.monotonic() + timeout
-    seen: dict = {}
-    while time.monotonic() < deadline:
-        try:
-            seen = json.loads(status.read_text())
-        except (OSError, ValueError):
-            seen = {}
-        if seen.get("state") == "ready":
-            return seen
-        if seen.get("state") == "failed":
-            raise RuntimeError(f"the Ray cluster did not start: {seen.get('reason')}")
-        if not procs.is_alive(pid):
-            raise RuntimeError(f"the Ray cluster's supervisor exited{procs.log_tail(log)}")
-        time.sleep(0.25)
-    nodes = ", ".join(f"{n['name']} {n['state']}" for n in seen.get("nodes", []))
-    raise RuntimeError(f"the Ray cluster was not ready after {timeout:g} s "
-                       f"({nodes or 'no report'}); see {log.parent}/ray-*.log")
 
 
 def stop(paths: ProjectPaths, state: DeploymentState) -> list[int]:

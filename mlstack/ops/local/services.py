@@ -86,7 +86,7 @@ def start_version(paths: ProjectPaths, version: Version, code_dir: Path,
     try:
         if state is not None:
             state.save()  # the supervisor's PID is on record before anything waits on it
-        _wait_supervised(status, version.pid, READY_TIMEOUT + 10, log)
+        procs.wait_reported(status, version.pid, READY_TIMEOUT + 10, log, "the service")
     except BaseException as exc:
         if state is not None and entry is not None:
             state.end(entry, ok=False, error=str(exc) or type(exc).__name__)
@@ -94,25 +94,6 @@ def start_version(paths: ProjectPaths, version: Version, code_dir: Path,
     version.status = VersionStatus.READY
     if state is not None and entry is not None:
         state.end(entry, ok=True, pid=version.pid)
-
-
-def _wait_supervised(status: Path, pid: int, timeout: float, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            report = json.loads(status.read_text())
-        except (OSError, ValueError):
-            report = {}
-        if report.get("state") == "ready":
-            return
-        if report.get("state") == "failed":
-            raise RuntimeError(f"the service did not start: {report.get('reason')}"
-                               f"{procs.log_tail(log)}")
-        if not procs.is_alive(pid):
-            raise RuntimeError(f"the supervisor exited before the service was ready"
-                               f"{procs.log_tail(log)}")
-        time.sleep(0.2)
-    raise RuntimeError(f"not ready after {timeout:g} s{procs.log_tail(log)}")
 
 
 def stop_version(paths: ProjectPaths, version: Version, timeout: float = STOP_TIMEOUT) -> list[int]:
