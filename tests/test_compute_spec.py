@@ -70,6 +70,12 @@ def test_training_runs_on_ray_train_only_where_the_framework_can(tmp_path, doc, 
     assert why in train.reason
 
 
+def test_with_one_worker_materialization_stays_in_the_flows_process(tmp_path):
+    c = _analyze(_with_compute(CHURN, workers=1), tmp_path).system.target.compute
+    step = next(s for s in c.steps if s.step == "materialize")
+    assert step.runs_on == "flow" and "with one worker" in step.reason
+
+
 def test_lightgbm_classifier_trains_on_ray_train(tmp_path):
     doc = _with_compute(CHURN)
     doc["model"]["framework"] = "lightgbm"

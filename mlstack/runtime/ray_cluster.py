@@ -158,14 +158,15 @@ def task_runner(compute: RayCompute, root: str | Path):
     return ClusterTaskRunner(init_kwargs={"namespace": NAMESPACE})
 
 
-def orchestrating():
-    """Ray options for a submitted task that only hands work to the cluster (materialization
-    through Feast's Ray compute engine): it holds no CPU, so the Ray Data tasks it starts can
-    run even on a one-worker cluster (holding the worker's only CPU, it waited for them
-    forever)."""
-    from prefect_ray.context import remote_options
-
-    return remote_options(num_cpus=0)
+def materializing_at_once(compute: RayCompute, one_at_a_time: bool) -> int:
+    """How many materialization tasks may run at once on the workers: each holds a worker's
+    CPU while Feast's Ray compute engine runs its Ray Data tasks on the others, so at most
+    workers - 1 (one where the registry is a file, which every materialization rewrites);
+    0: none, materialize in the flow's process (a single worker: the task would hold the
+    only CPU its own Ray Data tasks wait for)."""
+    if compute.workers < 2:
+        return 0
+    return 1 if one_at_a_time else compute.workers - 1
 
 
 def node_id() -> str:

@@ -64,6 +64,19 @@ def test_workers_import_the_generated_tree_with_telemetry_off(tmp_path):
     assert "PYTHONPATH" not in remote["env_vars"]
 
 
+def test_materialization_tasks_leave_a_cpu_for_the_ray_data_tasks_they_start():
+    from mlstack.runtime.ray_cluster import materializing_at_once
+
+    def compute(workers):
+        return RayCompute("local", workers, 1.0, 2048, "ray_task")
+
+    assert materializing_at_once(compute(1), True) == 0  # in the flow's process
+    assert materializing_at_once(compute(1), False) == 0
+    assert materializing_at_once(compute(2), True) == 1
+    assert materializing_at_once(compute(4), True) == 1  # a file registry: one at a time
+    assert materializing_at_once(compute(4), False) == 3
+
+
 # -- the cluster ---------------------------------------------------------------------------
 
 ray = pytest.importorskip("ray")

@@ -59,9 +59,13 @@ def resolve_compute(spec: SystemSpec, model: ir.ModelNode, online_views: int,
             f"({where}); they are independent")),
         ir.ComputeStepNode(step="validate", runs_on="ray_tasks", reason=(
             "each source's data checks run in its ingest task, on the worker that read it")),
-        ir.ComputeStepNode(step="materialize", runs_on="ray_tasks", reason=(
-            f"one Prefect task per online feature view ({online_views}) on the "
-            "RayTaskRunner, each through Feast's Ray compute engine")),
+        ir.ComputeStepNode(step="materialize", runs_on="ray_tasks" if c.workers > 1 else "flow",
+                           reason=(
+            f"one Prefect task per online feature view ({online_views}) on the RayTaskRunner, "
+            "each through Feast's Ray compute engine, at most workers - 1 at a time (a task "
+            "holds a CPU its Ray Data tasks need)" if c.workers > 1 else
+            "in the flow's process, through Feast's Ray compute engine: with one worker a "
+            "task would hold the CPU its own Ray Data tasks need")),
         ir.ComputeStepNode(step="training_set", runs_on="ray_data", reason=(
             "Feast's Ray offline store joins the label rows with the features point-in-time "
             "in Ray Data blocks on the workers; the joined set is written as parquet and "
