@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-mlstack_venv ".[runtime,test]"
+mlstack_venv ".[runtime,test,ray]"  # section 7: the flow on a local Ray cluster
 exec .venv/bin/python -m bench "$@"
