@@ -329,7 +329,9 @@ def test_serves_the_spec_rate_within_its_slos_again_after_an_overload(churn, bat
     assert _meets(report["baseline"], slo), text
     burst = report["burst"]
     assert burst["requests"] >= 10 * report["rate_rps"] * BURST_S, text  # sent at 20x
-    assert burst["ok"] < 0.8 * burst["requests"], text  # an overload: much of it unanswered
+    # an overload: much of it unanswered, or answered far past the p99 objective (a fast
+    # machine answers most of a 20x burst, late)
+    assert burst["ok"] < 0.8 * burst["requests"] or burst["p99_ms"] > 5 * slo.p99_ms, text
     assert report["recovered_after_s"] is not None, text
     assert report["recovered_after_s"] < RECOVER_WITHIN_S, text
     after = report["after_recovery"]
