@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlstack.ops.local import procs
@@ -76,3 +77,32 @@ def stop_everything(project: Path, env: dict) -> None:
     procs.stop_owned(ProjectPaths.for_spec(project / "mlstack.yaml").project_id)
     assert [pid for pid in pids if procs.is_alive(pid)] == []
     assert project_processes(project) == []
+
+
+def local_compute(workers: int, memory_mib: int, train_engine: str = "ray_task"):
+    """A target.compute of the local target, resolved (the cluster tests start it)."""
+    from mlstack.frontend.ir import nodes as ir
+
+    return ir.ComputeNode(engine="ray", address="local", workers=workers,
+                          worker=ir.ResourcesNode(cpu=1, memory_mib=memory_mib, gpu=0,
+                                                  gpu_type=None),
+                          train_engine=train_engine, steps=(), at="/target/compute")
+
+
+@contextmanager
+def scratch_project(folder: Path):
+    """(paths, state) of a throwaway project in `folder`; afterwards its Ray cluster and
+    every process carrying its marker are stopped, and none may be left."""
+    from mlstack.ops.local import ray_cluster
+    from mlstack.ops.local.state import DeploymentState
+
+    spec = folder / "mlstack.yaml"
+    spec.write_text("kind: System\n")
+    paths = ProjectPaths.for_spec(spec)
+    state = DeploymentState.load(paths.deployments_file)
+    try:
+        yield paths, state
+    finally:
+        ray_cluster.stop(paths, state)
+        left = procs.stop_owned(paths.project_id, timeout=5.0)
+        assert left == [], f"processes left: {left}"

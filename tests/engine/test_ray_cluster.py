@@ -21,12 +21,12 @@ import pytest
 
 pytest.importorskip("ray")
 
-from mlstack.frontend.ir import nodes as ir  # noqa: E402
 from mlstack.ops.local import procs, ray_cluster  # noqa: E402
 from mlstack.ops.local.lifecycle import _cluster_health  # noqa: E402
 from mlstack.ops.local.reconcile import observe  # noqa: E402
 from mlstack.ops.local.state import DeploymentState  # noqa: E402
 from mlstack.ops.paths import ProjectPaths  # noqa: E402
+from tests.engine.deploy_support import local_compute, scratch_project  # noqa: E402
 
 WORKER_MIB = 1024
 
@@ -52,23 +52,14 @@ print(json.dumps({"head": head, "ran_on": sorted(set(ran)), "memory": memory,
 '''
 
 
-def _compute(workers: int = 2) -> ir.ComputeNode:
-    return ir.ComputeNode(engine="ray", address="local", workers=workers,
-                          worker=ir.ResourcesNode(cpu=1, memory_mib=WORKER_MIB, gpu=0,
-                                                  gpu_type=None),
-                          train_engine="ray_task", steps=(), at="/target/compute")
+def _compute(workers: int = 2):
+    return local_compute(workers, WORKER_MIB)
 
 
 @pytest.fixture()
 def project(tmp_path):
-    spec = tmp_path / "mlstack.yaml"
-    spec.write_text("kind: System\n")
-    paths = ProjectPaths.for_spec(spec)
-    state = DeploymentState.load(paths.deployments_file)
-    yield paths, state
-    ray_cluster.stop(paths, state)
-    left = procs.stop_owned(paths.project_id, timeout=5.0)
-    assert left == [], f"processes left: {left}"
+    with scratch_project(tmp_path) as made:
+        yield made
 
 
 def _client(paths: ProjectPaths, *argv: str) -> dict:

@@ -27,12 +27,10 @@ import pytest
 pytest.importorskip("ray")
 pytest.importorskip("xgboost")
 
-from mlstack.frontend.ir import nodes as ir  # noqa: E402
-from mlstack.ops.local import procs, ray_cluster  # noqa: E402
+from mlstack.ops.local import ray_cluster  # noqa: E402
 from mlstack.ops.local.ray_supervisor import LIMITED_ENV  # noqa: E402
-from mlstack.ops.local.state import DeploymentState  # noqa: E402
-from mlstack.ops.paths import ProjectPaths  # noqa: E402
 from mlstack.runtime.ray_training import ROW  # noqa: E402
+from tests.engine.deploy_support import local_compute, scratch_project  # noqa: E402
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -104,19 +102,8 @@ def _write_training_set(folder: Path) -> int:
 
 @pytest.fixture()
 def cluster(tmp_path):
-    spec = tmp_path / "mlstack.yaml"
-    spec.write_text("kind: System\n")
-    paths = ProjectPaths.for_spec(spec)
-    state = DeploymentState.load(paths.deployments_file)
-    compute = ir.ComputeNode(engine="ray", address="local", workers=2,
-                             worker=ir.ResourcesNode(cpu=1, memory_mib=WORKER_MIB, gpu=0,
-                                                     gpu_type=None),
-                             train_engine="ray_train", steps=(), at="/target/compute")
-    try:
-        yield paths, ray_cluster.ensure(paths, state, compute)
-    finally:
-        ray_cluster.stop(paths, state)
-        assert procs.stop_owned(paths.project_id, timeout=5.0) == []
+    with scratch_project(tmp_path) as (paths, state):
+        yield paths, ray_cluster.ensure(paths, state, local_compute(2, WORKER_MIB, "ray_train"))
 
 
 def test_a_training_set_larger_than_a_worker_trains_on_two_workers_not_in_one(tmp_path,

@@ -87,9 +87,10 @@ def test_a_project_with_compute_asks_for_the_ray_api_and_one_without_for_less():
 
 def test_the_runtime_defaults_are_the_contract_names():
     from mlstack.codegen import contract
-    from mlstack.runtime import hooks, state
+    from mlstack.runtime import hooks, ray_cluster, state
 
     assert hooks.PROGRESS_FILE_ENV == contract.ENV_PROGRESS_FILE
+    assert ray_cluster.ENV_RAY_ADDRESS == contract.ENV_RAY_ADDRESS
     assert (state.MODELS_FILE, state.TRAINING_FILE, state.MONITORING_FILE) == (
         contract.MODELS_FILE, contract.TRAINING_FILE, contract.MONITORING_FILE)
 
