@@ -2,8 +2,10 @@
 
 What deploy relies on (mlstack.ops.local.ray_cluster): the cluster becomes ready, a client
 with the project's token joins it and its tasks land on the worker nodes (the head runs none),
-each worker process is held to worker.memory, a killed node is started again and `status`
-says so meanwhile, an unchanged shape keeps the cluster, and stopping it leaves no process.
+each worker process is held to worker.memory, a second project's cluster runs beside it, a
+killed node is started again and `status` says so meanwhile, a killed supervisor is seen as
+dead and what it left is found by marker, an unchanged shape keeps the cluster, and stopping
+it leaves no process.
 Every process carries the test project's owner marker and is stopped by the test.
 """
 
@@ -12,9 +14,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -80,19 +84,65 @@ def _wait(predicate, timeout: float, what: str):
     raise AssertionError(f"not {what} after {timeout:g} s")
 
 
-def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project):
+def _evidence(paths: ProjectPaths, health) -> str:
+    """What the supervisor reported and its nodes logged last, for a failure's message."""
+    logs = {log.name: log.read_text(errors="replace")[-1500:]
+            for log in sorted(paths.logs_dir.glob("ray-*.log"))}
+    return json.dumps({"health": health.__dict__, "report": ray_cluster.report(paths),
+                       "logs": logs}, indent=1, default=str)
+
+
+@contextmanager
+def _held_port(port: int):
+    """`port` held by a plain listener (no SO_REUSEPORT, unlike gRPC's), as any other
+    program on the machine may hold it; nothing is held when it is taken already."""
+    sock = socket.socket()
+    try:
+        sock.bind(("0.0.0.0", port))
+        sock.listen()
+    except OSError:
+        pass
+    try:
+        yield
+    finally:
+        sock.close()
+
+
+def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project, tmp_path):
     paths, state = project
-    outcome = ray_cluster.ensure(paths, state, _compute())
+    with _held_port(10001):  # Ray's default client-server port: the head must not need it
+        outcome = ray_cluster.ensure(paths, state, _compute())
+        assert ray_cluster.report(paths)["nodes"][0]["restarts"] == 0
     assert outcome.started and [n["name"] for n in outcome.nodes] == [
         "head", "worker-1", "worker-2"]
     recorded = DeploymentState.load(paths.deployments_file).cluster
     assert recorded.address == outcome.address and recorded.pid == state.cluster.pid
     assert oct(ray_cluster.token_file(paths).stat().st_mode & 0o777) == "0o600"
 
-    seen = _client(paths, outcome.address, str(WORKER_MIB + 256))
-    assert len(seen["head"]) == 1 and seen["alive"] == 3
-    assert seen["ran_on"] and not set(seen["ran_on"]) & set(seen["head"])
-    assert "MemoryError" in seen["memory"], seen["memory"]
+    # a second project's cluster beside it
+    other_folder = tmp_path / "other"
+    other_folder.mkdir()
+    with scratch_project(other_folder) as (other, other_state):
+        ray_cluster.ensure(other, other_state, _compute(workers=1))
+
+        seen = _client(paths, outcome.address, str(WORKER_MIB + 256))
+        assert len(seen["head"]) == 1 and seen["alive"] == 3
+        assert seen["ran_on"] and not set(seen["ran_on"]) & set(seen["head"])
+        assert "MemoryError" in seen["memory"], seen["memory"]
+
+        beside = _cluster_health(other, other_state, observe(other, other_state).roles)
+        assert beside.status == "ready" and all(n["restarts"] == 0 for n in beside.nodes), \
+            _evidence(other, beside)
+        # its supervisor killed: no chance to stop its nodes; status says dead, and stop
+        # finds what is left by marker (the nodes got the parent-death signal)
+        os.kill(other_state.cluster.pid, signal.SIGKILL)
+        _wait(lambda: not procs.is_alive(other_state.cluster.pid), 10, "gone")
+        health = _cluster_health(other, other_state, observe(other, other_state).roles)
+        assert health.status == "dead"
+        assert any("Ray cluster's supervisor is gone" in p
+                   for p in observe(other, other_state).problems)
+        assert ray_cluster.stop(other, other_state) == []
+        assert procs.owned(ray_cluster.cluster_owner(other)) == []
 
     # a worker node killed: status says so until its supervisor has it back
     report = ray_cluster.report(paths)
@@ -107,7 +157,8 @@ def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project):
         "restarted")
     assert "worker-1 exited" in back["reason"]
     health = _cluster_health(paths, state, observe(paths, state).roles)
-    assert health.status == "ready" and all(n["alive"] for n in health.nodes)
+    assert health.status == "ready" and all(n["alive"] for n in health.nodes), _evidence(
+        paths, health)
     assert _client(paths, outcome.address, "16")["alive"] >= 3
 
     # the same shape again: kept; nothing restarted
@@ -117,20 +168,6 @@ def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project):
     left = ray_cluster.stop(paths, state)
     assert left == [] and procs.owned(ray_cluster.cluster_owner(paths)) == []
     assert DeploymentState.load(paths.deployments_file).cluster.address == ""
-
-
-def test_a_supervisor_killed_leaves_nothing_that_stop_cannot_find(project):
-    paths, state = project
-    ray_cluster.ensure(paths, state, _compute(workers=1))
-    os.kill(state.cluster.pid, signal.SIGKILL)  # no chance to stop its nodes
-    _wait(lambda: not procs.is_alive(state.cluster.pid), 10, "gone")
-    health = _cluster_health(paths, state, observe(paths, state).roles)
-    assert health.status == "dead"
-    seen = observe(paths, state)
-    assert any("Ray cluster's supervisor is gone" in p for p in seen.problems)
-    # the nodes got the parent-death signal; whatever is left is found by marker
-    assert ray_cluster.stop(paths, state) == []
-    assert procs.owned(ray_cluster.cluster_owner(paths)) == []
 
 
 def test_a_joined_cluster_is_recorded_not_started(project):

@@ -14,7 +14,10 @@ marker even where Ray leaves the session:
 - `ray start --block` exits when a process of its node dies: a dead worker node is stopped
   (by marker) and started again after a backoff (1, 2, 4 ... 30 s); a dead head takes the
   whole cluster down and up again (the workers cannot outlive their GCS);
-- SIGTERM stops every node (SIGTERM, SIGKILL by marker after 10 s) and then the supervisor.
+- SIGTERM stops every node (SIGTERM to each `ray start`, the workers at once, then the head;
+  SIGKILL by marker after 10 s) and then the supervisor;
+- the head's Ray Client server gets a free port at each start: on Ray's default (10001) a
+  second project's head could not start it, and `ray start --block` exits when it fails.
 
 The status file (JSON, replaced atomically) says: state (starting, ready, restarting,
 failed, stopping, stopped), the address, the nodes (pid, state, restarts), the reason of the
@@ -32,6 +35,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mlstack.ops.local import procs
@@ -59,8 +63,9 @@ def ray_command() -> list[str]:
 
 class Node:
     def __init__(self, name: str, argv: list[str], log: Path, owner: str,
-                 memory_bytes: int | None):
+                 memory_bytes: int | None, ports: Callable[[], list[str]] | None = None):
         self.name, self.argv, self.log, self.owner = name, argv, log, owner
+        self.ports = ports  # options naming ports, chosen again at each start
         self.memory_bytes = memory_bytes
         self.proc: subprocess.Popen | None = None
         self.state, self.restarts, self.backoff, self.next_start = "stopped", 0, 1.0, 0.0
@@ -80,7 +85,8 @@ class Node:
                 resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+            argv = [*self.argv, *(self.ports() if self.ports else [])]
+            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True, preexec_fn=preexec)
         self.state, self.started_at = "starting", time.monotonic()
@@ -97,12 +103,20 @@ class Node:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def terminate(self) -> None:
+        """Ask its `ray start` to stop the node (what stop() then waits for): the `ray start`
+        process alone, which drains the node and stops its processes in order in about 2 s;
+        SIGTERM to its whole group killed the node's processes under it first, and it then
+        waited out its 30 s drain for them."""
         if self.alive():
             try:
-                os.killpg(self.proc.pid, signal.SIGTERM)  # ray start stops its node
+                self.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.terminate()
+        if self.proc is not None:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -130,7 +144,8 @@ class ClusterSupervisor:
         self.head = Node("head", [*ray_command(), *common, "--head", f"--port={self.port}",
                                   "--num-cpus=0", "--include-dashboard=false",
                                   f"--object-store-memory={head_store}"],
-                         logs / "ray-head.log", f"{self.owner}/head", None)
+                         logs / "ray-head.log", f"{self.owner}/head", None,
+                         ports=lambda: [f"--ray-client-server-port={procs.free_port()}"])
         worker_store = max(args.memory_bytes // 4, 80 * 2**20)
         self.workers = [
             Node(f"worker-{i}", [*ray_command(), *common, f"--address={self.address}",
@@ -138,7 +153,7 @@ class ClusterSupervisor:
                                  f"--object-store-memory={worker_store}"],
                  logs / f"ray-worker-{i}.log", f"{self.owner}/worker-{i}", args.memory_bytes)
             for i in range(1, args.workers + 1)]
-        self.stopping = False
+        self.stopping, self.ever_ready = False, False
         self.info: dict = {"supervisor_pid": os.getpid(), "address": self.address,
                            "port": self.port, "workers": args.workers, "state": "starting",
                            "reason": "", "started_at": round(time.time(), 3)}
@@ -146,8 +161,18 @@ class ClusterSupervisor:
     def nodes(self) -> list[Node]:
         return [self.head, *self.workers]
 
+    def observed_state(self) -> str:
+        """ready (every node runs), starting (never was ready) or restarting."""
+        if all(n.state == "running" for n in self.nodes()):
+            self.ever_ready = True
+            return "ready"
+        return "restarting" if self.ever_ready else "starting"
+
     def report(self, state: str | None = None, **details) -> None:
-        if state and state != self.info.get("state"):
+        """Write the status file; `state` None: as the nodes are now (a report made while a
+        node waits out its backoff never says ready)."""
+        state = state or self.observed_state()
+        if state != self.info.get("state"):
             self.info["state"] = state
             self.info["since"] = round(time.time(), 3)
         self.info.update(details)
@@ -166,22 +191,18 @@ class ClusterSupervisor:
         signal.signal(signal.SIGINT, self.on_signal)
         self.status_file.parent.mkdir(parents=True, exist_ok=True)
         self.head.start()
-        self.report("starting")
-        ever_ready = False
+        self.report()
         while not self.stopping:
             changed = self.step()
-            ready = all(n.state == "running" for n in self.nodes())
-            if ready:
-                ever_ready = True
+            state = self.observed_state()
             failed = [n for n in self.nodes() if n.state == "failed"]
-            if failed and not ever_ready:
+            if failed and not self.ever_ready:
                 self.report("failed", reason=f"{failed[0].name} did not start: see "
                             f"{failed[0].log}")
                 self.stop_all()
                 return 1
-            state = "ready" if ready else ("starting" if not ever_ready else "restarting")
             if changed or state != self.info["state"]:
-                self.report(state)
+                self.report()
             time.sleep(POLL_SECONDS)
         self.report("stopping")
         self.stop_all()
@@ -244,8 +265,13 @@ class ClusterSupervisor:
             return sock.connect_ex(("127.0.0.1", self.port)) == 0
 
     def stop_all(self) -> None:
-        for node in reversed(self.nodes()):  # the workers first, then their head
+        """The workers first, all at once (each `ray start` takes seconds to stop its node),
+        then their head."""
+        for node in self.workers:
+            node.terminate()
+        for node in self.workers:
             node.stop()
+        self.head.stop()
         procs.stop_owned(self.owner, timeout=5.0, keep=os.getpid())
 
 
