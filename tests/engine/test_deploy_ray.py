@@ -1,12 +1,18 @@
 """target.compute, deployed for real: the churn blueprint with `compute: {engine: ray,
-workers: 2}` on a local Ray cluster (a head and two worker nodes this deploy starts).
+workers: 2}` on a local Ray cluster (a head and two worker nodes this deploy starts), and a
+request-time field: a retention offer's discount sent with each request
+(features.request_sources, a Feast RequestSource), read by a transform and as a model
+feature, logged in the label source for training.
 
 It checks that every offline step ran on the worker nodes (the node ids the flow records in
 training.json, against the cluster's own list of nodes), that `status` shows the cluster and
 notices a killed worker node until its supervisor has it back, and that the same project
 deployed without compute (the cluster stopped) trains a model with the same metrics (a
 GradientBoosting fit in one Ray task: the same rows in the same order, the same seed) from a
-training set that equals the one the Ray path wrote, row for row.
+training set that equals the one the Ray path wrote, row for row (the logged discount
+included). The request field: training reads the logged values, the skew check sends each
+sampled row's logged value (so online = offline), and the service takes it in its typed
+request over real HTTP (required, a finite number, nothing else).
 `down` leaves no process of the project.
 """
 
@@ -19,6 +25,8 @@ import subprocess
 import sys
 import time
 
+import httpx
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -39,6 +47,21 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 COMPUTE = ("target:\n  kind: local\n", "target:\n  kind: local\n  compute:\n    engine: ray\n"
            "    workers: 2\n    worker: {cpu: 1, memory: 2Gi}\n")
+REQUEST_FIELD = {
+    "    columns: {customer_id: int64, event_timestamp: timestamp, churned: int64}":
+        "    columns: {customer_id: int64, event_timestamp: timestamp, churned: int64,\n"
+        "              discount: float64}",
+    "  transforms:\n": "  request_sources:\n"
+                       "    - name: offer\n"
+                       "      description: The retention offer shown with the request.\n"
+                       "      fields: {discount: float64}\n"
+                       "  transforms:\n"
+                       "    - name: discounted_charges\n"
+                       "      expr: monthly_charges * (1 - offer.discount)\n",
+    "    - charges_per_tenure\n": "    - charges_per_tenure\n"
+                                 "    - offer.discount\n"
+                                 "    - discounted_charges\n",
+}
 NODES = r"""
 import json, sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
@@ -68,10 +91,41 @@ def project(tmp_path_factory):
     env = deploy_env(root)
     run_mlstack(root, "init", str(folder), "--blueprint", "churn", env=env)
     redate_project(folder)
-    loosen(folder / "mlstack.yaml", {**LOOSE_SLOS, COMPUTE[0]: COMPUTE[1]})
+    labels_path = folder / "data" / "churn_labels.parquet"
+    labels = pd.read_parquet(labels_path)
+    labels["discount"] = np.random.default_rng(5).choice([0.0, 0.1, 0.2, 0.3], len(labels))
+    labels.to_parquet(labels_path, index=False)
+    loosen(folder / "mlstack.yaml", {**LOOSE_SLOS, **REQUEST_FIELD, COMPUTE[0]: COMPUTE[1]})
     info = {"folder": folder, "env": env, "port": procs.free_port(), "root": root}
     yield info
     stop_everything(folder, env)
+
+
+def _check_request_field(port: int, example: dict) -> None:
+    """The logged discount travels in the example request; the service reads it, by the
+    typed request, over real HTTP."""
+    assert set(example) == {"customer_id", "discount"}
+    base = f"http://127.0.0.1:{port}"
+    customer = example["customer_id"]
+    rows = [{"customer_id": customer, "discount": d} for d in (0.0, 0.3)]
+    features = httpx.post(f"{base}/features", json={"rows": rows}, timeout=30)
+    assert features.status_code == 200, features.text
+    got = features.json()
+    assert [r["discount"] for r in got] == [0.0, 0.3]
+    charges = got[0]["customer_profile__monthly_charges"]
+    assert got[1]["discounted_charges"] == pytest.approx(charges * 0.7, rel=1e-12)
+    answer = httpx.post(f"{base}/predict", json={"rows": rows}, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert all(isinstance(v, float) for v in answer.json())
+    # the request field is part of the typed request: required, a finite number
+    for bad in ([{"customer_id": customer}],
+                [{"customer_id": customer, "discount": "0.1"}],
+                [{"customer_id": customer, "discount": 0.1, "coupon": 1}]):
+        assert httpx.post(f"{base}/predict", json={"rows": bad},
+                          timeout=30).status_code == 400, bad
+    schema = httpx.get(f"{base}/docs.json", timeout=30).json()["components"]["schemas"]
+    assert schema["Row"]["required"] == ["customer_id", "discount"]
+    assert schema["Row"]["properties"]["discount"]["type"] == "number"
 
 
 def _deploy(project, *args: str) -> dict:
@@ -102,7 +156,8 @@ def _cluster_nodes(project) -> list[dict]:
 
 def test_the_offline_steps_run_on_the_workers_of_a_supervised_cluster(project):
     folder = project["folder"]
-    run_mlstack(folder, "lint", env=project["env"])
+    lint = run_mlstack(folder, "lint", env=project["env"]).stdout
+    assert "0 error(s)" in lint and "MLS214" not in lint  # discount is read
     plan = run_mlstack(folder, "plan", "--explain", env=project["env"]).stdout
     assert 'target.compute.steps.train = "ray_task"' in plan
     result = _deploy(project)
@@ -112,6 +167,7 @@ def test_the_offline_steps_run_on_the_workers_of_a_supervised_cluster(project):
         assert stages[name]["status"] == "done", (name, result["stages"])
     assert "Ray head + 2 workers" in stages["compute"]["detail"]
     assert result["skew"]["mismatches"] == [] and result["skew"]["compared"] > 0
+    _check_request_field(project["port"], result["example_request"]["rows"][0])
 
     nodes = _cluster_nodes(project)
     head = {n["id"] for n in nodes if n["alive"] and not n["cpu"]}
@@ -155,7 +211,8 @@ def test_without_compute_the_cluster_stops_and_the_model_has_the_same_metrics(pr
     assert "ray_metrics" in project, "the Ray deploy failed"
     folder = project["folder"]
     loosen(folder / "mlstack.yaml", {COMPUTE[1]: COMPUTE[0]})
-    result = _deploy(project, "--retrain")
+    # the canary's judgement is not this test's (test_deploy_local's is): short steps
+    result = _deploy(project, "--retrain", "--max-step-seconds", "4")
     stages = {s["name"]: s for s in result["stages"]}
     assert "Ray cluster stopped" in stages["compute"]["detail"]
     assert [p for p in project_processes(folder) if "/ray" in p.owner] == []
@@ -182,5 +239,5 @@ def test_without_compute_the_cluster_stops_and_the_model_has_the_same_metrics(pr
     a = duck[columns].sort_values(keys).reset_index(drop=True)
     b = ray_set[columns].sort_values(keys).reset_index(drop=True)
     b["event_timestamp"] = b["event_timestamp"].astype(a["event_timestamp"].dtype)
-    assert len(a) == len(b) > 1000
+    assert len(a) == len(b) > 1000 and "discount" in columns
     pd.testing.assert_frame_equal(a, b, check_dtype=False, check_exact=True)

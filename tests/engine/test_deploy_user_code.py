@@ -131,8 +131,9 @@ def _served(port: int) -> list[float]:
 
 
 def _deploy(project) -> dict:
+    # the canary's judgement is not this test's (test_deploy_local's is): short steps
     proc = run_mlstack(project["folder"], "deploy", "--json", "--port", str(project["port"]),
-                       "--duration", "2", env=project["env"])
+                       "--duration", "2", "--max-step-seconds", "4", env=project["env"])
     return json.loads(proc.stdout)
 
 

@@ -165,9 +165,15 @@ def test_a_supervised_cluster_runs_tasks_on_its_workers_and_recovers(project, tm
     again = ray_cluster.ensure(paths, state, _compute())
     assert not again.started and again.address == outcome.address
 
+    # each node's sessions in a folder of its own (nodes started at once raced for names)
+    temp = Path(state.cluster.temp_dir)
+    assert sorted({p.parent.name for p in temp.glob("*/session_*")}) == ["worker-1", "worker-2"]
+    assert list(temp.glob("session_*"))  # the head's
+
     left = ray_cluster.stop(paths, state)
     assert left == [] and procs.owned(ray_cluster.cluster_owner(paths)) == []
     assert DeploymentState.load(paths.deployments_file).cluster.address == ""
+    assert not temp.exists()
 
 
 def test_a_joined_cluster_is_recorded_not_started(project):

@@ -17,6 +17,7 @@ import hashlib
 import importlib.util
 import json
 import secrets
+import shutil
 import sys
 import tempfile
 import time
@@ -150,11 +151,14 @@ def ensure(paths: ProjectPaths, state: DeploymentState, compute: ComputeNode) ->
 
 
 def stop(paths: ProjectPaths, state: DeploymentState) -> list[int]:
-    """Stop the supervisor (it stops its nodes), then whatever still carries the marker;
-    returns the PIDs still alive afterwards (none, normally)."""
+    """Stop the supervisor (it stops its nodes), then whatever still carries the marker, and
+    remove Ray's temp folder; returns the PIDs still alive afterwards (none, normally)."""
     if alive(paths, state):
         procs.stop_process(state.cluster.pid, timeout=STOP_TIMEOUT)
     left = procs.stop_owned(cluster_owner(paths), timeout=5.0)
+    folder = Path(state.cluster.temp_dir or temp_dir(paths))
+    if not left and folder.name.startswith("mlstack-ray-"):  # Ray's sessions: logs, sockets
+        shutil.rmtree(folder, ignore_errors=True)
     if state.cluster != ClusterInfo():
         state.cluster = ClusterInfo()
         state.save()

@@ -138,17 +138,21 @@ class ClusterSupervisor:
         self.owner = os.environ.get(procs.OWNER_ENV, "local/ray")
         self.address = f"127.0.0.1:{self.port}"
         logs = Path(args.logs)
-        common = ["start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats",
-                  f"--temp-dir={args.temp_dir}"]
+        common = ["start", "--block", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
         head_store = max(args.memory_bytes // 4, 128 * 2**20)
-        self.head = Node("head", [*ray_command(), *common, "--head", f"--port={self.port}",
+        # a temp dir per node: nodes started at once in one temp dir raced for the same
+        # socket and log names (raylet.1), and one of them then timed out after 30 s
+        self.head = Node("head", [*ray_command(), *common, f"--temp-dir={args.temp_dir}",
+                                  "--head", f"--port={self.port}",
                                   "--num-cpus=0", "--include-dashboard=false",
                                   f"--object-store-memory={head_store}"],
                          logs / "ray-head.log", f"{self.owner}/head", None,
                          ports=lambda: [f"--ray-client-server-port={procs.free_port()}"])
         worker_store = max(args.memory_bytes // 4, 80 * 2**20)
         self.workers = [
-            Node(f"worker-{i}", [*ray_command(), *common, f"--address={self.address}",
+            Node(f"worker-{i}", [*ray_command(), *common,
+                                 f"--temp-dir={Path(args.temp_dir) / f'worker-{i}'}",
+                                 f"--address={self.address}",
                                  f"--num-cpus={args.cpu:g}", f"--memory={args.memory_bytes}",
                                  f"--object-store-memory={worker_store}"],
                  logs / f"ray-worker-{i}.log", f"{self.owner}/worker-{i}", args.memory_bytes)
