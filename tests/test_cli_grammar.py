@@ -113,6 +113,28 @@ def test_a_mistyped_verb_gets_a_did_you_mean(capsys):
     assert doc["error"]["hint"] == "did you mean 'plan'?"
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["deploy", "--port", "0"], "argument --port: '0' is not a port number (1 to 65535)"),
+    (["deploy", "--port", "70000"], "'70000' is not a port number"),
+    (["deploy", "--duration", "-1"], "argument --duration: '-1' is not a number above 0"),
+    (["deploy", "--rate", "0"], "argument --rate: '0' is not a number above 0"),
+    (["deploy", "--rate", "nan"], "'nan' is not a number above 0"),
+    (["deploy", "--concurrency", "0"], "'0' is not a whole number of at least 1"),
+    (["deploy", "--max-step-seconds", "inf"], "'inf' is not a number above 0"),
+    (["deploy", "--max-verify-seconds", "soon"], "'soon' is not a number above 0"),
+    (["logs", "-n", "-3"], "argument -n/--lines: '-3' is not a whole number of at least 1"),
+    (["docs", "--serve", "--port", "-1"], "'-1' is not a port number (0 picks a free one"),
+])
+def test_numbers_out_of_range_are_usage_errors_before_any_work(argv, message, project,
+                                                                monkeypatch, capsys):
+    """A deploy with --port 0 once ran every stage and failed at the router after ~70 s."""
+    monkeypatch.chdir(project)
+    before = sorted(project.rglob("*"))
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(project.rglob("*")) == before  # nothing written
+
+
 # --- JSON is always JSON -------------------------------------------------------------------
 
 def test_plan_json_on_a_bad_spec_is_a_json_error(capsys):

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 from pathlib import Path
 
@@ -60,6 +61,39 @@ class _DeprecatedJson(argparse.Action):
         setattr(namespace, self.dest, "json")
         deprecated = list(getattr(namespace, "deprecations", None) or [])
         namespace.deprecations = deprecated + ["--json is deprecated: use --format json"]
+
+
+def _number(text: str, kind: type, what: str, low: float, high: float = math.inf):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535 (argparse type)."""
+    return _number(text, int, "a port number (1 to 65535)", 1, 65535)
+
+
+def port_or_zero(text: str) -> int:
+    """A TCP port, or 0 for a free one (argparse type)."""
+    return _number(text, int, "a port number (0 picks a free one; at most 65535)", 0, 65535)
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0: seconds, a rate (argparse type)."""
+    value = _number(text, float, "a number above 0", 0)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number above 0")
+    return value
+
+
+def count(text: str, low: int = 1) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    return _number(text, int, f"a whole number of at least {low}", low)
 
 
 def add_verb(sub, name: str, help: str, description: str) -> argparse.ArgumentParser:

@@ -170,6 +170,7 @@ def test_failing_stage_keeps_the_previous_version_serving(deployment):
         proc = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
         assert proc.returncode == 1
         assert "stage 'evaluate' failed: gate auc >= 0.999 failed: auc = 0.8" in proc.stderr
+        assert f"failed; v1 serves at http://127.0.0.1:{port}" in proc.stdout, proc.stdout
         spec.write_text(original.replace("ranges: {tenure_months: [0, 600]",
                                          "ranges: {tenure_months: [0, 5]"))
         proc = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
@@ -260,6 +261,19 @@ def test_down_stops_every_process(deployment):
     assert [pid for pid in pids if procs.is_alive(pid)] == []
     assert project_processes(project) == []  # by marker: BentoML's workers too
     assert mlstack(project, "status", env=env, check=False).returncode == 1
+    # a deploy failing now says what is true: nothing serves (v1 is recorded, not running)
+    spec = deployment["spec"]
+    original = spec.read_text()
+    try:
+        spec.write_text(original.replace("ranges: {tenure_months: [0, 600]",
+                                         "ranges: {tenure_months: [0, 5]"))
+        proc = mlstack(project, "deploy", "--port", str(deployment["port"]), env=env,
+                       check=False)
+    finally:
+        spec.write_text(original)
+    assert proc.returncode == 1 and "stage 'validate' failed" in proc.stderr
+    assert "failed; no version serves at" in proc.stdout, proc.stdout
+    mlstack(project, "down", env=env)
     # under the user's home, only mlstack's own state folder was written
     home = deployment["home"]
     written = {p.relative_to(home).as_posix() for p in home.rglob("*")

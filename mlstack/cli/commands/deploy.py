@@ -7,7 +7,15 @@ import sys
 import time
 from pathlib import Path
 
-from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+from mlstack.cli.arguments import (
+    add_format,
+    add_spec,
+    add_verb,
+    count,
+    port_number,
+    positive_number,
+    spec_of,
+)
 
 HELP = ("compile and bring the system up on its target (local: train, serve, verify SLOs; "
         "kubernetes/aws: synth the infrastructure, terraform plan, apply when approved)")
@@ -43,20 +51,20 @@ def register(sub) -> None:
                  "Terraform state: <project>/.mlstack/terraform/. Lint's warnings are shown "
                  "too (on stderr; in the JSON with --format json).")
     add_spec(p)
-    p.add_argument("--port", type=int, default=3000, help="local endpoint port (default 3000)")
+    p.add_argument("--port", type=port_number, default=3000, help="local endpoint port (default 3000)")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the SLO load test")
-    p.add_argument("--duration", type=float, default=5.0,
+    p.add_argument("--duration", type=positive_number, default=5.0,
                    help="seconds of load for the SLO verification (default 5)")
-    p.add_argument("--rate", type=float, default=None,
+    p.add_argument("--rate", type=positive_number, default=None,
                    help="requests per second of the load test (default: the spec's "
                         "throughput SLO, else 20)")
-    p.add_argument("--concurrency", type=int, default=64,
+    p.add_argument("--concurrency", type=count, default=64,
                    help="most load-test requests in flight at once (default 64)")
-    p.add_argument("--max-verify-seconds", type=float, default=30.0,
+    p.add_argument("--max-verify-seconds", type=positive_number, default=30.0,
                    help="the longest the SLO load test may run past --duration to measure "
                         "enough requests for each percentile (default 30)")
-    p.add_argument("--max-step-seconds", type=float, default=60.0,
+    p.add_argument("--max-step-seconds", type=positive_number, default=60.0,
                    help="the longest a canary step may run past the spec's step_seconds to "
                         "measure enough requests of the new version for its abort rules; "
                         "a rule still short of them is reported as not judged (default 60)")

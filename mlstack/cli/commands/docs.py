@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+from mlstack.cli.arguments import add_format, add_spec, add_verb, port_or_zero, spec_of
 
 HELP = "write a static HTML report of the system (graph, features, model, SLOs, rollouts)"
 
@@ -22,7 +22,7 @@ def register(sub) -> None:
                    help="folder to write (default: <spec folder>/build/docs)")
     p.add_argument("--serve", action="store_true",
                    help="then serve it on 127.0.0.1 until Ctrl-C")
-    p.add_argument("--port", type=int, default=8080,
+    p.add_argument("--port", type=port_or_zero, default=8080,
                    help="port for --serve (default 8080; 0 picks a free one)")
     add_format(p)
     p.set_defaults(run=run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+from mlstack.cli.arguments import add_format, add_spec, add_verb, count, spec_of
 
 HELP = "print the last lines of a deployment's logs (service, router, training, skew check)"
 
@@ -14,7 +14,7 @@ def register(sub) -> None:
     p = add_verb(sub, "logs", HELP, HELP + ".")
     add_spec(p)
     p.add_argument("--version", help="a version other than the current one (e.g. v2)")
-    p.add_argument("-n", "--lines", type=int, default=40, help="lines per log (default 40)")
+    p.add_argument("-n", "--lines", type=count, default=40, help="lines per log (default 40)")
     add_format(p)
     p.set_defaults(run=run)
 

@@ -292,7 +292,12 @@ def _fail_deploy(ctx: DeployContext, exc: BaseException) -> None:
         result = _result(ctx.system, state, version, ctx.stages, changed=False,
                          options=ctx.options)
         result.failed = message
-        result.serving = state.current
+        # what answers now, as observed: the recorded version only while it and the router
+        # run (after `down`, say, nothing does), at the router's own port
+        old = state.get(state.current)
+        if old is not None and _alive(paths, old) and router_alive(paths, state):
+            result.serving = old.version
+            result.endpoint = f"http://127.0.0.1:{state.router.port}"
         exc.result = result
 
 
