@@ -51,6 +51,10 @@ STARTED = b"Ray runtime started"
 # keeps freed batch buffers in the heap (reading 1.7 GB of parquet batch by batch held 560
 # MiB more than with it fixed). With these a Ray worker that imported pandas, pyarrow and
 # xgboost holds about 440 MiB of its limit before any task.
+# A node told to stop (down, a new shape, compute gone) stops at once: no task of a project's
+# runs then (a deploy holds the project), and Ray's default drain (up to 30 s) made stopping
+# the cluster after a Ray Train fit take 24.6 s in CI; 2.7 s without it.
+NODE_ENV = {"RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
 LIMITED_ENV = {"ARROW_DEFAULT_MEMORY_POOL": "system", "MALLOC_ARENA_MAX": "2",
                "MALLOC_MMAP_THRESHOLD_": "131072"}
 
@@ -75,7 +79,7 @@ class Node:
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
-        env = {**os.environ, procs.OWNER_ENV: self.owner,
+        env = {**os.environ, procs.OWNER_ENV: self.owner, **NODE_ENV,
                **(LIMITED_ENV if self.memory_bytes else {})}
         limit, death = self.memory_bytes, procs.parent_death_signal(signal.SIGTERM)
 
