@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 from mlstack.frontend.analysis import require_system
 from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
@@ -89,3 +90,22 @@ def test_read_profile(tmp_path):
     assert read_profile(Paths, "v1") is None and read_profile(Paths, None) is None
     (tmp_path / "v1" / "serving_profile.json").write_text(json.dumps({"batching": {}}))
     assert read_profile(Paths, "v1") == {"batching": {}}
+
+
+def test_a_slow_call_is_measured_within_the_budget_but_never_under_the_minimum_rounds():
+    from mlstack.ops.local.profile import PROFILE_MIN_ROUNDS, time_rounds
+
+    calls = []
+
+    def call(batch):  # 20 ms a call: 4 sizes x 25 rounds would take 2 s
+        calls.append(len(batch))
+        time.sleep(0.02)
+
+    timings = time_rounds(call, lambda n: [0] * n, (1, 2, 4, 8), rounds=25, budget_s=0.3)
+    rounds = {len(v) for v in timings.values()}
+    assert rounds == {PROFILE_MIN_ROUNDS}  # the budget spent long before: the minimum
+    assert calls[:12] == [1, 2, 4, 8] * 3  # warmed up, then interleaved rounds
+    assert all(all(ms >= 20 for ms in v) for v in timings.values())
+
+    fast = time_rounds(lambda batch: None, lambda n: [0] * n, (1, 2), rounds=25, budget_s=5)
+    assert {len(v) for v in fast.values()} == {25}  # a fast call gets every round
