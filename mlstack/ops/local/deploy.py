@@ -154,6 +154,7 @@ class DeployContext:
     version: Version  # the version this deploy brings up
     stages: _Stages
     code_dir: Path = Path()
+    profiled: dict | None = None  # the train worker's profile of the model it registered
 
     @property
     def package(self) -> str:
@@ -540,13 +541,14 @@ def _train(ctx: DeployContext) -> None:
 
     outcome = run_worker(paths, ctx.code_dir, "train", ctx.package,
                          progress_file=paths.state_dir / "train-progress.jsonl",
-                         on_progress=on_progress)
+                         on_progress=on_progress, profile=1)
     if not outcome.ok:
         # the task that failed, else the flow failed before or between its tasks
         stage = failed[0] if failed else "train"
         raise StageError(stage, outcome.error, f"log: {paths.logs_dir / 'worker-train.log'}")
     ctx.version.model_tag = outcome.result["model_tag"]
     ctx.version.metrics = outcome.result["metrics"]
+    ctx.profiled = outcome.result.get("profile")  # measured after training, in its process
     device = outcome.result.get("device")
     train = next((r for r in stages.records if r.name == "train"), None)
     if device and train is not None and not train.detail:  # the flow's choice, and why

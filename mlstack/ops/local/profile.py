@@ -164,23 +164,31 @@ def summary(profile: dict) -> str:
 
 
 def profile_version(ctx) -> dict:
-    """The profile stage of a deploy (ctx: the deploy's DeployContext): measure, derive,
+    """The profile stage of a deploy (ctx: the deploy's DeployContext): measure (or take what
+    the train worker measured right after training, which saves a worker start), derive,
     write the version's serving profile before its service starts."""
     from mlstack.ops.local.services import run_worker
 
     with ctx.stages.stage("profile") as record:
-        outcome = run_worker(ctx.paths, ctx.code_dir, "profile", ctx.package,
-                             tag=ctx.version.model_tag)
-        if not outcome.ok:
-            raise StageError("profile", f"{outcome.error_type}: {outcome.error}",
-                             f"log: {ctx.paths.logs_dir / 'worker-profile.log'}")
-        profile = derive_profile(ctx.system, outcome.result, ctx.rate)
+        early = ctx.profiled or {}
+        if early.get("ok"):  # measured by the train worker, after it registered the model
+            measured = early["result"]
+        else:  # no training, or that measurement failed: the profile job names the cause
+            outcome = run_worker(ctx.paths, ctx.code_dir, "profile", ctx.package,
+                                 tag=ctx.version.model_tag)
+            if not outcome.ok:
+                raise StageError("profile", f"{outcome.error_type}: {outcome.error}",
+                                 f"log: {ctx.paths.logs_dir / 'worker-profile.log'}")
+            measured = outcome.result
+        profile = derive_profile(ctx.system, measured, ctx.rate)
         target = profile_path(ctx.code_dir)
         tmp = target.with_suffix(".tmp")
         tmp.write_text(json.dumps(profile, indent=2, sort_keys=True) + "\n")
         tmp.replace(target)
         record.detail = summary(profile)
-        runtime = outcome.result.get("runtime", {})
+        if early.get("ok"):
+            record.detail += f" (measured in the training process, {early['seconds']:g} s)"
+        runtime = measured.get("runtime", {})
         if runtime.get("runtime") == "native" and runtime.get("reason"):
             record.detail += f" ({runtime['reason']})"
     return profile

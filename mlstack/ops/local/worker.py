@@ -1,6 +1,6 @@
 """The deploy's child process: runs the generated code with the runtime libraries.
 
-    python -m mlstack.ops.local.worker train --package churn_system
+    python -m mlstack.ops.local.worker train --package churn_system [--profile 1]
     python -m mlstack.ops.local.worker skew --package churn_system --url http://127.0.0.1:PORT
     python -m mlstack.ops.local.worker freshness --package churn_system
     python -m mlstack.ops.local.worker profile --package churn_system --tag churn:v1
@@ -276,6 +276,28 @@ def _explained(exc: BaseException) -> str:
     return str(exc)
 
 
+def _profile(package: str, tag: str) -> dict:
+    from mlstack.ops.local.profile import PROFILE_KEYS, measure
+
+    keys = _sample_keys(package, PROFILE_KEYS, seed=3)
+    return measure(package, tag, keys=keys)
+
+
+def _profile_after_training(package: str, tag: str) -> dict:
+    """The profile job's result, measured in the process that trained (its libraries are
+    imported already); a failure is reported, not raised: the deploy then runs the profile job
+    on its own, which names it in the profile stage."""
+    import time
+
+    began = time.perf_counter()
+    try:
+        measured = _profile(package, tag)
+    except Exception as exc:  # noqa: BLE001  (the profile stage reports it)
+        traceback.print_exc(file=sys.stderr)
+        return {"ok": False, "error": f"{type(exc).__name__}: {_explained(exc)}"}
+    return {"ok": True, "result": measured, "seconds": round(time.perf_counter() - began, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("job", choices=("train", "skew", "sample", "freshness", "profile"))
@@ -286,19 +308,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=50)
     parser.add_argument("--freshness", type=int, default=0,
                         help="skew: also measure feature freshness (saves a worker start)")
+    parser.add_argument("--profile", type=int, default=0,
+                        help="train: also profile the model it registered (saves a worker "
+                             "start)")
     args = parser.parse_args(argv)
     try:
         if args.job == "train":
             result = {"ok": True, "result": train(args.package)}
+            if args.profile:
+                result["result"]["profile"] = _profile_after_training(
+                    args.package, result["result"]["model_tag"])
         elif args.job == "sample":
             result = {"ok": True, "result": sample(args.package, args.size)}
         elif args.job == "freshness":
             result = {"ok": True, "result": freshness(args.package)}
         elif args.job == "profile":
-            from mlstack.ops.local.profile import PROFILE_KEYS, measure
-
-            keys = _sample_keys(args.package, PROFILE_KEYS, seed=3)
-            result = {"ok": True, "result": measure(args.package, args.tag, keys=keys)}
+            result = {"ok": True, "result": _profile(args.package, args.tag)}
         else:
             result = {"ok": True, "result": skew(args.package, args.url, args.size)}
             if args.freshness:
