@@ -16,8 +16,9 @@ marker even where Ray leaves the session:
   whole cluster down and up again (the workers cannot outlive their GCS);
 - SIGTERM stops every node (SIGTERM to each `ray start`, the workers at once, then the head;
   SIGKILL by marker after 10 s) and then the supervisor;
-- the head's Ray Client server gets a free port at each start: on Ray's default (10001) a
-  second project's head could not start it, and `ray start --block` exits when it fails.
+- the head's Ray Client server gets a free port at each start: Ray's default, 10001, may be
+  held by another program, and then the client server fails and `ray start --block` exits
+  with it (the head was restarted for ever).
 
 The status file (JSON, replaced atomically) says: state (starting, ready, restarting,
 failed, stopping, stopped), the address, the nodes (pid, state, restarts), the reason of the
@@ -109,9 +110,9 @@ class Node:
 
     def terminate(self) -> None:
         """Ask its `ray start` to stop the node (what stop() then waits for): the `ray start`
-        process alone, which drains the node and stops its processes in order in about 2 s;
-        SIGTERM to its whole group killed the node's processes under it first, and it then
-        waited out its 30 s drain for them."""
+        process alone, which stops its processes in order in about 2 s; SIGTERM to its whole
+        group killed the node's processes under it first, and it then waited out Ray's 30 s
+        drain for them."""
         if self.alive():
             try:
                 self.proc.send_signal(signal.SIGTERM)
