@@ -113,3 +113,90 @@ def test_a_batcher_serves_one_loop_after_another():
     batcher = Batcher(lambda rows: list(rows), max_batch_size=4, max_latency_ms=100)
     assert asyncio.run(batcher([1])) == [1]
     assert asyncio.run(batcher([2, 3])) == [2, 3]  # a new loop (asyncio.run): still works
+
+
+# -- a client that went away, a model that miscounts --------------------------------------
+
+def test_a_request_cancelled_while_queued_is_not_run_and_the_others_are_answered():
+    calls = []
+
+    def call(rows):
+        calls.append(list(rows))
+        return [r * 10 for r in rows]
+
+    async def main():
+        batcher = Batcher(call, max_batch_size=8, max_latency_ms=1000)
+        tasks = [asyncio.create_task(batcher([i])) for i in (1, 2, 3)]
+        await asyncio.sleep(0)  # all three queued; the batcher has not taken them yet
+        assert calls == [] and not any(t.done() for t in tasks)
+        tasks[1].cancel()  # its client went away
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+        after = await asyncio.wait_for(batcher([4]), 5)
+        return batcher, results, after
+
+    batcher, (one, two, three), after = asyncio.run(main())
+    assert isinstance(two, asyncio.CancelledError)
+    assert (one, three, after) == ([10], [30], [40])
+    assert calls == [[1, 3], [4]]  # the cancelled row never reached the model
+    assert batcher.stats.as_dict() == {"calls": 2, "rows": 3, "shed": 0, "largest_batch": 2}
+
+
+@pytest.mark.parametrize("model", ["answers", "fails"])
+def test_a_request_cancelled_while_its_batch_runs_leaves_the_rest_of_the_batch_whole(model):
+    """The client goes away during the model call (here the call itself cancels it): its
+    result is dropped, every other request of the call gets its own value (or the error),
+    and the batcher keeps serving."""
+    calls, tasks = [], []
+
+    def call(rows):
+        calls.append(list(rows))
+        if len(calls) == 1:
+            tasks[1].cancel()
+            if model == "fails":
+                raise ValueError("model down")
+        return [r * 10 for r in rows]
+
+    async def main():
+        batcher = Batcher(call, max_batch_size=8, max_latency_ms=1000)
+        tasks.extend(asyncio.create_task(batcher(rows)) for rows in ([1], [2, 3], [4]))
+        results = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
+        after = await asyncio.wait_for(batcher([5]), 5)
+        return results, after
+
+    (one, two, three), after = asyncio.run(main())
+    assert calls[0] == [1, 2, 3, 4]  # one call, the cancelled request's rows in it
+    assert isinstance(two, asyncio.CancelledError)
+    if model == "answers":
+        assert (one, three) == ([10], [40])
+    else:
+        assert isinstance(one, ValueError) and isinstance(three, ValueError)
+    assert after == [50] and calls[1:] == [[5]]
+
+
+@pytest.mark.parametrize("miscount", [-1, +1], ids=["fewer", "more"])
+def test_a_model_returning_the_wrong_number_of_values_fails_every_request_of_its_call(
+        miscount):
+    """No request gets a value shifted from its neighbour: the whole call fails, says why,
+    and the next call is served."""
+    calls = []
+
+    def call(rows):
+        calls.append(list(rows))
+        values = [r * 10 for r in rows]
+        if len(calls) == 1:
+            return values[:-1] if miscount < 0 else values + [999]
+        return values
+
+    async def main():
+        batcher = Batcher(call, max_batch_size=8, max_latency_ms=1000)
+        results = await asyncio.wait_for(asyncio.gather(
+            batcher([1]), batcher([2, 3]), batcher([4]), return_exceptions=True), 5)
+        after = await asyncio.wait_for(batcher([5, 6]), 5)
+        return batcher, results, after
+
+    batcher, results, after = asyncio.run(main())
+    assert calls[0] == [1, 2, 3, 4]
+    assert all(isinstance(r, RuntimeError) for r in results), results
+    assert all(str(r) == f"{4 + miscount} values for 4 rows" for r in results)
+    assert after == [50, 60]
+    assert batcher.stats.calls == 1 and batcher.stats.rows == 2  # the failed call not counted

@@ -50,6 +50,7 @@ class Supervisor:
                            "worker_restarts": 0, "state": "starting", "reason": "",
                            "started_at": round(time.time(), 3)}
         self.workers: set[int] = set()
+        self.seen_workers: set[int] = set()  # every worker of the current tree
 
     # -- reporting ------------------------------------------------------------------------
     def report(self, state: str | None = None, **details) -> None:
@@ -72,7 +73,7 @@ class Supervisor:
             self.child = subprocess.Popen(
                 self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, preexec_fn=procs.parent_death_signal(signal.SIGTERM))
-        self.workers = set()
+        self.workers, self.seen_workers = set(), set()
         self.report("starting")
 
     def stop_tree(self, timeout: float = 10.0) -> None:
@@ -92,7 +93,7 @@ class Supervisor:
         if self.child is not None and self.child.poll() is None:
             self.child.kill()
             self.child.wait()
-        self.workers = set()
+        self.workers, self.seen_workers = set(), set()
 
     def wait_port_free(self, timeout: float = 15.0) -> None:
         deadline = time.monotonic() + timeout
@@ -100,16 +101,20 @@ class Supervisor:
             time.sleep(0.2)
 
     def track_workers(self) -> None:
-        """The tree's processes other than the serve process: a new PID is a worker that
-        circus restarted."""
+        """The tree's processes other than the serve process: a PID not seen before in this
+        tree (once its first workers are known) is a worker that circus restarted. Compared
+        with every worker seen, not only the last probe's: a probe that falls between a
+        worker's death and its replacement sees none, and the replacement still counts."""
         if not self.owner:
             return
         me, serve = os.getpid(), self.child.pid if self.child else None
         now = {p.pid for p in procs.owned(self.owner) if p.pid not in (me, serve)}
-        if self.workers and now - self.workers:
-            self.info["worker_restarts"] += len(now - self.workers)
+        new = now - self.seen_workers
+        if self.seen_workers and new:
+            self.info["worker_restarts"] += len(new)
             self.info["reason"] = "a worker was restarted by BentoML"
         self.workers = now
+        self.seen_workers |= now
 
     def ready(self, timeout: float = 2.0) -> bool:
         return procs.http_status(f"http://127.0.0.1:{self.port}/readyz", timeout) == 200
