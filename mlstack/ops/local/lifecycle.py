@@ -7,9 +7,8 @@ from pathlib import Path
 
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.ops.local import procs, ray_cluster
-from mlstack.ops.local.reconcile import observe, reconcile
+from mlstack.ops.local.reconcile import ensure_project_router, observe, reconcile
 from mlstack.ops.local.services import (
-    ensure_router,
     live_routes,
     role_of,
     route,
@@ -235,7 +234,10 @@ class RollbackResult:
 
 def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -> RollbackResult:
     """Put the previous (or the named) version back in service; the current one stops. The
-    named version may be the current one when it is not running: it is restarted."""
+    named version may be the current one when it is not running: it is restarted. A rollback
+    that cannot be done raises UsageError (nothing to roll back to, no such version, its build
+    gone, the project locked) or StageError (the target did not start, the router's port is
+    another program's); what served before still serves, and a target it started is stopped."""
     paths = _paths(spec)
     with project_lock(paths):
         state = _load(paths)
@@ -255,13 +257,24 @@ def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -
         if restarted and supervised(paths, current):
             raise UsageError(f"{target.version} is the current version and runs",
                              "mlstack status shows its health; name an earlier version")
-        if not supervised(paths, target):
+        started, was = not supervised(paths, target), target.status
+        if started:
             stop_version(paths, target)  # whatever a dead supervisor left behind
             try:
                 start_version(paths, target, code_dir, state)
             except RuntimeError as exc:
+                stop_version(paths, target)  # a supervisor the wait gave up on may still run
+                target.status, target.failure = VersionStatus.FAILED, f"did not start: {exc}"
+                state.save()
                 raise StageError("rollback", f"{target.version} did not start: {exc}") from None
-        ensure_router(paths, state, port or state.router.port or 3000)
+        try:
+            ensure_project_router(paths, state, port or state.router.port or 3000)
+        except RuntimeError as exc:  # e.g. another program holds the port
+            if started:
+                stop_version(paths, target)
+                target.status = was
+                state.save()
+            raise StageError("rollback", str(exc)) from None
         with state.action("rollback", version=target.version, model_tag=target.model_tag,
                           restarted=restarted):
             route(paths, {target.version: 100}, state)

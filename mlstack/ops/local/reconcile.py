@@ -9,8 +9,10 @@ the project lock, before anything else): an interrupted deploy's version is mark
 stopped, every process of the project that is not the current version's tree or the router
 is stopped (orphaned workers, unrecorded listeners, old versions), a current version recorded
 as serving whose supervisor died is restarted, and the router's weights are set to the
-recorded ones ({current: 100}). With serve=False (down) nothing is kept; a current version
-that `down` stopped stays stopped.
+recorded ones ({current: 100}). A current version whose restart fails is marked failed, its
+tree stopped, and nothing serves (no weights, no router). The router's port held by another
+program is an error: that program is neither adopted nor stopped. With serve=False (down)
+nothing is kept; a current version that `down` stopped stays stopped.
 """
 
 from __future__ import annotations
@@ -130,7 +132,10 @@ def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) ->
     current = state.get(state.current)
     if current is not None and current.status == VersionStatus.SERVING \
             and not seen.router_alive:
-        out.append("the router is not running")
+        port = state.router.port
+        foreign = bool(port) and "router" not in seen.roles and not procs.port_is_free(port)
+        out.append("the router is not running" + (
+            f"; its port {port} is taken by another program" if foreign else ""))
     if seen.router_alive and seen.table != state.routes:
         out.append(f"the router's table {seen.table} differs from the recorded weights "
                    f"{state.routes}")
@@ -158,21 +163,46 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
         if v is not current and v.status in RUNNING:
             v.status = VersionStatus.STOPPED
     if current is None:
-        if state.routes or routed(paths):
-            state.routes = {}
-            write_table(router_config(paths), [], state.router.limits)
-        stop_router(paths, state)
-        state.save()
-        return notes
+        return notes + _serve_nothing(paths, state)
     if not supervised(paths, current):
         left = stop_version(paths, current)  # what a dead supervisor left behind
         if left:
             notes.append(f"could not stop {len(left)} leftover processes of {current.version}")
         if restart:
             notes.append(_restart(paths, state, current))
+        if current.status != VersionStatus.SERVING:  # its restart failed: nothing serves,
+            return notes + _serve_nothing(paths, state)  # as the next reconcile would say
         notes += _serve(paths, state, current, port)
     state.save()
     return notes
+
+
+def _serve_nothing(paths: ProjectPaths, state: DeploymentState) -> list[str]:
+    """No version is to serve: no weights, an empty table, no router."""
+    notes = ["stopped the router: no version serves"] if router_alive(paths, state) else []
+    if state.routes or routed(paths):
+        state.routes = {}
+        write_table(router_config(paths), [], state.router.limits)
+    stop_router(paths, state)
+    state.save()
+    return notes
+
+
+def ensure_project_router(paths: ProjectPaths, state: DeploymentState, port: int) -> None:
+    """services.ensure_router, refusing a port another program holds: that program is
+    neither adopted (the router's readiness check would take its answer for ours) nor
+    stopped. Routers of ours that are not the recorded one are stopped first."""
+    if not router_alive(paths, state):
+        recorded = state.router.port
+        stop_router(paths, state)  # a stray of ours (by marker) may hold the port
+        state.router.port = recorded
+    elif state.router.port == port:
+        return
+    if not procs.port_is_free(port):
+        state.save()  # the record names no PID that is not the project's router
+        raise RuntimeError(f"port {port} on 127.0.0.1 is taken by another program, not "
+                           "this project's router")
+    ensure_router(paths, state, port)
 
 
 def _serve(paths: ProjectPaths, state: DeploymentState, current: Version,
@@ -181,11 +211,12 @@ def _serve(paths: ProjectPaths, state: DeploymentState, current: Version,
     notes = []
     if not router_alive(paths, state) or (port and state.router.port != port):
         notes.append(f"started the router on port {port or state.router.port or 3000}")
-    ensure_router(paths, state, port or state.router.port or 3000)
-    if state.routes != {current.version: 100} or routed(paths) != {current.version: 100}:
-        before = state.routes
-        route(paths, {current.version: 100}, state)
-        notes.append(f"router weights {before} -> {{'{current.version}': 100}}")
+    ensure_project_router(paths, state, port or state.router.port or 3000)
+    recorded, table, weights = state.routes, routed(paths), {current.version: 100}
+    if recorded != weights or table != weights:
+        route(paths, weights, state)
+        notes.append(f"router weights {recorded} -> {weights}" if recorded != weights else
+                     f"router table {table} rewritten to the recorded weights {weights}")
     return notes
 
 
@@ -229,10 +260,13 @@ def _stop_role(paths: ProjectPaths, state: DeploymentState, role: str) -> str:
 def _restart(paths: ProjectPaths, state: DeploymentState, version: Version) -> str:
     code_dir = paths.versions_dir / version.version
     if not code_dir.is_dir():
+        version.status = VersionStatus.FAILED
+        version.failure = f"restart failed: its build is gone ({code_dir})"
         return f"cannot restart {version.version}: its build is gone ({code_dir})"
     try:
         start_version(paths, version, code_dir, state)
     except RuntimeError as exc:
+        stop_version(paths, version)  # a supervisor the wait gave up on may still run
         version.status = VersionStatus.FAILED
         version.failure = f"restart failed: {exc}"
         return f"could not restart {version.version}: {str(exc).splitlines()[0]}"
