@@ -14,11 +14,8 @@ mlstack="$repo/.venv/bin/mlstack"
 demo="${MLSTACK_DEMO_DIR:-$(mktemp -d)/churn}"
 port="${MLSTACK_PORT:-3000}"
 
+# init dates the blueprint's sample to now (its newest feature row), so it serves as shipped
 "$mlstack" init "$demo" --blueprint churn
-# The blueprint's data is a fixed sample from 2026: move it to the present (one offset for every
-# timestamp), else every value is older than its view's TTL and the service answers null.
-"$repo/.venv/bin/python" -m mlstack.runtime.sources redate "$demo/data" \
-  --anchor "$demo/data/customers.parquet"
 cd "$demo"
 trap '"$mlstack" down >/dev/null 2>&1 || true' EXIT
 "$mlstack" deploy --port "$port"

@@ -134,7 +134,11 @@ def _count(n: str) -> int:
 
 
 def _days(series) -> int:
-    return series.dt.normalize().nunique()
+    """Days the sample spans, whole days rounded up (init moves it by an offset that is not
+    whole days, so counting calendar dates would count one more)."""
+    import math
+
+    return math.ceil((series.max() - series.min()).total_seconds() / 86400)
 
 
 def _delays(bp, labels, features, keys):

@@ -132,6 +132,12 @@ def main(out: Path = Path(__file__).parent / "data") -> None:
         "card_amount_avg_30d": tx["card_amount_avg_30d"],
         "is_fraud": tx["is_fraud"].astype("int64"),
     })
+    # the risk job's last snapshot is taken when the sample ends, at its last transaction:
+    # every feature source is current at that moment (`mlstack init` moves it to now, so the
+    # freshness SLO holds from the start)
+    last = merchant_days[merchant_days["event_timestamp"] == merchant_days["event_timestamp"].max()]
+    merchant_days = pd.concat([merchant_days, last.assign(event_timestamp=stamp.max())],
+                              ignore_index=True)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # zstd keeps the unique ids and timestamps small (the blueprint ships its data)

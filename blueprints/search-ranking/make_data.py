@@ -80,6 +80,12 @@ def main(out: Path = Path(__file__).parent / "data") -> None:
         }))
     query_docs = pd.concat(qd_rows, ignore_index=True)
     labels = pd.concat(label_rows, ignore_index=True)
+    # the daily job's last snapshot is taken when the sample ends, at its last query: every
+    # feature source is current at that moment (`mlstack init` moves it to now, so the
+    # freshness SLO holds from the start)
+    last = docs[docs["event_timestamp"] == docs["event_timestamp"].max()]
+    docs = pd.concat([docs, last.assign(event_timestamp=query_docs["event_timestamp"].max())],
+                     ignore_index=True)
     for frame in (query_docs, labels):
         frame["query_id"] = frame["query_id"].astype("int64")
     out = Path(out)

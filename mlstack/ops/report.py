@@ -132,13 +132,13 @@ def freshness_rows(limit_seconds: int, freshness: dict) -> list[SloRow]:
     rows = []
     for view, info in sorted(freshness.get("views", {}).items()):
         age = info.get("age_seconds")
-        rows.append(SloRow(f"freshness {view}", f"<= {_age(limit_seconds)}",
-                           "no online row" if age is None else _age(age),
+        rows.append(SloRow(f"freshness {view}", f"<= {format_age(limit_seconds)}",
+                           "no online row" if age is None else format_age(age),
                            False if age is None else age <= limit_seconds))
     return rows
 
 
-def _age(seconds: float) -> str:
+def format_age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if abs(seconds) >= size:
             return f"{seconds / size:.3g} {unit}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -68,6 +70,9 @@ class InitResult:
     directory: Path
     blueprint: str
     files: tuple[str, ...]
+    # how the sample data was dated: moved to the present, or why it kept its dates
+    dated: str = ""
+    dated_now: bool = False
 
 
 def init_project(directory: Path, blueprint: str, force: bool = False) -> InitResult:
@@ -95,6 +100,7 @@ def init_project(directory: Path, blueprint: str, force: bool = False) -> InitRe
         spec.write_text(text)
         shutil.copyfile(schemas_dir() / SCHEMA_FILE, staging / SCHEMA_FILE)
         (staging / GITIGNORE).write_text(gitignore_text(directory / GITIGNORE))
+        dated_now, dated = date_sample(staging)
         entries = sorted(staging.rglob("*"))
         for src in entries:
             _check_destination(directory, src.relative_to(staging), src.is_dir())
@@ -110,7 +116,39 @@ def init_project(directory: Path, blueprint: str, force: bool = False) -> InitRe
             _check_destination(directory, rel.parent, True)
             _replace_file(src, dest)
             files.append(rel.as_posix())
-    return InitResult(directory, bp.name, tuple(sorted(files)))
+    return InitResult(directory, bp.name, tuple(sorted(files)), dated, dated_now)
+
+
+REDATE_COMMAND = "python -m mlstack.runtime.sources redate data"
+
+
+def date_sample(project: Path) -> tuple[bool, str]:
+    """Move a staged blueprint's sample to the present: one offset for every timestamp of its
+    parquet files under data/, so that the newest feature row is now (a feature view's TTL
+    and the freshness SLO count from it; intervals between rows are kept). The runtime does
+    it (pandas; the compiler never imports it) in a child process; without the runtime extra
+    the sample keeps its dates. Returns (moved?, what happened, for the user)."""
+    from mlstack.frontend.analysis import analyze_spec
+
+    data = project / "data"
+    if not any(data.glob("*.parquet")):
+        return False, ""
+    system = analyze_spec(project / SPEC_FILE).system
+    anchors = sorted({system.source(v.source).path for v in system.feature_views}
+                     if system is not None else set())
+    command = [sys.executable, "-m", "mlstack.runtime.sources", "redate", str(data)]
+    for path in anchors:
+        if (project / path).parent == data and path.endswith(".parquet"):
+            command += ["--anchor", str(project / path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+    if done.returncode == 0:
+        return True, "the sample data is dated to now (its newest feature row)"
+    missing = "No module named" in done.stderr
+    why = ("the runtime extra is not installed" if missing
+           else (done.stderr.strip().splitlines() or ["failed"])[-1])
+    return False, (f"the sample data keeps its dates ({why}); before deploying, move it to "
+                   f"the present with `{REDATE_COMMAND}`")
 
 
 def gitignore_text(existing: Path) -> str:

@@ -71,7 +71,7 @@ query_document_view = FeatureView(
         query_entity,
         document_entity,
     ],
-    ttl=timedelta(seconds=3600),
+    ttl=timedelta(seconds=86400),
     schema=[
         Field(name="query_id", dtype=Int64),
         Field(name="doc_id", dtype=Int64),

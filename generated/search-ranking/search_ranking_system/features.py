@@ -46,7 +46,7 @@ REQUEST_FIELDS = {}
 VIEW_SOURCES = {"document_stats": "documents", "query_document": "query_documents"}
 VIEW_KEYS = {"document_stats": ("doc_id",), "query_document": ("query_id", "doc_id")}
 # How long a feature value stays valid (seconds; online as in the point-in-time join).
-VIEW_TTL_SECONDS = {"document_stats": 172800, "query_document": 3600}
+VIEW_TTL_SECONDS = {"document_stats": 172800, "query_document": 86400}
 
 # The model's input columns, in model order.
 MODEL_COLUMNS = (

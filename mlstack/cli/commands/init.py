@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
     result = init_project(args.directory, args.blueprint, force=args.force)
     if args.format == "json":
         write_json({"directory": str(result.directory), "blueprint": result.blueprint,
-                    "files": list(result.files)})
+                    "files": list(result.files), "dated_now": result.dated_now,
+                    "dated": result.dated})
         return 0
     here = result.directory.resolve() == Path.cwd().resolve()
     where = "the current folder" if here else str(result.directory)
     sys.stdout.write(f"Created {where} from blueprint '{result.blueprint}' "
-                     f"({len(result.files)} files).\nNext:\n"
+                     f"({len(result.files)} files)"
+                     + (f"; {result.dated}" if result.dated else "") + ".\nNext:\n"
                      + ("" if here else f"  cd {result.directory}\n")
                      + "  mlstack lint\n  mlstack plan\n")
     return 0

@@ -80,8 +80,10 @@ def measure(package: str, tag: str, sizes=PROFILE_SIZES, rounds: int = PROFILE_R
     if not usable:
         raise RuntimeError("none of the sampled entities has online feature values inside "
                            "its views' TTL, so the service would answer null: "
-                           + stale_views(package) + "; move the data to the present (see "
-                           "mlstack.runtime.sources.redate_files) or raise the ttl")
+                           + stale_views(package, keys or []) + "; load newer rows into the "
+                           "sources and deploy again (a blueprint's sample is moved to the "
+                           "present by `python -m mlstack.runtime.sources redate data`), or "
+                           "raise the view's ttl in mlstack.yaml")
     draw = random.Random(0)
     timings = time_rounds(instance.predict_rows,
                           lambda n: [draw.choice(usable) for _ in range(n)], sizes, rounds,
@@ -97,27 +99,46 @@ def measure(package: str, tag: str, sizes=PROFILE_SIZES, rounds: int = PROFILE_R
             "runtime": instance.model.info()}
 
 
-def stale_views(package: str) -> str:
-    """How old each feature view's newest source row is, beside its TTL (worker side)."""
+def online_newest(package: str, keys: list[dict]) -> dict:
+    """Each feature view's newest online row among these entities (an aware datetime, or None
+    when none has one): what the service reads, with Feast's event timestamps (worker side)."""
     import importlib
-
-    import pandas as pd
+    from datetime import UTC, datetime
 
     features = importlib.import_module(f"{package}.features")
-    pipeline = importlib.import_module(f"{package}.pipeline")
-    settings = importlib.import_module(f"{package}.settings")
-    sources = {s.name: s for s in pipeline.SOURCES}
-    now = pd.Timestamp.now(tz="UTC")
+    store = importlib.import_module(f"{package}.store")
+    fetched = store.get_store().get_online_features(
+        features=store.feature_service(), entity_rows=keys, full_feature_names=True,
+    ).to_dict(include_event_timestamps=True) if keys else {}
+    newest = {}
+    for view in sorted(features.VIEW_SOURCES):
+        stamps = [ts for column, values in fetched.items()
+                  if column.startswith(f"{view}__") and column.endswith("__ts")
+                  for ts in values if ts]
+        newest[view] = datetime.fromtimestamp(max(stamps), UTC) if stamps else None
+    return newest
+
+
+def stale_views(package: str, keys: list[dict]) -> str:
+    """How old each feature view's newest online row is (read where the service reads),
+    beside its TTL (worker side)."""
+    import importlib
+    from datetime import UTC, datetime
+
+    from mlstack.ops.report import format_age
+
+    features = importlib.import_module(f"{package}.features")
+    now = datetime.now(UTC)
     parts = []
-    for view, source_name in sorted(features.VIEW_SOURCES.items()):
-        source = sources.get(source_name)
-        if source is None:
-            continue
-        newest = source.read(settings.PROJECT_DIR)[source.timestamp_field].max()
-        ttl = features.VIEW_TTL_SECONDS.get(view, 0)
-        parts.append(f"the newest {view} row is {(now - newest).total_seconds() / 86400:.0f} "
-                     f"days old, its TTL {ttl / 86400:g} days")
-    return "; ".join(parts) or "no file source to check"
+    for view, newest in online_newest(package, keys).items():
+        seconds = features.VIEW_TTL_SECONDS.get(view, 0)
+        ttl = format_age(seconds) if seconds else "none"
+        if newest is None:
+            parts.append(f"no {view} row online for the {len(keys)} keys sampled")
+        else:
+            age = format_age((now - newest).total_seconds())
+            parts.append(f"the newest online {view} row is {age} old, its TTL {ttl}")
+    return "; ".join(parts) or "no feature view to check"
 
 
 # -- the deploy side -------------------------------------------------------------------------

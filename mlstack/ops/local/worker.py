@@ -41,14 +41,44 @@ def _source(package: str, name: str):
 
 def _sample_keys(package: str, size: int, seed: int) -> list[dict]:
     """Distinct request rows from the label source (it carries every key the model needs,
-    and the request fields' values as logged with each request)."""
+    and the request fields' values as logged with each request). Rows whose features serve
+    now come first: a key is live in a view when the view's source has a row for it inside
+    the view's TTL (online reads null an older one), so a short TTL (an hour of a month's
+    sample) still gets keys that serve; the rest of `size` is filled from the others."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
-    keys = labels[_request_columns(features)].drop_duplicates()
-    keys = keys.sample(n=min(size, len(keys)), random_state=seed).sort_values(
-        _request_columns(features))
+    columns = _request_columns(features)
+    keys = labels[columns].drop_duplicates()
+    live = _live_views(package, features, keys)
+    order = keys.assign(__live=live).sample(frac=1, random_state=seed)
+    keys = order.sort_values("__live", ascending=False, kind="stable").head(size)
+    keys = keys.drop(columns="__live").sort_values(columns)
     return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
             for row in keys.to_dict(orient="records")]
+
+
+def _live_views(package: str, features, rows):
+    """For each row (of request keys), how many of the model's feature views have a source
+    row for its key inside the view's TTL as of now (a view without a TTL: any row up to now)."""
+    import numpy as np
+    import pandas as pd
+
+    now = pd.Timestamp.now(tz="UTC")
+    counts = np.zeros(len(rows), dtype=int)
+    ttls = getattr(features, "VIEW_TTL_SECONDS", {})
+    for view, source_name in sorted(features.VIEW_SOURCES.items()):
+        names = list(features.VIEW_KEYS[view])
+        if not set(names) <= set(rows.columns):
+            continue
+        source, frame = _source(package, source_name)
+        stamps = frame[source.timestamp_field]
+        inside = stamps <= now
+        if ttls.get(view):
+            inside &= stamps >= now - pd.Timedelta(seconds=ttls[view])
+        alive = frame.loc[inside, names].drop_duplicates().assign(__alive=1)
+        joined = rows[names].merge(alive, how="left", on=names)
+        counts += joined["__alive"].fillna(0).astype(int).to_numpy()
+    return counts
 
 
 def _request_columns(features) -> list[str]:
@@ -59,7 +89,8 @@ def _request_columns(features) -> list[str]:
 def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
     """Ranking: the request rows of whole groups (model.group_by) from the label source, each
     with its group key, groups drawn at random until they hold `size` rows (at least one
-    group); each group's rows in source order, groups in key order."""
+    group); groups whose rows serve now (their keys inside the views' TTLs, as
+    `_sample_keys`) first; each group's rows in source order, groups in key order."""
     features = importlib.import_module(f"{package}.features")
     _, labels = _source(package, features.LABEL_SOURCE)
     group = features.GROUP_BY
@@ -67,8 +98,10 @@ def _sample_groups(package: str, size: int, seed: int) -> list[dict]:
     rows = labels[columns].drop_duplicates(list(dict.fromkeys([group,
                                                                *features.REQUEST_KEYS])))
     sizes = rows.groupby(group).size()
+    live = rows.assign(__live=_live_views(package, features, rows)).groupby(group)["__live"]
+    drawn = live.mean().sample(frac=1, random_state=seed)
     chosen, count = [], 0
-    for value in rows[group].drop_duplicates().sample(frac=1, random_state=seed):
+    for value in drawn.sort_values(ascending=False, kind="stable").index:
         chosen.append(value)
         count += int(sizes[value])
         if count >= size:
@@ -244,22 +277,16 @@ FRESHNESS_KEYS = 5000  # entities whose online rows are read to find each view's
 def freshness(package: str) -> dict:
     """The age of each feature view's newest online row (the feature freshness SLO is about
     what serving reads): the online store is read for the entities of the label source (every
-    key the model is asked about), with Feast's event timestamps."""
+    key the model is asked about, those inside their views' TTL first), with Feast's event
+    timestamps."""
     from datetime import UTC, datetime
 
-    features = importlib.import_module(f"{package}.features")
-    store = importlib.import_module(f"{package}.store")
+    from mlstack.ops.local.profile import online_newest
+
     keys = _sample_keys(package, FRESHNESS_KEYS, seed=2)
-    fetched = store.get_store().get_online_features(
-        features=store.feature_service(), entity_rows=keys, full_feature_names=True,
-    ).to_dict(include_event_timestamps=True)
     now = datetime.now(UTC)
     views = {}
-    for view in sorted(features.VIEW_SOURCES):
-        stamps = [ts for column, values in fetched.items()
-                  if column.startswith(f"{view}__") and column.endswith("__ts")
-                  for ts in values if ts]
-        newest = datetime.fromtimestamp(max(stamps), UTC) if stamps else None
+    for view, newest in online_newest(package, keys).items():
         views[view] = {"newest": newest.isoformat() if newest else None,
                        "age_seconds": (now - newest).total_seconds() if newest else None,
                        "entities_read": len(keys)}
