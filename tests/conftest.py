@@ -5,6 +5,9 @@ from pathlib import Path
 
 import pytest
 
+# a skip fails the run unless tests/skip_allowlist.toml allows it, with a reason
+pytest_plugins = ["tests.skip_policy"]
+
 for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False",
                      "ORT_DISABLE_TELEMETRY": "1"}.items():

@@ -23,8 +23,9 @@ def prefect_api(tmp_path_factory):
 
 
 # -- real servers on loopback: Redis and a throwaway PostgreSQL cluster ---------------------
-# Debian's packages (scripts/test.sh installs them when missing); each fixture starts its
-# server on a free 127.0.0.1 port in its own folder and stops it by PID at session end.
+# Debian's packages (scripts/test.sh installs them when missing, and stops when it cannot: a
+# missing server fails its tests); each fixture starts its server on a free 127.0.0.1 port in
+# its own folder and stops it by PID at session end.
 def free_port() -> int:
     import socket
 
@@ -57,8 +58,8 @@ def redis_server(tmp_path_factory):
 
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed (scripts/test.sh installs Debian's "
-                    "redis-server package)")
+        pytest.fail("redis-server is not installed (scripts/test.sh installs Debian's "
+                    "redis-server package)", pytrace=False)
     folder = tmp_path_factory.mktemp("redis")
     port = free_port()
     proc = subprocess.Popen(
@@ -109,16 +110,17 @@ def postgres_server():
 
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs Debian's "
-                    "postgresql package)")
+        pytest.fail("PostgreSQL is not installed (scripts/test.sh installs Debian's "
+                    "postgresql package)", pytrace=False)
     as_user: list[str] = []
     owner = None
     if os.geteuid() == 0:
         try:
             owner = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no `postgres` user to run PostgreSQL "
-                        "as (it refuses root)")
+            pytest.fail("running as root and there is no `postgres` user to run PostgreSQL "
+                        "as (it refuses root; Debian's postgresql package creates it)",
+                        pytrace=False)
         as_user = ["runuser", "-u", "postgres", "--"]
     # not under pytest's tmp folder: that is private to this user (mode 0700)
     folder = Path(tempfile.mkdtemp(prefix="mlstack-postgres-"))
