@@ -446,8 +446,11 @@ def _deploy_version(ctx: DeployContext, actions: DeployActions) -> DeployResult:
                          f"max prediction diff {skew['max_abs_prediction_diff']}"
                          + (f"; /rank order = offline order in {skew['groups']} groups"
                             if skew.get("groups") else ""))
-    endpoint, bodies = load_requests(system, skew["rows"])
-    version.example_rows = example_rows(system, skew["rows"])
+    # the load test and the example a user is shown (and status re-checks) use rows that
+    # serve features: a row past its views' TTLs is answered null without scoring
+    served = skew.get("served_rows") or skew["rows"]
+    endpoint, bodies = load_requests(system, served)
+    version.example_rows = example_rows(system, served)
     load: dict = {}
     rows = slo_rows(system, {}, version.metrics)
     version.slo_report = {"load": load, "rows": [r.__dict__ for r in rows]}

@@ -210,6 +210,7 @@ def skew(package: str, url: str, size: int) -> dict:
         mismatches.append(f"{len(served_predictions)} served predictions for {len(expected)} "
                           "offline rows")
     return {"sampled": len(keys), "compared": int(found.sum()), "rows": keys,
+            "served_rows": [key for key, ok in zip(keys, found, strict=True) if ok],
             "groups": len(rankings),
             "runtime": runtime.get("runtime"), "prediction_tolerance": tolerance,
             "max_abs_prediction_diff": float(np.max(np.abs(served_predictions - expected)))
