@@ -1,8 +1,9 @@
 """The `mlstack` command line. Errors become exit codes here, and only here.
 
 Exit codes: 0 success; 1 findings in a spec, a failed stage or a refused write; 2 usage or
-I/O errors, or an optional extra that is not installed; 130 interrupted; 70 an internal error
-(a bug: set MLSTACK_DEBUG=1 for details). With `--format json` every outcome is one JSON
+I/O errors (a deploy journal that cannot be read among them: the error names the file and
+`mlstack repair`), or an optional extra that is not installed; 130 interrupted; 70 an internal
+error (a bug: set MLSTACK_DEBUG=1 for details). With `--format json` every outcome is one JSON
 document on stdout, errors included: `{"error": {"code", "message", "hint", "location",
 "exit_code"}, "diagnostics": [...]}` (the error's text goes to stderr too).
 """

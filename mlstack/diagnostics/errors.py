@@ -88,3 +88,17 @@ class StageError(MlstackError):
     def __init__(self, stage: str, message: str, hint: str | None = None):
         super().__init__(f"stage '{stage}' failed: {message}", hint)
         self.stage = stage
+
+
+class JournalError(MlstackError):
+    """The deploy journal (.mlstack/deployments.json) cannot be read as one, or is missing
+    while the project runs (exit 2). Names the file, what is wrong with it, and the command
+    that repairs it (in the hint)."""
+
+    exit_code = 2
+    code = "journal_error"
+
+    def __init__(self, path, problem: str, hint: str | None = None):
+        super().__init__(f"the deploy journal {path} is unusable: {problem}", hint)
+        self.path = path
+        self.problem = problem

@@ -13,8 +13,9 @@ HELP = "stop every process the project's deploys started (services, router, work
 
 def register(sub) -> None:
     p = add_verb(sub, "down", HELP, HELP + ": every process carrying the project's "
-                 "owner marker, so nothing a killed deploy left behind keeps running. Exit 1 "
-                 "if one would not stop.")
+                 "owner marker, so nothing a killed deploy left behind keeps running. The "
+                 "journal is not needed: with an unusable one, everything is stopped all the "
+                 "same and a warning names 'mlstack repair'. Exit 1 if one would not stop.")
     add_spec(p)
     add_format(p)
     p.set_defaults(run=run)
@@ -28,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         write_json(asdict(result))
         return 1 if result.still_alive else 0
+    if result.journal_problem:
+        sys.stderr.write(f"warning: {result.journal_problem}\n")
     stopped = ", ".join(result.stopped) or "nothing was running"
     count = f" ({result.processes} processes)" if result.processes else ""
     sys.stdout.write(f"Stopped: {stopped}{count}\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlstack.diagnostics.errors import StageError, UsageError
+from mlstack.diagnostics.errors import JournalError, StageError, UsageError
 from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.reconcile import ensure_project_router, observe, reconcile
 from mlstack.ops.local.services import (
@@ -29,10 +29,12 @@ def _paths(spec: Path | str) -> ProjectPaths:
 
 
 def _load(paths: ProjectPaths) -> DeploymentState:
+    """The journal; JournalError when it is unusable (or missing while the project runs)."""
+    state = DeploymentState.load(paths.deployments_file, spec=paths.spec)
     if not paths.deployments_file.exists():
         raise UsageError(f"{paths.project_dir} has not been deployed",
                          f"run: mlstack deploy {paths.spec.name}")
-    return DeploymentState.load(paths.deployments_file)
+    return state
 
 
 @dataclass
@@ -199,25 +201,33 @@ class DownResult:
     still_alive: list[int]  # PIDs of the project's processes left (none, normally)
     processes: int = 0  # how many processes there were (a version is several)
     reconciled: list[str] = field(default_factory=list)
+    journal_problem: str = ""  # the journal was unusable: what is wrong and how to repair it
 
 
 def down(spec: Path | str) -> DownResult:
     """Stop every process of the project (found by owner marker, not only by recorded PID):
-    versions, the router, workers; an interrupted deploy is closed in the record first."""
+    versions, the router, workers; an interrupted deploy is closed in the record first. The
+    journal is not needed: an unusable one is left as it is (for `mlstack repair`) and every
+    process carrying the project's marker is stopped all the same."""
     paths = _paths(spec)
     with project_lock(paths):
-        state = _load(paths)
         found = procs.owned(paths.project_id)
         roles = sorted({role_of(paths, p.owner) for p in found})
         stopped = [r.split("/", 1)[1] if r.startswith("version/") else r.replace("/", " ")
                    for r in roles]
+        try:
+            state = _load(paths)
+        except JournalError as exc:
+            left = procs.stop_owned(paths.project_id)
+            return DownResult(stopped=stopped, still_alive=left, processes=len(found),
+                              journal_problem=f"{exc.message}; {exc.hint}")
         notes = reconcile(paths, state, serve=False)
         for v in state.versions:
             if v.status in (VersionStatus.SERVING, VersionStatus.READY, VersionStatus.STARTING):
                 v.status = VersionStatus.STOPPED
         state.record("down", stopped=stopped, processes=len(found))
         state.save()
-        left = [p.pid for p in procs.owned(paths.project_id)]
+        left = procs.stop_owned(paths.project_id)  # whatever the record did not account for
         return DownResult(stopped=stopped, still_alive=left, processes=len(found),
                           reconciled=notes)
 
@@ -291,8 +301,7 @@ def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -
 def log_files(spec: Path | str, version: str | None = None) -> list[Path]:
     """The log files of a version (default: the current one), the router and the workers."""
     paths = _paths(spec)
-    state = _load(paths)
-    name = version or state.current
+    name = version or _load(paths).current  # a named version's logs need no journal
     found = [paths.logs_dir / f"service-{name}.log", paths.logs_dir / "router.log",
              paths.logs_dir / "worker-train.log", paths.logs_dir / "worker-skew.log",
              paths.logs_dir / "worker-freshness.log"]
