@@ -14,7 +14,10 @@ HELP = "scaffold a project (spec, small data, README, .gitignore) from a bluepri
 def register(sub) -> None:
     p = add_verb(sub, "init", HELP, HELP + ". The spec's first line points editors at the "
                  "JSON Schema written next to it (mlstack.schema.json); .gitignore keeps build/ "
-                 "and .mlstack/ out of version control.")
+                 "and .mlstack/ out of version control. The sample data is dated to now (one "
+                 "offset for every timestamp: its newest feature row is the moment of init), "
+                 "so its features are inside their TTLs when it deploys; without the runtime "
+                 "extra it keeps its dates and init says how to move them.")
     p.add_argument("directory", nargs="?", type=Path, default=Path("."),
                    help="folder to create, or an empty one (default: the current folder)")
     p.add_argument("--blueprint", "-b", default="churn", help="blueprint name (default: churn)")
@@ -51,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
                      f"({len(result.files)} files)"
                      + (f"; {result.dated}" if result.dated else "") + ".\nNext:\n"
                      + ("" if here else f"  cd {result.directory}\n")
-                     + "  mlstack lint\n  mlstack plan\n")
+                     + "  mlstack lint\n  mlstack plan\n  mlstack deploy\n")
     return 0
