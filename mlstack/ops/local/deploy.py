@@ -200,7 +200,7 @@ def deploy_local(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
                  progress=None) -> DeployResult:
     """Deploy an already compiled and written system; the caller holds the project lock
     (mlstack.ops.deploy takes it before compiling)."""
-    state = DeploymentState.load(paths.deployments_file)
+    state = DeploymentState.load(paths.deployments_file, spec=paths.spec)
     stages = _Stages(_JournaledProgress(progress or NullProgress(), state))
     ours = router_alive(paths, state) and state.router.port == options.port
     if not ours and not procs.port_is_free(options.port):

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from mlstack.codegen.contract import ENV_MODEL_TAG, SERVICE_MODULE, SERVING_PROFILE_FILE
-from mlstack.diagnostics.errors import StageError
+from mlstack.diagnostics.errors import JournalError, StageError
 from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
 from mlstack.frontend.ir.derive import BATCH_SIZES, choose_batching
 from mlstack.ops.paths import ProjectPaths
@@ -252,7 +252,7 @@ def deployed_profile(spec: Path | str) -> tuple[str, dict] | None:
         return None
     try:
         current = DeploymentState.load(paths.deployments_file).current
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, JournalError):
         return None
     profile = read_profile(paths, current)
     return (current, profile) if profile else None
