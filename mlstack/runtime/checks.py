@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlstack.runtime.dtypes import NO_NULLS, judge
 from mlstack.runtime.errors import DataCheckError
 
 if TYPE_CHECKING:
@@ -20,7 +21,12 @@ if TYPE_CHECKING:
 
     from mlstack.runtime.sources import SourceSpec
 
-__all__ = ["DataChecks", "check_failures", "validate_sources"]
+__all__ = ["DataChecks", "check_failures", "conform_dtypes", "dtype_failures", "validate_sources"]
+
+NUMERIC = ("int64", "int32", "float64", "float32", "bool")  # spec dtypes cast by numpy name
+# The range of each dtype a value must fit in when ingest narrows a column to it ('fit').
+FIT_RANGES = {"int32": (-(2**31), 2**31 - 1), "float32": (-3.4028234663852886e38,
+                                                         3.4028234663852886e38)}
 
 
 @dataclass(frozen=True)
@@ -110,3 +116,83 @@ def validate_sources(
     if failures:
         raise DataCheckError("; ".join(failures))
     return {name: len(frame) for name, frame in sorted(frames.items())}
+
+
+def _examples(values: pd.Series) -> str:
+    """Up to 3 distinct values of a column, as a message quotes them."""
+    return ", ".join(repr(v) if isinstance(v, str) else str(v)
+                     for v in list(dict.fromkeys(values.tolist()))[:3])
+
+
+def dtype_failures(source: SourceSpec, frame: pd.DataFrame,
+                   found: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """The dtype contract (mlstack.runtime.dtypes) on a source's rows: (failures, {column:
+    dtype to cast it to}). `found` names each column's type in the file (found_type names).
+    A failure names source, file, column, declared and found dtype and up to 3 examples."""
+    failures: list[str] = []
+    casts: dict[str, str] = {}
+    where = f"data check failed: source '{source.name}', file {source.path}"
+    for column, declared in source.columns.items():
+        if column not in frame.columns or column not in found:
+            continue
+        values, kind = frame[column], found[column]
+        nulls = values.isna()
+        verdict = judge(declared, kind, source.format)
+        if declared in NO_NULLS and nulls.any() and (
+                verdict != "refuse" or _whole(values[~nulls], declared)):
+            rows = ", ".join(str(r) for r in list(nulls[nulls].index[:3]))
+            failures.append(f"{where}, column '{column}', dtype: declared {declared}, found "
+                            f"{int(nulls.sum())} nulls in {len(values)} rows (e.g. rows "
+                            f"{rows}); a {declared} column holds no nulls: declare float64 "
+                            "to keep missing values, or fill them")
+        elif verdict == "refuse":
+            odd = values[~nulls]
+            if declared in ("int64", "int32") and kind.startswith("float"):
+                odd = odd[odd != odd.round()]  # the values an int cannot hold
+            elif declared in NUMERIC and kind == "string":
+                odd = odd[~odd.map(_is_number)]  # the text that is no number
+            failures.append(f"{where}, column '{column}', dtype: declared {declared}, found "
+                            f"{kind}, e.g. {_examples(odd)}")
+        elif verdict == "fit":
+            low, high = FIT_RANGES[declared]
+            present = values[~nulls]
+            outside = present[(present < low) | (present > high)]
+            if len(outside):
+                failures.append(f"{where}, column '{column}', dtype: declared {declared}, "
+                                f"found {kind}, {len(outside)} of {len(values)} values do "
+                                f"not fit {declared}, e.g. {_examples(outside)}")
+            else:
+                casts[column] = declared
+        elif declared in NUMERIC and (verdict == "widen" or kind == "null"):
+            casts[column] = declared
+    return failures, casts
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _whole(values: pd.Series, declared: str) -> bool:
+    """Whether non-null values are what a `declared` column holds once its nulls are gone
+    (CSV and pandas read an int or bool column with nulls as float64 or object)."""
+    if declared == "bool":
+        return bool(values.map(lambda v: isinstance(v, bool)).all())
+    try:
+        return bool((values == values.astype("float64").round()).all())
+    except (TypeError, ValueError):
+        return False
+
+
+def conform_dtypes(source: SourceSpec, frame: pd.DataFrame,
+                   found: Mapping[str, str]) -> pd.DataFrame:
+    """The rows with every declared column of the dtype the spec declares (a lossless widening
+    or a narrowing whose values fit is cast); any other mismatch raises DataCheckError with
+    every failure of the source joined by '; '."""
+    failures, casts = dtype_failures(source, frame, found)
+    if failures:
+        raise DataCheckError("; ".join(failures))
+    return frame.astype(casts) if casts else frame

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from mlstack.runtime.checks import DataChecks
+from mlstack.runtime.checks import DataChecks, conform_dtypes
+from mlstack.runtime.dtypes import NO_ZONE, found_type, text_type
 from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.logs import Logger, logger_for
 
@@ -47,13 +48,17 @@ class SourceSpec:
 
 
 def read_source(source: SourceSpec, project_dir: str | Path) -> pd.DataFrame:
-    """The source's rows; its declared timestamp columns parsed as UTC datetimes of any
-    precision (stored as nanoseconds, floored to microseconds: what the offline store keeps).
-    A file that cannot be read, or a timestamp that cannot be parsed, is a DataCheckError
-    naming the source, the file and (for a value) the column and the row."""
+    """The source's rows, every declared column of its declared dtype (the contract of
+    mlstack.runtime.dtypes: a lossless widening is cast, any other mismatch, or a null in an
+    int or bool column, is a DataCheckError naming source, file, column, both dtypes and
+    examples); its declared timestamp columns parsed as UTC datetimes of any precision (stored
+    as nanoseconds, floored to microseconds: what the offline store keeps; a timestamp with no
+    zone is read as UTC, with a warning). A file that cannot be read, or a timestamp that
+    cannot be parsed, is a DataCheckError naming the source, the file and (for a value) the
+    column and the row."""
     path = source.file(project_dir)
     try:
-        frame = pd.read_parquet(path) if source.format == "parquet" else pd.read_csv(path)
+        frame, found = _read_typed(source, path)
     except FileNotFoundError:
         raise DataCheckError(f"source '{source.name}': file {source.path} does not exist") \
             from None
@@ -61,10 +66,36 @@ def read_source(source: SourceSpec, project_dir: str | Path) -> pd.DataFrame:
         reason = str(exc) or type(exc).__name__
         raise DataCheckError(f"source '{source.name}': cannot read {source.format} file "
                              f"{source.path}: {reason}") from exc
+    frame = conform_dtypes(source, frame, found)
     for column, dtype in source.columns.items():
         if dtype == "timestamp" and column in frame.columns:
+            if _no_zone(frame[column], found[column]):
+                logger_for(None).warning(
+                    "source %s, file %s, column %s: timestamps with no zone, read as UTC",
+                    source.name, source.path, column)
             frame[column] = parse_timestamps(frame[column], source, column)
     return frame
+
+
+def _read_typed(source: SourceSpec, path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The file's rows and each column's type in the file (mlstack.runtime.dtypes names): a
+    parquet file's own schema; a CSV file's types as pandas reads its text (declared string
+    columns read as text, so '007' stays '007')."""
+    if source.format == "parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        return table.to_pandas(), {f.name: found_type(str(f.type)) for f in table.schema}
+    text = {c: str for c, dtype in source.columns.items() if dtype == "string"}
+    frame = pd.read_csv(path, dtype=text or None)
+    return frame, {str(c): found_type(str(frame[c].dtype)) for c in frame.columns}
+
+
+def _no_zone(values: pd.Series, found: str) -> bool:
+    """Whether a timestamp column holds times with no zone (a CSV column: its first values)."""
+    if found != "string":
+        return found == NO_ZONE
+    return text_type([str(v) for v in values.dropna().head(20)])[0] == NO_ZONE
 
 
 def parse_timestamps(values: pd.Series, source: SourceSpec, column: str) -> pd.Series:

@@ -104,7 +104,18 @@ class SourceBase(Strict):
 
 
 class FileSource(SourceBase):
-    """A Parquet or CSV file in the project: runs on every target."""
+    """A Parquet or CSV file in the project: runs on every target.
+
+    Its declared column types are a contract, checked by `mlstack lint --data` (the file's
+    schema) and at ingest (every row): a column of the declared dtype, or one that widens
+    without loss (int32 to int64, any integer to float64, float32 to float64), is read as the
+    declared dtype; a narrowing is read only when every value fits (int64 to int32; CSV
+    numbers, which have no width, to float32); anything else (float to int, text to number,
+    a number to text in a parquet file) is an error naming the file, the column, both types
+    and example values. Nulls: an int64, int32 or bool column holds none, in every format
+    (declare float64 to keep missing numbers). A timestamp with no zone is read as UTC, with
+    a warning.
+    """
 
     kind: Literal["parquet", "csv"] = Field(description="File format.")
     path: RelativePath = Field(description="Path relative to the spec's folder.")
