@@ -22,6 +22,8 @@ TRAINING_TASKS = ("ingest", "validate", "feast_apply", "materialize", "training_
 PROMOTE_TASK = "promote"
 # The monitoring flow's tasks (after ingest).
 MONITORING_TASKS = ("drift", "freshness", "staleness")
+# The materialize flow's tasks, in order.
+MATERIALIZE_TASKS = ("feast_apply", "materialize")
 
 # Telemetry off in every process that runs generated code: no network at run time.
 TELEMETRY_ENV = {
@@ -40,6 +42,9 @@ ENV_STATE_DIR = "MLSTACK_STATE_DIR"  # feast registry, online store, the state f
 ENV_MODEL_TAG = "MLSTACK_MODEL_TAG"  # the BentoML model the service loads
 ENV_PROGRESS_FILE = "MLSTACK_PROGRESS_FILE"  # one JSON line per finished flow task
 ENV_RAY_ADDRESS = "MLSTACK_RAY_ADDRESS"  # target.compute: the Ray cluster the flows join
+# The serving version's name ('v3'), beside its model in ENV_MODEL_TAG: the monitoring flow
+# judges that model (mlstack run sets both from the deploy journal)
+ENV_SERVING_VERSION = "MLSTACK_SERVING_VERSION"
 
 # State files the generated flows write under $MLSTACK_STATE_DIR.
 MODELS_FILE = "models.json"  # the promoted model and its history

@@ -2,13 +2,20 @@
 
 Each check returns a JSON-ready dict; `alerts(report)` turns a report of all three into the
 list of problems the monitoring flow records (and fails on, when asked).
+
+What is judged is what serves: freshness is read from the online store (`online_newest`,
+Feast's event timestamps, where the service reads), and staleness is the serving version's
+model (`serving_model`: $MLSTACK_MODEL_TAG and $MLSTACK_SERVING_VERSION, which `mlstack run`
+sets from the deploy journal; else the models file's current model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -18,15 +25,33 @@ if TYPE_CHECKING:
     from mlstack.runtime.sources import SourceSpec
 
 __all__ = [
+    "MODEL_TAG_ENV",
+    "ONLINE_KEYS",
+    "SERVING_VERSION_ENV",
     "Monitoring",
     "alerts",
     "drift_report",
     "freshness",
     "ks",
+    "newest_event_times",
     "no_drift_report",
+    "online_freshness",
+    "online_newest",
     "psi",
+    "require_registry",
+    "serving_model",
     "staleness",
 ]
+
+# The serving version's model and the version's name, as the deploy passes them to what runs
+# on its behalf (the service reads the first; mlstack's contract owns both names).
+MODEL_TAG_ENV = "MLSTACK_MODEL_TAG"
+SERVING_VERSION_ENV = "MLSTACK_SERVING_VERSION"
+# Entities read per feature view to find its newest online row: those of the source's newest
+# rows (a newer row that is not online yet shows as an older online one, or as none).
+ONLINE_KEYS = 1000
+# The suffix of the event-time columns of Feast's OnlineResponse.to_dict(True) (seconds).
+_TS_SUFFIX = "__ts"
 
 
 @dataclass(frozen=True)
@@ -126,18 +151,131 @@ def freshness(
     }
 
 
+def newest_event_times(fetched: Mapping[str, Sequence], views: Iterable[str]) -> dict:
+    """Each view's newest event time (an aware datetime; None when no value of it is online)
+    in Feast's `to_dict(include_event_timestamps=True)` answer: its 'view__field__ts'
+    columns, in seconds since the epoch (0 or None: no value)."""
+    newest = {}
+    for view in views:
+        stamps = [ts for column, values in fetched.items()
+                  if column.startswith(f"{view}__") and column.endswith(_TS_SUFFIX)
+                  for ts in values if ts]
+        newest[view] = datetime.fromtimestamp(max(stamps), UTC) if stamps else None
+    return newest
+
+
+def online_newest(
+    feature_store,
+    frames: Mapping[str, pd.DataFrame],
+    sources: Iterable[SourceSpec],
+    view_sources: Mapping[str, str],
+    view_keys: Mapping[str, Sequence[str]],
+    fetch_refs: Sequence[str],
+    limit: int = ONLINE_KEYS,
+) -> dict:
+    """Each feature view's newest row in the online store (what the service reads): the
+    entities of the newest `limit` rows of the view's source (in `frames`) are read from
+    `feature_store` (a feast.FeatureStore) with their event times. A view whose source is not
+    in `frames` is left out; one with no online value for those entities is None."""
+    timestamp_fields = {source.name: source.timestamp_field for source in sources}
+    newest: dict[str, datetime | None] = {}
+    for view, source in sorted(view_sources.items()):
+        refs = [ref for ref in fetch_refs if ref.split(":", 1)[0] == view]
+        if source not in frames or not refs:
+            continue
+        keys = list(view_keys[view])
+        frame = frames[source].sort_values(timestamp_fields[source], ascending=False)
+        rows = frame[keys].dropna().drop_duplicates().head(limit)
+        if rows.empty:
+            newest[view] = None
+            continue
+        entity_rows = {k: [v.item() if hasattr(v, "item") else v for v in rows[k]]
+                       for k in keys}
+        fetched = feature_store.get_online_features(
+            features=refs, entity_rows=entity_rows, full_feature_names=True,
+        ).to_dict(include_event_timestamps=True)
+        newest.update(newest_event_times(fetched, [view]))
+    return newest
+
+
+def online_freshness(
+    newest: Mapping[str, datetime | None],
+    view_sources: Mapping[str, str],
+    monitoring: Monitoring,
+    now: datetime,
+) -> dict:
+    """Age of each feature source's newest online row (`newest`, by view, from
+    online_newest; a source's views' newest) at `now` vs the freshness SLO. A source without
+    a row online is stale under an SLO (serving has nothing of it); `fresh` is None without
+    an SLO. Same shape as `freshness`, with the views read and `read_from: online store`."""
+    slo = monitoring.feature_freshness_seconds
+    report = {}
+    for name in monitoring.feature_sources:
+        views = sorted(v for v, s in view_sources.items() if s == name and v in newest)
+        stamps = [newest[v] for v in views if newest[v] is not None]
+        latest = max(stamps) if stamps else None
+        age = (now - latest).total_seconds() if latest is not None else None
+        fresh = None if slo is None else (age is not None and age <= slo)
+        report[name] = {
+            "newest": None if latest is None else latest.isoformat(),
+            "age_seconds": age,
+            "fresh": fresh,
+            "views": {v: None if newest[v] is None else newest[v].isoformat() for v in views},
+        }
+    return {
+        "read_from": "online store",
+        "slo_seconds": slo,
+        "sources": report,
+        "stale": sorted(n for n, s in report.items() if s["fresh"] is False),
+    }
+
+
+def require_registry(config: Mapping, state_dir: str | Path) -> None:
+    """Raise FileNotFoundError, naming the cause and the command, when the Feast config's
+    file registry does not exist: the flow was started without the deploy's state folder
+    (MLSTACK_STATE_DIR), or before the first deploy. Other registries are not checked."""
+    registry = config.get("registry")
+    if isinstance(registry, Mapping):
+        if registry.get("registry_type", "file") != "file":
+            return
+        registry = registry.get("path")
+    if not isinstance(registry, str) or "://" in registry or Path(registry).exists():
+        return
+    raise FileNotFoundError(
+        f"no feature registry at {registry}: run `mlstack run monitoring` in the deployed "
+        f"project, or set MLSTACK_STATE_DIR to its .mlstack/runtime (the state folder is "
+        f"{state_dir})")
+
+
+def serving_model(models_state: Mapping, environ: Mapping[str, str] | None = None) -> dict:
+    """The model monitoring judges: the serving version's model as the deploy passes it
+    ($MLSTACK_MODEL_TAG, with the version's name from $MLSTACK_SERVING_VERSION), else the
+    models file's current model (a flow that promotes by itself), else none (staleness then
+    reads the newest saved model). 'from' says which."""
+    env = os.environ if environ is None else environ
+    tag = env.get(MODEL_TAG_ENV)
+    if tag:
+        return {"version": env.get(SERVING_VERSION_ENV) or None, "model_tag": tag,
+                "from": "deploy"}
+    current = models_state.get("current")
+    return {"version": None, "model_tag": current,
+            "from": "models file" if current else None}
+
+
 def staleness(
     current_tag: str | None, model_name: str, monitoring: Monitoring, now: datetime
 ) -> dict:
     """Age of the promoted model (`current_tag`; else the newest saved `model_name`) in the
-    BentoML model store vs the staleness limit. No model at all counts as stale."""
+    BentoML model store vs the staleness limit. No model at all counts as stale; `missing`
+    says so (the asked-for tag is kept)."""
     import bentoml
 
     limit = monitoring.model_staleness_seconds
     try:
         model = bentoml.models.get(current_tag or f"{model_name}:latest")
     except bentoml.exceptions.NotFound:
-        return {"model_tag": None, "age_seconds": None, "limit_seconds": limit, "stale": True}
+        return {"model_tag": current_tag, "age_seconds": None, "limit_seconds": limit,
+                "stale": True, "missing": True}
     age = (now - model.info.creation_time).total_seconds()
     return {
         "model_tag": str(model.tag),
@@ -154,7 +292,16 @@ def alerts(report: Mapping) -> list[str]:
         f"feature {c} drifted ({drift['method']} above {drift['threshold']:g})"
         for c in drift["drifted"]
     ]
-    found += [f"source {s} is older than the freshness SLO" for s in report["freshness"]["stale"]]
-    if report["staleness"]["stale"]:
-        found.append("the model is stale (or missing)")
+    fresh = report["freshness"]
+    for name in fresh["stale"]:
+        seen = (fresh.get("sources") or {}).get(name) or {}
+        found.append(f"source {name} has no row in the online store"
+                     if "age_seconds" in seen and seen["age_seconds"] is None
+                     else f"source {name} is older than the freshness SLO")
+    model = report["staleness"]
+    named = f"the model {model['model_tag']}" if model.get("model_tag") else "the model"
+    if model.get("missing"):
+        found.append(f"{named} is not in the model store")
+    elif model["stale"]:
+        found.append(f"{named} is older than its staleness limit")
     return found

@@ -6,4 +6,4 @@ every verb shares (-C, the spec argument, --format) come from mlstack.cli.argume
 """
 
 VERBS = ("init", "lint", "schema", "compile", "plan", "graph", "docs", "deploy", "status", "down",
-         "rollback", "logs", "repair", "completion")
+         "rollback", "run", "logs", "repair", "completion")

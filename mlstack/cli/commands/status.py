@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
                              f"{'alive' if node['alive'] else 'NOT running'}{restarts}\n")
     for problem in result.problems:
         sys.stdout.write(f"  problem: {problem}\n")
+    if result.monitoring is not None:
+        sys.stdout.write(render_monitoring_line(result.monitoring))
     rows = result.last_slo_report.get("rows", [])
     if rows:
         sys.stdout.write("Last SLO report:\n")
@@ -82,3 +84,16 @@ def run(args: argparse.Namespace) -> int:
     if profile is not None:
         sys.stdout.write("\n".join(explain_lines(profile[1], profile[0])) + "\n")
     return 0 if result.healthy else 1
+
+
+def render_monitoring_line(report: dict) -> str:
+    """The monitoring flow's last report in one line (and its alerts), for status."""
+    if "unreadable" in report:
+        return f"  monitoring: report unreadable ({report['unreadable']})\n"
+    alerts = report.get("alerts") or []
+    serving = report.get("serving") or {}
+    model = serving.get("model_tag") or (report.get("staleness") or {}).get("model_tag")
+    verdict = f"{len(alerts)} alert{'s' if len(alerts) != 1 else ''}" if alerts else "no alerts"
+    text = (f"  monitoring: {verdict} at {report.get('checked_at', '-')} (model "
+            f"{model or '-'}; mlstack run monitoring runs it now)\n")
+    return text + "".join(f"    alert: {a}\n" for a in alerts)

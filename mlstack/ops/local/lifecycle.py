@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlstack.codegen.contract import MONITORING_FILE
 from mlstack.diagnostics.errors import JournalError, StageError, UsageError
 from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.reconcile import ensure_project_router, observe, reconcile
@@ -111,6 +112,22 @@ class Status:
     deploy: dict = field(default_factory=dict)  # a deploy at work or interrupted
     problems: list[str] = field(default_factory=list)
     cluster: ClusterHealth | None = None  # target.compute's Ray cluster
+    monitoring: dict | None = None  # the monitoring flow's last report (None: none yet)
+
+
+def last_monitoring(paths: ProjectPaths) -> dict | None:
+    """The monitoring flow's last report (the runtime state's monitoring file), None when
+    there is none; an unreadable one is reported as such, never raised (status still runs)."""
+    import json
+
+    path = paths.runtime_state_dir / MONITORING_FILE
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"unreadable": f"{path}: {exc}"}
+    return report if isinstance(report, dict) else {"unreadable": f"{path}: not an object"}
 
 
 def _predict(port: int | None, rows: list) -> Prediction:
@@ -192,7 +209,8 @@ def status(spec: Path | str) -> Status:
                   previous=state.previous, healthy=healthy, versions=versions,
                   last_slo_report=current.slo_report if current else {},
                   history=state.history[-10:], prediction=prediction, routes=state.routes,
-                  live_routes=live, deploy=deploy, problems=problems, cluster=cluster)
+                  live_routes=live, deploy=deploy, problems=problems, cluster=cluster,
+                  monitoring=last_monitoring(paths))
 
 
 @dataclass

@@ -130,14 +130,18 @@ def monitoring(data: SiteData) -> Markup:
     if report is None:
         parts.append(h("p", "No monitoring report yet: the monitoring flow "
                             "(pipelines/monitoring.py) writes .mlstack/runtime/monitoring.json "
-                            "when it runs.", class_="empty"))
+                            "when it runs; mlstack run monitoring runs it now.",
+                       class_="empty"))
         return join(parts)
     alerts = [a for a in report.get("alerts") or []]
     drift = report.get("drift") or {}
     fresh = report.get("freshness") or {}
     stale = report.get("staleness") or {}
+    serving = report.get("serving") or {}
     parts += [h("h2", "Last report"), definitions([
         ("checked at", report.get("checked_at")),
+        ("serving", f"{serving.get('version') or '-'} (model {serving.get('model_tag') or '-'})"
+         if serving else None),
         ("data fingerprint", code(short(report.get("data_fingerprint"))))]),
         h("ul", [h("li", verdict(False), " ", a) for a in alerts]) if alerts
         else h("p", verdict(True), " no alerts")]
@@ -149,7 +153,8 @@ def monitoring(data: SiteData) -> Markup:
          for name, f in sorted(features.items()) if isinstance(f, dict)],
         empty="No drift check (the spec watches no feature).")]
     sources = fresh.get("sources") or {}
-    parts += [h("h2", "Freshness"), table(
+    parts += [h("h2", "Freshness"), h("p", f"Read from the {fresh['read_from']}.")
+              if fresh.get("read_from") else None, table(
         ("source", "newest row", "age", "result"),
         [(code(name), f.get("newest") or "-", duration(f.get("age_seconds")),
           _flag(None if f.get("fresh") is None else not f["fresh"], "stale", "fresh"))
