@@ -325,6 +325,29 @@ def _path_example(code: str) -> str:
             + "\n".join(report) + "\n```\n\n")
 
 
+def _data_example(code: str) -> str:
+    """The code `lint --data` reports (MLS216), shown for the churn blueprint with a column of
+    floats declared int64."""
+    import shutil
+    import tempfile
+
+    from mlstack.diagnostics.formats import render_text
+    from mlstack.frontend.checks.data_checks import CODE
+    from mlstack.frontend.lint import lint_paths
+
+    if code != CODE:
+        return ""
+    with tempfile.TemporaryDirectory() as folder, contextlib.chdir(folder):
+        shutil.copytree(ROOT / "blueprints" / "churn", "churn")
+        spec = Path("churn/mlstack.yaml")
+        spec.write_text(spec.read_text().replace("monthly_charges: float64",
+                                                 "monthly_charges: int64"))
+        result = lint_paths([str(spec)], data=True)
+    report = render_text(result.diagnostics, files=result.paths).splitlines()[:-1]
+    return ("```sh\nmlstack lint --data churn/mlstack.yaml\n```\n\n```text\n"
+            + "\n".join(report) + "\n```\n\n")
+
+
 def render_diagnostics(corpus: Path | None = None) -> str:
     from mlstack.diagnostics.codes import CODES, EXPLANATIONS
 
@@ -345,7 +368,7 @@ def render_diagnostics(corpus: Path | None = None) -> str:
             out.append(f"## {group}\n\n")
             current = group
         out.append(f"### {code}\n\n**{CODES[code]}.** {EXPLANATIONS.get(code, '')}\n\n")
-        out.append(_example(code, corpus) or _path_example(code))
+        out.append(_example(code, corpus) or _path_example(code) or _data_example(code))
     return "".join(out).rstrip("\n") + "\n"
 
 

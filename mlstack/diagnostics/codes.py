@@ -49,6 +49,7 @@ CODES: dict[str, str] = {
     "MLS213": "Source never read",
     "MLS214": "Source column never read",
     "MLS215": "Request field never read",
+    "MLS216": "The data does not match the declared columns",
     # model and evaluation (MLS3xx)
     "MLS301": "Metric does not fit the task",
     "MLS302": "Gate on a metric that is not evaluated",
@@ -167,6 +168,14 @@ EXPLANATIONS: dict[str, str] = {
               "request field names it. Remove it from `columns`, or use it.",
     "MLS215": "A warning: a request source's field that no transform and no model feature "
               "reads. A request would have to carry it for nothing; remove it or use it.",
+    "MLS216": "Reported by `mlstack lint --data`, which reads the file sources' schemas (a "
+              "parquet footer, a CSV header and its first 1000 rows): a declared column whose "
+              "type in the file is not its declared dtype and does not widen to it without loss "
+              "(float to int, text to number, a number to text in a parquet file), nulls in an "
+              "int64, int32 or bool column (none is allowed: declare float64 to keep missing "
+              "values), a declared column the file lacks, or a file that is missing or cannot "
+              "be read. Ingest applies the same rule to every row (see FileSource in the spec "
+              "reference). Declare the type the data holds, or fix the data.",
     "MLS301": "An evaluation metric does not fit the model's task (rmse for a classifier, say); "
               "the hint lists the metrics of the task.",
     "MLS302": "A gate names a metric that is not in `evaluation.metrics`, so it could never be "

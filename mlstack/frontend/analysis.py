@@ -43,7 +43,9 @@ def display_path(path: Path) -> str:
         return str(path)
 
 
-def analyze_spec(path: Path | str, display: str | None = None) -> Analysis:
+def analyze_spec(path: Path | str, display: str | None = None, *, data: bool = False) -> Analysis:
+    """`data`: also check the file sources' data against their declared columns (lint --data;
+    reads the files' schemas with pyarrow)."""
     from mlstack.frontend.checks import run_checks
     from mlstack.frontend.ir.resolve import resolve
     from mlstack.frontend.spec.validate import validate_document
@@ -81,6 +83,10 @@ def analyze_spec(path: Path | str, display: str | None = None) -> Analysis:
     if system is not None:
         analysis.system = system
         analysis.diagnostics.extend(run_checks(system, document.source_map))
+        if data:
+            from mlstack.frontend.checks.data_checks import check_data
+
+            analysis.diagnostics.extend(check_data(system, document.source_map, path.parent))
     analysis.diagnostics.sort(key=Diagnostic.sort_key)
     return analysis
 

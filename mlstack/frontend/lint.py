@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mlstack.diagnostics.diagnostic import Diagnostic, Location, Severity
-from mlstack.diagnostics.errors import UsageError
+from mlstack.diagnostics.errors import MissingExtraError, UsageError
 
 NO_SPEC = "MLS012"
 
@@ -30,9 +30,17 @@ def _no_spec(file: str, message: str, hint: str | None = None) -> Diagnostic:
     return Diagnostic(NO_SPEC, Severity.ERROR, message, Location(file), hint)
 
 
-def lint_paths(paths: Sequence[str], strict: bool = False) -> LintResult:
+def lint_paths(paths: Sequence[str], strict: bool = False, data: bool = False) -> LintResult:
+    """`data`: also check each file source's data against its declared columns (MLS216);
+    needs pyarrow (the runtime extra): without it, MissingExtraError before any spec is read."""
     from mlstack.frontend.analysis import analyze_spec
     from mlstack.frontend.discover import Missing, find_specs
+
+    if data:
+        try:
+            import pyarrow.parquet  # noqa: F401  (only --data reads data files)
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError("runtime", exc.name or "pyarrow", "lint --data") from None
 
     result = LintResult()
     for found in find_specs(paths):
@@ -41,7 +49,7 @@ def lint_paths(paths: Sequence[str], strict: bool = False) -> LintResult:
             result.unreadable += 1
             continue
         try:
-            analysis = analyze_spec(found)
+            analysis = analyze_spec(found, data=data)
         except UsageError as exc:  # unreadable: permission, a special file, a dangling link
             result.diagnostics.append(_no_spec(str(found), exc.message, exc.hint))
             result.unreadable += 1

@@ -15,7 +15,7 @@ from mlstack.runtime.dtypes import judge, text_type
 from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.sources import SourceSpec, read_source
 
-STAMPS = [pd.Timestamp("2026-01-0%d" % d) for d in (1, 2, 3)]
+STAMPS = [pd.Timestamp(f"2026-01-0{d}") for d in (1, 2, 3)]
 PARQUET = {  # physical type -> its column
     "int8": pa.array([1, 2, 3], pa.int8()),
     "int32": pa.array([1, 2, 3], pa.int32()),

@@ -26,6 +26,10 @@ def register(sub) -> None:
                help="output format (default: text); sarif: for code scanning; github: "
                     "workflow annotations")
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    p.add_argument("--data", action="store_true",
+                   help="also check each file source's data against its declared columns and "
+                        "types (MLS216), reading only the files' schemas: a parquet footer, a "
+                        "CSV header and its first 1000 rows; needs the 'runtime' extra")
     p.set_defaults(run=run)
 
 
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         from mlstack.diagnostics.formats import render
         from mlstack.frontend.lint import lint_paths
 
-        result = lint_paths(args.files, strict=args.strict)
+        result = lint_paths(args.files, strict=args.strict, data=args.data)
     sys.stdout.write(render(result.diagnostics, args.format, files=result.paths))
     if result.unreadable:
         return 2
