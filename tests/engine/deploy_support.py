@@ -40,8 +40,59 @@ def run_mlstack(cwd: Path, *args: str, env: dict, check: bool = True, timeout: f
     return proc
 
 
-def loosen(spec: Path, replacements: dict[str, str]) -> None:
-    """Rewrite parts of a test's copy of a blueprint spec; each part must be there."""
+# What a test may not change in a blueprint it deploys, except through adjust_slos (with
+# its reason): the SLOs and the features' TTLs (what `mlstack init` ships is what is proven).
+PROTECTED = ("slos:", "latency:", "p50_ms", "p95_ms", "p99_ms", "throughput_rps",
+             "availability", "error_rate", "feature_freshness", "quality:", "ttl:", "target:",
+             "kind: local", "kind: aws", "kind: kubernetes")
+
+
+class SloAdjusted(UserWarning):
+    """A test deployed a blueprint with an SLO changed; pytest's warnings summary prints each,
+    with the test and its reason."""
+
+
+def change_spec(spec: Path, replacements: dict[str, str]) -> None:
+    """Rewrite parts of a test's copy of a spec that are not SLOs, TTLs or the target (a
+    model parameter, a rollout's steps, user code); each part must be there."""
+    for old, new in replacements.items():
+        # an addition after protected text (a compute block under target:) keeps it as is
+        short, long = sorted((old, new), key=len)
+        changed = long[len(short):] if long.startswith(short) else old + new
+        touched = [word for word in PROTECTED if word in changed]
+        assert not touched, (f"change_spec may not touch {touched}: adjust_slos (with a "
+                             f"reason) or local_target is the place for that")
+    _replace(spec, replacements)
+
+
+def adjust_slos(spec: Path, replacements: dict[str, str], reason: str) -> None:
+    """The one place a test may change a blueprint's SLOs, each part inside its `slos:` block,
+    with the reason the report prints (pytest's warnings summary)."""
+    import warnings
+
+    assert reason.strip(), "an SLO is adjusted only with a reason"
+    text = spec.read_text()
+    start = text.index("\nslos:\n")
+    end = next((i for i in range(start + 7, len(text)) if text[i - 1] == "\n"
+                and text[i] not in " #\n"), len(text))
+    for old in replacements:
+        assert old in text[start:end], f"{old!r} is not in the slos: block"
+    _replace(spec, replacements)
+    changes = ", ".join(f"{old} -> {new}" for old, new in replacements.items())
+    warnings.warn(SloAdjusted(f"{spec.parent.name}: {changes}: {reason}"), stacklevel=2)
+
+
+def local_target(spec: Path, target: str) -> None:
+    """Replace a cluster blueprint's `target:` block (the last top-level block) with a local
+    one, and nothing else: the blueprint's model, data, SLOs and rollout stay as shipped."""
+    text = spec.read_text()
+    start = text.index("\ntarget:\n") + 1
+    assert all(line.startswith((" ", "#")) or not line
+               for line in text[start:].splitlines()[1:]), "target: is not the last block"
+    spec.write_text(text[:start] + target.strip("\n") + "\n")
+
+
+def _replace(spec: Path, replacements: dict[str, str]) -> None:
     text = spec.read_text()
     for old, new in replacements.items():
         assert old in text, old

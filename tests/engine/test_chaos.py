@@ -1,7 +1,7 @@
 """Chaos against a real local deploy: kills, a burst, bad requests, a deploy killed mid-canary.
 
-One churn project (the blueprint with the loosened SLOs of test_deploy_local, a two-step
-canary) is deployed; a light, steady client calls /predict through the router the whole
+One churn project (the blueprint as `mlstack init` ships it, its SLOs and so its router's
+limits included, with a two-step canary) is deployed; a light, steady client calls /predict through the router the whole
 time and records every answer with its time. Then, in order:
 
 1. kill -9 the BentoML worker: BentoML restarts it; failures only until it answers again;
@@ -36,23 +36,28 @@ import pytest
 
 from mlstack.ops.local import procs
 from mlstack.ops.local.loadtest import run_load
-from tests.conftest import redate_project
 from tests.engine.deploy_support import (
+    change_spec,
     deploy_env,
     deploy_state,
-    loosen,
     project_processes,
     run_mlstack,
     stop_everything,
 )
-from tests.engine.test_deploy_local import LOOSE_SLOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-RATE = 20.0  # the loosened spec's throughput SLO
-P99_MS = 1000.0  # the loosened spec's p99 SLO
+RATE = 50.0  # the blueprint's throughput SLO
+P99_MS = 100.0  # the blueprint's p99 SLO
 CANARY = {"steps: [5, 25, 100]": "steps: [50, 100]"}
-RECOVERY_LIMIT = 90.0  # seconds a killed process may take to answer again (2 busy cores)
+RECOVERY_LIMIT = 90.0  # seconds the test waits for a killed process to answer again
+# The stated bounds (a busy 2-core machine): a killed BentoML worker is replaced while the
+# other worker serves, so the steady client (10 requests/s) loses at most a few requests in
+# flight; a killed `bentoml serve` tree is restarted by its supervisor (a cold start, about
+# 15 s on a quiet machine), so its window is at most the restart limit.
+WORKER_KILL_FAILURES = 10
+WORKER_KILL_WINDOW_S = 30.0
+SERVE_KILL_WINDOW_S = 60.0
 BURST_RECOVERY = 10.0  # seconds after a burst within which the spec's rate must be served
 
 
@@ -93,9 +98,8 @@ def chaos(tmp_path_factory):
     project = root / "churn"
     env = deploy_env(root)
     run_mlstack(root, "init", str(project), "--blueprint", "churn", env=env)
-    redate_project(project)  # online reads null values older than the view's TTL
     spec = project / "mlstack.yaml"
-    loosen(spec, {**LOOSE_SLOS, **CANARY})
+    change_spec(spec, CANARY)  # the blueprint's SLOs: the router's limits derive from them
     info = {"project": project, "env": env, "port": procs.free_port(), "spec": spec,
             "windows": [], "began": time.monotonic()}
     try:
@@ -204,6 +208,8 @@ def test_killed_worker_is_restarted(chaos):
     assert_truthful(chaos, report)
     assert not procs.is_alive(worker) and worker not in marked(chaos, "version/v1")
     print(f"worker kill: {len(failed)} failed requests, all served again after {took:.1f} s")
+    assert len(failed) <= WORKER_KILL_FAILURES, failed[:5]
+    assert took <= WORKER_KILL_WINDOW_S, f"served again only after {took:.1f} s"
 
 
 def test_killed_serve_parent_is_restarted_without_orphans(chaos):
@@ -225,6 +231,9 @@ def test_killed_serve_parent_is_restarted_without_orphans(chaos):
     v1 = next(v for v in report["versions"] if v["version"] == "v1")
     assert v1["restarts"] >= 1 and "exited" in v1["last_restart_reason"]
     print(f"serve kill: {len(failed)} failed requests, all served again after {took:.1f} s")
+    assert took <= SERVE_KILL_WINDOW_S, f"served again only after {took:.1f} s"
+    # nothing fails after the window: the failures all lie inside it
+    assert [a for a in failed if a[0] > killed + took] == [], failed[-5:]
 
 
 def test_burst_is_shed_and_the_spec_rate_is_served_within_10_s(chaos):

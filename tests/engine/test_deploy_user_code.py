@@ -18,15 +18,13 @@ import httpx
 import pytest
 
 from mlstack.ops.local import procs
-from tests.conftest import redate_project
 from tests.engine.deploy_support import (
+    change_spec,
     deploy_env,
     deploy_state,
-    loosen,
     run_mlstack,
     stop_everything,
 )
-from tests.engine.test_deploy_local import LOOSE_SLOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -105,8 +103,7 @@ def project(tmp_path_factory):
     folder = root / "churn"
     env = deploy_env(root)
     run_mlstack(root, "init", str(folder), "--blueprint", "churn", env=env)
-    redate_project(folder)
-    loosen(folder / "mlstack.yaml", {**LOOSE_SLOS, **USER_SPEC})
+    change_spec(folder / "mlstack.yaml", USER_SPEC)
     (folder / "models.py").write_text(MODELS_PY)
     (folder / "features.py").write_text(FEATURES_PY)
     info = {"folder": folder, "env": env, "port": procs.free_port(), "home": root / "home"}
