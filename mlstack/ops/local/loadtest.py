@@ -112,6 +112,13 @@ class LoadResult:
     stats: Stats = field(default_factory=Stats)  # the raw latencies, in total
     version_stats: dict[str, Stats] = field(default_factory=dict)
     unattributed_errors: int = 0  # failed requests no version answered (no response)
+    # Each error in `total` is one of: an answer of 400 or above (in `statuses`), a request
+    # sent that got no HTTP answer (`unanswered`: refused, reset, timed out), or, in the open
+    # loop, a request not sent because `concurrency` were outstanding (`unsent`: the client's
+    # own limit, which says the service was slow, not that it failed a request).
+    statuses: dict[int, int] = field(default_factory=dict)  # the answers, by status code
+    unanswered: int = 0
+    unsent: int = 0
 
     def as_dict(self) -> dict:
         return {"seconds": round(self.seconds, 3), "concurrency": self.concurrency,
@@ -126,6 +133,8 @@ class Recorder:
     def __init__(self) -> None:
         self.total = Stats()
         self.versions: dict[str, Stats] = {}
+        self.statuses: dict[int, int] = {}
+        self.unanswered = self.unsent = 0
 
     async def call(self, client: httpx.AsyncClient, url: str, body: dict, since: float) -> None:
         version = None
@@ -133,8 +142,10 @@ class Recorder:
             response = await client.post(url, json=body)
             ok = response.status_code < 400
             version = response.headers.get("x-mlstack-version")
+            self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
         except httpx.HTTPError:
             ok = False
+            self.unanswered += 1
         elapsed = (time.perf_counter() - since) * 1000
         for stats in [self.total] + ([self.versions.setdefault(version, Stats())]
                                      if version else []):
@@ -150,7 +161,9 @@ class Recorder:
                                       for v, s in sorted(self.versions.items())},
                           concurrency=concurrency, contention=contention.summary(),
                           stats=self.total, version_stats=dict(self.versions),
-                          unattributed_errors=self.total.errors - attributed)
+                          unattributed_errors=self.total.errors - attributed,
+                          statuses=dict(sorted(self.statuses.items())),
+                          unanswered=self.unanswered, unsent=self.unsent)
 
 
 def _client(connections: int, timeout: float) -> httpx.AsyncClient:
@@ -195,6 +208,7 @@ async def _run_open(url: str, bodies: list[dict], duration: float, rate: float,
             contention.lags_ms.append(max(0.0, (time.perf_counter() - scheduled) * 1000))
             if in_flight >= max_in_flight:
                 recorder.total.errors += 1
+                recorder.unsent += 1
                 continue
             in_flight += 1
             tasks.append(asyncio.create_task(send(next(cycle), scheduled)))

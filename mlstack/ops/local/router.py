@@ -77,13 +77,12 @@ class BackendTable:
             return
         with self.lock:
             try:
-                data = json.loads(self.config.read_text())
+                backends, limits = parse_table(self.config.read_text())
             except (OSError, ValueError):
-                return  # a half-written file: keep the last good table
-            self.backends = [b for b in data.get("backends", []) if b.get("weight", 0) > 0]
+                return  # a half-written or malformed file: keep the last good table
+            self.backends = backends
             self.current = {b["version"]: 0.0 for b in self.backends}
-            self.limits = {**LIMITS, **{k: v for k, v in (data.get("limits") or {}).items()
-                                        if k in LIMITS and isinstance(v, int | float)}}
+            self.limits = limits
             self.mtime_ns = mtime
 
     def order(self) -> list[dict]:
@@ -98,6 +97,25 @@ class BackendTable:
             best = max(self.backends, key=lambda b: self.current[b["version"]])
             self.current[best["version"]] -= total
             return [best] + [b for b in self.backends if b is not best]
+
+
+def parse_table(text: str) -> tuple[list[dict], dict]:
+    """The backends with weight and the limits in a table file's text. ValueError for
+    anything else: a cut-off file is not JSON, and JSON of another shape would otherwise
+    fail every request (a backend without a url, a weight that is not a number)."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("the table is not an object")
+    backends, limits = data.get("backends", []), data.get("limits") or {}
+    if not isinstance(backends, list) or not isinstance(limits, dict):
+        raise ValueError("backends is not a list, or limits not an object")
+    for b in backends:
+        if not (isinstance(b, dict) and isinstance(b.get("weight", 0), int | float)
+                and isinstance(b.get("version"), str) and isinstance(b.get("url"), str)):
+            raise ValueError(f"a backend is malformed: {b!r}")
+    return ([b for b in backends if b.get("weight", 0) > 0],
+            {**LIMITS, **{k: v for k, v in limits.items()
+                          if k in LIMITS and isinstance(v, int | float)}})
 
 
 class Admission:
