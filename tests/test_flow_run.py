@@ -42,7 +42,8 @@ def monitoring_flow():
 FLOWS = MONITORING.replace("def monitoring_flow", "def unused") + '''
 def materialize_flow():
     _progress("feast_apply")
-    _progress("materialize", "FAILED", "No files found that match data/customers.parquet")
+    _progress("materialize", "FAILED",
+              "No files found that match data/customers.parquet\\nLINE 1: SELECT ...")
     raise OSError("No files found that match data/customers.parquet\\nsecond line")
 '''
 
@@ -110,6 +111,8 @@ def test_the_cli_shows_each_task_and_exits_1_on_a_failed_run(project, capsys):
     assert main(["run", "materialize", "-C", str(project)]) == 1
     out, err = capsys.readouterr()
     assert "stage 'materialize' failed: OSError: No files found" in err
+    assert "  materialize  failed in 0.0 s: No files found that match data/customers.parquet\n" \
+        in err and "LINE 1" not in err  # the error's first line only (the rest: the log)
     assert "Traceback" not in out + err
     assert main(["run", "monitoring", "-C", str(project), "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)

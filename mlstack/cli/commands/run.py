@@ -34,7 +34,9 @@ def _task_line(line: dict) -> None:
     seconds = line.get("seconds")
     took = f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
     state = "done" if line.get("state") == "COMPLETED" else str(line.get("state", "?")).lower()
-    error = f": {line['error']}" if line.get("error") else ""
+    # the error's first line: a library's query dump or traceback stays in the log
+    first = next((x.strip() for x in str(line.get("error") or "").splitlines() if x.strip()), "")
+    error = f": {first}" if first else ""
     sys.stderr.write(f"  {line.get('task', '?'):12} {state}{took}{error}\n")
     sys.stderr.flush()
 
