@@ -12,12 +12,16 @@ The input path is mlstack.runtime.serving.
 Start it from the generated tree's root (the folder holding churn_k8s_system/):
     bentoml serve service.service:ChurnK8sService --port 3000
 
-POST endpoints (JSON; unknown keys, mistyped keys and out-of-range ids are refused with 400,
-more than MAX_REQUEST_ROWS rows with 413):
+POST endpoints (Content-Type application/json, else 415; a body that is not JSON, holds a key
+twice, or has unknown keys, mistyped keys or out-of-range ids is refused with 400, more than
+MAX_REQUEST_ROWS rows with 413, checked first; another method gets 405):
     /predict   {"rows": [{keys}, ...]} -> [prediction or null, ...]   (adaptive batching)
     /features  {"rows": [{keys}, ...]} -> [{keys, model input columns}, ...]
     /info      {} -> model tag, lineage and runtime, spec hash, batching settings
 BentoML serves /healthz, /livez, /readyz and Prometheus /metrics itself.
+Every error has one body, {"error": "<a sentence>", "detail": [{"loc", "msg", "type"}]}, and
+/docs.json documents each (mlstack.runtime.http_contract); 503 carries Retry-After and an
+answer not started within TIMEOUT_SECONDS is a 504.
 
 Batching (mlstack.runtime.batching): requests that queue while the model is busy go in one
 call; nothing is held on purpose, and a request still queued max_latency_ms after it
@@ -33,7 +37,7 @@ import os
 from typing import Any
 
 import bentoml
-from mlstack.runtime import scoring, serving
+from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.registry import read_spec_hash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -59,6 +63,9 @@ ONNX_THREADS = 1
 COMPILED_BATCHING = {"enabled": True, "max_batch_size": 16, "max_latency_ms": 60}
 BATCHING = serving.batching_settings(settings.SERVING_PROFILE, COMPILED_BATCHING)
 TIMEOUT_SECONDS = 1.0
+# BentoML's own timeout, a backstop: the contract's (TIMEOUT_SECONDS, a 504 in the documented
+# error shape) must fire first
+BENTOML_TIMEOUT_SECONDS = TIMEOUT_SECONDS + 1
 MAX_REQUEST_ROWS = 256
 # a lookup and a prediction made at start so the first request pays for neither
 WARMUP_ROW = {"customer_id": 0}
@@ -102,7 +109,7 @@ class Empty(bentoml.IODescriptor):
     name="churn-k8s",
     labels={"system": "churn-k8s"},
     resources={"cpu": 1.0, "memory": "2048Mi"},
-    traffic={"timeout": TIMEOUT_SECONDS},
+    traffic={"timeout": BENTOML_TIMEOUT_SECONDS},
     workers=1,
 )
 class ChurnK8sService:
@@ -175,3 +182,17 @@ class ChurnK8sService:
             "batching": {**BATCHING, "stats": stats},
             "timeout_seconds": TIMEOUT_SECONDS,
         }
+
+
+# the HTTP contract in front of BentoML's routes: 405, 415, 400 for a body that is not JSON
+# or holds a key twice, 413 before the schema's 400, 504, one error shape, a true /docs.json
+ChurnK8sService.add_asgi_middleware(
+    http_contract.ServiceContract,
+    operations={"/features": "rows", "/info": None, "/predict": "rows"},
+    max_rows=MAX_REQUEST_ROWS,
+    timeout_seconds=TIMEOUT_SECONDS,
+    # BentoML documents list[float | None] without its null
+    answers={
+        "/predict": {"type": "array", "items": {"type": "number", "nullable": True}}
+    },
+)

@@ -1,0 +1,380 @@
+"""The generated service's HTTP contract: what it refuses, the one error shape, its OpenAPI.
+
+Every error the service answers has one body, documented once in its OpenAPI
+(components.schemas.Error) and referenced by every operation:
+
+    {"error": "<a sentence>", "detail": [{"loc": ["body", "rows", 0, "customer_id"],
+                                          "msg": "...", "type": "..."}]}
+
+`ServiceContract` is an ASGI middleware (`Service.add_asgi_middleware`) in front of
+BentoML's routes. For the POST operations, in this order:
+
+    405  another method (TRACE, GET, ...); Allow names the one there is
+    415  a Content-Type other than application/json (a body without one is read as JSON)
+    400  no body, a body that is not JSON (NaN and Infinity included), or with a key twice
+         in one object
+    413  more rows (candidates, for /rank) than MAX_REQUEST_ROWS, whatever else the body
+         holds: the count is checked before any row is validated
+    400  a body its schema refuses (BentoML's pydantic validation)
+    503  overloaded (the batcher shed the request, or not ready yet), with Retry-After
+    504  no answer within TIMEOUT_SECONDS
+
+BentoML's own error bodies (its 400 validation errors, 404, 405, 413, 500, 503) are
+rewritten into the shape above, and GET /docs.json is answered with `document`'s OpenAPI:
+the error responses of each operation, required request bodies, Retry-After and Allow.
+Standard library only: the worker imports it with the service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+__all__ = ["ERROR_TYPES", "ServiceContract", "document", "error_body", "read_json"]
+
+JSON = "application/json"
+RETRY_AFTER_S = 1
+OPENAPI_PATH = "/docs.json"
+GET_METHODS = ("GET", "HEAD")
+# detail[].type of an error that is not a validation error, by status
+ERROR_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+               413: "too_many_rows", 415: "unsupported_media_type", 500: "internal_error",
+               503: "overloaded", 504: "timeout"}
+# the sentence of an error the service words itself, by status (BentoML's are rewritten)
+SENTENCES = {404: "no such path on this service", 405: "method not allowed on this path",
+             500: "internal error: the service log has the details",
+             503: f"the service is overloaded or not ready: retry after {RETRY_AFTER_S} s",
+             504: "no answer within the service's timeout"}
+# the error responses of a POST operation and of a GET one, with their descriptions
+POST_ERRORS = {
+    400: "The body is not JSON, holds a key twice in one object, or its schema refuses it "
+         "(detail: one item per violation).",
+    404: "No such path.",
+    405: "Another method than POST (Allow names it).",
+    413: "More items in the request's list than the service's max_request_rows (checked "
+         "before the items are validated, so this comes before any 400 of the body's schema).",
+    415: "A Content-Type other than application/json.",
+    500: "An internal error (the service log has the details).",
+    503: "Overloaded (the request was shed) or not ready yet: retry after Retry-After seconds.",
+    504: "No answer within the service's timeout.",
+}
+GET_ERRORS = {status: POST_ERRORS[status] for status in (404, 405, 500, 503, 504)}
+ERROR_SCHEMAS = {
+    "Error": {
+        "type": "object", "title": "Error", "required": ["error", "detail"],
+        "additionalProperties": False,
+        "description": "The body of every error this service answers.",
+        "properties": {
+            "error": {"type": "string", "title": "Error", "description": "One sentence."},
+            "detail": {"type": "array", "title": "Detail",
+                       "items": {"$ref": "#/components/schemas/ErrorDetail"}},
+        },
+    },
+    "ErrorDetail": {
+        "type": "object", "title": "ErrorDetail", "required": ["loc", "msg", "type"],
+        "additionalProperties": False,
+        "description": "One thing wrong: where (loc: 'body' and the path in it, empty when "
+                       "the whole request), what (msg) and its kind (type).",
+        "properties": {
+            "loc": {"type": "array", "title": "Loc",
+                    "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+            "msg": {"type": "string", "title": "Msg"},
+            "type": {"type": "string", "title": "Type"},
+        },
+    },
+}
+# BentoML's error schemas, replaced by Error
+BENTOML_ERROR_SCHEMAS = ("InvalidArgument", "NotFound", "InternalServerError")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class RequestError(Exception):
+    """A request refused before it reaches the service: status, sentence, detail items."""
+
+    def __init__(self, status: int, error: str, detail: list[dict[str, Any]]) -> None:
+        super().__init__(error)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def _item(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise RequestError(400, f"the request body holds the key {key!r} twice in one "
+                               "object", [_item(["body"], f"duplicate key {key!r}",
+                                                "duplicate_key")])
+        seen[key] = value
+    return seen
+
+
+def _refuse_constant(name: str) -> Any:
+    raise RequestError(400, f"the request body is not JSON: {name} is not a JSON value",
+                       [_item(["body"], f"{name} is not a JSON value", "json_invalid")])
+
+
+def read_json(body: bytes) -> Any:
+    """The request body as JSON; RequestError (400) for none, for text that is not JSON
+    (NaN and Infinity included) and for a key given twice in one object."""
+    if not body.strip():
+        raise RequestError(400, "the request has no body: send a JSON object",
+                           [_item(["body"], "a JSON body is required", "missing")])
+    try:
+        return json.loads(body, object_pairs_hook=_refuse_duplicates,
+                          parse_constant=_refuse_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        msg = str(exc)
+        raise RequestError(400, f"the request body is not JSON: {msg}",
+                           [_item(["body"], msg, "json_invalid")]) from None
+
+
+def check_items(data: Any, field: str | None, limit: int) -> None:
+    """RequestError (413) when the body's list `field` holds more than `limit` items."""
+    if field and isinstance(data, dict) and isinstance(data.get(field), list):
+        count = len(data[field])
+        if count > limit:
+            msg = (f"{count} items in one request; this service takes at most {limit} "
+                   "(serving.max_request_rows)")
+            raise RequestError(413, f"too many {field} in one request: {msg}",
+                               [_item(["body", field], msg, "too_many_rows")])
+
+
+def _message_of(data: Any) -> str | None:
+    """BentoML's sentence in an error body: {"error": ...} or [{"error": ...}]."""
+    if isinstance(data, list) and len(data) == 1:
+        data = data[0]
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return data["error"]
+    return None
+
+
+def error_body(status: int, raw: bytes) -> dict[str, Any]:
+    """The documented error body for a response of `status` whose body was `raw` (BentoML's
+    JSON, Starlette's plain text, or already the documented shape)."""
+    kind = ERROR_TYPES.get(status, "internal_error" if status >= 500 else "invalid_request")
+    try:
+        data = json.loads(raw) if raw else None
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), str) and isinstance(
+            data.get("detail"), list) and all(isinstance(d, dict) for d in data["detail"]):
+        errors = data["detail"]
+        if all({"loc", "msg", "type"} <= d.keys() for d in errors) and errors:
+            # pydantic's errors (BentoML's 400), or ours: loc in the body
+            detail = [_item(_body_loc(d["loc"]), str(d["msg"]), str(d["type"])) for d in errors]
+            if status == 400 and data["error"].split(" ", 1)[0].isdigit():
+                noun = "violation" if len(detail) == 1 else "violations"
+                error = f"the request body does not match its schema: {len(detail)} {noun}"
+            else:
+                error = data["error"]
+            return {"error": error, "detail": detail}
+    text = SENTENCES.get(status) if status >= 500 or status in (404, 405) else None
+    if text is None:
+        text = _message_of(data) or raw.decode("utf-8", "replace").strip() or f"HTTP {status}"
+    return {"error": text, "detail": [_item([], text, kind)]}
+
+
+def _body_loc(loc: Any) -> list[Any]:
+    loc = list(loc) if isinstance(loc, list | tuple) else [str(loc)]
+    return loc if loc[:1] == ["body"] else ["body", *loc]
+
+
+def _media_type(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if name.lower() == b"content-type":
+            return value.decode("latin-1").split(";", 1)[0].strip().lower()
+    return None
+
+
+class ServiceContract:
+    """ASGI middleware holding a BentoML service to its contract (the module's docstring).
+    `operations`: each POST path and the name of its list of rows (None without one);
+    `max_rows`: the most items that list may hold; `timeout_seconds`: the time to the
+    answer's first byte before a 504; `answers`: a path's 200 schema where BentoML's is
+    wrong (it drops the null of `list[float | None]`)."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], *,
+                 operations: Mapping[str, str | None], max_rows: int,
+                 timeout_seconds: float,
+                 answers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.app = app
+        self.operations = dict(operations)
+        self.answers = dict(answers or {})
+        self.max_rows = max_rows
+        self.timeout_seconds = timeout_seconds
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        if path in self.operations:
+            if method != "POST":
+                return await self._error(send, 405, SENTENCES[405], allow="POST")
+            try:
+                receive = await self._checked_body(scope, receive)
+            except RequestError as refused:
+                return await self._error(send, refused.status, refused.error, refused.detail)
+        elif method not in (*GET_METHODS, "POST"):
+            # every other route of the service is GET (BentoML's /healthz, /metrics, ...)
+            return await self._error(send, 405, SENTENCES[405], allow="GET, HEAD")
+        rewrite_docs = path == OPENAPI_PATH and method in GET_METHODS
+        await self._answer(scope, receive, _ErrorRewriter(send, self, rewrite_docs))
+
+    async def _checked_body(self, scope: dict[str, Any], receive: Receive) -> Receive:
+        """Read the whole body and check it (415, 400, 413); a receive that replays it."""
+        media_type = _media_type(scope.get("headers", []))
+        if media_type not in (None, JSON):
+            raise RequestError(415, f"content type {media_type} is not accepted: send "
+                               f"{JSON}", [_item(["header", "content-type"],
+                                                 f"expected {JSON}", "unsupported_media_type")])
+        chunks, more = [], True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise RequestError(400, "the client disconnected before sending its body",
+                                   [_item(["body"], "incomplete body", "missing")])
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        check_items(read_json(body), self.operations[scope["path"]], self.max_rows)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return replay
+
+    async def _answer(self, scope: dict[str, Any], receive: Receive,
+                      send: _ErrorRewriter) -> None:
+        """Run the service; 504 when it has not started its answer within the timeout."""
+        task = asyncio.ensure_future(self.app(scope, receive, send))
+        done, _ = await asyncio.wait({task, send.started}, timeout=self.timeout_seconds,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        if not done:
+            task.cancel()
+            send.started.cancel()
+            await self._error(send.send, 504, SENTENCES[504])
+            return
+        send.started.cancel()
+        await task
+
+    async def _error(self, send: Send, status: int, error: str,
+                     detail: list[dict[str, Any]] | None = None, allow: str | None = None,
+                     ) -> None:
+        body = {"error": error, "detail": detail or [_item([], error, ERROR_TYPES[status])]}
+        await _send_json(send, status, body, [], allow=allow)
+
+    def openapi(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return document(spec, self.operations, self.answers)
+
+
+async def _send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]],
+                     allow: str | None = None) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    kept = [(k, v) for k, v in headers
+            if k.lower() not in (b"content-type", b"content-length", b"retry-after", b"allow")]
+    kept += [(b"content-type", JSON.encode()), (b"content-length", str(len(data)).encode())]
+    if status == 503:
+        kept.append((b"retry-after", str(RETRY_AFTER_S).encode()))
+    if status == 405:
+        kept.append((b"allow", (allow or "GET, HEAD").encode()))
+    await send({"type": "http.response.start", "status": status, "headers": kept})
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
+class _ErrorRewriter:
+    """The `send` given to BentoML: an answer of 400 or more is held whole and sent in the
+    documented shape; with `docs`, a 200 OpenAPI document is sent as `document` makes it.
+    `started` is done once the answer has begun (the timeout stops counting then)."""
+
+    def __init__(self, send: Send, contract: ServiceContract, docs: bool) -> None:
+        self.send, self.contract, self.docs = send, contract, docs
+        self.started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.held: dict[str, Any] | None = None
+        self.chunks: list[bytes] = []
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            if not self.started.done():
+                self.started.set_result(None)
+            if message["status"] >= 400 or (self.docs and message["status"] == 200):
+                self.held = message
+                return
+        elif message["type"] == "http.response.body" and self.held is not None:
+            self.chunks.append(message.get("body", b""))
+            if message.get("more_body", False):
+                return
+            raw, status = b"".join(self.chunks), self.held["status"]
+            headers = list(self.held.get("headers", []))
+            allow = next((v.decode("latin-1") for k, v in headers if k.lower() == b"allow"),
+                         None)
+            if status >= 400:
+                body = error_body(status, raw)
+            else:
+                body = self.contract.openapi(json.loads(raw))
+            await _send_json(self.send, status, body, headers, allow=allow)
+            return
+        await self.send(message)
+
+
+def _ref(status: int) -> dict[str, Any]:
+    return {"$ref": f"#/components/responses/Error{status}"}
+
+
+def _response(status: int, description: str) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    if status == 503:
+        response["headers"] = {"Retry-After": {
+            "description": "Seconds to wait before retrying.", "required": True,
+            "schema": {"type": "integer", "minimum": 0}}}
+    if status == 405:
+        response["headers"] = {"Allow": {
+            "description": "The methods this path takes.", "required": True,
+            "schema": {"type": "string"}}}
+    return response
+
+
+def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
+             answers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """BentoML's OpenAPI made true: one Error schema (BentoML's error schemas dropped), one
+    response per error status referencing it, each operation's error responses (POST: 400,
+    404, 405, 413, 415, 500, 503, 504; GET: 404, 405, 500, 503, 504), its request body
+    required, and the 200 schemas of `answers` (path -> JSON schema) in place of BentoML's."""
+    answers = answers or {}
+    spec = json.loads(json.dumps(spec))  # a copy
+    components = spec.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name in BENTOML_ERROR_SCHEMAS:
+        schemas.pop(name, None)
+    schemas.update(json.loads(json.dumps(ERROR_SCHEMAS)))
+    components["responses"] = {f"Error{status}": _response(status, description)
+                               for status, description in sorted(POST_ERRORS.items())}
+    for path, item in spec.get("paths", {}).items():
+        for method, operation in item.items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            errors = POST_ERRORS if path in operations else GET_ERRORS
+            responses = {code: value for code, value in operation["responses"].items()
+                         if not code.isdigit() or int(code) < 400}
+            responses.update({str(status): _ref(status) for status in sorted(errors)})
+            operation["responses"] = responses
+            if method == "post" and "requestBody" in operation:
+                operation["requestBody"]["required"] = True
+            if path in answers and "200" in responses:
+                content = responses["200"].setdefault("content", {}).setdefault(JSON, {})
+                content["schema"] = json.loads(json.dumps(answers[path]))
+    return spec

@@ -1,0 +1,128 @@
+"""The generated service's OpenAPI tells the truth: schemathesis, all checks, finds nothing.
+
+Serves the churn blueprint's generated service (trained by tests/engine/test_bentoml_service.py's
+fixture, not a full deploy) with the real `bentoml serve`, then runs the pinned schemathesis
+CLI against its /docs.json: every check, a fixed seed, a bounded number of examples per
+operation. The one setting beside the defaults: a negative example is rejected by 413 too,
+since the service documents that more rows than max_request_rows get 413 before the rows'
+schema is checked (mlstack.runtime.http_contract). Also checks the error shape and the
+refusals by hand, so a failure here names the broken promise.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.test_bentoml_service import (  # the fixture and the server's helpers
+    SERVICE_MODULE,
+    _free_port,
+    _group_alive,
+    _stop,
+    _wait_ready,
+    churn,
+)
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+__all__ = ["churn"]  # a fixture, imported to be shared
+
+SEED = 20250
+MAX_EXAMPLES = 50
+# schemathesis's default statuses for rejected negative data, and 413 (documented first)
+NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
+                     "428", "429", "5xx"]
+ERROR_KEYS = {"error", "detail"}
+
+
+@pytest.fixture()
+def served(churn, tmp_path):
+    """`bentoml serve` of the churn service on a free port; its base URL. Stopped by PID."""
+    import httpx
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    bentoml_cli = str(Path(sys.executable).parent / "bentoml")
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [bentoml_cli, "serve", f"{SERVICE_MODULE}:{churn.service_class}",
+             "--host", "127.0.0.1", "--port", str(port)],
+            cwd=churn.out, env=churn.env, stdout=sink, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            _wait_ready(client, proc, log)
+        yield base
+    finally:
+        _stop(proc)
+    assert not _group_alive(proc.pid)
+
+
+def _assert_error(response, status: int) -> dict:
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == ERROR_KEYS and isinstance(body["error"], str) and body["error"]
+    assert body["detail"] and all(set(d) == {"loc", "msg", "type"} for d in body["detail"])
+    return body
+
+
+def test_refusals_keep_one_shape_and_the_openapi_documents_them(served):
+    import httpx
+
+    with httpx.Client(base_url=served, timeout=30) as client:
+        bad = _assert_error(client.post("/predict", json={"rows": [{"customer_id": "x"}]}), 400)
+        assert bad["detail"][0]["loc"] == ["body", "rows", 0, "customer_id"]
+        twice = _assert_error(client.post(
+            "/predict", content=b'{"rows": [{"customer_id": "x", "customer_id": 1057}]}',
+            headers={"content-type": "application/json"}), 400)
+        assert twice["detail"][0]["type"] == "duplicate_key"
+        _assert_error(client.post("/predict"), 400)  # no body: it is required
+        _assert_error(client.post("/predict", content=b"{", headers={
+            "content-type": "application/json"}), 400)
+        for media_type in ("multipart/form-data", "text/plain", "image/png"):
+            _assert_error(client.post("/predict", content=b'{"rows": []}',
+                                      headers={"content-type": media_type}), 415)
+        _assert_error(client.post("/predict", files={"rows": b"[]"}), 415)
+        for method in ("TRACE", "GET", "PUT", "DELETE"):
+            refused = client.request(method, "/predict")
+            _assert_error(refused, 405)
+            assert refused.headers["allow"] == "POST"
+        refused = client.request("TRACE", "/healthz")
+        _assert_error(refused, 405)
+        assert refused.headers["allow"] == "GET, HEAD"
+        _assert_error(client.get("/nowhere"), 404)
+        # too many rows, and malformed ones: 413 first, as documented
+        too_many = _assert_error(client.post("/predict", json={"rows": [{"x": 1}] * 257}), 413)
+        assert too_many["detail"][0]["loc"] == ["body", "rows"]
+
+        spec = client.get("/docs.json").json()
+    assert "InvalidArgument" not in spec["components"]["schemas"]
+    assert spec["components"]["schemas"]["Error"]["required"] == ["error", "detail"]
+    responses = spec["components"]["responses"]
+    assert "Retry-After" in responses["Error503"]["headers"]
+    for path in ("/predict", "/features", "/info"):
+        operation = spec["paths"][path]["post"]
+        assert operation["requestBody"]["required"] is True
+        assert {"400", "404", "405", "413", "415", "503", "504"} <= set(operation["responses"])
+
+
+def test_schemathesis_finds_nothing(served, tmp_path):
+    config = tmp_path / "schemathesis.toml"
+    config.write_text("[checks.negative_data_rejection]\nexpected-statuses = ["
+                      + ", ".join(f'"{s}"' for s in NEGATIVE_STATUSES) + "]\n")
+    cli = str(Path(sys.executable).parent / "schemathesis")
+    result = subprocess.run(
+        [cli, "--config-file", str(config), "run", f"{served}/docs.json", "--checks", "all",
+         "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--continue-on-failure",
+         "--workers", "1", "--request-timeout", "10", "--no-color"],
+        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path),
+             "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
+    report = result.stdout[-12000:] + result.stderr[-3000:]
+    assert result.returncode == 0, report
+    assert "No issues found" in report or "passed" in report, report
