@@ -54,7 +54,8 @@ POST_ERRORS = {
     404: "No such path.",
     405: "Another method than POST (Allow names it).",
     413: "More items in the request's list than the service's max_request_rows (checked "
-         "before the items are validated, so this comes before any 400 of the body's schema).",
+         "before the items are validated, so this comes before any 400 of the body's schema), "
+         "or, through a router, a body above its byte limit.",
     415: "A Content-Type other than application/json.",
     500: "An internal error (the service log has the details).",
     503: "Overloaded (the request was shed) or not ready yet: retry after Retry-After seconds.",

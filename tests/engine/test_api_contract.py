@@ -120,7 +120,7 @@ def test_schemathesis_finds_nothing(served, tmp_path):
         [cli, "--config-file", str(config), "run", f"{served}/docs.json", "--checks", "all",
          "--seed", str(SEED), "--max-examples", str(MAX_EXAMPLES), "--continue-on-failure",
          "--workers", "1", "--request-timeout", "10", "--no-color"],
-        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
         env={"PATH": str(Path(sys.executable).parent), "HOME": str(tmp_path),
              "SCHEMATHESIS_HOOKS": "", "NO_COLOR": "1"})
     report = result.stdout[-12000:] + result.stderr[-3000:]
