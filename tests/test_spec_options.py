@@ -50,7 +50,9 @@ REQUEST["sources"][1]["columns"]["discount"] = "float64"
 REQUEST["model"]["features"].append("offer.discount")
 RAY = copy.deepcopy(LOCAL)  # the offline steps on a Ray cluster
 RAY["target"]["compute"] = {"engine": "ray"}
-BASES = {"local": LOCAL, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE,
+STRINGS = copy.deepcopy(LOCAL)  # a string column, for the checks that apply to text
+STRINGS["sources"][0]["columns"]["plan"] = "string"
+BASES = {"local": LOCAL, "strings": STRINGS, "cluster": CLUSTER, "alerts": ALERTS, "user_code": USER_CODE,
          "request": REQUEST, "ray": RAY}
 WAREHOUSE, STREAM = ("sources", 2), ("sources", 3)
 
@@ -99,6 +101,9 @@ CHANGES = {
                               {"is_monthly_contract": [0, 1]}),
     "Checks.min_rows": ("local", ("sources", 0, "checks", "min_rows"), 5),
     "Checks.max_null_fraction": ("local", ("sources", 0, "checks", "max_null_fraction"), 0.1),
+    "Checks.regex": ("strings", ("sources", 0, "checks", "regex"), {"plan": "[a-z]+_v[0-9]"}),
+    "Checks.monotonic": ("local", ("sources", 0, "checks", "monotonic"), ["customer_id"]),
+    "Checks.freshness": ("local", ("sources", 0, "checks", "freshness"), True),
     "WarehouseSource.kind": ("cluster", WAREHOUSE + ("kind",), "snowflake"),
     "WarehouseSource.table": ("cluster", WAREHOUSE + ("table",), "analytics.events_v2"),
     "WarehouseSource.query": ("cluster", _query_instead_of_table),

@@ -50,6 +50,7 @@ CODES: dict[str, str] = {
     "MLS214": "Source column never read",
     "MLS215": "Request field never read",
     "MLS216": "The data does not match the declared columns",
+    "MLS217": "Freshness check with no ttl to hold it to",
     # model and evaluation (MLS3xx)
     "MLS301": "Metric does not fit the task",
     "MLS302": "Gate on a metric that is not evaluated",
@@ -176,6 +177,10 @@ EXPLANATIONS: dict[str, str] = {
               "values), a declared column the file lacks, or a file that is missing or cannot "
               "be read. Ingest applies the same rule to every row (see FileSource in the spec "
               "reference). Declare the type the data holds, or fix the data.",
+    "MLS217": "A source's `checks.freshness` holds its newest row to the ttl of the feature "
+              "views reading it, but no feature view reads the source (a label source, say), "
+              "so there is no ttl to compare with. Remove it, or set it on a source a view "
+              "reads.",
     "MLS301": "An evaluation metric does not fit the model's task (rmse for a classifier, say); "
               "the hint lists the metrics of the task.",
     "MLS302": "A gate names a metric that is not in `evaluation.metrics`, so it could never be "

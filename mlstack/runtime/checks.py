@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from mlstack.runtime.dtypes import NO_NULLS, judge
@@ -36,7 +37,11 @@ class DataChecks:
     not_null: columns with no null value; unique: columns whose combination does not repeat;
     ranges: column -> (low, high), inclusive, nulls ignored; allowed_values: column -> the
     values it may hold, nulls ignored; min_rows: fewest rows; max_null_fraction: the largest
-    share of nulls any declared column may have.
+    share of nulls any declared column may have; regex: column -> a pattern every value
+    matches in full, nulls ignored; monotonic: key columns, the event time (the source's
+    timestamp_field) never earlier than the row before it of the same key, in file order;
+    freshness: feature view -> its ttl in seconds, the newest row's event time no older than
+    any of them when the check runs.
     """
 
     not_null: tuple[str, ...] = ()
@@ -45,10 +50,15 @@ class DataChecks:
     allowed_values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     min_rows: int | None = None
     max_null_fraction: float | None = None
+    regex: Mapping[str, str] = field(default_factory=dict)
+    monotonic: tuple[str, ...] = ()
+    freshness: Mapping[str, float] = field(default_factory=dict)
 
 
-def check_failures(source: SourceSpec, frame: pd.DataFrame) -> list[str]:
-    """Every failed data check of one source, as messages naming source, column and counts.
+def check_failures(source: SourceSpec, frame: pd.DataFrame,
+                   now: datetime | None = None) -> list[str]:
+    """Every failed data check of one source, as messages naming source, column and counts
+    (`now`: when freshness is judged, the current time by default).
 
     A declared column missing from the data fails the schema check; the other checks skip
     columns the data does not have.
@@ -103,7 +113,48 @@ def check_failures(source: SourceSpec, frame: pd.DataFrame) -> list[str]:
             nulls = int(frame[column].isna().sum())
             if nulls / rows > limit:
                 fail([column], f"max_null_fraction {limit:g}", f"{nulls} of {rows} rows are null")
+    for column, pattern in checks.regex.items():
+        if column in present:
+            values = frame[column].dropna().astype(str)
+            bad = values[~values.str.fullmatch(pattern)]
+            if len(bad):
+                examples = ", ".join(repr(v) for v in list(dict.fromkeys(bad.tolist()))[:3])
+                fail([column], f"regex {pattern!r}",
+                     f"{len(bad)} of {rows} rows do not match, e.g. {examples}")
+    stamp = source.timestamp_field
+    keys = list(checks.monotonic)
+    if keys and stamp in present and all(k in present for k in keys):
+        before = frame.groupby(keys, sort=False, dropna=False)[stamp].shift()
+        earlier = frame[stamp] < before  # a key's first row has none before it (NaT): False
+        if back := int(earlier.sum()):
+            first = frame.loc[earlier, keys].drop_duplicates().head(3)
+            examples = "; ".join(", ".join(f"{k} {row[k]}" for k in keys)
+                                 for row in first.to_dict("records"))
+            fail([stamp], f"monotonic per {', '.join(keys)}",
+                 f"{back} of {rows} rows are earlier than the row before them of the same "
+                 f"key, e.g. {examples}")
+    if checks.freshness and stamp in present and rows:
+        newest = frame[stamp].max()
+        if newest == newest:  # NaT: every event time null, which not_null reports
+            age = ((now or datetime.now(timezone.utc)) - newest).total_seconds()
+            for view, ttl in sorted(checks.freshness.items()):
+                if age > ttl:
+                    fail([stamp], f"freshness (view '{view}', ttl {_duration(ttl)})",
+                         f"the newest of {rows} rows ({newest.isoformat()}) is "
+                         f"{_duration(age)} old")
     return failures
+
+
+def _duration(seconds: float) -> str:
+    """A number of seconds the way the spec writes durations: '189d 3h', '45m', '12s'."""
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
 
 
 def validate_sources(

@@ -47,12 +47,16 @@ def work_pool(system: SystemIR) -> dict:
             "job_variables": {"env": RUN_ENV, "namespace": system.target.namespace}}
 
 
-def _checks(checks: ChecksNode) -> dict:
-    """The source's data checks that are set, as DataChecks keyword arguments."""
+def _checks(checks: ChecksNode, ttls: dict[str, int]) -> dict:
+    """The source's data checks that are set, as DataChecks keyword arguments (`ttls`: the
+    ttl in seconds of each feature view reading the source, what freshness holds it to)."""
     everything = {"not_null": checks.not_null, "unique": checks.unique,
                   "ranges": {r.column: (r.low, r.high) for r in checks.ranges},
                   "allowed_values": {a.column: a.values for a in checks.allowed_values},
-                  "min_rows": checks.min_rows, "max_null_fraction": checks.max_null_fraction}
+                  "min_rows": checks.min_rows, "max_null_fraction": checks.max_null_fraction,
+                  "regex": {r.column: r.pattern for r in checks.regex},
+                  "monotonic": checks.monotonic,
+                  "freshness": dict(sorted(ttls.items())) if checks.freshness else {}}
     return {k: v for k, v in everything.items() if v not in (None, (), {})}
 
 
@@ -87,7 +91,9 @@ def flow_context(system: SystemIR) -> dict:
     return dict(
         sources=[{"name": s.name, "path": s.path, "format": s.kind,
                   "timestamp_field": s.timestamp_field,
-                  "columns": {c.name: c.dtype for c in s.columns}, "checks": _checks(s.checks)}
+                  "columns": {c.name: c.dtype for c in s.columns},
+                  "checks": _checks(s.checks, {v.name: v.ttl_seconds for v in
+                                               system.feature_views if v.source == s.name})}
                  for s in sorted(file_sources, key=lambda s: s.name)],
         unread_sources=tuple(sorted(s.name for s in system.sources if s.family != "file")),
         feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),

@@ -38,6 +38,20 @@ def check_sources(ctx: CheckContext):
                                    f"'{allowed.column}' ({dtype})",
                                    base + ("allowed_values", allowed.column, i), hint)
                     break
+        for check in src.checks.regex:
+            dtype = dtypes.get(check.column)
+            if dtype is not None and dtype != "string":
+                yield ctx.diag("MLS209", f"regex check on '{check.column}', a {dtype} column; "
+                               "a regex applies to string columns", base + ("regex",
+                                                                             check.column),
+                               "use ranges or allowed_values for other types, or remove the "
+                               "regex", key=True)
+        if src.checks.freshness and not any(v.source == src.name
+                                            for v in ctx.system.feature_views):
+            yield ctx.diag("MLS217", f"freshness check on source '{src.name}', which no "
+                           "feature view reads: there is no ttl to hold its newest row to",
+                           base + ("freshness",), "remove freshness, or set it on the source "
+                           "a feature view reads")
 
 
 def check_feature_views(ctx: CheckContext):

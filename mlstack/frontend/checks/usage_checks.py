@@ -24,7 +24,8 @@ def used_columns(s: SystemIR, src: SourceNode) -> set[str]:
     checks = src.checks
     used = {src.timestamp_field, *filter(None, [src.created_timestamp_field]),
             *checks.not_null, *checks.unique, *(r.column for r in checks.ranges),
-            *(a.column for a in checks.allowed_values)}
+            *(a.column for a in checks.allowed_values), *(r.column for r in checks.regex),
+            *checks.monotonic}
     readers = [src.name] + [other.name for other in s.sources if other.batch_source == src.name]
     for view in s.feature_views:
         if view.source in readers:

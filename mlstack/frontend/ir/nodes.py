@@ -40,6 +40,11 @@ class AllowedValuesCheck(Node):
     values: tuple[str | int | float | bool, ...]
 
 
+class RegexCheck(Node):
+    column: str
+    pattern: str
+
+
 class ChecksNode(Node):
     not_null: tuple[str, ...] = ()
     unique: tuple[str, ...] = ()
@@ -47,6 +52,9 @@ class ChecksNode(Node):
     allowed_values: tuple[AllowedValuesCheck, ...] = ()
     min_rows: int | None = None
     max_null_fraction: float | None = None
+    regex: tuple[RegexCheck, ...] = ()
+    monotonic: tuple[str, ...] = ()  # key columns; event time non-decreasing per key
+    freshness: bool = False  # the newest row within the ttl of every view reading the source
 
 
 class SourceNode(Node):

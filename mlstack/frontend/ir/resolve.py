@@ -143,14 +143,16 @@ class _Resolver(ModelResolution):
             named = [("not_null", c) for c in checks.not_null] + [
                 ("unique", c) for c in checks.unique] + [
                 ("ranges", c) for c in checks.ranges] + [
-                ("allowed_values", c) for c in checks.allowed_values]
+                ("allowed_values", c) for c in checks.allowed_values] + [
+                ("regex", c) for c in checks.regex] + [
+                ("monotonic", c) for c in checks.monotonic]
             for group, col in named:
                 if col not in cols:
-                    path = base + ("checks", group) + (
-                        (col,) if group in ("ranges", "allowed_values") else ())
+                    keyed = group in ("ranges", "allowed_values", "regex")
+                    path = base + ("checks", group) + ((col,) if keyed else ())
                     self.error("MLS203", f"check {group} names '{col}', which is not a column "
                                f"of source '{src.name}'", path, hint_for(col, cols),
-                               key=group in ("ranges", "allowed_values"))
+                               key=keyed)
             for col, (low, high) in checks.ranges.items():
                 if low > high:
                     self.error("MLS103", f"range for '{col}' has min {low:g} > max {high:g}",
@@ -177,7 +179,10 @@ class _Resolver(ModelResolution):
                                  for k, v in sorted(checks.ranges.items())),
                     allowed_values=tuple(ir.AllowedValuesCheck(column=k, values=tuple(v))
                                          for k, v in sorted(checks.allowed_values.items())),
-                    min_rows=checks.min_rows, max_null_fraction=checks.max_null_fraction),
+                    min_rows=checks.min_rows, max_null_fraction=checks.max_null_fraction,
+                    regex=tuple(ir.RegexCheck(column=k, pattern=v)
+                                for k, v in sorted(checks.regex.items())),
+                    monotonic=tuple(checks.monotonic), freshness=checks.freshness),
                 at=pointer(base), description=src.description))
         self.source_nodes = {s.name: s for s in out}
         return tuple(sorted(out, key=lambda s: s.name))

@@ -38,6 +38,7 @@ from mlstack.frontend.spec.types import (
     Namespace,
     Range,
     RayAddress,
+    Regex,
     Region,
     RelativePath,
     Schedule,
@@ -87,6 +88,18 @@ class Checks(Strict):
     min_rows: int | None = Field(None, ge=0, description="Fewest rows the source must have.")
     max_null_fraction: float | None = Field(
         None, ge=0, le=1, description="Largest fraction of nulls allowed in any column.")
+    regex: dict[Column, Regex] = Field(
+        default_factory=dict, description="A pattern per string column that every value "
+        "must match in full (nulls ignored), e.g. `{plan: '^(basic|pro)_v[0-9]+$'}`.")
+    monotonic: list[Column] = Field(
+        default_factory=list, description="Key columns: the rows of each key (combination) "
+        "come in event time order, each row's timestamp_field no earlier than the row before "
+        "it of the same key. Leave it out for files in no particular order.")
+    freshness: bool = Field(
+        False, description="Whether the newest row must be younger than the ttl of every "
+        "feature view reading the source when ingest runs, so a stale file fails before "
+        "training (its features would serve nothing online). Off by default: a file kept for "
+        "history passes.")
 
 
 class SourceBase(Strict):

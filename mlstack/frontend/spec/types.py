@@ -244,6 +244,32 @@ def _range(value):
     return (low, high)
 
 
+MAX_REGEX_CHARS = 200  # a data check's pattern; longer ones are rarely what was meant
+# A repeat inside a group that repeats ('(a+)+', '(\\w*)*'): Python's regex engine can take
+# exponential time on a value that almost matches, once per row.
+NESTED_REPEAT_RE = re.compile(r"\((?:[^()\\]|\\.)*[+*}]\)[+*{]")
+
+
+def _regex(value):
+    if not isinstance(value, str) or not value:
+        raise PydanticCustomError("mls_regex", "a regex is a non-empty pattern in quotes, not "
+                                  "{value}", {"value": _text(value)})
+    if len(value) > MAX_REGEX_CHARS:
+        raise PydanticCustomError("mls_regex", "the pattern is {length} characters long; at "
+                                  "most {most} are allowed",
+                                  {"length": len(value), "most": MAX_REGEX_CHARS})
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise PydanticCustomError("mls_regex", "'{value}' is not a regular expression: {error}",
+                                  {"value": _text(value), "error": str(exc)}) from None
+    if NESTED_REPEAT_RE.search(value):
+        raise PydanticCustomError("mls_regex", "'{value}' repeats a group that repeats, which "
+                                  "can take exponential time on a value that almost matches",
+                                  {"value": _text(value)})
+    return value
+
+
 def _pattern_type(regex: re.Pattern, what: str, doc: ValueType):
     schema = {"type": "string", "pattern": regex.pattern}
     return Annotated[str, AfterValidator(_matching(regex, what)), WithJsonSchema(schema), doc]
@@ -328,5 +354,11 @@ Range = Annotated[tuple[float, float], BeforeValidator(_range), WithJsonSchema({
     "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
     "description": "Inclusive [min, max]."}),
     ValueType("range", "two numbers `[min, max]`, min not above max", ("[0, 600]",))]
+Regex = Annotated[str, BeforeValidator(_regex), WithJsonSchema({
+    "type": "string", "minLength": 1, "maxLength": MAX_REGEX_CHARS, "format": "regex",
+    "description": "A Python regular expression every value must match in full."}),
+    ValueType("regex", f"a Python regular expression in quotes, at most {MAX_REGEX_CHARS} "
+              "characters, with no repeated group that itself repeats (`(a+)+`); a value "
+              "matches when the whole value matches", ("'^[A-Z]{2}-[0-9]{4}$'", "'[a-z_]+'"))]
 DType = Literal["int64", "int32", "float64", "float32", "string", "bool", "timestamp"]
 NUMERIC_DTYPES = ("int64", "int32", "float64", "float32", "bool")
