@@ -23,7 +23,8 @@ from mlstack.ops.local.router import write_table
 
 def backend(name: str, after: str = "keep-alive") -> ThreadingHTTPServer:
     """A service version on loopback that echoes the request body. A request with `X-Hold`
-    waits until the server's `release` event is set (at the fixture's end at the latest).
+    waits until the server's `release` event is set (at the fixture's end at the latest);
+    one with `X-Status` is answered that status (and `X-Retry-After` as its Retry-After).
     `after` each request: "keep-alive" (as BentoML does), "close" (answers, then closes the
     connection without saying `Connection: close`, as a server whose keep-alive timeout ran
     out does), or "hang-up" (closes the connection without answering). `requests` counts the
@@ -47,7 +48,9 @@ def backend(name: str, after: str = "keep-alive") -> ThreadingHTTPServer:
             time.sleep(float(self.headers.get("X-Delay") or 0))
             payload = json.dumps({"backend": name, "echo": json.loads(body or b"{}"),
                                   "chunked": "transfer-encoding" in self.headers}).encode()
-            self.send_response(200)
+            self.send_response(int(self.headers.get("X-Status") or 200))
+            if "X-Retry-After" in self.headers:
+                self.send_header("Retry-After", self.headers["X-Retry-After"])
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)
@@ -315,17 +318,135 @@ def raw_request(port: int, data: bytes) -> bytes:
         return out
 
 
-def test_malformed_requests_get_400_and_the_router_keeps_serving(routed):
+def raw_answer(port: int, data: bytes, *, cut: bool = False
+               ) -> tuple[int, list[tuple[str, str]], bytes] | None:
+    """Send `data` on a new connection (then close the sending side when `cut`, as a client
+    that went away mid-request): the status, the headers as sent (repeats kept) and the
+    body of the answer, or None when the router closed the connection without one."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(data)
+        if cut:
+            sock.shutdown(socket.SHUT_WR)
+        answer = http.client.HTTPResponse(sock)
+        try:
+            answer.begin()
+        except (http.client.RemoteDisconnected, ConnectionResetError):
+            return None
+        return answer.status, answer.getheaders(), answer.read()
+
+
+def assert_error_shape(status: int, headers: list[tuple[str, str]], body: bytes) -> dict:
+    """The service's error shape, which the router's own answers share."""
+    names = {k.lower(): v for k, v in headers}
+    assert names["content-type"] == "application/json", (status, headers)
+    data = json.loads(body)
+    assert set(data) == {"error", "detail"} and isinstance(data["error"], str), data
+    assert data["error"] and data["detail"], data
+    for item in data["detail"]:
+        assert set(item) == {"loc", "msg", "type"} and isinstance(item["loc"], list), data
+        assert isinstance(item["msg"], str) and isinstance(item["type"], str), data
+    return data
+
+
+def test_malformed_requests_get_a_plain_400_and_the_router_keeps_serving(routed):
+    """A request line Python's server cannot read was answered as HTTP/0.9: an HTML page
+    without a status line. Every malformed request gets a status line and the JSON error."""
+    port, set_weights, servers = routed
+    set_weights({"v1": 100})
+    bad = [b"GARBAGE\r\n\r\n", b"GET /predict\r\n\r\n",  # HTTP/0.9: not served
+           b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+           b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+           b"POST /predict HTTP/9.x\r\n\r\n"]
+    for data in bad:
+        answer = raw_answer(port, data)
+        assert answer is not None and answer[0] == 400, (data, answer)
+        assert b"<html" not in answer[2].lower() and b"<!doctype" not in answer[2].lower()
+        assert_error_shape(*answer)
+    assert servers["v1"].requests == 0
+    assert httpx.post(f"http://127.0.0.1:{port}/predict", json={}).status_code == 200
+
+
+def test_a_request_the_client_cut_off_is_never_forwarded(routed):
+    """Headers without their blank line, a request line alone, or a body shorter than its
+    Content-Length, then the client closes its side: answered 400 (or not at all), and the
+    backend never sees them."""
+    port, set_weights, servers = routed
+    set_weights({"v1": 100})
+    cut_offs = [b"POST /predict HTTP/1.1\r\nHost: x\r\n",
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: applic",
+                b"POST /predict HTTP/1.1",
+                b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{}"]
+    for data in cut_offs:
+        answer = raw_answer(port, data, cut=True)
+        assert answer is None or answer[0] == 400, (data, answer)
+        if answer is not None:
+            assert_error_shape(*answer)
+    # a whole request whose client closes its side right after is served
+    whole = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+    answer = raw_answer(port, whole, cut=True)
+    assert answer is not None and answer[0] == 200, answer
+    assert servers["v1"].requests == 1
+
+
+def test_503s_carry_retry_after_the_backends_too(routed):
+    port, set_weights, _ = routed
+    url = f"http://127.0.0.1:{port}/predict"
+    r = httpx.post(url, json={})  # no version routed: the router's own 503
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    set_weights({"v1": 100})
+    r = httpx.post(url, json={}, headers={"X-Status": "503"})  # the backend sheds
+    assert r.status_code == 503 and r.headers.get_list("retry-after") == ["1"]
+    r = httpx.post(url, json={}, headers={"X-Status": "503", "X-Retry-After": "7"})
+    assert r.status_code == 503 and r.headers.get_list("retry-after") == ["7"]
+
+
+def test_answers_carry_one_date_and_one_server(routed):
+    """The router passes the backend's Date and Server and adds its own only to the answers
+    it words itself."""
     port, set_weights, _ = routed
     set_weights({"v1": 100})
-    # a request line Python's server cannot read is answered as HTTP/0.9: no status line
-    assert b"400 - Bad request" in raw_request(port, b"GARBAGE\r\n\r\n")
-    bad_length = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n")
-    assert raw_request(port, bad_length).startswith(b"HTTP/1.1 400")
-    bad_chunk = (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"zz\r\n")
-    assert raw_request(port, bad_chunk).startswith(b"HTTP/1.1 400")
-    assert httpx.post(f"http://127.0.0.1:{port}/predict", json={}).status_code == 200
+    forwarded = raw_answer(port, b"POST /predict HTTP/1.1\r\nHost: x\r\n"
+                                 b"Content-Length: 2\r\n\r\n{}")
+    own = raw_answer(port, b"GET /-/router HTTP/1.1\r\nHost: x\r\n\r\n")
+    for answer in (forwarded, own):
+        assert answer is not None and answer[0] == 200
+        names = [k.lower() for k, _ in answer[1]]
+        assert names.count("date") == 1 and names.count("server") == 1, answer[1]
+    assert dict(forwarded[1])["Server"].startswith("BaseHTTP")  # the backend's
+    assert dict(own[1])["Server"] == "mlstack-router"
+
+
+def test_the_routers_own_refusals_have_the_service_error_shape(routed):
+    """400, 413, 503 (no version; too many in flight; too many connections) and 504: one
+    JSON shape, as the service answers, so a client parses one."""
+    port, set_weights, servers = routed
+    url = f"http://127.0.0.1:{port}/predict"
+    answers = {"503 no version": httpx.post(url, json={})}
+    set_weights({"v1": 100}, {"max_body_bytes": 100, "backend_timeout_s": 1.0,
+                              "max_in_flight": 1, "max_queue": 0})
+    answers["413"] = httpx.post(url, json={"x": "a" * 200})
+    answers["504"] = httpx.post(url, json={}, headers={"X-Hold": "1"}, timeout=30)
+    answers["400"] = raw_answer(port, b"POST /predict HTTP/1.1\r\nContent-Length: x\r\n\r\n")
+    with ThreadPoolExecutor(1) as pool:  # one request held in flight: the next is shed
+        set_weights({"v1": 100}, {"max_in_flight": 1, "max_queue": 0})
+        held = pool.submit(httpx.post, url, json={}, headers={"X-Hold": "1"}, timeout=60)
+        wait_until(lambda: router_info(port)["in_flight"] == 1, 20, "one request in flight")
+        answers["503 in flight"] = httpx.post(url, json={})
+        servers["v1"].release.set()
+        assert held.result().status_code == 200
+    # httpx's answers as raw_answer's: (status, headers, body)
+    answers = {k: a if isinstance(a, tuple) else (a.status_code, list(a.headers.items()),
+                                                  a.content) for k, a in answers.items()}
+    assert {k: a[0] for k, a in answers.items()} == {
+        "503 no version": 503, "413": 413, "504": 504, "400": 400, "503 in flight": 503}
+    for answer in answers.values():
+        assert_error_shape(*answer)
+    set_weights({"v1": 100}, {"max_connections": 1})
+    with httpx.Client(timeout=30) as client:  # holds the one connection
+        assert client.get(f"http://127.0.0.1:{port}/-/router").status_code == 200
+        refused = wait_until(lambda: (a := raw_answer(port, b"GET / HTTP/1.1\r\n\r\n"))
+                             and a[0] == 503 and a, 20, "a connection refused")
+    assert_error_shape(*refused)
 
 
 def held_connection(port: int) -> http.client.HTTPConnection | None:

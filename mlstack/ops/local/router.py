@@ -13,22 +13,36 @@ Admission control keeps overload from building a backlog anywhere (LIMITS, each 
 in the table's "limits"):
 - at most `max_in_flight` requests are forwarded at once; up to `max_queue` more wait at most
   `queue_timeout_s` for a slot; any other request gets 503 with `Retry-After: 1` at once;
-- at most `max_connections` client connections are served; one more gets that 503 and is
-  closed; the listen backlog holds LISTEN_BACKLOG connections (not Python's default of 5);
+- at most `max_connections` client connections are served, at most
+  `max_connections_per_address` of them from one client address; one more gets that 503
+  and is closed; the listen backlog holds LISTEN_BACKLOG connections (not Python's default
+  of 5);
 - a backend that does not answer within `backend_timeout_s` gets its request answered 504;
 - a request body above `max_body_bytes` (Content-Length or chunked) gets 413; chunked
-  request bodies are reassembled and forwarded with a Content-Length;
-- an idle or stalled client connection is closed after IDLE_TIMEOUT seconds.
+  request bodies are reassembled and forwarded with a Content-Length.
+
+Slow clients cannot hold a connection for long (deadlines for the whole read, not for each
+read: a client sending one byte a second would otherwise never time out): a request's line
+and headers must arrive within `header_timeout_s` of its first byte, its body within
+`body_timeout_s` of its headers (else 408 and the connection is closed); a connection with
+no request started is closed after `idle_timeout_s`. A request the client cut off (its
+headers or body end early) is answered 400 and never forwarded.
+
+Every answer the router words itself (400, 408, 413, 502, 503, 504) has the service's error
+shape, `{"error": sentence, "detail": [{"loc": [...], "msg": ..., "type": ...}]}` as JSON,
+and every 503, the backend's too, carries Retry-After.
 """
 
 from __future__ import annotations
 
 import argparse
 import http.client
+import io
 import json
 import os
 import socket
 import threading
+import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,13 +56,73 @@ LIMITS = {
     "backend_timeout_s": 10.0,  # connect, and each read of the backend's answer
     "max_body_bytes": 1 << 20,  # a request body (1 MiB)
     "max_connections": 1024,  # client connections served at once
+    # from one client address: a quarter, so one client cannot take every slot (all local
+    # clients share 127.0.0.1: they share this cap, and deadlines free slow clients' slots)
+    "max_connections_per_address": 256,
+    "idle_timeout_s": 60.0,  # a connection with no request started
+    "header_timeout_s": 10.0,  # a request's line and headers, from its first byte
+    "body_timeout_s": 30.0,  # a request's body, from its headers
 }
 LISTEN_BACKLOG = 1024
-IDLE_TIMEOUT = 60.0
 DRAIN_LIMIT = 16 << 20  # a too large body up to this size is read and dropped, so the
 # client, still sending, gets its 413 rather than a reset connection
 JSON = {"Content-Type": "application/json"}
-SHED_HEADERS = {**JSON, "Retry-After": "1"}
+RETRY_AFTER = {"Retry-After": "1"}
+SHED_HEADERS = {**JSON, **RETRY_AFTER}
+CLOSE = {**JSON, "Connection": "close"}
+SERVER = "mlstack-router"
+
+
+def error_body(sentence: str, kind: str, loc: tuple = ()) -> bytes:
+    """An answer the router words itself, in the service's error shape (one detail item)."""
+    return json.dumps({"error": sentence,
+                       "detail": [{"loc": list(loc), "msg": sentence, "type": kind}]}).encode()
+
+
+def _refusal(status: int, reason: str, sentence: str, kind: str) -> bytes:
+    """A whole answer sent from the accepting thread, before any request is read."""
+    payload = error_body(sentence, kind)
+    return (f"HTTP/1.1 {status} {reason}\r\nServer: {SERVER}\r\nRetry-After: 1\r\n"
+            f"Content-Type: application/json\r\nConnection: close\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A client socket read against a deadline for a whole phase, not for each read. Before
+    a request's first byte the idle deadline holds; the first byte sets the header deadline
+    (`head_s` from then). `expired` names the phase whose deadline passed; `eof` says the
+    client closed its side."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.deadline = time.monotonic() + LIMITS["idle_timeout_s"]
+        self.phase, self.head_s, self.expired, self.eof = "idle", 0.0, None, False
+
+    def readable(self) -> bool:
+        return True
+
+    def expect(self, phase: str, seconds: float, head_s: float = 0.0) -> None:
+        self.phase, self.head_s = phase, head_s
+        self.deadline = time.monotonic() + seconds
+        self.expired, self.eof = None, False
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self.expired = self.phase
+            raise TimeoutError(f"the {self.phase} deadline passed")
+        self.sock.settimeout(left)
+        try:
+            got = self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = self.phase
+            raise
+        if got == 0:
+            self.eof = True
+        elif self.phase == "idle":  # a request began: its head has head_s from now
+            self.phase = "head"
+            self.deadline = min(self.deadline, time.monotonic() + self.head_s)
+        return got
 
 
 class _TooLarge(Exception):
@@ -186,24 +260,28 @@ class RouterServer(ThreadingHTTPServer):
         self.admission = Admission()
         self.connections = 0
         self.refused_connections = 0
+        self.by_address: dict[str, int] = {}
         self.count_lock = threading.Lock()
         super().__init__(address, make_handler(table, self))
 
     def process_request(self, request, client_address) -> None:
         self.table.refresh()
+        limits, host = self.table.limits, client_address[0]
         with self.count_lock:
-            full = self.connections >= self.table.limits["max_connections"]
+            if self.connections >= limits["max_connections"]:
+                full = "overloaded: too many connections; retry after 1 s"
+            elif self.by_address.get(host, 0) >= limits["max_connections_per_address"]:
+                full = f"overloaded: too many connections from {host}; retry after 1 s"
+            else:
+                full = None
+                self.connections += 1
+                self.by_address[host] = self.by_address.get(host, 0) + 1
             if full:
                 self.refused_connections += 1
-            else:
-                self.connections += 1
         if full:
-            payload = b'{"error": "overloaded: too many connections"}'
             try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
-                                b"Content-Type: application/json\r\nConnection: close\r\n"
-                                b"Content-Length: " + str(len(payload)).encode() + b"\r\n\r\n"
-                                + payload)
+                request.settimeout(1.0)
+                request.sendall(_refusal(503, "Service Unavailable", full, "overloaded"))
             except OSError:
                 pass
             self.shutdown_request(request)
@@ -223,6 +301,10 @@ class RouterServer(ThreadingHTTPServer):
         finally:
             with self.count_lock:
                 self.connections -= 1
+                host = client_address[0]
+                self.by_address[host] -= 1
+                if not self.by_address[host]:
+                    del self.by_address[host]
 
 
 def make_handler(table: BackendTable, server: RouterServer | None = None):
@@ -231,7 +313,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
-        timeout = IDLE_TIMEOUT
+        server_version = SERVER
 
         def log_message(self, *args) -> None:  # keep the log for errors only
             pass
@@ -239,6 +321,55 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
         def setup(self) -> None:
             super().setup()
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.reader = _DeadlineReader(self.connection)
+            self.rfile = io.BufferedReader(self.reader)
+
+        def handle_one_request(self) -> None:
+            limits = table.limits
+            self.reader.expect("idle", float(limits["idle_timeout_s"]),
+                               float(limits["header_timeout_s"]))
+            super().handle_one_request()  # a read past its deadline closes the connection
+            if self.reader.expired == "head":
+                self._timed_out("headers")
+
+        def _timed_out(self, part: str) -> None:
+            """408 for a request whose headers or body did not arrive in time (best effort:
+            the client may not read it), and the connection closed."""
+            self.close_connection = True
+            seconds = table.limits[f"{'header' if part == 'headers' else part}_timeout_s"]
+            sentence = f"the request's {part} did not arrive within {seconds:g} s"
+            try:
+                self.request_version = "HTTP/1.1"
+                self._reply(408, error_body(sentence, "request_timeout", (part,)), CLOSE,
+                            write_timeout=1.0)
+            except OSError:
+                pass
+
+        def parse_request(self) -> bool:
+            if not super().parse_request():
+                return False
+            if self.request_version == "HTTP/0.9":  # a status line is always sent
+                self.send_error(400, "an HTTP/1.x request line is expected "
+                                     f"('METHOD /path HTTP/1.1'), got {self.requestline!r}")
+                return False
+            if self.reader.eof:  # the headers ended without their blank line
+                self.send_error(400, "the request's headers were cut off", loc=("headers",))
+                return False
+            return True
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None,
+                       loc: tuple = ()) -> None:
+            """Python's HTML error page (and none at all for a request line it takes as
+            HTTP/0.9), replaced by the error shape as JSON; the connection is closed."""
+            del explain
+            self.close_connection = True
+            if self.request_version in ("HTTP/0.9", ""):
+                self.request_version = "HTTP/1.1"
+            sentence = message or self.responses.get(code, ("error",))[0]
+            if code == 400 and message and message.startswith("Bad request"):
+                sentence = f"malformed request: {message}"
+            kind = "invalid_request" if code < 500 else "not_implemented"
+            self._reply(code, error_body(sentence, kind, loc), CLOSE)
 
         def _connection(self, url: str, timeout: float) -> http.client.HTTPConnection:
             conn = local.connections.get(url)
@@ -259,7 +390,8 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
 
         def _read_body(self, limit: int) -> bytes | None:
             """The request body: by Content-Length, or chunked (reassembled), at most
-            `limit` bytes."""
+            `limit` bytes, within the body deadline (TimeoutError)."""
+            self.reader.expect("body", float(table.limits["body_timeout_s"]))
             if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
                 return self._read_chunked(limit)
             raw = self.headers.get("Content-Length")
@@ -319,8 +451,10 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 info = {"backends": table.backends, "limits": table.limits,
                         **admission.counters()}
                 if server is not None:
-                    info.update(connections=server.connections,
-                                refused_connections=server.refused_connections)
+                    with server.count_lock:
+                        info.update(connections=server.connections,
+                                    refused_connections=server.refused_connections,
+                                    connections_by_address=dict(server.by_address))
                 return self._reply(200, json.dumps(info).encode(), JSON)
             table.refresh()
             limits = table.limits
@@ -330,16 +464,20 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             except _TooLarge:
                 close = {} if self.drained else {"Connection": "close"}
                 self.close_connection = not self.drained
-                return self._reply(413, json.dumps({
-                    "error": f"request body above {int(limits['max_body_bytes'])} bytes"
-                }).encode(), {**JSON, **close})
+                most = int(limits["max_body_bytes"])
+                return self._reply(413, error_body(f"the request body is above {most} bytes",
+                                                   "body_too_large", ("body",)),
+                                   {**JSON, **close})
             except _BadBody as exc:
                 self.close_connection = True
-                return self._reply(400, json.dumps({"error": str(exc)}).encode(),
-                                   {**JSON, "Connection": "close"})
+                return self._reply(400, error_body(f"malformed request body: {exc}",
+                                                   "invalid_request", ("body",)), CLOSE)
+            except TimeoutError:
+                return self._timed_out("body")
             if not admission.acquire(limits):
-                return self._reply(503, b'{"error": "overloaded: try again shortly"}',
-                                   SHED_HEADERS)
+                return self._reply(503, error_body(
+                    "overloaded: too many requests in flight; retry after 1 s", "overloaded"),
+                    SHED_HEADERS)
             try:
                 self._send_to_backends(body, float(limits["backend_timeout_s"]))
             finally:
@@ -349,7 +487,9 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
             candidates = table.order()
             if not candidates:
-                return self._reply(503, b'{"error": "no backend"}', SHED_HEADERS)
+                return self._reply(503, error_body(
+                    "no version is routed: nothing serves yet; retry after 1 s", "no_backend"),
+                    SHED_HEADERS)
             for backend in candidates:
                 url = backend["url"]
                 for attempt in range(2):  # a stale keep-alive connection gets one retry
@@ -361,9 +501,9 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                         payload = response.read()
                     except TimeoutError:
                         self._drop(url)
-                        return self._reply(504, json.dumps({
-                            "error": f"{backend['version']} did not answer within {timeout:g} s"
-                        }).encode(), {**JSON, "X-Mlstack-Version": backend["version"]})
+                        return self._reply(504, error_body(
+                            f"{backend['version']} did not answer within {timeout:g} s",
+                            "timeout"), {**JSON, "X-Mlstack-Version": backend["version"]})
                     except ConnectionRefusedError:
                         self._drop(url)
                         break  # not listening: the next backend
@@ -373,16 +513,32 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                         if attempt == 0 and reused:
                             continue
                         break
-                    out = {k: v for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP}
-                    out["X-Mlstack-Version"] = backend["version"]
+                    out = [(k, v) for k, v in response.getheaders()
+                           if k.lower() not in HOP_BY_HOP]
+                    out.append(("X-Mlstack-Version", backend["version"]))
+                    if response.status == 503 and response.getheader("Retry-After") is None:
+                        out.append(("Retry-After", RETRY_AFTER["Retry-After"]))
                     if response.will_close:
                         self._drop(url)
                     return self._reply(response.status, payload, out)
-            return self._reply(502, b'{"error": "no backend answered"}', JSON)
+            return self._reply(502, error_body(
+                "no version answered: each refused the connection or hung up", "bad_gateway"),
+                JSON)
 
-        def _reply(self, status: int, payload: bytes, headers: dict) -> None:
-            self.send_response(status)
-            for key, value in headers.items():
+        def _reply(self, status: int, payload: bytes, headers: dict | list,
+                   write_timeout: float | None = None) -> None:
+            """The answer; Date and Server are added only where the backend's answer has
+            none (a header list keeps a backend's repeated headers, Set-Cookie)."""
+            pairs = list(headers.items()) if isinstance(headers, dict) else headers
+            names = {k.lower() for k, _ in pairs}
+            self.connection.settimeout(write_timeout or float(table.limits["idle_timeout_s"]))
+            self.log_request(status)
+            self.send_response_only(status)
+            if "server" not in names:
+                self.send_header("Server", SERVER)
+            if "date" not in names:
+                self.send_header("Date", self.date_time_string())
+            for key, value in pairs:
                 self.send_header(key, value)
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
