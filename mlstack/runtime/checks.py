@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlstack.runtime.dtypes import NO_NULLS, judge
@@ -136,7 +136,7 @@ def check_failures(source: SourceSpec, frame: pd.DataFrame,
     if checks.freshness and stamp in present and rows:
         newest = frame[stamp].max()
         if newest == newest:  # NaT: every event time null, which not_null reports
-            age = ((now or datetime.now(timezone.utc)) - newest).total_seconds()
+            age = ((now or datetime.now(UTC)) - newest).total_seconds()
             for view, ttl in sorted(checks.freshness.items()):
                 if age > ttl:
                     fail([stamp], f"freshness (view '{view}', ttl {_duration(ttl)})",
