@@ -93,6 +93,11 @@ def cluster():
     # no usage report; no token: ~/.ray/auth_token may be another cluster's
     os.environ.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    # Cluster writes the head's address to Ray's default folder (ray_current_cluster) without
+    # creating it: on a machine where nothing started Ray before, that folder is missing
+    from ray._private.utils import get_ray_address_file
+
+    Path(get_ray_address_file(None)).parent.mkdir(parents=True, exist_ok=True)
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 0, "temp_dir": temp, "include_dashboard": False,
         "object_store_memory": 150 * 2**20})

@@ -66,7 +66,7 @@ def _live_views(package: str, features, rows):
     now = pd.Timestamp.now(tz="UTC")
     counts = np.zeros(len(rows), dtype=int)
     ttls = getattr(features, "VIEW_TTL_SECONDS", {})
-    for view, source_name in sorted(features.VIEW_SOURCES.items()):
+    for view, source_name in sorted(getattr(features, "VIEW_SOURCES", {}).items()):
         names = list(features.VIEW_KEYS[view])
         if not set(names) <= set(rows.columns):
             continue
