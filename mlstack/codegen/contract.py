@@ -60,7 +60,8 @@ RUNTIME_API_VERSION = "2.3"
 #   2.2  target.compute on Ray: ray_cluster, ray_training, sources.data_fingerprint,
 #        FeatureStoreAccess.online_views / materialize(views=) / variable_defaults
 #   2.3  every project: http_contract (the service's API contract middleware), the
-#        monitoring flow's serving_model / online_freshness, the dtype contract at ingest
+#        monitoring flow's serving_model / online_freshness, the dtype contract at ingest,
+#        DataChecks' regex / monotonic / freshness (with the views' TTLs)
 RUNTIME_API_WITHOUT_COMPUTE = "2.3"
 
 
