@@ -31,3 +31,18 @@ def test_the_per_request_pydantic_warning_is_filtered_and_others_are_kept(tmp_pa
     assert proc.returncode == 0, proc.stderr
     assert "model_fields" not in proc.stderr
     assert "another deprecation" in proc.stderr
+
+
+def test_logs_list_the_flow_runs_beside_the_service_and_workers(tmp_path, monkeypatch):
+    """`mlstack logs` shows what `mlstack run` wrote (flow-NAME.log), not only the deploy's."""
+    from mlstack.ops.local.lifecycle import log_files
+
+    monkeypatch.setenv("MLSTACK_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "mlstack.yaml"
+    spec.write_text("kind: System\n")
+    logs = ProjectPaths.for_spec(spec).logs_dir
+    logs.mkdir(parents=True)
+    for name in ("service-v1.log", "router.log", "flow-monitoring.log", "flow-materialize.log"):
+        (logs / name).write_text("x\n")
+    assert [p.name for p in log_files(spec, "v1")] == [
+        "service-v1.log", "router.log", "flow-materialize.log", "flow-monitoring.log"]

@@ -317,10 +317,11 @@ def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -
 
 
 def log_files(spec: Path | str, version: str | None = None) -> list[Path]:
-    """The log files of a version (default: the current one), the router and the workers."""
+    """The log files of a version (default: the current one), the router, the workers and
+    the flows `mlstack run` ran (flow-NAME.log)."""
     paths = _paths(spec)
     name = version or _load(paths).current  # a named version's logs need no journal
     found = [paths.logs_dir / f"service-{name}.log", paths.logs_dir / "router.log",
              paths.logs_dir / "worker-train.log", paths.logs_dir / "worker-skew.log",
-             paths.logs_dir / "worker-freshness.log"]
+             paths.logs_dir / "worker-freshness.log", *sorted(paths.logs_dir.glob("flow-*.log"))]
     return [p for p in found if p.exists()]
