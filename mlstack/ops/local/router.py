@@ -64,6 +64,7 @@ LIMITS = {
     "body_timeout_s": 30.0,  # a request's body, from its headers
 }
 LISTEN_BACKLOG = 1024
+STALLED_AFTER_S = 1.0  # a connection this long without a whole request head is stalled
 DRAIN_LIMIT = 16 << 20  # a too large body up to this size is read and dropped, so the
 # client, still sending, gets its 413 rather than a reset connection
 JSON = {"Content-Type": "application/json"}
@@ -95,15 +96,36 @@ class _DeadlineReader(io.RawIOBase):
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.deadline = time.monotonic() + LIMITS["idle_timeout_s"]
+        self.began = time.monotonic()
+        self.deadline = self.began + LIMITS["idle_timeout_s"]
         self.phase, self.head_s, self.expired, self.eof = "idle", 0.0, None, False
+        self.heads = 0  # request heads read whole on this connection
+        self.evicted = False
+
+    def stalled(self, now: float) -> bool:
+        """Still reading a request head, or never sent one, for STALLED_AFTER_S or more: a
+        slow client's connection (a real client's head arrives at once; a client that keeps
+        an idle connection for its next request has sent one before)."""
+        return (not self.evicted and now - self.began >= STALLED_AFTER_S
+                and (self.phase == "head" or (self.phase == "idle" and not self.heads)))
+
+    def evict(self) -> None:
+        """End the connection: its thread reads the end of file and closes it."""
+        self.evicted = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def readable(self) -> bool:
         return True
 
     def expect(self, phase: str, seconds: float, head_s: float = 0.0) -> None:
+        if phase == "body":
+            self.heads += 1
         self.phase, self.head_s = phase, head_s
-        self.deadline = time.monotonic() + seconds
+        self.began = time.monotonic()
+        self.deadline = self.began + seconds
         self.expired, self.eof = None, False
 
     def readinto(self, buffer) -> int:
@@ -121,6 +143,8 @@ class _DeadlineReader(io.RawIOBase):
             self.eof = True
         elif self.phase == "idle":  # a request began: its head has head_s from now
             self.phase = "head"
+            if self.heads:  # a kept-alive connection's next request: stalled from now on
+                self.began = time.monotonic()
             self.deadline = min(self.deadline, time.monotonic() + self.head_s)
         return got
 
@@ -261,6 +285,8 @@ class RouterServer(ThreadingHTTPServer):
         self.connections = 0
         self.refused_connections = 0
         self.by_address: dict[str, int] = {}
+        self.readers: dict[str, set[_DeadlineReader]] = {}  # the connections, by address
+        self.evicted_connections = 0
         self.count_lock = threading.Lock()
         super().__init__(address, make_handler(table, self))
 
@@ -268,16 +294,21 @@ class RouterServer(ThreadingHTTPServer):
         self.table.refresh()
         limits, host = self.table.limits, client_address[0]
         with self.count_lock:
-            if self.connections >= limits["max_connections"]:
-                full = "overloaded: too many connections; retry after 1 s"
-            elif self.by_address.get(host, 0) >= limits["max_connections_per_address"]:
+            if self.by_address.get(host, 0) >= limits["max_connections_per_address"]:
                 full = f"overloaded: too many connections from {host}; retry after 1 s"
+                if self._evict_stalled(host):
+                    full = None
+            elif self.connections >= limits["max_connections"]:
+                full = "overloaded: too many connections; retry after 1 s"
+                if self._evict_stalled(max(self.by_address, key=self.by_address.__getitem__)):
+                    full = None
             else:
                 full = None
-                self.connections += 1
-                self.by_address[host] = self.by_address.get(host, 0) + 1
             if full:
                 self.refused_connections += 1
+            else:
+                self.connections += 1
+                self.by_address[host] = self.by_address.get(host, 0) + 1
         if full:
             try:
                 request.settimeout(1.0)
@@ -287,6 +318,19 @@ class RouterServer(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _evict_stalled(self, host: str) -> bool:
+        """Make room for a new connection: end the longest stalled connection of `host`
+        (under count_lock). As nginx frees idle connections when it runs out: a slow client
+        cannot keep a real one out, even from the same address (all local clients share
+        127.0.0.1). The ended connection counts until its thread is gone, briefly."""
+        now = time.monotonic()
+        stalled = [r for r in self.readers.get(host, ()) if r.stalled(now)]
+        if not stalled:
+            return False
+        min(stalled, key=lambda r: r.began).evict()
+        self.evicted_connections += 1
+        return True
 
     def handle_error(self, request, client_address) -> None:
         """A client that went away mid-request is not an error of the router's."""
@@ -323,6 +367,18 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.reader = _DeadlineReader(self.connection)
             self.rfile = io.BufferedReader(self.reader)
+            if server is not None:
+                with server.count_lock:
+                    server.readers.setdefault(self.client_address[0], set()).add(self.reader)
+
+        def finish(self) -> None:
+            if server is not None:
+                with server.count_lock:
+                    readers = server.readers.get(self.client_address[0], set())
+                    readers.discard(self.reader)
+                    if not readers:
+                        server.readers.pop(self.client_address[0], None)
+            super().finish()
 
         def handle_one_request(self) -> None:
             limits = table.limits
@@ -454,6 +510,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                     with server.count_lock:
                         info.update(connections=server.connections,
                                     refused_connections=server.refused_connections,
+                                    evicted_connections=server.evicted_connections,
                                     connections_by_address=dict(server.by_address))
                 return self._reply(200, json.dumps(info).encode(), JSON)
             table.refresh()
