@@ -4,7 +4,7 @@
 # Every test runs: a skipped test fails the run unless tests/skip_allowlist.toml allows it,
 # with a reason (tests/skip_policy.py). So the tools the tests run are checked first, and the
 # script stops at once, naming each one missing and how to get it:
-# - redis-server, PostgreSQL (initdb, pg_ctl), promtool, chromium (the report's browser
+# - redis-server, PostgreSQL (initdb, pg_ctl), promtool, amtool, chromium (the report's browser
 #   test), zsh (the completion script's syntax), node (cdktn synthesizes the kubernetes and
 #   aws stacks): Debian's packages, installed here when missing (apt-get, as root or sudo -n);
 # - terraform or tofu (OpenTofu, installed here where apt-get knows the package), and the
@@ -23,6 +23,7 @@ missing_packages() {  # the Debian package of each tool that is not here
   command -v pg_ctl >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null \
     || echo postgresql
   command -v promtool >/dev/null || echo prometheus
+  command -v amtool >/dev/null || echo prometheus-alertmanager
   command -v chromium >/dev/null || command -v chromium-browser >/dev/null || echo chromium
   command -v zsh >/dev/null || echo zsh
   command -v node >/dev/null || echo nodejs
@@ -33,6 +34,7 @@ how_to_get() {  # how_to_get PACKAGE: what is missing, and where it comes from
   case "$1" in
     postgresql) echo "PostgreSQL's initdb and pg_ctl: Debian's postgresql package" ;;
     prometheus) echo "promtool: Debian's prometheus package" ;;
+    prometheus-alertmanager) echo "amtool: Debian's prometheus-alertmanager package" ;;
     nodejs) echo "node: Debian's nodejs package, or Node.js 20+ from https://nodejs.org" ;;
     tofu) echo "terraform or tofu: neither is on PATH (Debian packages neither; apt-get has" \
       "tofu only from OpenTofu's own repository): install Terraform" \

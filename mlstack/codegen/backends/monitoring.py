@@ -1,4 +1,6 @@
-"""The monitoring backend: Prometheus alert rules for every SLO and a Grafana dashboard.
+"""The monitoring backend: Prometheus alert rules for every SLO, a Grafana dashboard and,
+where the spec declares `monitoring.alerts`, the Alertmanager configuration that delivers them
+(monitoring_alertmanager.py).
 
 Service metrics are the ones BentoML 1.4 exposes on /metrics (namespace `bentoml_service`):
 `bentoml_service_request_duration_seconds` (histogram) and `bentoml_service_request_total`
@@ -33,6 +35,7 @@ RPS_PER_POD = "mlstack_requests_per_second"  # the autoscaler's per-pod metric (
 BENTOML_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                    120.0, 180.0)
 # (severity, long window, short window, burn rate)
+SEVERITIES = ("page", "ticket")  # every rule's severity label; Alertmanager routes on it
 BURN_WINDOWS = (("page", "1h", "5m", 14.4), ("page", "6h", "30m", 6.0),
                 ("ticket", "1d", "2h", 3.0), ("ticket", "3d", "6h", 1.0))
 WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -236,4 +239,8 @@ class MonitoringBackend:
         tree.add("monitoring/prometheus-rules.yaml", rules_yaml(system))
         tree.add("monitoring/grafana-dashboard.json",
                  json.dumps(dashboard(system), indent=2, sort_keys=True) + "\n")
+        if system.monitoring.alerts:
+            from mlstack.codegen.backends.monitoring_alertmanager import alertmanager_yaml
+
+            tree.add("monitoring/alertmanager.yml", alertmanager_yaml(system))
         return tree

@@ -39,6 +39,7 @@ def node_path(node) -> tuple:
 
 def passes() -> list[tuple[str, CheckPass]]:
     from mlstack.frontend.checks import (
+        alert_checks,
         compute_checks,
         model_checks,
         slo_checks,
@@ -54,6 +55,7 @@ def passes() -> list[tuple[str, CheckPass]]:
         ("check_model", model_checks.check_model),
         ("check_slos", slo_checks.check_slos),
         ("check_rollout", slo_checks.check_rollout),
+        ("check_alerts", alert_checks.check_alerts),
         ("check_target", target_checks.check_target),
         ("check_supported", target_checks.check_supported),
         ("check_compute", compute_checks.check_compute),

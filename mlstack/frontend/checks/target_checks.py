@@ -103,10 +103,6 @@ def check_supported(ctx: CheckContext):
     if s.serving.protocol == "grpc":
         yield ctx.diag("MLS901", "serving.protocol grpc is not supported yet",
                        ("serving", "protocol"), "use protocol: rest")
-    if s.monitoring.alerts:
-        yield ctx.diag("MLS901", "alert delivery (monitoring.alerts) is not supported yet",
-                       ("monitoring", "alerts"), "remove alerts; SLO alerts arrive with the "
-                       "monitoring backend")
     if s.target.kind == "gcp":
         yield ctx.diag("MLS901", "the gcp target is not supported yet", ("target", "kind"),
                        "use local, kubernetes or aws")

@@ -256,12 +256,25 @@ class SloNode(Node):
     feature_freshness_seconds: int | None = None
 
 
+class AlertNode(Node):
+    """One alert receiver; `secret_file` already defaulted per channel (None: no secret)."""
+
+    channel: str
+    to: str | None
+    severity: tuple[str, ...]  # sorted: page, ticket
+    secret_file: str | None
+    smarthost: str | None
+    sender: str | None
+    username: str | None
+    at: str = ""
+
+
 class MonitoringNode(Node):
     drift_method: str | None
     drift_threshold: float | None
     drift_features: tuple[str, ...]  # model feature columns watched for drift
     model_staleness_seconds: int | None
-    alerts: tuple[tuple[str, str], ...]  # (channel, to)
+    alerts: tuple[AlertNode, ...]  # in spec order: receivers are named by position
 
 
 class ResourcesNode(Node):

@@ -573,7 +573,7 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
             drift_features=tuple(sorted(drift_cols)),
             model_staleness_seconds=(duration_seconds(mon.model_staleness)
                                      if mon.model_staleness else None),
-            alerts=tuple(sorted((a.channel, a.to) for a in mon.alerts))),
+            alerts=alert_nodes(mon.alerts)),
         target=target,
         derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
         tags=tuple(sorted(spec.metadata.tags.items())),
@@ -582,3 +582,16 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
     return system, r.diagnostics
 
 
+SECRET_DEFAULTS = {"slack": "/etc/alertmanager/secrets/slack-api-url",
+                   "pagerduty": "/etc/alertmanager/secrets/pagerduty-routing-key"}
+
+
+def alert_nodes(alerts) -> tuple[ir.AlertNode, ...]:
+    """The alert receivers, sorted (their order in the spec means nothing), each with its
+    secret file defaulted where the channel cannot work without one (slack, pagerduty)."""
+    nodes = [ir.AlertNode(channel=a.channel, to=a.to, severity=tuple(sorted(set(a.severity))),
+                          secret_file=a.secret_file or SECRET_DEFAULTS.get(a.channel),
+                          smarthost=a.smarthost, sender=a.sender, username=a.username,
+                          at=pointer(("monitoring", "alerts", i)))
+             for i, a in enumerate(alerts)]
+    return tuple(sorted(nodes, key=lambda n: (n.channel, n.to or "", n.severity, n.at)))

@@ -463,11 +463,32 @@ class Drift(Strict):
 
 
 class Alert(Strict):
-    """Where alerts are delivered."""
+    """Where alerts are delivered: one Alertmanager receiver (monitoring/alertmanager.yml).
+    Secrets (Slack webhook URL, PagerDuty routing key, SMTP password, webhook bearer token)
+    never sit in the spec: they are read at run time from `secret_file`."""
 
     channel: Literal["slack", "email", "pagerduty", "webhook"] = Field(
         description="Delivery channel.")
-    to: str = Field(min_length=1, max_length=500, description="Channel, address or URL.")
+    to: str | None = Field(None, min_length=1, max_length=500, description="slack: the "
+                           "'#channel' or '@user'; email: the address; webhook: the http(s) "
+                           "URL. pagerduty takes none (its routing key is in secret_file).")
+    severity: list[Literal["page", "ticket"]] = Field(
+        default_factory=lambda: ["page", "ticket"], min_length=1, description="Which alerts "
+        "this receiver gets, by the generated rules' severity label: page (fast error-budget "
+        "burn, stale features) or ticket (slow burn, drift, model age).")
+    secret_file: str | None = Field(None, min_length=2, max_length=300, description="Absolute "
+                                    "path, on the Alertmanager host, of the file holding the "
+                                    "secret: slack's incoming-webhook URL (default "
+                                    "/etc/alertmanager/secrets/slack-api-url), pagerduty's "
+                                    "Events v2 routing key (default /etc/alertmanager/secrets/"
+                                    "pagerduty-routing-key), email's SMTP password (with "
+                                    "username), webhook's bearer token (optional).")
+    smarthost: str | None = Field(None, min_length=3, max_length=300, description="email only: "
+                                  "the SMTP server as host:port.")
+    sender: str | None = Field(None, min_length=3, max_length=300, description="email only: "
+                               "the From address.")
+    username: str | None = Field(None, min_length=1, max_length=200, description="email only: "
+                                 "the SMTP login; its password is read from secret_file.")
 
 
 class Monitoring(Strict):
