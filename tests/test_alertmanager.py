@@ -162,3 +162,16 @@ def test_lint_refuses_a_bad_alert_at_its_key(tmp_path, case):
 def test_every_channel_lints_clean(tmp_path):
     analysis = analyze_spec(write_spec(tmp_path, EVERY_CHANNEL))
     assert [d for d in analysis.diagnostics if d.pointer.startswith("/monitoring")] == []
+
+
+def test_the_report_lists_the_alerts_of_every_channel(tmp_path):
+    """`mlstack docs` reads the structured alerts (it unpacked (channel, to) pairs before)."""
+    from mlstack.ops.site.build import build_site
+
+    shutil.copytree(BLUEPRINTS / "churn" / "data", tmp_path / "data")
+    write_spec(tmp_path, EVERY_CHANNEL)
+    page = next(text.decode() for name, text in build_site(tmp_path).files.items()
+                if "monitoring" in name)
+    for shown in ("webhook: http://127.0.0.1:9095/alerts", "slack: #ml-alerts",
+                  "email: oncall@example.com", "pagerduty: -"):
+        assert shown in page.replace("&#x27;", "'"), shown

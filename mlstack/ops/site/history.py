@@ -125,7 +125,7 @@ def monitoring(data: SiteData) -> Markup:
          if slo.feature_freshness_seconds is not None else "none"),
         ("model staleness limit", duration(m.model_staleness_seconds)
          if m.model_staleness_seconds is not None else "none"),
-        ("alerts to", ", ".join(f"{c}: {to}" for c, to in m.alerts) or None)])]
+        ("alerts to", ", ".join(f"{a.channel}: {a.to or '-'}" for a in m.alerts) or None)])]
     report = data.monitoring
     if report is None:
         parts.append(h("p", "No monitoring report yet: the monitoring flow "
