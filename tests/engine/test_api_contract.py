@@ -7,6 +7,11 @@ operation. The one setting beside the defaults: a negative example is rejected b
 since the service documents that more rows than max_request_rows get 413 before the rows'
 schema is checked (mlstack.runtime.http_contract). Also checks the error shape and the
 refusals by hand, so a failure here names the broken promise.
+
+Each test runs twice: against the service, and through the local router in front of it
+(mlstack.ops.local.router, as `mlstack deploy` puts it), which must stay inside the same
+contract: the same refusals, headers and OpenAPI, and the same zero failures. One service
+start serves both.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from mlstack.ops.local import procs
+from mlstack.ops.local.router import write_table
 from tests.engine.test_bentoml_service import (  # the fixture and the server's helpers
     SERVICE_MODULE,
     _free_port,
@@ -38,13 +45,13 @@ NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 ERROR_KEYS = {"error", "detail"}
 
 
-@pytest.fixture()
-def served(churn, tmp_path):
+@pytest.fixture(scope="module")
+def service(churn, tmp_path_factory):
     """`bentoml serve` of the churn service on a free port; its base URL. Stopped by PID."""
     import httpx
 
     port = _free_port()
-    log = tmp_path / "serve.log"
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
     bentoml_cli = str(Path(sys.executable).parent / "bentoml")
     with log.open("wb") as sink:
         proc = subprocess.Popen(
@@ -60,6 +67,29 @@ def served(churn, tmp_path):
     finally:
         _stop(proc)
     assert not _group_alive(proc.pid)
+
+
+@pytest.fixture(scope="module")
+def router(service, tmp_path_factory):
+    """The local router in front of the service (its one version); its base URL."""
+    folder = tmp_path_factory.mktemp("router")
+    config = folder / "router.json"
+    write_table(config, [{"version": "v1", "weight": 100, "url": service}])
+    port = procs.free_port()
+    pid = procs.start_background(
+        [sys.executable, "-m", "mlstack.ops.local.router", "--port", str(port), "--config",
+         str(config)], cwd=Path(__file__).parents[2], env=None, log=folder / "router.log")
+    try:
+        procs.wait_ready(f"http://127.0.0.1:{port}/-/router", pid, 30, folder / "router.log")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        assert procs.stop_process(pid) and not procs.is_alive(pid)
+
+
+@pytest.fixture(params=["service", "router"])
+def served(request):
+    """The base URL of the service, or of the router in front of it."""
+    return request.getfixturevalue(request.param)
 
 
 def _assert_error(response, status: int) -> dict:
@@ -100,7 +130,11 @@ def test_refusals_keep_one_shape_and_the_openapi_documents_them(served):
         too_many = _assert_error(client.post("/predict", json={"rows": [{"x": 1}] * 257}), 413)
         assert too_many["detail"][0]["loc"] == ["body", "rows"]
 
-        spec = client.get("/docs.json").json()
+        docs = client.get("/docs.json")
+        head = client.head("/docs.json")  # a HEAD's length is its GET's body's
+        assert head.status_code == 200 and not head.content
+        assert int(head.headers["content-length"]) == len(docs.content) > 0
+        spec = docs.json()
     assert "InvalidArgument" not in spec["components"]["schemas"]
     assert spec["components"]["schemas"]["Error"]["required"] == ["error", "detail"]
     responses = spec["components"]["responses"]
@@ -109,6 +143,23 @@ def test_refusals_keep_one_shape_and_the_openapi_documents_them(served):
         operation = spec["paths"][path]["post"]
         assert operation["requestBody"]["required"] is True
         assert {"400", "404", "405", "413", "415", "503", "504"} <= set(operation["responses"])
+
+
+def test_the_router_passes_the_services_answers_unchanged(service, router):
+    """The OpenAPI, the refusals' bodies and their headers (Allow, Retry-After) are the
+    service's own, through the router; it adds only the version that answered."""
+    import httpx
+
+    with httpx.Client(timeout=30) as direct, httpx.Client(timeout=30) as routed:
+        for method, path in (("GET", "/docs.json"), ("TRACE", "/predict"),
+                             ("OPTIONS", "/healthz"), ("PROPFIND", "/info"),
+                             ("GET", "/nowhere"), ("POST", "/predict")):
+            want = direct.request(method, f"{service}{path}")
+            got = routed.request(method, f"{router}{path}")
+            assert (got.status_code, got.content) == (want.status_code, want.content), path
+            for name in ("allow", "retry-after", "content-type"):
+                assert got.headers.get(name) == want.headers.get(name), (method, path, name)
+            assert got.headers["x-mlstack-version"] == "v1"
 
 
 def test_schemathesis_finds_nothing(served, tmp_path):

@@ -9,6 +9,11 @@ measure every version on its own. A backend that refuses the connection is skipp
 another one with weight, so a version going away during a swap does not fail requests.
 `GET /-/router` shows the table, the limits and the admission counters.
 
+The router stays inside the service's OpenAPI contract (mlstack.runtime.http_contract):
+every method is forwarded (TRACE too: the service answers 405 with Allow, not the router
+501), the backend's answer and headers (Retry-After, Allow, /docs.json) pass unchanged, and
+what the router answers itself is a status the contract documents.
+
 Admission control keeps overload from building a backlog anywhere (LIMITS, each overridable
 in the table's "limits"):
 - at most `max_in_flight` requests are forwarded at once; up to `max_queue` more wait at most
@@ -28,9 +33,11 @@ and headers must arrive within `header_timeout_s` of its first byte, its body wi
 no request started is closed after `idle_timeout_s`. A request the client cut off (its
 headers or body end early) is answered 400 and never forwarded.
 
-Every answer the router words itself (400, 408, 413, 502, 503, 504) has the service's error
+Every answer the router words itself (400, 408, 413, 503, 504) has the service's error
 shape, `{"error": sentence, "detail": [{"loc": [...], "msg": ..., "type": ...}]}` as JSON,
-and every 503, the backend's too, carries Retry-After.
+and every 503, the backend's too, carries Retry-After. No version answering (each refused
+the connection or hung up) is a 503 too, not a 502 the contract does not document: for the
+client it is the same, nothing serves for now, retry.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import http.client
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -72,6 +80,10 @@ RETRY_AFTER = {"Retry-After": "1"}
 SHED_HEADERS = {**JSON, **RETRY_AFTER}
 CLOSE = {**JSON, "Connection": "close"}
 SERVER = "mlstack-router"
+# what the router can forward as HTTP/1.1: a method that is a token (RFC 9110 5.6.2) and a
+# request target of visible ASCII (http.client refuses anything else)
+METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+TARGET = re.compile(r"[\x21-\x7e]+")
 
 
 def error_body(sentence: str, kind: str, loc: tuple = ()) -> bytes:
@@ -411,7 +423,18 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             if self.reader.eof:  # the headers ended without their blank line
                 self.send_error(400, "the request's headers were cut off", loc=("headers",))
                 return False
+            if not METHOD.fullmatch(self.command) or not TARGET.fullmatch(self.path):
+                self.send_error(400, "malformed request line: the method is not a token or "
+                                     f"the target not visible ASCII: {self.requestline!r}")
+                return False
             return True
+
+        def __getattr__(self, name: str):
+            """Every method is forwarded (TRACE, PROPFIND, ...), not answered 501 here: the
+            service says which it takes (405 with Allow), as its OpenAPI documents."""
+            if name.startswith("do_"):
+                return self._forward
+            raise AttributeError(name)
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None,
                        loc: tuple = ()) -> None:
@@ -577,15 +600,18 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                         out.append(("Retry-After", RETRY_AFTER["Retry-After"]))
                     if response.will_close:
                         self._drop(url)
-                    return self._reply(response.status, payload, out)
-            return self._reply(502, error_body(
-                "no version answered: each refused the connection or hung up", "bad_gateway"),
-                JSON)
+                    length = response.getheader("Content-Length")
+                    return self._reply(response.status, payload, out,
+                                       head_length=length if self.command == "HEAD" else None)
+            return self._reply(503, error_body(
+                "no version answered: each refused the connection or hung up; retry after 1 s",
+                "no_backend"), SHED_HEADERS)
 
         def _reply(self, status: int, payload: bytes, headers: dict | list,
-                   write_timeout: float | None = None) -> None:
+                   write_timeout: float | None = None, head_length: str | None = None) -> None:
             """The answer; Date and Server are added only where the backend's answer has
-            none (a header list keeps a backend's repeated headers, Set-Cookie)."""
+            none (a header list keeps a backend's repeated headers, Set-Cookie). A HEAD's
+            answer keeps the backend's Content-Length (its GET's body length, not 0)."""
             pairs = list(headers.items()) if isinstance(headers, dict) else headers
             names = {k.lower() for k, _ in pairs}
             self.connection.settimeout(write_timeout or float(table.limits["idle_timeout_s"]))
@@ -597,7 +623,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 self.send_header("Date", self.date_time_string())
             for key, value in pairs:
                 self.send_header(key, value)
-            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Content-Length", head_length or str(len(payload)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(payload)
