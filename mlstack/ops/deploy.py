@@ -58,6 +58,22 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None,
     return result
 
 
+def compile_project(spec: Path | str, out_dir: Path | str | None = None, *, force: bool = False,
+                    dry_run: bool = False):
+    """`mlstack compile`: compile_spec under the project lock, so a compile never rewrites
+    build/ under a deploy, rollback or down at work (UsageError, as they refuse each other).
+    A project never deployed has no state folder and nothing to hold its lock: it is not
+    created, so compile writes nothing outside its output folder."""
+    from mlstack.workspace.build import compile_spec, spec_paths
+
+    found = spec_paths(spec, out_dir)
+    paths = ProjectPaths.for_spec(found.spec)
+    if not paths.state_dir.is_dir():
+        return compile_spec(found.spec, out_dir, force=force, dry_run=dry_run)
+    with project_lock(paths):
+        return compile_spec(found.spec, out_dir, force=force, dry_run=dry_run)
+
+
 def require_extra(extra: str, needed_for: str) -> None:
     """Refuse early, naming the extra, when one of its libraries is not installed (a local
     deploy runs the generated code, and its load test, with this Python). Cluster targets need

@@ -14,7 +14,8 @@ def register(sub) -> None:
     p = add_verb(sub, "compile", HELP, HELP + ". Only changed files are written; a generated "
                  "file you edited is not overwritten without --force. Lint's warnings are "
                  "shown too (on stderr; in the JSON with --format json). Exit 0 on success, 1 "
-                 "on spec errors or a refused write.")
+                 "on spec errors or a refused write, 2 while another mlstack command works on "
+                 "the project.")
     add_spec(p)
     p.add_argument("-o", "--output", metavar="DIR",
                    help="output folder (default: <spec folder>/build)")
@@ -28,9 +29,9 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from mlstack.cli.output import write_json, write_warnings
     from mlstack.cli.plan_output import SYMBOLS
-    from mlstack.workspace.build import compile_spec
+    from mlstack.ops.deploy import compile_project
 
-    compiled, result = compile_spec(spec_of(args), args.output, force=args.force,
+    compiled, result = compile_project(spec_of(args), args.output, force=args.force,
                                     dry_run=args.dry_run)
     counts = {a: len(result.paths(a)) for a in ("create", "update", "delete", "unchanged")}
     if args.format == "json":

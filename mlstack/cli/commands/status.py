@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
         write_json({**asdict(result), "serving_profile": profile[1] if profile else None})
         return 0 if result.healthy else 1
     health = "healthy" if result.healthy else "NOT healthy"
-    sys.stdout.write(f"{result.project}: {health}; serving {result.current or '-'} at "
-                     f"{result.endpoint or '- (router stopped)'}\n")
+    sys.stdout.write(f"{result.project}: {health}; {render_serving(result)}\n")
+    for note in result.reconciled:
+        sys.stdout.write(f"  reconciled: {note}\n")
     p = result.prediction
     if p is not None:
         verdict = (f"ok in {p.seconds * 1000:.0f} ms from {p.version}" if p.ok
@@ -84,6 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if profile is not None:
         sys.stdout.write("\n".join(explain_lines(profile[1], profile[0])) + "\n")
     return 0 if result.healthy else 1
+
+
+def render_serving(result) -> str:
+    """What serves, as observed: the version behind the running router, or why nothing does
+    (the version deployed last and its state)."""
+    if result.serving:
+        return f"serving {result.serving} at {result.endpoint}"
+    row = next((v for v in result.versions if v.version == result.current), None)
+    if row is None:
+        return "nothing serves"
+    if not result.router_alive and row.status not in ("stopped", "failed", "rolled_back"):
+        return f"nothing serves: the router is not running ({row.version} is {row.status})"
+    return f"nothing serves ({row.version} deployed last, {row.status})"
 
 
 def render_monitoring_line(report: dict) -> str:

@@ -8,7 +8,12 @@ from pathlib import Path
 from mlstack.codegen.contract import MONITORING_FILE
 from mlstack.diagnostics.errors import JournalError, StageError, UsageError
 from mlstack.ops.local import procs, ray_cluster
-from mlstack.ops.local.reconcile import ensure_project_router, observe, reconcile
+from mlstack.ops.local.reconcile import (
+    ensure_project_router,
+    observe,
+    reconcile,
+    stop_orphaned_jobs,
+)
 from mlstack.ops.local.services import (
     live_routes,
     role_of,
@@ -16,6 +21,7 @@ from mlstack.ops.local.services import (
     start_version,
     stop_version,
     supervised,
+    version_url,
 )
 from mlstack.ops.local.state import DeploymentState, VersionStatus
 from mlstack.ops.paths import ProjectPaths, project_lock
@@ -41,16 +47,17 @@ def _load(paths: ProjectPaths) -> DeploymentState:
 @dataclass
 class VersionHealth:
     version: str
-    status: str  # as observed: serving, ready, restarting, dead, orphaned, stopped, ...
+    status: str  # as observed: serving, ready, unready, restarting, dead, orphaned, ...
     model_tag: str | None
     pid: int | None  # its supervisor
     alive: bool  # its supervisor runs
-    ready: bool | None  # its supervisor's last report: ready (None: not running)
+    ready: bool | None  # its readiness probe answered 200 (None: its supervisor is not running)
     traffic: int  # percent, as the running router applies it
     processes: list[int] = field(default_factory=list)  # its whole tree, by marker
     restarts: int = 0  # of its tree, by its supervisor
     worker_restarts: int = 0  # of its workers, by BentoML
     last_restart_reason: str = ""
+    probe: str = ""  # GET /readyz's answer: "200", another status, or the error's name
 
 
 @dataclass
@@ -100,9 +107,10 @@ class Status:
     project: str
     endpoint: str | None
     router_alive: bool
-    current: str | None
+    current: str | None  # the version deployed last (it may be stopped: see serving)
     previous: str | None
     healthy: bool
+    serving: str | None = None  # the version the running router serves (None: nothing)
     versions: list[VersionHealth] = field(default_factory=list)
     last_slo_report: dict = field(default_factory=dict)
     history: list[dict] = field(default_factory=list)
@@ -113,6 +121,7 @@ class Status:
     problems: list[str] = field(default_factory=list)
     cluster: ClusterHealth | None = None  # target.compute's Ray cluster
     monitoring: dict | None = None  # the monitoring flow's last report (None: none yet)
+    reconciled: list[str] = field(default_factory=list)  # what status stopped (orphaned jobs)
 
 
 def last_monitoring(paths: ProjectPaths) -> dict | None:
@@ -170,6 +179,7 @@ def status(spec: Path | str) -> Status:
     is out of line with the record."""
     paths = _paths(spec)
     state = _load(paths)
+    reconciled = stop_orphaned_jobs(paths)
     seen = observe(paths, state)
     live = live_routes(state) if seen.router_alive else None
     problems = list(seen.problems)
@@ -179,11 +189,17 @@ def status(spec: Path | str) -> Status:
     for v in state.versions:
         view = seen.versions[v.version]
         report = view.report if view.supervisor_alive else {}
+        probe = str(procs.http_status(f"{version_url(v)}/readyz")) \
+            if view.supervisor_alive and v.port else ""
+        observed = view.state
+        if observed in (VersionStatus.SERVING, VersionStatus.READY) and probe != "200":
+            observed = "unready"  # its supervisor's report is older than this answer
+            problems.append(f"{v.version} is not ready: GET /readyz answered {probe or '-'}")
         versions.append(VersionHealth(
-            v.version, view.state, v.model_tag, v.pid, view.supervisor_alive,
-            report.get("state") == "ready" if view.supervisor_alive else None,
+            v.version, observed, v.model_tag, v.pid, view.supervisor_alive,
+            probe == "200" if view.supervisor_alive else None,
             (live or {}).get(v.version, 0), view.pids, report.get("restarts", 0),
-            report.get("worker_restarts", 0), report.get("reason", "")))
+            report.get("worker_restarts", 0), report.get("reason", ""), probe))
     current = state.get(state.current)
     prediction = None
     if current is not None and seen.router_alive:
@@ -206,11 +222,13 @@ def status(spec: Path | str) -> Status:
                   endpoint=f"http://127.0.0.1:{state.router.port}" if seen.router_alive
                   else None,
                   router_alive=seen.router_alive, current=state.current,
-                  previous=state.previous, healthy=healthy, versions=versions,
+                  previous=state.previous, healthy=healthy,
+                  serving=state.current if seen.router_alive and current is not None
+                  and current.status == VersionStatus.SERVING else None, versions=versions,
                   last_slo_report=current.slo_report if current else {},
                   history=state.history[-10:], prediction=prediction, routes=state.routes,
                   live_routes=live, deploy=deploy, problems=problems, cluster=cluster,
-                  monitoring=last_monitoring(paths))
+                  monitoring=last_monitoring(paths), reconciled=reconciled)
 
 
 @dataclass

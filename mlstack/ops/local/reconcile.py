@@ -13,12 +13,16 @@ recorded ones ({current: 100}). A current version whose restart fails is marked 
 tree stopped, and nothing serves (no weights, no router). The router's port held by another
 program is an error: that program is neither adopted nor stopped. With serve=False (down)
 nothing is kept; a current version that `down` stopped stays stopped.
+
+`stop_orphaned_jobs` (status calls it) stops workers and flows no command runs: only while
+the project lock is free.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mlstack.diagnostics.errors import UsageError
 from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.router import write_table
 from mlstack.ops.local.services import (
@@ -35,9 +39,10 @@ from mlstack.ops.local.services import (
     supervisor_report,
 )
 from mlstack.ops.local.state import DeploymentState, Version, VersionStatus
-from mlstack.ops.paths import ProjectPaths
+from mlstack.ops.paths import ProjectPaths, project_lock
 
 RUNNING = (VersionStatus.STARTING, VersionStatus.READY, VersionStatus.SERVING)
+JOB_ROLES = ("worker", "flow")  # run only while a command holds the project lock
 
 
 @dataclass
@@ -175,6 +180,25 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
         notes += _serve(paths, state, current, port)
     state.save()
     return notes
+
+
+def stop_orphaned_jobs(paths: ProjectPaths) -> list[str]:
+    """Stop the worker and flow processes of the project while no command runs them (none
+    holds the project lock): what a killed deploy or `mlstack run` left behind, such as
+    Prefect's temporary API server (uvicorn), which outlives its worker reparented to PID 1
+    and carries the worker's owner marker in the environment it inherited. Returns what it
+    stopped, one line each; nothing while a command holds the lock."""
+    try:
+        with project_lock(paths):
+            roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
+            notes = []
+            for role in sorted(r for r in roles if r.split("/")[0] in JOB_ROLES):
+                left = procs.stop_owned(f"{paths.project_id}/{role}", timeout=5.0)
+                notes.append(f"stopped {role}, left by a command that is gone" + (
+                    f" ({len(left)} processes would not stop)" if left else ""))
+            return notes
+    except UsageError:  # a command at work: its workers and flows are its own
+        return []
 
 
 def _serve_nothing(paths: ProjectPaths, state: DeploymentState) -> list[str]:

@@ -168,9 +168,10 @@ def ensure_router(paths: ProjectPaths, state: DeploymentState, port: int,
 
 
 def stop_router(paths: ProjectPaths, state: DeploymentState) -> list[int]:
+    """Stop the router; its port stays on record (no PID): a later rollback serves there."""
     if router_alive(paths, state) or _unmarked_from(state.router.pid, paths.state_dir):
         procs.stop_process(state.router.pid)
-    state.router = RouterInfo(limits=state.router.limits)
+    state.router = RouterInfo(port=state.router.port, limits=state.router.limits)
     return procs.stop_owned(router_owner(paths))
 
 
