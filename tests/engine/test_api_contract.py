@@ -11,23 +11,38 @@ refusals by hand, so a failure here names the broken promise.
 Each test runs twice: against the service, and through the local router in front of it
 (mlstack.ops.local.router, as `mlstack deploy` puts it), which must stay inside the same
 contract: the same refusals, headers and OpenAPI, and the same zero failures. One service
-start serves both.
+start serves both. Schemathesis runs against search-ranking's service too (/rank, trained
+here the same way: a small LightGBM ranker, a few seconds).
 """
 
 from __future__ import annotations
 
+import importlib
+import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
+from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.contract import package_name, service_class
+from mlstack.codegen.generate import compile_system
+from mlstack.frontend.analysis import require_system
 from mlstack.ops.local import procs
 from mlstack.ops.local.router import write_table
+from mlstack.workspace.writer import write_tree
+from tests.conftest import BLUEPRINTS, redate_project
 from tests.engine.test_bentoml_service import (  # the fixture and the server's helpers
+    FLOWS_MODULE,
     SERVICE_MODULE,
+    _bentoml_home,
     _free_port,
     _group_alive,
+    _load_flows,
     _stop,
     _wait_ready,
     churn,
@@ -46,18 +61,47 @@ ERROR_KEYS = {"error", "detail"}
 
 
 @pytest.fixture(scope="module")
-def service(churn, tmp_path_factory):
-    """`bentoml serve` of the churn service on a free port; its base URL. Stopped by PID."""
+def ranking(tmp_path_factory, prefect_api):
+    """search-ranking compiled and trained by its generated flow, as `churn` is (its own
+    package, so it sits beside churn's; its model in this process's BentoML store)."""
+    out = tmp_path_factory.mktemp("ranking_serve_out")
+    project = tmp_path_factory.mktemp("ranking_serve_project") / "search-ranking"
+    shutil.copytree(BLUEPRINTS / "search-ranking", project,
+                    ignore=shutil.ignore_patterns("build", ".mlstack"))
+    redate_project(project)
+    system, _ = require_system(project / "mlstack.yaml")
+    options = CompileOptions(project_dir=Path(os.path.relpath(project, out)).as_posix())
+    write_tree(compile_system(system, options), out, system=system)
+    package = package_name(system)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLSTACK_STATE_DIR", str(tmp_path_factory.mktemp("ranking_serve_state")))
+        # where BentoML has not fixed its store yet (churn's fixture did not run first)
+        patch.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("ranking_bentoml_home")))
+        patch.syspath_prepend(str(out))
+        patch.delitem(sys.modules, FLOWS_MODULE, raising=False)
+        model_tag = _load_flows(out).training_flow()["model_tag"]
+        patch.setenv("MLSTACK_MODEL_TAG", model_tag)
+        env = {**os.environ, "BENTOML_HOME": str(_bentoml_home()),
+               "BENTOML_DO_NOT_TRACK": "true", "DO_NOT_TRACK": "1"}
+        yield SimpleNamespace(out=out, env=env, service_class=service_class(system))
+        importlib.import_module(f"{package}.store").get_store.cache_clear()
+        for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+            del sys.modules[name]
+        sys.modules.pop(FLOWS_MODULE, None)
+
+
+def _serve(tree: SimpleNamespace, log: Path) -> Iterator[str]:
+    """`bentoml serve` of a trained tree's service on a free port; its base URL. Stopped
+    by PID."""
     import httpx
 
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
     bentoml_cli = str(Path(sys.executable).parent / "bentoml")
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [bentoml_cli, "serve", f"{SERVICE_MODULE}:{churn.service_class}",
+            [bentoml_cli, "serve", f"{SERVICE_MODULE}:{tree.service_class}",
              "--host", "127.0.0.1", "--port", str(port)],
-            cwd=churn.out, env=churn.env, stdout=sink, stderr=subprocess.STDOUT,
+            cwd=tree.out, env=tree.env, stdout=sink, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -67,6 +111,18 @@ def service(churn, tmp_path_factory):
     finally:
         _stop(proc)
     assert not _group_alive(proc.pid)
+
+
+@pytest.fixture(scope="module")
+def service(churn, tmp_path_factory):
+    """The churn service, served; its base URL."""
+    yield from _serve(churn, tmp_path_factory.mktemp("serve") / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def ranking_service(ranking, tmp_path_factory):
+    """The search-ranking service, served; its base URL."""
+    yield from _serve(ranking, tmp_path_factory.mktemp("serve_ranking") / "serve.log")
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +218,17 @@ def test_the_router_passes_the_services_answers_unchanged(service, router):
             assert got.headers["x-mlstack-version"] == "v1"
 
 
-def test_schemathesis_finds_nothing(served, tmp_path):
+# a known lie of /rank's OpenAPI, until http_contract.document marks it: BentoML inlines the
+# request schema without the null of `top_k: int | None = None` (an integer whose default is
+# null), so schemathesis's top_k: null is "schema-violating" and accepted (ST201)
+RANK_TOP_K_NULL = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "/rank's documented top_k drops its null (BentoML's inlined request schema); issue 25"))
+
+
+@pytest.mark.parametrize("target", ["service", "router",
+                                    pytest.param("ranking_service", marks=RANK_TOP_K_NULL)])
+def test_schemathesis_finds_nothing(target, request, tmp_path):
+    served = request.getfixturevalue(target)
     config = tmp_path / "schemathesis.toml"
     config.write_text("[checks.negative_data_rejection]\nexpected-statuses = ["
                       + ", ".join(f'"{s}"' for s in NEGATIVE_STATUSES) + "]\n")
