@@ -349,6 +349,16 @@ def _response(status: int, description: str) -> dict[str, Any]:
     return response
 
 
+def _null_defaults_nullable(body: dict[str, Any]) -> None:
+    """BentoML inlines a request's schema without the null of an optional parameter
+    (`top_k: int | None = None` becomes an integer whose default is null): a property whose
+    default is null takes null, so it is marked nullable (OpenAPI 3.0)."""
+    schema = body.get("content", {}).get(JSON, {}).get("schema", {})
+    for prop in schema.get("properties", {}).values():
+        if isinstance(prop, dict) and "type" in prop and prop.get("default", 0) is None:
+            prop["nullable"] = True
+
+
 def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
              answers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """BentoML's OpenAPI made true: one Error schema (BentoML's error schemas dropped), one
@@ -375,6 +385,7 @@ def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
             operation["responses"] = responses
             if method == "post" and "requestBody" in operation:
                 operation["requestBody"]["required"] = True
+                _null_defaults_nullable(operation["requestBody"])
             if path in answers and "200" in responses:
                 content = responses["200"].setdefault("content", {}).setdefault(JSON, {})
                 content["schema"] = json.loads(json.dumps(answers[path]))

@@ -218,15 +218,7 @@ def test_the_router_passes_the_services_answers_unchanged(service, router):
             assert got.headers["x-mlstack-version"] == "v1"
 
 
-# a known lie of /rank's OpenAPI, until http_contract.document marks it: BentoML inlines the
-# request schema without the null of `top_k: int | None = None` (an integer whose default is
-# null), so schemathesis's top_k: null is "schema-violating" and accepted (ST201)
-RANK_TOP_K_NULL = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "/rank's documented top_k drops its null (BentoML's inlined request schema); issue 25"))
-
-
-@pytest.mark.parametrize("target", ["service", "router",
-                                    pytest.param("ranking_service", marks=RANK_TOP_K_NULL)])
+@pytest.mark.parametrize("target", ["service", "router", "ranking_service"])
 def test_schemathesis_finds_nothing(target, request, tmp_path):
     served = request.getfixturevalue(target)
     config = tmp_path / "schemathesis.toml"

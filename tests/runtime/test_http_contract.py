@@ -209,3 +209,16 @@ def test_document_puts_the_given_answers_in_place_of_bentomls():
     spec = document(BENTOML_SPEC, OPERATIONS, {"/predict": nullable})
     assert spec["paths"]["/predict"]["post"]["responses"]["200"]["content"] == {
         "application/json": {"schema": nullable}}
+
+
+def test_an_optional_body_field_whose_default_is_null_is_documented_nullable():
+    """BentoML inlines /rank's request schema without the null of `top_k: int | None = None`
+    (an integer whose default is null): the contract marks it nullable, since it takes null."""
+    spec = {"paths": {"/rank": {"post": {"requestBody": {"content": {"application/json": {
+        "schema": {"type": "object", "properties": {
+            "top_k": {"type": "integer", "default": None},
+            "query_id": {"type": "integer"}}}}}}, "responses": {"200": {}}}}}}
+    body = http_contract.document(spec, {"/rank": None})["paths"]["/rank"]["post"]
+    properties = body["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert properties["top_k"].get("nullable") is True
+    assert "nullable" not in properties["query_id"]
