@@ -23,14 +23,11 @@ def repo() -> Path:
     return REPO
 
 
-def redate_project(project: Path, newest=None) -> None:
-    """Move a copied blueprint's data to the present (one offset for every timestamp, the
-    newest feature row now): online reads null a value older than its view's TTL, as the
+def redate_project(project: Path) -> None:
+    """Move a copied blueprint's data to the present, as `mlstack init` does (the newest
+    feature row now): online reads null a value older than its view's TTL, as the
     point-in-time join does, so a fixed sample older than its TTLs would serve only nulls."""
-    from mlstack.frontend.analysis import require_system
-    from mlstack.runtime.sources import redate_files
+    from mlstack.workspace.blueprints import date_sample
 
-    system, _ = require_system(project / "mlstack.yaml")
-    files = sorted({s.path for s in system.sources if s.path and s.kind == "parquet"})
-    features = sorted({system.source(v.source).path for v in system.feature_views})
-    redate_files([project / f for f in files], newest, anchor=[project / f for f in features])
+    moved, what = date_sample(project)
+    assert moved, what

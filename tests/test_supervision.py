@@ -59,7 +59,7 @@ HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
 
 
-def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -69,19 +69,24 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-@pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A project folder with its own MLSTACK_HOME; its id is unique to this test. Teardown
-    stops every process carrying the project's marker and asserts none is left."""
+def throwaway_project(tmp_path, monkeypatch, fake_serve: str = FAKE_SERVE):
+    """(a generator fixture body) A project folder with its own MLSTACK_HOME and its stand-in
+    service; its id is unique to the test. Teardown stops every process carrying the
+    project's marker and asserts none is left."""
     monkeypatch.setenv("MLSTACK_HOME", str(tmp_path / "home"))
     folder = tmp_path / f"proj-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
-    (folder / "fake_serve.py").write_text(FAKE_SERVE)
+    (folder / "fake_serve.py").write_text(fake_serve)
     paths = ProjectPaths.for_spec(folder / "mlstack.yaml")
     paths.state_dir.mkdir(parents=True)
     yield paths
     assert procs.stop_owned(paths.project_id) == []
     assert procs.owned(paths.project_id) == []
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    yield from throwaway_project(tmp_path, monkeypatch)
 
 
 def fake_start(paths: ProjectPaths, version: Version, code_dir: Path = None,

@@ -14,13 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 
 from mlstack.ops.local import procs, services, supervisor
 from mlstack.ops.paths import ProjectPaths
+from tests.test_supervision import throwaway_project, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -77,29 +77,10 @@ HTTPServer(("127.0.0.1", port), Handler).serve_forever()
 '''
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def project(tmp_path, monkeypatch):
-    """A project folder with its own MLSTACK_HOME and a unique id. Teardown stops every
-    process carrying the project's marker and asserts none is left."""
-    monkeypatch.setenv("MLSTACK_HOME", str(tmp_path / "home"))
-    folder = tmp_path / f"proj-{uuid.uuid4().hex[:8]}"
-    folder.mkdir()
-    (folder / "fake_serve.py").write_text(FAKE_SERVE)
-    paths = ProjectPaths.for_spec(folder / "mlstack.yaml")
-    paths.state_dir.mkdir(parents=True)
-    yield paths
-    assert procs.stop_owned(paths.project_id) == []
-    assert procs.owned(paths.project_id) == []
+    """test_supervision's throwaway project, with this module's stand-in service."""
+    yield from throwaway_project(tmp_path, monkeypatch, FAKE_SERVE)
 
 
 def supervise(paths: ProjectPaths, mode: str, *, ready_timeout: float = 20,

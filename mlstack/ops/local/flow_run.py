@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import signal
-import subprocess
 import sys
 import time
 import traceback
@@ -130,29 +128,18 @@ def _run(paths: ProjectPaths, flow: str, version: str, model_tag: str | None,
             str(result_file)]
     tasks: list[dict] = []
     began = time.perf_counter()
-    with open(log, "wb") as out:
-        # dies with this command (parent-death signal); what it started carries the marker
-        proc = subprocess.Popen(argv, cwd=paths.build_dir,
-                                env=paths.environment(paths.build_dir, **extra), stdout=out,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=procs.parent_death_signal(signal.SIGKILL))
-        try:
-            while True:
-                done = proc.poll() is not None
-                for line in _new_lines(progress, len(tasks)):
-                    tasks.append(line)
-                    if on_task is not None:
-                        on_task(line)
-                if done:
-                    break
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            procs.stop_owned(owner, timeout=5.0)
+
+    def on_line(line: dict) -> None:
+        tasks.append(line)
+        if on_task is not None:
+            on_task(line)
+
+    # dies with this command; what it started carries the marker
+    returncode = procs.run_followed(argv, paths.build_dir,
+                                    paths.environment(paths.build_dir, **extra), log, owner,
+                                    progress, on_line)
     seconds = round(time.perf_counter() - began, 3)
-    outcome = _outcome(result_file, proc.returncode)
+    outcome = _outcome(result_file, returncode)
     if outcome.get("traceback"):
         with open(log, "a", encoding="utf-8") as out:
             out.write(outcome["traceback"])
@@ -162,16 +149,6 @@ def _run(paths: ProjectPaths, flow: str, version: str, model_tag: str | None,
                          f"log: {log}")
     return FlowRun(flow, version, model_tag, seconds, tasks, outcome.get("result") or {},
                    str(log))
-
-
-def _new_lines(progress: Path, seen: int) -> list[dict]:
-    """The progress lines after the first `seen` (a line being written is left for later)."""
-    try:
-        text = progress.read_text(encoding="utf-8")
-    except OSError:
-        return []
-    complete = text.splitlines()[:text.count("\n")]
-    return [json.loads(line) for line in complete[seen:] if line.strip()]
 
 
 def _outcome(result_file: Path, returncode: int | None) -> dict:

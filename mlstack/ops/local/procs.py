@@ -298,6 +298,46 @@ def wait_reported(status: Path, pid: int, timeout: float, log: Path, what: str) 
     raise RuntimeError(f"not ready after {timeout:g} s{log_tail(log)}")
 
 
+def run_followed(argv: list[str], cwd: Path, env: dict, log: Path, owner: str,
+                 progress: Path | None = None, on_line=None) -> int:
+    """Run a child (a deploy's worker job, a flow run) with its output in `log` and return its
+    exit code; each complete JSON line it appends to `progress` goes to `on_line` as it comes.
+    The child dies with this process (parent-death signal); when it ends, or this process is
+    interrupted, it is killed if still running and whatever carries `owner` is stopped."""
+    seen = 0
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL,
+                                preexec_fn=parent_death_signal(signal.SIGKILL))
+        try:
+            while True:
+                done = proc.poll() is not None
+                if progress is not None and on_line is not None:
+                    for line in progress_lines(progress, seen):
+                        seen += 1
+                        on_line(line)
+                if done:
+                    break
+                time.sleep(0.2)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            stop_owned(owner, timeout=5.0)
+    return proc.returncode
+
+
+def progress_lines(progress: Path, seen: int) -> list[dict]:
+    """The JSON lines of a progress file after the first `seen`; a line still being written
+    (no newline yet) is left for the next read."""
+    try:
+        text = progress.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    complete = text.splitlines()[:text.count("\n")]
+    return [json.loads(line) for line in complete[seen:] if line.strip()]
+
+
 def log_tail(log: Path, lines: int = 15) -> str:
     try:
         text = log.read_text(errors="replace").splitlines()[-lines:]

@@ -5,8 +5,6 @@ the state's journal before it starts."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -247,31 +245,12 @@ def run_worker(paths: ProjectPaths, code_dir: Path, job: str, package: str, *,
     owner = worker_owner(paths, job)
     extra[procs.OWNER_ENV] = owner
     extra.update(ray_cluster.client_env(paths))  # target.compute: the cluster the flows join
-    seen = 0
-    with open(log, "wb") as out:
-        # the worker dies with the deploy (parent-death signal); what it started carries the
-        # marker, so what is left is stopped here, or by the next command's reconcile
-        proc = subprocess.Popen(argv, cwd=code_dir, env=paths.environment(code_dir, **extra),
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=procs.parent_death_signal(signal.SIGKILL))
-        try:
-            while True:
-                done = proc.poll() is not None
-                if progress_file and on_progress and progress_file.exists():
-                    lines = progress_file.read_text().splitlines()
-                    for line in lines[seen:]:
-                        on_progress(json.loads(line))
-                    seen = len(lines)
-                if done:
-                    break
-                time.sleep(0.2)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            procs.stop_owned(owner, timeout=5.0)
+    # the worker dies with the deploy; what it started carries the marker, so what is left is
+    # stopped here, or by the next command's reconcile
+    returncode = procs.run_followed(argv, code_dir, paths.environment(code_dir, **extra), log,
+                                    owner, progress_file, on_progress)
     if not result_file.exists():
         tail = procs.log_tail(log)
         return WorkerOutcome(False, error_type="WorkerCrashed",
-                             error=f"the worker exited with code {proc.returncode}{tail}")
+                             error=f"the worker exited with code {returncode}{tail}")
     return WorkerOutcome.from_json(json.loads(result_file.read_text()))
