@@ -176,7 +176,7 @@ def declared(paths: ProjectPaths, system, providers: tuple[str, ...] | None = No
     """Every sidecar the providers declare for this system, in start order."""
     out: list[Sidecar] = []
     for name in PROVIDERS if providers is None else providers:
-        provide: Callable = getattr(importlib.import_module(name), "sidecars")
+        provide: Callable = importlib.import_module(name).sidecars
         out.extend(provide(paths, system))
     return out
 
