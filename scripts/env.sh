@@ -15,7 +15,7 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  local stamp=".venv/.mlstack-installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-${spec//[^a-z]/_}"
+  local stamp=".venv/.mlstack-installed-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)-${spec//[^a-z]/_}"
   if [ ! -f "$stamp" ]; then
     echo "Installing mlstack $spec into .venv (first run takes a minute or two)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
@@ -28,7 +28,8 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
         "torch==$MLSTACK_TORCH_VERSION" --extra-index-url "$MLSTACK_TORCH_INDEX"
     fi
     # pip's own progress (one line per package, a bar per download), not minutes of silence
-    .venv/bin/python -m pip install --progress-bar on -e "$spec"
+    # scripts/constraints.txt: floors that keep the resolver from backtracking for minutes
+    .venv/bin/python -m pip install --progress-bar on -c scripts/constraints.txt -e "$spec"
     touch "$stamp"
   fi
 }
