@@ -10,12 +10,14 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 MLSTACK_TORCH_VERSION="${MLSTACK_TORCH_VERSION:-2.13.0}"
 MLSTACK_TORCH_INDEX="${MLSTACK_TORCH_INDEX:-https://download.pytorch.org/whl/cpu}"
 
+MLSTACK_CONSTRAINTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/constraints.txt"
+
 mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlstack into it
   local spec="$1"
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  local stamp=".venv/.mlstack-installed-$(cat pyproject.toml scripts/constraints.txt | sha256sum | cut -c1-16)-${spec//[^a-z]/_}"
+  local stamp=".venv/.mlstack-installed-$(cat pyproject.toml "$MLSTACK_CONSTRAINTS" | sha256sum | cut -c1-16)-${spec//[^a-z]/_}"
   if [ ! -f "$stamp" ]; then
     echo "Installing mlstack $spec into .venv (first run takes a minute or two)..." >&2
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
@@ -29,7 +31,7 @@ mlstack_venv() {  # mlstack_venv EXTRAS: create .venv if needed and install mlst
     fi
     # pip's own progress (one line per package, a bar per download), not minutes of silence
     # scripts/constraints.txt: floors that keep the resolver from backtracking for minutes
-    .venv/bin/python -m pip install --progress-bar on -c scripts/constraints.txt -e "$spec"
+    .venv/bin/python -m pip install --progress-bar on -c "$MLSTACK_CONSTRAINTS" -e "$spec"
     touch "$stamp"
   fi
 }

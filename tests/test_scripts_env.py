@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import REPO
 
+CONSTRAINTS = REPO / "scripts" / "constraints.txt"  # the resolver's floors, for every install
 FAKE_PYTHON = """#!/bin/sh
 echo "$*" >> "$(dirname "$0")/../calls.log"
 """
@@ -38,8 +39,8 @@ def test_the_test_extras_install_cpu_torch_first_then_once(tmp_path):
     installs = [c for c in calls if c.startswith("-m pip install") and "--upgrade pip" not in c]
     assert installs[0] == ("-m pip install --progress-bar on --no-deps --retries 0 "
                            "torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu")
-    assert installs[1] == "-m pip install --progress-bar on -e .[runtime,test,xgboost,lightgbm," \
-                          "pytorch,ray]"
+    assert installs[1] == f"-m pip install --progress-bar on -c {CONSTRAINTS} -e " \
+                          ".[runtime,test,xgboost,lightgbm,pytorch,ray]"
     assert _mlstack_venv(tmp_path, ".[runtime,test,xgboost,lightgbm,pytorch,ray]") == calls  # stamp
 
 
@@ -47,4 +48,4 @@ def test_the_test_extras_install_cpu_torch_first_then_once(tmp_path):
 def test_without_the_pytorch_extra_no_torch_is_installed(tmp_path):
     calls = _mlstack_venv(tmp_path, ".[runtime]")
     assert not any("torch" in c for c in calls)
-    assert calls[-1] == "-m pip install --progress-bar on -e .[runtime]"
+    assert calls[-1] == f"-m pip install --progress-bar on -c {CONSTRAINTS} -e .[runtime]"
