@@ -7,7 +7,9 @@ Run as `python -m mlstack.ops.local.router --port P --config FILE`. The config f
 canary gets 1 in 20 requests); each response carries `X-Mlstack-Version`, so clients can
 measure every version on its own. A backend that refuses the connection is skipped for
 another one with weight, so a version going away during a swap does not fail requests.
-`GET /-/router` shows the table, the limits and the admission counters.
+`GET /-/router` shows the table, the limits and the admission counters; `GET /metrics` counts
+the answers clients got, by status code and by who answered (a version, or the router
+itself), in Prometheus's text format (the local Prometheus scrapes it: mlstack.ops.local.alerting).
 
 The router stays inside the service's OpenAPI contract (mlstack.runtime.http_contract):
 every method is forwarded (TRACE too: the service answers 405 with Allow, not the router
@@ -84,6 +86,10 @@ SERVER = "mlstack-router"
 # request target of visible ASCII (http.client refuses anything else)
 METHOD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 TARGET = re.compile(r"[\x21-\x7e]+")
+# the router's own pages and the probes are not answers to clients (the generated rules leave
+# the probes out of the service's counters too)
+NOT_COUNTED = frozenset({"/metrics", "/-/router", "/healthz", "/livez", "/readyz"})
+METRICS_TEXT = {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
 
 def error_body(sentence: str, kind: str, loc: tuple = ()) -> bytes:
@@ -269,6 +275,34 @@ class Admission:
                     "admitted": self.admitted, "shed": self.shed}
 
 
+class Answers:
+    """Answers sent to clients, counted by (status code, who answered: a version or
+    'router'), for GET /metrics."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def count(self, status: int, answered_by: str) -> None:
+        with self.lock:
+            key = (str(status), answered_by)
+            self.counts[key] = self.counts.get(key, 0) + 1
+
+    def render(self, refused_connections: int = 0) -> bytes:
+        """Prometheus's text format; a connection refused at a cap got the router's 503."""
+        with self.lock:
+            counts = dict(self.counts)
+        if refused_connections:
+            key = ("503", "router")
+            counts[key] = counts.get(key, 0) + refused_connections
+        lines = ["# HELP mlstack_router_requests_total Requests answered to clients, by status "
+                 "code and by who answered (a version, or the router itself).",
+                 "# TYPE mlstack_router_requests_total counter"]
+        lines += [f'mlstack_router_requests_total{{code="{code}",answered_by={json.dumps(by)}}}'
+                  f" {n}" for (code, by), n in sorted(counts.items())]
+        return ("\n".join(lines) + "\n").encode()
+
+
 class _NoDelayConnection(http.client.HTTPConnection):
     """Headers and body go out as separate writes: without TCP_NODELAY, Nagle's algorithm
     and delayed ACKs add ~40 ms to every proxied request."""
@@ -366,6 +400,7 @@ class RouterServer(ThreadingHTTPServer):
 def make_handler(table: BackendTable, server: RouterServer | None = None):
     local = _Local()
     admission = server.admission if server is not None else Admission()
+    answers = Answers()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -525,6 +560,9 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 parts.append(chunk)
 
         def _forward(self) -> None:
+            if self.path == "/metrics" and self.command in ("GET", "HEAD"):
+                refused = server.refused_connections if server is not None else 0
+                return self._reply(200, answers.render(refused), METRICS_TEXT)
             if self.path == "/-/router":
                 table.refresh()
                 info = {"backends": table.backends, "limits": table.limits,
@@ -614,6 +652,9 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             answer keeps the backend's Content-Length (its GET's body length, not 0)."""
             pairs = list(headers.items()) if isinstance(headers, dict) else headers
             names = {k.lower() for k, _ in pairs}
+            if getattr(self, "path", "").split("?", 1)[0] not in NOT_COUNTED:
+                answers.count(status, next((v for k, v in pairs
+                                            if k == "X-Mlstack-Version"), "router"))
             self.connection.settimeout(write_timeout or float(table.limits["idle_timeout_s"]))
             self.log_request(status)
             self.send_response_only(status)
