@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,14 +103,55 @@ class ProjectPaths:
         return env
 
 
+KEEPER_WAIT = 120.0  # seconds a command waits for the keeper's repair (a version's restart)
+
+
 @contextmanager
-def project_lock(paths: ProjectPaths):
-    """One mlstack command at a time works on a project: compile, deploy, down, rollback."""
+def project_lock(paths: ProjectPaths, holder: str = "command", keeper_wait: float = KEEPER_WAIT):
+    """One mlstack command at a time works on a project: compile, deploy, down, rollback.
+
+    The holder writes who it is into the lock file ("<pid> <holder>"). A command that finds
+    the lock held by the keeper (mlstack.ops.local.keeper, `holder="keeper"`: a brief repair
+    between commands) waits for it up to `keeper_wait` seconds instead of failing; a lock
+    held by another command is a UsageError at once."""
     paths.state_dir.mkdir(parents=True, exist_ok=True)
-    with open(paths.state_dir / ".lock", "w") as handle:
+    deadline = time.monotonic() + keeper_wait
+    # not "w": opening must not wipe the holder's name before the lock is ours
+    with open(paths.state_dir / ".lock", "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if lock_holder(paths) != "keeper" or time.monotonic() >= deadline:
+                    raise UsageError("another mlstack command is working on this project",
+                                     "wait for it to finish") from None
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {holder}\n")
+        handle.flush()
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UsageError("another mlstack command is working on this project",
-                             "wait for it to finish") from None
-        yield
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+
+
+def lock_holder(paths: ProjectPaths) -> str | None:
+    """Who holds the project lock as it says ("command", "keeper"); None when the file names
+    nobody, or a process that is gone."""
+    try:
+        text = (paths.state_dir / ".lock").read_text().split()
+    except OSError:
+        return None
+    if len(text) != 2 or not text[0].isdigit():
+        return None
+    try:
+        os.kill(int(text[0]), 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return text[1]

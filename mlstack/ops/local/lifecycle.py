@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mlstack.codegen.contract import MONITORING_FILE
 from mlstack.diagnostics.errors import JournalError, StageError, UsageError
-from mlstack.ops.local import procs, ray_cluster
+from mlstack.ops.local import keeper, procs, ray_cluster
 from mlstack.ops.local.reconcile import (
     ensure_project_router,
     observe,
@@ -246,6 +246,7 @@ def down(spec: Path | str) -> DownResult:
     journal is not needed: an unusable one is left as it is (for `mlstack repair`) and every
     process carrying the project's marker is stopped all the same."""
     paths = _paths(spec)
+    keeper.stop(paths)  # first, and kept stopped: nothing restarts what down stops
     with project_lock(paths):
         found = procs.owned(paths.project_id)
         roles = sorted({role_of(paths, p.owner) for p in found})
@@ -329,6 +330,7 @@ def rollback(spec: Path | str, to: str | None = None, port: int | None = None) -
                 stop_version(paths, current)
                 current.status = VersionStatus.ROLLED_BACK
                 state.previous, state.current = state.current, target.version
+        keeper.ensure_running(paths)  # the version now serving is kept up between commands
         return RollbackResult(current.version if current else "-", target.version,
                               target.model_tag, f"http://127.0.0.1:{state.router.port}",
                               restarted=restarted, reconciled=notes)

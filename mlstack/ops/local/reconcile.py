@@ -43,6 +43,7 @@ from mlstack.ops.paths import ProjectPaths, project_lock
 
 RUNNING = (VersionStatus.STARTING, VersionStatus.READY, VersionStatus.SERVING)
 JOB_ROLES = ("worker", "flow")  # run only while a command holds the project lock
+KEPT_ROLES = ("keeper", "sidecar")  # kept by reconcile(serve=True): not a version's to stop
 
 
 @dataclass
@@ -162,6 +163,8 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
     if serve and ray_cluster.alive(paths, state):
         keep.add(ray_cluster.ROLE)  # the flows' cluster outlives a deploy; `down` stops it
     roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
+    if serve:  # the keeper and the sidecars outlive a deploy; `down` stops them
+        keep |= {r for r in roles if r in KEPT_ROLES or r.split("/")[0] in KEPT_ROLES}
     for role in sorted(roles - keep):
         notes.append(_stop_role(paths, state, role))
     for v in state.versions:
@@ -182,6 +185,35 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
     return notes
 
 
+def repairs_needed(paths: ProjectPaths, state: DeploymentState,
+                   seen: Observation) -> list[str]:
+    """What reconcile(serve=True) would repair now, one line each ([] when nothing): an
+    interrupted deploy or action, the current version serving on record whose supervisor is
+    gone, its router gone or applying other weights, processes nothing accounts for. The
+    keeper asks this every pass and reconciles only when it says something."""
+    if seen.deploy_running:
+        return []  # a deploy at work owns what runs
+    out = []
+    if state.deploy:
+        out.append(f"the deploy of {state.deploy.get('version')} was interrupted")
+    out += [f"'{e.get('action')}' of {e.get('version', '-')} was interrupted"
+            for e in state.journal]
+    current = state.get(state.current)
+    serving = current is not None and current.status == VersionStatus.SERVING
+    if serving and seen.versions[current.version].state in ("dead", "orphaned"):
+        out.append(f"{current.version}'s supervisor is gone")
+    if serving and not seen.router_alive:
+        out.append("the router is not running")
+    elif serving and seen.table != state.routes:
+        out.append(f"the router's table {seen.table} is not the recorded {state.routes}")
+    keep = {"router", f"version/{current.version}"} if serving else set()
+    for role in sorted(seen.roles):
+        base = role.split("/")[0]
+        if role not in keep and base not in KEPT_ROLES and base != ray_cluster.ROLE:
+            out.append(f"{role} runs and nothing accounts for it")
+    return out
+
+
 def stop_orphaned_jobs(paths: ProjectPaths) -> list[str]:
     """Stop the worker and flow processes of the project while no command runs them (none
     holds the project lock): what a killed deploy or `mlstack run` left behind, such as
@@ -189,7 +221,7 @@ def stop_orphaned_jobs(paths: ProjectPaths) -> list[str]:
     and carries the worker's owner marker in the environment it inherited. Returns what it
     stopped, one line each; nothing while a command holds the lock."""
     try:
-        with project_lock(paths):
+        with project_lock(paths, keeper_wait=0.0):  # status does not wait for a repair
             roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
             notes = []
             for role in sorted(r for r in roles if r.split("/")[0] in JOB_ROLES):
@@ -256,6 +288,12 @@ def _close_interrupted(state: DeploymentState) -> list[str]:
         state.record("deploy-interrupted", version=name, stage=stage,
                      pid=state.deploy.get("pid"))
         notes.append(f"the deploy of {name} was interrupted during {stage}: {name} failed")
+        share = state.routes.get(name or "", 0)
+        if share and name != state.current:  # a canary nothing judges any more: undone
+            state.record("canary-rolled-back", version=name, weight=share,
+                         to=state.current)
+            notes.append(f"its canary ({share}% of traffic) was rolled back to "
+                         f"{state.current or 'nothing'}")
         state.deploy = {}
     for entry in state.journal:
         state.record("interrupted", **{k: v for k, v in entry.items() if k != "at"})

@@ -12,7 +12,11 @@ ARGV (`bentoml serve ...`) in a session of its own, with a parent-death signal, 
   same port, after a backoff (1, 2, 4 ... 30 s; reset after a minute of health). BentoML
   (circus) restarts a crashed worker itself; the supervisor counts those restarts;
 - SIGTERM stops the tree and the supervisor; if the supervisor dies anyway, the serve process
-  gets SIGTERM (parent-death signal) and `mlstack` reconciles what is left by marker.
+  gets SIGTERM (parent-death signal) and the project's keeper (keeper.py) starts the version
+  again, or the next command reconciles what is left by marker;
+- every KEEPER_EVERY seconds it checks that the project's keeper runs and starts it when it
+  does not (unless `down` stopped it: .mlstack/keeper.json), so the keeper and the
+  supervisors keep each other: no single kill leaves the project unattended.
 
 The status file (JSON, replaced atomically) says: state (starting, ready, restarting,
 failed, stopping, stopped), the supervisor's and the serve process's PIDs, the workers' PIDs,
@@ -36,6 +40,7 @@ POLL_SECONDS = 1.0
 HEALTH_EVERY = 2.0  # seconds between /readyz probes once ready
 BACKOFF_MAX = 30.0
 HEALTHY_RESETS_BACKOFF = 60.0  # seconds of health after which the backoff starts over
+KEEPER_EVERY = 5.0  # seconds between checks that the project's keeper runs
 
 
 class Supervisor:
@@ -51,6 +56,38 @@ class Supervisor:
                            "started_at": round(time.time(), 3)}
         self.workers: set[int] = set()
         self.seen_workers: set[int] = set()  # every worker of the current tree
+        self.next_keeper_check = time.monotonic() + KEEPER_EVERY
+
+    # -- the project's keeper -------------------------------------------------------------
+    def keep_keeper(self) -> None:
+        """Start the project's keeper when it is wanted and does not run. Its state folder is
+        where this supervisor's status file lies (.mlstack/supervisors/<version>.json); the
+        marker's project id names its processes. Never raises: the tree comes first."""
+        now = time.monotonic()
+        if now < self.next_keeper_check or "/version/" not in self.owner:
+            return
+        self.next_keeper_check = now + KEEPER_EVERY
+        state_dir = self.status_file.resolve().parent.parent
+        try:
+            wanted = json.loads((state_dir / "keeper.json").read_text())
+        except (OSError, ValueError):
+            return  # no deploy asked for a keeper (or one from before keepers)
+        spec = wanted.get("spec") if isinstance(wanted, dict) else None
+        project_id = self.owner.split("/version/", 1)[0]
+        if not isinstance(spec, str) or wanted.get("stopped") \
+                or procs.owned(f"{project_id}/keeper"):
+            return
+        try:  # imported only now: a supervisor stays small while the keeper runs
+            from mlstack.ops.local import keeper
+            from mlstack.ops.paths import ProjectPaths
+
+            paths = ProjectPaths.for_spec(Path(spec))
+            if paths.project_id != project_id or paths.state_dir != state_dir:
+                return  # a record that is not this project's: start nothing
+            keeper.ensure_running(paths, revive=False)
+            self.info["keeper_starts"] = self.info.get("keeper_starts", 0) + 1
+        except Exception as exc:  # noqa: BLE001 - a keeper that cannot start is reported
+            self.info["keeper_problem"] = f"{type(exc).__name__}: {exc}"[:200]
 
     # -- reporting ------------------------------------------------------------------------
     def report(self, state: str | None = None, **details) -> None:
@@ -157,6 +194,7 @@ class Supervisor:
                 elif now - last_ok > self.unhealthy_after:
                     return f"/readyz has not answered 200 for {self.unhealthy_after:g} s"
                 self.track_workers()
+                self.keep_keeper()
                 self.report()
             self.sleep(POLL_SECONDS)
         return ""
