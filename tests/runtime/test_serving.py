@@ -17,6 +17,7 @@ from mlstack.runtime.serving import (
     check_model_columns,
     check_rows,
     feature_records,
+    json_body,
     predictions,
     ranked,
 )
@@ -84,6 +85,15 @@ def test_predictions_null_for_missing_and_non_finite_rows(inputs):
     assert predictions(inputs([{"id": 2}]), score) == [None]
     assert scored == [2]
     assert all(type(v) is float for v in predictions(inputs([{"id": 1}]), score))
+
+
+def test_json_body_is_the_answer_as_json_with_null_for_non_finite_values():
+    assert json.loads(json_body([0.25, None, 1.0])) == [0.25, None, 1.0]
+    assert json.loads(json_body([1, "a", True])) == [1, "a", True]
+    # pydantic writes a NaN or an infinity as null; a ready answer must stay valid JSON
+    body = json_body([0.5, float("nan"), float("inf"), None])
+    assert json.loads(body, parse_constant=lambda c: pytest.fail(f"{c} in {body!r}")) == [
+        0.5, None, None, None]
 
 
 def test_feature_records(inputs):

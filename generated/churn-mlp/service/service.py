@@ -41,6 +41,7 @@ from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.registry import read_spec_hash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.responses import Response
 
 from churn_mlp_system import settings
 from churn_mlp_system.features import MODEL_COLUMNS, REQUEST_KEYS, SYSTEM_NAME, TASK
@@ -158,7 +159,11 @@ class ChurnMlpService:
     async def predict(self, rows: list[Row]) -> list[float | None]:
         """The positive-class probability of each row; null without online features or
         with a model input that is not finite."""
-        return await self.scores(rows)
+        # a ready response: the annotation documents the answer (/docs.json), but BentoML
+        # would validate every answer against it and build its JSON schema each time
+        return Response(
+            serving.json_body(await self.scores(rows)), media_type=http_contract.JSON
+        )
 
     @bentoml.api(input_spec=Rows)
     async def features(self, rows: list[Row]) -> list[dict[str, Any]]:
