@@ -1,0 +1,62 @@
+"""The promote stage, the deploy's commit point: the new version becomes current in the
+record (saved), then the old one stops. Killed before the save, the next command rolls the
+deploy back; after it, forward. Then the keeper (when there is one) is made to run, so the
+sidecars stay supervised after the deploy's process ends."""
+
+from __future__ import annotations
+
+import importlib
+
+from mlstack.diagnostics.errors import StageError
+from mlstack.ops.local.services import route, stop_version
+from mlstack.ops.local.stages.context import DeployContext
+from mlstack.ops.local.state import VersionStatus
+
+
+def run(ctx: DeployContext) -> None:
+    with ctx.stages.stage("promote") as record:
+        promote(ctx)
+        record.detail = (f"{ctx.version.version} serves 100% at "
+                         f"http://127.0.0.1:{ctx.options.port}")
+    start_keeper(ctx)
+
+
+def promote(ctx: DeployContext) -> None:
+    paths, state, version, current = ctx.paths, ctx.state, ctx.version, ctx.current
+    route(paths, {version.version: 100}, state)
+    version.status = VersionStatus.SERVING
+    if current is not None and current.version != version.version:
+        state.previous = current.version
+    state.current = version.version
+    state.deploy = {}
+    state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag,
+                 **_trigger(ctx))
+    state.save()
+    if current is not None and current.version != version.version:
+        with state.action("stop", version=current.version):
+            stop_version(paths, current)
+            current.status = VersionStatus.STOPPED
+
+
+def _trigger(ctx: DeployContext) -> dict:
+    trigger = getattr(ctx.plan, "trigger", "deploy")
+    return {} if trigger == "deploy" else {"trigger": trigger}
+
+
+def start_keeper(ctx: DeployContext) -> None:
+    """The keeper process (mlstack.ops.local.keeper's ensure_running, once that module has
+    it) made to run after a successful deploy, so the sidecars stay supervised after the
+    deploy's process ends. A keeper that cannot start fails the deploy, naming itself."""
+    try:
+        keeper = importlib.import_module("mlstack.ops.local.keeper")
+    except ModuleNotFoundError as exc:
+        if exc.name != "mlstack.ops.local.keeper":
+            raise
+        return
+    ensure_running = getattr(keeper, "ensure_running", None)
+    if ensure_running is None:
+        return
+    try:
+        ensure_running(ctx.paths)
+    except Exception as exc:
+        raise StageError("keeper", f"the keeper did not start: {exc}") from exc
