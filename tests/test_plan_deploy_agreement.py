@@ -21,6 +21,7 @@ EXPECTED = {
     "Training.retry_delay_seconds": (False, False, False),
     "Training.schedule": (False, False, False),
     "Training.timeout_minutes": (False, False, False),
+    "Training.on_new_model": (False, False, False),
     "Metadata.description": (False, False, False),
     "Metadata.owner": (False, False, False),
     "SourceBase.description": (False, False, False),

@@ -155,6 +155,7 @@ CHANGES = {
     "Training.retry_delay_seconds": ("local", ("training", "retry_delay_seconds"), 30),
     "Training.timeout_minutes": ("local", ("training", "timeout_minutes"), 15),
     "Training.seed": ("local", ("training", "seed"), 99),
+    "Training.on_new_model": ("local", ("training", "on_new_model"), "register"),
     "Evaluation.metrics": ("local", ("evaluation", "metrics"), ["auc"]),
     "Evaluation.gates": ("local", ("evaluation", "gates"), {"auc": ">= 0.5"}),
     "Batching.mode": ("local", ("serving", "batching"), "off"),

@@ -151,14 +151,26 @@ class Plan:
     cost: CostEstimate | None = None  # monthly estimate of the new spec (cluster targets)
     previous_cost: CostEstimate | None = None  # ... of the last compile's, when it had one
     target: str = "local"  # the target kind of the new spec
+    # a deployed local project: deploy's own plan against the version that serves
+    # (mlstack.ops.local.stages.plan.DeployPlan: actions, serving, stages, as_dict())
+    serving_plan: object | None = None
 
     @property
     def deploy(self) -> DeployActions | None:
-        """What `mlstack deploy` on a local target does about these changes (the same
-        decision, from the same diff; a change of the source data retrains as well)."""
+        """What `mlstack deploy` on a local target does: for a deployed project, deploy's
+        own plan against the serving version (its IR, data and service files); else the
+        same decision from this diff against the last compile."""
+        if self.serving_plan is not None:
+            return self.serving_plan.actions
         if self.target != "local" or self.baseline == "unreadable":
             return None
         return deploy_actions(self.resources, first=self.baseline == "none")
+
+    @property
+    def deploy_pending(self) -> bool:
+        """A deploy against the serving version would do something."""
+        return self.serving_plan is not None and (
+            self.serving_plan.new_version or not self.serving_plan.actions.nothing)
 
     @property
     def file_changes(self) -> list[FileChange]:
@@ -176,7 +188,7 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.file_changes or self.resources or self.infra.changes
-                    or self.interrupted_write)
+                    or self.interrupted_write or self.deploy_pending)
 
     def as_dict(self) -> dict:
         return {"system": self.system, "out_dir": self.out_dir, "spec_file": self.spec_file,
@@ -189,9 +201,16 @@ class Plan:
                 "derivations": [d.as_dict() for d in self.derivations],
                 "infra": self.infra.as_dict(), "cost": cost_as_dict(self.cost),
                 "previous_cost": cost_as_dict(self.previous_cost),
-                "deploy": None if self.deploy is None else {
-                    "train": self.deploy.train, "new_version": self.deploy.new_version,
-                    "verify": self.deploy.verify, "reasons": list(self.deploy.reasons)}}
+                "deploy": self._deploy_dict()}
+
+    def _deploy_dict(self) -> dict | None:
+        if self.serving_plan is not None:
+            return self.serving_plan.as_dict()
+        if self.deploy is None:
+            return None
+        return {"train": self.deploy.train, "new_version": self.deploy.new_version,
+                "verify": self.deploy.verify, "reasons": list(self.deploy.reasons),
+                "serving": None}
 
 
 # -- the resources of a system, as flat property maps --------------------------------------
@@ -230,7 +249,7 @@ def _service(s: SystemIR) -> dict:
 
 def _pipelines(s: SystemIR) -> dict:
     t = s.training
-    return {"schedule": t.schedule, "retries": t.retries,
+    return {"schedule": t.schedule, "on_new_model": t.on_new_model, "retries": t.retries,
             "retry_delay_seconds": t.retry_delay_seconds, "timeout_seconds": t.timeout_seconds,
             "materialize_interval_seconds": t.materialize_interval_seconds,
             "training_resources": _dump(s.target.training)}

@@ -214,6 +214,8 @@ class TrainingNode(Node):
     retry_delay_seconds: int
     timeout_seconds: int
     seed: int
+    # what a scheduled retrain does with a model past the gates: rollout | register
+    on_new_model: str = "rollout"
 
 
 class EvaluationNode(Node):

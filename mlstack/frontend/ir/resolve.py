@@ -38,6 +38,8 @@ def spec_hash(spec: SystemSpec) -> str:
         data["model"].pop("estimator", None)
     if data["target"].get("compute") is None:
         data["target"].pop("compute", None)
+    if data["training"].get("on_new_model") is None:
+        data["training"].pop("on_new_model", None)
     for transform in data["features"]["transforms"]:
         if transform.get("python") is None and not transform.get("inputs"):
             transform.pop("python", None)
@@ -563,7 +565,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
                                  split_by=t.split.by,
                                  test_fraction=t.split.test_fraction, retries=t.retries,
                                  retry_delay_seconds=t.retry_delay_seconds,
-                                 timeout_seconds=t.timeout_minutes * 60, seed=t.seed),
+                                 timeout_seconds=t.timeout_minutes * 60, seed=t.seed,
+                                 on_new_model=t.on_new_model or "rollout"),
         evaluation=ir.EvaluationNode(metrics=tuple(ev.metrics), gates=tuple(
             _gate(k, v) for k, v in sorted(ev.gates.items()))),
         serving=serving, slos=slo,

@@ -348,6 +348,13 @@ class Training(Strict):
                                  description="Time limit of one pipeline task.")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Random seed for the split and the "
                       "estimator.")
+    on_new_model: Literal["rollout", "register"] | None = Field(
+        None, description="What a scheduled retrain does with a model that passes the gates "
+        "(on data changed since the serving version trained; unchanged data makes no "
+        "version): rollout (the default): deploy's own stages, profile, skew check, SLO "
+        "verification and the canary with the rollout's abort rules, then promote or roll "
+        "back; register: the model is registered as a candidate that the next `mlstack "
+        "deploy` rolls out without training again.")
 
 
 class Evaluation(Strict):
