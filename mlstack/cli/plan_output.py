@@ -67,7 +67,15 @@ def render_plan(plan: Plan) -> str:
 
 
 def render_summary(plan: Plan) -> str:
-    if not plan.has_changes:
+    if plan.serving_plan is not None:
+        return render_compile_summary(plan) + "\n" + serving_summary(plan.serving_plan)
+    return render_compile_summary(plan)
+
+
+def render_compile_summary(plan: Plan) -> str:
+    if not plan.has_changes or (plan.deploy_pending and not (
+            plan.file_changes or plan.resources or plan.infra.changes
+            or plan.interrupted_write)):
         return f"No changes: {plan.out_dir} matches the spec ({len(plan.files)} files)."
     counts = {a: sum(1 for f in plan.files if f.action == a)
               for a in ("create", "update", "delete", "unchanged")}
@@ -75,7 +83,7 @@ def render_summary(plan: Plan) -> str:
             f"{counts['delete']} to delete, {counts['unchanged']} unchanged.")
     if plan.consequences:
         text += " Consequences: " + ", ".join(plan.consequences) + "."
-    if plan.deploy is not None and plan.resources:
+    if plan.deploy is not None and plan.resources and plan.serving_plan is None:
         text += f"\n{deploy_summary(plan.deploy)}"
     if plan.infra.stack is not None:
         text += f"\n{infra_summary(plan.infra)}"
@@ -93,6 +101,26 @@ def deploy_summary(actions) -> str:
         return "Deploy: re-verify the SLOs of the serving version (no new version)."
     model = "retrain" if actions.train else "reuse the serving model"
     return f"Deploy: {model}, start a new service version, verify the SLOs, roll it out."
+
+
+def serving_summary(serving) -> str:
+    """Deploy's own plan against the version that serves (a deployed local project): what
+    `mlstack deploy` would do now, its reasons and its stages."""
+    if not serving.new_version:
+        head = (f"Deploy (against {serving.serving}, serving): "
+                + deploy_summary(serving.actions).removeprefix("Deploy: "))
+    else:
+        against = (f"against {serving.serving}, serving" if serving.serving
+                   else "nothing serves")
+        model = ("roll out the candidate " + serving.candidate if serving.candidate
+                 else "reuse the serving model" if serving.reuse else "retrain")
+        head = (f"Deploy ({against}): {model}, start a new service version, verify the "
+                "SLOs, roll it out.")
+    lines = [head]
+    lines += [f"  because {reason}" for reason in serving.reasons]
+    if serving.new_version or not serving.actions.nothing:
+        lines.append("  stages: " + " -> ".join(serving.stages))
+    return "\n".join(lines)
 
 
 def infra_summary(infra: InfraPlan) -> str:

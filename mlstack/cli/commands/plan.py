@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
 
@@ -13,7 +14,9 @@ HELP = "show what compiling would change, in files and in ML terms; nothing is w
 
 def register(sub) -> None:
     p = add_verb(sub, "plan", HELP, HELP + ". Resources are diffed against the IR recorded "
-                 "by the last compile in the output folder. For kubernetes/aws targets it also "
+                 "by the last compile in the output folder; for a deployed local project, "
+                 "what `mlstack deploy` would do is planned against the version that serves "
+                 "(its IR, the data it trained on and its service files), with its stages. For kubernetes/aws targets it also "
                  "lists the Terraform resources to add, change or destroy and a monthly cost "
                  "estimate (from a versioned price table; an estimate, not a quote). Lint's "
                  "warnings are shown too (on stderr; in the JSON with --format json).")
@@ -36,6 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     compiled = compile_tree(spec_of(args), args.output)
     result = plan(compiled.system, compiled.tree, compiled.paths.out_dir)
+    if compiled.system.target.kind == "local":
+        from mlstack.ops.local.stages.plan import deployed_plan
+
+        serving = deployed_plan(compiled.paths.spec, compiled.system, compiled.tree)
+        if serving is not None:
+            result = replace(result, serving_plan=serving)
     if args.format == "json":
         sys.stdout.write(render_plan_json(result, compiled.warnings))
     else:
