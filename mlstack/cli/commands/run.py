@@ -7,26 +7,35 @@ import sys
 from dataclasses import asdict
 
 from mlstack.cli.arguments import add_format, add_spec, add_verb, spec_of
+from mlstack.cli.commands import run_feed  # mlstack run feed (its options, its run)
 
-HELP = "run a generated flow (materialize, monitoring) once, now, on the deployed project"
+HELP = ("run a generated flow (materialize, monitoring, training) once, now, on the deployed "
+        "project")
 
 
 def register(sub) -> None:
-    p = add_verb(sub, "run", HELP, HELP + ": the build folder and state of the current "
-                 "deploy, in the deploy's isolated environment (Prefect starts a temporary "
-                 "local API; no server is needed). Each task is shown as it finishes (on "
-                 "stderr). monitoring judges the serving version's model and reads feature "
-                 "freshness from the online store; its report shows in mlstack status and "
-                 "mlstack docs. training is refused for now: a retrain goes through deploy's "
-                 "rollout (mlstack deploy --retrain). Exit 0 when the run completes, 1 when it "
-                 "fails (the failed task and its error named; the log in the hint), 2 on usage "
-                 "errors and when the project has not been deployed.")
-    p.add_argument("flow", metavar="FLOW", choices=("materialize", "monitoring", "training"),
-                   help="the flow to run: materialize or monitoring (training: use mlstack "
-                        "deploy --retrain)")
+    p = add_verb(sub, "run", HELP, HELP + ". While the project's scheduler runs (its "
+                 "Prefect server, started by deploy), the run is created from the flow's "
+                 "deployment on that server and run by the project's runner like a scheduled "
+                 "run: it shows in the Prefect UI, and each state change and each task as it "
+                 "finishes is shown (on stderr). Without the server, materialize and "
+                 "monitoring run directly, on the serving version's build, in the deploy's "
+                 "isolated environment (Prefect starts a temporary local API). training is "
+                 "the scheduled retrain (deploy's rollout: a model that passes the gates goes "
+                 "out through the canary) and needs the server; without it, retrain with "
+                 "mlstack deploy --retrain. monitoring judges the serving version's model and "
+                 "reads feature freshness from the online store; its report shows in mlstack "
+                 "status and mlstack docs. Exit 0 when the run completes, 1 when it fails "
+                 "(the failed task and its error named; the log or the run's page in the "
+                 "hint), 2 on usage errors and when the project has not been deployed.")
+    p.add_argument("flow", metavar="FLOW", choices=("materialize", "monitoring", "training",
+                                                     "feed"),
+                   help="the flow to run: materialize, monitoring or training (training "
+                        "needs the project's scheduler)")
     add_spec(p)
     add_format(p, help="output format of the summary (default: text); json: one JSON "
                        "document on stdout, errors included (progress stays on stderr)")
+    run_feed.add_options(p)
     p.set_defaults(run=run)
 
 
@@ -41,18 +50,27 @@ def _task_line(line: dict) -> None:
     sys.stderr.flush()
 
 
+def _state_line(state: str) -> None:
+    sys.stderr.write(f"  run {str(state).lower()}\n")
+    sys.stderr.flush()
+
+
 def run(args: argparse.Namespace) -> int:
+    if run_feed.wanted(args):
+        return run_feed.run(args)
     from mlstack.cli.output import write_json
     from mlstack.ops.local.flow_run import run_flow
 
     sys.stderr.write(f"Running the {args.flow} flow on the deployed project...\n")
     sys.stderr.flush()
-    result = run_flow(spec_of(args), args.flow, on_task=_task_line)
+    result = run_flow(spec_of(args), args.flow, on_task=_task_line, on_state=_state_line)
     if args.format == "json":
         write_json(asdict(result))
         return 0
     sys.stdout.write(f"{result.flow} completed in {result.seconds:.1f} s (serving "
                      f"{result.version}, model {result.model_tag or '-'})\n")
+    if result.url:
+        sys.stdout.write(f"  the run in the Prefect UI: {result.url}\n")
     if result.flow == "monitoring":
         sys.stdout.write(render_monitoring(result.result))
     return 0

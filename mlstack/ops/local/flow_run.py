@@ -11,8 +11,12 @@ environment variables (ENV_SERVING_VERSION, ENV_MODEL_TAG), read from the deploy
 The parent never imports prefect, feast or the generated code. Each finished task arrives
 as a progress line (mlstack.runtime.hooks) and goes to `on_task`.
 
-Training is not run here: a retrain goes through deploy's rollout (`mlstack deploy
---retrain`).
+While the project's Prefect server answers (the scheduler sidecars, mlstack.ops.local.
+scheduler) and knows the flow's deployment, the run is created from that deployment instead
+and followed through the server's API (mlstack.ops.local.served_run): the project's runner
+runs it like a scheduled run, and the UI shows it. Training runs only there: its deployment
+is the scheduled retrain, which goes through deploy's rollout. Without a server, training is
+refused (a retrain goes through `mlstack deploy --retrain`).
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from mlstack.codegen.contract import (
     ENV_PROGRESS_FILE,
     ENV_SERVING_VERSION,
     MATERIALIZE_TASKS,
+    MONITORING_FILE,
     MONITORING_TASKS,
 )
 from mlstack.diagnostics.errors import MissingExtraError, StageError, UsageError, extra_for_module
-from mlstack.ops.local import procs, ray_cluster
+from mlstack.ops.local import procs, ray_cluster, scheduler, served_run, sidecars
 from mlstack.ops.local.state import DeploymentState
 from mlstack.ops.paths import ProjectPaths, project_lock
 
@@ -47,6 +52,7 @@ FLOWS = {
 # What `mlstack run` accepts: the flows above, and training, refused with the way to retrain.
 RUNNABLE = ("materialize", "monitoring", "training")
 RETRAIN_HINT = "a retrain goes through deploy's rollout: run mlstack deploy --retrain"
+REPORT_FILES = {"monitoring": MONITORING_FILE}  # what a served run's result is read from
 
 
 @dataclass
@@ -61,6 +67,7 @@ class FlowRun:
     tasks: list[dict] = field(default_factory=list)
     result: dict = field(default_factory=dict)
     log: str = ""
+    url: str = ""  # the run's page in the Prefect UI, when it ran on the project's server
 
 
 def flow_owner(paths: ProjectPaths, flow: str) -> str:
@@ -96,20 +103,57 @@ def _deployed(paths: ProjectPaths):
 
 
 def run_flow(spec: Path | str, flow: str,
-             on_task: Callable[[dict], None] | None = None) -> FlowRun:
-    """Run the deployed project's `flow` once, now, and wait for it. Refuses training and a
-    project that has not been deployed (UsageError); a failed run raises StageError naming
-    the task that failed and the error, with the log in the hint."""
+             on_task: Callable[[dict], None] | None = None,
+             on_state: Callable[[str], None] | None = None) -> FlowRun:
+    """Run the deployed project's `flow` once, now, and wait for it: on the project's Prefect
+    server when it answers (each state change goes to `on_state`), else directly. Refuses a
+    project that has not been deployed, and training without the server (UsageError); a
+    failed run raises StageError naming the task that failed and the error, with the log
+    (or the run's page in the UI) in the hint."""
     from mlstack.workspace.build import spec_paths
 
-    if flow == "training":
-        raise UsageError("mlstack run training is not available yet", RETRAIN_HINT)
-    if flow not in FLOWS:
+    if flow not in RUNNABLE:
         raise UsageError(f"no flow '{flow}'", f"choose from {', '.join(RUNNABLE)}")
     paths = ProjectPaths.for_spec(spec_paths(spec).spec)
+    version = _deployed(paths)
+    served = served_run.served_deployment(paths, flow, paths.versions_dir / version.version)
+    if served is not None:  # no lock: the run is the server's, like a scheduled one
+        return _run_served(paths, flow, served, version, on_task, on_state)
+    if flow == "training":
+        raise UsageError("mlstack run training needs the project's scheduler (its Prefect "
+                         "server is not running)", RETRAIN_HINT)
     with project_lock(paths):
         version = _deployed(paths)
         return _run(paths, flow, version.version, version.model_tag, on_task)
+
+
+def _run_served(paths: ProjectPaths, flow: str, served: served_run.ServedDeployment,
+                version, on_task, on_state) -> FlowRun:
+    try:
+        run = served_run.run_served(served, on_state=on_state, on_task=on_task)
+    except RuntimeError as exc:
+        raise StageError(flow, str(exc), "mlstack status shows the scheduler") from None
+    if run.state != "COMPLETED":
+        failed = next((t for t in run.tasks if t.get("state") != "COMPLETED"), None)
+        why = (failed or {}).get("error") or run.message or run.state
+        raise StageError(failed_stage(flow, run.tasks), f"{run.state}: {explained_line(why)}",
+                         f"the run in the Prefect UI: {run.url}")
+    report = REPORT_FILES.get(flow)
+    result = _read_json(paths.runtime_state_dir / report) if report else {}
+    return FlowRun(flow, version.version, version.model_tag, run.seconds, run.tasks, result,
+                   str(sidecars.log_file(paths, scheduler.RUNNER)), run.url)
+
+
+def explained_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _run(paths: ProjectPaths, flow: str, version: str, model_tag: str | None,

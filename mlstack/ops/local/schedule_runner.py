@@ -1,0 +1,178 @@
+"""The runner of a deployed project's scheduled deployments (the `prefect-runner` sidecar):
+
+    python -m mlstack.ops.local.schedule_runner --spec SPEC --code-dir VERSION_DIR
+
+run in the serving version's code folder with PREFECT_API_URL at the project's server. It
+registers the deployments of the folder's pipelines/prefect.yaml (names, descriptions,
+parameters, schedules: cron with its timezone, interval) and serves them with Prefect's own
+Runner (`prefect.serve`): the runner polls the server for the runs the server's scheduler
+created, and runs each in a subprocess (`python -m prefect.engine`) with this process's
+environment, the version's (paths.environment(code_dir)).
+
+- The flows are not imported here (the generated code imports pandas, sklearn, feast: a
+  quarter of a gigabyte held for nothing): a short child describes each entrypoint (its flow's
+  name and parameter schema) and the runner registers the deployments from that.
+- The training deployment runs mlstack.ops.local.retrain_flow.scheduled_training: a retrain
+  goes through deploy's rollout, not straight to the model registry.
+- Intervals are anchored at a fixed date, not at the registration: a runner restarted keeps
+  the same slots, so a restart neither skips a run nor adds one.
+- Flow runs carry the owner marker `<project id>/sidecar/prefect-runs`, not the runner's: a runner
+  killed and restarted by the sidecars' supervision does not take its running flows with it
+  (they finish and report to the server), and `mlstack down` still stops them.
+- pause_on_shutdown is off: a runner stopped (by down, or a restart) leaves the schedules on,
+  the server keeps creating runs, and the next runner runs the late ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import yaml
+
+from mlstack.ops.local import procs
+from mlstack.ops.paths import ProjectPaths
+
+PREFECT_FILE = Path("pipelines") / "prefect.yaml"
+ANCHOR = datetime(2020, 1, 1, tzinfo=UTC)  # interval slots: ANCHOR + k * interval
+TRAINING_FLOW = "mlstack.ops.local.retrain_flow.scheduled_training"
+SERVER_WAIT = 300.0
+# the flow runs' marker: a sidecar's role (reconcile and the keeper keep those, down stops
+# them), apart from the runner's own (a runner restarted does not stop its runs)
+RUNS_ROLE = "sidecar/prefect-runs"
+
+
+def read_deployments(code_dir: Path) -> tuple[str, list[dict]]:
+    """(system name, deployments) of the code folder's pipelines/prefect.yaml."""
+    data = yaml.safe_load((Path(code_dir) / PREFECT_FILE).read_text(encoding="utf-8")) or {}
+    return str(data.get("name", "")), list(data.get("deployments") or [])
+
+
+def is_training(deployment: dict) -> bool:
+    return str(deployment.get("entrypoint", "")).endswith(":training_flow")
+
+
+def schedule_objects(deployment: dict) -> list:
+    """The deployment's schedules as Prefect's schedule objects."""
+    from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
+
+    out = []
+    for item in deployment.get("schedules") or []:
+        if item.get("interval") is not None:
+            out.append(IntervalSchedule(interval=timedelta(seconds=float(item["interval"])),
+                                        anchor_date=ANCHOR))
+        elif item.get("cron"):
+            out.append(CronSchedule(cron=str(item["cron"]),
+                                    timezone=str(item.get("timezone") or "UTC")))
+        else:
+            raise ValueError(f"{deployment.get('name')}: a schedule that is neither a cron "
+                             f"line nor an interval: {item}")
+    return out
+
+
+def describe(entrypoints: list[str]) -> dict[str, dict]:
+    """{entrypoint: {"flow_name", "parameters"}} (the parameters' schema), each flow loaded
+    from its file in this folder; run in a child so its imports die with it."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    out = {}
+    for entrypoint in entrypoints:
+        flow = load_flow_from_entrypoint(entrypoint)
+        out[entrypoint] = {"flow_name": flow.name,
+                           "parameters": flow.parameters.model_dump(mode="json")}
+    return out
+
+
+def _described(code_dir: Path, entrypoints: list[str]) -> dict[str, dict]:
+    with tempfile.TemporaryDirectory() as folder:
+        answer = Path(folder) / "flows.json"
+        proc = subprocess.run([sys.executable, "-m", "mlstack.ops.local.schedule_runner",
+                               "--describe-to", str(answer), *entrypoints], cwd=code_dir,
+                              capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RuntimeError(f"the flows of {code_dir} did not load:\n"
+                               f"{proc.stdout[-1500:]}{proc.stderr[-3000:]}")
+        return json.loads(answer.read_text(encoding="utf-8"))
+
+
+def runner_deployments(spec: Path, code_dir: Path) -> list:
+    """Prefect RunnerDeployments of the folder's prefect.yaml (the training one on the
+    scheduled-training flow)."""
+    from prefect.deployments.runner import EntrypointType, RunnerDeployment
+    from prefect.utilities.callables import ParameterSchema
+
+    from mlstack.ops.local.retrain_flow import scheduled_training
+
+    _system, found = read_deployments(code_dir)
+    generated = [d for d in found if not is_training(d)]
+    flows = _described(code_dir, sorted({str(d["entrypoint"]) for d in generated}))
+    out = []
+    for d in found:
+        schedules = schedule_objects(d)
+        if is_training(d):
+            out.append(scheduled_training.to_deployment(
+                name=str(d["name"]), schedules=schedules,
+                parameters={"spec": str(spec)}, description=d.get("description"),
+                entrypoint_type=EntrypointType.MODULE_PATH))
+            continue
+        flow = flows[str(d["entrypoint"])]
+        deployment = RunnerDeployment(
+            name=str(d["name"]), flow_name=flow["flow_name"], entrypoint=str(d["entrypoint"]),
+            parameters=dict(d.get("parameters") or {}), description=d.get("description"),
+            schedules=[_schedule_create(s) for s in schedules])
+        deployment._path = "."  # the working folder: this version's code folder
+        deployment._parameter_openapi_schema = ParameterSchema(**flow["parameters"])
+        out.append(deployment)
+    return out
+
+
+def _schedule_create(schedule):
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    return DeploymentScheduleCreate(schedule=schedule, active=True)
+
+
+def wait_for_server(timeout: float = SERVER_WAIT) -> None:
+    """Until the server at PREFECT_API_URL answers its health probe (the server and this
+    runner may be restarted together: the server takes seconds to come back)."""
+    url = os.environ["PREFECT_API_URL"].rstrip("/") + "/health"
+    deadline = time.monotonic() + timeout
+    while procs.http_status(url) != 200:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Prefect server at {url} did not answer in {timeout:g} s")
+        time.sleep(1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mlstack.ops.local.schedule_runner")
+    parser.add_argument("--spec", type=Path)
+    parser.add_argument("--code-dir", type=Path)
+    parser.add_argument("--describe-to", type=Path, metavar="FILE",
+                        help="write what the entrypoints' flows are (JSON) and exit")
+    parser.add_argument("entrypoints", nargs="*")
+    args = parser.parse_args(argv)
+    if args.describe_to:
+        args.describe_to.write_text(json.dumps(describe(args.entrypoints)), encoding="utf-8")
+        return 0
+    if args.spec is None or args.code_dir is None:
+        parser.error("--spec and --code-dir are required")
+    from prefect import serve
+
+    paths = ProjectPaths.for_spec(args.spec)
+    wait_for_server()
+    deployments = runner_deployments(paths.spec, args.code_dir.resolve())
+    # the flow runs' processes inherit this environment (prefect's EngineCommandStarter)
+    os.environ[procs.OWNER_ENV] = f"{paths.project_id}/{RUNS_ROLE}"
+    serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
