@@ -76,16 +76,16 @@ def run_served(deployment: ServedDeployment, on_state: Callable[[str], None] | N
     last_state, tasks, seen = None, [], set()
     while True:
         run = scheduler.api(base, f"/flow_runs/{run_id}")
+        for line in _finished_tasks(base, run_id, seen):  # before the state that ends it
+            tasks.append(line)
+            if on_task is not None:
+                on_task(line)
         state = run.get("state") or {}
         name, kind = state.get("name") or state.get("type"), state.get("type")
         if name != last_state:
             last_state = name
             if on_state is not None:
                 on_state(name)
-        for line in _finished_tasks(base, run_id, seen):
-            tasks.append(line)
-            if on_task is not None:
-                on_task(line)
         if kind in FINAL:
             return ServedRun(run_id, url, kind, state.get("message") or "",
                              round(float(run.get("total_run_time") or 0.0), 3), tasks)
