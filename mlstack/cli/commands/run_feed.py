@@ -22,8 +22,9 @@ DESCRIPTION = (
     "replaced in one rename and only when it still passes its data checks, so a deployed "
     "project's scheduled materialize keeps features fresh, monitoring sees drift move and a "
     "retrain finds new data. It needs no deploy, prints one line per tick (what it appended "
-    "where) and stops on Ctrl-C after the tick in flight; exit 2 when the spec has no file "
-    "source or a source cannot be fed (nothing of that tick written).")
+    "where; with --format json, one JSON object per tick, a line each) and stops on Ctrl-C "
+    "after the tick in flight (exit 0); exit 2 when the spec has no file source or a source "
+    "cannot be fed (nothing of that tick written).")
 DEFAULTS = {"every": 60.0, "rows": 20, "drift": 0.05}
 
 
