@@ -12,6 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -517,3 +518,75 @@ def test_router_limits_follow_the_spec():
     assert limits["max_in_flight"] == 20 == limits["max_queue"]
     assert limits["queue_timeout_s"] == 0.1 and limits["backend_timeout_s"] >= 5.0
     assert router_limits(churn, 10_000.0)["max_in_flight"] == 256
+
+
+def test_while_the_only_backend_answers_nothing_requests_get_503_at_once_then_it_serves(
+        routed):
+    """A backend that accepts connections and answers nothing, as BentoML does with both of
+    its workers killed: the first request waits the backend timeout (5 s here), the router
+    then finds its /readyz unanswered too and marks it down; from then on each request gets
+    503 with Retry-After at once, well under the backend timeout, instead of waiting it out.
+    When the backend answers again, a probe brings it back and requests are served."""
+    port = routed[0]
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # the kernel completes connections; nothing reads them
+    backend_port = hung.getsockname()[1]
+    _write_only(routed, port, backend_port)
+    url = f"http://127.0.0.1:{port}/predict"
+    with httpx.Client(timeout=30) as client:
+        first = client.post(url, json={})
+        assert first.status_code == 504  # waited the backend timeout once
+        wait_until(lambda: router_info(port)["down"].get("only"), 20, "the backend down")
+        for _ in range(5):
+            began = time.monotonic()
+            r = client.post(url, json={})
+            took = time.monotonic() - began
+            assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["detail"][0]["type"] == "no_backend"
+            assert took < 2.5, f"{took:.1f} s: the request waited for the backend"
+        server = _serve_on(hung)  # the workers are back
+        try:
+            wait_until(lambda: client.post(url, json={"back": 1}).status_code == 200, 20,
+                       "the backend serving again")
+            assert router_info(port)["down"] == {}
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+def _write_only(routed, port: int, backend_port: int) -> None:
+    """Route everything to the backend on `backend_port`, as `only`, with a 5 s timeout."""
+    _port, set_weights, servers = routed
+    servers["only"] = SimpleNamespace(server_port=backend_port, release=threading.Event(),
+                                      shutdown=lambda: None)  # the test stops its own
+    set_weights({"only": 100}, {"backend_timeout_s": 5.0})
+    wait_until(lambda: [b["version"] for b in router_info(port)["backends"]] == ["only"], 10,
+               "the new table")
+
+
+def _serve_on(sock: socket.socket) -> ThreadingHTTPServer:
+    """An HTTP server on an already listening socket: the connections waiting there too."""
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    return server

@@ -35,6 +35,12 @@ and headers must arrive within `header_timeout_s` of its first byte, its body wi
 no request started is closed after `idle_timeout_s`. A request the client cut off (its
 headers or body end early) is answered 400 and never forwarded.
 
+A backend that refused a connection, or left a request unanswered past the backend timeout
+and does not answer its /readyz either (BentoML with every worker dead accepts connections
+and answers nothing), is down: it gets no requests until a background probe of its /readyz
+gets an answer, and while every routed backend is down a request gets 503 with Retry-After
+at once instead of waiting the backend timeout (BackendHealth).
+
 Every answer the router words itself (400, 408, 413, 503, 504) has the service's error
 shape, `{"error": sentence, "detail": [{"loc": [...], "msg": ..., "type": ...}]}` as JSON,
 and every 503, the backend's too, carries Retry-After. No version answering (each refused
@@ -74,6 +80,8 @@ LIMITS = {
     "body_timeout_s": 30.0,  # a request's body, from its headers
 }
 LISTEN_BACKLOG = 1024
+PROBE_EVERY_S = 0.5  # a down backend's /readyz is asked this often
+PROBE_TIMEOUT_S = 1.0  # and must answer within this
 STALLED_AFTER_S = 1.0  # a connection this long without a whole request head is stalled
 DRAIN_LIMIT = 16 << 20  # a too large body up to this size is read and dropped, so the
 # client, still sending, gets its 413 rather than a reset connection
@@ -303,6 +311,70 @@ class Answers:
         return ("\n".join(lines) + "\n").encode()
 
 
+class BackendHealth:
+    """Backends that are down: one that refused a connection, or that left a request
+    unanswered past the backend timeout and then did not answer its /readyz either (BentoML
+    with every worker dead accepts connections and answers nothing). The router sends a down
+    backend nothing, and while every routed backend is down a request gets 503 with
+    Retry-After at once instead of waiting the backend timeout. A background thread asks each
+    down backend's /readyz every PROBE_EVERY_S; any answer but 503 brings it back."""
+
+    def __init__(self, table: BackendTable) -> None:
+        self.table = table
+        self.lock = threading.Lock()
+        self.down: dict[str, str] = {}  # url -> why
+        self.prober: threading.Thread | None = None
+
+    def is_down(self, url: str) -> bool:
+        return url in self.down
+
+    def mark_down(self, url: str, why: str) -> None:
+        with self.lock:
+            self.down[url] = why
+            if self.prober is None:
+                self.prober = threading.Thread(target=self._probe_forever, daemon=True)
+                self.prober.start()
+
+    def check(self, url: str, why: str) -> None:
+        """After a request timed out: down only when its /readyz does not answer either (a
+        slow request is not a dead backend)."""
+        if not _answers(url):
+            self.mark_down(url, why)
+
+    def by_version(self) -> dict[str, str]:
+        """{version: why} of the routed backends that are down (for GET /-/router)."""
+        with self.lock:
+            return {b["version"]: self.down[b["url"]] for b in self.table.backends
+                    if b["url"] in self.down}
+
+    def _probe_forever(self) -> None:
+        while True:
+            time.sleep(PROBE_EVERY_S)
+            routed = {b["url"] for b in self.table.backends}
+            with self.lock:
+                for url in [u for u in self.down if u not in routed]:
+                    del self.down[url]  # no longer routed: nothing to probe
+                urls = list(self.down)
+            for url in urls:
+                if _answers(url):
+                    with self.lock:
+                        self.down.pop(url, None)
+
+
+def _answers(url: str) -> bool:
+    """The backend answers GET /readyz within PROBE_TIMEOUT_S with anything but 503 (a
+    service without /readyz answers 404: it is up)."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=PROBE_TIMEOUT_S)
+    try:
+        conn.request("GET", "/readyz")
+        return conn.getresponse().status != 503
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 class _NoDelayConnection(http.client.HTTPConnection):
     """Headers and body go out as separate writes: without TCP_NODELAY, Nagle's algorithm
     and delayed ACKs add ~40 ms to every proxied request."""
@@ -400,6 +472,7 @@ class RouterServer(ThreadingHTTPServer):
 def make_handler(table: BackendTable, server: RouterServer | None = None):
     local = _Local()
     admission = server.admission if server is not None else Admission()
+    health = BackendHealth(table)
     answers = Answers()
 
     class Handler(BaseHTTPRequestHandler):
@@ -566,7 +639,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             if self.path == "/-/router":
                 table.refresh()
                 info = {"backends": table.backends, "limits": table.limits,
-                        **admission.counters()}
+                        "down": health.by_version(), **admission.counters()}
                 if server is not None:
                     with server.count_lock:
                         info.update(connections=server.connections,
@@ -608,6 +681,11 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 return self._reply(503, error_body(
                     "no version is routed: nothing serves yet; retry after 1 s", "no_backend"),
                     SHED_HEADERS)
+            candidates = [b for b in candidates if not health.is_down(b["url"])]
+            if not candidates:  # at once: waiting the backend timeout helps no one
+                return self._reply(503, error_body(
+                    "no version is ready: each is down; retry after 1 s", "no_backend"),
+                    SHED_HEADERS)
             for backend in candidates:
                 url = backend["url"]
                 for attempt in range(2):  # a stale keep-alive connection gets one retry
@@ -619,11 +697,13 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                         payload = response.read()
                     except TimeoutError:
                         self._drop(url)
+                        health.check(url, f"did not answer within {timeout:g} s")
                         return self._reply(504, error_body(
                             f"{backend['version']} did not answer within {timeout:g} s",
                             "timeout"), {**JSON, "X-Mlstack-Version": backend["version"]})
                     except ConnectionRefusedError:
                         self._drop(url)
+                        health.mark_down(url, "refused the connection")
                         break  # not listening: the next backend
                     except (ConnectionResetError, BrokenPipeError, http.client.HTTPException,
                             OSError):
