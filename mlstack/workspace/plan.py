@@ -236,7 +236,9 @@ def _model(s: SystemIR) -> dict:
 
 
 def _service(s: SystemIR) -> dict:
-    data = _dump(s.serving, exclude=("at", "runtime"))  # runtime: the model's (above)
+    # runtime: the model's (above); router: the router's limits, derived from the service's
+    # own settings below (shown by plan --explain), applied by the next rollout
+    data = _dump(s.serving, exclude=("at", "runtime", "router"))
     r = s.serving.rollout
     data["rollout"]["abort_latency_p99"] = _gate(r.abort_latency_p99)
     data["rollout"]["abort_error_rate"] = _gate(r.abort_error_rate)

@@ -238,6 +238,16 @@ class RolloutNode(Node):
     abort_error_rate: GateNode | None = None
 
 
+class RouterLimitsNode(Node):
+    """The local router's admission control, derived from what the service can hold
+    (derive.router_limits; the reasons are derivations)."""
+
+    max_in_flight: int  # requests forwarded to the versions at once
+    max_queue: int  # requests waiting for a slot
+    queue_timeout_s: float  # the longest wait for a slot
+    backend_timeout_s: float  # connect, and each read of a version's answer
+
+
 class ServingNode(Node):
     protocol: str
     batching: BatchingNode
@@ -245,6 +255,7 @@ class ServingNode(Node):
     timeout_ms: int
     runtime: str = "auto"  # auto | onnx | native (mlstack.runtime.scoring)
     max_request_rows: int = 256
+    router: RouterLimitsNode | None = None  # None: an IR from before it was derived
 
 
 class SloNode(Node):

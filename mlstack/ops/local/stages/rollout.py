@@ -24,7 +24,7 @@ def rollout(ctx: DeployContext) -> list[dict]:
     paths, options, state = ctx.paths, ctx.options, ctx.state
     current, version = ctx.current, ctx.version
     with ctx.stages.stage("rollout") as record:
-        ensure_router(paths, state, options.port, router_limits(ctx.system, ctx.rate))
+        ensure_router(paths, state, options.port, router_limits(ctx.system))
         spec = ctx.system.serving.rollout
         if not supervised(paths, current) or current.version == version.version:
             route(paths, {version.version: 100}, state)
