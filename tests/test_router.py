@@ -508,18 +508,6 @@ def test_the_load_generator_extends_until_done_and_reports_contention(routed):
     assert c["sender_lag_p99_ms"] is not None and 0 <= c["cpu_busy_during"] <= 1
 
 
-def test_router_limits_follow_the_spec():
-    from mlstack.frontend.analysis import analyze_spec
-    from mlstack.ops.local.deploy import router_limits
-    from tests.conftest import BLUEPRINTS
-
-    churn = analyze_spec(BLUEPRINTS / "churn" / "mlstack.yaml").system
-    limits = router_limits(churn, 50.0)  # 50 rps at a p99 of 100 ms: 5 in flight, 4x
-    assert limits["max_in_flight"] == 20 == limits["max_queue"]
-    assert limits["queue_timeout_s"] == 0.1 and limits["backend_timeout_s"] >= 5.0
-    assert router_limits(churn, 10_000.0)["max_in_flight"] == 256
-
-
 def test_while_the_only_backend_answers_nothing_requests_get_503_at_once_then_it_serves(
         routed):
     """A backend that accepts connections and answers nothing, as BentoML does with both of
