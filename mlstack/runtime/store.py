@@ -9,6 +9,12 @@
     store.online_features(rows)    request rows + fetched features ('view__field'), same order
     store.historical_features(df)  entity rows + point-in-time features, same order
 
+Online reads of a SQLite online store go straight to the rows Feast wrote
+(mlstack.runtime.online_read: Feast's key serialization and value decoding, no Feast call per
+request), once that read answered what Feast's `get_online_features` answers for a sample of
+the stored keys and an unknown one; otherwise, or with MLSTACK_ONLINE_READ=feast, through
+Feast. `store.online_read_path()` says which and why.
+
 Online reads enforce each view's TTL as the point-in-time join does: a value whose event time
 is older than the view's TTL at the time of the request is null (Feast's online store returns
 it; the offline join would not).
@@ -61,6 +67,10 @@ NUMPY_DTYPES: dict[str, object] = {"int64": np.int64, "int32": np.int32, "float6
                                    "float32": np.float32, "bool": np.bool_}
 # The suffix of the event-time columns of Feast's OnlineResponse.to_dict(True).
 _TS_SUFFIX = "__ts"
+# 'feast' reads online features through Feast's get_online_features even where the direct
+# read of the online store would answer the same (a switch for comparing the two)
+ONLINE_READ_ENV = "MLSTACK_ONLINE_READ"
+ONLINE_READ_CHECK_KEYS = 32  # stored keys the direct read must answer as Feast does
 
 
 class OnlineRows(NamedTuple):
@@ -197,6 +207,8 @@ class FeatureStoreAccess:
         # per object, so that two projects in one process do not share a store
         self.get_store = functools.lru_cache(maxsize=1)(self._open_store)
         self.feature_service = functools.lru_cache(maxsize=1)(self._read_feature_service)
+        self._direct_read: Any = None
+        self._read_path: dict[str, str] | None = None
 
     # -- configuration -----------------------------------------------------------------
 
@@ -248,6 +260,7 @@ class FeatureStoreAccess:
         from feast import FeatureStore
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._direct_read = self._read_path = None  # a new store: prepared and checked again
         return FeatureStore(repo_path=str(self.repo_dir), config=self.repo_config())
 
     def _read_feature_service(self) -> FeatureService:
@@ -317,16 +330,56 @@ class FeatureStoreAccess:
 
     # -- reading features --------------------------------------------------------------
 
+    def online_read_path(self) -> dict[str, str]:
+        """How online features are read: {"path": "direct" or "feast", "reason": ...}. The
+        direct read is prepared once and used only after it answered exactly what Feast
+        answers for up to ONLINE_READ_CHECK_KEYS stored keys and one unknown key."""
+        if self._read_path is None:
+            self._read_path = self._prepare_direct_read()
+        return self._read_path
+
+    def _prepare_direct_read(self) -> dict[str, str]:
+        from mlstack.runtime.online_read import SqliteOnlineRead
+
+        if os.environ.get(ONLINE_READ_ENV, "auto") == "feast":
+            return {"path": "feast", "reason": f"{ONLINE_READ_ENV}=feast"}
+        read = SqliteOnlineRead.prepare(self.get_store(), self.feature_service(),
+                                        self.request_keys)
+        if read is None:
+            return {"path": "feast", "reason": "the online store is not SQLite, or the "
+                    "feature service has views or projections only Feast computes"}
+        keys = read.sample_keys(ONLINE_READ_CHECK_KEYS)
+        unknown = tuple(-1 if isinstance(v, int) else f"{v}\x00unknown" for v in keys[0]) \
+            if keys else None
+        checked = [*keys, *([unknown] if unknown is not None else [])]
+        if not keys:
+            return {"path": "feast", "reason": "no stored key to check the direct read on"}
+        direct, feast = read(checked), self._feast_read(checked, with_times=True)
+        if direct != feast:
+            return {"path": "feast", "reason": "the direct read of the SQLite online store "
+                    f"differed from Feast's get_online_features on {len(checked)} keys"}
+        self._direct_read = read
+        return {"path": "direct", "reason": "the direct read of the SQLite online store "
+                f"answered as Feast's get_online_features on {len(checked)} keys"}
+
     def _read_online(self, unique: list[tuple]) -> dict[str, list]:
         """Feast's answer for distinct key tuples: key columns, fetched columns and (for
-        views with a TTL) their event times ('column__ts', seconds)."""
+        views with a TTL) their event times ('column__ts', seconds); read directly from the
+        online store where that was checked to answer the same (online_read_path)."""
+        if self._read_path is None:
+            self.online_read_path()
+        if self._direct_read is not None:
+            return self._direct_read(unique)
+        return self._feast_read(unique, with_times=bool(self._column_ttl))
+
+    def _feast_read(self, unique: list[tuple], *, with_times: bool) -> dict[str, list]:
         keys = self.request_keys
         response = self.get_store().get_online_features(
             features=self.feature_service(),
             entity_rows={k: [key[i] for key in unique] for i, k in enumerate(keys)},
             full_feature_names=True,
         )
-        return response.to_dict(include_event_timestamps=bool(self._column_ttl))
+        return response.to_dict(include_event_timestamps=with_times)
 
     def online_rows(self, keys: Sequence[tuple]) -> OnlineRows:
         """Online features of each key tuple (values of `request_keys`, in that order): the

@@ -192,6 +192,9 @@ def test_predict_in_process_equals_the_model_on_source_rows(churn, customers):
     parity = info["model_metadata"]["serving_runtime"]
     assert parity["runtime"] == "onnx" and parity["max_abs_diff"] <= PREDICTION_TOLERANCE
     assert info["runtime"]["runtime"] == "onnx"
+    # the predictions above came through the direct read of the SQLite online store, checked
+    # at start to answer as Feast's get_online_features
+    assert info["online_read"]["path"] == "direct", info["online_read"]
     assert {k: info["batching"][k] for k in ("enabled", "max_batch_size", "max_latency_ms",
                                              "source")} == {
         "enabled": batching.enabled, "max_batch_size": batching.max_batch_size,
