@@ -2,11 +2,13 @@
 """The BentoML service of the churn-k8s system: entity keys in, predictions out.
 
 Each call fetches the rows' online features (churn_k8s_system.store: numpy arrays in the
-spec's dtypes, a value older than its view's TTL is null), computes the model's input with
-`churn_k8s_system.transforms` (the code the training flow used) and scores it with the model
-loaded once at start from the BentoML model store (tag from MLSTACK_MODEL_TAG, default the
-latest `churn_k8s` model): its ONNX export on ONNX Runtime when registration
-found it equal to the native model, else the scikit-learn model (/info says which and why).
+spec's dtypes, a value older than its view's TTL is null; a SQLite online store is read
+directly once that read answered as Feast's get_online_features, else through Feast),
+computes the model's input with `churn_k8s_system.transforms` (the code the training flow
+used) and scores it with the model loaded once at start from the BentoML model store (tag
+from MLSTACK_MODEL_TAG, default the latest `churn_k8s` model): its ONNX
+export on ONNX Runtime when registration found it equal to the native model, else the
+scikit-learn model (/info says which and why).
 The input path is mlstack.runtime.serving.
 
 Start it from the generated tree's root (the folder holding churn_k8s_system/):
@@ -17,7 +19,7 @@ twice, or has unknown keys, mistyped keys or out-of-range ids is refused with 40
 MAX_REQUEST_ROWS rows with 413, checked first; another method gets 405):
     /predict   {"rows": [{keys}, ...]} -> [prediction or null, ...]   (adaptive batching)
     /features  {"rows": [{keys}, ...]} -> [{keys, model input columns}, ...]
-    /info      {} -> model tag, lineage and runtime, spec hash, batching settings
+    /info      {} -> model tag, lineage and runtime, spec hash, batching settings, online read
 BentoML serves /healthz, /livez, /readyz and Prometheus /metrics itself.
 Every error has one body, {"error": "<a sentence>", "detail": [{"loc", "msg", "type"}]}, and
 /docs.json documents each (mlstack.runtime.http_contract); 503 carries Retry-After and an
@@ -127,7 +129,7 @@ class ChurnK8sService:
         self.spec_hash = read_spec_hash(settings.MANIFEST)
         # imported here, in the worker: the process that only reads the service's
         # configuration (bentoml serve/build) need not load the feature store library
-        from churn_k8s_system.store import online_rows
+        from churn_k8s_system.store import STORE, online_rows
 
         self.inputs = serving.ModelInput(
             online_rows=online_rows,
@@ -143,6 +145,8 @@ class ChurnK8sService:
                 max_latency_ms=BATCHING["max_latency_ms"],
             )
         self.predict_rows([WARMUP_ROW])
+        # the direct read of the online store, or Feast where it did not answer the same
+        self.online_read = STORE.online_read_path()
 
     def predict_rows(self, rows: list[Any]) -> list[Any]:
         """The positive-class probability of each row (Row models or mappings of
@@ -185,6 +189,7 @@ class ChurnK8sService:
             "model_columns": list(MODEL_COLUMNS),
             "max_request_rows": MAX_REQUEST_ROWS,
             "batching": {**BATCHING, "stats": stats},
+            "online_read": self.online_read,
             "timeout_seconds": TIMEOUT_SECONDS,
         }
 
