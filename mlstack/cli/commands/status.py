@@ -25,6 +25,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlstack.cli.deploy_output import render_contention
+    from mlstack.cli.living_output import render_living
     from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import status
     from mlstack.ops.local.profile import deployed_profile, explain_lines
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  problem: {problem}\n")
     if result.monitoring is not None:
         sys.stdout.write(render_monitoring_line(result.monitoring))
+    sys.stdout.write(render_living(result.living))
     rows = result.last_slo_report.get("rows", [])
     if rows:
         sys.stdout.write("Last SLO report:\n")

@@ -8,6 +8,7 @@ from pathlib import Path
 from mlstack.codegen.contract import MONITORING_FILE
 from mlstack.diagnostics.errors import JournalError, StageError, UsageError
 from mlstack.ops.local import keeper, procs, ray_cluster
+from mlstack.ops.local.living import Living, living_problems, observe_living
 from mlstack.ops.local.reconcile import (
     ensure_project_router,
     observe,
@@ -122,6 +123,7 @@ class Status:
     cluster: ClusterHealth | None = None  # target.compute's Ray cluster
     monitoring: dict | None = None  # the monitoring flow's last report (None: none yet)
     reconciled: list[str] = field(default_factory=list)  # what status stopped (orphaned jobs)
+    living: Living = field(default_factory=Living)  # keeper, sidecars, schedules, alerts
 
 
 def last_monitoring(paths: ProjectPaths) -> dict | None:
@@ -214,6 +216,8 @@ def status(spec: Path | str) -> Status:
     if cluster is not None and cluster.status == "restarting" and not any(
             p.startswith("the Ray cluster") for p in problems):
         problems.append("a node of the Ray cluster is down; its supervisor restarts it")
+    living = observe_living(paths)
+    problems += living_problems(living, seen.router_alive and current is not None)
     healthy = bool(current is not None and prediction is not None and prediction.ok
                    and current_view is not None and current_view.supervisor_alive
                    and not problems)
@@ -228,7 +232,7 @@ def status(spec: Path | str) -> Status:
                   last_slo_report=current.slo_report if current else {},
                   history=state.history[-10:], prediction=prediction, routes=state.routes,
                   live_routes=live, deploy=deploy, problems=problems, cluster=cluster,
-                  monitoring=last_monitoring(paths), reconciled=reconciled)
+                  monitoring=last_monitoring(paths), reconciled=reconciled, living=living)
 
 
 @dataclass

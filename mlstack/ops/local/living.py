@@ -1,0 +1,68 @@
+"""What keeps a deployed project alive after deploy, observed for `status` and `mlstack docs`:
+the keeper, each sidecar's process, the schedules on Prefect's server and the alerts on
+Prometheus. Reads only, never starts anything; each part answers on its own (one that cannot
+be asked says why), so status still runs with all of them down."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from mlstack.ops.local import alerting, keeper, scheduler, sidecars
+from mlstack.ops.paths import ProjectPaths
+
+SIDECARS = (scheduler.SERVER, scheduler.RUNNER, alerting.PROMETHEUS, alerting.ALERTMANAGER)
+
+
+@dataclass
+class Living:
+    keeper: dict = field(default_factory=dict)  # keeper.status_report
+    sidecars: list[dict] = field(default_factory=list)  # one row per sidecar ever started
+    schedules: dict = field(default_factory=dict)  # scheduler.status_report
+    alerts: dict = field(default_factory=dict)  # alerting.status_report
+
+    @property
+    def firing(self) -> list[dict]:
+        return list(self.alerts.get("alerts") or [])
+
+
+def sidecar_rows(paths: ProjectPaths, now: float | None = None) -> list[dict]:
+    """Each sidecar that ever started here: running or not (by its owner marker), its PID,
+    port, restarts, the reason of the last restart and how long it has run."""
+    now = time.time() if now is None else now
+    rows = []
+    for name in SIDECARS:
+        rec = sidecars.record(paths, name)
+        if not rec:
+            continue
+        found = sidecars.running(paths, name)
+        started = rec.get("started_at")
+        rows.append({"name": name, "what": rec.get("what", ""), "running": bool(found),
+                     "pid": found[0].pid if found else None, "port": rec.get("port"),
+                     "restarts": rec.get("restarts", 0), "reason": rec.get("reason", ""),
+                     "up_seconds": round(now - started, 1)
+                     if found and isinstance(started, int | float) else None})
+    return rows
+
+
+def observe_living(paths: ProjectPaths) -> Living:
+    return Living(keeper=keeper.status_report(paths), sidecars=sidecar_rows(paths),
+                  schedules=scheduler.status_report(paths),
+                  alerts=alerting.status_report(paths))
+
+
+def living_problems(living: Living, serving: bool) -> list[str]:
+    """What status names as a problem while a version serves: a keeper that is wanted and not
+    running, a sidecar that is down. Firing alerts are shown, not counted: they are about the
+    system's SLOs, and status's health is about what serves."""
+    if not serving:
+        return []
+    problems = []
+    if living.keeper.get("wanted") and not living.keeper.get("running"):
+        problems.append("the keeper is not running (a version's supervisor starts it again "
+                        "within seconds)")
+    for row in living.sidecars:
+        if not row["running"]:
+            problems.append(f"{row['what'] or row['name']} is not running (the keeper "
+                            "restarts it)")
+    return problems
