@@ -333,3 +333,28 @@ def test_the_readme_graph_picture_is_current():
     picture = BLUEPRINTS.parent / "docs" / "images" / "churn-graph.svg"
     graph = system_graph(require_system(BLUEPRINTS / "churn" / "mlstack.yaml")[0])
     assert picture.read_text() == render_svg(graph)
+
+
+def test_monitoring_page_shows_firing_alerts_and_the_schedules_runs(project, site):
+    from dataclasses import replace
+
+    from mlstack.ops.local.living import Living
+    from mlstack.ops.site.build import render_site
+    from mlstack.ops.site.collect import collect
+
+    quiet = _page(site, "monitoring.html")  # nothing runs beside the fabricated state
+    assert "Alerts now" in quiet and "Not evaluated:" in quiet
+    assert "No schedules: Prefect&#x27;s server is not started." in quiet or \
+        "No schedules: Prefect's server is not started." in quiet
+    living = Living(
+        alerts={"state": "up", "prometheus": "http://127.0.0.1:9", "alerts": [
+            {"name": "ChurnErrorRate<b>", "severity": "page", "since": "T3",
+             "summary": "5xx above budget"}]},
+        schedules={"server": "ready", "deployments": [
+            {"name": "churn-materialize", "schedules": ["every 60 s"],
+             "last_run": {"state": "Completed", "start": "T1", "seconds": 12.4},
+             "next_run": {"at": "T2"}}]})
+    html = render_site(replace(collect(project), living=living)).files["monitoring.html"].decode()
+    assert "ChurnErrorRate&lt;b&gt;" in html and "5xx above budget" in html
+    assert "<code>churn-materialize</code></td><td>every 60 s</td><td>Completed at T1</td>" \
+           "<td>12s</td><td>T2</td>" in html

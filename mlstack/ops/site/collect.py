@@ -15,6 +15,7 @@ from mlstack.codegen.graph import SystemGraph, system_graph
 from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.diagnostics.errors import UsageError
 from mlstack.frontend.ir.nodes import SystemIR
+from mlstack.ops.local.living import Living, observe_living
 from mlstack.ops.local.state import DeploymentState, Version
 from mlstack.ops.paths import ProjectPaths
 from mlstack.workspace.manifest import ManifestError, read_manifest
@@ -41,6 +42,7 @@ class SiteData:
     training: dict | None  # the latest training run (training.json), None when absent
     monitoring: dict | None  # the latest monitoring report (monitoring.json)
     warnings: tuple[Diagnostic, ...] = ()  # lint's, of the spec
+    living: Living | None = None  # keeper, sidecars, schedules, alerts as observed now
     notes: tuple[str, ...] = field(default=())  # state files that could not be read
 
     @property
@@ -99,8 +101,9 @@ def collect(spec: Path | str) -> SiteData:
     training = _read_json(runtime / TRAINING_FILE, notes, f".mlstack/runtime/{TRAINING_FILE}")
     monitoring = _read_json(runtime / MONITORING_FILE, notes,
                             f".mlstack/runtime/{MONITORING_FILE}")
+    living = observe_living(paths) if state.versions else None
     return SiteData(system=compiled.system, graph=system_graph(compiled.system),
                     plan=plan(compiled.system, compiled.tree, paths.build_dir),
                     build_dir=_shown(paths.build_dir, paths.project_dir), state=state,
                     versions=versions, training=training, monitoring=monitoring,
-                    warnings=compiled.warnings, notes=tuple(notes))
+                    warnings=compiled.warnings, notes=tuple(notes), living=living)

@@ -116,6 +116,36 @@ def _event(entry: dict) -> Markup:
              "badge unknown")
 
 
+def _living(data: SiteData) -> list:
+    """Alerts firing now (Prometheus) and the schedules' runs (Prefect's server), as observed
+    when the report was built."""
+    if data.living is None:
+        return []
+    alerts, schedules = data.living.alerts, data.living.schedules
+    parts: list = [h("h2", "Alerts now")]
+    if alerts.get("state") != "up":
+        parts.append(h("p", f"Not evaluated: {alerts.get('state') or 'Prometheus is not running'}.",
+                       class_="empty"))
+    else:
+        parts.append(table(("alert", "severity", "firing since", "summary"),
+                           [(h("span", a["name"], class_="badge bad"), a.get("severity") or "-",
+                             a.get("since") or "-", a.get("summary") or "")
+                            for a in alerts.get("alerts") or []],
+                           empty=f"No alert firing (Prometheus {alerts.get('prometheus')})."))
+    parts.append(h("h2", "Schedules"))
+    rows = []
+    for d in schedules.get("deployments") or []:
+        last, upcoming = d.get("last_run") or {}, d.get("next_run") or {}
+        rows.append((code(d["name"]), ", ".join(d.get("schedules") or []) or "-",
+                     f"{last.get('state')} at {last.get('start')}" if last else "never ran",
+                     f"{last['seconds']:.0f}s" if last.get("seconds") is not None else "-",
+                     upcoming.get("at") or "-"))
+    parts.append(table(("deployment", "schedule", "last run", "took", "next run"), rows,
+                       empty=f"No schedules: Prefect's server is "
+                             f"{schedules.get('server') or 'not started'}."))
+    return parts
+
+
 def monitoring(data: SiteData) -> Markup:
     m, slo = data.system.monitoring, data.system.slos
     parts = [definitions([
@@ -125,7 +155,8 @@ def monitoring(data: SiteData) -> Markup:
          if slo.feature_freshness_seconds is not None else "none"),
         ("model staleness limit", duration(m.model_staleness_seconds)
          if m.model_staleness_seconds is not None else "none"),
-        ("alerts to", ", ".join(f"{a.channel}: {a.to or '-'}" for a in m.alerts) or None)])]
+        ("alerts to", ", ".join(f"{a.channel}: {a.to or '-'}" for a in m.alerts) or None)]),
+        *_living(data)]
     report = data.monitoring
     if report is None:
         parts.append(h("p", "No monitoring report yet: the monitoring flow "
