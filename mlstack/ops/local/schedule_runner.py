@@ -5,7 +5,7 @@
 run in the serving version's code folder with PREFECT_API_URL at the project's server. It
 registers the deployments of the folder's pipelines/prefect.yaml (names, descriptions,
 parameters, schedules: cron with its timezone, interval) and serves them with Prefect's own
-Runner (`prefect.serve`): the runner polls the server for the runs the server's scheduler
+Runner (as `prefect.serve` does): the runner polls the server for the runs the server's scheduler
 created, and runs each in a subprocess (`python -m prefect.engine`) with this process's
 environment, the version's (paths.environment(code_dir)).
 
@@ -18,7 +18,10 @@ environment, the version's (paths.environment(code_dir)).
   the same slots, so a restart neither skips a run nor adds one.
 - Flow runs carry the owner marker `<project id>/sidecar/prefect-runs`, not the runner's: a runner
   killed and restarted by the sidecars' supervision does not take its running flows with it
-  (they finish and report to the server), and `mlstack down` still stops them.
+  (they finish and report to the server; their output goes to a log of their own, not
+  through the runner), and `mlstack down` still stops them.
+- A deployment registered as it is already (its version: a fingerprint of what it is made of)
+  is not registered again (see serve()).
 - pause_on_shutdown is off: a runner stopped (by down, or a restart) leaves the schedules on,
   the server keeps creating runs, and the next runner runs the late ones.
 """
@@ -26,8 +29,10 @@ environment, the version's (paths.environment(code_dir)).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -47,6 +52,7 @@ SERVER_WAIT = 300.0
 # the flow runs' marker: a sidecar's role (reconcile and the keeper keep those, down stops
 # them), apart from the runner's own (a runner restarted does not stop its runs)
 RUNS_ROLE = "sidecar/prefect-runs"
+RUNS_LOG = "sidecar-prefect-runs.log"  # the flow runs' output
 
 
 def read_deployments(code_dir: Path) -> tuple[str, list[dict]]:
@@ -117,16 +123,19 @@ def runner_deployments(spec: Path, code_dir: Path) -> list:
     for d in found:
         schedules = schedule_objects(d)
         if is_training(d):
+            parameters = {"spec": str(spec)}
             out.append(scheduled_training.to_deployment(
-                name=str(d["name"]), schedules=schedules,
-                parameters={"spec": str(spec)}, description=d.get("description"),
-                entrypoint_type=EntrypointType.MODULE_PATH))
+                name=str(d["name"]), schedules=schedules, parameters=parameters,
+                description=d.get("description"), entrypoint_type=EntrypointType.MODULE_PATH,
+                version=fingerprint(d, scheduled_training.name, TRAINING_FLOW, parameters)))
             continue
         flow = flows[str(d["entrypoint"])]
+        parameters = dict(d.get("parameters") or {})
         deployment = RunnerDeployment(
             name=str(d["name"]), flow_name=flow["flow_name"], entrypoint=str(d["entrypoint"]),
-            parameters=dict(d.get("parameters") or {}), description=d.get("description"),
-            schedules=[_schedule_create(s) for s in schedules])
+            parameters=parameters, description=d.get("description"),
+            schedules=[_schedule_create(s) for s in schedules],
+            version=fingerprint(d, flow["flow_name"], str(d["entrypoint"]), parameters))
         deployment._path = "."  # the working folder: this version's code folder
         deployment._parameter_openapi_schema = ParameterSchema(**flow["parameters"])
         out.append(deployment)
@@ -163,15 +172,70 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.spec is None or args.code_dir is None:
         parser.error("--spec and --code-dir are required")
-    from prefect import serve
-
     paths = ProjectPaths.for_spec(args.spec)
     wait_for_server()
     deployments = runner_deployments(paths.spec, args.code_dir.resolve())
     # the flow runs' processes inherit this environment (prefect's EngineCommandStarter)
     os.environ[procs.OWNER_ENV] = f"{paths.project_id}/{RUNS_ROLE}"
-    serve(*deployments, pause_on_shutdown=False, print_starting_message=False)
+    runs_write_to(paths.logs_dir / RUNS_LOG)
+    serve(deployments)
     return 0
+
+
+def runs_write_to(log: Path) -> None:
+    """Each flow run's output goes to `log` (appended), not through a pipe to this runner:
+    Prefect's runner relays its runs' output, so a run outlived its runner only until its
+    next print (BrokenPipeError, the run crashed). Prefect's EngineCommandStarter calls its
+    module's `run_process`, documented as the place to override."""
+    from prefect.runner import _starter_engine
+
+    start = _starter_engine.run_process
+    target = shlex.quote(str(log))
+
+    async def run_process(command, stream_output=True, **kwargs):
+        command = ["/bin/sh", "-c", f'exec "$@" >>{target} 2>&1', "sh", *command]
+        return await start(command, stream_output=False, **kwargs)
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    _starter_engine.run_process = run_process
+
+
+def serve(deployments: list) -> None:
+    """prefect.serve, except that a deployment the server already has as registered (the
+    same `version`, our fingerprint) is not registered again: an upsert deletes the
+    deployment's upcoming scheduled runs and the server's scheduler recreates them only
+    from its next pass on, so a slot due in between would be lost at every restart."""
+    import asyncio
+
+    from prefect import get_client
+    from prefect.exceptions import ObjectNotFound, TerminationSignal
+    from prefect.runner import Runner
+
+    runner = Runner(pause_on_shutdown=False)
+    with get_client(sync_client=True) as client:
+        for deployment in deployments:
+            try:
+                known = client.read_deployment_by_name(
+                    f"{deployment.flow_name}/{deployment.name}")
+            except ObjectNotFound:
+                known = None
+            if known is not None and known.version == deployment.version:
+                runner._deployment_registry.register_deployment(known.id, deployment.name)
+            else:
+                runner.add_deployment(deployment)
+    try:
+        asyncio.run(runner.start())
+    except (KeyboardInterrupt, TerminationSignal):
+        pass
+
+
+def fingerprint(deployment: dict, flow_name: str, entrypoint: str, parameters: dict) -> str:
+    """What a registration is made of, as the deployment's version ('mlstack-<hash>')."""
+    text = json.dumps({"flow": flow_name, "entrypoint": entrypoint, "parameters": parameters,
+                       "description": deployment.get("description"),
+                       "schedules": deployment.get("schedules") or [],
+                       "anchor": ANCHOR.isoformat()}, sort_keys=True, default=str)
+    return "mlstack-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 if __name__ == "__main__":
