@@ -108,3 +108,24 @@ def test_a_keeper_module_without_ensure_running_is_left_alone(project, monkeypat
     ctx = DeployContext(system, paths, DeployOptions(), state, None, state.versions[0],
                         StageLog(NullProgress()))
     promote.start_keeper(ctx)  # no AttributeError: both orders of landing work
+
+
+def test_an_unchanged_deploy_reports_sidecars_only_when_it_starts_one(project, monkeypatch):
+    from mlstack.ops.local.stages import keep
+
+    system, paths, state = project
+    sleeper = sidecars.Sidecar(name="sleeper", what="a scheduler", cwd=paths.project_dir,
+                               argv=(sys.executable, "-c", "import time; time.sleep(120)"))
+    monkeypatch.setattr(sidecars, "declared", lambda p, s: [sleeper])
+    plan = DeployPlan(DeployActions(False, False, False), "v1", False, stages=("keep_serving",))
+
+    def unchanged() -> list[str]:
+        log = StageLog(NullProgress())
+        current = state.versions[0]
+        keep.run(DeployContext(system, paths, DeployOptions(), state, current, current, log,
+                               plan))
+        return [r.name for r in log.records]
+
+    assert unchanged() == ["unchanged", "sidecars"]  # it was not running: started
+    assert sidecars.running(paths, "sleeper")
+    assert unchanged() == ["unchanged"]  # running as declared: nothing to report

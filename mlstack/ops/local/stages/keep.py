@@ -20,7 +20,7 @@ def run(ctx: DeployContext) -> None:
     current, actions = ctx.current, ctx.plan.actions
     if actions.nothing:
         ctx.stages.skip("unchanged", f"{current.version} already serves this spec and data")
-        sidecars.run(ctx)
+        sidecars.run(ctx, report_healthy=False)
         return
     ctx.stages.skip("train", "; ".join(actions.reasons) + f": {current.version} keeps serving")
     if actions.verify and options.verify:  # a missed SLO fails here: the version stays as is
@@ -34,7 +34,7 @@ def run(ctx: DeployContext) -> None:
                          error=exc.message)
             state.save()
             raise
-    sidecars.run(ctx)
+    sidecars.run(ctx, report_healthy=False)
     shutil.copytree(paths.build_dir, paths.versions_dir / current.version, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".state", "__pycache__", "*.pyc"))
     current.spec_hash = system.spec_hash

@@ -5,13 +5,31 @@ cause while the old version keeps serving."""
 
 from __future__ import annotations
 
+import time
+
+from mlstack.diagnostics.errors import StageError
 from mlstack.ops.local import sidecars
 from mlstack.ops.local.stages.context import DeployContext
+from mlstack.ops.report import StageRecord, StageStatus
 
 
-def run(ctx: DeployContext) -> None:
+def run(ctx: DeployContext, *, report_healthy: bool = True) -> None:
+    """Start what is declared and not running healthy. `report_healthy` False (the serving
+    version stays): no stage is reported when every sidecar already ran healthy."""
     declared = sidecars.declared(ctx.paths, ctx.system)
     if not declared:  # no provider declares any: no stage to report
+        return
+    if not report_healthy:
+        began = time.perf_counter()
+        try:
+            notes = sidecars.start_all(ctx.paths, declared)
+        except RuntimeError as exc:
+            ctx.stages.add(StageRecord("sidecars", StageStatus.FAILED,
+                                       round(time.perf_counter() - began, 3), str(exc)))
+            raise StageError("sidecars", str(exc)) from exc
+        if notes:
+            ctx.stages.add(StageRecord("sidecars", StageStatus.DONE,
+                                       round(time.perf_counter() - began, 3), "; ".join(notes)))
         return
     with ctx.stages.stage("sidecars") as record:
         notes = sidecars.start_all(ctx.paths, declared)
