@@ -21,7 +21,9 @@ BentoML's routes. For the POST operations, in this order:
 
 BentoML's own error bodies (its 400 validation errors, 404, 405, 413, 500, 503) are
 rewritten into the shape above, and GET /docs.json is answered with `document`'s OpenAPI:
-the error responses of each operation, required request bodies, Retry-After and Allow.
+the error responses of each operation, required request bodies, Retry-After and Allow. The
+OpenAPI documents the local router's own refusals too (ROUTER_ERRORS: 400, 408, 413, 414,
+431, 505, besides its 503 and 504), since a deployed service's clients see them.
 Standard library only: the worker imports it with the service.
 """
 
@@ -47,21 +49,42 @@ SENTENCES = {404: "no such path on this service", 405: "method not allowed on th
              500: "internal error: the service log has the details",
              503: f"the service is overloaded or not ready: retry after {RETRY_AFTER_S} s",
              504: "no answer within the service's timeout"}
+# What the local router (mlstack.ops.local.router) answers itself before a request reaches
+# the service, on any path and method, in the same error shape; each connection it refuses
+# this way is closed. Clients of a deployed service see these, so every operation documents
+# them. (Its 413, 503 and 504 are the service's statuses too: their descriptions say both.)
+ROUTER_ERRORS = {
+    400: "Through a router: a malformed request line (the method not a token, the target not "
+         "visible ASCII, no HTTP version), or the request's headers or body cut off.",
+    408: "Through a router: the request's line and headers, or its body, did not arrive "
+         "within the router's deadline (the connection is closed).",
+    413: "Through a router: a body above its byte limit.",
+    414: "Through a router: a request line above 65536 bytes.",
+    431: "Through a router: a header line above 65536 bytes, or more than 100 headers.",
+    505: "Through a router: an HTTP version other than 1.x.",
+}
 # the error responses of a POST operation and of a GET one, with their descriptions
 POST_ERRORS = {
     400: "The body is not JSON, holds a key twice in one object, or its schema refuses it "
-         "(detail: one item per violation).",
+         "(detail: one item per violation); or, through a router, a malformed request line, "
+         "or headers or a body cut off.",
     404: "No such path.",
     405: "Another method than POST (Allow names it).",
+    408: ROUTER_ERRORS[408],
     413: "More items in the request's list than the service's max_request_rows (checked "
          "before the items are validated, so this comes before any 400 of the body's schema), "
          "or, through a router, a body above its byte limit.",
+    414: ROUTER_ERRORS[414],
     415: "A Content-Type other than application/json.",
+    431: ROUTER_ERRORS[431],
     500: "An internal error (the service log has the details).",
-    503: "Overloaded (the request was shed) or not ready yet: retry after Retry-After seconds.",
-    504: "No answer within the service's timeout.",
+    503: "Overloaded (the request was shed, or a router's connection or queue limit is "
+         "full) or not ready yet: retry after Retry-After seconds.",
+    504: "No answer within the service's timeout (or a router's backend timeout).",
+    505: ROUTER_ERRORS[505],
 }
-GET_ERRORS = {status: POST_ERRORS[status] for status in (404, 405, 500, 503, 504)}
+GET_ERRORS = {status: POST_ERRORS[status]
+              for status in sorted({404, 405, 500, 503, 504, *ROUTER_ERRORS})}
 ERROR_SCHEMAS = {
     "Error": {
         "type": "object", "title": "Error", "required": ["error", "detail"],
@@ -363,7 +386,8 @@ def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
              answers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """BentoML's OpenAPI made true: one Error schema (BentoML's error schemas dropped), one
     response per error status referencing it, each operation's error responses (POST: 400,
-    404, 405, 413, 415, 500, 503, 504; GET: 404, 405, 500, 503, 504), its request body
+    404, 405, 408, 413, 414, 415, 431, 500, 503, 504, 505; GET: the same but 415; 400, 408,
+    413, 414, 431 and 505 are a router's refusals, ROUTER_ERRORS), its request body
     required, and the 200 schemas of `answers` (path -> JSON schema) in place of BentoML's."""
     answers = answers or {}
     spec = json.loads(json.dumps(spec))  # a copy

@@ -11,8 +11,13 @@ refusals by hand, so a failure here names the broken promise.
 Each test runs twice: against the service, and through the local router in front of it
 (mlstack.ops.local.router, as `mlstack deploy` puts it), which must stay inside the same
 contract: the same refusals, headers and OpenAPI, and the same zero failures. One service
-start serves both. Schemathesis runs against search-ranking's service too (/rank, trained
-here the same way: a small LightGBM ranker, a few seconds).
+start serves both. Schemathesis runs against the other local blueprints' services too, each
+trained here the same way (its generated training flow, in process; no deploy): search-ranking
+(/rank, a small LightGBM ranker; directly and through the router), churn-mlp (the PyTorch MLP
+served through ONNX) and fraud-gpu's local variant (XGBoost, gpu: preferred, which falls back
+to the CPU; the target block test_deploy_frameworks.py deploys it with). The router's own
+refusals of what it cannot forward (400, 408, 414, 431, 505) are answered in the error shape
+and documented by every operation of the service's OpenAPI.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from mlstack.ops.local import procs
 from mlstack.ops.local.router import write_table
 from mlstack.workspace.writer import write_tree
 from tests.conftest import BLUEPRINTS, redate_project
+from tests.engine.deploy_support import local_target
 from tests.engine.test_bentoml_service import (  # the fixture and the server's helpers
     FLOWS_MODULE,
     SERVICE_MODULE,
@@ -47,6 +53,8 @@ from tests.engine.test_bentoml_service import (  # the fixture and the server's 
     _wait_ready,
     churn,
 )
+from tests.engine.test_deploy_frameworks import LOCAL_TARGET
+from tests.test_router import assert_error_shape, raw_answer
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -60,23 +68,27 @@ NEGATIVE_STATUSES = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 ERROR_KEYS = {"error", "detail"}
 
 
-@pytest.fixture(scope="module")
-def ranking(tmp_path_factory, prefect_api):
-    """search-ranking compiled and trained by its generated flow, as `churn` is (its own
-    package, so it sits beside churn's; its model in this process's BentoML store)."""
-    out = tmp_path_factory.mktemp("ranking_serve_out")
-    project = tmp_path_factory.mktemp("ranking_serve_project") / "search-ranking"
-    shutil.copytree(BLUEPRINTS / "search-ranking", project,
+def _trained(tmp_path_factory, blueprint: str, prepare=None) -> Iterator[SimpleNamespace]:
+    """A blueprint compiled and trained by its generated flow, as `churn` is (its own package,
+    so it sits beside churn's; its model in this process's BentoML store). `prepare(spec)`
+    edits the copied spec first (a cluster blueprint's local target)."""
+    slug = blueprint.replace("-", "_")
+    out = tmp_path_factory.mktemp(f"{slug}_serve_out")
+    project = tmp_path_factory.mktemp(f"{slug}_serve_project") / blueprint
+    shutil.copytree(BLUEPRINTS / blueprint, project,
                     ignore=shutil.ignore_patterns("build", ".mlstack"))
+    if prepare is not None:
+        prepare(project / "mlstack.yaml")
     redate_project(project)
     system, _ = require_system(project / "mlstack.yaml")
     options = CompileOptions(project_dir=Path(os.path.relpath(project, out)).as_posix())
     write_tree(compile_system(system, options), out, system=system)
     package = package_name(system)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLSTACK_STATE_DIR", str(tmp_path_factory.mktemp("ranking_serve_state")))
+        patch.setenv("MLSTACK_STATE_DIR", str(tmp_path_factory.mktemp(f"{slug}_serve_state")))
         # where BentoML has not fixed its store yet (churn's fixture did not run first)
-        patch.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp("ranking_bentoml_home")))
+        patch.setenv("BENTOML_HOME", str(tmp_path_factory.mktemp(f"{slug}_bentoml_home")))
+        patch.setenv("CUDA_VISIBLE_DEVICES", "")  # gpu: preferred trains on the CPU here
         patch.syspath_prepend(str(out))
         patch.delitem(sys.modules, FLOWS_MODULE, raising=False)
         model_tag = _load_flows(out).training_flow()["model_tag"]
@@ -88,6 +100,26 @@ def ranking(tmp_path_factory, prefect_api):
         for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
             del sys.modules[name]
         sys.modules.pop(FLOWS_MODULE, None)
+
+
+@pytest.fixture(scope="module")
+def ranking(tmp_path_factory, prefect_api):
+    """search-ranking, trained (a small LightGBM ranker)."""
+    yield from _trained(tmp_path_factory, "search-ranking")
+
+
+@pytest.fixture(scope="module")
+def mlp(tmp_path_factory, prefect_api):
+    """churn-mlp as `mlstack init` ships it, trained (the PyTorch MLP; ONNX serves it)."""
+    yield from _trained(tmp_path_factory, "churn-mlp")
+
+
+@pytest.fixture(scope="module")
+def fraud(tmp_path_factory, prefect_api):
+    """fraud-gpu's local variant (its target block only; as test_deploy_frameworks deploys
+    it), trained (XGBoost on the CPU fallback)."""
+    yield from _trained(tmp_path_factory, "fraud-gpu",
+                        lambda spec: local_target(spec, LOCAL_TARGET["fraud-gpu"]))
 
 
 def _serve(tree: SimpleNamespace, log: Path) -> Iterator[str]:
@@ -126,11 +158,22 @@ def ranking_service(ranking, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def router(service, tmp_path_factory):
-    """The local router in front of the service (its one version); its base URL."""
-    folder = tmp_path_factory.mktemp("router")
+def mlp_service(mlp, tmp_path_factory):
+    """The churn-mlp service, served; its base URL."""
+    yield from _serve(mlp, tmp_path_factory.mktemp("serve_mlp") / "serve.log")
+
+
+@pytest.fixture(scope="module")
+def fraud_service(fraud, tmp_path_factory):
+    """fraud-gpu's (local variant) service, served; its base URL."""
+    yield from _serve(fraud, tmp_path_factory.mktemp("serve_fraud") / "serve.log")
+
+
+def _route(service: str, folder: Path, limits: dict | None = None) -> Iterator[str]:
+    """The local router in front of a service (its one version); its base URL. Stopped by
+    PID."""
     config = folder / "router.json"
-    write_table(config, [{"version": "v1", "weight": 100, "url": service}])
+    write_table(config, [{"version": "v1", "weight": 100, "url": service}], limits)
     port = procs.free_port()
     pid = procs.start_background(
         [sys.executable, "-m", "mlstack.ops.local.router", "--port", str(port), "--config",
@@ -140,6 +183,18 @@ def router(service, tmp_path_factory):
         yield f"http://127.0.0.1:{port}"
     finally:
         assert procs.stop_process(pid) and not procs.is_alive(pid)
+
+
+@pytest.fixture(scope="module")
+def router(service, tmp_path_factory):
+    """The local router in front of the churn service; its base URL."""
+    yield from _route(service, tmp_path_factory.mktemp("router"))
+
+
+@pytest.fixture(scope="module")
+def ranking_router(ranking_service, tmp_path_factory):
+    """The local router in front of the search-ranking service; its base URL."""
+    yield from _route(ranking_service, tmp_path_factory.mktemp("ranking_router"))
 
 
 @pytest.fixture(params=["service", "router"])
@@ -218,7 +273,8 @@ def test_the_router_passes_the_services_answers_unchanged(service, router):
             assert got.headers["x-mlstack-version"] == "v1"
 
 
-@pytest.mark.parametrize("target", ["service", "router", "ranking_service"])
+@pytest.mark.parametrize("target", ["service", "router", "ranking_service", "ranking_router",
+                                    "mlp_service", "fraud_service"])
 def test_schemathesis_finds_nothing(target, request, tmp_path):
     served = request.getfixturevalue(target)
     config = tmp_path / "schemathesis.toml"
@@ -235,3 +291,40 @@ def test_schemathesis_finds_nothing(target, request, tmp_path):
     report = result.stdout[-12000:] + result.stderr[-3000:]
     assert result.returncode == 0, report
     assert "No issues found" in report or "passed" in report, report
+
+
+# What the router cannot forward, as a client can send it: (raw request, the status it gets).
+ROUTER_REFUSALS = {
+    "bad version": (b"POST /predict HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    "malformed line": (b"POST /pre\x01dict HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "no version": (b"POST /predict\r\n\r\n", 400),
+    "long line": (b"POST /" + b"p" * 70000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+    "long header": (b"POST /predict HTTP/1.1\r\nX-Long: " + b"h" * 70000 + b"\r\n\r\n", 431),
+    "slow head": (b"POST /predict HTTP/1.1\r\nHost: x\r\n", 408),  # no blank line: waits
+}
+
+
+def test_the_routers_own_refusals_are_documented(service, tmp_path):
+    """Each refusal the router answers itself comes in the error shape, with a status that
+    the service's OpenAPI documents for the operation (and for every GET one)."""
+    import httpx
+
+    routed = _route(service, tmp_path, {"header_timeout_s": 2.0})
+    base = next(routed)
+    try:
+        port = int(base.rsplit(":", 1)[1])
+        spec = httpx.get(f"{base}/docs.json", timeout=30).json()
+        documented = set(spec["paths"]["/predict"]["post"]["responses"])
+        for what, (request, status) in ROUTER_REFUSALS.items():
+            answer = raw_answer(port, request)
+            assert answer is not None and answer[0] == status, (what, answer)
+            assert_error_shape(*answer)
+            assert str(status) in documented, (what, status, sorted(documented))
+            for path, item in spec["paths"].items():
+                for method, operation in item.items():
+                    assert str(status) in operation["responses"], (what, method, path)
+            assert spec["components"]["responses"][f"Error{status}"]["content"][
+                "application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+        assert httpx.get(f"{base}/healthz", timeout=30).status_code == 200  # still serving
+    finally:
+        routed.close()

@@ -189,11 +189,13 @@ def test_document_makes_the_openapi_true():
     assert schemas["Error"]["properties"]["detail"]["type"] == "array"
     predict = spec["paths"]["/predict"]["post"]
     assert predict["requestBody"]["required"] is True
-    assert sorted(predict["responses"]) == ["200", "400", "404", "405", "413", "415", "500",
-                                            "503", "504"]
+    assert sorted(predict["responses"]) == ["200", "400", "404", "405", "408", "413", "414",
+                                            "415", "431", "500", "503", "504", "505"]
     assert predict["responses"]["400"] == {"$ref": "#/components/responses/Error400"}
     readyz = spec["paths"]["/readyz"]["get"]
-    assert sorted(readyz["responses"]) == ["200", "404", "405", "500", "503", "504"]
+    # a router in front refuses any request it cannot take (400, 408, 413, 414, 431, 505)
+    assert sorted(readyz["responses"]) == ["200", "400", "404", "405", "408", "413", "414",
+                                           "431", "500", "503", "504", "505"]
     responses = spec["components"]["responses"]
     assert responses["Error503"]["headers"]["Retry-After"]["required"] is True
     assert responses["Error405"]["headers"]["Allow"]["required"] is True
