@@ -259,3 +259,18 @@ def test_a_csv_source_is_fed_as_text_ingest_reads(tmp_path):
     assert text[-1].split(",")[0].isdigit()  # an int key written as an int
     mlstack("lint", "--data", cwd=project)
     assert ingest(project)["customers"] == len(customers) + 20
+
+
+def test_each_file_is_replaced_in_one_rename(tmp_path):
+    """A reader holding the file before the tick keeps reading the whole old file (the new
+    one takes its name by a rename, never by writing into it), and nothing is left over."""
+    project = init(tmp_path, "churn")
+    path = project / "data/customers.parquet"
+    held = tmp_path / "held.parquet"
+    os.link(path, held)  # the old file, as an open reader sees it
+    old = held.read_bytes()
+    mlstack("run", "feed", "--once", cwd=project)
+    assert held.read_bytes() == old
+    assert len(pd.read_parquet(path)) == len(pd.read_parquet(held)) + 20
+    assert sorted(p.name for p in (project / "data").iterdir()) == [
+        "churn_labels.parquet", "customers.parquet"]
