@@ -162,8 +162,9 @@ class Keeper:
             pass  # a command at work: never fight it; the next pass looks again
         except JournalError as exc:  # `mlstack repair` is the user's to run
             problem = f"{exc.message}; {exc.hint}"
-        except (RuntimeError, OSError) as exc:  # e.g. the router's port taken
-            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - e.g. the router's port taken: the keeper
+            # reports it and looks again next pass rather than die (and be restarted) on it
+            problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         self.report["passes"] = self.report.get("passes", 0) + 1
         self.report.update(last_pass_at=round(time.time(), 3), problem=problem)
         self.save()
