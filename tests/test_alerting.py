@@ -73,7 +73,8 @@ def test_the_local_config_checks_with_the_serving_versions_rules(tmp_path, bluep
     assert prometheus.name == "prometheus" and prometheus.ready_path == "/-/ready"
     rules = paths.versions_dir / "v1" / alerting.RULES_FILE
     config = yaml.safe_load(alerting.config_file(paths).read_text())
-    assert config["rule_files"] == [str(rules)]
+    assert config["rule_files"] == [str(alerting.rules_copy(paths))]
+    assert alerting.rules_copy(paths).read_bytes() == rules.read_bytes()
     assert config["global"]["evaluation_interval"] == alerting.EVALUATION_INTERVAL
     assert "alerting" not in config  # no monitoring.alerts: no Alertmanager
     out = check("promtool", "check", "config", str(alerting.config_file(paths)))
@@ -94,18 +95,20 @@ def test_alertmanager_runs_the_generated_config_where_alerts_are_declared(tmp_pa
     manager, prometheus = alerting.sidecars(paths, system)
     assert (manager.name, prometheus.name) == ("alertmanager", "prometheus")
     generated = paths.versions_dir / "v1" / alerting.ALERTMANAGER_FILE
-    assert f"--config.file={generated}" in manager.argv
+    assert f"--config.file={alerting.alertmanager_copy(paths)}" in manager.argv
+    assert alerting.alertmanager_copy(paths).read_bytes() == generated.read_bytes()
     assert prometheus.needs == ("alertmanager",)
     config = yaml.safe_load(alerting.config_file(paths).read_text())
     assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
         f"127.0.0.1:{manager.port}"]
     check("promtool", "check", "config", str(alerting.config_file(paths)))
-    check("amtool", "check-config", str(generated))
+    check("amtool", "check-config", str(alerting.alertmanager_copy(paths)))
 
 
-def test_a_new_serving_version_or_port_changes_what_runs(tmp_path):
-    """A new serving version's rules restart Prometheus (its digest changes); a version's new
-    port only rewrites the target file Prometheus re-reads by itself."""
+def test_a_new_serving_version_or_port_changes_files_not_the_declaration(tmp_path):
+    """A version's new port rewrites the target file (Prometheus re-reads it by itself); a
+    new serving version's rules replace the copy Prometheus reads (a reload, see below):
+    the declaration stays the same, so neither the keeper nor deploy restarts it."""
     paths, system, state = project(tmp_path, "churn")
     (before,) = alerting.sidecars(paths, system)
     state.versions[0].port = 4102
@@ -113,13 +116,16 @@ def test_a_new_serving_version_or_port_changes_what_runs(tmp_path):
     (same,) = alerting.sidecars(paths, system)
     assert sidecars.digest(same) == sidecars.digest(before)
     assert "127.0.0.1:4102" in alerting.targets_file(paths, "service").read_text()
+    new_rules = paths.versions_dir / "v2" / alerting.RULES_FILE
     shutil.copytree(paths.versions_dir / "v1", paths.versions_dir / "v2")
+    new_rules.write_text(new_rules.read_text().replace("for: 2m", "for: 3m"))
     state.versions.append(Version(version="v2", port=4103, status=VersionStatus.SERVING))
     state.current = "v2"
     state.save()
     (after,) = alerting.sidecars(paths, system)
-    assert sidecars.digest(after) != sidecars.digest(before)
-    assert str(paths.versions_dir / "v2") in alerting.config_file(paths).read_text()
+    assert sidecars.digest(after) == sidecars.digest(before)
+    assert alerting.rules_copy(paths).read_bytes() == new_rules.read_bytes()
+    assert "127.0.0.1:4103" in alerting.targets_file(paths, "service").read_text()
 
 
 def test_without_prometheus_nothing_is_declared_and_one_line_says_how(tmp_path, monkeypatch):
@@ -132,6 +138,14 @@ def test_without_prometheus_nothing_is_declared_and_one_line_says_how(tmp_path, 
     assert "\n" not in line
     report = alerting.status_report(paths)
     assert report["state"] == line and report["alerts"] == []
+
+
+RELOADED = """  - name: reloaded
+    rules:
+      - alert: LocalReloaded
+        expr: vector(1)
+        labels: {severity: ticket, system: churn}
+"""
 
 
 def _drive(url: str, until: float) -> int:
@@ -177,6 +191,18 @@ def test_prometheus_counts_the_routers_503s_in_the_generated_error_rules(tmp_pat
         assert [(t["job"], t["health"]) for t in report["targets"]] == [("router", "up")]
         assert report["prometheus"] == f"http://127.0.0.1:{declared[0].port}"
         pid = sidecars.record(paths, "prometheus")["pid"]
+        # v2 serves with one more rule: the running Prometheus reloads it (same PID)
+        rules = paths.versions_dir / "v2" / alerting.RULES_FILE
+        shutil.copytree(paths.versions_dir / "v1", paths.versions_dir / "v2")
+        rules.write_text(rules.read_text() + RELOADED)
+        state.current = "v2"
+        state.save()
+        assert alerting.sidecars(paths, system) == declared
+        deadline = time.monotonic() + 60
+        while "LocalReloaded" not in alerting.status_report(paths)["alerts"].__repr__():
+            assert time.monotonic() < deadline, "the new rules were not loaded"
+            time.sleep(1)
+        assert sidecars.record(paths, "prometheus")["pid"] == pid and procs.is_alive(pid)
         os.kill(pid, signal.SIGSTOP)  # alive, not answering
         try:
             stopped = alerting.status_report(paths, timeout=1.0)

@@ -25,8 +25,12 @@ Prometheus runs a configuration written here (.mlstack/prometheus/prometheus.yml
   counted there already): the rules, unchanged, count what the client saw. The versions'
   latency histograms are kept as they are (the router measures no latency).
 
-The configuration's digest is in the sidecar's environment (sidecars.digest), so a changed
-configuration or rule file (a new serving version) restarts Prometheus; its data stays.
+Prometheus and Alertmanager read stable copies in the project's state (.mlstack/prometheus/
+rules.yaml from the serving version's tree, .mlstack/alertmanager/alertmanager.yml), so their
+declarations (sidecars.digest) do not change when a version is promoted: a declaration that
+finds a copy or the configuration changed sends the running process SIGHUP, and it reloads
+(Prometheus and Alertmanager keep the last good configuration when a reload fails). No
+restart, no alert state lost, and no race with the keeper's `ensure`.
 
 `status_report()` asks Prometheus for its targets' health and the firing alerts (standard
 library only: `mlstack status` runs it).
@@ -34,10 +38,10 @@ library only: `mlstack status` runs it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
+import signal
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -82,6 +86,14 @@ def config_file(paths: ProjectPaths) -> Path:
 
 def targets_file(paths: ProjectPaths, job: str) -> Path:
     return prometheus_dir(paths) / "targets" / f"{job}.json"
+
+
+def rules_copy(paths: ProjectPaths) -> Path:
+    return prometheus_dir(paths) / "rules.yaml"
+
+
+def alertmanager_copy(paths: ProjectPaths) -> Path:
+    return alertmanager_dir(paths) / "alertmanager.yml"
 
 
 def serving_tree(paths: ProjectPaths, state: DeploymentState) -> Path:
@@ -133,79 +145,95 @@ def prometheus_config(paths: ProjectPaths, system_name: str, rule_files: list[Pa
     return config
 
 
-def _write_if_changed(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_if_changed(path: Path, data: bytes | None) -> bool:
+    """Write (None: remove) `path` where its bytes differ; True when it changed."""
     try:
         if path.read_bytes() == data:
-            return
+            return False
     except OSError:
-        pass
+        if data is None:
+            return False
+    if data is None:
+        path.unlink()
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, data)
+    return True
 
 
-def _sha(*parts: bytes) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(hashlib.sha256(part).digest())
-    return digest.hexdigest()[:16]
+def _environment() -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
 
 
-def _environment(digest: str) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "MLSTACK_CONFIG_DIGEST": digest}
+def _reload(paths: ProjectPaths, name: str) -> None:
+    """SIGHUP to the sidecar where it runs: Prometheus and Alertmanager re-read their
+    configuration (and rule files) on it."""
+    for proc in sc.running(paths, name):
+        try:
+            os.kill(proc.pid, signal.SIGHUP)
+        except OSError:
+            pass  # gone meanwhile: its next start reads the new files
 
 
 def write_config(paths: ProjectPaths, system_name: str, state: DeploymentState,
-                 alertmanager_port: int | None) -> tuple[Path, str]:
-    """Write prometheus.yml and the target files; returns (prometheus.yml, the digest of
-    what Prometheus loads at its start: its configuration and rule files)."""
+                 alertmanager_port: int | None) -> tuple[Path, bool]:
+    """Write prometheus.yml, the copy of the serving version's rules and the target files;
+    returns (prometheus.yml, whether what Prometheus reads at a reload changed)."""
     import yaml
 
     tree = serving_tree(paths, state)
-    rules = [tree / RULES_FILE] if (tree / RULES_FILE).is_file() else []
+    found = tree / RULES_FILE
+    rules = found.read_bytes() if found.is_file() else None
+    changed = _write_if_changed(rules_copy(paths), rules)
     for job, groups in targets(state).items():
         _write_if_changed(targets_file(paths, job),
                           (json.dumps(groups, indent=2, sort_keys=True) + "\n").encode())
-    config = prometheus_config(paths, system_name, rules, alertmanager_port)
+    config = prometheus_config(paths, system_name, [rules_copy(paths)] if rules else [],
+                               alertmanager_port)
     text = ("# Written by mlstack for the local deployment (mlstack.ops.local.alerting).\n"
             + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)).encode()
-    _write_if_changed(config_file(paths), text)
+    changed = _write_if_changed(config_file(paths), text) or changed
     (prometheus_dir(paths) / "data").mkdir(parents=True, exist_ok=True)
-    return config_file(paths), _sha(text, *(p.read_bytes() for p in rules))
+    return config_file(paths), changed
 
 
 def sidecars(paths: ProjectPaths, system) -> list[sc.Sidecar]:
     """Alertmanager (where the spec declares alerts and its binary is on PATH) and
     Prometheus (where its binary is on PATH), in start order. Writes Prometheus's
-    configuration and target files (only what changed)."""
+    configuration, target files and copies (only what changed; a running one that reads a
+    changed file is told to reload)."""
     prometheus = prometheus_binary()
     if prometheus is None:
         return []
     state = DeploymentState.load(paths.deployments_file)
     out: list[sc.Sidecar] = []
-    amtool_config = serving_tree(paths, state) / ALERTMANAGER_FILE
+    generated = serving_tree(paths, state) / ALERTMANAGER_FILE
     alertmanager = alertmanager_binary()
     am_port = None
-    if alertmanager is not None and amtool_config.is_file():
+    if alertmanager is not None and generated.is_file():
         am_port = sc.port_for(paths, ALERTMANAGER)
-        alertmanager_dir(paths).mkdir(parents=True, exist_ok=True)
+        if _write_if_changed(alertmanager_copy(paths), generated.read_bytes()):
+            _reload(paths, ALERTMANAGER)
         out.append(sc.Sidecar(
             name=ALERTMANAGER,
-            argv=(alertmanager, f"--config.file={amtool_config}",
+            argv=(alertmanager, f"--config.file={alertmanager_copy(paths)}",
                   f"--storage.path={alertmanager_dir(paths)}",
                   f"--web.listen-address=127.0.0.1:{am_port}",
                   "--cluster.listen-address="),  # no peers: no gossip port
-            env=_environment(_sha(amtool_config.read_bytes())), cwd=alertmanager_dir(paths),
+            env=_environment(), cwd=alertmanager_dir(paths),
             port=am_port, ready_path="/-/ready",
             what="Alertmanager (delivers the firing alerts to monitoring.alerts)"))
     port = sc.port_for(paths, PROMETHEUS)
-    config, digest = write_config(paths, system.name, state, am_port)
+    config, changed = write_config(paths, system.name, state, am_port)
+    if changed:
+        _reload(paths, PROMETHEUS)
     out.append(sc.Sidecar(
         name=PROMETHEUS,
         argv=(prometheus, f"--config.file={config}",
               f"--storage.tsdb.path={prometheus_dir(paths) / 'data'}",
               f"--storage.tsdb.retention.time={RETENTION}",
               f"--web.listen-address=127.0.0.1:{port}"),
-        env=_environment(digest), cwd=prometheus_dir(paths), port=port, ready_path="/-/ready",
+        env=_environment(), cwd=prometheus_dir(paths), port=port, ready_path="/-/ready",
         needs=(ALERTMANAGER,) if am_port is not None else (),
         what="Prometheus (evaluates the SLO alert rules)"))
     return out
