@@ -170,12 +170,16 @@ def _s2(s: dict) -> str:
     return "\n".join(text)
 
 
-S3_NAMES = {"generated": "generated (as deployed: measured batching, ONNX Runtime)",
-            "generated_native": "generated, native model (scikit-learn)",
-            "generated_batching_on": "generated, batches of 32 (fixed)",
-            "handwritten_tuned": "hand-written, tuned batching",
-            "handwritten_compiled_batching": "hand-written, BentoML batcher at the compiled "
-                                             "batching"}
+S3_NAMES = {"generated": "generated (as deployed)",
+            "generated_feast_read": "generated, Feast read",
+            "generated_before": "generated before issue 20 (BentoML's answer path, Feast read)",
+            "expert": "expert (FastAPI, hand-written)",
+            "naive": "naive (the first hand-written baseline)"}
+
+
+def _span(values: list) -> str:
+    values = [v for v in values if v is not None]
+    return f"{min(values):.2f}-{max(values):.2f}" if values else "-"
 
 
 def _s3(s: dict) -> str:
@@ -185,25 +189,32 @@ def _s3(s: dict) -> str:
         b = svc.get("batching", {})
         batching = ("off" if not b.get("enabled", True) else
                     f"max_batch_size {b.get('max_batch_size')}, max_latency_ms "
-                    f"{b.get('max_latency_ms')}")
-        svc_rows.append([names.get(name, name), f"{batching} ({b.get('source', '')})",
-                         svc.get("runtime", ""), _f(svc["start_to_ready_s"], 1, " s")])
+                    f"{b.get('max_latency_ms')} ({b.get('source', '')})")
+        svc_rows.append([names.get(name, name), svc.get("server", ""), batching,
+                         svc.get("runtime", ""), svc.get("online_read", ""),
+                         _f(svc["start_to_ready_s"], 1, " s")])
     rows = []
     for name, by_c in s["closed_loop"].items():
         for c, r in by_c.items():
             rows.append([names.get(name, name), c, _f(r["throughput_rps"], 1),
                          " / ".join(_f(x, 0) for x in r.get("runs_rps", [])),
-                         _f(r["p50_ms"], 1), _f(r["p95_ms"], 1), _f(r["p99_ms"], 1),
-                         _f(r["error_rate"] * 100, 1, "%")])
-    ratio_rows = [[c, _f(r["generated_vs_handwritten_tuned"], 2),
-                   _f(r["generated_native_vs_handwritten_tuned"], 2),
-                   _f(r["generated_batching_on_vs_handwritten_tuned"], 2),
-                   _f(r["generated_vs_generated_native"], 2)]
+                         _f(r["p50_ms"], 1), _f(r["p99_ms"], 1),
+                         _f(r.get("cpu_ms_per_request"), 2),
+                         _f(r["error_rate"] * 100, 1, "%"),
+                         " / ".join(_f(x, 1) for x in r.get("load_1min", []))])
+    ratio_rows = [[c, _f(r["generated_vs_expert"], 2),
+                   f"{_f(r['cpu_ms_per_request']['generated'], 2)} vs "
+                   f"{_f(r['cpu_ms_per_request']['expert'], 2)}",
+                   _f(r["generated_vs_before"], 2),
+                   _f(r["ready_answer_vs_bentoml_answer"], 2),
+                   _f(r["direct_read_vs_feast_read"], 2),
+                   _f(r["generated_vs_naive"], 2), _f(r["expert_vs_naive"], 2),
+                   _span(r["load_1min"])]
                   for c, r in s["ratios"].items()]
     slo = s["slo_check_open_loop"]
     slo_rows = []
     regimes = (("fresh", "fresh (after warm-up)"), ("after_load", "after the closed-loop load"),
-               ("after_idle", "after the bursts and 30 s idle"))
+               ("after_idle", "after the burst and 30 s idle"))
     for regime, label in regimes:
         for name, r in slo.get(regime, {}).items():
             ch = r["checks"]
@@ -226,18 +237,24 @@ def _s3(s: dict) -> str:
     ce = s["in_process"]
     labels = [
         ("feast_raw_1", "raw Feast `get_online_features`, 1 entity"),
+        ("online_read_feast_1", "online read through Feast (feature service, times), 1 key"),
+        ("online_read_direct_1", "direct read of the SQLite online store, 1 key"),
         ("service_model_input_1", "generated input path (fetch, TTL, transforms, matrix), 1 row"),
         ("model_predict_proba_1", "`model.predict_proba` (scikit-learn), 1 row"),
         ("onnx_score_1", "ONNX Runtime, 1 row"),
         ("generated_predict_1", "generated `predict_rows` (input path + ONNX), 1 row"),
+        ("expert_predict_1", "expert `predict_ids` (Feast + ONNX), 1 row"),
         ("generated_predict_native_1", "generated `predict_rows`, native model, 1 row"),
-        ("handwritten_predict_1", "hand-written `predict`, 1 row"),
+        ("handwritten_predict_1", "naive `predict`, 1 row"),
+        ("online_read_feast_32", "online read through Feast, 32 keys"),
+        ("online_read_direct_32", "direct read of the SQLite online store, 32 keys"),
         ("service_model_input_32", "generated input path, 32 rows"),
         ("model_predict_proba_32", "`model.predict_proba` (scikit-learn), 32 rows"),
         ("onnx_score_32", "ONNX Runtime, 32 rows"),
         ("generated_predict_32", "generated `predict_rows` (ONNX), 32 rows"),
+        ("expert_predict_32", "expert `predict_ids`, 32 rows"),
         ("generated_predict_native_32", "generated `predict_rows`, native model, 32 rows"),
-        ("handwritten_predict_32", "hand-written `predict`, 32 rows"),
+        ("handwritten_predict_32", "naive `predict`, 32 rows"),
     ]
     ceiling_rows = [[label, _f(ce[key]["p50_ms"], 3), _f(ce[key]["p99_ms"], 3)]
                     for key, label in labels if key in ce]
@@ -245,22 +262,28 @@ def _s3(s: dict) -> str:
     goal_lines = "\n".join(f"- {goal}: {_met(ok)}" for goal, ok in goals.items())
     gen = s["services"]["generated"]
     return "\n".join([
-        f"`bentoml serve` processes on loopback, one entity per request, closed-loop clients "
-        f"(`bench/loadgen.py`, raw asyncio HTTP/1.1 so the client stays light on the shared "
-        f"cores), {s['duration_s']:g} s per run, {s['reps']} repetitions interleaved across "
-        f"services, concurrency rising. Throughput counts answered requests (HTTP 2xx); a "
-        f"503 (a request shed by a batcher) counts as an error. All services gave the same "
-        f"predictions for the same rows (ONNX Runtime within 1e-5 of scikit-learn): "
-        f"{s['predictions_agree']}. The generated service runs as deployed: "
-        f"{gen.get('runtime')} ({gen.get('runtime_reason', '')}).\n",
-        _table(["service", "batching (from)", "model runtime", "start to ready"], svc_rows),
+        f"Services on loopback, one entity per request, closed-loop clients with keep-alive "
+        f"(`bench/loadgen.py`: one process, raw asyncio HTTP/1.1, so the client stays light "
+        f"on the shared cores; `wrk` is not installed here), the ids in a shuffled order, "
+        f"{s['duration_s']:g} s per run, {s['reps']} repetitions interleaved across services, "
+        f"concurrency rising. Throughput counts answered requests (HTTP 2xx); CPU is the user "
+        f"+ system seconds of the service's whole process tree (server, workers) over the "
+        f"run, per answered request; the load is the 1-minute load average after each run. "
+        f"All services gave the same predictions for the same rows (ONNX Runtime within 1e-5 "
+        f"of scikit-learn): {s['predictions_agree']}. The generated service runs as "
+        f"deployed: {gen.get('runtime')} ({gen.get('runtime_reason', '')}).\n",
+        _table(["service", "server, workers", "batching", "model runtime", "online read",
+                "start to ready"], svc_rows),
         "\n" + _table(["service", "concurrency", "req/s", "req/s of each run", "p50 ms",
-                       "p95 ms", "p99 ms", "errors"], rows),
-        "\nRatios of throughput:\n",
-        _table(["concurrency", "generated / hand-written (tuned)",
-                "generated native / hand-written (tuned)",
-                "generated, batches of 32 / hand-written (tuned)",
-                "generated ONNX / generated native"], ratio_rows),
+                       "p99 ms", "CPU ms per request", "errors", "load of each run"], rows),
+        "\nRatios (the same run, interleaved; both sides on the service port, client "
+        "`bench/loadgen.py`, closed loop):\n",
+        _table(["concurrency", "generated / expert throughput",
+                "CPU ms per request, generated vs expert",
+                "generated / before issue 20", "ready answer / BentoML's answer path",
+                "direct read / Feast read",
+                "generated / naive", "expert / naive", "load average of the rounds"],
+               ratio_rows),
         "\nLatency SLOs at the spec's throughput target (open loop: requests sent at the "
         "target rate whatever the answers take; measured / SLO):\n",
         _table(["service", "when", "target req/s", "answered req/s", "p50 ms", "p95 ms",
@@ -276,14 +299,8 @@ def _s3(s: dict) -> str:
                 "p50 / p95 / p99 ms (10 s after)", "errors (10 s after)"], burst_rows),
         "\nIn process (no HTTP, no batcher; ms per call, median of the rounds):\n",
         _table(["call", "p50 ms", "p99 ms"], ceiling_rows),
-        f"\nGenerated `predict_rows` vs the hand-written `predict`, one row: "
-        f"{_f(s['in_process_speedup_vs_handwritten_1_row'], 1)}x faster.\n",
-        "\nHand tuning of the baseline's batching (a sweep by hand on this machine, closed "
-        "loop, 4 s per point, load average 2-4 from other sessions): max_batch_size/"
-        "max_latency_ms 16/20 and 32/50 refused most requests at concurrency 16-64; 64/100 "
-        "about 250 (c16) / 340 (c64) req/s with 1-17% refused; 64/200 about 490 / 400 req/s "
-        "with few refused; 64/1000 and 128/1000 about 360-390 / 440 req/s with none refused. "
-        "64/1000 was chosen: the most throughput at concurrency 64, no request refused.\n",
+        f"\nGenerated `predict_rows` vs the expert's `predict_ids`, one row: "
+        f"{_f(s['in_process_speedup_vs_expert_1_row'], 2)}x as fast.\n",
         "\nGoals:\n\n" + goal_lines + "\n",
         s.get("reading", ""),
     ])

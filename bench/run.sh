@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
-mlstack_venv ".[runtime,test,ray]"  # section 7: the flow on a local Ray cluster
+# ray: section 7, the flow on a local Ray cluster; bench: section 3's expert baseline
+mlstack_venv ".[runtime,test,ray,bench]"
 exec .venv/bin/python -m bench "$@"

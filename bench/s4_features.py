@@ -40,7 +40,8 @@ def measure(deployment, workdir: Path, calls: int = 1000, rounds: int = 3) -> di
                for name, runs in data["rounds"].items()}
     return {"calls": calls, "rounds": rounds, "figures": figures,
             "services_agree": data["services_agree"],
-            "what_if_one_frame_same_result": data["what_if_one_frame_same_result"]}
+            "what_if_one_frame_same_result": data["what_if_one_frame_same_result"],
+            "online_read": data.get("online_read")}
 
 
 def section(inprocess: dict) -> dict:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 HANDWRITTEN = Path(__file__).resolve().parent.parent / "handwritten" / "handwritten_service.py"
+EXPERT = Path(__file__).resolve().parent.parent / "expert" / "expert_service.py"
 
 
 def _timings(call, batches, calls: int) -> list[float]:
@@ -103,6 +104,12 @@ def main() -> int:
     sys.modules[spec.name] = handwritten_module
     spec.loader.exec_module(handwritten_module)
     handwritten = handwritten_module.HandWrittenChurn()
+    spec = importlib.util.spec_from_file_location("bench_expert_service", EXPERT)
+    expert = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = expert
+    spec.loader.exec_module(expert)
+    expert_singles = [[k["customer_id"] for k in b] for b in singles]
+    expert_batches = [[k["customer_id"] for k in b] for b in batches32]
     feast_store = store.get_store()
     refs = list(features.FETCH_REFS)
 
@@ -139,6 +146,10 @@ def main() -> int:
     hand_singles = [[hand_rows(**k) for k in b] for b in singles]
     hand_batches = [[hand_rows(**k) for k in b] for b in batches32]
 
+    access = store.STORE
+    read_path = access.online_read_path()
+    tuples = {n: [[tuple(k[c] for c in features.REQUEST_KEYS) for k in b] for b in batches]
+              for n, batches in ((1, singles), (32, batches32))}
     cases = {
         "feast_raw_1": (raw_feast, singles),
         "store_online_features_1": (store.online_features, singles),
@@ -148,15 +159,23 @@ def main() -> int:
         "store_online_features_32": (store.online_features, batches32),
         "service_model_input_32": (generated.inputs, row_batches),
         "what_if_one_frame_online_features_32": (one_frame, batches32),
+        "online_read_feast_1": (lambda k: access._feast_read(k, with_times=True), tuples[1]),
+        "online_read_feast_32": (lambda k: access._feast_read(k, with_times=True),
+                                 tuples[32]),
         "model_predict_proba_1": (lambda f: model.predict_proba(f), [frames[1]]),
         "model_predict_proba_32": (lambda f: model.predict_proba(f), [frames[32]]),
         "generated_predict_1": (generated.predict_rows, row_singles),
         "generated_predict_native_1": (native.predict_rows, row_singles),
         "handwritten_predict_1": (lambda rows: hand_predict(handwritten, rows), hand_singles),
+        "expert_predict_1": (expert.predict_ids, expert_singles),
         "generated_predict_32": (generated.predict_rows, row_batches),
         "generated_predict_native_32": (native.predict_rows, row_batches),
         "handwritten_predict_32": (lambda rows: hand_predict(handwritten, rows), hand_batches),
+        "expert_predict_32": (expert.predict_ids, expert_batches),
     }
+    if access._direct_read is not None:
+        cases["online_read_direct_1"] = (access._direct_read, tuples[1])
+        cases["online_read_direct_32"] = (access._direct_read, tuples[32])
     if onnx_score is not None:
         cases["onnx_score_1"] = (onnx_score, [matrices[1]])
         cases["onnx_score_32"] = (onnx_score, [matrices[32]])
@@ -169,6 +188,10 @@ def main() -> int:
                for x, y in zip(a, b, strict=True))
     same = same and all((x is None and y is None) or (  # native: the hand-written's numbers
         x is not None and y is not None and abs(x - y) < 1e-9) for x, y in zip(c, b, strict=True))
+    e = expert.predict_ids(expert_batches[0])  # the expert's ONNX export: within tolerance
+    same = same and all((x is None and y is None) or (
+        x is not None and y is not None and abs(x - y) <= scoring.PARITY_TOLERANCE)
+        for x, y in zip(a, e, strict=True))
     results: dict[str, list[dict]] = {name: [] for name in cases}
     for call, inputs in cases.values():  # warm every path once
         _timings(call, inputs, 20)
@@ -179,6 +202,7 @@ def main() -> int:
     print(json.dumps({"rounds": results, "services_agree": same,
                       "what_if_one_frame_same_result": one_frame_same,
                       "model_tag": generated.model_tag, "runtime": generated.model.info(),
+                      "online_read": read_path,
                       "numpy": np.__version__}))
     return 0
 
