@@ -26,6 +26,7 @@ STAGE_TITLES = {
     "register": "register model (+ ONNX export)",
     "profile": "profile the served path (batching)", "start_service": "start service",
     "skew_check": "skew check (online vs offline)", "verify": "SLO verification (load test)",
+    "sidecars": "start the schedules and alerting (sidecars)",
     "rollout": "rollout", "promote": "promote", "unchanged": "no change",
     "reconcile": "reconcile with the record",
     "synth": "synth infrastructure (cdktn)", "terraform_plan": "terraform init + plan",
