@@ -8,7 +8,12 @@ import sys
 
 import pytest
 
-from mlstack.cli.living_output import render_alerts, render_keeper, render_schedules
+from mlstack.cli.living_output import (
+    render_alerts,
+    render_keeper,
+    render_last_retrain,
+    render_schedules,
+)
 from mlstack.ops.local import procs, sidecars
 from mlstack.ops.local.living import Living, living_problems, sidecar_rows
 from tests.test_supervision import throwaway_project, wait_for
@@ -74,3 +79,18 @@ def test_the_reports_render_as_lines():
         "  alerts: alerts are not evaluated locally: no prometheus"]
 
 
+
+
+def test_the_last_scheduled_retrain_is_told_from_the_journal():
+    history = [{"event": "deploy-succeeded", "version": "v1", "at": 10.0},
+               {"event": "retrain-skipped", "trigger": "schedule", "at": 40.0,
+                "reason": "the source data did not change since v1 trained"},
+               {"event": "deploy-succeeded", "version": "v2", "at": 50.0}]
+    assert render_last_retrain(history, now=100.0) == [
+        "  last scheduled retrain: retrain-skipped the source data did not change since v1 "
+        "trained (60 s ago)"]
+    history.append({"event": "deploy-succeeded", "version": "v3", "trigger": "schedule",
+                    "at": 90.0})
+    assert render_last_retrain(history, now=100.0) == [
+        "  last scheduled retrain: deploy-succeeded v3 (10 s ago)"]
+    assert render_last_retrain(history[:1]) == []

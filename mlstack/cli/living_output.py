@@ -91,3 +91,18 @@ def render_living(living) -> str:
     lines = (render_keeper(living.keeper) + render_sidecars(living.sidecars)
              + render_schedules(living.schedules) + render_alerts(living.alerts))
     return "".join(line + "\n" for line in lines)
+
+
+def render_last_retrain(history: list[dict], now: float | None = None) -> list[str]:
+    """The last scheduled retrain's outcome, from the journal's entries that name the
+    trigger "schedule" (a rollout, a candidate left for deploy, or no version)."""
+    scheduled = [e for e in history if e.get("trigger") == "schedule"]
+    if not scheduled:
+        return []
+    last = scheduled[-1]
+    now = time.time() if now is None else now
+    at = last.get("at")
+    when = f"{_ago(now - at)} ago" if isinstance(at, int | float) else "-"
+    what = last.get("event", "?")
+    detail = last.get("version") or last.get("reason") or ""
+    return [f"  last scheduled retrain: {what} {detail} ({when})".replace("  (", " (")]
