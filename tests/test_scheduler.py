@@ -119,6 +119,8 @@ class FakePrefect:
             runs = [r for r in self.runs.get(dep, [])
                     if ("any_" in types and r["state"]["type"] in types["any_"])
                     or ("not_any_" in types and r["state"]["type"] not in types["not_any_"])]
+            key = "expected_start_time" if "EXPECTED" in body["sort"] else "start_time"
+            runs.sort(key=lambda r: r.get(key) or "", reverse=body["sort"].endswith("DESC"))
             return runs[:body.get("limit", 200)]
         if path.endswith("/create_flow_run"):
             self.created.append(path)
@@ -188,8 +190,12 @@ def test_status_reports_each_schedule_with_its_last_and_next_run(paths, fake_api
                                                      "timezone": "UTC"}}]}]
     start = datetime(2026, 1, 2, 3, 0, 1, tzinfo=UTC)
     fake_api.runs = {"d1": [
+        {"id": "r3", "state": {"type": "SCHEDULED", "name": "Scheduled"},
+         "expected_start_time": "2026-01-02T03:02:00Z"},
         {"id": "r2", "state": {"type": "SCHEDULED", "name": "Late"},
          "expected_start_time": "2026-01-02T03:01:00Z"},
+        {"id": "r0", "state": {"type": "COMPLETED", "name": "Completed"},
+         "start_time": "2026-01-02T02:59:01+00:00", "end_time": "2026-01-02T02:59:31+00:00"},
         {"id": "r1", "state": {"type": "COMPLETED", "name": "Completed"},
          "start_time": start.isoformat(),
          "end_time": (start + timedelta(seconds=42.5)).isoformat()}]}
