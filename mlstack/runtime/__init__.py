@@ -10,6 +10,8 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     errors      DataCheckError, QualityGateError, MonitoringAlert
     sources     SourceSpec; read_source, read_sources (frames + data fingerprint), file_digest
     checks      DataChecks; check_failures, validate_sources (raises DataCheckError)
+    changes     each source's rows added, removed and changed since the last successful
+                training (row fingerprints in the state folder), for the training report
     store       SourceFile, FeatureStoreAccess (Feast: config, apply, materialize, online and
                 point-in-time historical features, CSV staging)
     training    LabelSpec, Split; label_rows, training_set, split_frame, fit (rankers with

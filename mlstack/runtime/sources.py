@@ -29,7 +29,9 @@ __all__ = ["SourceSpec", "data_fingerprint", "file_digest", "read_source", "read
 class SourceSpec:
     """A file source of the spec: where it is (relative to the project folder), its format
     ('parquet' or 'csv'), its event-time column, its declared columns (column -> spec dtype;
-    'timestamp' columns are read as UTC datetimes) and its data checks."""
+    'timestamp' columns are read as UTC datetimes), its data checks and its keys (the entity
+    keys its views and the label join on: with the event time, what names one of its rows when
+    ingest counts the rows changed since the last training, mlstack.runtime.changes)."""
 
     name: str
     path: str
@@ -37,6 +39,7 @@ class SourceSpec:
     timestamp_field: str
     columns: Mapping[str, str] = field(default_factory=dict)
     checks: DataChecks = field(default_factory=DataChecks)
+    keys: tuple[str, ...] = ()
 
     def file(self, project_dir: str | Path) -> Path:
         """The source's file, resolved against the project folder."""

@@ -27,6 +27,7 @@ SOURCES = (
             "customer_id": "int64",
             "event_timestamp": "timestamp",
         },
+        keys=("customer_id",),
         checks=DataChecks(
             not_null=("churned", "customer_id"), allowed_values={"churned": (0, 1)}
         ),
@@ -44,6 +45,7 @@ SOURCES = (
             "support_calls": "int64",
             "tenure_months": "int64",
         },
+        keys=("customer_id",),
         checks=DataChecks(
             not_null=("customer_id", "monthly_charges", "tenure_months"),
             ranges={"monthly_charges": (0.0, 1000.0), "tenure_months": (0.0, 600.0)},

@@ -29,6 +29,7 @@ SOURCES = (
             "is_online": "int64",
             "merchant_id": "int64",
         },
+        keys=("merchant_id",),
         checks=DataChecks(
             not_null=(
                 "category_risk",
@@ -60,6 +61,7 @@ SOURCES = (
             "merchant_id": "int64",
             "transaction_id": "int64",
         },
+        keys=("card_id", "merchant_id", "transaction_id"),
         checks=DataChecks(
             not_null=("amount", "card_id", "is_fraud", "merchant_id", "transaction_id"),
             unique=("transaction_id",),

@@ -29,6 +29,7 @@ SOURCES = (
             "event_timestamp": "timestamp",
             "quality_score": "float64",
         },
+        keys=("doc_id",),
         checks=DataChecks(
             not_null=("age_days", "clicks_7d", "doc_id", "quality_score"),
             unique=("doc_id", "event_timestamp"),
@@ -52,6 +53,7 @@ SOURCES = (
             "query_id": "int64",
             "title_match": "float64",
         },
+        keys=("doc_id", "query_id"),
         checks=DataChecks(
             not_null=(
                 "bm25_score",
@@ -80,6 +82,7 @@ SOURCES = (
             "query_id": "int64",
             "relevance": "int64",
         },
+        keys=("doc_id", "query_id"),
         checks=DataChecks(
             not_null=("doc_id", "query_id", "relevance"),
             unique=("query_id", "doc_id"),

@@ -83,6 +83,16 @@ def _estimator(system: SystemIR) -> dict:
                 estimator_factory={**imported, "ref": factory.ref})
 
 
+def _source_keys(system: SystemIR, source: str) -> tuple[str, ...]:
+    """The keys that, with its event time, name a source's row: the join keys of the views
+    reading it and, for the label source, the label's (sorted; ingest counts the rows changed
+    since the last training by them)."""
+    keys = {k.name for v in system.feature_views if v.source == source for k in v.join_keys}
+    if system.label.source == source:
+        keys |= {k.name for k in system.label.join_keys}
+    return tuple(sorted(keys))
+
+
 def flow_context(system: SystemIR) -> dict:
     """Everything flows.py.j2 needs, as plain data (rendered through the `py` filter)."""
     file_sources = [s for s in system.sources if s.family == "file"]
@@ -93,7 +103,8 @@ def flow_context(system: SystemIR) -> dict:
                   "timestamp_field": s.timestamp_field,
                   "columns": {c.name: c.dtype for c in s.columns},
                   "checks": _checks(s.checks, {v.name: v.ttl_seconds for v in
-                                               system.feature_views if v.source == s.name})}
+                                               system.feature_views if v.source == s.name}),
+                  "keys": _source_keys(system, s.name)}
                  for s in sorted(file_sources, key=lambda s: s.name)],
         unread_sources=tuple(sorted(s.name for s in system.sources if s.family != "file")),
         feature_sources=tuple(s for s in feature_sources if system.source(s).family == "file"),
