@@ -172,7 +172,8 @@ def _s2(s: dict) -> str:
 
 S3_NAMES = {"generated": "generated (as deployed)",
             "generated_feast_read": "generated, Feast read",
-            "generated_before": "generated before issue 20 (BentoML's answer path, Feast read)",
+            "generated_before": "generated before issue 20 (BentoML's answer path, access log, "
+                                "Feast read)",
             "expert": "expert (FastAPI, hand-written)",
             "naive": "naive (the first hand-written baseline)"}
 
@@ -206,7 +207,7 @@ def _s3(s: dict) -> str:
                    f"{_f(r['cpu_ms_per_request']['generated'], 2)} vs "
                    f"{_f(r['cpu_ms_per_request']['expert'], 2)}",
                    _f(r["generated_vs_before"], 2),
-                   _f(r["ready_answer_vs_bentoml_answer"], 2),
+                   _f(r["answer_and_log_vs_before"], 2),
                    _f(r["direct_read_vs_feast_read"], 2),
                    _f(r["generated_vs_naive"], 2), _f(r["expert_vs_naive"], 2),
                    _span(r["load_1min"])]
@@ -280,7 +281,8 @@ def _s3(s: dict) -> str:
         "`bench/loadgen.py`, closed loop):\n",
         _table(["concurrency", "generated / expert throughput",
                 "CPU ms per request, generated vs expert",
-                "generated / before issue 20", "ready answer / BentoML's answer path",
+                "generated / before issue 20",
+                "ready answer, no access log / BentoML's answer path, access log",
                 "direct read / Feast read",
                 "generated / naive", "expert / naive", "load average of the rounds"],
                ratio_rows),
