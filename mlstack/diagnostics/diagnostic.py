@@ -6,6 +6,7 @@ Formatting them (text, json, sarif, github) happens at the edge, in `mlstack.dia
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -34,10 +35,10 @@ class Diagnostic:
     hint: str | None = None
     pointer: str = ""  # JSON pointer into the spec, e.g. /features/views/0/entity
 
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[str, int, int, str]:
         return (self.location.file, self.location.line, self.location.column, self.code)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, object]:
         return {
             "code": self.code,
             "severity": self.severity.value,
@@ -62,7 +63,7 @@ class DiagnosticList:
         return [d for d in self.items if d.severity is Severity.ERROR]
 
 
-def did_you_mean(word: str, candidates) -> str | None:
+def did_you_mean(word: str, candidates: Iterable[object]) -> str | None:
     """A 'did you mean ...?' hint for a misspelt key or name, or None."""
     matches = difflib.get_close_matches(str(word), sorted(set(map(str, candidates))), n=1, cutoff=0.6)
     if matches:
@@ -70,7 +71,7 @@ def did_you_mean(word: str, candidates) -> str | None:
     return None
 
 
-def choices_hint(candidates, limit: int = 12) -> str | None:
+def choices_hint(candidates: Iterable[object], limit: int = 12) -> str | None:
     names = sorted(set(map(str, candidates)))
     if not names:
         return None
@@ -78,5 +79,5 @@ def choices_hint(candidates, limit: int = 12) -> str | None:
     return f"expected one of: {shown}"
 
 
-def hint_for(word: str, candidates) -> str | None:
+def hint_for(word: str, candidates: Iterable[object]) -> str | None:
     return did_you_mean(word, candidates) or choices_hint(candidates)

@@ -6,6 +6,8 @@ Each error has a stable `code` (a word, for the JSON error object of `--format j
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlstack.diagnostics.diagnostic import Diagnostic
 
 # The optional extras, and the top-level modules that only they install. A missing one of these
@@ -98,7 +100,7 @@ class JournalError(MlstackError):
     exit_code = 2
     code = "journal_error"
 
-    def __init__(self, path, problem: str, hint: str | None = None):
+    def __init__(self, path: Path, problem: str, hint: str | None = None) -> None:
         super().__init__(f"the deploy journal {path} is unusable: {problem}", hint)
         self.path = path
         self.problem = problem

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass
+from typing import cast
 
 FUNCTIONS = {  # name -> (min args, max args, numpy spelling)
     "abs": (1, 1, "np.abs"),
@@ -53,7 +54,7 @@ class ParsedExpr:
     names: tuple[str, ...]  # every input reference, as written ('field' or 'view.field')
 
 
-def _ref(node) -> str | None:
+def _ref(node: ast.AST) -> str | None:
     if isinstance(node, ast.Name):
         return node.id
     if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
@@ -73,7 +74,7 @@ def parse_expr(text: str) -> ParsedExpr:
     names: list[str] = []
     count = 0
 
-    def visit(node):
+    def visit(node: ast.AST) -> None:
         nonlocal count
         count += 1
         if count > MAX_NODES:
@@ -137,7 +138,7 @@ def emit_python(parsed: ParsedExpr, columns: dict[str, str], frame: str = "colum
     `columns` maps every reference as written to the (validated) column it reads.
     """
 
-    def emit(node) -> str:
+    def emit(node: ast.expr) -> str:
         ref = _ref(node)
         if ref is not None:
             return f"{frame}[{columns[ref]!r}]"
@@ -157,7 +158,7 @@ def emit_python(parsed: ParsedExpr, columns: dict[str, str], frame: str = "colum
             return f"({emit(node.left)} {op} {emit(node.comparators[0])})"
         if isinstance(node, ast.Call):
             args = ", ".join(emit(a) for a in node.args)
-            return f"{FUNCTIONS[node.func.id][2]}({args})"
+            return f"{FUNCTIONS[cast(ast.Name, node.func).id][2]}({args})"
         raise AssertionError(type(node).__name__)  # parse_expr admitted only the kinds above
 
     return emit(parsed.tree.body)

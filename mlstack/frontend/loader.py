@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, NoReturn, cast
 
 import yaml
 
@@ -20,7 +21,7 @@ from mlstack.diagnostics.diagnostic import Diagnostic, Location, Severity
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 32
 
-Path_ = tuple  # a path into the document: keys (str) and list indices (int)
+Path_ = tuple[str | int, ...]  # a path into the document: keys (str) and list indices (int)
 
 
 @dataclass
@@ -68,18 +69,19 @@ class SourceMap:
 
 @dataclass
 class LoadedDocument:
-    data: dict
+    data: dict[str, Any]
     source_map: SourceMap
     text: str
 
 
 class LoadFailed(Exception):
-    def __init__(self, diagnostics: list[Diagnostic]):
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
         super().__init__(diagnostics[0].message if diagnostics else "load failed")
         self.diagnostics = diagnostics
 
 
-def _fail(code: str, message: str, file: str, line: int = 1, col: int = 1, hint=None):
+def _fail(code: str, message: str, file: str, line: int = 1, col: int = 1,
+          hint: str | None = None) -> NoReturn:
     raise LoadFailed([Diagnostic(code, Severity.ERROR, message, Location(file, line, col), hint)])
 
 
@@ -127,13 +129,14 @@ def _check_events(text: str, file: str) -> list[yaml.Event]:
     Returns the events, so the document is composed from them without parsing it again."""
     depth = 0
     documents = 0
-    events = []
+    events: list[yaml.Event] = []
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             events.append(event)
-            mark = event.start_mark
-            if getattr(event, "tag", None) is not None:
-                tag = event.tag.replace("tag:yaml.org,2002:", "!!")
+            mark = cast(yaml.Mark, event.start_mark)  # set on every parsed event
+            tag = getattr(event, "tag", None)
+            if tag is not None:
+                tag = tag.replace("tag:yaml.org,2002:", "!!")
                 _fail("MLS008", f"YAML tags ({tag}) are not allowed in a spec", file,
                       mark.line + 1, mark.column + 1,
                       hint="remove the tag; the spec decides what each value means")
@@ -141,9 +144,10 @@ def _check_events(text: str, file: str) -> list[yaml.Event]:
                 _fail("MLS008", "YAML anchors and aliases are not allowed in a spec",
                       file, mark.line + 1, mark.column + 1,
                       hint="write the value out; aliases can expand without bound")
-            if isinstance(event, yaml.ScalarEvent) and SURROGATE_RE.search(event.value):
+            if isinstance(event, yaml.ScalarEvent) and (
+                    surrogate := SURROGATE_RE.search(event.value)):
                 _fail("MLS011", "YAML syntax error: an escape writes a lone surrogate "
-                      f"({_escaped(SURROGATE_RE.search(event.value).group())}), which is "
+                      f"({_escaped(surrogate.group())}), which is "
                       "not a character", file, *_surrogate_position(text, event),
                       hint="write the character itself, or its \\U escape (e.g. "
                       "\\U0001F600), not half of a UTF-16 pair")
@@ -161,8 +165,8 @@ def _check_events(text: str, file: str) -> list[yaml.Event]:
             elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
                 depth -= 1
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        error_mark = exc.problem_mark or exc.context_mark
+        line, col = (error_mark.line + 1, error_mark.column + 1) if error_mark else (1, 1)
         problem = exc.problem or "invalid YAML"
         _fail("MLS011", f"YAML syntax error: {problem}", file, line, col,
               hint=_syntax_hint(exc))
@@ -182,7 +186,7 @@ def _escaped(char: str) -> str:
 
 def _surrogate_position(text: str, event: yaml.ScalarEvent) -> tuple[int, int]:
     """Line and column of the escape that wrote a surrogate (else of the scalar)."""
-    start, end = event.start_mark, event.end_mark
+    start, end = cast(yaml.Mark, event.start_mark), cast(yaml.Mark, event.end_mark)
     match = ESCAPE_RE.search(text, start.index, end.index)
     if match is None:
         return start.line + 1, start.column + 1
@@ -196,13 +200,13 @@ class _EventComposer(yaml.composer.Composer, yaml.resolver.Resolver):
     nodes `yaml.compose(text, Loader=yaml.SafeLoader)` builds, without a second parse (the
     pure-Python parser is most of the time of loading a large spec)."""
 
-    def __init__(self, events: list[yaml.Event]):
+    def __init__(self, events: list[yaml.Event]) -> None:
         yaml.composer.Composer.__init__(self)
         yaml.resolver.Resolver.__init__(self)
         self._events = events
         self._next = 0
 
-    def check_event(self, *choices) -> bool:
+    def check_event(self, *choices: type[yaml.Event]) -> bool:
         if self._next >= len(self._events):
             return False
         return not choices or isinstance(self._events[self._next], choices)
@@ -236,7 +240,7 @@ YAML_1_2_BOOLS = ("true", "false")
 _scalar_constructor = yaml.SafeLoader(stream="")
 
 
-def _scalar(node: yaml.ScalarNode):
+def _scalar(node: yaml.ScalarNode) -> Any:
     if node.tag == "tag:yaml.org,2002:timestamp":
         return node.value  # keep dates as written; the spec models decide what they mean
     if node.tag == "tag:yaml.org,2002:bool" and node.value.lower() not in YAML_1_2_BOOLS:
@@ -250,10 +254,10 @@ def _scalar(node: yaml.ScalarNode):
     return node.value
 
 
-def _build(node, path: Path_, smap: SourceMap, file: str):
+def _build(node: yaml.Node, path: Path_, smap: SourceMap, file: str) -> Any:
     smap.values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
-        result: dict = {}
+        result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode):
                 _fail("MLS011", "a mapping key must be plain text, not a list or mapping", file,
@@ -275,7 +279,7 @@ def _build(node, path: Path_, smap: SourceMap, file: str):
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), smap, file) for i, item in enumerate(node.value)]
-    return _scalar(node)
+    return _scalar(cast(yaml.ScalarNode, node))  # neither a mapping nor a sequence
 
 
 def load_spec_text(text: str, file: str) -> LoadedDocument:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 SCHEMA_ID = "https://mlstack.dev/schemas/mlstack.schema.json"
 SCHEMA_FILE = "mlstack.schema.json"
 
 
-def _close_pattern_maps(node) -> None:
+def _close_pattern_maps(node: object) -> None:
     """A mapping whose keys must match a pattern (metric: gate) admits no other key."""
     if isinstance(node, dict):
         if "patternProperties" in node and "additionalProperties" not in node:
@@ -20,7 +21,7 @@ def _close_pattern_maps(node) -> None:
             _close_pattern_maps(value)
 
 
-def spec_json_schema() -> dict:
+def spec_json_schema() -> dict[str, Any]:
     from mlstack.frontend.spec.models import SystemSpec
 
     schema = SystemSpec.model_json_schema(by_alias=True, mode="validation")

@@ -149,6 +149,8 @@ def local_imports(user: UserFile, project_dir: Path) -> None:
     root = project_dir.resolve()
     folders = {root, (root / user.path).parent}
     for node in ast.walk(user.tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         names: list[str] = []
         if isinstance(node, ast.ImportFrom):
             if node.level:
@@ -185,12 +187,12 @@ def find_function(user: UserFile, name: str) -> ast.FunctionDef:
             raise UserCodeProblem(
                 "MLS606", f"'{name}' in {user.path}:{node.lineno} is {bound}, not a function "
                 "defined with def at the top level", _wrap_hint(name), node.lineno)
-    for node in ast.walk(user.tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == name:
+    for inner in ast.walk(user.tree):
+        if isinstance(inner, ast.FunctionDef | ast.AsyncFunctionDef) and inner.name == name:
             raise UserCodeProblem(
-                "MLS606", f"'{name}' is defined at {user.path}:{node.lineno} inside another "
+                "MLS606", f"'{name}' is defined at {user.path}:{inner.lineno} inside another "
                 "block, not at the top level of the module", "move the def to the top level "
-                "(no indentation)", node.lineno)
+                "(no indentation)", inner.lineno)
     defined = [n.name for n in user.tree.body if isinstance(n, ast.FunctionDef)]
     raise UserCodeProblem("MLS606", f"{user.path} defines no function '{name}'",
                           did_you_mean(name, defined) or (

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 from mlstack.frontend.ir.nodes import SystemIR
-from mlstack.frontend.loader import SourceMap
+from mlstack.frontend.loader import Path_, SourceMap
 from mlstack.frontend.spec.validate import pointer
 
 
@@ -20,19 +21,26 @@ class CheckContext:
     system: SystemIR
     smap: SourceMap
 
-    def diag(self, code: str, message: str, path: tuple, hint: str | None = None, *,
+    def diag(self, code: str, message: str, path: Path_, hint: str | None = None, *,
              severity: Severity = Severity.ERROR, key: bool = False) -> Diagnostic:
         return Diagnostic(code, severity, message, self.smap.locate(path, key=key), hint,
                           pointer(path))
 
-    def written(self, path: tuple) -> bool:
+    def written(self, path: Path_) -> bool:
         return self.smap.has(path)
 
 
 CheckPass = Callable[[CheckContext], Iterable[Diagnostic]]
 
 
-def node_path(node) -> tuple:
+class Placed(Protocol):
+    """An IR node that came from the spec, at the JSON pointer `at`."""
+
+    @property
+    def at(self) -> str: ...
+
+
+def node_path(node: Placed) -> Path_:
     """The spec path of an IR node that came from the spec (from its JSON pointer `at`)."""
     return tuple(int(p) if p.isdigit() else p for p in node.at.split("/") if p)
 

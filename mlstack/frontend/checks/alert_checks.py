@@ -8,9 +8,13 @@ every mistake is MLS103 at the key that holds it.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.frontend.checks import CheckContext, node_path
+from mlstack.frontend.ir.nodes import AlertNode
+from mlstack.frontend.loader import Path_ as SpecPath
 
 SLACK_CHANNEL = re.compile(r"[#@][a-z0-9][a-z0-9._-]{0,79}")
 EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
@@ -42,7 +46,7 @@ def _to_problem(channel: str, to: str) -> str | None:
     return None
 
 
-def check_alerts(ctx: CheckContext):
+def check_alerts(ctx: CheckContext) -> Iterator[Diagnostic]:
     """MLS103 for an alert missing what its channel needs or holding a malformed value."""
     for alert in ctx.system.monitoring.alerts:
         at = node_path(alert)
@@ -71,7 +75,7 @@ def check_alerts(ctx: CheckContext):
                            at + ("secret_file",), "e.g. /etc/alertmanager/secrets/slack-api-url")
 
 
-def _email(ctx: CheckContext, alert, at: tuple):
+def _email(ctx: CheckContext, alert: AlertNode, at: SpecPath) -> Iterator[Diagnostic]:
     if alert.smarthost is None:
         yield ctx.diag("MLS103", "an email alert needs 'smarthost', the SMTP server as "
                        "host:port", at, "add smarthost: smtp.example.com:587", key=True)

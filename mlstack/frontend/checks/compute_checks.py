@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.frontend.checks import CheckContext, node_path
 
 # Each process of a local worker node is held to worker.memory (RLIMIT_DATA): a raylet takes
@@ -10,7 +13,7 @@ from mlstack.frontend.checks import CheckContext, node_path
 MIN_WORKER_MIB = 1024
 
 
-def check_compute(ctx: CheckContext):
+def check_compute(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     c = s.target.compute
     if c is None:

@@ -79,7 +79,7 @@ def _parquet_schema(path: Path) -> dict[str, tuple[str, int, str | list[str]]]:
 
     meta = pq.ParquetFile(path).metadata
     schema = meta.schema.to_arrow_schema()
-    out = {}
+    out: dict[str, tuple[str, int, str | list[str]]] = {}
     for index, field in enumerate(schema):
         nulls, low, high = 0, None, None
         for group in range(meta.num_row_groups):

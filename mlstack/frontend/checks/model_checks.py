@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mlstack.diagnostics.diagnostic import Severity, choices_hint
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity, choices_hint
 from mlstack.frontend.checks import CheckContext
 from mlstack.frontend.ir import catalog
 
@@ -14,7 +16,7 @@ LABEL_DTYPES = {
 }
 
 
-def check_model(ctx: CheckContext):
+def check_model(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     task = s.model.task
     metrics = s.evaluation.metrics

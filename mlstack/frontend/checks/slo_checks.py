@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from mlstack.diagnostics.diagnostic import Severity
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 from mlstack.frontend.checks import CheckContext, node_path
 from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
 from mlstack.frontend.ir.derive import batching_budget_ms, schedule_interval_seconds
 
 
-def check_slos(ctx: CheckContext):
+def check_slos(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     slo = s.slos
     order = [(name, getattr(slo, name)) for name in ("p50_ms", "p95_ms", "p99_ms")]
@@ -72,7 +74,7 @@ def check_slos(ctx: CheckContext):
                            severity=Severity.WARNING)
 
 
-def check_rollout(ctx: CheckContext):
+def check_rollout(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     r = s.serving.rollout
     steps = list(r.steps)

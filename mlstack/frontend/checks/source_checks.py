@@ -3,20 +3,24 @@ and the views the model reads are available where it reads them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.frontend.checks import CheckContext, node_path
+from mlstack.frontend.ir.nodes import FeatureViewNode
 from mlstack.frontend.spec.types import NUMERIC_DTYPES
 
 VALUE_TYPES = {"int64": (int,), "int32": (int,), "float64": (int, float),
                "float32": (int, float), "bool": (bool,), "string": (str,), "timestamp": ()}
 
 
-def _fits(value, dtype: str) -> bool:
+def _fits(value: object, dtype: str) -> bool:
     if isinstance(value, bool) and dtype != "bool":
         return False
     return isinstance(value, VALUE_TYPES[dtype])
 
 
-def check_sources(ctx: CheckContext):
+def check_sources(ctx: CheckContext) -> Iterator[Diagnostic]:
     for src in sorted(ctx.system.sources, key=node_path):
         base = node_path(src) + ("checks",)
         dtypes = {c.name: c.dtype for c in src.columns}
@@ -54,7 +58,7 @@ def check_sources(ctx: CheckContext):
                            "a feature view reads")
 
 
-def check_feature_views(ctx: CheckContext):
+def check_feature_views(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     read = set(s.model.feature_views)
     for view in s.feature_views:
@@ -70,7 +74,7 @@ def check_feature_views(ctx: CheckContext):
             yield ctx.diag("MLS209", f"join key '{key.name}' is {dtype} in the label source "
                            f"'{s.label.source}' but {key.dtype} in the feature views' sources",
                            ("label", "source"), "declare the key with one type everywhere")
-    by_entity: dict[str, tuple[str, object]] = {}
+    by_entity: dict[str, tuple[str, FeatureViewNode]] = {}
     for view in sorted(s.feature_views, key=node_path):
         for entity, key in zip(view.entities, view.join_keys, strict=False):
             first = by_entity.setdefault(entity, (key.dtype, view))

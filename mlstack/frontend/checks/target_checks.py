@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from mlstack.diagnostics.diagnostic import Severity
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 from mlstack.frontend.checks import CheckContext, node_path
 from mlstack.frontend.ir.catalog import GPU_FRAMEWORKS
 from mlstack.frontend.ir.sizing import SIZED_TARGETS, sizing_problem
@@ -15,7 +17,7 @@ def _a(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def check_target(ctx: CheckContext):
+def check_target(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     t = s.target
     if t.kind == "local":
@@ -48,7 +50,7 @@ def check_target(ctx: CheckContext):
                        severity=Severity.WARNING)
 
 
-def _node_limits(ctx: CheckContext):
+def _node_limits(ctx: CheckContext) -> Iterator[Diagnostic]:
     """A serving, training or Ray worker pod must fit one node of the price table: codegen
     sizes the node groups with the same rule (`frontend/ir/sizing.py`)."""
     for part in ("serving", "training"):
@@ -66,7 +68,7 @@ def _node_limits(ctx: CheckContext):
                            problem.hint)
 
 
-def _local_limits(ctx: CheckContext):
+def _local_limits(ctx: CheckContext) -> Iterator[Diagnostic]:
     t = ctx.system.target
     if t.serving.gpu:
         yield ctx.diag("MLS501", "target.serving.gpu: the local target serves on the CPU",
@@ -97,7 +99,7 @@ def _local_limits(ctx: CheckContext):
                            "use a parquet or csv source locally")
 
 
-def check_supported(ctx: CheckContext):
+def check_supported(ctx: CheckContext) -> Iterator[Diagnostic]:
     """Options the spec accepts that mlstack cannot carry out yet: refused, with location."""
     s = ctx.system
     if s.serving.protocol == "grpc":

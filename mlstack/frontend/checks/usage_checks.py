@@ -5,7 +5,9 @@ read and checked on every run)."""
 
 from __future__ import annotations
 
-from mlstack.diagnostics.diagnostic import Severity
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 from mlstack.frontend.checks import CheckContext, node_path
 from mlstack.frontend.ir.nodes import SourceNode, SystemIR
 
@@ -37,7 +39,7 @@ def used_columns(s: SystemIR, src: SourceNode) -> set[str]:
     return used
 
 
-def check_unused(ctx: CheckContext):
+def check_unused(ctx: CheckContext) -> Iterator[Diagnostic]:
     s = ctx.system
     keyed = {e for v in s.feature_views for e in v.entities}
     for entity in s.entities:

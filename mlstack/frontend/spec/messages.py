@@ -6,11 +6,15 @@ from __future__ import annotations
 import re
 import typing
 import unicodedata
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from mlstack.diagnostics.diagnostic import did_you_mean
 from mlstack.frontend.expr import FUNCTIONS
 from mlstack.frontend.spec.types import SCHEDULE_ALIASES
+
+if TYPE_CHECKING:
+    from pydantic.fields import FieldInfo
 
 EXPECTED = {  # pydantic type-error kind -> what the spec expected, in plain words
     "int_type": "a whole number", "int_parsing": "a whole number",
@@ -64,11 +68,11 @@ def describe_value(value: Any) -> str:
     return type(value).__name__
 
 
-def _number(value) -> str:
+def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def plain_message(err: dict) -> str:
+def plain_message(err: Mapping[str, Any]) -> str:
     """The pydantic error in plain words (without the location prefix)."""
     kind = err["type"]
     ctx = err.get("ctx") or {}
@@ -95,7 +99,7 @@ def plain_message(err: dict) -> str:
         return str(ctx.get("error", err["msg"]))
     if kind == "literal_error":
         return f"{describe_value(given)} is not one of: {choices(ctx.get('expected', ''))}"
-    return err["msg"]
+    return str(err["msg"])
 
 
 def choices(expected: str) -> str:
@@ -106,7 +110,7 @@ def options(expected: str) -> list[str]:
     return [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",") if o.strip()]
 
 
-def input_hint(err: dict) -> str | None:
+def input_hint(err: Mapping[str, Any]) -> str | None:
     given = err.get("input")
     if err["type"] in INPUT_HINT_KINDS and isinstance(given, str):
         stripped = given.strip().lower()
@@ -122,7 +126,7 @@ def input_hint(err: dict) -> str | None:
     return None
 
 
-def missing_hint(field: str, info) -> str | None:
+def missing_hint(field: str, info: FieldInfo | None) -> str | None:
     if info is None:
         return None
     allowed = typing.get_args(info.annotation) if typing.get_origin(

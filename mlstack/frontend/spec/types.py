@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import keyword
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -53,7 +54,7 @@ class ValueType:
     examples: tuple[str, ...] = ()
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     """A value as it may be quoted in a message: short, one line, printable (a control or
     surrogate character is written as its escape, so no value can move a terminal's cursor or
     fail to encode)."""
@@ -98,7 +99,7 @@ def _column(value: str) -> str:
     return value
 
 
-def _matching(regex: re.Pattern, what: str):
+def _matching(regex: re.Pattern[str], what: str) -> Callable[[str], str]:
     """A validator for text that must match `regex`; `what` says what it should look like."""
 
     def check(value: str) -> str:
@@ -121,7 +122,7 @@ def duration_seconds(value: str | int) -> int:
     return (((weeks * 7 + days) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
-def _duration(value):
+def _duration(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise PydanticCustomError("mls_duration",
                                   "'{value}' is not a duration: write text like '15m', '2h' or "
@@ -155,7 +156,7 @@ def parse_gate(value: str | float | int) -> tuple[str, float]:
     return match.group(1) or ">=", float(match.group(2))
 
 
-def _gate(value):
+def _gate(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise PydanticCustomError("mls_gate", "'{value}' is not a gate: write a comparison like "
                                   "'>= 0.80'", {"value": _text(value)})
@@ -172,7 +173,7 @@ def _gate(value):
     return f"{op} {number:g}" if isinstance(value, (int, float)) else str(value).strip()
 
 
-def _memory(value):
+def _memory(value: object) -> str:
     if not isinstance(value, str) or not MEMORY_RE.match(value):
         raise PydanticCustomError(
             "mls_quantity", "'{value}' is not a memory size: use Mi, Gi or Ti, e.g. '4Gi'",
@@ -184,11 +185,11 @@ def _memory(value):
 
 
 def memory_mib(value: str) -> float:
-    number, unit = MEMORY_RE.match(value).groups()
+    number, unit = cast(re.Match[str], MEMORY_RE.match(value)).groups()
     return float(number) * {"Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}[unit]
 
 
-def _schedule(value):
+def _schedule(value: object) -> str:
     if not isinstance(value, str):
         raise PydanticCustomError("mls_schedule", "'{value}' is not a schedule: write a cron "
                                   "line ('0 3 * * *') or '@daily'", {"value": _text(value)})
@@ -205,7 +206,7 @@ def _schedule(value):
     )
 
 
-def _relative_path(value):
+def _relative_path(value: str) -> str:
     if not value.strip():
         raise PydanticCustomError("mls_path", "a path must not be empty")
     parts = value.replace("\\", "/").split("/")
@@ -218,7 +219,7 @@ def _relative_path(value):
     return value
 
 
-def _code_ref(value):
+def _code_ref(value: str) -> str:
     """'path.py:function': the shape only. Whether the path stays in the project, the file
     exists, parses and defines the function is checked by mlstack.frontend.usercode."""
     path, colon, function = value.rpartition(":")
@@ -230,7 +231,7 @@ def _code_ref(value):
     return value
 
 
-def _range(value):
+def _range(value: Any) -> tuple[float, float]:
     ok = (isinstance(value, (list, tuple)) and len(value) == 2 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and v == v
         and abs(v) != float("inf") for v in value))
@@ -250,7 +251,7 @@ MAX_REGEX_CHARS = 200  # a data check's pattern; longer ones are rarely what was
 NESTED_REPEAT_RE = re.compile(r"\((?:[^()\\]|\\.)*[+*}]\)[+*{]")
 
 
-def _regex(value):
+def _regex(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise PydanticCustomError("mls_regex", "a regex is a non-empty pattern in quotes, not "
                                   "{value}", {"value": _text(value)})
@@ -270,7 +271,7 @@ def _regex(value):
     return value
 
 
-def _pattern_type(regex: re.Pattern, what: str, doc: ValueType):
+def _pattern_type(regex: re.Pattern[str], what: str, doc: ValueType) -> Any:
     schema = {"type": "string", "pattern": regex.pattern}
     return Annotated[str, AfterValidator(_matching(regex, what)), WithJsonSchema(schema), doc]
 
