@@ -42,7 +42,9 @@ def test_logs_list_the_flow_runs_beside_the_service_and_workers(tmp_path, monkey
     spec.write_text("kind: System\n")
     logs = ProjectPaths.for_spec(spec).logs_dir
     logs.mkdir(parents=True)
-    for name in ("service-v1.log", "router.log", "flow-monitoring.log", "flow-materialize.log"):
+    for name in ("service-v1.log", "router.log", "flow-monitoring.log", "flow-materialize.log",
+                 "sidecar-prometheus.log", "keeper.log", "sidecar-prefect-server.log"):
         (logs / name).write_text("x\n")
     assert [p.name for p in log_files(spec, "v1")] == [
-        "service-v1.log", "router.log", "flow-materialize.log", "flow-monitoring.log"]
+        "service-v1.log", "router.log", "flow-materialize.log", "flow-monitoring.log",
+        "keeper.log", "sidecar-prefect-server.log", "sidecar-prometheus.log"]

@@ -349,11 +349,12 @@ def _ready_probe(url: str) -> int | str:
 
 
 def log_files(spec: Path | str, version: str | None = None) -> list[Path]:
-    """The log files of a version (default: the current one), the router, the workers and
-    the flows `mlstack run` ran (flow-NAME.log)."""
+    """The log files of a version (default: the current one), the router, the workers, the
+    flows `mlstack run` ran (flow-NAME.log), the keeper and the sidecars (sidecar-NAME.log)."""
     paths = _paths(spec)
     name = version or _load(paths).current  # a named version's logs need no journal
     found = [paths.logs_dir / f"service-{name}.log", paths.logs_dir / "router.log",
              paths.logs_dir / "worker-train.log", paths.logs_dir / "worker-skew.log",
-             paths.logs_dir / "worker-freshness.log", *sorted(paths.logs_dir.glob("flow-*.log"))]
+             paths.logs_dir / "worker-freshness.log", *sorted(paths.logs_dir.glob("flow-*.log")),
+             paths.logs_dir / "keeper.log", *sorted(paths.logs_dir.glob("sidecar-*.log"))]
     return [p for p in found if p.exists()]
