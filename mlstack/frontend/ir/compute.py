@@ -14,7 +14,10 @@ one, each step gets a placement that `plan --explain` prints and the generated f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from mlstack.frontend.ir import nodes as ir
+from mlstack.frontend.loader import Path_
 from mlstack.frontend.spec.models import SystemSpec
 from mlstack.frontend.spec.types import memory_mib
 
@@ -43,7 +46,7 @@ def train_placement(model: ir.ModelNode) -> tuple[str, str]:
 
 
 def resolve_compute(spec: SystemSpec, model: ir.ModelNode, online_views: int,
-                    pointer) -> ir.ComputeNode | None:
+                    pointer: Callable[[Path_], str]) -> ir.ComputeNode | None:
     """The compute node of a spec with target.compute, else None."""
     c = spec.target.compute
     if c is None:

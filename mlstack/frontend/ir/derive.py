@@ -7,12 +7,17 @@ Each derived value is recorded through `record(setting, value, reason)` so that
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
 from mlstack.frontend.spec.models import SystemSpec
 from mlstack.frontend.spec.types import memory_mib, parse_gate
+
+# records a setting the spec left to mlstack: (setting, value, reason)
+Record = Callable[[str, object, str], None]
 
 
 def batching_budget_ms(p99_ms: float, online_store: str, algorithm: str,
@@ -28,9 +33,9 @@ def batching_budget_ms(p99_ms: float, online_store: str, algorithm: str,
         + (f" - transforms {transform:g}" if transform else "") + f" = {p99_ms - spent:g} ms")
 
 
-def derive_target(spec: SystemSpec, slo: ir.SloNode, record) -> ir.TargetNode:
+def derive_target(spec: SystemSpec, slo: ir.SloNode, record: Record) -> ir.TargetNode:
     t = spec.target
-    store = t.online_store
+    store: str = t.online_store
     if store == "auto":
         store = catalog.ONLINE_STORE_DEFAULT[t.kind]
         record("target.online_store", store, f"the default online store for a {t.kind} target")
@@ -171,7 +176,7 @@ def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float]
 
 
 def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
-                   target: ir.TargetNode, has_transforms: bool, record) -> ir.ServingNode:
+                   target: ir.TargetNode, has_transforms: bool, record: Record) -> ir.ServingNode:
     s = spec.serving
     b = s.batching
     p99 = slo.p99_ms or catalog.DEFAULT_P99_MS
@@ -239,7 +244,7 @@ ROUTER_QUEUE_ROUNDS = 4
 
 
 def router_limits(workers: int, batching: ir.BatchingNode, timeout_ms: int
-                  ) -> tuple[dict, list[tuple[str, object, str]]]:
+                  ) -> tuple[dict[str, Any], list[tuple[str, object, str]]]:
     """The local router's admission control from what the service can hold, not from the
     throughput objective: a spec's rps is what it must reach, and a router sized by it
     (20 in flight and 20 queued for 0.1 s at churn's 50 rps) refused 97.8% of requests at 64
@@ -255,7 +260,7 @@ def router_limits(workers: int, batching: ir.BatchingNode, timeout_ms: int
     backend = max(5.0, 3 * timeout_s)
     holds = (f"a batch of {batch} being scored and the next one forming" if batch > 1
              else f"{ROUTER_PER_WORKER_MIN} requests on its event loop (no batching)")
-    reasons = [
+    reasons: list[tuple[str, object, str]] = [
         ("serving.router.max_in_flight", in_flight,
          f"what the service holds at once: {workers} worker(s) (one per whole serving core) x "
          f"{per_worker} requests each ({holds}), within {low}-{high}; not the throughput "
@@ -301,7 +306,7 @@ def schedule_interval_seconds(schedule: str | None) -> int | None:
     return 30 * 86400
 
 
-def materialize_interval(spec: SystemSpec, record) -> int:
+def materialize_interval(spec: SystemSpec, record: Record) -> int:
     """Online features are refreshed at half the freshness SLO (at least every minute)."""
     from mlstack.frontend.spec.types import duration_seconds
 

@@ -16,6 +16,7 @@ import functools
 import json
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 from mlstack.frontend.ir.nodes import ResourcesNode
 
@@ -24,8 +25,10 @@ SIZED_TARGETS = ("aws", "kubernetes")  # the targets whose pods are fitted to in
 
 
 @functools.lru_cache(maxsize=1)
-def price_table() -> dict:
-    return json.loads(resources.files("mlstack.data").joinpath(PRICE_TABLE).read_text("utf-8"))
+def price_table() -> dict[str, Any]:
+    table: dict[str, Any] = json.loads(
+        resources.files("mlstack.data").joinpath(PRICE_TABLE).read_text("utf-8"))
+    return table
 
 
 class SizingError(ValueError):
@@ -45,13 +48,13 @@ def _overhead() -> tuple[float, float]:
     return assumptions["node_overhead_vcpu"], assumptions["node_overhead_memory_gib"]
 
 
-def _gpu_matches(res: ResourcesNode, inst: dict) -> bool:
+def _gpu_matches(res: ResourcesNode, inst: dict[str, Any]) -> bool:
     if not res.gpu:
         return not inst["gpu"]
     return inst["gpu"] >= res.gpu and (not res.gpu_type or inst["gpu_type"] == res.gpu_type)
 
 
-def _fits(res: ResourcesNode, inst: dict) -> bool:
+def _fits(res: ResourcesNode, inst: dict[str, Any]) -> bool:
     cpu, mem = _overhead()
     return (_gpu_matches(res, inst) and inst["vcpu"] >= res.cpu + cpu
             and inst["memory_gib"] >= res.memory_mib / 1024 + mem)
@@ -59,7 +62,7 @@ def _fits(res: ResourcesNode, inst: dict) -> bool:
 
 def pick_instance(res: ResourcesNode) -> str:
     """The cheapest instance type that fits one pod of `res` (GPU type must match if asked)."""
-    fits = [(inst["hourly_usd"], name)
+    fits: list[tuple[float, str]] = [(inst["hourly_usd"], name)
             for name, inst in sorted(price_table()["aws"]["instances"].items())
             if _fits(res, inst)]
     if not fits:

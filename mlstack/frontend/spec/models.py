@@ -11,7 +11,7 @@ generated from them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Self, Union
 
 from pydantic import (
     BaseModel,
@@ -144,7 +144,7 @@ class WarehouseSource(SourceBase):
                               description="SQL query to read (give table or query).")
 
     @model_validator(mode="after")
-    def _table_or_query(self):
+    def _table_or_query(self) -> Self:
         if self.table is None and self.query is None:
             raise PydanticCustomError("mls_missing", "a {kind} source needs 'table' or 'query'",
                                       {"kind": self.kind, "at": "kind"})
@@ -230,7 +230,7 @@ class Transform(Strict):
         return value
 
     @model_validator(mode="after")
-    def _expr_or_python(self):
+    def _expr_or_python(self) -> Self:
         if self.expr is None and self.python is None:
             raise PydanticCustomError("mls_missing", "transform '{name}' needs 'expr' or "
                                       "'python'", {"name": self.name, "at": "name",
@@ -315,7 +315,7 @@ class Model(Strict):
                                     "of the label source.")
 
     @model_validator(mode="after")
-    def _algorithm_or_estimator(self):
+    def _algorithm_or_estimator(self) -> Self:
         if self.algorithm is None and self.estimator is None:
             raise PydanticCustomError("mls_missing", "the model needs 'algorithm' or "
                                       "'estimator'", {"at": "task", "hint": "add 'algorithm: "
@@ -382,7 +382,7 @@ class Batching(Strict):
                                        "waits in the batcher (a hard budget).")
 
     @model_validator(mode="after")
-    def _off_takes_no_sizes(self):
+    def _off_takes_no_sizes(self) -> Self:
         if self.mode == "off" and (self.max_batch_size or self.max_latency_ms):
             given = "max_batch_size" if self.max_batch_size else "max_latency_ms"
             raise PydanticCustomError("mls_conflict", "batching mode 'off' takes no {given}",
@@ -480,7 +480,8 @@ class Alert(Strict):
                            "'#channel' or '@user'; email: the address; webhook: the http(s) "
                            "URL. pagerduty takes none (its routing key is in secret_file).")
     severity: list[Literal["page", "ticket"]] = Field(
-        default_factory=lambda: ["page", "ticket"], min_length=1, description="Which alerts "
+        default_factory=lambda: ["page", "ticket"],  # type: ignore[arg-type]  # list[str]
+        min_length=1, description="Which alerts "
         "this receiver gets, by the generated rules' severity label: page (fast error-budget "
         "burn, stale features) or ticket (slow burn, drift, model age).")
     secret_file: str | None = Field(None, min_length=2, max_length=300, description="Absolute "
@@ -514,7 +515,7 @@ class Replicas(Strict):
     max: int = Field(1, ge=1, le=1000, description="Most replicas.")
 
     @model_validator(mode="after")
-    def _ordered(self):
+    def _ordered(self) -> Self:
         if self.min > self.max:
             raise PydanticCustomError("mls_replicas", "replicas.min ({low}) is above "
                                       "replicas.max ({high})",
