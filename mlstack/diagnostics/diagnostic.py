@@ -63,7 +63,7 @@ class DiagnosticList:
         return [d for d in self.items if d.severity is Severity.ERROR]
 
 
-def did_you_mean(word: str, candidates: Iterable[object]) -> str | None:
+def did_you_mean(word: object, candidates: Iterable[object]) -> str | None:
     """A 'did you mean ...?' hint for a misspelt key or name, or None."""
     matches = difflib.get_close_matches(str(word), sorted(set(map(str, candidates))), n=1, cutoff=0.6)
     if matches:
@@ -79,5 +79,5 @@ def choices_hint(candidates: Iterable[object], limit: int = 12) -> str | None:
     return f"expected one of: {shown}"
 
 
-def hint_for(word: str, candidates: Iterable[object]) -> str | None:
+def hint_for(word: object, candidates: Iterable[object]) -> str | None:
     return did_you_mean(word, candidates) or choices_hint(candidates)

@@ -8,8 +8,11 @@ batching and replica counts. The tests check these tables against the installed 
 
 from __future__ import annotations
 
+# algorithm -> (module, class, the constructor parameters a spec may set)
+Algorithms = dict[str, tuple[str, str, tuple[str, ...]]]
+
 _TREE = ("max_depth", "min_samples_leaf", "min_samples_split", "max_features", "max_leaf_nodes")
-_CLASSIFIERS = {
+_CLASSIFIERS: Algorithms = {
     "logistic_regression": ("sklearn.linear_model", "LogisticRegression",
                             ("C", "max_iter", "class_weight", "tol", "fit_intercept")),
     "random_forest": ("sklearn.ensemble", "RandomForestClassifier",
@@ -20,7 +23,7 @@ _CLASSIFIERS = {
                                ("max_iter", "learning_rate", "max_depth", "max_leaf_nodes",
                                 "min_samples_leaf", "l2_regularization", "class_weight")),
 }
-_REGRESSORS = {
+_REGRESSORS: Algorithms = {
     "linear_regression": ("sklearn.linear_model", "LinearRegression", ("fit_intercept",)),
     "ridge": ("sklearn.linear_model", "Ridge", ("alpha", "fit_intercept", "max_iter", "tol")),
     "random_forest": ("sklearn.ensemble", "RandomForestRegressor",
@@ -43,7 +46,7 @@ _LGBM = ("n_estimators", "num_leaves", "max_depth", "learning_rate", "subsample"
          "min_split_gain", "reg_alpha", "reg_lambda", "boosting_type", "objective",
          "subsample_for_bin", "n_jobs")
 _MLP = ("hidden_layers", "epochs", "batch_size", "learning_rate", "weight_decay", "dropout")
-ESTIMATORS = {
+ESTIMATORS: dict[tuple[str, str], Algorithms] = {
     ("sklearn", "binary_classification"): _CLASSIFIERS,
     ("sklearn", "multiclass_classification"): _CLASSIFIERS,
     ("sklearn", "regression"): _REGRESSORS,

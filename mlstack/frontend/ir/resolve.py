@@ -6,22 +6,33 @@ resolve is a diagnostic (never an exception); the IR is built only when all of t
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import re
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from pathlib import Path
+from typing import Any, Protocol, TypeVar, cast
 
 from mlstack.diagnostics.diagnostic import Diagnostic, Severity, did_you_mean, hint_for
 from mlstack.frontend.expr import canonical, emit_python, parse_expr
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
-from mlstack.frontend.ir.resolve_model import ModelResolution
-from mlstack.frontend.loader import SourceMap
-from mlstack.frontend.spec.models import FileSource, StreamSource, SystemSpec, WarehouseSource
+from mlstack.frontend.ir.resolve_model import FieldOwner, ModelResolution
+from mlstack.frontend.loader import Path_, SourceMap
+from mlstack.frontend.spec.models import (
+    Alert,
+    FileSource,
+    StreamSource,
+    SystemSpec,
+    Transform,
+    WarehouseSource,
+)
 from mlstack.frontend.spec.types import duration_seconds, parse_gate
 from mlstack.frontend.spec.validate import pointer
 from mlstack.frontend.usercode import (
     UserCodeProblem,
+    UserFile,
     find_function,
     local_imports,
     positional_fit,
@@ -48,22 +59,33 @@ def spec_hash(spec: SystemSpec) -> str:
     return hashlib.sha256(canonical_json.encode()).hexdigest()
 
 
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+_NamedT = TypeVar("_NamedT", bound=_Named)
+
+
 class _Resolver(ModelResolution):
-    def __init__(self, spec: SystemSpec, smap: SourceMap, project_dir: Path | None = None):
+    def __init__(self, spec: SystemSpec, smap: SourceMap,
+                 project_dir: Path | None = None) -> None:
         self.spec = spec
         self.smap = smap
         self.project_dir = project_dir
         self.diagnostics: list[Diagnostic] = []
         self.derivations: list[ir.Derivation] = []
         self.user_files: dict[str, ir.UserFileNode] = {}
-        self.function_defs: dict[str, object] = {}  # ref -> its ast.FunctionDef
+        self.function_defs: dict[str, ast.FunctionDef] = {}  # ref -> its def
 
     # -- helpers -------------------------------------------------------------------------
-    def error(self, code, message, path, hint=None, *, key=False, severity=Severity.ERROR):
+    def error(self, code: str, message: str, path: Path_, hint: str | None = None, *,
+              key: bool = False, severity: Severity = Severity.ERROR) -> None:
         self.diagnostics.append(Diagnostic(code, severity, message,
                                            self.smap.locate(path, key=key), hint, pointer(path)))
 
-    def error_in_expr(self, code, message, path, ref: str, hint=None):
+    def error_in_expr(self, code: str, message: str, path: Path_, ref: str,
+                      hint: str | None = None) -> None:
         """An error about `ref` inside the expression at `path`, pointing at the name."""
         text = self.spec_value(path)
         match = re.search(r"(?<![\w.])" + re.escape(ref) + r"(?![\w.])", text or "")
@@ -72,17 +94,18 @@ class _Resolver(ModelResolution):
         self.diagnostics.append(Diagnostic(code, Severity.ERROR, message, location, hint,
                                            pointer(path)))
 
-    def spec_value(self, path):
-        node = self.spec
+    def spec_value(self, path: Path_) -> Any:
+        node: Any = self.spec
         for part in path:
             node = node[part] if isinstance(part, int) else getattr(node, part, None)
         return node
 
-    def derive(self, setting: str, value, reason: str):
+    def derive(self, setting: str, value: object, reason: str) -> None:
         self.derivations.append(ir.Derivation(setting=setting, value=json.dumps(value),
                                               reason=reason))
 
-    def unique(self, items, what: str, base: tuple):
+    def unique(self, items: Sequence[_NamedT], what: str, base: Path_
+               ) -> dict[str, tuple[int, _NamedT]]:
         seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if item.name in seen:
@@ -92,7 +115,9 @@ class _Resolver(ModelResolution):
             seen.setdefault(item.name, i)
         return {item.name: (i, item) for i, item in enumerate(items) if seen[item.name] == i}
 
-    def user_function(self, ref: str, path, signature) -> ir.UserFunctionNode | None:
+    def user_function(self, ref: str, path: Path_,
+                      signature: Callable[[UserFile, ast.FunctionDef], None]
+                      ) -> ir.UserFunctionNode | None:
         """The function `ref` ('file.py:function') names, checked by parsing its file;
         `signature(user_file, def_node)` raises a UserCodeProblem when the call the spec makes
         does not fit. A problem is a diagnostic at `path`, naming the file (and line)."""
@@ -126,7 +151,7 @@ class _Resolver(ModelResolution):
                                    function=function, line=fn.lineno)
 
     # -- passes --------------------------------------------------------------------------
-    def sources(self):
+    def sources(self) -> tuple[ir.SourceNode, ...]:
         self.source_by_name = self.unique(self.spec.sources, "source", ("sources",))
         out = []
         for i, src in enumerate(self.spec.sources):
@@ -189,7 +214,7 @@ class _Resolver(ModelResolution):
         self.source_nodes = {s.name: s for s in out}
         return tuple(sorted(out, key=lambda s: s.name))
 
-    def entities(self):
+    def entities(self) -> None:
         self.entity_by_name = self.unique(self.spec.entities, "entity", ("entities",))
         # a join key's dtype comes from the sources of the views keyed by the entity
         self.entity_key_dtype: dict[str, str] = {}
@@ -202,7 +227,7 @@ class _Resolver(ModelResolution):
                     if col is not None:
                         self.entity_key_dtype.setdefault(ename, col.dtype)
 
-    def feature_views(self):
+    def feature_views(self) -> tuple[ir.FeatureViewNode, ...]:
         views = self.spec.features.views
         self.view_by_name = self.unique(views, "feature view", ("features", "views"))
         for t_i, t in enumerate(self.spec.features.transforms):
@@ -236,7 +261,8 @@ class _Resolver(ModelResolution):
                     ok = False
                     continue
                 if src is not None:
-                    keys.append(ir.ColumnNode(name=key, dtype=src.column(key).dtype))
+                    keys.append(ir.ColumnNode(name=key,
+                                              dtype=cast(ir.ColumnNode, src.column(key)).dtype))
             fields = []
             for f_i, field in enumerate(view.fields):
                 col = src.column(field) if src is not None else None
@@ -245,7 +271,7 @@ class _Resolver(ModelResolution):
                                f"'{src.name}'", base + ("fields", f_i),
                                hint_for(field, [c.name for c in src.columns]))
                     ok = False
-                elif col is not None:
+                elif col is not None and src is not None:
                     if field in {k.name for k in keys} or field == src.timestamp_field:
                         self.error("MLS209", f"field '{field}' is a join key or the timestamp "
                                    "of the source, not a feature", base + ("fields", f_i),
@@ -278,7 +304,7 @@ class _Resolver(ModelResolution):
         self.view_nodes = {v.name: v for v in out}
         return tuple(sorted(out, key=lambda v: v.name))
 
-    def request_sources(self):
+    def request_sources(self) -> tuple[ir.RequestSourceNode, ...]:
         """Request sources (values each request carries): names apart from the views',
         field names unique across them and apart from the entities' join keys."""
         sources = self.spec.features.request_sources
@@ -315,18 +341,20 @@ class _Resolver(ModelResolution):
         self.request_nodes = {r.name: r for r in out}
         return tuple(sorted(out, key=lambda r: r.name))
 
-    def _view_field(self, ref: str, path, what: str, in_expr: bool = False):
+    def _view_field(self, ref: str, path: Path_, what: str,
+                    in_expr: bool = False) -> FieldOwner | None:
         """Resolve 'view.field' (or a bare field unique across views) -> (view, ColumnNode).
         A request source's field resolves the same way -> (RequestSourceNode, ColumnNode).
 
         `in_expr`: `path` is an expression and errors point at `ref` inside it."""
 
-        def report(code, message, hint=None):
+        def report(code: str, message: str, hint: str | None = None) -> None:
             if in_expr:
                 self.error_in_expr(code, message, path, ref, hint)
             else:
                 self.error(code, message, path, hint)
 
+        owner: ir.FeatureViewNode | ir.RequestSourceNode | None
         if "." in ref:
             vname, field = ref.split(".", 1)
             if vname in self.request_nodes:
@@ -345,8 +373,9 @@ class _Resolver(ModelResolution):
                        f"'{field}'", hint_for(field, [f.name for f in owner.fields]))
                 return None
             return owner, col
-        owners = [v for v in [*self.view_nodes.values(), *self.request_nodes.values()]
-                  if any(f.name == ref for f in v.fields)]
+        holders: list[ir.FeatureViewNode | ir.RequestSourceNode] = [
+            *self.view_nodes.values(), *self.request_nodes.values()]
+        owners = [v for v in holders if any(f.name == ref for f in v.fields)]
         if not owners and len(self.view_nodes) < len(self.view_by_name):
             return None  # perhaps a field of a view with errors, reported there
         if len(owners) == 1:
@@ -363,7 +392,7 @@ class _Resolver(ModelResolution):
                or hint_for(ref, candidates))
         return None
 
-    def transforms(self):
+    def transforms(self) -> tuple[ir.TransformNode, ...]:
         self.transform_by_name = self.unique(self.spec.features.transforms, "transform",
                                              ("features", "transforms"))
         self.transform_nodes_so_far: dict[str, ir.TransformNode] = {}
@@ -375,7 +404,7 @@ class _Resolver(ModelResolution):
                     out.append(node)
                 continue
             path = ("features", "transforms", i, "expr")
-            parsed = parse_expr(t.expr)
+            parsed = parse_expr(cast(str, t.expr))  # a transform has expr or python
             inputs, columns = [], {}
             for ref in parsed.names:
                 if ref in self.transform_by_name:
@@ -409,7 +438,7 @@ class _Resolver(ModelResolution):
         self.transform_nodes = {t.name: t for t in out}
         return tuple(sorted(out, key=lambda t: t.name))
 
-    def python_transform(self, i: int, t) -> ir.TransformNode | None:
+    def python_transform(self, i: int, t: Transform) -> ir.TransformNode | None:
         """A transform computed by a function of the project's code: its inputs (view fields
         or transforms listed earlier) are passed positionally, in order."""
         base = ("features", "transforms", i)
@@ -450,7 +479,7 @@ class _Resolver(ModelResolution):
                     column=col.name if request else f"{view.name}__{col.name}",
                     kind="request" if request else "view"))
         function = self.user_function(
-            t.python, base + ("python",),
+            cast(str, t.python), base + ("python",),
             lambda user, fn: positional_fit(user, fn, len(t.inputs)))
         if function is None or not ok:
             return None
@@ -471,9 +500,9 @@ class _Resolver(ModelResolution):
         return found
 
 
-def _repeats(items) -> list[int]:
+def _repeats(items: Iterable[Hashable]) -> list[int]:
     """Indices of items that appeared earlier in the list."""
-    seen: set = set()
+    seen: set[Hashable] = set()
     out = []
     for i, item in enumerate(items):
         if item in seen:
@@ -482,7 +511,7 @@ def _repeats(items) -> list[int]:
     return out
 
 
-def _as_list(value) -> list:
+def _as_list(value: str | list[str]) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
 
 
@@ -492,7 +521,7 @@ def _gate(metric: str, text: str) -> ir.GateNode:
 
 
 def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
-            project_dir: Path | None = None):
+            project_dir: Path | None = None) -> tuple[ir.SystemIR | None, list[Diagnostic]]:
     """Resolve references and fill in defaults and derived settings. -> (IR | None, diags).
     `project_dir`: the spec's folder, where the Python files it names are read."""
     from mlstack.frontend.ir.compute import resolve_compute
@@ -589,7 +618,7 @@ SECRET_DEFAULTS = {"slack": "/etc/alertmanager/secrets/slack-api-url",
                    "pagerduty": "/etc/alertmanager/secrets/pagerduty-routing-key"}
 
 
-def alert_nodes(alerts) -> tuple[ir.AlertNode, ...]:
+def alert_nodes(alerts: Iterable[Alert]) -> tuple[ir.AlertNode, ...]:
     """The alert receivers, sorted (their order in the spec means nothing), each with its
     secret file defaulted where the channel cannot work without one (slack, pagerduty)."""
     nodes = [ir.AlertNode(channel=a.channel, to=a.to, severity=tuple(sorted(set(a.severity))),

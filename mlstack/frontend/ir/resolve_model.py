@@ -5,10 +5,30 @@ request sources) and the reporting (error) these methods use."""
 
 from __future__ import annotations
 
-from mlstack.diagnostics.diagnostic import hint_for
+from typing import TYPE_CHECKING, cast
+
+from mlstack.diagnostics.diagnostic import Severity, hint_for
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
 from mlstack.frontend.usercode import accepts_keyword, keyword_fit
+
+if TYPE_CHECKING:
+    import ast
+    from collections.abc import Callable
+
+    from mlstack.frontend.loader import Path_
+    from mlstack.frontend.spec.models import (
+        FileSource,
+        Model,
+        StreamSource,
+        SystemSpec,
+        Transform,
+        WarehouseSource,
+    )
+    from mlstack.frontend.usercode import UserFile
+
+# a field a reference resolved to, and what holds it
+FieldOwner = tuple[ir.FeatureViewNode | ir.RequestSourceNode, ir.ColumnNode]
 
 # ModelNode.algorithm of a model built by a factory in the project's code (model.estimator)
 CUSTOM_ALGORITHM = "custom"
@@ -17,7 +37,30 @@ CUSTOM_ALGORITHM = "custom"
 class ModelResolution:
     """The model's part of the resolver (mixed into _Resolver)."""
 
-    def model(self):
+    # the resolver's state, set by _Resolver's passes (annotations only)
+    spec: SystemSpec
+    source_by_name: dict[str, tuple[int, FileSource | WarehouseSource | StreamSource]]
+    source_nodes: dict[str, ir.SourceNode]
+    view_nodes: dict[str, ir.FeatureViewNode]
+    request_nodes: dict[str, ir.RequestSourceNode]
+    transform_by_name: dict[str, tuple[int, Transform]]
+    transform_nodes: dict[str, ir.TransformNode]
+    function_defs: dict[str, ast.FunctionDef]
+
+    if TYPE_CHECKING:  # the resolver's reporting and lookups, defined by _Resolver
+        def error(self, code: str, message: str, path: Path_, hint: str | None = None, *,
+                  key: bool = False, severity: Severity = Severity.ERROR) -> None: ...
+
+        def user_function(self, ref: str, path: Path_,
+                          signature: Callable[[UserFile, ast.FunctionDef], None]
+                          ) -> ir.UserFunctionNode | None: ...
+
+        def _view_field(self, ref: str, path: Path_, what: str,
+                        in_expr: bool = False) -> FieldOwner | None: ...
+
+        def transform_fetch(self, t: ir.TransformNode) -> list[ir.TransformInput]: ...
+
+    def model(self) -> tuple[ir.ModelNode, ir.LabelNode] | tuple[None, None]:
         """model: its features (what is fetched per request, what the request carries), the
         estimator, the label and the checks between them. -> (ModelNode, LabelNode) or
         (None, None)."""
@@ -26,9 +69,9 @@ class ModelResolution:
         estimator = self.estimator()
         label = self.label()
         self.check_group_by(label)
-        views = sorted({f.view for f in fetch.values()})
+        views = sorted({cast(str, f.view) for f in fetch.values()})  # view features only
         entities = sorted({e for v in views for e in self.view_nodes[v].entities})
-        keys = {}
+        keys: dict[str, ir.ColumnNode] = {}
         for v in views:
             for k in self.view_nodes[v].join_keys:
                 keys[k.name] = k
@@ -45,12 +88,15 @@ class ModelResolution:
             feature_views=tuple(views), group_by=m.group_by,
             request_fields=tuple(request[k][1] for k in sorted(request))), label
 
-    def model_features(self):
+    def model_features(self) -> tuple[list[ir.ModelFeature], dict[str, ir.ModelFeature],
+                                      dict[str, FieldOwner]]:
         """model.features resolved: (ModelFeatures in order, fetched view columns by column,
         request fields read by name -> (request source, column))."""
         m = self.spec.model
-        base = ("model",)
-        features, fetch, request = [], {}, {}
+        base: Path_ = ("model",)
+        features: list[ir.ModelFeature] = []
+        fetch: dict[str, ir.ModelFeature] = {}
+        request: dict[str, FieldOwner] = {}
         seen = set()
         for i, ref in enumerate(m.features):
             path = base + ("features", i)
@@ -66,16 +112,18 @@ class ModelResolution:
                 features.append(ir.ModelFeature(ref=ref, column=ref, kind="transform",
                                                 dtype=t.dtype))
                 for inp in self.transform_fetch(t):
+                    # a view's or a request source's field: both are set
+                    in_view, in_field = cast(str, inp.view), cast(str, inp.field)
                     if inp.kind == "request":
-                        req = self.request_nodes[inp.view]
-                        request[inp.field] = (req, next(f for f in req.fields
-                                                        if f.name == inp.field))
+                        req = self.request_nodes[in_view]
+                        request[in_field] = (req, next(f for f in req.fields
+                                                       if f.name == in_field))
                         continue
-                    dtype = next(f.dtype for f in self.view_nodes[inp.view].fields
-                                 if f.name == inp.field)
-                    fetch[inp.column] = ir.ModelFeature(ref=f"{inp.view}.{inp.field}",
+                    dtype = next(f.dtype for f in self.view_nodes[in_view].fields
+                                 if f.name == in_field)
+                    fetch[inp.column] = ir.ModelFeature(ref=f"{in_view}.{in_field}",
                                                         column=inp.column, kind="view",
-                                                        view=inp.view, field=inp.field,
+                                                        view=in_view, field=in_field,
                                                         dtype=dtype)
                 continue
             if "." not in ref and ref not in self.transform_by_name:
@@ -166,7 +214,8 @@ class ModelResolution:
         elif m.group_by is not None:
             self.error("MLS103", "group_by applies to ranking models only", base + ("group_by",))
 
-    def label_with_keys(self, label: ir.LabelNode, keys: dict) -> ir.LabelNode:
+    def label_with_keys(self, label: ir.LabelNode, keys: dict[str, ir.ColumnNode]
+                        ) -> ir.LabelNode:
         """The label with the join keys the model's features need (each a column of the
         label source)."""
         label_cols = {c.name for c in self.source_nodes[label.source].columns}
@@ -178,7 +227,8 @@ class ModelResolution:
                            f"'{label.source}'")
         return label.model_copy(update={"join_keys": tuple(keys[k] for k in sorted(keys))})
 
-    def check_request_fields(self, label: ir.LabelNode, request: dict) -> None:
+    def check_request_fields(self, label: ir.LabelNode, request: dict[str, FieldOwner]
+                             ) -> None:
         """Each request field the model reads is a label source column of its type: training
         reads its values there."""
         label_types = {c.name: c.dtype for c in self.source_nodes[label.source].columns}
@@ -199,22 +249,23 @@ class ModelResolution:
                            f"{label_types[name]} in the label source '{label.source}'",
                            fpath, "declare it with one type in both", key=True)
 
-    def estimator_factory(self, m) -> ir.EstimatorNode | None:
+    def estimator_factory(self, m: Model) -> ir.EstimatorNode | None:
         """model.estimator: a function of the project's code, called with model.params as
         keyword arguments (and random_state=training.seed when it names random_state and
         params do not set it)."""
-        factory = self.user_function(m.estimator, ("model", "estimator"),
+        ref = cast(str, m.estimator)  # called only when model.estimator is set
+        factory = self.user_function(ref, ("model", "estimator"),
                                      lambda user, fn: keyword_fit(user, fn, list(m.params)))
         if factory is None:
             return None
         params = dict(m.params)
-        if "random_state" not in params and accepts_keyword(self.function_defs[m.estimator],
+        if "random_state" not in params and accepts_keyword(self.function_defs[ref],
                                                             "random_state"):
             params["random_state"] = self.spec.training.seed
         return ir.EstimatorNode(module="", cls="", params=tuple(sorted(params.items())),
                                 factory=factory)
 
-    def label(self):
+    def label(self) -> ir.LabelNode | None:
         lbl = self.spec.label
         src = self.source_nodes.get(lbl.source)
         if src is None:
@@ -231,7 +282,7 @@ class ModelResolution:
                             timestamp_field=src.timestamp_field, join_keys=())
 
 
-def _path_of(at: str) -> tuple:
+def _path_of(at: str) -> Path_:
     """The spec path of a JSON pointer (an IR node's `at`)."""
     return tuple(int(p) if p.isdigit() else p for p in at.split("/") if p)
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 
 from mlstack.diagnostics.diagnostic import Diagnostic, Severity, did_you_mean, hint_for
-from mlstack.frontend.loader import LoadedDocument
+from mlstack.frontend.loader import LoadedDocument, Path_
 from mlstack.frontend.spec import messages
 from mlstack.frontend.spec.models import (
     API_VERSION,
@@ -46,13 +49,17 @@ SOURCE_KINDS = tuple(kind for model in (FileSource, WarehouseSource, StreamSourc
                      for kind in typing.get_args(model.model_fields["kind"].annotation))
 
 
-def _unwrap(annotation) -> list:
+# a spec model class, or ("dict", the annotation of a mapping's values)
+ModelSlot = type[BaseModel] | tuple[str, Any]
+
+
+def _unwrap(annotation: Any) -> list[ModelSlot]:
     """The model classes an annotation may hold (through Optional/Union/list/dict/Annotated)."""
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
         return _unwrap(typing.get_args(annotation)[0])
     if origin in (typing.Union, types.UnionType):
-        found = []
+        found: list[ModelSlot] = []
         for arg in typing.get_args(annotation):
             found.extend(_unwrap(arg))
         return found
@@ -66,12 +73,12 @@ def _unwrap(annotation) -> list:
     return []
 
 
-def _models_at(loc: tuple, data: Any) -> list[type[BaseModel]]:
+def _models_at(loc: Path_, data: Any) -> list[type[BaseModel]]:
     """The spec model classes that describe the mapping at `loc` (for did-you-mean hints)."""
-    current: list = [SystemSpec]
+    current: list[ModelSlot] = [SystemSpec]
     node = data
     for part in loc:
-        nxt: list = []
+        nxt: list[ModelSlot] = []
         for model in current:
             if isinstance(model, tuple):  # dict value type
                 if isinstance(part, str):
@@ -101,7 +108,7 @@ def _models_at(loc: tuple, data: Any) -> list[type[BaseModel]]:
     return [m for m in current if not isinstance(m, tuple)]
 
 
-def _field_names(models) -> list[str]:
+def _field_names(models: Iterable[type[BaseModel]]) -> list[str]:
     names = []
     for model in models:
         for name, info in model.model_fields.items():
@@ -109,7 +116,7 @@ def _field_names(models) -> list[str]:
     return names
 
 
-def _field_info(models, key: str):
+def _field_info(models: Iterable[type[BaseModel]], key: str) -> FieldInfo | None:
     for model in models:
         for name, info in model.model_fields.items():
             if key in (name, info.alias):
@@ -117,9 +124,9 @@ def _field_info(models, key: str):
     return None
 
 
-def _data_path(loc: tuple, data: Any) -> tuple:
+def _data_path(loc: Path_, data: Any) -> Path_:
     """Map a pydantic loc onto the document: drop union-member/tag segments it does not hold."""
-    path: list = []
+    path: list[str | int] = []
     node = data
     for i, part in enumerate(loc):
         if isinstance(node, dict) and isinstance(part, str) and part in node:
@@ -142,18 +149,18 @@ def _data_path(loc: tuple, data: Any) -> tuple:
     return tuple(path)
 
 
-def pointer(path: tuple) -> str:
+def pointer(path: Path_) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def _display(path: tuple) -> str:
+def _display(path: Path_) -> str:
     out = ""
     for part in path:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "the document"
 
 
-def _diagnostic(err: dict, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
+def _diagnostic(err: ErrorDetails, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
     """One pydantic error as a Diagnostic, and (for unknown keys) the key it suggests."""
     kind = err["type"]
     path = _data_path(tuple(err["loc"]), doc.data)
@@ -169,7 +176,7 @@ def _diagnostic(err: dict, doc: LoadedDocument) -> tuple[Diagnostic, str | None]
     return _bad_value(err, path, doc), None
 
 
-def _unknown_key(path: tuple, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
+def _unknown_key(path: Path_, doc: LoadedDocument) -> tuple[Diagnostic, str | None]:
     key = path[-1]
     known = _field_names(_models_at(path[:-1], doc.data))
     close = did_you_mean(key, known)
@@ -179,11 +186,12 @@ def _unknown_key(path: tuple, doc: LoadedDocument) -> tuple[Diagnostic, str | No
                       pointer(path)), (close.split("'")[1] if close else None)
 
 
-def _missing_key(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
+def _missing_key(err: ErrorDetails, path: Path_, doc: LoadedDocument) -> Diagnostic:
     tag = err["type"] == "union_tag_not_found"
     parent = path if tag else path[:-1]
     field = str((err.get("ctx") or {}).get("discriminator", "kind")).strip("'") if tag else (
         str(path[-1]))
+    hint: str | None
     if field == "apiVersion":
         hint = f"add 'apiVersion: {API_VERSION}' at the top"
     elif tag:
@@ -195,7 +203,7 @@ def _missing_key(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
                       pointer(path))
 
 
-def _bad_value(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
+def _bad_value(err: ErrorDetails, path: Path_, doc: LoadedDocument) -> Diagnostic:
     kind = err["type"]
     smap = doc.source_map
     ctx = err.get("ctx") or {}
@@ -236,7 +244,7 @@ def _bad_value(err: dict, path: tuple, doc: LoadedDocument) -> Diagnostic:
     return Diagnostic(code, Severity.ERROR, message, location, hint, pointer(path))
 
 
-def _expr_offset(doc: LoadedDocument, path: tuple, column: int) -> int:
+def _expr_offset(doc: LoadedDocument, path: Path_, column: int) -> int:
     """Offset inside the written scalar of the 1-based `column` of the stripped expression."""
     node: Any = doc.data
     for part in path:
@@ -253,7 +261,7 @@ def validate_document(doc: LoadedDocument) -> tuple[SystemSpec | None, list[Diag
         return SystemSpec.model_validate(doc.data), []
     except ValidationError as exc:
         found: list[tuple[Diagnostic, str | None]] = []
-        seen: dict[tuple, int] = {}
+        seen: dict[tuple[str, str], int] = {}
         for err in exc.errors(include_url=False):
             diag, suggestion = _diagnostic(err, doc)
             key = (diag.pointer, diag.code)
@@ -270,7 +278,8 @@ def validate_document(doc: LoadedDocument) -> tuple[SystemSpec | None, list[Diag
         return None, diagnostics
 
 
-def _merge_alternatives(found: list, index: int, other: Diagnostic) -> None:
+def _merge_alternatives(found: list[tuple[Diagnostic, str | None]], index: int,
+                        other: Diagnostic) -> None:
     """'expected text, got 5' + 'expected a list, got 5' -> 'expected text or a list, got 5'."""
     first, suggestion = found[index]
     a, b = first.message.partition(": expected ")[2], other.message.partition(": expected ")[2]
