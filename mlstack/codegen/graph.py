@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from typing import cast
 
 from mlstack.codegen.contract import TRAINING_TASKS
 from mlstack.frontend.ir.nodes import SystemIR
@@ -64,13 +65,15 @@ def system_graph(system: SystemIR) -> SystemGraph:
     input_id = {**view_id, **request_id}
     for t in system.transforms:
         nodes.append(GraphNode(transform_id[t.name], t.name, "transform"))
-        for view in sorted({i.view for i in t.inputs if i.kind in ("view", "request")}):
+        # a view's or a request source's input names it; a transform's input names it
+        for view in sorted({cast(str, i.view) for i in t.inputs
+                            if i.kind in ("view", "request")}):
             edges.append(GraphEdge(input_id[view], transform_id[t.name]))
-        for read in sorted({i.transform for i in t.inputs if i.kind == "transform"}):
+        for read in sorted({cast(str, i.transform) for i in t.inputs if i.kind == "transform"}):
             edges.append(GraphEdge(transform_id[read], transform_id[t.name]))
     m = system.model
     nodes.append(GraphNode("model", f"model: {m.algorithm} ({m.task})", "model"))
-    inputs = {input_id[f.view] for f in m.features if f.kind in ("view", "request")}
+    inputs = {input_id[cast(str, f.view)] for f in m.features if f.kind in ("view", "request")}
     inputs |= {transform_id[f.ref] for f in m.features if f.kind == "transform"}
     edges.extend(GraphEdge(i, "model") for i in sorted(inputs))
     edges.append(GraphEdge(source_id[system.label.source], "model", "label"))

@@ -140,7 +140,7 @@ def layout(graph: SystemGraph) -> Layout:
     boxes: dict[str, Box] = {}
     left = MARGIN + FRAME_PAD
     top = MARGIN + TITLE
-    x = left
+    x: float = left
     for column, width, height in zip(columns, widths, heights, strict=True):
         y = top + (tallest - height) / 2
         for n in column:
@@ -151,9 +151,9 @@ def layout(graph: SystemGraph) -> Layout:
     tasks = [n for n in graph.nodes if n.group == "flow"]
     flow_top = top + tallest + FRAME_PAD + GROUPS_GAP + TITLE
     x = left
-    for n in tasks:
-        boxes[n.id] = Box(x, flow_top, _width(n.label))
-        x += boxes[n.id].w + TASK_GAP
+    for task in tasks:
+        boxes[task.id] = Box(x, flow_top, _width(task.label))
+        x += boxes[task.id].w + TASK_GAP
     flow_right = x - TASK_GAP if tasks else left
     right = max(system_right, flow_right, left + _width(graph.name))
     frame_w = right - MARGIN + FRAME_PAD

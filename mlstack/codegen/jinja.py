@@ -51,7 +51,8 @@ def yaml_text(value: str, column: int, indent: int = 2, width: int = 80) -> str:
     single spaces between two other characters (JSON escapes never contain one). A word too
     long for a line keeps its line."""
     text = json.dumps(value)
-    words, pieces = [], text.split(" ")
+    words: list[str] = []
+    pieces = text.split(" ")
     for piece in pieces:  # a run of spaces, or a lone quote, glues to its neighbours
         if words and (piece in ("", '"') or words[-1] in ("", '"') or words[-1].endswith(" ")):
             words[-1] += " " + piece

@@ -134,7 +134,9 @@ def date_sample(project: Path) -> tuple[bool, str]:
     if not any(data.glob("*.parquet")):
         return False, ""
     system = analyze_spec(project / SPEC_FILE).system
-    anchors = sorted({system.source(v.source).path for v in system.feature_views}
+    # a file source's path (a warehouse or stream source has none)
+    anchors = sorted({path for v in system.feature_views
+                      if (path := system.source(v.source).path) is not None}
                      if system is not None else set())
     command = [sys.executable, "-m", "mlstack.runtime.sources", "redate", str(data)]
     for path in anchors:

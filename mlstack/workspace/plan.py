@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlstack.codegen.backends.infra_inputs import flat_properties
 from mlstack.codegen.filetree import FileTree
@@ -135,6 +135,19 @@ def cost_as_dict(cost: CostEstimate | None) -> dict | None:
             "monthly_max_usd": cost.monthly_max_usd}
 
 
+class ServingPlan(Protocol):
+    """Deploy's plan against the serving version, as this plan reads it (the class,
+    mlstack.ops.local.stages.plan.DeployPlan, lives in a layer above this one)."""
+
+    @property
+    def actions(self) -> DeployActions: ...
+
+    @property
+    def new_version(self) -> bool: ...
+
+    def as_dict(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class Plan:
     system: str  # the system's name
@@ -153,7 +166,7 @@ class Plan:
     target: str = "local"  # the target kind of the new spec
     # a deployed local project: deploy's own plan against the version that serves
     # (mlstack.ops.local.stages.plan.DeployPlan: actions, serving, stages, as_dict())
-    serving_plan: object | None = None
+    serving_plan: ServingPlan | None = None
 
     @property
     def deploy(self) -> DeployActions | None:

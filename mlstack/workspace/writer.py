@@ -23,6 +23,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from mlstack.codegen.filetree import FileTree, UnsafePathError, check_relative
 from mlstack.diagnostics.errors import MlstackError, UsageError, WriteConflictError
@@ -151,7 +152,8 @@ def compare_tree(tree: FileTree, out_dir: Path | str, new_manifest: Manifest,
 
 
 def conflict_error(conflicts: list[FileChange]) -> WriteConflictError:
-    lines = "".join(f"\n  {c.path}: {CONFLICT_REASONS[c.conflict]}" for c in conflicts)
+    lines = "".join(f"\n  {c.path}: {CONFLICT_REASONS[cast(str, c.conflict)]}"
+                    for c in conflicts)
     return WriteConflictError(
         f"{len(conflicts)} file(s) would be overwritten or deleted:{lines}",
         "move your edits into the spec (generated files are rewritten on every compile), "

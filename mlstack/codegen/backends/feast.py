@@ -14,6 +14,8 @@ come with the beyond-one-machine work: `applies` is False when a feature view re
 
 from __future__ import annotations
 
+from typing import cast
+
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.backends.shared import header, model_transforms
 from mlstack.codegen.contract import package_name
@@ -44,7 +46,7 @@ def _view_sources(system: SystemIR):
 
 def _csv_columns(source: SourceNode) -> dict[str, str]:
     """Declared columns of a CSV source with their dtypes; event/created times are timestamps."""
-    times = {source.timestamp_field, source.created_timestamp_field} - {None}
+    times = cast(set[str], {source.timestamp_field, source.created_timestamp_field} - {None})
     return {**{t: "timestamp" for t in times}, **{c.name: c.dtype for c in source.columns}}
 
 
@@ -71,7 +73,8 @@ class FeastBackend:
         pkg = package_name(system)
         fetch_by_view: dict[str, list[str]] = {}
         for f in system.model.fetch:
-            fetch_by_view.setdefault(f.view, []).append(f.field)
+            # a fetched feature is a view's field: both are set
+            fetch_by_view.setdefault(cast(str, f.view), []).append(cast(str, f.field))
         odfv = transforms_view_name(system)
         if system.transforms and any(v.name == odfv for v in system.feature_views):
             raise ValueError(f"feature view name {odfv!r} is reserved for the transforms")

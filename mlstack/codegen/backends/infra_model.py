@@ -7,13 +7,15 @@ stack holds, for `mlstack plan` and for the tests that compare it with the real 
 
 from __future__ import annotations
 
+from typing import cast
+
 from mlstack.codegen.backends.infra_sizing import (
     price_table,
     ray_worker_nodes,
     serving_nodes,
     training_nodes,
 )
-from mlstack.frontend.ir.nodes import SystemIR
+from mlstack.frontend.ir.nodes import ComputeNode, SystemIR
 
 AWS_PROVIDER_VERSION = "5.100.0"  # the provider version the stack is pinned to (and planned with)
 KUBERNETES_PROVIDER_VERSION = "3.4.0"  # the schema the tests check the stack against
@@ -95,7 +97,8 @@ def _ray_config(system: SystemIR) -> dict:
             "cluster": ray_cluster_name(system), "head_service": ray_head_service(system),
             "client_port": RAY_CLIENT_PORT, "ray_version": RAY_VERSION,
             "kuberay_version": KUBERAY_VERSION, "head": dict(RAY_HEAD),
-            "worker": _pod(c.worker), "workers_min": 0, "workers_max": c.workers,
+            "worker": _pod(cast(ComputeNode, c).worker), "workers_min": 0,
+            "workers_max": cast(ComputeNode, c).workers,
             "node_role": RAY_WORKER_ROLE}
 
 

@@ -11,6 +11,8 @@ shape, and as a YAML scalar written by the dumper, never spliced into text.
 
 from __future__ import annotations
 
+from typing import Any
+
 import yaml
 
 from mlstack.codegen.backends.monitoring import _RulesDumper
@@ -28,7 +30,7 @@ def _integration(alert: AlertNode) -> dict:
         return {"routing_key_file": alert.secret_file, "severity": PAGERDUTY_SEVERITY,
                 "send_resolved": True}
     if alert.channel == "email":
-        config = {"to": alert.to, "from": alert.sender, "smarthost": alert.smarthost,
+        config: dict[str, Any] = {"to": alert.to, "from": alert.sender, "smarthost": alert.smarthost,
                   "require_tls": True, "send_resolved": True}
         if alert.username is not None:
             config.update(auth_username=alert.username, auth_password_file=alert.secret_file)
@@ -55,7 +57,8 @@ def receiver_name(system: SystemIR, alert: AlertNode) -> str:
 
 def alertmanager_config(system: SystemIR) -> dict:
     """The Alertmanager configuration, as data."""
-    receivers, routes = [{"name": DEFAULT_RECEIVER}], []
+    receivers: list[dict[str, Any]] = [{"name": DEFAULT_RECEIVER}]
+    routes: list[dict[str, Any]] = []
     for alert in system.monitoring.alerts:
         name = receiver_name(system, alert)
         receivers.append({"name": name, f"{alert.channel}_configs": [_integration(alert)]})
