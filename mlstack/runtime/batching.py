@@ -46,7 +46,7 @@ class BatcherStats:
 @dataclass
 class _Job:
     rows: Sequence[Any]
-    future: asyncio.Future
+    future: asyncio.Future[list[Any]]
     arrived: float
 
 
@@ -64,7 +64,7 @@ def _overloaded(waited_ms: float) -> Exception:
 class Batcher:
     """Batches calls of `call` (rows -> one value per row) across concurrent requests."""
 
-    call: Callable[[list], Sequence[Any]]
+    call: Callable[[list[Any]], Sequence[Any]]
     max_batch_size: int
     max_latency_ms: float
     clock: Callable[[], float] = time.monotonic
@@ -74,9 +74,9 @@ class Batcher:
         self._queue: collections.deque[_Job] = collections.deque()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task | None = None
+        self._worker: asyncio.Task[None] | None = None
 
-    async def __call__(self, rows: Sequence[Any]) -> list:
+    async def __call__(self, rows: Sequence[Any]) -> list[Any]:
         if not rows:
             return []
         loop = asyncio.get_running_loop()
@@ -87,6 +87,7 @@ class Batcher:
         self._queue.append(job)
         if self._worker is None or self._worker.done():
             self._worker = loop.create_task(self._run())
+        assert self._wake is not None  # set with self._loop above
         self._wake.set()
         return await job.future
 

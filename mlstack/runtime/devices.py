@@ -18,9 +18,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DeviceChoice", "DevicePolicy", "NoGpuError", "choose_device",
            "estimator_device_params", "for_serving", "opencl_drivers", "visible_cuda_devices"]
@@ -57,12 +58,13 @@ class DeviceChoice:
     reason: str
     visible_gpus: int = 0
 
-    def as_record(self) -> dict:
+    def as_record(self) -> dict[str, Any]:
         return {"device": self.device, "reason": self.reason, "visible_gpus": self.visible_gpus}
 
 
-def visible_cuda_devices(environ: dict | None = None, proc: Path = _NVIDIA_PROC,
-                         run: Callable[..., subprocess.CompletedProcess] = subprocess.run) -> int:
+def visible_cuda_devices(environ: Mapping[str, str] | None = None, proc: Path = _NVIDIA_PROC,
+                         run: Callable[..., subprocess.CompletedProcess[str]] = subprocess.run,
+                         ) -> int:
     """How many CUDA devices this process may use: the NVIDIA driver's GPUs (its /proc entries,
     else `nvidia-smi -L`), limited by CUDA_VISIBLE_DEVICES when that is set."""
     env = os.environ if environ is None else environ
@@ -123,7 +125,7 @@ def choose_device(policy: DevicePolicy,
                      "set gpu: preferred to fall back to CPU")
 
 
-def estimator_device_params(framework: str, device: str) -> dict:
+def estimator_device_params(framework: str, device: str) -> dict[str, str]:
     """The constructor parameters that put `framework`'s estimator on `device` (none for the
     CPU default, so a CPU model is built exactly as the spec writes it)."""
     if device != "cuda" or framework not in _DEVICE_PARAM:
@@ -132,7 +134,7 @@ def estimator_device_params(framework: str, device: str) -> dict:
     return {name: gpu}
 
 
-def for_serving(model, framework: str):
+def for_serving(model: Any, framework: str) -> Any:
     """A fitted model set to predict on the CPU (evaluation, registration and the service
     run there): a GPU-trained estimator's device parameter is set back to the CPU one."""
     if framework not in _DEVICE_PARAM or not hasattr(model, "get_params"):

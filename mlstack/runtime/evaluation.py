@@ -11,7 +11,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ def ndcg(frame: pd.DataFrame, scores: np.ndarray, k: int, group_by: str, label: 
 
 
 def compute_metrics(
-    model,
+    model: Any,
     frame: pd.DataFrame,
     model_input: pd.DataFrame,
     *,
@@ -103,7 +103,7 @@ def compute_metrics(
     return results
 
 
-def check_gates(metrics: Mapping[str, float], gates: Iterable[Gate]) -> list[dict]:
+def check_gates(metrics: Mapping[str, float], gates: Iterable[Gate]) -> list[dict[str, Any]]:
     """Each gate with its metric's value and whether it passed, in the gates' order."""
     return [
         {
@@ -118,7 +118,7 @@ def check_gates(metrics: Mapping[str, float], gates: Iterable[Gate]) -> list[dic
 
 
 def evaluate_model(
-    model,
+    model: Any,
     frame: pd.DataFrame,
     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
     label: LabelSpec,
@@ -126,7 +126,7 @@ def evaluate_model(
     gates: Sequence[Gate] = (),
     *,
     logger: Logger | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """The metrics of `model` on the held-out rows of `frame` (model input from
     `model_frame`, labels and groups as `label` says) and its gates; a failed gate raises
     QualityGateError ('gate auc >= 0.9 failed: auc = 0.8123', failures joined by '; ').

@@ -37,13 +37,13 @@ PROGRESS_FILE_ENV = "MLSTACK_PROGRESS_FILE"
 FINAL_ERRORS = (DataCheckError, QualityGateError, ModelExportError)
 
 
-def retry_unless_final(task, task_run, state) -> bool:
+def retry_unless_final(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry everything except failed data checks and gates."""
     error = state.result(raise_on_failure=False)
     return not isinstance(error, FINAL_ERRORS)
 
 
-def progress_line(task, task_run, state) -> dict[str, Any]:
+def progress_line(task: Any, task_run: Any, state: Any) -> dict[str, Any]:
     """One progress record: the task's name, its final state type, its run time in seconds
     (None when Prefect has none) and, for a failure, the state's message as 'error'."""
     seconds = task_run.total_run_time.total_seconds() if task_run.total_run_time else None
@@ -57,7 +57,7 @@ def progress_hook(progress_env: str = PROGRESS_FILE_ENV) -> Callable[[Any, Any, 
     """A Prefect task hook (on_completion and on_failure) that appends progress_line(...) as
     one JSON line to the file named by the environment variable `progress_env`, if set."""
 
-    def report_progress(task, task_run, state) -> None:
+    def report_progress(task: Any, task_run: Any, state: Any) -> None:
         path = os.environ.get(progress_env)
         if not path:
             return

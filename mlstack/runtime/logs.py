@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 __all__ = ["LOGGER_NAME", "logger_for"]
 
 LOGGER_NAME = "mlstack.runtime"
-Logger = logging.Logger | logging.LoggerAdapter
+Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
 def logger_for(logger: Logger | None = None) -> Logger:

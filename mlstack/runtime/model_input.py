@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ import pandas as pd
 __all__ = ["NUMPY_DTYPES", "InputSchema", "Transform"]
 
 # numpy dtypes of the spec dtypes (strings and timestamps stay Python objects).
-NUMPY_DTYPES: dict[str, object] = {
+NUMPY_DTYPES: dict[str, type[Any]] = {
     "int64": np.int64,
     "int32": np.int32,
     "float64": np.float64,
@@ -44,7 +45,7 @@ NUMPY_DTYPES: dict[str, object] = {
 Transform = Callable[[Mapping[str, np.ndarray]], object]
 
 
-def _column(value: object, rows: int, dtype: object) -> np.ndarray:
+def _column(value: object, rows: int, dtype: type[Any]) -> np.ndarray:
     """A transform's result as a 1-D array of `rows` values in `dtype` (a constant result,
     say where(x > 0, 1, 0) of zero rows, is broadcast)."""
     array = np.asarray(value)
@@ -61,7 +62,7 @@ class InputSchema:
     fetch_dtypes: Mapping[str, str]
     transforms: Mapping[str, tuple[Transform, str]]
     model_columns: Sequence[str]
-    numpy_dtypes: dict[str, object] = field(init=False, repr=False)
+    numpy_dtypes: dict[str, type[Any]] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         dtypes = {c: NUMPY_DTYPES[d] for c, d in self.fetch_dtypes.items()}
@@ -100,7 +101,8 @@ class InputSchema:
 
     def complete(self, frame: pd.DataFrame) -> np.ndarray:
         """Which rows of the frame have every fetched value."""
-        return frame[list(self.fetch_dtypes)].notna().all(axis=1).to_numpy()
+        # pandas is untyped here (no stubs for pandas 2): to_numpy gives a bool array
+        return cast(np.ndarray, frame[list(self.fetch_dtypes)].notna().all(axis=1).to_numpy())
 
     def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The model input of a frame with the fetched columns, as a DataFrame with the

@@ -15,6 +15,7 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ModelRegistry", "git_sha", "read_spec_hash"]
 
@@ -64,7 +65,7 @@ class ModelRegistry:
         """The hash of the spec the running code was compiled from ('' when unknown)."""
         return read_spec_hash(self.manifest)
 
-    def lineage(self, metrics: Mapping[str, float], data_fingerprint: str) -> dict:
+    def lineage(self, metrics: Mapping[str, float], data_fingerprint: str) -> dict[str, Any]:
         """The metadata saved with a model."""
         return {
             "spec_hash": self.spec_hash(),
@@ -74,8 +75,8 @@ class ModelRegistry:
             "model_columns": list(self.model_columns),
         }
 
-    def register(self, model, metrics: Mapping[str, float], data_fingerprint: str,
-                 evaluation=None) -> str:
+    def register(self, model: Any, metrics: Mapping[str, float], data_fingerprint: str,
+                 evaluation: Any = None) -> str:
         """Save a model with scikit-learn's API (scikit-learn, XGBoost, LightGBM, the tabular
         MLP: pickled) with its lineage; `predict` (and `predict_proba` when
         the model has it) are batchable signatures. Unless the serving runtime is 'native',

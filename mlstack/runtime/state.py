@@ -58,7 +58,7 @@ class StateFiles:
         """Write one state file atomically (see write_json)."""
         return write_json(self.path(name), data)
 
-    def models_state(self) -> dict:
+    def models_state(self) -> dict[str, Any]:
         """The models file, or the empty state {"current": None, "history": []}."""
         path = self.path(self.models)
         return json.loads(path.read_text()) if path.is_file() else {"current": None, "history": []}
@@ -71,7 +71,7 @@ class StateFiles:
         spec_hash: str,
         *,
         now: datetime | None = None,
-    ) -> dict:
+    ) -> dict[str, Any]:
         """Record `model_tag` as the current model (the one before becomes 'previous') and
         append it to the history (the last HISTORY_LIMIT kept); returns the new state."""
         state = self.models_state()
@@ -109,7 +109,7 @@ class StateFiles:
     def failed_training_hook(self) -> Callable[[Any, Any, Any], None]:
         """A Prefect flow on_failure hook that records the failure in the training file."""
 
-        def record_failed_training(flow, flow_run, state) -> None:
+        def record_failed_training(flow: Any, flow_run: Any, state: Any) -> None:
             self.record_training_failure(flow_run.id, state.result(raise_on_failure=False))
 
         return record_failed_training

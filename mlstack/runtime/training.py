@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -106,13 +107,13 @@ def split_frame(
 
 
 def fit(
-    estimator,
+    estimator: Any,
     frame: pd.DataFrame,
     label: LabelSpec,
     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
     *,
     group_fit: str | None = None,
-):
+) -> Any:
     """Fit an already-constructed estimator on the model input (`model_frame`, the generated
     transforms) and the label of `frame`; returns the fitted estimator. A ranker that learns
     over query groups gets them by its fit keyword `group_fit`: 'qid' (XGBRanker: the group
@@ -144,4 +145,5 @@ def group_sizes(keys: np.ndarray) -> np.ndarray:
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     if len(pd.unique(keys)) != len(starts):
         raise ValueError("the rows of a query group are not contiguous")
-    return np.diff(np.r_[starts, len(keys)]).astype(np.int64)
+    sizes: np.ndarray = np.diff(np.r_[starts, len(keys)]).astype(np.int64)  # np.r_ is untyped
+    return sizes
