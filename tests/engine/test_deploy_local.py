@@ -4,8 +4,9 @@ One project (the churn blueprint, initialised into a temp folder) goes through a
 life in order: first deploy (SLO report with measured figures, HTTP predictions equal offline
 ones), a failing stage while v1 keeps answering, a changed spec deployed beside the old
 version with a client polling throughout (zero failed requests), rollback, a deliberately slow
-version caught by the canary, and `down` (no process left, checked by PID). Every process a
-test starts is stopped by the module's teardown, by PID, whatever happens.
+version caught by the canary, redeploys failing on bad data while v1 answers, and `down` (no
+process left, checked by PID). Every process a test starts is stopped by the module's
+teardown, by PID, whatever happens.
 """
 
 from __future__ import annotations
@@ -252,6 +253,82 @@ def test_slow_canary_is_caught_at_the_first_step_and_rolled_back(deployment):
     assert not procs.is_alive(slow_version["pid"])
     answer = predict(port, [{"customer_id": 1001}])
     assert answer.headers["x-mlstack-version"] == "v1"
+
+
+def _runtime_state(deployment) -> Path:
+    """The generated flows' state folder (training.json, row_prints/) of the project."""
+    return deployment["project"] / ".mlstack" / "runtime"
+
+
+def test_a_redeploy_failing_on_data_keeps_the_previous_version_serving(deployment):
+    """Issue 26's data contract on a deployed system: the last successful training reported
+    each source's rows changed since the one before (v5 on v4's data: none); then a source
+    written with monthly_charges as strings fails at ingest, and the same source stale and out
+    of time order (with monotonic and freshness declared) fails at validate, each naming
+    source, column and counts, exit 1, while v1 answers through the router all along and
+    status stays healthy. The row fingerprints of the last successful training stay as they
+    were; the data and spec are restored for the tests after this one."""
+    import pandas as pd
+
+    project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
+    runtime = _runtime_state(deployment)
+    report = json.loads((runtime / "training.json").read_text())
+    data = project / "data" / "customers.parquet"
+    rows = len(pd.read_parquet(data))
+    assert report["status"] == "completed", report
+    assert report["changes"]["customers"] == {"rows": rows, "previous_rows": rows, "added": 0,
+                                              "removed": 0, "changed": 0, "share": 0.0}
+    assert report["changes"]["churn_labels"]["share"] == 0.0, report["changes"]
+    prints = runtime / "row_prints" / "customers.parquet"
+    kept = prints.read_bytes()
+    original_data, original_spec = data.read_bytes(), spec.read_text()
+    frame = pd.read_parquet(data)
+    poller = Poller(port, {"customer_id": 1001})
+    poller.start()
+    try:
+        frame.assign(monthly_charges=frame["monthly_charges"].map(lambda v: f"{v:.2f} USD")
+                     ).to_parquet(data, index=False)
+        typed = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
+        # the same source out of time order for one customer and 60 days old
+        spec.write_text(original_spec.replace(
+            "      min_rows: 1000\n",
+            "      min_rows: 1000\n      monotonic: [customer_id]\n      freshness: true\n", 1))
+        assert spec.read_text() != original_spec
+        first, last = frame.index[frame["customer_id"] == 1001][[0, -1]]
+        stale = frame.copy()
+        stale.loc[[first, last], "event_timestamp"] = \
+            stale.loc[[last, first], "event_timestamp"].to_numpy()
+        stale["event_timestamp"] = stale["event_timestamp"] - pd.Timedelta(days=60)
+        stale.to_parquet(data, index=False)
+        late = mlstack(project, "deploy", "--port", str(port), env=env, check=False)
+        status = json.loads(mlstack(project, "status", "--json", env=env).stdout)
+    finally:
+        data.write_bytes(original_data)
+        spec.write_text(original_spec)
+        time.sleep(0.5)
+        poller.stop.set()
+        poller.join()
+    assert typed.returncode == 1, typed.stdout
+    assert ("stage 'ingest' failed: data check failed: source 'customers', file "
+            "data/customers.parquet, column 'monthly_charges', dtype: declared float64, found "
+            "string, e.g. '") in typed.stderr, typed.stderr
+    assert f"failed; v1 serves at http://127.0.0.1:{port}" in typed.stdout, typed.stdout
+    assert late.returncode == 1, late.stdout
+    assert ("stage 'validate' failed: data check failed: source 'customers', column "
+            f"'event_timestamp', monotonic per customer_id: 2 of {rows} rows are earlier than "
+            "the row before them of the same key, e.g. customer_id 1001") in late.stderr, \
+        late.stderr
+    assert ("data check failed: source 'customers', column 'event_timestamp', freshness "
+            f"(view 'customer_profile', ttl 45d): the newest of {rows} rows (") in late.stderr
+    assert f"failed; v1 serves at http://127.0.0.1:{port}" in late.stdout, late.stdout
+    # v1 answered throughout, and serves after both
+    assert poller.failed == 0, poller.failures[:5]
+    assert poller.ok > 0 and poller.versions == {"v1"}, poller.versions
+    assert status["healthy"] is True and status["current"] == "v1", status
+    answer = predict(port, [{"customer_id": 1001}])
+    assert answer.status_code == 200 and answer.headers["x-mlstack-version"] == "v1"
+    assert state(project)["current"] == "v1"
+    assert prints.read_bytes() == kept  # a failed training records no fingerprints
 
 
 def test_down_stops_every_process(deployment):
