@@ -15,7 +15,7 @@ Two levels, like `terraform plan`:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -371,13 +371,19 @@ class DeployActions:
 
 
 def deploy_actions(changes: tuple[ResourceChange, ...], *, data_changed: bool = False,
-                   first: bool = False) -> DeployActions:
+                   first: bool = False,
+                   revalidate: Mapping[str, str] | None = None) -> DeployActions:
     """Deploy's decisions from plan's resource changes (and whether the source data changed,
-    which the spec does not show). `first`: nothing is deployed yet."""
+    which the spec does not show; `revalidate`: source -> its file's columns whose type
+    changed since the serving version, described). `first`: nothing is deployed yet."""
     if first:
         return DeployActions(True, True, True, ("nothing is deployed yet",))
     effects = {c.consequence for c in changes}
     reasons = tuple(f"{c.kind} {c.name}: {c.consequence}" for c in changes)
+    if revalidate:
+        effects.add(Consequence.REVALIDATE)
+        reasons += tuple(f"source {name}: {Consequence.REVALIDATE}, its file's columns "
+                         f"changed: {columns}" for name, columns in sorted(revalidate.items()))
     if data_changed:
         effects.add(Consequence.RETRAIN)
         reasons += ("source data changed: retrain",)

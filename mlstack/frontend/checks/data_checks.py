@@ -73,6 +73,14 @@ def _check_source(ctx: CheckContext, src: SourceNode, path: Path) -> Iterator[Di
                            "data holds it, or convert the data", key=True)
 
 
+def file_schema(kind: str, path: Path) -> dict[str, str]:
+    """A data file's columns and their types (mlstack.runtime.dtypes names), from its schema
+    only, as lint reads it: `kind` 'parquet' (the footer) or 'csv' (the header and a sample).
+    A missing or unreadable file raises (OSError, or pyarrow's and csv's own errors)."""
+    schema = _parquet_schema(path) if kind == "parquet" else _csv_schema(path)
+    return {name: found[0] for name, found in schema.items()}
+
+
 def _parquet_schema(path: Path) -> dict[str, tuple[str, int, str | list[str]]]:
     """column -> (found type, nulls by the footer's statistics, its values' min and max)."""
     import pyarrow.parquet as pq

@@ -40,6 +40,7 @@ from mlstack.ops.local.stages.plan import (
     data_key,
     digest,
     plan_deploy,
+    record_schemas,
     tree_files,
 )
 from mlstack.ops.local.stages.requests import example_rows, load_requests
@@ -92,6 +93,8 @@ def run_plan(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
     ctx = DeployContext(system, paths, options, state, current, version, stages, plan)
     try:
         ctx.code_dir = _snapshot(paths, version.version, source)
+        # the source files' schemas with the version: plan names a column changed since
+        record_schemas(system, paths.project_dir, ctx.code_dir)
         execute(ctx)
         if "promote" not in plan.stages:  # a registered candidate, for the next deploy
             version.status = VersionStatus.STOPPED
