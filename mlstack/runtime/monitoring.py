@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -92,18 +92,19 @@ def ks(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.max(np.abs(cdf_ref - cdf_cur)))
 
 
-def no_drift_report() -> dict:
+def no_drift_report() -> dict[str, Any]:
     """The drift section when the spec checks no drift."""
     return {"method": None, "features": {}, "drifted": []}
 
 
-def drift_report(reference: pd.DataFrame, current: pd.DataFrame, monitoring: Monitoring) -> dict:
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, monitoring: Monitoring) -> dict[str, Any]:
     """Per watched column: the statistic (nulls dropped; None when either side is empty),
     whether it is above the threshold, and the current rows; plus the drifted columns."""
     if monitoring.drift_method is None:
         return no_drift_report()
     statistic = ks if monitoring.drift_method == "ks" else psi
-    features = {}
+    threshold = monitoring.drift_threshold
+    features: dict[str, dict[str, Any]] = {}
     for column in monitoring.drift_features:
         ref = reference[column].dropna().to_numpy(dtype=float)
         cur = current[column].dropna().to_numpy(dtype=float)
@@ -111,9 +112,11 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, monitoring: Mon
             features[column] = {"statistic": None, "drifted": None, "rows": len(cur)}
             continue
         value = statistic(ref, cur)
+        if threshold is None:  # the IR gives every drift method its threshold
+            raise ValueError(f"drift method {monitoring.drift_method!r} has no threshold")
         features[column] = {
             "statistic": value,
-            "drifted": bool(value > monitoring.drift_threshold),
+            "drifted": bool(value > threshold),
             "rows": len(cur),
         }
     return {
@@ -129,12 +132,12 @@ def freshness(
     sources: Iterable[SourceSpec],
     monitoring: Monitoring,
     now: datetime,
-) -> dict:
+) -> dict[str, Any]:
     """Age of the newest row of each feature source (monitoring.feature_sources) at `now`
     vs the freshness SLO; `fresh` is None without an SLO or without rows."""
     timestamp_fields = {source.name: source.timestamp_field for source in sources}
     slo = monitoring.feature_freshness_seconds
-    report = {}
+    report: dict[str, dict[str, Any]] = {}
     for name in monitoring.feature_sources:
         newest = frames[name][timestamp_fields[name]].max()
         age = (now - newest.to_pydatetime()).total_seconds() if pd.notna(newest) else None
@@ -151,11 +154,12 @@ def freshness(
     }
 
 
-def newest_event_times(fetched: Mapping[str, Sequence], views: Iterable[str]) -> dict:
+def newest_event_times(fetched: Mapping[str, Sequence[Any]], views: Iterable[str],
+                       ) -> dict[str, datetime | None]:
     """Each view's newest event time (an aware datetime; None when no value of it is online)
     in Feast's `to_dict(include_event_timestamps=True)` answer: its 'view__field__ts'
     columns, in seconds since the epoch (0 or None: no value)."""
-    newest = {}
+    newest: dict[str, datetime | None] = {}
     for view in views:
         stamps = [ts for column, values in fetched.items()
                   if column.startswith(f"{view}__") and column.endswith(_TS_SUFFIX)
@@ -165,14 +169,14 @@ def newest_event_times(fetched: Mapping[str, Sequence], views: Iterable[str]) ->
 
 
 def online_newest(
-    feature_store,
+    feature_store: Any,
     frames: Mapping[str, pd.DataFrame],
     sources: Iterable[SourceSpec],
     view_sources: Mapping[str, str],
     view_keys: Mapping[str, Sequence[str]],
     fetch_refs: Sequence[str],
     limit: int = ONLINE_KEYS,
-) -> dict:
+) -> dict[str, datetime | None]:
     """Each feature view's newest row in the online store (what the service reads): the
     entities of the newest `limit` rows of the view's source (in `frames`) are read from
     `feature_store` (a feast.FeatureStore) with their event times. A view whose source is not
@@ -203,16 +207,16 @@ def online_freshness(
     view_sources: Mapping[str, str],
     monitoring: Monitoring,
     now: datetime,
-) -> dict:
+) -> dict[str, Any]:
     """Age of each feature source's newest online row (`newest`, by view, from
     online_newest; a source's views' newest) at `now` vs the freshness SLO. A source without
     a row online is stale under an SLO (serving has nothing of it); `fresh` is None without
     an SLO. Same shape as `freshness`, with the views read and `read_from: online store`."""
     slo = monitoring.feature_freshness_seconds
-    report = {}
+    report: dict[str, dict[str, Any]] = {}
     for name in monitoring.feature_sources:
         views = sorted(v for v, s in view_sources.items() if s == name and v in newest)
-        stamps = [newest[v] for v in views if newest[v] is not None]
+        stamps = [t for v in views if (t := newest[v]) is not None]
         latest = max(stamps) if stamps else None
         age = (now - latest).total_seconds() if latest is not None else None
         fresh = None if slo is None else (age is not None and age <= slo)
@@ -220,7 +224,7 @@ def online_freshness(
             "newest": None if latest is None else latest.isoformat(),
             "age_seconds": age,
             "fresh": fresh,
-            "views": {v: None if newest[v] is None else newest[v].isoformat() for v in views},
+            "views": {v: None if (t := newest[v]) is None else t.isoformat() for v in views},
         }
     return {
         "read_from": "online store",
@@ -230,7 +234,7 @@ def online_freshness(
     }
 
 
-def require_registry(config: Mapping, state_dir: str | Path) -> None:
+def require_registry(config: Mapping[str, Any], state_dir: str | Path) -> None:
     """Raise FileNotFoundError, naming the cause and the command, when the Feast config's
     file registry does not exist: the flow was started without the deploy's state folder
     (MLSTACK_STATE_DIR), or before the first deploy. Other registries are not checked."""
@@ -247,7 +251,8 @@ def require_registry(config: Mapping, state_dir: str | Path) -> None:
         f"{state_dir})")
 
 
-def serving_model(models_state: Mapping, environ: Mapping[str, str] | None = None) -> dict:
+def serving_model(models_state: Mapping[str, Any], environ: Mapping[str, str] | None = None,
+                  ) -> dict[str, Any]:
     """The model monitoring judges: the serving version's model as the deploy passes it
     ($MLSTACK_MODEL_TAG, with the version's name from $MLSTACK_SERVING_VERSION), else the
     models file's current model (a flow that promotes by itself), else none (staleness then
@@ -264,7 +269,7 @@ def serving_model(models_state: Mapping, environ: Mapping[str, str] | None = Non
 
 def staleness(
     current_tag: str | None, model_name: str, monitoring: Monitoring, now: datetime
-) -> dict:
+) -> dict[str, Any]:
     """Age of the promoted model (`current_tag`; else the newest saved `model_name`) in the
     BentoML model store vs the staleness limit. No model at all counts as stale; `missing`
     says so (the asked-for tag is kept)."""
@@ -285,7 +290,7 @@ def staleness(
     }
 
 
-def alerts(report: Mapping) -> list[str]:
+def alerts(report: Mapping[str, Any]) -> list[str]:
     """The problems in a monitoring report with 'drift', 'freshness' and 'staleness'."""
     drift = report["drift"]
     found = [

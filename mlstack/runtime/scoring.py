@@ -22,9 +22,9 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _short(exc: BaseException) -> str:
     return text if len(text) <= _REASON_LENGTH else text[: _REASON_LENGTH - 3] + "..."
 
 
-def native_scorer(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
+def native_scorer(model: Any, task: str) -> Callable[[np.ndarray], np.ndarray]:
     """The served output of a model with the scikit-learn API (scikit-learn, XGBoost,
     LightGBM, the tabular MLP) on a float64 matrix: the positive-class
     probability (binary classification), else `predict` (class or score)."""
@@ -56,10 +56,10 @@ def native_scorer(model, task: str) -> Callable[[np.ndarray], np.ndarray]:
     warnings.filterwarnings("ignore", message="X does not have valid feature names")
     if task == "binary_classification":
         return lambda X: model.predict_proba(X)[:, 1]
-    return model.predict
+    return cast(Callable[[np.ndarray], np.ndarray], model.predict)  # scikit-learn is untyped
 
 
-def _import_onnxruntime():
+def _import_onnxruntime() -> Any:
     """onnxruntime, its usage telemetry off unless the environment says otherwise (it would
     report from Linux too and write a device id under ~/.cache/Microsoft)."""
     os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -88,21 +88,23 @@ def onnx_scorer(onnx_bytes: bytes, task: str, threads: int = 1
     if task == "binary_classification":
 
         def score(X: np.ndarray) -> np.ndarray:
-            out = session.run(wanted, {name: X.astype(np.float32)})[0]
+            # ONNX Runtime is untyped: run gives a list of numpy arrays
+            out: np.ndarray = session.run(wanted, {name: X.astype(np.float32)})[0]
             # the probability tensor (n, 2), or a positive-class column (n,) or (n, 1)
             return out[:, 1] if out.ndim == 2 and out.shape[1] == 2 else out.reshape(-1)
     elif task == "multiclass_classification":
 
         def score(X: np.ndarray) -> np.ndarray:
-            return session.run(wanted, {name: X.astype(np.float32)})[0]
+            return cast(np.ndarray, session.run(wanted, {name: X.astype(np.float32)})[0])
     else:
 
         def score(X: np.ndarray) -> np.ndarray:
-            return session.run(wanted, {name: X.astype(np.float32)})[0].reshape(-1)
+            out: np.ndarray = session.run(wanted, {name: X.astype(np.float32)})[0]
+            return out.reshape(-1)
     return score
 
 
-def _output_for(outputs, task: str):
+def _output_for(outputs: Sequence[Any], task: str) -> Any:
     """The graph output that holds the served value: a classifier's probabilities (binary)
     or label (multiclass); skl2onnx and onnxmltools give (label, probabilities); any other
     model its first output."""
@@ -115,7 +117,7 @@ def _output_for(outputs, task: str):
     return outputs[0]
 
 
-def model_library(model) -> str:
+def model_library(model: Any) -> str:
     """The library a fitted model comes from: 'xgboost', 'lightgbm', 'pytorch' (mlstack's
     tabular MLP) or 'sklearn' (anything else with the scikit-learn API)."""
     module = type(model).__module__
@@ -127,7 +129,7 @@ def model_library(model) -> str:
     return "sklearn"
 
 
-def export_onnx(model, n_features: int, task: str) -> bytes:
+def export_onnx(model: Any, n_features: int, task: str) -> bytes:
     """The fitted model as ONNX bytes (float32 input of n_features columns; classifiers
     give a probability tensor, not a list of maps): skl2onnx for scikit-learn, onnxmltools'
     converters for XGBoost and LightGBM, the tabular MLP's own `to_onnx` for PyTorch."""
@@ -145,10 +147,10 @@ def export_onnx(model, n_features: int, task: str) -> bytes:
     options = {id(model): {"zipmap": False}} if task.endswith("classification") else None
     graph = to_onnx(model, initial_types=[("X", FloatTensorType([None, n_features]))],
                     options=options)
-    return graph.SerializeToString()
+    return cast(bytes, graph.SerializeToString())  # skl2onnx is untyped: an onnx ModelProto
 
 
-def _export_boosted(model, n_features: int, library: str) -> bytes:
+def _export_boosted(model: Any, n_features: int, library: str) -> bytes:
     """XGBoost and LightGBM models by onnxmltools (the `xgboost`/`lightgbm` extras install
     it). XGBRanker has no converter of its own: its booster scores as a regressor's does, so
     it is converted as one (the parity check still compares with the ranker)."""
@@ -157,8 +159,9 @@ def _export_boosted(model, n_features: int, library: str) -> bytes:
 
     types = [("X", FloatTensorType([None, n_features]))]
     if library == "lightgbm":
-        return onnxmltools.convert_lightgbm(model, initial_types=types,
-                                            zipmap=False).SerializeToString()
+        # onnxmltools is untyped: its converters give an onnx ModelProto
+        return cast(bytes, onnxmltools.convert_lightgbm(model, initial_types=types,
+                                                        zipmap=False).SerializeToString())
     import xgboost
 
     if isinstance(model, xgboost.XGBRanker):
@@ -171,12 +174,13 @@ def _export_boosted(model, n_features: int, library: str) -> bytes:
     names = booster.feature_names
     booster.feature_names = None
     try:
-        return onnxmltools.convert_xgboost(model, initial_types=types).SerializeToString()
+        return cast(bytes, onnxmltools.convert_xgboost(model, initial_types=types)
+                    .SerializeToString())
     finally:
         booster.feature_names = names
 
 
-def parity(native: np.ndarray, compiled: np.ndarray, task: str) -> dict:
+def parity(native: np.ndarray, compiled: np.ndarray, task: str) -> dict[str, Any]:
     """How far the compiled output is from the native one: the largest |difference| and
     the largest |difference| / max(1, |native|) (numbers), or the rows whose class differs."""
     if task == "multiclass_classification":
@@ -195,11 +199,11 @@ def parity(native: np.ndarray, compiled: np.ndarray, task: str) -> dict:
 class CompiledModel:
     """What registration stores: the runtime record (metadata) and the ONNX bytes, if any."""
 
-    record: dict
+    record: dict[str, Any]
     onnx: bytes | None = None
 
 
-def compile_model(model, evaluation, *, task: str, runtime: str = "auto") -> CompiledModel:
+def compile_model(model: Any, evaluation: Any, *, task: str, runtime: str = "auto") -> CompiledModel:
     """Export `model` to ONNX and check it on `evaluation` (the evaluation set's model input:
     a DataFrame or matrix). 'native' never exports; 'onnx' raises ModelExportError when the
     export or the check fails; 'auto' then records why the native model serves."""
@@ -252,9 +256,9 @@ class ServedModel:
     score: Callable[[np.ndarray], np.ndarray]
     runtime: str
     reason: str
-    record: dict = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return {"runtime": self.runtime, "reason": self.reason,
                 "requested": self.record.get("requested"),
                 "parity": {k: self.record[k] for k in ("rows", "max_abs_diff",
@@ -262,7 +266,7 @@ class ServedModel:
                                                         "tolerance") if k in self.record}}
 
 
-def load_served_model(stored, *, task: str, runtime: str = "auto",
+def load_served_model(stored: Any, *, task: str, runtime: str = "auto",
                       threads: int = 1) -> ServedModel:
     """The model a service runs, from its BentoML model (`stored`): ONNX Runtime when the
     registration recorded a matching export (and `runtime` allows it), else scikit-learn.
