@@ -20,7 +20,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from prefect.task_runners import TaskRunner
 
 __all__ = ["ENV_RAY_ADDRESS", "NodeLog", "RayCompute", "connect", "node_id", "runtime_env",
            "task_runner"]
@@ -74,14 +77,14 @@ class RayCompute:
             "address (host:port of its GCS, or ray://host:port)"
         )
 
-    def record(self, address: str, nodes: Mapping[str, list[str]]) -> dict:
+    def record(self, address: str, nodes: Mapping[str, list[str]]) -> dict[str, Any]:
         """What the training file records about the run's compute."""
         return {"engine": "ray", "address": address, "nodes": dict(sorted(nodes.items())),
                 "train_engine": self.train_engine, "workers": self.workers}
 
 
 def runtime_env(root: str | Path, address: str,
-                environ: Mapping[str, str] | None = None) -> dict:
+                environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The Ray runtime_env of the project's jobs: the generated tree `root` importable in
     every worker (PYTHONPATH on a cluster of this machine, which shares its files; uploaded as
     working_dir through ray://), the MLSTACK_* variables of this process and telemetry off."""
@@ -104,8 +107,9 @@ def _prefect_api_url() -> str | None:
     started for a serverless run (None when none is running)."""
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
-        return PREFECT_API_URL.value()
+    configured: str | None = PREFECT_API_URL.value()  # a setting's value() is typed Any
+    if configured:
+        return configured
     from prefect.server.api.server import SubprocessASGIServer
 
     for server in list(SubprocessASGIServer._instances.values()):
@@ -126,7 +130,7 @@ def connect(compute: RayCompute, root: str | Path) -> str:
     return address
 
 
-def task_runner(compute: RayCompute, root: str | Path):
+def task_runner(compute: RayCompute, root: str | Path) -> TaskRunner[Any]:
     """prefect_ray's RayTaskRunner for the cluster: submitted tasks run in Ray workers.
 
     A flow run without a Prefect server has a temporary API on 127.0.0.1; workers of a
@@ -136,11 +140,12 @@ def task_runner(compute: RayCompute, root: str | Path):
     results still come back through Ray) unless PREFECT_API_URL names a real server."""
     from prefect_ray import RayTaskRunner
 
-    class ClusterTaskRunner(RayTaskRunner):
-        def __init__(self, address: str | None = None, init_kwargs: dict | None = None):
+    class ClusterTaskRunner(RayTaskRunner):  # type: ignore[misc]  # prefect_ray ships no types
+        def __init__(self, address: str | None = None,
+                     init_kwargs: dict[str, Any] | None = None) -> None:
             super().__init__(address=address, init_kwargs=init_kwargs)
 
-        def __enter__(self):
+        def __enter__(self) -> Any:
             # the address and the flow's API are known only once the flow runs
             self.address = compute.resolve_address()
             env = runtime_env(root, self.address)
@@ -148,11 +153,11 @@ def task_runner(compute: RayCompute, root: str | Path):
             if api and (not self.address.startswith("ray://") or "PREFECT_API_URL" in
                         os.environ):
                 env["env_vars"]["PREFECT_API_URL"] = api
-            self.init_kwargs = {**self.init_kwargs, "runtime_env": env,
-                                "log_to_driver": False}
+            self.init_kwargs: dict[str, Any] = {**self.init_kwargs, "runtime_env": env,
+                                                "log_to_driver": False}
             return super().__enter__()
 
-        def duplicate(self):
+        def duplicate(self) -> ClusterTaskRunner:
             return type(self)(address=self.address, init_kwargs=self.init_kwargs)
 
     return ClusterTaskRunner(init_kwargs={"namespace": NAMESPACE})

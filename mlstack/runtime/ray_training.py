@@ -32,13 +32,19 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from mlstack.runtime import training
 from mlstack.runtime.logs import Logger, logger_for
+
+if TYPE_CHECKING:
+    from ray.train.data_parallel_trainer import DataParallelTrainer
+
+    from mlstack.runtime.evaluation import Gate
+    from mlstack.runtime.ray_cluster import RayCompute
 
 __all__ = ["FitResult", "TrainingSetFiles", "evaluate_on_ray", "fit_on_ray", "read_part",
            "split_rows", "write_training_set"]
@@ -79,7 +85,7 @@ def _event_time(values: pd.Series) -> pd.Series:
 
 def write_training_set(
     rows: pd.DataFrame,
-    store,
+    store: Any,
     label: training.LabelSpec,
     fetch_columns: Sequence[str],
     out_dir: str | Path,
@@ -178,7 +184,7 @@ def read_model_input(path: str | Path, row_ids: Sequence[int],
             continue
         frame = batch.filter(keep).to_pandas().drop(columns=[NODE], errors="ignore")
         model_input = model_frame(frame)
-        if inputs is None:
+        if inputs is None or target is None:  # the first batch (both are set together)
             columns = list(model_input.columns)
             inputs = np.empty((len(wanted), len(columns)), dtype=np.float32)
             target = np.empty(len(wanted), dtype=frame[label.column].to_numpy().dtype)
@@ -193,7 +199,9 @@ def read_model_input(path: str | Path, row_ids: Sequence[int],
 
 # -- fitting -----------------------------------------------------------------------------
 
-def _fit_task(path, train_ids, build, device, model_frame, label, group_fit):
+def _fit_task(path: str, train_ids: Sequence[int], build: Callable[[str], Any], device: str,
+              model_frame: Callable[[pd.DataFrame], pd.DataFrame], label: training.LabelSpec,
+              group_fit: str | None) -> tuple[Any, str]:
     import ray
 
     frame = read_part(path, train_ids)
@@ -201,7 +209,7 @@ def _fit_task(path, train_ids, build, device, model_frame, label, group_fit):
     return model, ray.get_runtime_context().get_node_id()
 
 
-def _strip_lightgbm_network(model) -> None:
+def _strip_lightgbm_network(model: Any) -> None:
     """Forget the fit's network settings: the model predicts alone."""
     other = getattr(model, "_other_params", {})
     for name in LIGHTGBM_NETWORK:
@@ -214,7 +222,7 @@ def _strip_lightgbm_network(model) -> None:
             booster.params.pop(name, None)
 
 
-def _train_loop(config: dict) -> None:
+def _train_loop(config: dict[str, Any]) -> None:
     """One Ray Train worker: fit the estimator on this rank's shard under the collective."""
     import ray
     import ray.train
@@ -259,7 +267,7 @@ def fit_on_ray(
     build: Callable[[str], Any],
     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
     label: training.LabelSpec,
-    compute,
+    compute: RayCompute,
     *,
     framework: str,
     storage_dir: str | Path,
@@ -278,6 +286,7 @@ def fit_on_ray(
         return FitResult(model, (node,))
     from ray.train import RunConfig, ScalingConfig
 
+    Trainer: type[DataParallelTrainer]
     if framework == "xgboost":
         from ray.train.xgboost import XGBoostTrainer as Trainer
     elif framework == "lightgbm":
@@ -300,6 +309,8 @@ def fit_on_ray(
         run_config=RunConfig(storage_path=str(storage.parent), name=storage.name),
     )
     result = trainer.fit()
+    if result.checkpoint is None:  # rank 0 reports one whenever the fit succeeds
+        raise RuntimeError(f"Ray Train's run under {storage} ended without a checkpoint")
     with result.checkpoint.as_directory() as folder:
         model = pickle.loads((Path(folder) / "model.pkl").read_bytes())
     nodes = tuple(sorted({p.read_text() for p in (storage / "nodes").glob("rank-*")}))
@@ -308,7 +319,10 @@ def fit_on_ray(
 
 # -- evaluation --------------------------------------------------------------------------
 
-def _evaluate_task(path, test_ids, model, model_frame, label, metrics, gates):
+def _evaluate_task(path: str, test_ids: Sequence[int], model: Any,
+                   model_frame: Callable[[pd.DataFrame], pd.DataFrame],
+                   label: training.LabelSpec, metrics: Sequence[str],
+                   gates: Sequence[Gate]) -> tuple[dict[str, Any], str]:
     import ray
 
     from mlstack.runtime.evaluation import evaluate_model
@@ -321,14 +335,14 @@ def _evaluate_task(path, test_ids, model, model_frame, label, metrics, gates):
 def evaluate_on_ray(
     files: TrainingSetFiles,
     test_ids: np.ndarray,
-    model,
+    model: Any,
     model_frame: Callable[[pd.DataFrame], pd.DataFrame],
     label: training.LabelSpec,
     metrics: Sequence[str],
-    gates: Sequence = (),
+    gates: Sequence[Gate] = (),
     *,
     cpu: float = 1,
-) -> tuple[dict, str]:
+) -> tuple[dict[str, Any], str]:
     """evaluate_model on the held-out rows, in one Ray task on a worker that reads them
     itself; returns (its result, the node). A failed gate raises QualityGateError."""
     import ray

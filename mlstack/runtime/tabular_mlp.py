@@ -38,8 +38,8 @@ import numbers
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, cast
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -57,7 +57,7 @@ ONNX_OPSET = 17  # ONNX Runtime 1.13 and later run it (the runtime extra asks fo
 _ONNX_IR_VERSION = 8  # the IR version of opset 17: older runtimes refuse a newer one
 
 
-def _torch():
+def _torch() -> Any:  # torch passes through this module untyped: its tensors are Any
     import torch
 
     return torch
@@ -81,7 +81,7 @@ _threads_before = 0  # torch's thread count when the first of them entered
 
 
 @contextlib.contextmanager
-def _threads(torch, work: int) -> Iterator[None]:
+def _threads(torch: Any, work: int) -> Iterator[None]:
     """torch's intra-op threads for steps of `work` multiply-adds: one per _WORK_PER_THREAD,
     at most torch's current count and the CPUs this process may use (torch's default counts
     the machine's cores, which oversubscribes a container). The count is restored on exit;
@@ -110,7 +110,7 @@ def _work(sizes: Sequence[int], rows: int) -> int:
     return rows * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
-def _resolve_device(torch, name: str):
+def _resolve_device(torch: Any, name: str) -> Any:
     """The torch device `name` names: 'cpu', 'cuda' or 'cuda:N'. RuntimeError when it is a
     CUDA device this process cannot see, ValueError for anything else."""
     try:
@@ -137,7 +137,8 @@ def _resolve_device(torch, name: str):
     return torch.device("cuda", index)
 
 
-def _validate(estimator, X, y="no_validation", *, reset: bool, **kwargs):
+def _validate(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool,
+              **kwargs: Any) -> Any:
     """scikit-learn's input validation (float64, finite, 2-D, no sparse input; sets or checks
     n_features_in_ and feature_names_in_; y too unless 'no_validation', and None is refused
     as scikit-learn does), whichever way this scikit-learn offers it."""
@@ -147,15 +148,16 @@ def _validate(estimator, X, y="no_validation", *, reset: bool, **kwargs):
     return estimator._validate_data(X, y, reset=reset, dtype=np.float64, **kwargs)
 
 
-def _is_int(value) -> bool:
+def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 # each fitted estimator's torch module, with the layers_ it was built from
-_modules: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_modules: weakref.WeakKeyDictionary[_MLP, tuple[list[tuple[np.ndarray, np.ndarray]], Any]] = (
+    weakref.WeakKeyDictionary())
 
 
-class _MLP(BaseEstimator):
+class _MLP(BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no types
     """What the classifier and the regressor share: parameters, input scaling, the training
     loop, the network as numpy arrays, the lazily rebuilt torch module."""
 
@@ -184,6 +186,7 @@ class _MLP(BaseEstimator):
     def _check_params(self) -> tuple[int, ...]:
         """The hidden layer sizes; ValueError for a parameter out of its range."""
         layers = self.hidden_layers
+        hidden: tuple[Any, ...]  # checked below: a single number is refused too
         try:
             hidden = tuple(layers) if layers is not None else ()
         except TypeError:
@@ -195,9 +198,11 @@ class _MLP(BaseEstimator):
             value = getattr(self, name)
             if not (_is_int(value) and value >= low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-        for name, ok, rule in (("learning_rate", lambda v: v > 0, "> 0"),
-                               ("weight_decay", lambda v: v >= 0, ">= 0"),
-                               ("dropout", lambda v: 0 <= v < 1, "in [0, 1)")):
+        ranges: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+            ("learning_rate", lambda v: v > 0, "> 0"),
+            ("weight_decay", lambda v: v >= 0, ">= 0"),
+            ("dropout", lambda v: 0 <= v < 1, "in [0, 1)"))
+        for name, ok, rule in ranges:
             value = getattr(self, name)
             if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
                     and ok(value)):
@@ -222,7 +227,7 @@ class _MLP(BaseEstimator):
         return hidden, _resolve_device(_torch(), self.device)
 
     def _fit_network(self, X: np.ndarray, target: np.ndarray, n_outputs: int, loss: str,
-                     hidden: tuple[int, ...], device) -> None:
+                     hidden: tuple[int, ...], device: Any) -> None:
         """Train the MLP on X (standardised here); `target` is class indices (loss
         'cross_entropy') or the standardised target (loss 'mse'). Sets layers_, loss_curve_."""
         torch = _torch()
@@ -276,7 +281,7 @@ class _MLP(BaseEstimator):
 
     # -- predicting ------------------------------------------------------------------------
 
-    def _module_for_cpu(self, torch):
+    def _module_for_cpu(self, torch: Any) -> Any:
         """The network as a torch module in eval mode on CPU, built from layers_ once per
         fit (kept outside the estimator's __dict__: never pickled or cloned, and predicting
         changes no attribute, as scikit-learn expects)."""
@@ -295,7 +300,7 @@ class _MLP(BaseEstimator):
         _modules[self] = (layers, module)
         return module
 
-    def _outputs(self, X) -> np.ndarray:
+    def _outputs(self, X: Any) -> np.ndarray:
         """The network's output (logits or standardised prediction) on X, float32 on CPU,
         computed as the ONNX graph does: ((float32(X) - mean) / scale) through the layers."""
         check_is_fitted(self, "layers_")
@@ -305,13 +310,13 @@ class _MLP(BaseEstimator):
         with _threads(torch, _work(sizes, len(array))), torch.inference_mode():
             inputs = torch.from_numpy(array.astype(np.float32))
             scaled = (inputs - torch.from_numpy(self.mean_)) / torch.from_numpy(self.scale_)
-            return self._finish(torch, self._module_for_cpu(torch)(scaled)).numpy()
+            return cast(np.ndarray, self._finish(torch, self._module_for_cpu(torch)(scaled)).numpy())
 
-    def _finish(self, torch, output):
+    def _finish(self, torch: Any, output: Any) -> Any:
         return output
 
 
-def _network(torch, sizes: Sequence[int], dropout: float):
+def _network(torch: Any, sizes: Sequence[int], dropout: float) -> Any:
     """Linear layers of `sizes` (inputs, hidden..., outputs), ReLU and, when training with
     dropout, Dropout after each hidden layer."""
     layers: list[Any] = []
@@ -324,7 +329,7 @@ def _network(torch, sizes: Sequence[int], dropout: float):
     return torch.nn.Sequential(*layers)
 
 
-class MLPClassifier(ClassifierMixin, _MLP):
+class MLPClassifier(ClassifierMixin, _MLP):  # type: ignore[misc]  # scikit-learn: no types
     """A ReLU MLP classifier (binary or multiclass; labels of any sortable type, `classes_`
     sorted as scikit-learn does) trained with Adam on cross-entropy.
 
@@ -333,7 +338,7 @@ class MLPClassifier(ClassifierMixin, _MLP):
     training; random_state: the seed; device: where `fit` trains ('cpu', 'cuda', 'cuda:N').
     """
 
-    def fit(self, X, y) -> MLPClassifier:
+    def fit(self, X: Any, y: Any) -> MLPClassifier:
         """Fit on X (rows x features, floats) and the labels y; returns self."""
         hidden, device = self._prepare()
         array, labels = _validate(self, X, y, reset=True)
@@ -347,27 +352,28 @@ class MLPClassifier(ClassifierMixin, _MLP):
                           hidden, device)
         return self
 
-    def _finish(self, torch, output):
+    def _finish(self, torch: Any, output: Any) -> Any:
         return torch.softmax(output, dim=1)
 
-    def predict_proba(self, X) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, one column per class in `classes_` order."""
         return self._outputs(X).astype(np.float64)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         """The most probable class of each row (the first on a tie, as ONNX's ArgMax)."""
         proba = self._outputs(X)
-        return self.classes_[np.argmax(proba, axis=1)]
+        # classes_ is np.unique's, set on an estimator whose scikit-learn base is untyped
+        return cast(np.ndarray, self.classes_[np.argmax(proba, axis=1)])
 
 
-class MLPRegressor(RegressorMixin, _MLP):
+class MLPRegressor(RegressorMixin, _MLP):  # type: ignore[misc]  # scikit-learn: no types
     """A ReLU MLP regressor trained with Adam on the mean squared error of the standardised
     target; predictions are in the target's units.
 
     Parameters as MLPClassifier's.
     """
 
-    def fit(self, X, y) -> MLPRegressor:
+    def fit(self, X: Any, y: Any) -> MLPRegressor:
         """Fit on X (rows x features, floats) and the numeric target y; returns self."""
         hidden, device = self._prepare()
         array, target = _validate(self, X, y, reset=True, y_numeric=True)
@@ -380,15 +386,15 @@ class MLPRegressor(RegressorMixin, _MLP):
         self._fit_network(array, standardised, 1, "mse", hidden, device)
         return self
 
-    def _finish(self, torch, output):
+    def _finish(self, torch: Any, output: Any) -> Any:
         return output * float(self.target_scale_) + float(self.target_mean_)
 
-    def predict(self, X) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         """The predicted target of each row (float64 of the float32 computation)."""
         return self._outputs(X)[:, 0].astype(np.float64)
 
 
-def _label_tensor(classes: np.ndarray):
+def _label_tensor(classes: np.ndarray) -> Any:
     """The classes as an ONNX constant the label output gathers from."""
     from onnx import numpy_helper
 
@@ -462,4 +468,4 @@ def to_onnx(model: MLPClassifier | MLPRegressor, n_features: int) -> bytes:
                               producer_name="mlstack.runtime.tabular_mlp",
                               ir_version=_ONNX_IR_VERSION)
     onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    return cast(bytes, proto.SerializeToString())  # onnx's protobuf messages are untyped
