@@ -73,13 +73,14 @@ def test_the_local_config_checks_with_the_serving_versions_rules(tmp_path, bluep
     assert prometheus.name == "prometheus" and prometheus.ready_path == "/-/ready"
     rules = paths.versions_dir / "v1" / alerting.RULES_FILE
     config = yaml.safe_load(alerting.config_file(paths).read_text())
-    assert config["rule_files"] == [str(alerting.rules_copy(paths))]
+    assert config["rule_files"] == [str(alerting.rules_copy(paths)),
+                                    str(alerting.local_rules_file(paths))]
     assert alerting.rules_copy(paths).read_bytes() == rules.read_bytes()
     assert config["global"]["evaluation_interval"] == alerting.EVALUATION_INTERVAL
     assert "alerting" not in config  # no monitoring.alerts: no Alertmanager
     out = check("promtool", "check", "config", str(alerting.config_file(paths)))
-    assert "1 rule files found" in out
-    check("promtool", "check", "rules", str(rules))
+    assert "2 rule files found" in out
+    check("promtool", "check", "rules", str(rules), str(alerting.local_rules_file(paths)))
     # the cluster's rules name no interval: the local evaluation interval is the local config's
     assert all("interval" not in g for g in yaml.safe_load(rules.read_text())["groups"])
     router = json.loads(alerting.targets_file(paths, "router").read_text())
@@ -187,7 +188,7 @@ def test_prometheus_counts_the_routers_503s_in_the_generated_error_rules(tmp_pat
                 break
         else:
             raise AssertionError(f"the error-rate alert never went pending: {report}")
-        assert report["state"] == "up"
+            assert report["state"] == "up" and "ChurnRouterDown" not in report["pending"]
         assert [(t["job"], t["health"]) for t in report["targets"]] == [("router", "up")]
         assert report["prometheus"] == f"http://127.0.0.1:{declared[0].port}"
         pid = sidecars.record(paths, "prometheus")["pid"]
@@ -209,6 +210,12 @@ def test_prometheus_counts_the_routers_503s_in_the_generated_error_rules(tmp_pat
         finally:
             os.kill(pid, signal.SIGCONT)
         assert stopped["state"].startswith("unreachable: "), stopped
+        # the router gone: clients are refused, the local rule sees it
+        assert procs.stop_process(router)
+        deadline = time.monotonic() + 90
+        while "ChurnRouterDown" not in alerting.status_report(paths)["pending"]:
+            assert time.monotonic() < deadline, "the router's absence was not noticed"
+            time.sleep(1)
     finally:
         left = procs.stop_owned(paths.project_id, timeout=15.0)
         assert left == []

@@ -23,7 +23,11 @@ Prometheus runs a configuration written here (.mlstack/prometheus/prometheus.yml
   counter (code -> http_response_code, service_name = the system), and the versions' own
   request counter is dropped (every request it counts went through the router and is
   counted there already): the rules, unchanged, count what the client saw. The versions'
-  latency histograms are kept as they are (the router measures no latency).
+  latency histograms are kept as they are (the router measures no latency);
+- one local-only rule (.mlstack/prometheus/local-rules.yaml): `<System>RouterDown`, a page
+  when the router clients reach has not answered its scrape for ROUTER_DOWN_FOR (a local
+  deployment stops its router when no version can serve: then clients get refused
+  connections, which no request counter sees).
 
 Prometheus and Alertmanager read stable copies in the project's state (.mlstack/prometheus/
 rules.yaml from the serving version's tree, .mlstack/alertmanager/alertmanager.yml), so their
@@ -61,6 +65,7 @@ RETENTION = "4d"  # the rules' longest window is 3d
 ROUTER_METRIC = "mlstack_router_requests_total"
 SERVICE_REQUESTS = "bentoml_service_request_total"  # monitoring.REQUESTS, the rules' counter
 SCRAPED = (VersionStatus.STARTING, VersionStatus.READY, VersionStatus.SERVING)
+ROUTER_DOWN_FOR = "1m"
 INSTALL_HINT = "apt-get install prometheus prometheus-alertmanager"
 
 
@@ -94,6 +99,21 @@ def rules_copy(paths: ProjectPaths) -> Path:
 
 def alertmanager_copy(paths: ProjectPaths) -> Path:
     return alertmanager_dir(paths) / "alertmanager.yml"
+
+
+def local_rules_file(paths: ProjectPaths) -> Path:
+    return prometheus_dir(paths) / "local-rules.yaml"
+
+
+def local_rules(system_name: str) -> dict:
+    """The rules only a local deployment needs, labelled as the generated ones are."""
+    prefix = "".join(part.capitalize() for part in system_name.split("-"))
+    return {"groups": [{"name": f"{system_name}-local", "rules": [{
+        "alert": f"{prefix}RouterDown", "expr": 'up{job="router"} == 0',
+        "for": ROUTER_DOWN_FOR,
+        "labels": {"system": system_name, "severity": "page", "slo": "availability"},
+        "annotations": {"summary": f"{system_name}: the local router does not answer: "
+                                   "clients cannot reach the service"}}]}]}
 
 
 def serving_tree(paths: ProjectPaths, state: DeploymentState) -> Path:
@@ -188,7 +208,10 @@ def write_config(paths: ProjectPaths, system_name: str, state: DeploymentState,
     for job, groups in targets(state).items():
         _write_if_changed(targets_file(paths, job),
                           (json.dumps(groups, indent=2, sort_keys=True) + "\n").encode())
-    config = prometheus_config(paths, system_name, [rules_copy(paths)] if rules else [],
+    local = yaml.safe_dump(local_rules(system_name), sort_keys=True).encode()
+    changed = _write_if_changed(local_rules_file(paths), local) or changed
+    config = prometheus_config(paths, system_name,
+                               [rules_copy(paths)] * bool(rules) + [local_rules_file(paths)],
                                alertmanager_port)
     text = ("# Written by mlstack for the local deployment (mlstack.ops.local.alerting).\n"
             + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)).encode()
