@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,7 +168,7 @@ def _pick(sources: Sequence[FeedSource], frames: Mapping[str, pd.DataFrame], row
             continue
         shared = [k for k in s.keys if lead is not None and k in lead.keys]
         frame = frames[name]
-        if shared:
+        if shared and lead is not None:  # shared keys come from the lead
             wanted = picked[lead.source.name][shared].drop_duplicates()
             latest = frame.sort_values(s.source.timestamp_field, kind="stable") \
                 .drop_duplicates(shared, keep="last")
@@ -187,7 +187,7 @@ def _renew_unique(sources: Sequence[FeedSource], frames: Mapping[str, pd.DataFra
                   picked: dict[str, pd.DataFrame]) -> None:
     """Fresh values for one column of every `unique` check without the event time, the same
     old -> new mapping in every source holding that column."""
-    holders = {}
+    holders: dict[str, int] = {}
     for s in sources:
         for key in s.keys:
             holders[key] = holders.get(key, 0) + 1
@@ -298,7 +298,7 @@ def _write(src: SourceSpec, project_dir: str | Path, kept: int, frame: pd.DataFr
     _replace(path, lambda tmp: Path(tmp).write_bytes(text + rows))
 
 
-def _replace(path: Path, write) -> None:
+def _replace(path: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".feed.tmp", dir=path.parent)
     os.close(fd)
     try:

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore, RepoConfig
+    from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 
 __all__ = ["EPOCH", "FeatureStoreAccess", "OnlineRows", "SourceFile", "expand_variables"]
 
@@ -63,7 +63,7 @@ _TS = "__mlstack_ts"
 # The variable in feature_store.yaml that stands for the state folder.
 STATE_DIR_VARIABLE = "MLSTACK_STATE_DIR"
 # numpy dtypes online values are read into, by spec dtype (strings, timestamps: objects).
-NUMPY_DTYPES: dict[str, object] = {"int64": np.int64, "int32": np.int32, "float64": np.float64,
+NUMPY_DTYPES: dict[str, type[Any]] = {"int64": np.int64, "int32": np.int32, "float64": np.float64,
                                    "float32": np.float32, "bool": np.bool_}
 # The suffix of the event-time columns of Feast's OnlineResponse.to_dict(True).
 _TS_SUFFIX = "__ts"
@@ -100,7 +100,7 @@ def expand_variables(value: Any, variables: Mapping[str, str],
     them raises RuntimeError. Expanding after parsing keeps any folder name safe."""
     defaults = defaults or {}
 
-    def variable(match: re.Match) -> str:
+    def variable(match: re.Match[str]) -> str:
         name = match.group(1)
         if name in variables:
             return variables[name]
@@ -120,12 +120,12 @@ def expand_variables(value: Any, variables: Mapping[str, str],
     return expand(value)
 
 
-def _utc(value) -> pd.Timestamp:
+def _utc(value: Any) -> pd.Timestamp:
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _rows_after(view) -> bool:
+def _rows_after(view: FeatureView) -> bool:
     """Whether the view's parquet source may hold a row newer than the view's last
     materialization (from the files' column statistics; True when they cannot tell)."""
     import pyarrow.parquet as pq
@@ -241,14 +241,15 @@ class FeatureStoreAccess:
             frame.to_parquet(tmp, index=False)
             tmp.replace(staged)
 
-    def config_dict(self) -> dict:
+    def config_dict(self) -> dict[str, Any]:
         """feature_store.yaml, parsed, with its ${VARIABLES} filled in (${MLSTACK_STATE_DIR}
         from state_dir, the others from the environment)."""
         import yaml
 
         raw = yaml.safe_load((self.repo_dir / "feature_store.yaml").read_text(encoding="utf-8"))
-        return expand_variables(raw, {STATE_DIR_VARIABLE: self.state_dir.as_posix()},
-                                self.variable_defaults)
+        config: dict[str, Any] = expand_variables(
+            raw, {STATE_DIR_VARIABLE: self.state_dir.as_posix()}, self.variable_defaults)
+        return config
 
     def repo_config(self) -> RepoConfig:
         """The Feast RepoConfig of feature_store.yaml, variables filled in."""
@@ -268,18 +269,21 @@ class FeatureStoreAccess:
 
     # -- registry ----------------------------------------------------------------------
 
-    def repo_objects(self) -> list:
+    def repo_objects(self) -> list[Any]:
         """The Feast objects repo_dir/repo.py defines, sorted by type and name."""
         from feast import Entity, FeatureService, FeatureView
         from feast.data_source import DataSource
         from feast.on_demand_feature_view import OnDemandFeatureView
 
         spec = importlib.util.spec_from_file_location(self.repo_module, self.repo_dir / "repo.py")
+        if spec is None or spec.loader is None:  # a .py path always has both
+            raise ImportError(f"cannot import {self.repo_dir / 'repo.py'}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[self.repo_module] = module  # the on-demand view's source is read back
         spec.loader.exec_module(module)
-        kinds = (DataSource, Entity, FeatureView, OnDemandFeatureView, FeatureService)
-        found = {}
+        kinds: tuple[type[Any], ...] = (DataSource, Entity, FeatureView, OnDemandFeatureView,
+                                         FeatureService)
+        found: dict[tuple[int, str], Any] = {}
         for value in vars(module).values():
             for order, kind in enumerate(kinds):
                 if isinstance(value, kind):
@@ -291,7 +295,7 @@ class FeatureStoreAccess:
         store = self.get_store()
         objects = self.repo_objects()
         wanted = {(type(o).__name__, o.name) for o in objects}
-        registered = [
+        registered: list[Any] = [
             *store.list_data_sources(),
             *store.list_entities(),
             *store.list_feature_views(),
@@ -314,16 +318,16 @@ class FeatureStoreAccess:
         self.stage_sources()
         store = self.get_store()
         end = end or datetime.now(UTC)
-        views = [v for v in store.list_feature_views()
-                 if v.online and (views is None or v.name in views)]
-        fresh = sorted(v.name for v in views if not v.materialization_intervals)
-        seen = sorted(v.name for v in views if v.materialization_intervals)
+        online = [v for v in store.list_feature_views()
+                  if v.online and (views is None or v.name in views)]
+        fresh = sorted(v.name for v in online if not v.materialization_intervals)
+        seen = sorted(v.name for v in online if v.materialization_intervals)
         if fresh:
             store.materialize(start_date=EPOCH, end_date=end, feature_views=fresh)
         if seen and getattr(store.config.offline_store, "type", "") == "ray":
             # Feast's Ray compute engine fails on an interval without rows (its dataset has
             # no schema): a view whose source has nothing newer than its last run is skipped
-            by_name = {v.name: v for v in views}
+            by_name = {v.name: v for v in online}
             seen = [name for name in seen if _rows_after(by_name[name])]
         if seen:
             store.materialize_incremental(end_date=end, feature_views=seen)
@@ -362,17 +366,19 @@ class FeatureStoreAccess:
         return {"path": "direct", "reason": "the direct read of the SQLite online store "
                 f"answered as Feast's get_online_features on {len(checked)} keys"}
 
-    def _read_online(self, unique: list[tuple]) -> dict[str, list]:
+    def _read_online(self, unique: list[tuple[Any, ...]]) -> dict[str, list[Any]]:
         """Feast's answer for distinct key tuples: key columns, fetched columns and (for
         views with a TTL) their event times ('column__ts', seconds); read directly from the
         online store where that was checked to answer the same (online_read_path)."""
         if self._read_path is None:
             self.online_read_path()
         if self._direct_read is not None:
-            return self._direct_read(unique)
+            direct: dict[str, list[Any]] = self._direct_read(unique)
+            return direct
         return self._feast_read(unique, with_times=bool(self._column_ttl))
 
-    def _feast_read(self, unique: list[tuple], *, with_times: bool) -> dict[str, list]:
+    def _feast_read(self, unique: list[tuple[Any, ...]], *, with_times: bool,
+                    ) -> dict[str, list[Any]]:
         keys = self.request_keys
         response = self.get_store().get_online_features(
             features=self.feature_service(),
@@ -381,7 +387,7 @@ class FeatureStoreAccess:
         )
         return response.to_dict(include_event_timestamps=with_times)
 
-    def online_rows(self, keys: Sequence[tuple]) -> OnlineRows:
+    def online_rows(self, keys: Sequence[tuple[Any, ...]]) -> OnlineRows:
         """Online features of each key tuple (values of `request_keys`, in that order): the
         service's input path. Each distinct key is read once; a key is found when every
         fetched value is present and no view's value is older than its TTL."""
@@ -407,21 +413,21 @@ class FeatureStoreAccess:
         positions = [row_of.get(key) for key in keys]
         found = np.fromiter((p is not None and usable[p] for p in positions), dtype=bool,
                             count=len(keys))
-        rows = [p for p, ok in zip(positions, found, strict=True) if ok]
+        rows = [p for p, ok in zip(positions, found, strict=True) if ok and p is not None]
         columns = {c: np.array([data[c][p] for p in rows], dtype=NUMPY_DTYPES.get(d, object))
                    for c, d in dtypes.items()}
         return OnlineRows(found, columns)
 
-    def online_features(self, rows: list[dict]) -> pd.DataFrame:
+    def online_features(self, rows: list[dict[str, Any]]) -> pd.DataFrame:
         """The request rows with the model's fetched features ('view__field') joined on the
         entity keys, in request order; entities the store does not know, or whose values are
         older than their view's TTL, get nulls."""
         keys = self.request_keys
         got = self.online_rows([tuple(row[k] for k in keys) for row in rows])
         positions = np.flatnonzero(got.found).tolist()
-        columns = {}
+        columns: dict[str, list[Any]] = {}
         for column, values in got.columns.items():
-            full: list = [None] * len(rows)
+            full: list[Any] = [None] * len(rows)
             for position, value in zip(positions, values.tolist(), strict=True):
                 full[position] = value
             columns[column] = full
