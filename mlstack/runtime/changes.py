@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mlstack.runtime.logs import Logger, logger_for
 
@@ -97,7 +97,9 @@ def row_prints(source: SourceSpec, frame: pd.DataFrame) -> pd.DataFrame:
         if not columns:
             return np.zeros(rows, dtype="uint64")
         part = frame[columns].reset_index(drop=True)
-        return pd.util.hash_pandas_object(part, index=False).to_numpy(dtype="uint64")
+        # pandas is untyped here (no stubs for pandas 2): to_numpy gives the uint64 array
+        return cast(np.ndarray,
+                    pd.util.hash_pandas_object(part, index=False).to_numpy(dtype="uint64"))
 
     prints = pd.DataFrame({"key": hashed(identity), "row": hashed(values)})
     prints = prints.sort_values(["key", "row"], kind="stable", ignore_index=True)

@@ -101,11 +101,11 @@ def check_failures(source: SourceSpec, frame: pd.DataFrame,
             values = frame[column].dropna()
             bad = values[~values.isin(allowed)]
             if len(bad):
-                examples = sorted(map(str, bad.unique()))[:5]
+                others = sorted(map(str, bad.unique()))[:5]
                 fail(
                     [column],
                     f"allowed_values {list(allowed)}",
-                    f"{len(bad)} of {rows} rows have other values, e.g. {', '.join(examples)}",
+                    f"{len(bad)} of {rows} rows have other values, e.g. {', '.join(others)}",
                 )
     limit = checks.max_null_fraction
     if limit is not None and rows:
@@ -147,7 +147,8 @@ def check_failures(source: SourceSpec, frame: pd.DataFrame,
 
 def _duration(seconds: float) -> str:
     """A number of seconds the way the spec writes durations: '189d 3h', '45m', '12s'."""
-    left, parts = int(seconds), []
+    left = int(seconds)
+    parts: list[str] = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if left >= size or (unit == "s" and not parts):
             parts.append(f"{left // size}{unit}")
