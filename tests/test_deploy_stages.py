@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import shutil
 import sys
-import types
 
 import pytest
 
 from mlstack.diagnostics.errors import StageError
 from mlstack.frontend.analysis import require_system
-from mlstack.ops.local import deploy, procs, sidecars
+from mlstack.ops.local import deploy, keeper, procs, sidecars
 from mlstack.ops.local.stages import promote
 from mlstack.ops.local.stages import sidecars as sidecar_stage
 from mlstack.ops.local.stages.context import DeployContext, DeployOptions, NullProgress, StageLog
@@ -81,18 +80,10 @@ def test_no_declared_sidecar_is_no_stage(project, monkeypatch):
     assert log.records == []
 
 
-def _keeper(monkeypatch, **attributes) -> list:
-    calls: list = []
-    module = types.ModuleType("mlstack.ops.local.keeper")
-    for name, value in attributes.items():
-        setattr(module, name, value(calls) if callable(value) else value)
-    monkeypatch.setitem(sys.modules, "mlstack.ops.local.keeper", module)
-    return calls
-
-
 def test_the_keeper_is_started_after_a_successful_deploy(project, monkeypatch):
     system, paths, state = project
-    calls = _keeper(monkeypatch, ensure_running=lambda calls: calls.append)
+    calls: list = []
+    monkeypatch.setattr(keeper, "ensure_running", calls.append)
     version = Version("v2", model_tag="churn:v2")
     state.versions.append(version)
     ctx = DeployContext(system, paths, DeployOptions(), state, None, version,
@@ -102,12 +93,18 @@ def test_the_keeper_is_started_after_a_successful_deploy(project, monkeypatch):
     assert DeploymentState.load(paths.deployments_file).current == "v2"
 
 
-def test_a_keeper_module_without_ensure_running_is_left_alone(project, monkeypatch):
+def test_a_keeper_that_cannot_start_fails_the_deploy_naming_itself(project, monkeypatch):
     system, paths, state = project
-    _keeper(monkeypatch)
+
+    def broken(_paths):
+        raise RuntimeError("its lock file is not writable")
+
+    monkeypatch.setattr(keeper, "ensure_running", broken)
     ctx = DeployContext(system, paths, DeployOptions(), state, None, state.versions[0],
                         StageLog(NullProgress()))
-    promote.start_keeper(ctx)  # no AttributeError: both orders of landing work
+    with pytest.raises(StageError) as failed:
+        promote.start_keeper(ctx)
+    assert failed.value.stage == "keeper" and "its lock file is not writable" in str(failed.value)
 
 
 def test_an_unchanged_deploy_reports_sidecars_only_when_it_starts_one(project, monkeypatch):
@@ -129,3 +126,22 @@ def test_an_unchanged_deploy_reports_sidecars_only_when_it_starts_one(project, m
     assert unchanged() == ["unchanged", "sidecars"]  # it was not running: started
     assert sidecars.running(paths, "sleeper")
     assert unchanged() == ["unchanged"]  # running as declared: nothing to report
+
+
+def test_without_prometheus_the_sidecars_stage_says_once_that_alerts_are_not_evaluated(
+        project, monkeypatch):
+    from mlstack.ops.local import alerting
+
+    system, paths, state = project
+    sleeper = sidecars.Sidecar(name="sleeper", what="a scheduler", cwd=paths.project_dir,
+                               argv=(sys.executable, "-c", "import time; time.sleep(120)"))
+    monkeypatch.setattr(sidecars, "declared", lambda p, s: [sleeper])
+    monkeypatch.setattr(alerting, "prometheus_binary", lambda: None)
+    log = StageLog(NullProgress())
+    sidecar_stage.run(DeployContext(system, paths, DeployOptions(), state, None,
+                                    state.versions[0], log))
+    [record] = log.records
+    assert record.name == "sidecars"
+    assert record.detail.endswith("; alerts are not evaluated locally: Prometheus is not on "
+                                  "PATH (Debian: apt-get install prometheus "
+                                  "prometheus-alertmanager)")

@@ -1,13 +1,12 @@
 """The promote stage, the deploy's commit point: the new version becomes current in the
 record (saved), then the old one stops. Killed before the save, the next command rolls the
-deploy back; after it, forward. Then the keeper (when there is one) is made to run, so the
+deploy back; after it, forward. Then the keeper is made to run, so the versions and
 sidecars stay supervised after the deploy's process ends."""
 
 from __future__ import annotations
 
-import importlib
-
 from mlstack.diagnostics.errors import StageError
+from mlstack.ops.local import keeper
 from mlstack.ops.local.services import route, stop_version
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.local.state import VersionStatus
@@ -44,19 +43,10 @@ def _trigger(ctx: DeployContext) -> dict:
 
 
 def start_keeper(ctx: DeployContext) -> None:
-    """The keeper process (mlstack.ops.local.keeper's ensure_running, once that module has
-    it) made to run after a successful deploy, so the sidecars stay supervised after the
-    deploy's process ends. A keeper that cannot start fails the deploy, naming itself."""
+    """The keeper process (mlstack.ops.local.keeper) made to run after a successful deploy,
+    so the versions, the router and the sidecars stay supervised after the deploy's process
+    ends. A keeper that cannot start fails the deploy, naming itself."""
     try:
-        keeper = importlib.import_module("mlstack.ops.local.keeper")
-    except ModuleNotFoundError as exc:
-        if exc.name != "mlstack.ops.local.keeper":
-            raise
-        return
-    ensure_running = getattr(keeper, "ensure_running", None)
-    if ensure_running is None:
-        return
-    try:
-        ensure_running(ctx.paths)
+        keeper.ensure_running(ctx.paths)
     except Exception as exc:
         raise StageError("keeper", f"the keeper did not start: {exc}") from exc

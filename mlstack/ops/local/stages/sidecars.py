@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from mlstack.diagnostics.errors import StageError
-from mlstack.ops.local import sidecars
+from mlstack.ops.local import alerting, sidecars
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.report import StageRecord, StageStatus
 
@@ -35,3 +35,6 @@ def run(ctx: DeployContext, *, report_healthy: bool = True) -> None:
         notes = sidecars.start_all(ctx.paths, declared)
         record.detail = "; ".join(notes) or (
             f"{len(declared)} running: " + ", ".join(s.name for s in declared))
+        missing = alerting.alerts_unavailable(ctx.paths)  # said once, with the stage
+        if missing:
+            record.detail += f"; {missing}"
