@@ -174,9 +174,8 @@ def _message_of(data: Any) -> str | None:
     """BentoML's sentence in an error body: {"error": ...} or [{"error": ...}]."""
     if isinstance(data, list) and len(data) == 1:
         data = data[0]
-    if isinstance(data, dict) and isinstance(data.get("error"), str):
-        return data["error"]
-    return None
+    error = data.get("error") if isinstance(data, dict) else None
+    return error if isinstance(error, str) else None
 
 
 def error_body(status: int, raw: bytes) -> dict[str, Any]:
@@ -390,15 +389,15 @@ def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
     413, 414, 431 and 505 are a router's refusals, ROUTER_ERRORS), its request body
     required, and the 200 schemas of `answers` (path -> JSON schema) in place of BentoML's."""
     answers = answers or {}
-    spec = json.loads(json.dumps(spec))  # a copy
-    components = spec.setdefault("components", {})
+    made: dict[str, Any] = json.loads(json.dumps(spec))  # a copy
+    components = made.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     for name in BENTOML_ERROR_SCHEMAS:
         schemas.pop(name, None)
     schemas.update(json.loads(json.dumps(ERROR_SCHEMAS)))
     components["responses"] = {f"Error{status}": _response(status, description)
                                for status, description in sorted(POST_ERRORS.items())}
-    for path, item in spec.get("paths", {}).items():
+    for path, item in made.get("paths", {}).items():
         for method, operation in item.items():
             if not isinstance(operation, dict) or "responses" not in operation:
                 continue
@@ -413,4 +412,4 @@ def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
             if path in answers and "200" in responses:
                 content = responses["200"].setdefault("content", {}).setdefault(JSON, {})
                 content["schema"] = json.loads(json.dumps(answers[path]))
-    return spec
+    return made

@@ -76,7 +76,8 @@ class SqliteOnlineRead:
         from feast.infra.online_stores.sqlite import SqliteOnlineStore, _table_id
 
         config = getattr(store, "config", None)
-        if getattr(getattr(config, "online_store", None), "type", None) != "sqlite":
+        if config is None or getattr(getattr(config, "online_store", None), "type",
+                                     None) != "sqlite":
             return None
         if feature_service.feature_view_projections is None:
             return None
@@ -104,7 +105,7 @@ class SqliteOnlineRead:
         return cls(SqliteOnlineStore._get_db_path(config), views, request_keys,
                    config.entity_key_serialization_version)
 
-    def sample_keys(self, count: int) -> list[tuple]:
+    def sample_keys(self, count: int) -> list[tuple[Any, ...]]:
         """Up to `count` key tuples the first view's table holds (by Feast's own
         `deserialize_entity_key`), for checking this read against Feast; none when that view's
         join keys are not all the request keys."""
@@ -132,7 +133,7 @@ class SqliteOnlineRead:
             self._local.conn = conn
         return conn
 
-    def _serialized(self, view: _View, keys: Sequence[tuple]) -> list[bytes]:
+    def _serialized(self, view: _View, keys: Sequence[tuple[Any, ...]]) -> list[bytes]:
         from feast.infra.key_encoding_utils import serialize_entity_key
         from feast.protos.feast.types.EntityKey_pb2 import EntityKey
         from feast.type_map import python_values_to_proto_values
@@ -145,12 +146,12 @@ class SqliteOnlineRead:
                                      entity_key_serialization_version=self.key_version)
                 for row in range(len(keys))]
 
-    def __call__(self, keys: Sequence[tuple]) -> dict[str, list]:
+    def __call__(self, keys: Sequence[tuple[Any, ...]]) -> dict[str, list[Any]]:
         """Feast's answer for key tuples (values of the request keys, in order)."""
         from feast.protos.feast.types.Value_pb2 import Value
         from feast.type_map import feast_value_type_to_python_type
 
-        out: dict[str, list] = {}
+        out: dict[str, list[Any]] = {}
         for i, k in enumerate(self.request_keys):  # Feast answers keys with a zero time
             out[k], out[k + "__ts"] = [key[i] for key in keys], [0] * len(keys)
         conn = self._connection()

@@ -40,7 +40,8 @@ __all__ = ["Batch", "ModelInput", "batching_settings", "candidate_rows", "check_
            "check_rows", "feature_records", "json_body", "predictions", "ranked"]
 
 
-def check_model_columns(tag: object, metadata: Mapping[str, Any], model_columns: Sequence[str]):
+def check_model_columns(tag: object, metadata: Mapping[str, Any],
+                        model_columns: Sequence[str]) -> None:
     """Refuse (RuntimeError) a model whose lineage says it was trained on other columns."""
     trained_on = metadata.get("model_columns")
     if trained_on is not None and list(trained_on) != list(model_columns):
@@ -55,7 +56,7 @@ class Batch(NamedTuple):
     the rows found online, and those rows' model input: by column (model order, declared
     dtypes) and as one float64 matrix."""
 
-    keys: list[tuple]
+    keys: list[tuple[Any, ...]]
     found: np.ndarray
     columns: dict[str, np.ndarray]
     matrix: np.ndarray
@@ -73,7 +74,7 @@ class ModelInput:
     def __init__(
         self,
         *,
-        online_rows: Callable[[list[tuple]], Any],
+        online_rows: Callable[[list[tuple[Any, ...]]], Any],
         schema: Any,
         request_keys: Sequence[str],
         key_attributes: Sequence[str] | None = None,
@@ -93,7 +94,7 @@ class ModelInput:
         self.model_columns = tuple(schema.model_columns)
         self._lock = threading.Lock()
 
-    def keys_of(self, rows: Sequence[Any]) -> list[tuple]:
+    def keys_of(self, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
         attributes, names = self.key_attributes, self.request_keys
         return [tuple(row[k] for k in names) if isinstance(row, Mapping)
                 else tuple(getattr(row, a) for a in attributes) for row in rows]
