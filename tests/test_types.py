@@ -1,6 +1,6 @@
 """The type check runs in the test command: mypy over the package with the [tool.mypy]
 configuration of pyproject.toml. Strict (the per-module flags of `mypy --strict`) on
-mlstack.frontend and mlstack.diagnostics; mypy's default mode elsewhere, less the modules the
+mlstack.frontend, mlstack.diagnostics and mlstack.runtime; mypy's default mode elsewhere, less the modules the
 configuration lists as not yet clean (`ignore_errors`), a list that only shrinks.
 
 mypy keeps its cache in the repository's .mypy_cache (ignored by git): a cold run checks the
@@ -15,7 +15,7 @@ import tomllib
 
 from tests.conftest import REPO
 
-STRICT_SCOPE = ("mlstack.frontend", "mlstack.diagnostics")
+STRICT_SCOPE = ("mlstack.frontend", "mlstack.diagnostics", "mlstack.runtime")
 # the per-module flags `mypy --strict` turns on (mypy 2.4; `strict = true` in an override would
 # turn strict on for every module, so the configuration lists them)
 STRICT_FLAGS = {"disallow_any_generics": True, "disallow_subclassing_any": True,
