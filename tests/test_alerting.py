@@ -3,7 +3,8 @@ writes passes `promtool check config` with the serving version's generated rules
 and search-ranking; Alertmanager runs the generated alertmanager.yml where the spec declares
 alerts; without Prometheus on PATH nothing is declared and one line says how to get it; and a
 real Prometheus scraping a real router counts the router's 503s in the generated error-rate
-rules (the relabeling onto the service's counter), seen by status_report.
+rules (the relabeling onto the service's counter), seen by status_report; and it scrapes the
+exporter sidecar, so the monitoring report's freshness gauge is in Prometheus.
 
 Prometheus and promtool come from Debian's prometheus package, Alertmanager and amtool from
 prometheus-alertmanager (scripts/test.sh installs both)."""
@@ -69,8 +70,9 @@ def check(tool: str, *args: str) -> str:
 @pytest.mark.parametrize("blueprint", ["churn", "search-ranking"])
 def test_the_local_config_checks_with_the_serving_versions_rules(tmp_path, blueprint):
     paths, system, _ = project(tmp_path, blueprint)
-    (prometheus,) = alerting.sidecars(paths, system)
+    exporter, prometheus = alerting.sidecars(paths, system)
     assert prometheus.name == "prometheus" and prometheus.ready_path == "/-/ready"
+    assert exporter.name == "exporter" and exporter.ready_path == "/-/ready"
     rules = paths.versions_dir / "v1" / alerting.RULES_FILE
     config = yaml.safe_load(alerting.config_file(paths).read_text())
     assert config["rule_files"] == [str(alerting.rules_copy(paths)),
@@ -87,13 +89,18 @@ def test_the_local_config_checks_with_the_serving_versions_rules(tmp_path, bluep
     service = json.loads(alerting.targets_file(paths, "service").read_text())
     assert router == [{"labels": {}, "targets": ["127.0.0.1:4100"]}]
     assert service == [{"labels": {"version": "v1"}, "targets": ["127.0.0.1:4101"]}]
+    assert [j for j in config["scrape_configs"] if j["job_name"] == "exporter"] == [
+        {"job_name": "exporter", "metrics_path": "/metrics",
+         "static_configs": [{"targets": [f"127.0.0.1:{exporter.port}"]}]}]
+    assert exporter.argv[-6:] == ("--state-dir", str(paths.state_dir), "--system",
+                                  system.name, "--port", str(exporter.port))
     assert f"127.0.0.1:{prometheus.port}" in " ".join(prometheus.argv)
     assert str(paths.state_dir / "prometheus" / "data") in " ".join(prometheus.argv)
 
 
 def test_alertmanager_runs_the_generated_config_where_alerts_are_declared(tmp_path):
     paths, system, _ = project(tmp_path, "churn", [{"channel": "webhook", "to": HOOK}])
-    manager, prometheus = alerting.sidecars(paths, system)
+    manager, _, prometheus = alerting.sidecars(paths, system)
     assert (manager.name, prometheus.name) == ("alertmanager", "prometheus")
     generated = paths.versions_dir / "v1" / alerting.ALERTMANAGER_FILE
     assert f"--config.file={alerting.alertmanager_copy(paths)}" in manager.argv
@@ -111,11 +118,11 @@ def test_a_new_serving_version_or_port_changes_files_not_the_declaration(tmp_pat
     new serving version's rules replace the copy Prometheus reads (a reload, see below):
     the declaration stays the same, so neither the keeper nor deploy restarts it."""
     paths, system, state = project(tmp_path, "churn")
-    (before,) = alerting.sidecars(paths, system)
+    before = alerting.sidecars(paths, system)
     state.versions[0].port = 4102
     state.save()
-    (same,) = alerting.sidecars(paths, system)
-    assert sidecars.digest(same) == sidecars.digest(before)
+    same = alerting.sidecars(paths, system)
+    assert list(map(sidecars.digest, same)) == list(map(sidecars.digest, before))
     assert "127.0.0.1:4102" in alerting.targets_file(paths, "service").read_text()
     new_rules = paths.versions_dir / "v2" / alerting.RULES_FILE
     shutil.copytree(paths.versions_dir / "v1", paths.versions_dir / "v2")
@@ -123,8 +130,8 @@ def test_a_new_serving_version_or_port_changes_files_not_the_declaration(tmp_pat
     state.versions.append(Version(version="v2", port=4103, status=VersionStatus.SERVING))
     state.current = "v2"
     state.save()
-    (after,) = alerting.sidecars(paths, system)
-    assert sidecars.digest(after) == sidecars.digest(before)
+    after = alerting.sidecars(paths, system)
+    assert list(map(sidecars.digest, after)) == list(map(sidecars.digest, before))
     assert alerting.rules_copy(paths).read_bytes() == new_rules.read_bytes()
     assert "127.0.0.1:4103" in alerting.targets_file(paths, "service").read_text()
 
@@ -189,8 +196,9 @@ def test_prometheus_counts_the_routers_503s_in_the_generated_error_rules(tmp_pat
         else:
             raise AssertionError(f"the error-rate alert never went pending: {report}")
             assert report["state"] == "up" and "ChurnRouterDown" not in report["pending"]
-        assert [(t["job"], t["health"]) for t in report["targets"]] == [("router", "up")]
-        assert report["prometheus"] == f"http://127.0.0.1:{declared[0].port}"
+        assert [(t["job"], t["health"]) for t in report["targets"]] == [("exporter", "up"),
+                                                                        ("router", "up")]
+        assert report["prometheus"] == f"http://127.0.0.1:{declared[-1].port}"
         pid = sidecars.record(paths, "prometheus")["pid"]
         # v2 serves with one more rule: the running Prometheus reloads it (same PID)
         rules = paths.versions_dir / "v2" / alerting.RULES_FILE
@@ -220,3 +228,43 @@ def test_prometheus_counts_the_routers_503s_in_the_generated_error_rules(tmp_pat
         left = procs.stop_owned(paths.project_id, timeout=15.0)
         assert left == []
     assert alerting.status_report(paths)["state"] == "not running"
+
+
+def _query(base: str, expr: str) -> list[dict]:
+    answer = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10,
+                       trust_env=False)
+    return answer.json()["data"]["result"] if answer.status_code == 200 else []
+
+
+def test_prometheus_scrapes_the_monitoring_reports_gauges_from_the_exporter(tmp_path):
+    """A monitoring report in the state folder: the declared exporter serves it and the real
+    Prometheus has the generated rules' freshness gauge (labelled system and view), so
+    ChurnFeatureFreshnessUnknown's absent(...) is false."""
+    paths, system, state = project(tmp_path, "churn")
+    state.versions[0].status = VersionStatus.STOPPED  # only the exporter is scraped
+    state.router = RouterInfo()
+    state.save()
+    newest = "2026-12-06T21:00:00+00:00"
+    report = paths.runtime_state_dir / "monitoring.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps({
+        "checked_at": "2026-12-06T22:00:00+00:00",
+        "freshness": {"sources": {"customers": {"views": {"customer_profile": newest}}}},
+        "drift": {"features": {}}, "staleness": {"age_seconds": None}}))
+    declared = alerting.sidecars(paths, system)
+    try:
+        sidecars.start_all(paths, declared)
+        base = f"http://127.0.0.1:{declared[-1].port}"
+        expr = 'mlstack_feature_freshness_seconds{system="churn"}'
+        deadline = time.monotonic() + 120
+        while not (found := _query(base, expr)):
+            assert time.monotonic() < deadline, "Prometheus never had the freshness gauge"
+            time.sleep(1)
+        (series,) = found
+        assert series["metric"]["view"] == "customer_profile"
+        assert series["metric"]["job"] == "exporter"
+        assert float(series["value"][1]) > 3600  # its age at the scrape, an hour and more
+        assert _query(base, 'absent(mlstack_feature_freshness_seconds{system="churn"})') == []
+    finally:
+        left = procs.stop_owned(paths.project_id, timeout=15.0)
+        assert left == []

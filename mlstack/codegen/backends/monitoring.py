@@ -7,7 +7,8 @@ Service metrics are the ones BentoML 1.4 exposes on /metrics (namespace `bentoml
 (counter), labelled endpoint, service_name, service_version, http_response_code. Feature
 freshness, drift and model age are gauges the monitoring flow reports
 (`mlstack_feature_freshness_seconds{view}`, `mlstack_feature_drift_score{feature}`,
-`mlstack_model_trained_timestamp_seconds`).
+`mlstack_model_trained_timestamp_seconds`); locally the exporter sidecar
+(mlstack.ops.local.exporter) serves them from the monitoring flow's last report.
 
 Latency and error SLOs get multi-window, multi-burn-rate alerts (the Google SRE workbook
 scheme): page when the error budget burns 14.4x over 1h (confirmed over 5m) or 6x over 6h

@@ -24,6 +24,12 @@ Prometheus runs a configuration written here (.mlstack/prometheus/prometheus.yml
   request counter is dropped (every request it counts went through the router and is
   counted there already): the rules, unchanged, count what the client saw. The versions'
   latency histograms are kept as they are (the router measures no latency);
+- it scrapes the exporter sidecar (mlstack.ops.local.exporter, job `exporter`, declared
+  whenever Prometheus is): the gauges the generated feature-freshness, drift and
+  model-staleness rules read (`mlstack_feature_freshness_seconds{system, view}`, ...), served
+  from the monitoring flow's last report (.mlstack/runtime/monitoring.json); nothing else
+  exports them locally. A missing or unreadable report exports none of them, so
+  `<System>FeatureFreshnessUnknown` fires as it should;
 - one local-only rule (.mlstack/prometheus/local-rules.yaml): `<System>RouterDown`, a page
   when the router clients reach has not answered its scrape for ROUTER_DOWN_FOR (a local
   deployment stops its router when no version can serve: then clients get refused
@@ -46,6 +52,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -54,7 +61,7 @@ from mlstack.ops.local import sidecars as sc
 from mlstack.ops.local.state import DeploymentState, VersionStatus, write_atomically
 from mlstack.ops.paths import ProjectPaths
 
-PROMETHEUS, ALERTMANAGER = "prometheus", "alertmanager"
+PROMETHEUS, ALERTMANAGER, EXPORTER = "prometheus", "alertmanager", "exporter"
 PROMETHEUS_BINARY = "prometheus"
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian's name first
 RULES_FILE = "monitoring/prometheus-rules.yaml"
@@ -134,7 +141,7 @@ def targets(state: DeploymentState) -> dict[str, list[dict]]:
 
 
 def prometheus_config(paths: ProjectPaths, system_name: str, rule_files: list[Path],
-                      alertmanager_port: int | None) -> dict:
+                      alertmanager_port: int | None, exporter_port: int | None = None) -> dict:
     """The local Prometheus's configuration, as data (see the module's docstring)."""
     rename_router = [
         {"source_labels": ["__name__"], "regex": ROUTER_METRIC, "target_label": "__name__",
@@ -159,6 +166,10 @@ def prometheus_config(paths: ProjectPaths, system_name: str, rule_files: list[Pa
                                          "regex": SERVICE_REQUESTS, "action": "drop"}]},
         ],
     }
+    if exporter_port is not None:  # a kept port (sidecars.port_for): a static target
+        config["scrape_configs"].append(
+            {"job_name": EXPORTER, "metrics_path": "/metrics",
+             "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]})
     if alertmanager_port is not None:
         config["alerting"] = {"alertmanagers": [
             {"static_configs": [{"targets": [f"127.0.0.1:{alertmanager_port}"]}]}]}
@@ -196,7 +207,8 @@ def _reload(paths: ProjectPaths, name: str) -> None:
 
 
 def write_config(paths: ProjectPaths, system_name: str, state: DeploymentState,
-                 alertmanager_port: int | None) -> tuple[Path, bool]:
+                 alertmanager_port: int | None, exporter_port: int | None = None,
+                 ) -> tuple[Path, bool]:
     """Write prometheus.yml, the copy of the serving version's rules and the target files;
     returns (prometheus.yml, whether what Prometheus reads at a reload changed)."""
     import yaml
@@ -212,7 +224,7 @@ def write_config(paths: ProjectPaths, system_name: str, state: DeploymentState,
     changed = _write_if_changed(local_rules_file(paths), local) or changed
     config = prometheus_config(paths, system_name,
                                [rules_copy(paths)] * bool(rules) + [local_rules_file(paths)],
-                               alertmanager_port)
+                               alertmanager_port, exporter_port)
     text = ("# Written by mlstack for the local deployment (mlstack.ops.local.alerting).\n"
             + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)).encode()
     changed = _write_if_changed(config_file(paths), text) or changed
@@ -221,8 +233,9 @@ def write_config(paths: ProjectPaths, system_name: str, state: DeploymentState,
 
 
 def sidecars(paths: ProjectPaths, system) -> list[sc.Sidecar]:
-    """Alertmanager (where the spec declares alerts and its binary is on PATH) and
-    Prometheus (where its binary is on PATH), in start order. Writes Prometheus's
+    """Alertmanager (where the spec declares alerts and its binary is on PATH), the
+    exporter of the monitoring report's gauges and Prometheus (both where Prometheus's
+    binary is on PATH), in start order. Writes Prometheus's
     configuration, target files and copies (only what changed; a running one that reads a
     changed file is told to reload)."""
     prometheus = prometheus_binary()
@@ -246,8 +259,15 @@ def sidecars(paths: ProjectPaths, system) -> list[sc.Sidecar]:
             env=_environment(), cwd=alertmanager_dir(paths),
             port=am_port, ready_path="/-/ready",
             what="Alertmanager (delivers the firing alerts to monitoring.alerts)"))
+    exporter_port = sc.port_for(paths, EXPORTER)
+    out.append(sc.Sidecar(
+        name=EXPORTER,
+        argv=(sys.executable, "-m", "mlstack.ops.local.exporter", "--state-dir",
+              str(paths.state_dir), "--system", system.name, "--port", str(exporter_port)),
+        env=_environment(), cwd=paths.state_dir, port=exporter_port, ready_path="/-/ready",
+        what="exporter of the monitoring report's gauges (freshness, drift, model age)"))
     port = sc.port_for(paths, PROMETHEUS)
-    config, changed = write_config(paths, system.name, state, am_port)
+    config, changed = write_config(paths, system.name, state, am_port, exporter_port)
     if changed:
         _reload(paths, PROMETHEUS)
     out.append(sc.Sidecar(
