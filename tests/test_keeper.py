@@ -15,6 +15,8 @@ import os
 import signal
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -95,9 +97,34 @@ def test_the_keeper_restarts_a_killed_version_supervisor_and_a_killed_router(pro
     wait_for(lambda: answers(project, "v1"), REPAIR_LIMIT, "v1 answering again")
     wait_for(lambda: any("the router is not running" in r for h in repairs(project)
                          for r in h["reasons"]), 10, "the repair in the journal")
-    report = keeper.status_report(project)
-    assert report["running"] and report["wanted"] and len(report["repairs"]) >= 2
+    # the keeper writes its status file at the end of the pass that wrote the journal
+    report = wait_for(lambda: (lambda r: r if len(r["repairs"]) >= 2 else None)(
+        keeper.status_report(project)), 10, "both repairs in the keeper's status")
+    assert report["running"] and report["wanted"]
     assert report["problem"] == ""
+
+
+def test_a_failed_restart_keeps_the_router_answering_503_and_is_tried_again(project):
+    state = serving(project)
+    main = project.versions_dir / "v1" / "bentoml" / "__main__.py"
+    main.write_text("raise SystemExit('the stand-in cannot start')\n")
+    old = state.get("v1").pid
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: any(d.startswith("could not restart v1") for h in repairs(project)
+                         for d in h["done"]), REPAIR_LIMIT, "a restart that failed")
+    on_disk = DeploymentState.load(project.deployments_file)
+    assert on_disk.get("v1").status == VersionStatus.SERVING  # still the one to serve
+    assert services.router_alive(project, on_disk)  # clients get the router's 503, not refusals
+    status, headers = None, None
+    try:
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{on_disk.router.port}/predict", data=b'{"rows": []}',
+            headers={"Content-Type": "application/json"}), timeout=10)
+    except urllib.error.HTTPError as exc:
+        status, headers = exc.code, exc.headers
+    assert status == 503 and headers.get("Retry-After"), status
+    main.write_text(STAND_IN_BENTOML)  # the cause goes away: the next try brings v1 back
+    wait_for(lambda: answers(project, "v1"), REPAIR_LIMIT, "v1 answering after a retry")
 
 
 def test_the_keeper_rolls_back_a_canary_whose_deploy_died(project):

@@ -49,6 +49,7 @@ from mlstack.ops.paths import ProjectPaths, project_lock
 ROLE = "keeper"
 PASS_EVERY = 2.0  # seconds between passes
 KEPT_REPAIRS = 20  # repairs the status file keeps
+RETRY_FIRST, RETRY_LONGEST = 5.0, 300.0  # seconds before trying a failed restart again
 
 
 def owner(paths: ProjectPaths) -> str:
@@ -146,6 +147,7 @@ class Keeper:
         self.systems: dict[str, object] = {}  # version -> its IR (None: unreadable)
         self.report = _read(status_file(paths))
         self.report.update(pid=None, passes=0, problem="")
+        self.failed_restarts, self.retry_at = 0, 0.0  # the backoff of a failing restart
 
     def run_pass(self) -> list[str]:
         """Observe, and repair what is broken while no command holds the lock; returns what
@@ -154,6 +156,8 @@ class Keeper:
         try:
             state = DeploymentState.load(paths.deployments_file, spec=paths.spec)
             needed = repairs_needed(paths, state, observe(paths, state))
+            if needed and time.time() < self.retry_at:
+                needed = []  # a restart failed: the next try waits its backoff
             declared = self.sidecars(state)
             if needed or declared:
                 with project_lock(paths, holder=ROLE, keeper_wait=0.0):
@@ -176,10 +180,11 @@ class Keeper:
         state = DeploymentState.load(paths.deployments_file, spec=paths.spec)
         needed = repairs_needed(paths, state, observe(paths, state))
         done = []
-        if needed:
-            done = reconcile(paths, state, serve=True)
+        if needed and time.time() >= self.retry_at:
+            done = reconcile(paths, state, serve=True, keep_trying=True)
             state.record("keeper-repair", reasons=needed, done=done)
             state.save()
+            self.backoff(failed=any(d.startswith("could not restart") for d in done))
         current = state.get(state.current)
         if declared and current is not None and current.status == VersionStatus.SERVING:
             started = sidecars.ensure(paths, declared)
@@ -192,6 +197,17 @@ class Keeper:
                 {"at": round(time.time(), 3), "reasons": needed, "done": done}]
             self.report["repairs"] = repairs[-KEPT_REPAIRS:]
         return done
+
+    def backoff(self, failed: bool) -> None:
+        """After a failed restart the next try waits 5 s, then 10, 20 ... up to 5 minutes; a
+        repair that restarted nothing in vain resets it."""
+        if not failed:
+            self.failed_restarts, self.retry_at = 0, 0.0
+            return
+        self.failed_restarts += 1
+        wait = min(RETRY_LONGEST, RETRY_FIRST * 2 ** (self.failed_restarts - 1))
+        self.retry_at = time.time() + wait
+        self.report["retry_at"] = round(self.retry_at, 3)
 
     def sidecars(self, state: DeploymentState) -> list:
         """What the providers declare for the serving version's system ([] while nothing

@@ -149,9 +149,13 @@ def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) ->
 
 
 def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
-              port: int | None = None, restart: bool = True) -> list[str]:
+              port: int | None = None, restart: bool = True,
+              keep_trying: bool = False) -> list[str]:
     """Make what runs equal what is recorded; returns what it did, one line each. The
-    caller holds the project lock (no deploy is at work)."""
+    caller holds the project lock (no deploy is at work). `keep_trying` (the keeper): a
+    current version whose restart failed stays the one to serve, its failure noted, and the
+    router stays up answering 503 with Retry-After at once, so the next try brings service
+    back without a command; otherwise it is failed and nothing serves."""
     notes = _close_interrupted(state)
     current = state.get(state.current) if serve else None
     if current is not None and current.status != VersionStatus.SERVING:
@@ -178,6 +182,11 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
             notes.append(f"could not stop {len(left)} leftover processes of {current.version}")
         if restart:
             notes.append(_restart(paths, state, current))
+        if current.status != VersionStatus.SERVING and keep_trying:
+            current.status = VersionStatus.SERVING  # still the one to serve: tried again
+            notes += _serve(paths, state, current, port)
+            state.save()
+            return notes
         if current.status != VersionStatus.SERVING:  # its restart failed: nothing serves,
             return notes + _serve_nothing(paths, state)  # as the next reconcile would say
         notes += _serve(paths, state, current, port)
