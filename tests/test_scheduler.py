@@ -8,6 +8,7 @@ tests/engine/test_schedules.py)."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +80,11 @@ def test_a_declaration_does_not_change_with_the_callers_environment(paths, monke
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
     monkeypatch.setenv(procs.OWNER_ENV, "someone-else/keeper")
     monkeypatch.setenv("PREFECT_API_URL", "http://elsewhere.invalid/api")
+    # a scheduled retrain's flow run declares too (its promote starts the keeper): Prefect's
+    # run context and its version's code folder first on PYTHONPATH
+    monkeypatch.setenv("PREFECT__FLOW_RUN_ID", "5ce78285-c195-4d6e-bb00-240c70c70b96")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(paths.versions_dir / "v1"), os.environ.get("PYTHONPATH", "")])))
     after = scheduler.sidecars(paths, None)
     assert [sidecars.digest(s) for s in after] == before
     assert all("HTTP_PROXY" not in s.env and procs.OWNER_ENV not in s.env for s in after)
@@ -106,6 +112,7 @@ class FakePrefect:
         self.states = ["SCHEDULED", "RUNNING", "COMPLETED"]
         self.final_message = ""
         self.created = []
+        self.unanswered = 0  # polls of the run answered 404, as while the server restarts
 
     def answer(self, method: str, path: str, body: dict):
         if path == "/api/health":
@@ -125,6 +132,9 @@ class FakePrefect:
         if path.endswith("/create_flow_run"):
             self.created.append(path)
             return {"id": "run-1"}
+        if path == "/api/flow_runs/run-1" and self.unanswered > 0:  # a server restarting
+            self.unanswered -= 1
+            return None
         if path == "/api/flow_runs/run-1":
             kind = self.states.pop(0) if len(self.states) > 1 else self.states[0]
             return {"id": "run-1", "state": {"type": kind, "name": kind.title(),
@@ -234,6 +244,27 @@ def test_a_served_run_is_followed_to_its_end_with_its_tasks(paths, fake_api):
     assert [t["task"] for t in tasks] == ["feast_apply", "materialize"]
     assert tasks[1]["state"] == "FAILED" and tasks[1]["error"].startswith("No files found")
     assert run.state == "FAILED" and run.url.endswith("/runs/flow-run/run-1")
+
+
+def test_a_follower_waits_for_a_server_that_stops_answering_for_a_while(paths, fake_api,
+                                                                        monkeypatch):
+    code = _serving(paths)
+    (code / "pipelines" / "prefect.yaml").write_text(
+        "name: churn\ndeployments:\n  - name: churn-materialize\n"
+        "    entrypoint: pipelines/flows.py:materialize_flow\n")
+    fake_api.deployments = [{"id": "d1", "name": "churn-materialize", "schedules": []}]
+    fake_api.states = ["RUNNING", "COMPLETED"]
+    fake_api.unanswered = 3  # the keeper restarting the server mid-run
+    monkeypatch.setattr(served_run, "POLL_SECONDS", 0.05)
+    states: list = []
+    served = served_run.served_deployment(paths, "materialize", code)
+    run = served_run.run_served(served, on_state=states.append)
+    assert run.state == "COMPLETED"
+    assert states == [served_run.SERVER_AWAY, "Running", "Completed"]
+    fake_api.states, fake_api.unanswered = ["RUNNING"], 10**6  # it never comes back
+    monkeypatch.setattr(served_run, "SERVER_GONE_TIMEOUT", 0.5)
+    with pytest.raises(RuntimeError, match="has not answered for 0.5 s"):
+        served_run.run_served(served)
 
 
 def test_mlstack_run_goes_through_the_server_and_names_the_failed_task(paths, fake_api,

@@ -19,6 +19,7 @@ each deployment's schedule, last run and next run.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,10 +51,20 @@ def database_file(paths: ProjectPaths) -> Path:
     return paths.state_dir / "prefect" / "prefect.db"
 
 
-def _stable(env: dict[str, str]) -> dict[str, str]:
-    return {k: v for k, v in sorted(env.items())
-            if (k in KEPT_NAMES or k.startswith(KEPT_PREFIXES) or k in TELEMETRY_ENV)
-            and k not in DROPPED}
+def _stable(env: dict[str, str], paths: ProjectPaths) -> dict[str, str]:
+    """What the sidecar keeps of paths.environment(...): no run context of the caller (a
+    Prefect flow run's PREFECT__* when a scheduled retrain declares), and a PYTHONPATH of the
+    code folder environment() put first plus the caller's own entries, less any of this
+    project's code folders (a flow run's, a version's) the caller ran with."""
+    out = {k: v for k, v in sorted(env.items())
+           if (k in KEPT_NAMES or k.startswith(KEPT_PREFIXES) or k in TELEMETRY_ENV)
+           and k not in DROPPED and not k.startswith("PREFECT__")}
+    if out.get("PYTHONPATH"):
+        first, *rest = out["PYTHONPATH"].split(os.pathsep)
+        project = (str(paths.state_dir), str(paths.build_dir))
+        rest = [p for p in rest if p and not p.startswith(project)]
+        out["PYTHONPATH"] = os.pathsep.join(dict.fromkeys([first, *rest]))
+    return out
 
 
 def serving_code_dir(paths: ProjectPaths) -> tuple[Path, str, str] | None:
@@ -71,7 +82,7 @@ def serving_code_dir(paths: ProjectPaths) -> tuple[Path, str, str] | None:
 def server_sidecar(paths: ProjectPaths) -> Sidecar:
     port = port_for(paths, SERVER)
     database_file(paths).parent.mkdir(parents=True, exist_ok=True)
-    env = _stable(paths.environment(paths.build_dir))
+    env = _stable(paths.environment(paths.build_dir), paths)
     env.update({
         "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{database_file(paths)}",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -92,7 +103,7 @@ def runner_sidecar(paths: ProjectPaths, server_port: int) -> Sidecar | None:
     code_dir, version, model_tag = serving
     env = _stable(paths.environment(code_dir, **{ENV_SERVING_VERSION: version,
                                                  ENV_MODEL_TAG: model_tag},
-                                    **ray_cluster.client_env(paths)))
+                                    **ray_cluster.client_env(paths)), paths)
     env["PREFECT_API_URL"] = f"http://127.0.0.1:{server_port}/api"
     argv = (sys.executable, "-m", "mlstack.ops.local.schedule_runner", "--spec",
             str(paths.spec), "--code-dir", str(code_dir))

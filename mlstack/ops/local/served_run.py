@@ -20,6 +20,8 @@ from mlstack.ops.paths import ProjectPaths
 ENTRYPOINT_FUNCTIONS = {"materialize": "materialize_flow", "monitoring": "monitoring_flow",
                         "training": "training_flow"}
 POLL_SECONDS = 1.0
+SERVER_GONE_TIMEOUT = 180.0  # seconds a follower waits for a server that stopped answering
+SERVER_AWAY = "(server not answering: waiting for it)"  # what on_state hears meanwhile
 PICKUP_TIMEOUT = 300.0  # the runner polls every 10 s; a restarting runner needs longer
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -74,9 +76,24 @@ def run_served(deployment: ServedDeployment, on_state: Callable[[str], None] | N
     url = f"{base}/runs/flow-run/{run_id}"
     began = time.monotonic()
     last_state, tasks, seen = None, [], set()
+    unanswered_since: float | None = None
     while True:
-        run = scheduler.api(base, f"/flow_runs/{run_id}")
-        for line in _finished_tasks(base, run_id, seen):  # before the state that ends it
+        try:
+            run = scheduler.api(base, f"/flow_runs/{run_id}")
+            finished = _finished_tasks(base, run_id, seen)
+        except RuntimeError as exc:  # the server restarting (the keeper brings it back):
+            now = time.monotonic()  # the run goes on without it; wait, then give up
+            unanswered_since = unanswered_since or now
+            if now - unanswered_since > SERVER_GONE_TIMEOUT:
+                raise RuntimeError(f"the Prefect server has not answered for "
+                                   f"{SERVER_GONE_TIMEOUT:g} s ({exc}); the run: {url}") from None
+            if on_state is not None and last_state != SERVER_AWAY:
+                last_state = SERVER_AWAY
+                on_state(SERVER_AWAY)
+            time.sleep(POLL_SECONDS)
+            continue
+        unanswered_since = None
+        for line in finished:  # before the state that ends it
             tasks.append(line)
             if on_task is not None:
                 on_task(line)
