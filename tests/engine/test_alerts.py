@@ -107,7 +107,7 @@ def test_a_hung_backend_fires_the_error_rate_alert_in_status_and_at_the_webhook(
     paths = ProjectPaths.for_spec(deployed["spec"])
     system = require_system(deployed["spec"])[0]
     declared = alerting.sidecars(paths, system)
-    assert [s.name for s in declared] == ["alertmanager", "prometheus"]
+    assert [s.name for s in declared] == ["alertmanager", "exporter", "prometheus"]
     sidecars.start_all(paths, declared)
     state = DeploymentState.load(paths.deployments_file)
     serving = state.get(state.current)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from mlstack.ops.local import alerting, keeper, scheduler, sidecars
 from mlstack.ops.paths import ProjectPaths
 
-SIDECARS = (scheduler.SERVER, scheduler.RUNNER, alerting.PROMETHEUS, alerting.ALERTMANAGER)
+SIDECARS = (scheduler.SERVER, scheduler.RUNNER, alerting.PROMETHEUS, alerting.ALERTMANAGER,
+            alerting.EXPORTER)
 
 
 @dataclass
