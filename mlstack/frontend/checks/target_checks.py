@@ -108,6 +108,13 @@ def check_supported(ctx: CheckContext) -> Iterator[Diagnostic]:
     if s.target.kind == "gcp":
         yield ctx.diag("MLS901", "the gcp target is not supported yet", ("target", "kind"),
                        "use local, kubernetes or aws")
+    if s.target.kind in ("kubernetes", "aws") and s.training.on_new_model == "rollout":
+        yield ctx.diag("MLS901", f"training.on_new_model: rollout is not supported yet on the "
+                       f"{s.target.kind} target: the generated stack has no rollout engine "
+                       "(Argo Rollouts or Flagger), so a scheduled retrain there registers and "
+                       "promotes the model, and the service serves it from its next start",
+                       ("training", "on_new_model"), "use on_new_model: register (the default "
+                       "there), and roll a new model out with mlstack deploy")
     for src in s.sources:
         if src.family == "warehouse" and s.target.kind != "local":  # local: MLS504
             yield ctx.diag("MLS901", f"warehouse source '{src.name}' ({src.kind}) is not "

@@ -595,7 +595,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
                                  test_fraction=t.split.test_fraction, retries=t.retries,
                                  retry_delay_seconds=t.retry_delay_seconds,
                                  timeout_seconds=t.timeout_minutes * 60, seed=t.seed,
-                                 on_new_model=t.on_new_model or "rollout"),
+                                 on_new_model=on_new_model(t.on_new_model, target.kind,
+                                                           r.derive)),
         evaluation=ir.EvaluationNode(metrics=tuple(ev.metrics), gates=tuple(
             _gate(k, v) for k, v in sorted(ev.gates.items()))),
         serving=serving, slos=slo,
@@ -627,3 +628,24 @@ def alert_nodes(alerts: Iterable[Alert]) -> tuple[ir.AlertNode, ...]:
                           at=pointer(("monitoring", "alerts", i)))
              for i, a in enumerate(alerts)]
     return tuple(sorted(nodes, key=lambda n: (n.channel, n.to or "", n.severity, n.at)))
+
+
+def on_new_model(written: str | None, target: str,
+                 derive: Callable[[str, object, str], None]) -> str:
+    """What a scheduled retrain does with a model that passes the gates. Locally the default is
+    `rollout`, deploy's own stages unattended. On kubernetes and aws the generated stack has no
+    rollout engine yet (Argo Rollouts or Flagger), so there a retrain can only `register`
+    (lint refuses `rollout`): its training flow registers and promotes the model, and the
+    BentoML deployment serves it from its next start, as `mlstack deploy` brings it."""
+    if written is not None:
+        return written
+    if target == "local":
+        derive("training.on_new_model", "rollout", "local target: a scheduled retrain walks "
+               "deploy's stages unattended (gates, profile, skew check, SLO verification, the "
+               "canary with the rollout's abort rules, then promote or roll back)")
+        return "rollout"
+    derive("training.on_new_model", "register", f"{target} target: the generated stack has "
+           "no rollout engine yet, so a scheduled retrain registers and promotes the model "
+           "and the BentoML deployment serves it from its next start (mlstack deploy, or a "
+           "restart of its pods); no canary judges it")
+    return "register"

@@ -351,10 +351,12 @@ class Training(Strict):
     on_new_model: Literal["rollout", "register"] | None = Field(
         None, description="What a scheduled retrain does with a model that passes the gates "
         "(on data changed since the serving version trained; unchanged data makes no "
-        "version): rollout (the default): deploy's own stages, profile, skew check, SLO "
-        "verification and the canary with the rollout's abort rules, then promote or roll "
+        "version): rollout (the local default): deploy's own stages, profile, skew check, "
+        "SLO verification and the canary with the rollout's abort rules, then promote or roll "
         "back; register: the model is registered as a candidate that the next `mlstack "
-        "deploy` rolls out without training again.")
+        "deploy` rolls out without training again (on kubernetes and aws, the default and "
+        "the only choice yet: no rollout engine is generated, so the service serves the "
+        "promoted model from its next start).")
 
 
 class Evaluation(Strict):
