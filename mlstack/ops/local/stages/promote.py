@@ -28,8 +28,9 @@ def promote(ctx: DeployContext) -> None:
         state.previous = current.version
     state.current = version.version
     state.deploy = {}
+    steps = [s["weight"] for s in ctx.rollout_steps if "weight" in s]
     state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag,
-                 **_trigger(ctx))
+                 **({"rollout": steps} if steps else {}), **_trigger(ctx))
     state.save()
     if current is not None and current.version != version.version:
         with state.action("stop", version=current.version):
