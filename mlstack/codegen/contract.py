@@ -54,7 +54,7 @@ MONITORING_FILE = "monitoring.json"  # the latest monitoring report
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
 # mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
-RUNTIME_API_VERSION = "2.3"
+RUNTIME_API_VERSION = "2.4"
 # What each minor added, and so the oldest runtime a project can ask for: a project asks for
 # the oldest API that has everything it calls (a new minor keeps older projects' bytes).
 #   2.2  target.compute on Ray: ray_cluster, ray_training, sources.data_fingerprint,
@@ -62,7 +62,9 @@ RUNTIME_API_VERSION = "2.3"
 #   2.3  every project: http_contract (the service's API contract middleware), the
 #        monitoring flow's serving_model / online_freshness, the dtype contract at ingest,
 #        DataChecks' regex / monotonic / freshness (with the views' TTLs)
-RUNTIME_API_WITHOUT_COMPUTE = "2.3"
+#   2.4  every project: SourceSpec.keys and runtime.changes (the rows changed since the last
+#        training, in training.json), serving.json_body, online_read (the direct SQLite read)
+RUNTIME_API_WITHOUT_COMPUTE = "2.4"
 
 
 def runtime_api_version(system: SystemIR) -> str:

@@ -47,7 +47,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "2.3"
+API_VERSION = "2.4"
 
 
 def _parse(version: str) -> tuple[int, int] | None:

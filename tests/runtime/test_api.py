@@ -80,10 +80,11 @@ def test_the_compiler_targets_this_runtime_api():
 def test_every_project_asks_for_the_api_of_its_service_contract():
     from mlstack.codegen import contract
 
-    # 2.3 added what every generated service and monitoring flow calls
-    assert contract.RUNTIME_API_WITHOUT_COMPUTE == "2.3"
+    # 2.4 added what every generated flow (row changes) and service (json_body, online_read)
+    # calls
+    assert contract.RUNTIME_API_WITHOUT_COMPUTE == "2.4"
     assert runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE)
-    assert not runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE, "2.2")
+    assert not runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE, "2.3")
     assert not runtime.compatible(contract.RUNTIME_API_VERSION, "2.1")
 
 
@@ -101,12 +102,12 @@ def test_a_generated_package_compiled_for_another_api_fails_at_import(tmp_path):
     """The generated package's __init__ checks the runtime before anything else runs."""
     generated = REPO / "generated" / "churn" / "churn_system" / "__init__.py"
     text = generated.read_text()
-    # the API its service contract and monitoring flow need (2.3), which this runtime provides
-    assert 'mlstack.runtime.require("2.3")' in text
-    assert runtime.compatible("2.3")
+    # the API its flows and service need (2.4), which this runtime provides
+    assert 'mlstack.runtime.require("2.4")' in text
+    assert runtime.compatible("2.4")
     package = tmp_path / "churn_system"
     package.mkdir()
-    (package / "__init__.py").write_text(text.replace('require("2.3")', 'require("9.0")'))
+    (package / "__init__.py").write_text(text.replace('require("2.4")', 'require("9.0")'))
     # this checkout's runtime, not an installed copy of another
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", "import churn_system"], cwd=tmp_path,
