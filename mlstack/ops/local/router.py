@@ -703,7 +703,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 admission.release()
 
         def _send_to_backends(self, body: bytes | None, timeout: float) -> None:
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
+            headers = {k: v for k, v in self.headers.raw_items() if k.lower() not in HOP_BY_HOP}
             candidates = table.order(refresh=False)  # _forward refreshed it
             if not candidates:
                 return self._reply(503, error_body(
@@ -739,7 +739,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                         if attempt == 0 and reused:
                             continue
                         break
-                    out = [(k, v) for k, v in response.getheaders()
+                    out = [(k, v) for k, v in response.msg.raw_items()
                            if k.lower() not in HOP_BY_HOP]
                     out.append(("X-Mlstack-Version", backend["version"]))
                     if response.status == 503 and response.getheader("Retry-After") is None:
