@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from mlstack.runtime.sources import SourceSpec, read_source
+
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
 
@@ -48,15 +50,6 @@ __all__ = ["EPOCH", "FeatureStoreAccess", "OnlineRows", "SourceFile", "expand_va
 
 # Where materialize starts for a feature view that was never materialized (all history).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# pandas dtypes CSV columns are read with, by spec dtype (nullable where pandas has one).
-PANDAS_DTYPES = {
-    "bool": "boolean",
-    "float32": "float32",
-    "float64": "float64",
-    "int32": "Int32",
-    "int64": "Int64",
-    "string": "string",
-}
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 _QUERY_ROW = "__mlstack_query_row"  # an entity row's place in a historical query
 _TS = "__mlstack_ts"
@@ -221,21 +214,20 @@ class FeatureStoreAccess:
 
     def stage_sources(self) -> None:
         """Convert CSV sources to parquet under state_dir/sources when the CSV is newer (Feast
-        reads only parquet). Parquet sources are read in place."""
+        reads only parquet), read with ingest's dtype contract. Parquet sources are read in
+        place."""
         for name, source in sorted(self.sources.items()):
             if source.format != "csv":
                 continue
             csv_file, staged = self.project_dir / source.path, self.source_path(name)
             if staged.exists() and staged.stat().st_mtime >= csv_file.stat().st_mtime:
                 continue
-            columns = source.columns
-            frame = pd.read_csv(
-                csv_file,
-                usecols=sorted(columns),
-                dtype={c: PANDAS_DTYPES[t] for c, t in columns.items() if t != "timestamp"},
-            )
-            for column in sorted(c for c, t in columns.items() if t == "timestamp"):
-                frame[column] = pd.to_datetime(frame[column], utc=True)
+            # read as ingest reads it (one dtype contract, mlstack.runtime.dtypes: an int
+            # column with a null is refused here too, naming source, file, column and rows)
+            spec = SourceSpec(name=name, path=source.path, format="csv", timestamp_field="",
+                              columns=dict(source.columns))
+            frame = read_source(spec, self.project_dir)
+            frame = frame[[c for c in frame.columns if c in source.columns]]
             staged.parent.mkdir(parents=True, exist_ok=True)
             tmp = staged.with_suffix(".tmp")
             frame.to_parquet(tmp, index=False)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mlstack.runtime.errors import DataCheckError
 from mlstack.runtime.store import FeatureStoreAccess, SourceFile, expand_variables
 
 
@@ -56,12 +57,18 @@ def test_source_paths_and_csv_staging(tmp_path):
     assert staged == tmp_path / "state/sources/c.parquet"
     (tmp_path / "project/data").mkdir(parents=True)
     csv = tmp_path / "project/data/c.csv"
+    # a null in an int64 column: refused as ingest refuses it (one dtype contract), not
+    # staged for Feast as a nullable Int64 ingest would never have let through
     csv.write_text("id,ts,n,flag,extra\n1,2026-01-01,5,true,x\n2,2026-01-02,,false,y\n")
+    with pytest.raises(DataCheckError, match="source 'c'.*column 'n'"):
+        access.stage_sources()
+    assert not staged.exists()
+    csv.write_text("id,ts,n,flag,extra\n1,2026-01-01,5,true,x\n2,2026-01-02,7,false,y\n")
     access.stage_sources()
     frame = pd.read_parquet(staged)
     assert list(frame.columns) == ["id", "ts", "n", "flag"]  # declared columns only
-    assert str(frame["n"].dtype) == "Int64" and frame["n"].isna().tolist() == [False, True]
-    assert str(frame["flag"].dtype) == "boolean"
+    assert str(frame["n"].dtype) == "int64" and frame["n"].tolist() == [5, 7]
+    assert str(frame["flag"].dtype) == "bool"
     assert frame["ts"].tolist() == [pd.Timestamp("2026-01-01", tz="UTC"),
                                     pd.Timestamp("2026-01-02", tz="UTC")]
     # not staged again while the CSV is older than the staged file
