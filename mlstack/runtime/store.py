@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import logging
 import os
 import re
 import sys
@@ -247,6 +248,7 @@ class FeatureStoreAccess:
         """The Feast RepoConfig of feature_store.yaml, variables filled in."""
         from feast import RepoConfig
 
+        _quiet_file_registry_advice()
         return RepoConfig(repo_path=self.repo_dir, **self.config_dict())
 
     def _open_store(self) -> FeatureStore:
@@ -461,3 +463,20 @@ class FeatureStoreAccess:
         ).drop(columns=[_QUERY_ROW])
         joined = frame.merge(result, on=keys + [_TS], how="left", validate="many_to_one")
         return joined.drop(columns=[_TS]).set_axis(entity_df.index)
+
+
+class _FileRegistryAdvice(logging.Filter):
+    """Feast 0.67 advises, at every config load, that serve_features_while_materializing
+    "typically has no effect" on a file registry; its file registry reads the flag all the
+    same (feast/infra/registry/registry.py) and serves MATERIALIZING views with it, which a
+    local deploy needs while a scheduled materialize runs. The advice is dropped, nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("`serve_features_while_materializing` is enabled but")
+                    and "'file'" in message)
+
+
+@functools.cache
+def _quiet_file_registry_advice() -> None:
+    logging.getLogger("feast.repo_config").addFilter(_FileRegistryAdvice())
