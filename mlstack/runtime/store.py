@@ -119,6 +119,68 @@ def _utc(value: Any) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
+# Per view: the source rows at or before the last materialize's end (their count and the sum
+# of their event times). Incremental materialization loads only rows newer than that end; a
+# source whose history was rewritten (redated, replaced, rows removed or added in the past)
+# is loaded again in full, so the online store does not keep rows the source no longer has.
+# (A value changed in place, its event time kept, is not seen.)
+HISTORY_FILE = "materialized_history.json"
+
+
+def _rows_up_to(view: FeatureView, end: datetime | None) -> list[int] | None:
+    """[count, sum of event times in microseconds] of the view's source rows at or before
+    `end` (None: cannot tell): appended newer rows leave both as they were; a redate, a row
+    added or removed in the past moves one."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    source = view.batch_source
+    path, column = getattr(source, "path", None), getattr(source, "timestamp_field", None)
+    if end is None or not path or not column:
+        return None
+    files = sorted(Path(path).glob("**/*.parquet")) if Path(path).is_dir() else [Path(path)]
+    try:
+        count, total = 0, 0
+        for file in files:
+            times = pq.read_table(file, columns=[column]).column(column)
+            stamp = pd.Timestamp(end)
+            stamp = stamp.tz_convert(None) if times.type.tz is None and stamp.tz else stamp
+            kept = pc.filter(times, pc.less_equal(times, stamp.to_pydatetime()))
+            micros = pc.cast(pc.cast(kept, pa.timestamp("us", tz=times.type.tz)), pa.int64())
+            count += len(kept)
+            total += int(pc.sum(micros).as_py() or 0)
+        return [count, total]
+    except Exception:  # unreadable here: Feast reports it when it reads the file
+        return None
+
+
+def _history_rewritten(before: dict[str, Any] | None, now: list[int] | None) -> bool:
+    """Whether the rows up to the last run's end are not the ones that run loaded."""
+    if not before or now is None or before.get("rows") is None:
+        return False
+    return bool(before["rows"] != now)
+
+
+def _read_history(path: Path) -> dict[str, dict[str, Any]]:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_history(path: Path, data: dict[str, dict[str, Any]]) -> None:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
 def _rows_after(view: FeatureView) -> bool:
     """Whether the view's parquet source may hold a row newer than the view's last
     materialization (from the files' column statistics; True when they cannot tell)."""
@@ -314,8 +376,14 @@ class FeatureStoreAccess:
         end = end or datetime.now(UTC)
         online = [v for v in store.list_feature_views()
                   if v.online and (views is None or v.name in views)]
-        fresh = sorted(v.name for v in online if not v.materialization_intervals)
-        seen = sorted(v.name for v in online if v.materialization_intervals)
+        history = _read_history(self.state_dir / HISTORY_FILE)
+        counts = {v.name: _rows_up_to(v, v.most_recent_end_time) for v in online}
+        rewritten = {v.name for v in online if v.materialization_intervals
+                     and _history_rewritten(history.get(v.name), counts[v.name])}
+        fresh = sorted(v.name for v in online
+                       if not v.materialization_intervals or v.name in rewritten)
+        seen = sorted(v.name for v in online
+                      if v.materialization_intervals and v.name not in rewritten)
         if fresh:
             store.materialize(start_date=EPOCH, end_date=end, feature_views=fresh)
         if seen and getattr(store.config.offline_store, "type", "") == "ray":
@@ -325,6 +393,9 @@ class FeatureStoreAccess:
             seen = [name for name in seen if _rows_after(by_name[name])]
         if seen:
             store.materialize_incremental(end_date=end, feature_views=seen)
+        # what each view's source held up to this run's end: the next run compares
+        _write_history(self.state_dir / HISTORY_FILE, {
+            v.name: {"end": end.isoformat(), "rows": _rows_up_to(v, end)} for v in online})
 
     # -- reading features --------------------------------------------------------------
 
