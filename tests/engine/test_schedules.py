@@ -13,7 +13,12 @@ keeper is stopped: the test drives the supervision itself (sidecars.ensure). The
    scheduled slot (60 s apart) from the first on has exactly one run, none left waiting:
    no run lost, none run twice;
 4. `mlstack run materialize` creates a run on the server and follows it (states, tasks),
-   exit 0; with a source file gone it fails with exit 1, the failed stage named.
+   exit 0; with a source file gone it fails with exit 1, the failed stage named;
+5. rows `mlstack run feed` appends are served, with no command, within two intervals (the
+   scheduled materialize);
+6. `mlstack run training` on the changed data runs the training deployment on the server
+   (the scheduled retrain: deploy's stages, unattended) and v2 rolls out through the canary,
+   the journal naming the trigger "schedule"; once more on the same data it makes no version.
 
 Everything is stopped by the module's teardown (`mlstack down`, then by marker).
 """
@@ -59,6 +64,12 @@ def project(tmp_path_factory):
     adjust_slos(spec, {"feature_freshness: 1d": "feature_freshness: 2m"},
                 "materialize and monitoring every minute (half the SLO), so scheduled runs "
                 "happen within the test")
+    adjust_slos(spec, {
+        "latency: {p50_ms: 25, p95_ms: 60, p99_ms: 100}":
+            "latency: {p50_ms: 500, p95_ms: 1000, p99_ms: 2000}",
+        "throughput_rps: 50": "throughput_rps: 10"},
+        "the retrain's rollout is judged here for its path through the stages, not for the "
+        "latency of a machine shared with other test runs")
     hour = (datetime.now(UTC).hour + 12) % 24
     change_spec(spec, {'schedule: "@daily"': f'schedule: "0 {hour} * * *"'})
     with pytest.MonkeyPatch.context() as patch:
@@ -218,3 +229,53 @@ def test_mlstack_run_goes_through_the_server_and_a_failure_exits_1(project):
     assert "error: stage 'materialize' failed: FAILED" in failed.stderr, failed.stderr
     assert "customers.parquet" in failed.stderr, failed.stderr
     assert "the run in the Prefect UI" in failed.stderr
+
+
+def _served_charges(port: int, customer: int) -> float | None:
+    status, body = procs.http_post_json(f"http://127.0.0.1:{port}/features",
+                                        {"rows": [{"customer_id": customer}]})
+    if status != 200 or not isinstance(body, list) or not body:
+        return None
+    return next((v for k, v in body[0].items() if k.endswith("monthly_charges")), None)
+
+
+def test_fed_rows_are_served_with_no_command(project):
+    import pandas as pd
+
+    folder, env = project["folder"], project["env"]
+    feed = run_mlstack(folder, "run", "feed", "--once", "--seed", "7", env=env)
+    rows = pd.read_parquet(folder / "data" / "customers.parquet")
+    fed = rows[rows["event_timestamp"] == rows["event_timestamp"].max()]
+    assert len(fed) > 0, feed.stdout
+    customer, charges = int(fed.iloc[0]["customer_id"]), float(fed.iloc[0]["monthly_charges"])
+    port = deploy_state(folder)["router"]["port"]
+    before = _served_charges(port, customer)
+    assert before is not None and abs(before - charges) > 1e-9, (before, charges)
+    served = _wait("the fed row served", lambda: (
+        (v := _served_charges(port, customer)) is not None and abs(v - charges) < 1e-6),
+        2 * INTERVAL + RUN_DEADLINE, every=5.0)
+    assert served
+
+
+def test_mlstack_run_training_rolls_the_new_data_out_and_unchanged_data_makes_no_version(
+        project):
+    folder, env = project["folder"], project["env"]
+    assert deploy_state(folder)["current"] == "v1"  # the feed above changed the data
+    proc = run_mlstack(folder, "run", "training", env=env, timeout=1500)
+    assert "  run completed" in proc.stderr, proc.stdout + proc.stderr
+    state = deploy_state(folder)
+    assert state["current"] == "v2" and state["previous"] == "v1", state["history"][-5:]
+    events = [(e["event"], e.get("version"), e.get("trigger")) for e in state["history"]]
+    assert ("deploy-started", "v2", "schedule") in events
+    assert ("deploy-succeeded", "v2", "schedule") in events
+    succeeded = next(e for e in state["history"] if e["event"] == "deploy-succeeded"
+                     and e.get("version") == "v2")
+    assert succeeded.get("rollout") == [5, 25, 100], succeeded  # the canary's steps
+    status = run_mlstack(folder, "status", env=env, check=False)
+    assert "last scheduled retrain: deploy-succeeded v2" in status.stdout, status.stdout
+
+    again = run_mlstack(folder, "run", "training", env=env, timeout=900)
+    assert "  run completed" in again.stderr, again.stdout + again.stderr
+    state = deploy_state(folder)
+    assert [v["version"] for v in state["versions"]] == ["v1", "v2"]
+    assert state["history"][-1]["event"] == "retrain-skipped", state["history"][-3:]
