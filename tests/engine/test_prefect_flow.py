@@ -150,7 +150,11 @@ def trained(tmp_path_factory, prefect_api, bentoml_home):
 def test_training_flow_trains_a_model_that_passes_its_gates(trained):
     result, system = trained.result, trained.system
     assert set(result) == {"flow_run_id", "model_tag", "metrics", "gates", "data_fingerprint",
-                           "device", "promoted", "rows"}
+                           "device", "promoted", "rows", "changes"}
+    # the first training of this project: every row is new to it (runtime.changes)
+    customers = result["changes"]["customers"]
+    assert customers["previous_rows"] is None or customers["added"] == customers["rows"], \
+        customers
     assert result["device"] == {"device": "cpu", "reason": "sklearn trains on the CPU",
                                 "visible_gpus": 0}
     assert set(result["metrics"]) == set(system.evaluation.metrics)
