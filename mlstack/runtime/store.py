@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from mlstack.runtime.sources import SourceSpec, read_source
+from mlstack.runtime.state import write_json
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView, RepoConfig
@@ -170,15 +171,6 @@ def _read_history(path: Path) -> dict[str, dict[str, Any]]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
-
-
-def _write_history(path: Path, data: dict[str, dict[str, Any]]) -> None:
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _rows_after(view: FeatureView) -> bool:
@@ -394,7 +386,7 @@ class FeatureStoreAccess:
         if seen:
             store.materialize_incremental(end_date=end, feature_views=seen)
         # what each view's source held up to this run's end: the next run compares
-        _write_history(self.state_dir / HISTORY_FILE, {
+        write_json(self.state_dir / HISTORY_FILE, {
             v.name: {"end": end.isoformat(), "rows": _rows_up_to(v, end)} for v in online})
 
     # -- reading features --------------------------------------------------------------
