@@ -543,6 +543,28 @@ def test_while_the_only_backend_answers_nothing_requests_get_503_at_once_then_it
             server.server_close()
 
 
+def test_a_new_table_forgets_which_backends_were_down(routed):
+    """The control plane writes a table only after the versions in it were seen ready (a
+    rollback that restarted the current version on its port, say): the router then sends them
+    requests at once instead of after its next probe. Here the backend still refuses, so only
+    the new table can have cleared it, and the next request finds it down again."""
+    port = routed[0]
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+    try:
+        _write_only(routed, port, refusing.getsockname()[1])
+        url = f"http://127.0.0.1:{port}/predict"
+        assert httpx.post(url, json={}, timeout=30).status_code == 503
+        assert "only" in router_info(port)["down"]
+        time.sleep(0.05)  # mtime granularity
+        _write_only(routed, port, refusing.getsockname()[1])  # the same table, written again
+        assert router_info(port)["down"] == {}
+        assert httpx.post(url, json={}, timeout=30).status_code == 503
+        assert router_info(port)["down"] == {"only": "refused the connection"}
+    finally:
+        refusing.close()
+
+
 def _write_only(routed, port: int, backend_port: int) -> None:
     """Route everything to the backend on `backend_port`, as `only`, with a 5 s timeout."""
     _port, set_weights, servers = routed

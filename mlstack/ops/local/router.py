@@ -38,7 +38,8 @@ headers or body end early) is answered 400 and never forwarded.
 A backend that refused a connection, or left a request unanswered past the backend timeout
 and does not answer its /readyz either (BentoML with every worker dead accepts connections
 and answers nothing), is down: it gets no requests until a background probe of its /readyz
-gets an answer, and while every routed backend is down a request gets 503 with Retry-After
+gets an answer or a new table is written (the control plane routes only versions it saw
+ready), and while every routed backend is down a request gets 503 with Retry-After
 at once instead of waiting the backend timeout (BackendHealth).
 
 Every answer the router words itself (400, 408, 413, 503, 504) has the service's error
@@ -192,6 +193,7 @@ class BackendTable:
         self.backends: list[dict] = []
         self.current: dict[str, float] = {}
         self.limits: dict = dict(LIMITS)
+        self.on_change: list = []  # called after a new table is read
 
     def refresh(self) -> None:
         try:
@@ -209,6 +211,8 @@ class BackendTable:
             self.current = {b["version"]: 0.0 for b in self.backends}
             self.limits = limits
             self.mtime_ns = mtime
+        for listener in self.on_change:
+            listener()
 
     def order(self, refresh: bool = True) -> list[dict]:
         """Backends to try for one request: the smooth-WRR pick first, then the others."""
@@ -319,13 +323,20 @@ class BackendHealth:
     with every worker dead accepts connections and answers nothing). The router sends a down
     backend nothing, and while every routed backend is down a request gets 503 with
     Retry-After at once instead of waiting the backend timeout. A background thread asks each
-    down backend's /readyz every PROBE_EVERY_S; any answer but 503 brings it back."""
+    down backend's /readyz every PROBE_EVERY_S; any answer but 503 brings it back. A new
+    table forgets them all: the control plane writes one only after the versions in it were
+    seen ready (a restarted version is routed at once, not after the next probe)."""
 
     def __init__(self, table: BackendTable) -> None:
         self.table = table
         self.lock = threading.Lock()
         self.down: dict[str, str] = {}  # url -> why
         self.prober: threading.Thread | None = None
+        table.on_change.append(self.forget)
+
+    def forget(self) -> None:
+        with self.lock:
+            self.down.clear()
 
     def is_down(self, url: str) -> bool:
         return url in self.down
