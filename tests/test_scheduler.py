@@ -90,6 +90,28 @@ def test_a_declaration_does_not_change_with_the_callers_environment(paths, monke
     assert all("HTTP_PROXY" not in s.env and procs.OWNER_ENV not in s.env for s in after)
 
 
+def test_a_keeper_a_versions_supervisor_started_declares_what_deploy_declared(paths,
+                                                                             monkeypatch):
+    """A version's supervisor starts the keeper when it is gone, with the version's own
+    environment (its code folder, its model tag, the quieted warnings): the keeper's
+    declarations must still be deploy's, or its first pass restarts a healthy server. The
+    record keeps the declaration, and a restart's reason names what changed."""
+    code_dir = _serving(paths)
+    before = scheduler.sidecars(paths, None)
+    supervisor_env = paths.environment(code_dir, MLSTACK_MODEL_TAG="churn:older")
+    monkeypatch.setattr(os, "environ", dict(supervisor_env))
+    keeper_env = paths.environment(code_dir, MLSTACK_MODEL_TAG="churn:older")  # again
+    monkeypatch.setattr(os, "environ", dict(keeper_env))
+    after = scheduler.sidecars(paths, None)
+    assert [sidecars.digest(s) for s in after] == [sidecars.digest(s) for s in before]
+    assert after[1].env["MLSTACK_MODEL_TAG"] == "churn:abc"  # the serving one, given
+    record = {"declaration": sidecars.declaration(before[0])}
+    moved = sidecars.Sidecar(before[0].name, before[0].argv, {**before[0].env, "TZ": "UTC"},
+                             before[0].cwd, before[0].port + 1)
+    assert sidecars.changes(record, moved) == "its declaration changed (port, env TZ)"
+    assert sidecars.changes({}, moved) == "its declaration changed"
+
+
 def test_schedules_register_as_written_with_intervals_on_fixed_slots():
     interval, cron = schedule_objects({"name": "x", "schedules": [
         {"interval": 60}, {"cron": "0 3 * * *", "timezone": "Europe/Paris"}]})

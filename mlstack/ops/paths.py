@@ -96,8 +96,9 @@ class ProjectPaths:
             "PYTHONPATH": os.pathsep.join(python_path),
             "PYTHONUNBUFFERED": "1",
             # the last -W entry wins: ours after the user's, which are kept
-            "PYTHONWARNINGS": ",".join(filter(None, [env.get("PYTHONWARNINGS", ""),
-                                                     *QUIET_WARNINGS])),
+            # once each, so an environment made from one of these is the same again
+            "PYTHONWARNINGS": ",".join(dict.fromkeys(filter(None, [
+                *env.get("PYTHONWARNINGS", "").split(","), *QUIET_WARNINGS]))),
         })
         env.update(extra)
         return env

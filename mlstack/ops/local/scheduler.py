@@ -42,9 +42,11 @@ SERVICES_OFF = ("TRIGGERS", "FOREMAN", "REPOSSESSOR", "PAUSE_EXPIRATIONS",
 KEPT_NAMES = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV",
               "SSL_CERT_FILE", "SSL_CERT_DIR")
 KEPT_PREFIXES = ("LC_", "XDG_", "PYTHON", "MLSTACK_", "PREFECT_", "BENTOML_", "RAY_")
-# The caller's own settings of these are not the project's
+# The caller's own settings of these are not the project's (a keeper a version's supervisor
+# started has the version's model tag: the runner is given the serving one explicitly)
 DROPPED = (procs.OWNER_ENV, "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE",
-           "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTACK_PROGRESS_FILE")
+           "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTACK_PROGRESS_FILE",
+           ENV_SERVING_VERSION, ENV_MODEL_TAG)
 
 
 def database_file(paths: ProjectPaths) -> Path:
@@ -101,10 +103,9 @@ def runner_sidecar(paths: ProjectPaths, server_port: int) -> Sidecar | None:
     if serving is None:
         return None
     code_dir, version, model_tag = serving
-    env = _stable(paths.environment(code_dir, **{ENV_SERVING_VERSION: version,
-                                                 ENV_MODEL_TAG: model_tag},
-                                    **ray_cluster.client_env(paths)), paths)
-    env["PREFECT_API_URL"] = f"http://127.0.0.1:{server_port}/api"
+    env = _stable(paths.environment(code_dir, **ray_cluster.client_env(paths)), paths)
+    env.update({ENV_SERVING_VERSION: version, ENV_MODEL_TAG: model_tag,
+                "PREFECT_API_URL": f"http://127.0.0.1:{server_port}/api"})
     argv = (sys.executable, "-m", "mlstack.ops.local.schedule_runner", "--spec",
             str(paths.spec), "--code-dir", str(code_dir))
     return Sidecar(RUNNER, argv, env, code_dir, needs=(SERVER,),

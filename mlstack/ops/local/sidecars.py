@@ -55,12 +55,31 @@ class Sidecar:
     what: str = ""  # one line for status and errors: "Prefect server (UI and API)"
 
 
+def declaration(sidecar: Sidecar) -> dict:
+    """What the sidecar runs as (argv, environment, folder, port), as its record keeps it."""
+    return {"argv": list(sidecar.argv), "env": dict(sorted(sidecar.env.items())),
+            "cwd": str(sidecar.cwd), "port": sidecar.port}
+
+
 def digest(sidecar: Sidecar) -> str:
-    """What the sidecar runs as (argv, environment, folder, port): a declaration that
-    changed (a new version's code folder, say) means a restart."""
+    """The declaration's hash: a declaration that changed (a new version's code folder,
+    say) means a restart."""
     text = json.dumps([list(sidecar.argv), sorted(sidecar.env.items()), str(sidecar.cwd),
                        sidecar.port])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changes(before: dict, sidecar: Sidecar) -> str:
+    """What differs between the recorded declaration and this one, for the restart's reason:
+    "its declaration changed (argv, env PATH)"; no detail when the record has none."""
+    old, new = before.get("declaration"), declaration(sidecar)
+    if not isinstance(old, dict):
+        return "its declaration changed"
+    parts = [key for key in ("argv", "cwd", "port") if old.get(key) != new[key]]
+    old_env = old.get("env") if isinstance(old.get("env"), dict) else {}
+    parts += [f"env {name}" for name in sorted(set(old_env) | set(new["env"]))
+              if old_env.get(name) != new["env"].get(name)]
+    return f"its declaration changed ({', '.join(parts) or 'digest'})"
 
 
 def owner(paths: ProjectPaths, name: str) -> str:
@@ -136,7 +155,7 @@ def start(paths: ProjectPaths, sidecar: Sidecar, reason: str = "") -> int:
         "name": sidecar.name, "pid": pid, "port": sidecar.port,
         "started_at": round(time.time(), 3), "restarts": restarts,
         "reason": reason or before.get("reason", ""), "what": sidecar.what,
-        "digest": digest(sidecar)})
+        "digest": digest(sidecar), "declaration": declaration(sidecar)})
     return pid
 
 
@@ -188,10 +207,12 @@ def start_all(paths: ProjectPaths, sidecars: list[Sidecar],
     cause and its log) when one cannot start: the caller fails before any traffic moves."""
     notes = []
     for sidecar in sidecars:
-        same = record(paths, sidecar.name).get("digest") == digest(sidecar)
+        before = record(paths, sidecar.name)
+        same = before.get("digest") == digest(sidecar)
         if same and running(paths, sidecar.name) and healthy(sidecar):
             continue
-        pid = start(paths, sidecar, reason="" if same else "its declaration changed")
+        pid = start(paths, sidecar, reason="" if same or not before
+                    else changes(before, sidecar))
         wait_ready(paths, sidecar, pid, timeout)
         notes.append(f"started {sidecar.what or sidecar.name}"
                      + (f" on 127.0.0.1:{sidecar.port}" if sidecar.port else ""))
@@ -208,8 +229,9 @@ def ensure(paths: ProjectPaths, sidecars: list[Sidecar], now: float | None = Non
         alive = bool(running(paths, sidecar.name))
         rec = record(paths, sidecar.name)
         if alive and rec.get("digest") != digest(sidecar):
-            start(paths, sidecar, reason="its declaration changed")
-            notes.append(f"restarted {sidecar.what or sidecar.name}: its declaration changed")
+            reason = changes(rec, sidecar)
+            start(paths, sidecar, reason=reason)
+            notes.append(f"restarted {sidecar.what or sidecar.name}: {reason}")
             continue
         started = float(rec.get("started_at", 0.0))
         if alive and (healthy(sidecar) or now - started < READY_TIMEOUT):
