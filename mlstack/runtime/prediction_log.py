@@ -1,0 +1,675 @@
+"""The service's prediction log: every answer of /predict and /rank, one row per request row,
+in parquet partitions beside the offline store, written off the request path.
+
+    log = PredictionLog(folder, version="v3", model_tag="churn:abc")
+    request_id = new_request_id()                  # returned in a response header
+    log.record(request_id, "predict", rows, outputs, features=records)   # O(1), never raises
+    log.stats()      -> {"queued", "logged", "dropped", "files", "write_errors", "last_error"}
+    read_log(folder, versions=["v3"], since=...)   -> pandas.DataFrame
+
+Logging never blocks a request and never fails one. `record` is one `put_nowait` of a tuple
+on a bounded queue (`max_queue` requests): no pandas or pyarrow work, no copy of the rows
+(the caller must not change them afterwards). When the queue is full the request's rows are
+counted as dropped and the request goes on. A daemon writer thread, started by the first
+record in each process (a forked worker starts its own), takes the queue in batches (every
+`flush_seconds` after the first waiting request, or at `flush_rows` rows) and writes each
+batch as one parquet file per hour:
+
+    folder/version=<v>/hour=YYYY-MM-DDTHH/part-<pid>-<seq>.parquet
+
+(hive partitions: the version percent-encoded, the hour of the request in UTC). A file is
+written under a temporary name starting with '.' in the same folder, which readers skip, and
+renamed into place, so a reader never sees half a file. `seq` starts at the writer's start
+time in microseconds, so a restarted worker that gets the same pid does not overwrite the
+files of the one before. Columns:
+
+    request_id  string         ts        timestamp[us, UTC] (taken in `record`)
+    version     string         model_tag string           endpoint  string
+    row         int32 (the row's position in its request)
+    output      float64 (null when the service answered null)
+    <field>     each entity key and request field under its own name (`request.<name>` for a
+                name that is one of the columns above, or 'hour', 'outcome', 'feedback_at')
+    feature.<name>   the model input as served, when `features` is given
+    extra.<name>     each per-row list of `extra` (a rank position, a query id, ...)
+
+A column whose values in one batch have types parquet cannot hold together (an int and a
+string, say) is written as strings rather than failing the batch; nested values (dicts,
+lists) are written as JSON text. `read_log` reads files whose column types differ (one batch
+wrote ints, a later one strings) by reading such a column as strings.
+
+Each flush also adds its requests (request_id, version, ts, endpoint, rows, hour) to the
+SQLite index `folder/requests.db` (WAL, a busy timeout: the workers of a service write it at
+once), in one transaction, after the parquet files: the feedback store finds a request id
+there without scanning parquet. A failed write (disk full, permission denied, a value no
+column can hold) never reaches a request: the rows of that file count as dropped,
+`write_errors` and `last_error` say so, and the writer goes on with the next batch. A failed
+index write after a written file counts as a write error, not as dropped rows (the rows are
+in the log; feedback for them will not find them).
+
+Retention: at most once a minute, after a flush, the writer deletes the hour partitions that
+ended more than `retention_hours` ago (judged by the partition's name, not file times), their
+index rows, and version folders left empty. `retention_hours=None` keeps everything.
+
+Request ids are UUIDv7 (RFC 9562): a 48-bit unix time in ms, the version (7), a 12-bit
+counter that keeps the ids of one process strictly increasing within a millisecond (RFC 9562
+method 1, seeded at random), the variant, 62 random bits. Written as 32 lowercase hex digits;
+`request_time` reads the time back and refuses anything else (a client sends it back).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import queue
+import re
+import shutil
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+__all__ = ["INDEX_FILE", "LOG_COLUMNS", "PredictionLog", "new_request_id", "open_index",
+           "read_log", "request_time"]
+
+# The SQLite index of logged requests, in the log's folder.
+INDEX_FILE = "requests.db"
+# The columns every log row has, in order (then request fields, features, extras).
+LOG_COLUMNS = ("request_id", "ts", "version", "model_tag", "endpoint", "row", "output")
+# Names a request field cannot take as its column (it is written as 'request.<name>'): the
+# log's own columns, the hour partition, and the columns `feedback.joined` adds.
+RESERVED_NAMES = frozenset(LOG_COLUMNS) | {"hour", "outcome", "feedback_at"}
+# How long a writer waits for the index's write lock held by another worker (ms).
+INDEX_BUSY_TIMEOUT_MS = 10_000
+# Seconds between two retention passes of one writer.
+RETENTION_INTERVAL_S = 60.0
+# A request id's time is refused when it is before this (2020-01-01, ms) or more than a day
+# ahead of this machine's clock.
+_EARLIEST_MS = 1_577_836_800_000
+_FUTURE_SLACK_MS = 86_400_000
+_REQUEST_ID = re.compile(r"[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}")
+_HOUR = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}")
+_HOUR_FORMAT = "%Y-%m-%dT%H"
+
+
+# ---------------------------------------------------------------- request ids
+
+_id_lock = threading.Lock()
+_id_last_ms = 0
+_id_counter = 0
+
+
+def new_request_id() -> str:
+    """A new UUIDv7 as 32 lowercase hex digits (no dashes); strictly increasing within this
+    process (the counter bits order ids of the same millisecond; when they run out the time
+    field moves on by a millisecond, as RFC 9562 allows)."""
+    global _id_last_ms, _id_counter
+    random = int.from_bytes(os.urandom(10), "big")
+    now_ms = time.time_ns() // 1_000_000
+    with _id_lock:
+        if now_ms > _id_last_ms:
+            _id_last_ms, _id_counter = now_ms, random & 0x7FF  # room for 2048 more
+        else:
+            _id_counter += 1
+            if _id_counter > 0xFFF:
+                _id_last_ms, _id_counter = _id_last_ms + 1, 0
+        ms, counter = _id_last_ms, _id_counter
+    value = ((ms << 80) | (0x7 << 76) | (counter << 64) | (0b10 << 62)
+             | (random >> 16) & ((1 << 62) - 1))
+    return f"{value:032x}"
+
+
+def request_time(request_id: object) -> float | None:
+    """The unix time (seconds) in a request id of ours; None for anything else: not a str of
+    32 lowercase hex digits, not version 7 with the RFC variant, or a time before 2020 or
+    more than a day ahead of this clock."""
+    if not isinstance(request_id, str) or not _REQUEST_ID.fullmatch(request_id):
+        return None
+    ms = int(request_id[:12], 16)
+    if ms < _EARLIEST_MS or ms > time.time_ns() // 1_000_000 + _FUTURE_SLACK_MS:
+        return None
+    return ms / 1000.0
+
+
+# ---------------------------------------------------------------- the index
+
+def open_index(folder: str | Path) -> sqlite3.Connection:
+    """A connection to the log's request index (created if missing): WAL, a busy timeout,
+    autocommit off (a `with connection:` block is one transaction)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    connection = sqlite3.connect(folder / INDEX_FILE, timeout=INDEX_BUSY_TIMEOUT_MS / 1000)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {INDEX_BUSY_TIMEOUT_MS}")
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        with connection:
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS requests (request_id TEXT PRIMARY KEY, "
+                "version TEXT NOT NULL, ts REAL NOT NULL, endpoint TEXT, "
+                "rows INTEGER NOT NULL, hour TEXT NOT NULL)")
+            connection.execute("CREATE INDEX IF NOT EXISTS requests_hour ON requests (hour)")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+# ---------------------------------------------------------------- the log
+
+_STOP = object()  # the queue item that ends the writer
+_LOGS: weakref.WeakSet[PredictionLog] = weakref.WeakSet()
+
+
+def _hour(ts: float) -> str:
+    return time.strftime(_HOUR_FORMAT, time.gmtime(ts))
+
+
+def _row_count(item: Any) -> int:
+    try:
+        return len(item[3])
+    except Exception:
+        return 1
+
+
+def _column_name(name: object) -> str:
+    name = str(name)
+    return f"request.{name}" if name in RESERVED_NAMES else name
+
+
+def _as_mapping(row: Any) -> Mapping[str, Any]:
+    if isinstance(row, Mapping):
+        return row
+    dump = getattr(row, "model_dump", None)  # a pydantic request row
+    if callable(dump):
+        return dict(dump())
+    raise TypeError(f"a request row is a mapping, not {type(row).__name__}")
+
+
+def _flat_rows(item: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """One request's queue item -> one dict per request row (raises on a malformed one)."""
+    ts, request_id, endpoint, rows, outputs, features, extra = item
+    rows, outputs = list(rows), list(outputs)
+    if len(outputs) != len(rows):
+        raise ValueError(f"{len(outputs)} outputs for {len(rows)} rows")
+    features = None if features is None else list(features)
+    if features is not None and len(features) != len(rows):
+        raise ValueError(f"{len(features)} feature records for {len(rows)} rows")
+    extras = {} if extra is None else {str(k): list(v) for k, v in dict(extra).items()}
+    for name, values in extras.items():
+        if len(values) != len(rows):
+            raise ValueError(f"extra {name!r}: {len(values)} values for {len(rows)} rows")
+    base = {"request_id": str(request_id), "ts": int(round(float(ts) * 1_000_000)),
+            "endpoint": str(endpoint)}
+    flat = []
+    for i, row in enumerate(rows):
+        output = outputs[i]
+        record = {**base, "row": i, "output": None if output is None else float(output)}
+        for name, value in _as_mapping(row).items():
+            record[_column_name(name)] = value
+        if features is not None and features[i] is not None:
+            for name, value in _as_mapping(features[i]).items():
+                record[f"feature.{name}"] = value
+        for name, values in extras.items():
+            record[f"extra.{name}"] = values[i]
+        flat.append(record)
+    return flat
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, Mapping | list | tuple):
+        return json.dumps(value, default=str, sort_keys=True)
+    return str(value)
+
+
+def _array(values: list[Any]) -> Any:
+    """A pyarrow array of `values`; strings when they have no common scalar type."""
+    import pyarrow as pa
+
+    try:
+        array = pa.array(values)
+    except (pa.ArrowException, TypeError, ValueError, OverflowError):
+        array = None
+    if array is None or pa.types.is_nested(array.type):
+        array = pa.array([_text(v) for v in values], pa.string())
+    return array
+
+
+def _table(flat: list[dict[str, Any]], version: str, model_tag: str) -> Any:
+    import pyarrow as pa
+
+    names = list(dict.fromkeys(name for record in flat for name in record))
+    columns = {
+        "request_id": pa.array([r["request_id"] for r in flat], pa.string()),
+        "ts": pa.array([r["ts"] for r in flat], pa.timestamp("us", tz="UTC")),
+        "version": pa.array([version] * len(flat), pa.string()),
+        "model_tag": pa.array([model_tag] * len(flat), pa.string()),
+        "endpoint": pa.array([r["endpoint"] for r in flat], pa.string()),
+        "row": pa.array([r["row"] for r in flat], pa.int32()),
+        "output": pa.array([r["output"] for r in flat], pa.float64()),
+    }
+    for name in names:
+        if name not in columns:
+            columns[name] = _array([r.get(name) for r in flat])
+    return pa.table(columns)
+
+
+class PredictionLog:
+    """The prediction log of one served version (see the module's docstring)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        version: str,
+        model_tag: str,
+        *,
+        max_queue: int = 10_000,
+        flush_rows: int = 2_000,
+        flush_seconds: float = 2.0,
+        retention_hours: float | None = 168,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.folder = Path(folder)
+        self.version = str(version)
+        self.model_tag = str(model_tag)
+        self.max_queue = int(max_queue)
+        self.flush_rows = int(flush_rows)
+        self.flush_seconds = float(flush_seconds)
+        self.retention_hours = retention_hours
+        self.clock = clock
+        self._closed = False
+        self._fresh_state()
+        _LOGS.add(self)
+        atexit.register(_close_at_exit, weakref.ref(self))
+
+    def _fresh_state(self) -> None:
+        """The per-process state (also after a fork: the parent's writer is not ours)."""
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=self.max_queue)
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._index: sqlite3.Connection | None = None
+        self._seq = 0
+        self._last_retention = -math.inf
+        self._logged = self._dropped = self._files = self._write_errors = 0
+        self._last_error: str | None = None
+
+    # -- the request path
+
+    def record(
+        self,
+        request_id: str,
+        endpoint: str,
+        rows: Sequence[Any],
+        outputs: Sequence[Any],
+        features: Sequence[Mapping[str, Any] | None] | None = None,
+        extra: Mapping[str, Sequence[Any]] | None = None,
+    ) -> bool:
+        """Queue one answered request for the log; False when it was dropped (queue full,
+        log closed). O(1), never blocks, never raises; the values are checked by the writer.
+        `outputs` has one value (float, int or None) per row, `features` one mapping of the
+        model input per row, `extra` a list of per-row values per name."""
+        try:
+            if self._closed:
+                self._drop(rows)
+                return False
+            if self._thread is None:
+                self._start()
+            self._queue.put_nowait(
+                (self.clock(), request_id, endpoint, rows, outputs, features, extra))
+            return True
+        except queue.Full:
+            self._drop(rows)
+            return False
+        except Exception as exc:  # never the request's problem
+            self._drop(rows, exc)
+            return False
+
+    def _drop(self, rows: Any, error: BaseException | None = None) -> None:
+        try:
+            count = len(rows)
+        except Exception:
+            count = 1
+        with self._lock:
+            self._dropped += count
+            if error is not None:
+                self._last_error = f"{type(error).__name__}: {error}"
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None:
+                self._seq = time.time_ns() // 1000
+                thread = threading.Thread(target=self._run, daemon=True,
+                                          name=f"prediction-log-{self.version}")
+                thread.start()
+                self._thread = thread
+
+    # -- the writer
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                items, markers, stop = self._collect()
+                if items:
+                    self._write_batch(items)
+                    self._retain_now_and_then()
+                for marker in markers:  # a flush waits for the retention pass too
+                    marker.set()
+            except Exception as exc:  # pragma: no cover - the steps above catch their own
+                with self._lock:
+                    self._last_error = f"writer: {type(exc).__name__}: {exc}"
+        leftover = 0
+        while True:  # a record that raced close(): counted, not lost silently
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is not _STOP:
+                leftover += _row_count(item)
+        with self._lock:
+            self._dropped += leftover
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def _collect(self) -> tuple[list[Any], list[threading.Event], bool]:
+        """The next batch: waits for a first item, then takes items until flush_rows rows,
+        flush_seconds after the first, a flush marker or the stop item."""
+        item = self._queue.get()
+        deadline = time.monotonic() + self.flush_seconds
+        items: list[Any] = []
+        rows = 0
+        while True:
+            if item is _STOP:
+                return items, [], True
+            if isinstance(item, threading.Event):  # all that was queued before it is taken
+                return items, [item], False
+            items.append(item)
+            rows += _row_count(item)
+            remaining = deadline - time.monotonic()
+            if rows >= self.flush_rows or remaining <= 0:
+                return items, [], False
+            try:
+                item = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                return items, [], False
+
+    def _write_batch(self, items: list[Any]) -> None:
+        """Write one batch: one file per hour, then its requests into the index. Counts
+        and records every failure; raises nothing."""
+        try:
+            by_hour: dict[str, list[dict[str, Any]]] = {}
+            index_rows: dict[str, list[tuple[Any, ...]]] = {}
+            for item in items:
+                try:
+                    flat = _flat_rows(item)
+                    ts = float(item[0])
+                    hour = _hour(ts)
+                except Exception as exc:
+                    self._failed(_row_count(item), exc)
+                    continue
+                by_hour.setdefault(hour, []).extend(flat)
+                index_rows.setdefault(hour, []).append(
+                    (str(item[1]), self.version, ts, str(item[2]), len(flat), hour))
+            written: list[tuple[Any, ...]] = []
+            for hour, flat in by_hour.items():
+                try:
+                    self._write_table(hour, _table(flat, self.version, self.model_tag))
+                except Exception as exc:
+                    self._failed(len(flat), exc)
+                    continue
+                with self._lock:
+                    self._logged += len(flat)
+                    self._files += 1
+                written.extend(index_rows[hour])
+            if written:
+                self._add_to_index(written)
+        except Exception as exc:  # a bug here must not end the writer
+            self._failed(sum(_row_count(i) for i in items), exc)
+
+    def _failed(self, rows: int, error: BaseException) -> None:
+        with self._lock:
+            self._dropped += rows
+            self._write_errors += 1
+            self._last_error = f"{type(error).__name__}: {error}"
+
+    def partition(self, hour: str) -> Path:
+        """The folder of this version's partition for `hour` (YYYY-MM-DDTHH)."""
+        return self.folder / f"version={quote(self.version, safe='')}" / f"hour={hour}"
+
+    def _write_table(self, hour: str, table: Any) -> Path:
+        """Write `table` as a new file of the hour's partition, atomically."""
+        import pyarrow.parquet as pq
+
+        folder = self.partition(hour)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._seq += 1
+        name = f"part-{os.getpid()}-{self._seq}.parquet"
+        tmp = folder / f".{name}.tmp"
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, folder / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return folder / name
+
+    def _add_to_index(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            if self._index is None:
+                self._index = open_index(self.folder)
+            with self._index:
+                self._index.executemany(
+                    "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?)", rows)
+        except Exception as exc:
+            with self._lock:
+                self._write_errors += 1
+                self._last_error = f"index: {type(exc).__name__}: {exc}"
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    def _retain_now_and_then(self) -> None:
+        if self.retention_hours is None:
+            return
+        now = time.monotonic()
+        if now - self._last_retention < RETENTION_INTERVAL_S:
+            return
+        self._last_retention = now
+        try:
+            self.apply_retention()
+        except Exception as exc:
+            with self._lock:
+                self._last_error = f"retention: {type(exc).__name__}: {exc}"
+
+    def apply_retention(self, now: float | None = None) -> list[Path]:
+        """Delete the hour partitions (of every version) that ended more than
+        retention_hours before `now` (default: the clock), their index rows and the version
+        folders left empty; returns the partitions deleted. Another worker deleting the
+        same partitions at the same time is fine."""
+        if self.retention_hours is None:
+            return []
+        now = self.clock() if now is None else now
+        cutoff = _hour(now - float(self.retention_hours) * 3600)  # older hours have ended
+        deleted = []
+        for version_folder in self.folder.glob("version=*"):
+            for hour_folder in version_folder.glob("hour=*"):
+                hour = hour_folder.name[len("hour="):]
+                if _HOUR.fullmatch(hour) and hour < cutoff:
+                    shutil.rmtree(hour_folder, ignore_errors=True)
+                    deleted.append(hour_folder)
+            try:
+                version_folder.rmdir()  # only when empty
+            except OSError:
+                pass
+        index = open_index(self.folder)  # its own: this may run on any thread
+        try:
+            with index:
+                index.execute("DELETE FROM requests WHERE hour < ?", (cutoff,))
+        finally:
+            index.close()
+        return deleted
+
+    # -- control
+
+    def stats(self) -> dict[str, Any]:
+        """queued (requests waiting), logged (rows written), dropped (rows not logged: full
+        queue, closed log, failed writes), files, write_errors, last_error."""
+        with self._lock:
+            return {"queued": self._queue.qsize(), "logged": self._logged,
+                    "dropped": self._dropped, "files": self._files,
+                    "write_errors": self._write_errors, "last_error": self._last_error}
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until what was queued before this call is written (or counted as dropped);
+        False when `timeout` passed first."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self._queue.empty()
+        deadline = time.monotonic() + timeout
+        marker = threading.Event()
+        try:
+            self._queue.put(marker, timeout=max(timeout, 0.0))
+        except queue.Full:
+            return False
+        return marker.wait(max(deadline - time.monotonic(), 0.0))
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Write what is queued and stop the writer; later records are dropped. False when
+        the writer did not finish within `timeout`."""
+        self._closed = True
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        deadline = time.monotonic() + timeout
+        try:
+            self._queue.put(_STOP, timeout=max(timeout, 0.0))
+        except queue.Full:
+            return False
+        thread.join(max(deadline - time.monotonic(), 0.0))
+        return not thread.is_alive()
+
+
+def _close_at_exit(reference: weakref.ref[PredictionLog]) -> None:
+    log = reference()
+    if log is not None:
+        log.close(timeout=5.0)
+
+
+def _after_fork_in_child() -> None:
+    global _id_lock
+    _id_lock = threading.Lock()
+    for log in list(_LOGS):
+        log._fresh_state()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# ---------------------------------------------------------------- reading
+
+def _epoch(value: datetime | str | float) -> float:
+    """Unix seconds of a datetime (naive: UTC), an ISO string or a number."""
+    import pandas as pd
+
+    if isinstance(value, int | float):
+        return float(value)
+    stamp = pd.Timestamp(value)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return float(stamp.timestamp())
+
+
+def _unified_schema(schemas: Iterable[Any]) -> Any:
+    """One schema for files whose columns differ: a column missing from a file is null
+    there; types that do not promote to one another are read as strings."""
+    import pyarrow as pa
+
+    types: dict[str, list[Any]] = {}
+    for schema in schemas:
+        for field in schema:
+            types.setdefault(field.name, []).append(field.type)
+    fields = []
+    for name, found in types.items():
+        distinct = list(dict.fromkeys(found))
+        try:
+            unified = pa.unify_schemas([pa.schema([(name, t)]) for t in distinct],
+                                       promote_options="permissive").field(name).type
+        except (pa.ArrowException, TypeError):
+            unified = pa.string()
+        fields.append(pa.field(name, unified))
+    return pa.schema(fields)
+
+
+def _empty_log() -> Any:
+    import pyarrow as pa
+
+    schema = pa.schema([("request_id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")),
+                        ("version", pa.string()), ("model_tag", pa.string()),
+                        ("endpoint", pa.string()), ("row", pa.int32()),
+                        ("output", pa.float64())])
+    return schema.empty_table().to_pandas()
+
+
+def read_log(
+    folder: str | Path,
+    versions: str | Iterable[str] | None = None,
+    since: datetime | str | float | None = None,
+    until: datetime | str | float | None = None,
+) -> Any:
+    """The log's rows as a pandas DataFrame, ordered by time, request id and row: of the
+    given versions (all by default), with since <= ts < until (datetimes, naive ones in
+    UTC, ISO strings or unix seconds). Partitions are pruned by their names first. An empty
+    frame with the base columns when nothing matches."""
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    folder = Path(folder)
+    paths = sorted(str(p) for p in folder.glob("version=*/hour=*/part-*.parquet"))
+    if not paths:
+        return _empty_log()
+    partitioning = ds.partitioning(
+        pa.schema([("version", pa.string()), ("hour", pa.string())]), flavor="hive")
+    dataset = ds.dataset(paths, format="parquet", partitioning=partitioning,
+                         partition_base_dir=str(folder))
+    where = None
+    rows = None
+    if versions is not None:
+        wanted = [versions] if isinstance(versions, str) else [str(v) for v in versions]
+        where = ds.field("version").isin(wanted)
+    timestamp = pa.timestamp("us", tz="UTC")
+    for bound, is_since in ((since, True), (until, False)):
+        if bound is None:
+            continue
+        seconds = _epoch(bound)
+        hour = ds.field("hour") >= _hour(seconds) if is_since else \
+            ds.field("hour") <= _hour(seconds)
+        where = hour if where is None else where & hour
+        stamp = pa.scalar(int(round(seconds * 1_000_000)), timestamp)
+        row = ds.field("ts") >= stamp if is_since else ds.field("ts") < stamp
+        rows = row if rows is None else rows & row
+    fragments = list(dataset.get_fragments(filter=where)) if where is not None \
+        else list(dataset.get_fragments())
+    if not fragments:
+        return _empty_log()
+    schema = _unified_schema(f.physical_schema for f in fragments)
+    if "version" not in schema.names:
+        schema = schema.append(pa.field("version", pa.string()))
+    table = ds.dataset([f.path for f in fragments], schema=schema, format="parquet") \
+        .to_table(filter=rows)
+    frame = table.to_pandas()
+    if frame.empty:
+        empty = _empty_log()
+        return frame.astype(empty.dtypes.to_dict()) if set(empty) <= set(frame) else empty
+    ordered = [c for c in LOG_COLUMNS if c in frame] + [c for c in frame if c not in LOG_COLUMNS]
+    return frame[ordered].sort_values(["ts", "request_id", "row"]).reset_index(drop=True)
