@@ -45,6 +45,9 @@ ENV_RAY_ADDRESS = "MLSTACK_RAY_ADDRESS"  # target.compute: the Ray cluster the f
 # The serving version's name ('v3'), beside its model in ENV_MODEL_TAG: the monitoring flow
 # judges that model (mlstack run sets both from the deploy journal)
 ENV_SERVING_VERSION = "MLSTACK_SERVING_VERSION"
+# The prediction log's folder under the state folder (ENV_STATE_DIR): the service's workers
+# write it, feedback joins it, the monitoring flow and status read it
+PREDICTION_LOG_DIR = "prediction_log"
 
 # State files the generated flows write under $MLSTACK_STATE_DIR.
 MODELS_FILE = "models.json"  # the promoted model and its history

@@ -34,7 +34,8 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-__all__ = ["ERROR_TYPES", "ServiceContract", "document", "error_body", "read_json"]
+__all__ = ["ERROR_TYPES", "FEEDBACK_STATUSES", "ServiceContract", "document", "error_body",
+           "error_json", "read_json"]
 
 JSON = "application/json"
 RETRY_AFTER_S = 1
@@ -42,8 +43,8 @@ OPENAPI_PATH = "/docs.json"
 GET_METHODS = ("GET", "HEAD")
 # detail[].type of an error that is not a validation error, by status
 ERROR_TYPES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
-               413: "too_many_rows", 415: "unsupported_media_type", 500: "internal_error",
-               503: "overloaded", 504: "timeout"}
+               409: "conflict", 413: "too_many_rows", 415: "unsupported_media_type",
+               500: "internal_error", 503: "overloaded", 504: "timeout"}
 # the sentence of an error the service words itself, by status (BentoML's are rewritten)
 SENTENCES = {404: "no such path on this service", 405: "method not allowed on this path",
              500: "internal error: the service log has the details",
@@ -82,6 +83,14 @@ POST_ERRORS = {
          "full) or not ready yet: retry after Retry-After seconds.",
     504: "No answer within the service's timeout (or a router's backend timeout).",
     505: ROUTER_ERRORS[505],
+}
+# POST /feedback's own answers (the prediction log's outcomes, mlstack.runtime.feedback)
+FEEDBACK_STATUSES = {
+    201: "Stored: the first outcome for this request id (200: the same outcome again).",
+    404: "No logged answer has this request id (an answer given a moment ago by another "
+         "worker is waited for), or no such path.",
+    409: "This request id has another outcome already; the first one is kept.",
+    413: "The body is over the path's byte limit, or, through a router, over its own.",
 }
 GET_ERRORS = {status: POST_ERRORS[status]
               for status in sorted({404, 405, 500, 503, 504, *ROUTER_ERRORS})}
@@ -181,6 +190,14 @@ def _message_of(data: Any) -> str | None:
     return error if isinstance(error, str) else None
 
 
+def error_json(status: int, error: str, loc: list[str | int]) -> bytes:
+    """The documented error body of a refusal the service words itself (one detail item at
+    `loc`), as JSON bytes."""
+    body = {"error": error, "detail": [_item(loc, error, ERROR_TYPES.get(status,
+                                                                         "invalid_request"))]}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def error_body(status: int, raw: bytes) -> dict[str, Any]:
     """The documented error body for a response of `status` whose body was `raw` (BentoML's
     JSON, Starlette's plain text, or already the documented shape)."""
@@ -229,12 +246,19 @@ class ServiceContract:
     def __init__(self, app: Callable[..., Awaitable[None]], *,
                  operations: Mapping[str, str | None], max_rows: int,
                  timeout_seconds: float,
-                 answers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 answers: Mapping[str, Mapping[str, Any]] | None = None,
+                 max_body_bytes: Mapping[str, int] | None = None,
+                 statuses: Mapping[str, Mapping[int, str]] | None = None) -> None:
         self.app = app
         self.operations = dict(operations)
         self.answers = dict(answers or {})
         self.max_rows = max_rows
         self.timeout_seconds = timeout_seconds
+        # a path's byte limit (413 once its body passes it: /feedback's small objects)
+        self.max_body_bytes = dict(max_body_bytes or {})
+        # a path's own answers besides 200 and the errors every POST has (/feedback's 201
+        # and 409), documented in its OpenAPI
+        self.statuses = {path: dict(codes) for path, codes in (statuses or {}).items()}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -260,13 +284,18 @@ class ServiceContract:
             raise RequestError(415, f"content type {media_type} is not accepted: send "
                                f"{JSON}", [_item(["header", "content-type"],
                                                  f"expected {JSON}", "unsupported_media_type")])
-        chunks, more = [], True
+        limit = self.max_body_bytes.get(scope["path"])
+        chunks, more, size = [], True, 0
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "the client disconnected before sending its body",
                                    [_item(["body"], "incomplete body", "missing")])
             chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if limit is not None and size > limit:
+                raise RequestError(413, f"the body is over {limit} bytes, this path's limit",
+                                   [_item(["body"], f"at most {limit} bytes", "too_large")])
             more = message.get("more_body", False)
         body = b"".join(chunks)
         check_items(read_json(body), self.operations[scope["path"]], self.max_rows)
@@ -302,7 +331,7 @@ class ServiceContract:
         await _send_json(send, status, body, [], allow=allow)
 
     def openapi(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return document(spec, self.operations, self.answers)
+        return document(spec, self.operations, self.answers, self.statuses)
 
 
 async def _send_json(send: Send, status: int, body: Any, headers: list[tuple[bytes, bytes]],
@@ -386,13 +415,17 @@ def _null_defaults_nullable(body: dict[str, Any]) -> None:
 
 
 def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
-             answers: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+             answers: Mapping[str, Mapping[str, Any]] | None = None,
+             statuses: Mapping[str, Mapping[int, str]] | None = None) -> dict[str, Any]:
     """BentoML's OpenAPI made true: one Error schema (BentoML's error schemas dropped), one
     response per error status referencing it, each operation's error responses (POST: 400,
     404, 405, 408, 413, 414, 415, 431, 500, 503, 504, 505; GET: the same but 415; 400, 408,
     413, 414, 431 and 505 are a router's refusals, ROUTER_ERRORS), its request body
-    required, and the 200 schemas of `answers` (path -> JSON schema) in place of BentoML's."""
+    required, the 200 schemas of `answers` (path -> JSON schema) in place of BentoML's, and
+    a path's own `statuses` (status -> description: below 400 with the 200's schema, else
+    the Error body)."""
     answers = answers or {}
+    statuses = statuses or {}
     made: dict[str, Any] = json.loads(json.dumps(spec))  # a copy
     components = made.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
@@ -416,4 +449,11 @@ def document(spec: Mapping[str, Any], operations: Mapping[str, str | None],
             if path in answers and "200" in responses:
                 content = responses["200"].setdefault("content", {}).setdefault(JSON, {})
                 content["schema"] = json.loads(json.dumps(answers[path]))
+            if path in statuses:
+                for status, description in statuses[path].items():
+                    responses[str(status)] = _response(status, description) if status >= 400 \
+                        else {"description": description,
+                              **json.loads(json.dumps({k: v for k, v in responses.get(
+                                  "200", {}).items() if k == "content"}))}
+                operation["responses"] = dict(sorted(responses.items()))
     return made

@@ -76,7 +76,7 @@ from typing import Any
 from urllib.parse import quote
 
 __all__ = ["INDEX_FILE", "LOG_COLUMNS", "PredictionLog", "new_request_id", "open_index",
-           "read_log", "request_time"]
+           "read_log", "read_stats", "request_time"]
 
 # The SQLite index of logged requests, in the log's folder.
 INDEX_FILE = "requests.db"
@@ -87,6 +87,8 @@ LOG_COLUMNS = ("request_id", "ts", "version", "model_tag", "endpoint", "row", "o
 RESERVED_NAMES = frozenset(LOG_COLUMNS) | {"hour", "outcome", "feedback_at"}
 # How long a writer waits for the index's write lock held by another worker (ms).
 INDEX_BUSY_TIMEOUT_MS = 10_000
+# Each writer's counters (read_stats), one JSON file per version and process, in the folder.
+STATS_DIR = "stats"
 # Seconds between two retention passes of one writer.
 RETENTION_INTERVAL_S = 60.0
 # A request id's time is refused when it is before this (2020-01-01, ms) or more than a day
@@ -192,7 +194,19 @@ def _as_mapping(row: Any) -> Mapping[str, Any]:
     raise TypeError(f"a request row is a mapping, not {type(row).__name__}")
 
 
-def _flat_rows(item: tuple[Any, ...]) -> list[dict[str, Any]]:
+def _feature_mapping(features: Any, names: Sequence[str] | None) -> Mapping[str, Any]:
+    """A row's model input as served: a mapping, or a sequence (a row of the service's model
+    input matrix) named by the log's `feature_names`."""
+    if isinstance(features, Mapping) or hasattr(features, "model_dump"):
+        return _as_mapping(features)
+    values = features.tolist() if hasattr(features, "tolist") else list(features)
+    if names is None or len(names) != len(values):
+        raise ValueError(f"{len(values)} feature values for the names {list(names or [])}")
+    return dict(zip(names, values, strict=True))
+
+
+def _flat_rows(item: tuple[Any, ...], feature_names: Sequence[str] | None = None
+               ) -> list[dict[str, Any]]:
     """One request's queue item -> one dict per request row (raises on a malformed one)."""
     ts, request_id, endpoint, rows, outputs, features, extra = item
     rows, outputs = list(rows), list(outputs)
@@ -214,7 +228,7 @@ def _flat_rows(item: tuple[Any, ...]) -> list[dict[str, Any]]:
         for name, value in _as_mapping(row).items():
             record[_column_name(name)] = value
         if features is not None and features[i] is not None:
-            for name, value in _as_mapping(features[i]).items():
+            for name, value in _feature_mapping(features[i], feature_names).items():
                 record[f"feature.{name}"] = value
         for name, values in extras.items():
             record[f"extra.{name}"] = values[i]
@@ -275,9 +289,15 @@ class PredictionLog:
         flush_rows: int = 2_000,
         flush_seconds: float = 2.0,
         retention_hours: float | None = 168,
+        feature_names: Sequence[str] | None = None,
+        on_drop: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = Path(folder)
+        # names of a row's features given as a sequence (a row of the model input matrix)
+        self.feature_names = None if feature_names is None else tuple(feature_names)
+        # told the rows of each drop (the service's Prometheus counter); its errors are ignored
+        self.on_drop = on_drop
         self.version = str(version)
         self.model_tag = str(model_tag)
         self.max_queue = int(max_queue)
@@ -314,8 +334,9 @@ class PredictionLog:
     ) -> bool:
         """Queue one answered request for the log; False when it was dropped (queue full,
         log closed). O(1), never blocks, never raises; the values are checked by the writer.
-        `outputs` has one value (float, int or None) per row, `features` one mapping of the
-        model input per row, `extra` a list of per-row values per name."""
+        `outputs` has one value (float, int or None) per row, `features` the model input of
+        each row (a mapping, or a sequence named by `feature_names`; None for a row without
+        one), `extra` a list of per-row values per name."""
         try:
             if self._closed:
                 self._drop(rows)
@@ -341,6 +362,14 @@ class PredictionLog:
             self._dropped += count
             if error is not None:
                 self._last_error = f"{type(error).__name__}: {error}"
+        self._tell_drop(count)
+
+    def _tell_drop(self, rows: int) -> None:
+        if self.on_drop is not None and rows:
+            try:
+                self.on_drop(rows)
+            except Exception:  # a metric must not fail a request or the writer
+                pass
 
     def _start(self) -> None:
         with self._lock:
@@ -361,6 +390,7 @@ class PredictionLog:
                 if items:
                     self._write_batch(items)
                     self._retain_now_and_then()
+                    self._write_stats()
                 for marker in markers:  # a flush waits for the retention pass too
                     marker.set()
             except Exception as exc:  # pragma: no cover - the steps above catch their own
@@ -412,7 +442,7 @@ class PredictionLog:
             index_rows: dict[str, list[tuple[Any, ...]]] = {}
             for item in items:
                 try:
-                    flat = _flat_rows(item)
+                    flat = _flat_rows(item, self.feature_names)
                     ts = float(item[0])
                     hour = _hour(ts)
                 except Exception as exc:
@@ -442,6 +472,22 @@ class PredictionLog:
             self._dropped += rows
             self._write_errors += 1
             self._last_error = f"{type(error).__name__}: {error}"
+        self._tell_drop(rows)
+
+    def stats_file(self) -> Path:
+        """Where this process's writer keeps its stats (read_stats sums them for status)."""
+        return self.folder / STATS_DIR / f"{quote(self.version, safe='')}-{os.getpid()}.json"
+
+    def _write_stats(self) -> None:
+        try:
+            path = self.stats_file()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.with_name(f".{path.name}.tmp")
+            temporary.write_text(json.dumps({"version": self.version, **self.stats()},
+                                            sort_keys=True))
+            os.replace(temporary, path)
+        except OSError:
+            pass  # status then shows the last stats written
 
     def partition(self, hour: str) -> Path:
         """The folder of this version's partition for `hour` (YYYY-MM-DDTHH)."""
@@ -673,3 +719,22 @@ def read_log(
         return frame.astype(empty.dtypes.to_dict()) if set(empty) <= set(frame) else empty
     ordered = [c for c in LOG_COLUMNS if c in frame] + [c for c in frame if c not in LOG_COLUMNS]
     return frame[ordered].sort_values(["ts", "request_id", "row"]).reset_index(drop=True)
+
+
+def read_stats(folder: str | Path) -> dict[str, dict[str, int]]:
+    """Per version, the counters of every writer that logged it (summed over processes,
+    the ones that ended too): logged and dropped rows, files, write errors."""
+    out: dict[str, dict[str, int]] = {}
+    for path in sorted((Path(folder) / STATS_DIR).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            version = str(data["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        totals = out.setdefault(version, {"logged": 0, "dropped": 0, "files": 0,
+                                          "write_errors": 0})
+        for key in totals:
+            value = data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] += value
+    return out

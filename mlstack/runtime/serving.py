@@ -11,6 +11,7 @@ such row must not fail the other requests that share its adaptive batch.
                         request_keys=REQUEST_KEYS, key_attributes=("customer_id",))
     batch = inputs(rows)                            # keys, found positions, columns, matrix
     predictions(batch, served.score)                -> [value | None, ...]
+    served(batch, served.score)                     -> [(value | None, input row | None), ...]
     json_body(values)                               -> the answer's JSON bytes
     feature_records(batch)                          -> [{keys, model columns}, ...]
 
@@ -37,7 +38,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = ["Batch", "ModelInput", "batching_settings", "candidate_rows", "check_model_columns",
-           "check_rows", "feature_records", "json_body", "predictions", "ranked"]
+           "check_rows", "feature_records", "json_body", "predictions", "ranked", "served",
+           "unzip_served"]
 
 
 def check_model_columns(tag: object, metadata: Mapping[str, Any],
@@ -145,6 +147,22 @@ def predictions(batch: Batch, score: Callable[[np.ndarray], Any]) -> list[Any]:
     for position, value in zip(positions, values, strict=True):
         out[position] = value
     return out
+
+
+def served(batch: Batch, score: Callable[[np.ndarray], Any]) -> list[tuple[Any, Any]]:
+    """`predictions`, each with the row's model input as served (a row of the batch's float64
+    matrix, None for a row not found online): what the prediction log records. One tuple per
+    row, so the batcher hands each request its own rows."""
+    values = predictions(batch, score)
+    inputs: list[Any] = [None] * len(batch.keys)
+    for index, position in enumerate(batch.found.tolist()):
+        inputs[position] = batch.matrix[index]
+    return list(zip(values, inputs, strict=True))
+
+
+def unzip_served(rows: Sequence[tuple[Any, Any]]) -> tuple[list[Any], list[Any]]:
+    """(the predictions, the model inputs) of `served`'s rows."""
+    return [value for value, _ in rows], [inputs for _, inputs in rows]
 
 
 def feature_records(batch: Batch, request_keys: Sequence[str]) -> list[dict[str, Any]]:

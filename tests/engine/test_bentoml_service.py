@@ -362,6 +362,7 @@ def test_http_server_serves_the_same_numbers_and_stops(churn, customers, tmp_pat
             # requests share a call is tested in process (tests/runtime/test_batching.py)
             stats = client.post("/info", json={}).json()["batching"]["stats"]
             assert 0 < stats["calls"] <= stats["rows"] and stats["shed"] == 0
+            _check_prediction_log_and_feedback(client, churn, ids, expected)
     finally:
         _stop(proc)
     assert proc.poll() is not None
@@ -422,3 +423,71 @@ def test_multiclass_without_batching_renders_a_plain_api(tmp_path):
         "batchable": False,
         "batching": {"enabled": False, "max_batch_size": 1, "max_latency_ms": 1,
                      "source": "compiled"}}
+
+
+def _check_prediction_log_and_feedback(client, churn, ids, expected) -> None:
+    """monitoring.prediction_log (on by default locally), over the real server: an answer
+    carries X-Request-Id; the log (parquet under the state folder, written by the worker's
+    writer thread) holds its rows with the keys, the model input as served and the output;
+    POST /feedback stores an outcome once (201), takes it again (200), keeps the first
+    against another (409), answers 404 for an id no answer had, and refuses garbage with
+    4xx; the stored outcome joins the log."""
+    from mlstack.runtime.feedback import joined
+    from mlstack.runtime.prediction_log import read_log, request_time
+
+    folder = Path(churn.env["MLSTACK_STATE_DIR"]) / "prediction_log"
+    unknown = 10**12
+    answer = client.post("/predict", json={"rows": [{"customer_id": ids[0]},
+                                                    {"customer_id": unknown}]})
+    request_id = answer.headers["x-request-id"]
+    assert request_time(request_id) is not None, request_id
+    deadline = time.monotonic() + 60
+    while (logged := read_log(folder)).empty or request_id not in set(logged["request_id"]):
+        assert time.monotonic() < deadline, "the answer was not logged within 60 s"
+        time.sleep(0.5)
+    rows = logged[logged["request_id"] == request_id].sort_values("row")
+    assert rows["customer_id"].tolist() == [ids[0], unknown]
+    assert rows["endpoint"].tolist() == ["predict"] * 2
+    assert rows["model_tag"].iloc[0] == churn.model_tag
+    assert abs(rows["output"].iloc[0] - expected[ids[0]]) <= PREDICTION_TOLERANCE
+    assert pd.isna(rows["output"].iloc[1])
+    served = client.post("/features", json={"rows": [{"customer_id": ids[0]}]}).json()[0]
+    for column in (f.column for f in churn.system.model.features):
+        assert abs(rows[f"feature.{column}"].iloc[0] - served[column]) <= TOLERANCE, column
+    assert pd.isna(rows[f"feature.{churn.system.model.features[0].column}"].iloc[1])
+
+    def feedback(body):
+        return client.post("/feedback", json=body)
+
+    assert feedback({"request_id": request_id, "outcome": 1}).status_code == 201
+    again = feedback({"request_id": request_id, "outcome": 1.0})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate", again.text
+    conflict = feedback({"request_id": request_id, "outcome": 0})
+    assert conflict.status_code == 409, conflict.text
+    assert conflict.json()["detail"][0]["type"] == "conflict"
+    old = f"{int((time.time() - 3600) * 1000):012x}7000{'8' + '0' * 15}"
+    assert request_time(old) is not None
+    assert feedback({"request_id": old, "outcome": 1}).status_code == 404
+    for garbage in ({"request_id": "not-an-id", "outcome": 1},
+                    {"request_id": request_id},
+                    {"request_id": request_id, "outcome": 1, "extra": 2},
+                    {"request_id": request_id, "outcome": [1]},
+                    {"request_id": request_id, "outcome": "x" * 257}):
+        refused = feedback(garbage)
+        assert refused.status_code == 400, (garbage, refused.status_code, refused.text)
+        assert set(refused.json()) == {"error", "detail"}
+    huge = client.post("/feedback", content=b'{"request_id": "' + b"a" * (10 << 20) + b'"}',
+                       headers={"content-type": "application/json"})
+    assert huge.status_code == 413, huge.text[:200]
+    assert client.post("/feedback", content=b"{nope", headers={
+        "content-type": "application/json"}).status_code == 400
+    outcomes = joined(folder)
+    mine = outcomes[outcomes["request_id"] == request_id].sort_values("row")
+    assert mine["outcome"].iloc[0] == 1.0 and pd.isna(mine["outcome"].iloc[1])
+    document = client.get("/docs.json").json()["paths"]["/feedback"]["post"]["responses"]
+    assert {"200", "201", "404", "409", "413"} <= set(document)
+    log_stats = client.post("/info", json={}).json()["prediction_log"]
+    assert log_stats["dropped"] == 0 and log_stats["write_errors"] == 0
+    dropped = [line for line in client.get("/metrics").text.splitlines()
+               if line.startswith("mlstack_prediction_log_dropped_rows_total{")]
+    assert dropped and all(_metric(line) == 0 for line in dropped), dropped

@@ -361,3 +361,69 @@ def test_record_cost_per_call(tmp_path, capsys):
         print(f"\nrecord(): {cost:.2f} us per call; new_request_id(): {id_cost:.2f} us "
               f"({calls} calls, writer running)")
     log.close()
+
+
+def test_features_given_as_model_input_rows_are_named_by_feature_names(tmp_path):
+    """The service logs each row's model input as a row of its float64 matrix (no dict per
+    row on the request path): the writer names the values by `feature_names`; a row without
+    one (not found online) has nulls, and a row whose length does not fit is the writer's
+    problem (its request's rows dropped), not the request's."""
+    import numpy as np
+
+    log = PredictionLog(tmp_path, "v1", "churn:a", flush_seconds=0.05,
+                        feature_names=("tenure", "charges"))
+    matrix = np.array([[3.0, 70.5], [12.0, 20.25]])
+    good, bad = new_request_id(), new_request_id()
+    assert log.record(good, "predict", [{"customer_id": 1}, {"customer_id": 2},
+                                        {"customer_id": 3}], [0.5, None, 0.25],
+                      features=[matrix[0], None, matrix[1]])
+    assert log.record(bad, "predict", [{"customer_id": 4}], [0.1], features=[np.zeros(3)])
+    assert log.flush(10)
+    frame = read_log(tmp_path).sort_values("row")
+    assert set(frame["request_id"]) == {good}
+    assert frame["feature.tenure"].tolist()[::2] == [3.0, 12.0]
+    assert frame["feature.charges"].tolist()[::2] == [70.5, 20.25]
+    assert pd.isna(frame["feature.tenure"].iloc[1])
+    assert log.stats()["dropped"] == 1
+    log.close()
+
+
+def test_each_drop_is_told_to_on_drop_and_read_stats_sums_the_writers(tmp_path, monkeypatch):
+    """The service counts drops in a Prometheus counter through `on_drop` (a full queue on
+    the request path, a failed write in the writer), and `status` sums every writer's stats
+    file per version (a worker that ended still counts)."""
+    told: list[int] = []
+    log = PredictionLog(tmp_path, "v1", "m:1", max_queue=1, flush_seconds=0.05,
+                        on_drop=told.append)
+    entered, release = threading.Event(), threading.Event()
+    write = log._write_table
+
+    def stalled(hour, table):
+        entered.set()
+        release.wait(30)
+        return write(hour, table)
+
+    monkeypatch.setattr(log, "_write_table", stalled)
+    assert log.record(new_request_id(), "predict", [{"k": 0}], [0.0])
+    assert entered.wait(10)
+    assert log.record(new_request_id(), "predict", [{"k": 1}], [0.0])  # queued
+    assert not log.record(new_request_id(), "predict", [{"k": 2}, {"k": 3}], [0.0, 1.0])
+    assert told == [2]  # the overflow's rows
+    release.set()
+    assert log.flush(30)
+    monkeypatch.setattr(log, "_write_table", lambda hour, table: 1 / 0)
+    assert log.record(new_request_id(), "predict", [{"k": 4}] * 3, [0.5] * 3)
+    assert log.flush(30)
+    assert told == [2, 3]  # and the failed write's rows
+    other = PredictionLog(tmp_path, "v2", "m:2", flush_seconds=0.05, on_drop=lambda n: 1 / 0)
+    assert other.record(new_request_id(), "predict", [{"k": 5}], [1.0])
+    assert other.flush(30)
+    monkeypatch.setattr(os, "getpid", lambda: 424242)  # another worker of v1
+    late = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05)
+    late._write_stats()  # its counters: nothing yet, but a file of its own
+    assert len(list((tmp_path / prediction_log.STATS_DIR).glob("*.json"))) == 3
+    assert prediction_log.read_stats(tmp_path) == {
+        "v1": {"logged": 2, "dropped": 5, "files": 2, "write_errors": 1},
+        "v2": {"logged": 1, "dropped": 0, "files": 1, "write_errors": 0}}
+    for each in (log, other, late):
+        each.close()

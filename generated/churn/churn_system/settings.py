@@ -21,6 +21,12 @@ MANIFEST = GENERATED_DIR / "mlstack.lock.json"
 # The serving profile `mlstack deploy` measures before starting a version (the batching the
 # service starts with); absent, the service uses the compiled batching.
 SERVING_PROFILE = GENERATED_DIR / "serving_profile.json"
+# The version this tree serves as (mlstack deploy sets it: 'v3'); the prediction log's
+# partitions are named by it.
+SERVING_VERSION = os.environ.get("MLSTACK_SERVING_VERSION") or "-"
+# The prediction log (monitoring.prediction_log): parquet partitions by version and hour,
+# their request id index and the feedback POST /feedback stored, under the state folder.
+PREDICTION_LOG_DIR = STATE_DIR / "prediction_log"
 
 
 def project_path(relative: str) -> Path:

@@ -20,6 +20,8 @@ MAX_REQUEST_ROWS rows with 413, checked first; another method gets 405):
     /predict   {"rows": [{keys}, ...]} -> [prediction or null, ...]   (adaptive batching)
     /features  {"rows": [{keys}, ...]} -> [{keys, model input columns}, ...]
     /info      {} -> model tag, lineage and runtime, spec hash, batching settings, online read
+    /feedback  {"request_id": "<an answer's X-Request-Id>", "outcome": number | bool | label}
+               -> 201 stored, 200 the same again; 404 no such request, 409 another outcome
 BentoML serves /healthz, /livez, /readyz and Prometheus /metrics itself.
 Every error has one body, {"error": "<a sentence>", "detail": [{"loc", "msg", "type"}]}, and
 /docs.json documents each (mlstack.runtime.http_contract); 503 carries Retry-After and an
@@ -33,14 +35,24 @@ version (churn_system.settings.SERVING_PROFILE), else the compiled ones below.
 A row whose entity has no online feature values (unknown key, or older than the view's
 TTL), or whose model input is not finite, gets null: one such row must not fail the other
 requests that share its batch.
+
+The prediction log (monitoring.prediction_log, mlstack.runtime.prediction_log): every answer
+of /predict carries an X-Request-Id header and is logged with its time, version,
+keys, the model input as served and the output. Logging never blocks or fails a request: each
+worker queues it (at most PREDICTION_LOG["max_queue"] requests; beyond, it is dropped and
+counted) for a writer thread that flushes parquet partitions by version and hour under
+churn_system.settings.PREDICTION_LOG_DIR. POST /feedback stores an outcome by request id
+(mlstack.runtime.feedback).
 """
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 import bentoml
 from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
+from mlstack.runtime.feedback import FeedbackStore
+from mlstack.runtime.prediction_log import PredictionLog, new_request_id
 from mlstack.runtime.registry import read_spec_hash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
@@ -72,6 +84,17 @@ BENTOML_TIMEOUT_SECONDS = TIMEOUT_SECONDS + 1
 MAX_REQUEST_ROWS = 256
 # a lookup and a prediction made at start so the first request pays for neither
 WARMUP_ROW = {"customer_id": 0}
+# monitoring.prediction_log: the writer's settings (retention in hours)
+PREDICTION_LOG = {"flush_seconds": 2.0, "max_queue": 10000, "retention_hours": 168}
+REQUEST_ID_HEADER = "X-Request-Id"
+# rows the prediction log could not keep (a full queue, a failed write), in /metrics
+LOG_DROPPED = bentoml.metrics.Counter(
+    name="mlstack_prediction_log_dropped_rows",
+    documentation="Rows of answers the prediction log dropped (full queue, failed write)",
+    labelnames=["version"],
+)
+# the largest POST /feedback body (bytes): one request id and one outcome
+MAX_FEEDBACK_BYTES = 4096
 
 
 class Row(BaseModel):
@@ -106,6 +129,27 @@ class Empty(bentoml.IODescriptor):
     """A request of /info: an empty object."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class Feedback(bentoml.IODescriptor):
+    """A request of /feedback: the outcome of one answer, by the X-Request-Id it carried."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    request_id: str = Field(
+        pattern="^[0-9a-f]{32}$", description="The answer's X-Request-Id."
+    )
+    outcome: bool | float | Annotated[str, Field(min_length=1, max_length=256)] = Field(
+        description="What happened next: a number, a bool or a label."
+    )
+
+
+class FeedbackAnswer(BaseModel):
+    """The answer of /feedback: the request id and the outcome stored for it."""
+
+    request_id: str
+    outcome: bool | float | str
+    status: str = Field(description="stored (201) or duplicate (200: the same again)")
 
 
 @bentoml.service(
@@ -144,10 +188,19 @@ class ChurnService:
             request_keys=REQUEST_KEYS,
             key_attributes=("customer_id",),
         )
+        self.prediction_log = PredictionLog(
+            settings.PREDICTION_LOG_DIR,
+            settings.SERVING_VERSION,
+            self.model_tag,
+            feature_names=MODEL_COLUMNS,
+            on_drop=LOG_DROPPED.labels(version=settings.SERVING_VERSION).inc,
+            **PREDICTION_LOG,
+        )
+        self.feedback_store = FeedbackStore(settings.PREDICTION_LOG_DIR)
         self.batcher = None
         if BATCHING["enabled"]:
             self.batcher = Batcher(
-                self.predict_rows,
+                self.served_rows,
                 max_batch_size=BATCHING["max_batch_size"],
                 max_latency_ms=BATCHING["max_latency_ms"],
             )
@@ -160,11 +213,16 @@ class ChurnService:
         the keys); null without online features or with a model input that is not finite."""
         return serving.predictions(self.inputs(rows), self.model.score)
 
-    async def scores(self, rows: list[Any]) -> list[Any]:
-        """predict_rows, through the batcher when batching is on."""
+    def served_rows(self, rows: list[Any]) -> list[tuple[Any, Any]]:
+        """predict_rows, each prediction with the row's model input (for the log)."""
+        return serving.served(self.inputs(rows), self.model.score)
+
+    async def scores(self, rows: list[Any]) -> tuple[list[Any], list[Any]]:
+        """served_rows (through the batcher when batching is on): the predictions and the
+        model inputs."""
         if self.batcher is None:
-            return self.predict_rows(rows)
-        return await self.batcher(rows)
+            return serving.unzip_served(self.served_rows(rows))
+        return serving.unzip_served(await self.batcher(rows))
 
     @bentoml.api(input_spec=Rows)
     async def predict(self, rows: list[Row]) -> list[float | None]:
@@ -172,14 +230,40 @@ class ChurnService:
         with a model input that is not finite."""
         # a ready response: the annotation documents the answer (/docs.json), but BentoML
         # would validate every answer against it and build its JSON schema each time
+        request_id = new_request_id()
+        values, inputs = await self.scores(rows)
+        self.prediction_log.record(request_id, "predict", rows, values, features=inputs)
         return Response(
-            serving.json_body(await self.scores(rows)), media_type=http_contract.JSON
+            serving.json_body(values),
+            media_type=http_contract.JSON,
+            headers={REQUEST_ID_HEADER: request_id},
         )
 
     @bentoml.api(input_spec=Rows)
     async def features(self, rows: list[Row]) -> list[dict[str, Any]]:
         """The model's input for each row, with its keys (null when not found)."""
         return serving.feature_records(self.inputs(rows), REQUEST_KEYS)
+
+    @bentoml.api(input_spec=Feedback)
+    def feedback(self, request_id: str, outcome: bool | float | str) -> FeedbackAnswer:
+        """Store the outcome of an answer by its request id: 201 the first time, 200 for the
+        same outcome again; 404 when no logged answer has that id (one answered a moment
+        ago by another worker is waited for), 409 when it has another outcome (the first
+        is kept). Runs in a thread: the wait for a young id must not hold the event loop."""
+        result = self.feedback_store.record(request_id, outcome)
+        if result.status in ("stored", "duplicate"):
+            body = FeedbackAnswer(
+                request_id=request_id, outcome=result.outcome, status=result.status
+            ).model_dump_json()
+            return Response(
+                body, status_code=result.http_status, media_type=http_contract.JSON
+            )
+        status = 400 if result.status == "invalid" else result.http_status
+        return Response(
+            http_contract.error_json(status, result.message, ["body", "request_id"]),
+            status_code=status,
+            media_type=http_contract.JSON,
+        )
 
     @bentoml.api(input_spec=Empty)
     def info(self) -> dict[str, Any]:
@@ -198,6 +282,7 @@ class ChurnService:
             "batching": {**BATCHING, "stats": stats},
             "online_read": self.online_read,
             "timeout_seconds": TIMEOUT_SECONDS,
+            "prediction_log": {**PREDICTION_LOG, **self.prediction_log.stats()},
         }
 
 
@@ -205,11 +290,18 @@ class ChurnService:
 # or holds a key twice, 413 before the schema's 400, 504, one error shape, a true /docs.json
 ChurnService.add_asgi_middleware(
     http_contract.ServiceContract,
-    operations={"/features": "rows", "/info": None, "/predict": "rows"},
+    operations={
+        "/features": "rows",
+        "/feedback": None,
+        "/info": None,
+        "/predict": "rows",
+    },
     max_rows=MAX_REQUEST_ROWS,
     timeout_seconds=TIMEOUT_SECONDS,
     # BentoML documents list[float | None] without its null
     answers={
         "/predict": {"type": "array", "items": {"type": "number", "nullable": True}}
     },
+    max_body_bytes={"/feedback": MAX_FEEDBACK_BYTES},
+    statuses={"/feedback": http_contract.FEEDBACK_STATUSES},
 )

@@ -135,6 +135,15 @@ def resources(system: SystemIR) -> dict:
     return out
 
 
+def prediction_log(system: SystemIR) -> dict | None:
+    """The writer's settings of monitoring.prediction_log (None when it is off)."""
+    log = system.monitoring.prediction_log
+    if not log.enabled:
+        return None
+    return {"max_queue": log.queue, "flush_seconds": log.flush_seconds,
+            "retention_hours": log.retention_hours}
+
+
 def served_type(system: SystemIR) -> str:
     """The JSON type of one prediction: the class for multiclass, else a number."""
     if system.model.task == "multiclass_classification":
@@ -177,6 +186,7 @@ class BentoMLBackend:
             packages=sorted(runtime_packages(m.framework)),
             env_model_tag=ENV_MODEL_TAG,
             envs=dict(TELEMETRY_ENV),
+            prediction_log=prediction_log(system),
         )
         tree = FileTree()
         for template in self.templates:

@@ -11,9 +11,11 @@ from __future__ import annotations
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.contract import (
     ENV_PROJECT_DIR,
+    ENV_SERVING_VERSION,
     ENV_STATE_DIR,
     FEATURE_REPO_DIR,
     MANIFEST_FILE,
+    PREDICTION_LOG_DIR,
     SERVING_PROFILE_FILE,
     USER_CODE_DIR,
     package_name,
@@ -101,6 +103,7 @@ class SharedBackend:
             env_project_dir=ENV_PROJECT_DIR, env_state_dir=ENV_STATE_DIR,
             feature_repo_dir=FEATURE_REPO_DIR,
             serving_profile_file=SERVING_PROFILE_FILE,
+            env_serving_version=ENV_SERVING_VERSION, prediction_log_dir=PREDICTION_LOG_DIR,
             feature_service=f"{system.python_name}_model",
             request_keys=tuple(k.name for k in m.request_keys),
             request_dtypes={k.name: k.dtype for k in m.request_keys},

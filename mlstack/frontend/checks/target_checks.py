@@ -115,6 +115,12 @@ def check_supported(ctx: CheckContext) -> Iterator[Diagnostic]:
                        "promotes the model, and the service serves it from its next start",
                        ("training", "on_new_model"), "use on_new_model: register (the default "
                        "there), and roll a new model out with mlstack deploy")
+    if s.target.kind in ("kubernetes", "aws") and s.monitoring.prediction_log.enabled:
+        yield ctx.diag("MLS901", f"monitoring.prediction_log is not supported yet on the "
+                       f"{s.target.kind} target: the log would be written to each pod's own "
+                       "disk, and no shared log store is generated",
+                       ("monitoring", "prediction_log", "enabled"),
+                       "leave prediction_log.enabled unset (off there) or deploy locally")
     for src in s.sources:
         if src.family == "warehouse" and s.target.kind != "local":  # local: MLS504
             yield ctx.diag("MLS901", f"warehouse source '{src.name}' ({src.kind}) is not "

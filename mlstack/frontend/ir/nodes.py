@@ -282,12 +282,23 @@ class AlertNode(Node):
     at: str = ""
 
 
+class PredictionLogNode(Node):
+    """The prediction log as resolved: on (local default) or off, kept retention_hours."""
+
+    enabled: bool
+    retention_hours: int
+    queue: int
+    flush_seconds: float = 2.0
+
+
 class MonitoringNode(Node):
     drift_method: str | None
     drift_threshold: float | None
     drift_features: tuple[str, ...]  # model feature columns watched for drift
     model_staleness_seconds: int | None
     alerts: tuple[AlertNode, ...]  # in spec order: receivers are named by position
+    prediction_log: PredictionLogNode = PredictionLogNode(enabled=False, retention_hours=168,
+                                                          queue=10000)
 
 
 class ResourcesNode(Node):

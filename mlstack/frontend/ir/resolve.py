@@ -606,7 +606,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
             drift_features=tuple(sorted(drift_cols)),
             model_staleness_seconds=(duration_seconds(mon.model_staleness)
                                      if mon.model_staleness else None),
-            alerts=alert_nodes(mon.alerts)),
+            alerts=alert_nodes(mon.alerts),
+            prediction_log=prediction_log(mon.prediction_log, target.kind, r.derive)),
         target=target,
         derivations=tuple(sorted(r.derivations, key=lambda d: d.setting)),
         tags=tuple(sorted(spec.metadata.tags.items())),
@@ -628,6 +629,23 @@ def alert_nodes(alerts: Iterable[Alert]) -> tuple[ir.AlertNode, ...]:
                           at=pointer(("monitoring", "alerts", i)))
              for i, a in enumerate(alerts)]
     return tuple(sorted(nodes, key=lambda n: (n.channel, n.to or "", n.severity, n.at)))
+
+
+def prediction_log(written, target: str,
+                   derive: Callable[[str, object, str], None]) -> ir.PredictionLogNode:
+    """The prediction log: on by default locally (the service's workers write parquet beside
+    the project's state); off by default on kubernetes and aws, where a pod's disk is no
+    place for it (lint refuses `enabled: true` there: not supported yet)."""
+    enabled = written.enabled
+    if enabled is None:
+        enabled = target == "local"
+        derive("monitoring.prediction_log.enabled", enabled,
+               "local target: each worker logs every answer to parquet partitions (by version "
+               "and hour) under the project's state, and POST /feedback joins outcomes to them"
+               if enabled else f"{target} target: no shared log store is generated yet, so "
+               "nothing is logged")
+    hours = max(1, -(-duration_seconds(written.retention) // 3600))
+    return ir.PredictionLogNode(enabled=enabled, retention_hours=hours, queue=written.queue)
 
 
 def on_new_model(written: str | None, target: str,

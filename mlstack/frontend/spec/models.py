@@ -501,6 +501,20 @@ class Alert(Strict):
                                  "the SMTP login; its password is read from secret_file.")
 
 
+class PredictionLog(Strict):
+    """The log of what the service answered: every /predict and /rank answer with its request
+    id, time, version, keys, request fields, the features as served and the output; POST
+    /feedback joins outcomes to it."""
+
+    enabled: bool | None = Field(None, description="Log every answer (never blocking or "
+                                 "failing a request: a full queue drops and counts). Default: "
+                                 "on for the local target; not supported yet on kubernetes "
+                                 "and aws.")
+    retention: Duration = Field("7d", description="How long an hour's log is kept.")
+    queue: int = Field(10000, ge=100, le=1_000_000, description="Requests one worker holds "
+                       "for its writer; beyond it a request's log is dropped and counted.")
+
+
 class Monitoring(Strict):
     """What is watched after deploy."""
 
@@ -508,6 +522,8 @@ class Monitoring(Strict):
     model_staleness: Duration | None = Field(None, description="Oldest the served model may "
                                              "be before an alert.")
     alerts: list[Alert] = Field(default_factory=list, description="Alert delivery.")
+    prediction_log: PredictionLog = Field(default_factory=PredictionLog,
+                                          description="The log of every answer, and feedback.")
 
 
 class Replicas(Strict):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from mlstack.codegen.contract import ENV_MODEL_TAG, ENV_PROGRESS_FILE
+from mlstack.codegen.contract import ENV_MODEL_TAG, ENV_PROGRESS_FILE, ENV_SERVING_VERSION
 from mlstack.ops.local import procs, ray_cluster
 from mlstack.ops.local.router import write_table
 from mlstack.ops.local.state import DeploymentState, RouterInfo, Version, VersionStatus
@@ -71,7 +71,8 @@ def start_version(paths: ProjectPaths, version: Version, code_dir: Path,
     status = supervisor_file(paths, version.version)
     status.parent.mkdir(parents=True, exist_ok=True)
     status.unlink(missing_ok=True)
-    env = paths.environment(code_dir, **{ENV_MODEL_TAG: version.model_tag or ""})
+    env = paths.environment(code_dir, **{ENV_MODEL_TAG: version.model_tag or "",
+                                          ENV_SERVING_VERSION: version.version})
     serve = [sys.executable, "-m", "bentoml", "serve", service_target(code_dir),
              "--host", "127.0.0.1", "--port", str(port)]
     argv = [sys.executable, "-m", "mlstack.ops.local.supervisor", "--status", str(status),
