@@ -94,3 +94,37 @@ def test_the_last_scheduled_retrain_is_told_from_the_journal():
     assert render_last_retrain(history, now=100.0) == [
         "  last scheduled retrain: deploy-succeeded v3 (10 s ago)"]
     assert render_last_retrain(history[:1]) == []
+
+
+def test_status_reports_the_prediction_log_of_every_worker_and_the_feedback(project):
+    """What two workers of v1 and one of v2 logged (their stats files), summed per version,
+    and the outcomes POST /feedback stored; a version that dropped rows says so."""
+    from mlstack.cli.living_output import render_prediction_log
+    from mlstack.ops.local.living import prediction_log_report
+    from mlstack.runtime.feedback import FeedbackStore
+    from mlstack.runtime.prediction_log import PredictionLog, new_request_id
+
+    assert prediction_log_report(project) == {}  # nothing logged yet: status says nothing
+    folder = project.runtime_state_dir / "prediction_log"
+    ids = []
+    for version, pid, rows in (("v1", 101, 2), ("v1", 102, 3), ("v2", 103, 1)):
+        log = PredictionLog(folder, version, "churn:x", flush_seconds=0.05)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr("os.getpid", lambda pid=pid: pid)
+            ids.append(new_request_id())
+            assert log.record(ids[-1], "predict", [{"customer_id": i} for i in range(rows)],
+                              [0.5] * rows)
+            assert log.flush(10)
+            log._write_stats()
+        log.close()
+    store = FeedbackStore(folder)
+    assert store.record(ids[0], 1).status == "stored"
+    report = prediction_log_report(project)
+    assert report["versions"]["v1"]["logged"] == 5 and report["versions"]["v2"]["logged"] == 1
+    assert report["feedback"] == 1
+    report["versions"]["v2"]["dropped"] = 4
+    assert render_prediction_log(report) == [
+        f"  prediction log: {folder}",
+        "    v1       5 rows logged, 0 dropped",
+        "    v2       1 rows logged, 4 dropped (DROPPING: the writer falls behind or fails)",
+        "    feedback: 1 outcomes stored"]

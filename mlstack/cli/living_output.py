@@ -87,9 +87,26 @@ def render_alerts(report: dict) -> list[str]:
     return lines
 
 
+def render_prediction_log(report: dict) -> list[str]:
+    """One line per version the log holds: rows logged, dropped (the log never holds a
+    request up: a full queue drops), write errors; then the feedback stored."""
+    if not report:
+        return []
+    lines = [f"  prediction log: {report['folder']}"]
+    for version, counts in sorted(report["versions"].items()):
+        dropped = counts["dropped"]
+        lines.append(f"    {version:8} {counts['logged']} rows logged, {dropped} dropped"
+                     + (" (DROPPING: the writer falls behind or fails)" if dropped else "")
+                     + (f", {counts['write_errors']} write errors"
+                        if counts["write_errors"] else ""))
+    lines.append(f"    feedback: {report['feedback']} outcomes stored")
+    return lines
+
+
 def render_living(living) -> str:
     lines = (render_keeper(living.keeper) + render_sidecars(living.sidecars)
-             + render_schedules(living.schedules) + render_alerts(living.alerts))
+             + render_schedules(living.schedules) + render_alerts(living.alerts)
+             + render_prediction_log(living.prediction_log))
     return "".join(line + "\n" for line in lines)
 
 

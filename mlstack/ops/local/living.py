@@ -21,6 +21,7 @@ class Living:
     sidecars: list[dict] = field(default_factory=list)  # one row per sidecar ever started
     schedules: dict = field(default_factory=dict)  # scheduler.status_report
     alerts: dict = field(default_factory=dict)  # alerting.status_report
+    prediction_log: dict = field(default_factory=dict)  # prediction_log_report
 
     @property
     def firing(self) -> list[dict]:
@@ -46,10 +47,26 @@ def sidecar_rows(paths: ProjectPaths, now: float | None = None) -> list[dict]:
     return rows
 
 
+def prediction_log_report(paths: ProjectPaths) -> dict:
+    """The prediction log's counters per version (rows logged and dropped, files, write
+    errors: every writer's, summed) and the outcomes POST /feedback stored; {} when nothing
+    was ever logged."""
+    from mlstack.codegen.contract import PREDICTION_LOG_DIR
+    from mlstack.runtime.feedback import feedback_count
+    from mlstack.runtime.prediction_log import read_stats
+
+    folder = paths.runtime_state_dir / PREDICTION_LOG_DIR
+    versions = read_stats(folder)
+    if not versions:
+        return {}
+    return {"folder": str(folder), "versions": versions, "feedback": feedback_count(folder)}
+
+
 def observe_living(paths: ProjectPaths) -> Living:
     return Living(keeper=keeper.status_report(paths), sidecars=sidecar_rows(paths),
                   schedules=scheduler.status_report(paths),
-                  alerts=alerting.status_report(paths))
+                  alerts=alerting.status_report(paths),
+                  prediction_log=prediction_log_report(paths))
 
 
 def living_problems(living: Living, serving: bool) -> list[str]:
