@@ -31,6 +31,13 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     serving     the service's input path: ModelInput, predictions, feature_records, the
                 request row limit, the batching a version starts with
     batching    Batcher: the service's adaptive batching (no learned state)
+    prediction_log  PredictionLog: every answer, queued off the request path and written
+                to parquet partitions by version and hour (UUIDv7 request ids, an index of
+                them, retention, per-writer stats); read_log, read_stats
+    feedback    FeedbackStore: an outcome per request id (idempotent, first wins), joined
+                to the log
+    experiment_stats  sticky arm assignment; the mixture SPRT (always-valid p-values and
+                confidence sequences) and the A/B decision rule
     logs        logger_for: the caller's logger, else Prefect's run logger, else logging's
     ray_cluster RayCompute (target.compute), the RayTaskRunner of a project's flows, its
                 Ray runtime_env, connect, node ids (imports ray and prefect_ray on use)
