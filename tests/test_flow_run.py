@@ -2,7 +2,7 @@
 the run happens in a child process with the deploy's environment and the serving version,
 that each finished task reaches the caller as it finishes, that a failed run names its task
 and error without a traceback, and what is refused (training, a project never deployed).
-The real flows run in tests/engine/test_run_flows.py."""
+The real flows run in tests/engine/test_schedules.py."""
 
 from __future__ import annotations
 

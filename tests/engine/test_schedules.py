@@ -16,24 +16,38 @@ keeper is stopped: the test drives the supervision itself (sidecars.ensure). The
    exit 0; with a source file gone it fails with exit 1, the failed stage named;
 5. rows `mlstack run feed` appends are served, with no command, within two intervals (the
    scheduled materialize);
-6. `mlstack run training` on the changed data runs the training deployment on the server
+6. `mlstack run monitoring` runs now and judges what serves: the journal's serving version
+   and its model, feature freshness read from the online store (the fed rows' age, judged
+   against the 2-minute SLO), shown by `mlstack status --json` and the report `mlstack docs`
+   builds;
+7. `mlstack run training` on the changed data runs the training deployment on the server
    (the scheduled retrain: deploy's stages, unattended) and v2 rolls out through the canary,
-   the journal naming the trigger "schedule"; once more on the same data it makes no version.
+   the journal naming the trigger "schedule"; once more on the same data it makes no version;
+8. the error-rate alert fires for real when the serving version hangs: in status and at the
+   spec's webhook.
 
+One deploy serves all of them (CI time: each deploy is a minute on two shared cores).
 Everything is stopped by the module's teardown (`mlstack down`, then by marker).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import httpx
 import pytest
 
-from mlstack.ops.local import keeper, procs, scheduler, sidecars
+from mlstack.frontend.analysis import require_system
+from mlstack.ops.local import alerting, keeper, procs, scheduler, services, sidecars
+from mlstack.ops.local.state import DeploymentState
 from mlstack.ops.paths import ProjectPaths
 from tests.engine.deploy_support import (
     STATE_VARIABLES,
@@ -72,6 +86,9 @@ def project(tmp_path_factory):
         "latency of a machine shared with other test runs")
     hour = (datetime.now(UTC).hour + 12) % 24
     change_spec(spec, {'schedule: "@daily"': f'schedule: "0 {hour} * * *"'})
+    hook = listener()  # the alerts' webhook (test 8)
+    change_spec(spec, {"monitoring:\n": "monitoring:\n  alerts:\n    - channel: webhook\n"
+                                         f"      to: http://127.0.0.1:{hook.server_port}/alerts\n"})
     with pytest.MonkeyPatch.context() as patch:
         # this process declares the sidecars as deploy did: the same homes and PYTHONPATH
         patch.setenv("HOME", env["HOME"])
@@ -92,9 +109,11 @@ def project(tmp_path_factory):
             declared = sidecars.declared(paths, system, providers=(scheduler.__name__,))
             sidecars.start_all(paths, declared)
             yield {"folder": folder, "env": env, "paths": paths, "declared": declared,
-                   "hour": hour, "base": scheduler.server_url(paths)}
+                   "hour": hour, "base": scheduler.server_url(paths), "hook": hook,
+                   "spec": spec}
         finally:
             stop_everything(folder, env)
+            hook.shutdown()
 
 
 def _deployments(base: str) -> dict[str, dict]:
@@ -257,6 +276,41 @@ def test_fed_rows_are_served_with_no_command(project):
     assert served
 
 
+def test_monitoring_runs_now_and_judges_what_serves(project):
+    import pandas as pd
+
+    folder, env = project["folder"], project["env"]
+    journal = deploy_state(folder)
+    current = next(v for v in journal["versions"] if v["version"] == journal["current"])
+    version, tag = current["version"], current["model_tag"]
+    newest = pd.read_parquet(folder / "data" / "customers.parquet")["event_timestamp"].max()
+    began = time.time()
+    proc = run_mlstack(folder, "run", "monitoring", env=env)
+    ended = time.time()
+    for task in ("ingest", "drift", "freshness", "staleness"):
+        assert f"  {task}" in proc.stderr, proc.stderr  # each task as it finished
+    assert f"(serving {version}, model {tag})" in proc.stdout, proc.stdout
+
+    status = json.loads(run_mlstack(folder, "status", "--format", "json", env=env).stdout)
+    report = status["monitoring"]
+    assert report["serving"] == {"version": version, "model_tag": tag, "from": "deploy"}
+    assert report["staleness"]["model_tag"] == tag and report["staleness"]["stale"] is False
+    fresh = report["freshness"]
+    assert fresh["read_from"] == "online store"
+    customers = fresh["sources"]["customers"]
+    # the age of the newest row the online store serves: the fed rows (test 5), read when
+    # the run judged it
+    newest_s = newest.timestamp()
+    assert began - newest_s - 5 <= customers["age_seconds"] <= ended - newest_s + 5, (
+        customers, newest)
+    assert customers["fresh"] is (customers["age_seconds"] <= 2 * INTERVAL), customers
+    assert set(customers["views"]) == {"customer_profile"}
+
+    run_mlstack(folder, "docs", env=env)
+    page = (folder / "build" / "docs" / "monitoring.html").read_text()
+    assert tag in page and "Read from the online store." in page
+
+
 def test_mlstack_run_training_rolls_the_new_data_out_and_unchanged_data_makes_no_version(
         project):
     folder, env = project["folder"], project["env"]
@@ -279,3 +333,131 @@ def test_mlstack_run_training_rolls_the_new_data_out_and_unchanged_data_makes_no
     state = deploy_state(folder)
     assert [v["version"] for v in state["versions"]] == ["v1", "v2"]
     assert state["history"][-1]["event"] == "retrain-skipped", state["history"][-3:]
+
+
+# -- 8. the error-rate alert, on the same deployment (last: it hangs the serving version) --
+#
+# The spec's one monitoring.alerts webhook points at this module's listener. The alerting
+# sidecars (mlstack.ops.local.alerting: a Prometheus with the serving version's generated
+# rules, an Alertmanager with the generated alertmanager.yml) are started with
+# sidecars.start_all. Requests go through the router; the version's whole serve tree is frozen
+# (SIGSTOP) while they keep coming: a hung backend, which no supervisor or keeper restarts, so
+# every client gets the router's 504 or 503 (counted by the router's /metrics). The generated
+# ChurnErrorsBudgetBurn1h (errors above 14.4x the budget over 1h and 5m, `for: 2m`) must fire:
+# seen in status_report and at the webhook, within generous deadlines. (Stopping the tree
+# instead is no outage with a keeper at work: it restarts the version, and after a failed
+# restart stops the router, so clients get refused connections, not 5xx.)
+
+ALERT = "ChurnErrorsBudgetBurn1h"
+FIRE_WITHIN_S = 480  # its `for: 2m`, a few scrapes, Alertmanager's group_wait 30 s: margin
+
+
+def listener() -> ThreadingHTTPServer:
+    """A webhook receiver on loopback: `posts` holds each POSTed JSON body."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            server.posts.append(json.loads(body or b"{}"))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.posts = []
+    threading.Thread(target=server.serve_forever, args=(0.1,), daemon=True).start()
+    return server
+
+
+def freeze(paths: ProjectPaths, version: str, sig: signal.Signals) -> list[int]:
+    """SIGSTOP (or SIGCONT) every process of the version's serve tree, its supervisor too:
+    a hung backend, which neither its supervisor nor a keeper restarts while it is frozen
+    (both see it alive); its port still takes connections, nothing answers them."""
+    pids = [p.pid for p in services.version_tree(paths, version)]
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    return pids
+
+
+def firing_at_webhook(posts: list) -> list[dict]:
+    return [a for post in posts for a in post.get("alerts", [])
+            if a.get("status") == "firing" and a.get("labels", {}).get("alertname") == ALERT]
+
+
+def test_a_hung_backend_fires_the_error_rate_alert_in_status_and_at_the_webhook(project):
+    paths = ProjectPaths.for_spec(project["spec"])
+    system = require_system(project["spec"])[0]
+    declared = alerting.sidecars(paths, system)
+    assert [s.name for s in declared] == ["alertmanager", "exporter", "prometheus"]
+    sidecars.start_all(paths, declared)
+    state = DeploymentState.load(paths.deployments_file)
+    serving = state.get(state.current)
+    body = {"rows": serving.example_rows[:1]}
+    router = f"http://127.0.0.1:{state.router.port}/predict"
+
+    def drive(seconds: float, clients: int = 1, pause: float = 0.5) -> Counter:
+        """Requests through the router from `clients` threads for `seconds`: how many got
+        each answer ('refused' where the router took no connection)."""
+        until = time.monotonic() + seconds
+
+        def one_client() -> Counter:
+            got: Counter = Counter()
+            with httpx.Client(timeout=60) as client:
+                while time.monotonic() < until:
+                    try:
+                        got[client.post(router, json=body).status_code] += 1
+                    except httpx.TransportError:
+                        got["refused"] += 1
+                    time.sleep(pause)
+            return got
+
+        with ThreadPoolExecutor(clients) as pool:
+            return sum(pool.map(lambda _: one_client(), range(clients)), Counter())
+
+    assert drive(1)[200], "the deployed version answers through the router"
+    # every target scraped while it serves (the exporter: the monitoring report's gauges),
+    # and nothing fires
+    deadline = time.monotonic() + 120
+    while True:
+        drive(2)
+        report = alerting.status_report(paths)
+        health = {t["job"]: t["health"] for t in report["targets"]}
+        if all(health.get(job) == "up" for job in ("router", "service", "exporter")):
+            break
+        assert time.monotonic() < deadline, report
+    assert report["state"] == "up" and report["alerts"] == [], report
+    assert report["alertmanager"] is not None
+
+    frozen = freeze(paths, serving.version, signal.SIGSTOP)
+    assert frozen
+    began = time.monotonic()
+    seen_in_status = None
+    codes: Counter = Counter()
+    try:
+        while time.monotonic() - began < FIRE_WITHIN_S:
+            codes += drive(10, clients=8, pause=0.1)  # each waits the router's 10 s timeout
+            report = alerting.status_report(paths)
+            fired = [a for a in report["alerts"] if a["name"] == ALERT]
+            if fired and seen_in_status is None:
+                seen_in_status = fired[0]
+            if seen_in_status and firing_at_webhook(project["hook"].posts):
+                break
+        else:
+            raise AssertionError(f"{ALERT} did not fire within {FIRE_WITHIN_S} s: status "
+                                 f"{report}, webhook {project['hook'].posts}, answers {codes}")
+    finally:
+        freeze(paths, serving.version, signal.SIGCONT)
+    # every client got a 5xx from the router: 504 where it waited out its backend timeout,
+    # 503 where v1 took no connection
+    assert codes and all(isinstance(c, int) and c >= 500 for c in codes), codes
+    assert seen_in_status["severity"] == "page" and seen_in_status["since"]
+    assert "errors error budget burning" in seen_in_status["summary"]
+    (delivered, *_) = firing_at_webhook(project["hook"].posts)
+    assert delivered["labels"]["system"] == "churn" and delivered["labels"]["slo"] == "errors"
+    print(f"{ALERT} fired {time.monotonic() - began:.0f} s after the backend hung")
