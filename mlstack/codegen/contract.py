@@ -21,7 +21,7 @@ TRAINING_TASKS = ("ingest", "validate", "feast_apply", "materialize", "training_
                   "evaluate", "register", "promote")
 PROMOTE_TASK = "promote"
 # The monitoring flow's tasks (after ingest).
-MONITORING_TASKS = ("drift", "freshness", "staleness")
+MONITORING_TASKS = ("drift", "freshness", "staleness", "live_quality")
 # The materialize flow's tasks, in order.
 MATERIALIZE_TASKS = ("feast_apply", "materialize")
 
@@ -48,6 +48,10 @@ ENV_SERVING_VERSION = "MLSTACK_SERVING_VERSION"
 # The prediction log's folder under the state folder (ENV_STATE_DIR): the service's workers
 # write it, feedback joins it, the monitoring flow and status read it
 PREDICTION_LOG_DIR = "prediction_log"
+# in it: each writer's counters and the feedback store (mlstack.runtime.prediction_log's
+# STATS_DIR and mlstack.runtime.feedback's FEEDBACK_FILE: the runtime imports no compiler code)
+PREDICTION_LOG_STATS_DIR = "stats"
+FEEDBACK_FILE = "feedback.db"
 
 # State files the generated flows write under $MLSTACK_STATE_DIR.
 MODELS_FILE = "models.json"  # the promoted model and its history

@@ -63,7 +63,8 @@ from mlstack.runtime.evaluation import GATE_OPS, Gate, ndcg
 from mlstack.runtime.experiment_stats import _rounded
 
 __all__ = ["CONFIDENCE", "INTERVALS", "STATUSES", "TASKS", "auc_interval", "delong_auc",
-           "judge_quality", "label_outcomes", "live_quality", "wilson_interval"]
+           "judge_quality", "label_outcomes", "live_quality", "monitoring_report",
+           "wilson_interval"]
 
 CONFIDENCE = 0.95
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
@@ -452,3 +453,39 @@ def judge_quality(report: Mapping[str, Any],
                            "threshold": gate.threshold, "value": value, "low": low,
                            "high": high, "n": entry["n"], "status": status})
     return judged
+
+
+# ------------------------------------------------------------------ the monitoring flow's readout
+
+def monitoring_report(folder: Any, task: str, gates: Mapping[str, str | float] | Iterable[Gate],
+                      *, now: datetime, window_seconds: float,
+                      labels: pd.DataFrame | None = None, keys: Sequence[str] = (),
+                      label_field: str | None = None, timestamp_field: str | None = None,
+                      min_samples: int = 30, k: int = 10) -> dict[str, Any]:
+    """The monitoring flow's live quality: the prediction log in `folder` over the window
+    before `now`, each answer's outcome from POST /feedback (feedback.joined) or, where no
+    client sent one, from the label source as it grows (label_outcomes: the entity's earliest
+    label at or after the answer, within the window), judged per version (live_quality) and
+    against the spec's slos.quality gates (judge_quality). {"logged": 0, ...} when nothing
+    was logged in the window."""
+    from mlstack.runtime.feedback import joined
+
+    since = now - timedelta(seconds=window_seconds)
+    frame = joined(folder, since=since)
+    frame = frame[_utc(frame["ts"]) < pd.Timestamp(now)] if len(frame) else frame
+    base: dict[str, Any] = {"window_seconds": window_seconds, "logged": len(frame)}
+    if frame.empty:
+        return {**base, "from_feedback": 0, "from_labels": 0, "quality": None, "judged": []}
+    from_feedback = int(frame["outcome"].notna().sum())
+    from_labels = 0
+    if labels is not None and label_field and timestamp_field and keys and all(
+            key in frame for key in keys):
+        missing = frame["outcome"].isna().to_numpy()
+        joined_labels = label_outcomes(frame[missing].drop(columns=["outcome"]), labels,
+                                       list(keys), label_field, timestamp_field, window_seconds)
+        frame = frame.copy()
+        frame.loc[missing, "outcome"] = joined_labels["outcome"].to_numpy()
+        from_labels = int(joined_labels["outcome"].notna().sum())
+    quality = live_quality(frame, task, now=now, min_samples=min_samples, k=k)
+    return {**base, "from_feedback": from_feedback, "from_labels": from_labels,
+            "quality": quality, "judged": judge_quality(quality, gates)}

@@ -66,6 +66,12 @@ class Monitoring:
     feature_sources: tuple[str, ...] = ()
     feature_freshness_seconds: float | None = None
     model_staleness_seconds: float | None = None
+    # live quality (monitoring.prediction_log on): the served answers joined to their
+    # outcomes, judged per version against slos.quality over the log's window
+    live_quality: bool = False
+    task: str = ""
+    quality_gates: tuple[tuple[str, str, float], ...] = ()  # (metric, op, threshold)
+    live_window_seconds: float = 7 * 86400.0
 
 
 def psi(reference: np.ndarray, current: np.ndarray, bins: int = 10) -> float:
@@ -309,4 +315,29 @@ def alerts(report: Mapping[str, Any]) -> list[str]:
         found.append(f"{named} is not in the model store")
     elif model["stale"]:
         found.append(f"{named} is older than its staleness limit")
+    for gate in (report.get("live_quality") or {}).get("judged") or []:
+        if gate["status"] == "missed":  # on evidence: the whole interval misses
+            found.append(f"live {gate['metric']} of {gate['version']} is {gate['value']:g} "
+                         f"[{gate['low']:g}, {gate['high']:g}] over {gate['n']} answers: "
+                         f"misses slos.quality {gate['op']} {gate['threshold']:g}")
     return found
+
+
+def live_quality_report(monitoring: Monitoring, folder: Any, frames: Mapping[str, Any],
+                        label: Any, now: Any) -> dict:
+    """The live quality part of the monitoring report (live_quality.monitoring_report): the
+    prediction log in `folder` with outcomes from feedback and from the label source's frame
+    (`label`: the flow's LabelSpec), or {"enabled": False} when the log is off."""
+    if not monitoring.live_quality:
+        return {"enabled": False}
+    from mlstack.runtime.live_quality import monitoring_report
+
+    task = {"multiclass_classification": "multiclass"}.get(monitoring.task, monitoring.task)
+    gates = {metric: f"{op} {threshold}" for metric, op, threshold in monitoring.quality_gates}
+    k = next((int(m.split("@")[1]) for m in gates if m.startswith("ndcg@")), 10)
+    labels = frames.get(label.source)
+    report = monitoring_report(folder, task, gates, now=now,
+                               window_seconds=monitoring.live_window_seconds, labels=labels,
+                               keys=tuple(label.keys), label_field=label.column,
+                               timestamp_field=label.timestamp, k=k)
+    return {"enabled": True, **report}

@@ -283,7 +283,24 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
     journal = deploy_state(folder)
     current = next(v for v in journal["versions"] if v["version"] == journal["current"])
     version, tag = current["version"], current["model_tag"]
-    newest = pd.read_parquet(folder / "data" / "customers.parquet")["event_timestamp"].max()
+    customers = pd.read_parquet(folder / "data" / "customers.parquet")
+    newest = customers["event_timestamp"].max()
+    # the loop closed: 40 answers through the router, logged by the service, and their
+    # outcomes sent back by request id, the opposite of what the model said (the half it
+    # scored lowest churned): live AUC 0, on evidence, so the monitoring run alerts
+    port = journal["router"]["port"]
+    answers = []
+    for customer in sorted(customers["customer_id"].unique())[:40]:
+        with httpx.Client(timeout=30) as client:
+            r = client.post(f"http://127.0.0.1:{port}/predict",
+                            json={"rows": [{"customer_id": int(customer)}]})
+        assert r.status_code == 200 and r.json()[0] is not None, r.text
+        answers.append((r.json()[0], r.headers["x-request-id"]))
+    answers.sort()
+    for rank, (_score, request_id) in enumerate(answers):
+        sent = httpx.post(f"http://127.0.0.1:{port}/feedback", timeout=30,
+                          json={"request_id": request_id, "outcome": int(rank < 20)})
+        assert sent.status_code == 201, sent.text
     began = time.time()
     proc = run_mlstack(folder, "run", "monitoring", env=env)
     ended = time.time()
@@ -297,14 +314,23 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
     assert report["staleness"]["model_tag"] == tag and report["staleness"]["stale"] is False
     fresh = report["freshness"]
     assert fresh["read_from"] == "online store"
-    customers = fresh["sources"]["customers"]
+    source = fresh["sources"]["customers"]
     # the age of the newest row the online store serves: the fed rows (test 5), read when
     # the run judged it
     newest_s = newest.timestamp()
-    assert began - newest_s - 5 <= customers["age_seconds"] <= ended - newest_s + 5, (
-        customers, newest)
-    assert customers["fresh"] is (customers["age_seconds"] <= 2 * INTERVAL), customers
-    assert set(customers["views"]) == {"customer_profile"}
+    assert began - newest_s - 5 <= source["age_seconds"] <= ended - newest_s + 5, (
+        source, newest)
+    assert source["fresh"] is (source["age_seconds"] <= 2 * INTERVAL), source
+    assert set(source["views"]) == {"customer_profile"}
+    live = report["live_quality"]
+    assert live["enabled"] and live["from_feedback"] >= 40, live
+    served = live["quality"]["versions"][version]
+    assert served["n"] >= 40 and served["metrics"]["auc"]["value"] == 0.0, served
+    assert [(j["version"], j["metric"], j["status"]) for j in live["judged"]] == [
+        (version, "auc", "missed")]
+    assert any(a.startswith(f"live auc of {version} is 0 ") for a in report["alerts"]), report
+    status_text = run_mlstack(folder, "status", env=env, check=False).stdout
+    assert "prediction log:" in status_text and "feedback: 40 outcomes stored" in status_text
 
     run_mlstack(folder, "docs", env=env)
     page = (folder / "build" / "docs" / "monitoring.html").read_text()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -285,3 +286,59 @@ def test_gates_on_a_live_report():
     assert judged[4]["n"] == 10
     with pytest.raises(ValueError, match="not a gate"):
         judge_quality(live_quality(frame, "binary_classification"), {"auc": "at least 0.7"})
+
+
+def test_the_monitoring_readout_joins_feedback_then_labels_and_alerts_on_evidence(tmp_path):
+    """The monitoring flow's live quality: the log's answers in the window, each outcome from
+    POST /feedback where a client sent one, else from the label source (the entity's first
+    label at or after the answer); judged per version against slos.quality; a version whose
+    whole interval misses is an alert, one with too few outcomes is not."""
+    from mlstack.runtime import monitoring
+    from mlstack.runtime.feedback import FeedbackStore
+    from mlstack.runtime.prediction_log import PredictionLog, new_request_id
+
+    rng = np.random.default_rng(5)
+    now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+    start = now.timestamp() - 3600
+    ticks = iter(range(10**6))
+    good = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05,
+                         clock=lambda: start + next(ticks) / 4)
+    bad = PredictionLog(tmp_path, "v2", "m:2", flush_seconds=0.05,
+                        clock=lambda: start + next(ticks) / 4)
+    store = FeedbackStore(tmp_path)
+    labels = []
+    for i in range(200):
+        truth = int(rng.random() < 0.5)
+        for log, score in ((good, 0.8 * truth + 0.2 * rng.random()), (bad, rng.random())):
+            request_id = new_request_id()
+            assert log.record(request_id, "predict", [{"customer_id": i}], [score])
+            if log is bad and i >= 20:
+                continue  # v2: feedback for 20 answers only, the rest from the labels
+            if i % 2 == 0:
+                log.flush(10)
+                assert store.record(request_id, truth).status == "stored"
+        labels.append({"customer_id": i, "churned": truth,
+                       "event_timestamp": pd.Timestamp(start + i + 30, unit="s", tz="UTC")})
+    assert good.flush(10) and bad.flush(10)
+    config = monitoring.Monitoring(live_quality=True, task="binary_classification",
+                                   quality_gates=(("auc", ">=", 0.8),), live_window_seconds=7200)
+    label = type("Label", (), {"source": "labels", "keys": ("customer_id",),
+                               "column": "churned", "timestamp": "event_timestamp"})
+    report = monitoring.live_quality_report(config, tmp_path, {"labels": pd.DataFrame(labels)},
+                                            label, now)
+    assert report["enabled"] and report["logged"] == 400
+    assert report["from_feedback"] == 100 + 10 and report["from_labels"] == 290
+    v1, v2 = report["quality"]["versions"]["v1"], report["quality"]["versions"]["v2"]
+    assert v1["n"] == 200 and v2["n"] == 200
+    assert v1["metrics"]["auc"]["value"] > 0.95 and v2["metrics"]["auc"]["high"] < 0.8
+    verdicts = {j["version"]: j["status"] for j in report["judged"]}
+    assert verdicts == {"v1": "met", "v2": "missed"}
+    found = monitoring.alerts({"drift": {"drifted": [], "method": "psi", "threshold": 0.2},
+                               "freshness": {"stale": []}, "staleness": {"stale": False},
+                               "live_quality": report})
+    assert len(found) == 1 and found[0].startswith("live auc of v2 is ")
+    assert "misses slos.quality >= 0.8" in found[0]
+    off = monitoring.live_quality_report(monitoring.Monitoring(), tmp_path, {}, label, now)
+    assert off == {"enabled": False}
+    for log in (good, bad):
+        log.close()

@@ -82,6 +82,10 @@ MONITORING = Monitoring(
     feature_sources=("customers",),
     feature_freshness_seconds=86400,
     model_staleness_seconds=604800,
+    live_quality=True,
+    task=features.TASK,
+    quality_gates=(("auc", ">=", 0.8),),
+    live_window_seconds=604800.0,
 )
 REGISTRY = ModelRegistry(
     name=features.MODEL_NAME,

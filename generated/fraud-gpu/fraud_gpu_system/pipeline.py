@@ -112,6 +112,10 @@ MONITORING = Monitoring(
     feature_sources=("merchants", "transactions"),
     feature_freshness_seconds=300,
     model_staleness_seconds=172800,
+    live_quality=False,
+    task=features.TASK,
+    quality_gates=(("auc", ">=", 0.85),),
+    live_window_seconds=604800.0,
 )
 REGISTRY = ModelRegistry(
     name=features.MODEL_NAME,

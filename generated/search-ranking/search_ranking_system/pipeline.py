@@ -122,6 +122,10 @@ MONITORING = Monitoring(
     feature_sources=("documents", "query_documents"),
     feature_freshness_seconds=900,
     model_staleness_seconds=172800,
+    live_quality=True,
+    task=features.TASK,
+    quality_gates=(("ndcg@10", ">=", 0.65),),
+    live_window_seconds=604800.0,
 )
 REGISTRY = ModelRegistry(
     name=features.MODEL_NAME,

@@ -5,9 +5,13 @@ be asked says why), so status still runs with all of them down."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from mlstack.codegen.contract import FEEDBACK_FILE, PREDICTION_LOG_DIR, PREDICTION_LOG_STATS_DIR
 from mlstack.ops.local import alerting, keeper, scheduler, sidecars
 from mlstack.ops.paths import ProjectPaths
 
@@ -49,17 +53,40 @@ def sidecar_rows(paths: ProjectPaths, now: float | None = None) -> list[dict]:
 
 def prediction_log_report(paths: ProjectPaths) -> dict:
     """The prediction log's counters per version (rows logged and dropped, files, write
-    errors: every writer's, summed) and the outcomes POST /feedback stored; {} when nothing
-    was ever logged."""
-    from mlstack.codegen.contract import PREDICTION_LOG_DIR
-    from mlstack.runtime.feedback import feedback_count
-    from mlstack.runtime.prediction_log import read_stats
-
+    errors: every writer's stats file, summed) and the outcomes POST /feedback stored; {}
+    when nothing was ever logged. Read from the files the runtime writes (the compiler does
+    not import the runtime: mlstack.runtime.prediction_log.read_stats reads them the same)."""
     folder = paths.runtime_state_dir / PREDICTION_LOG_DIR
-    versions = read_stats(folder)
+    versions: dict[str, dict[str, int]] = {}
+    for path in sorted((folder / PREDICTION_LOG_STATS_DIR).glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            version = str(data["version"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        totals = versions.setdefault(version, dict.fromkeys(
+            ("logged", "dropped", "files", "write_errors"), 0))
+        for key in totals:
+            value = data.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                totals[key] += value
     if not versions:
         return {}
-    return {"folder": str(folder), "versions": versions, "feedback": feedback_count(folder)}
+    return {"folder": str(folder), "versions": versions, "feedback": _feedback_count(folder)}
+
+
+def _feedback_count(folder: Path) -> int:
+    path = folder / FEEDBACK_FILE
+    if not path.is_file():
+        return 0
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            return int(connection.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        finally:
+            connection.close()
+    except sqlite3.Error:
+        return 0
 
 
 def observe_living(paths: ProjectPaths) -> Living:
