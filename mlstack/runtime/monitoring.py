@@ -324,7 +324,7 @@ def alerts(report: Mapping[str, Any]) -> list[str]:
 
 
 def live_quality_report(monitoring: Monitoring, folder: Any, frames: Mapping[str, Any],
-                        label: Any, now: Any) -> dict:
+                        label: Any, now: Any) -> dict[str, Any]:
     """The live quality part of the monitoring report (live_quality.monitoring_report): the
     prediction log in `folder` with outcomes from feedback and from the label source's frame
     (`label`: the flow's LabelSpec), or {"enabled": False} when the log is off."""

@@ -23,6 +23,7 @@ from mlstack.frontend.loader import Path_, SourceMap
 from mlstack.frontend.spec.models import (
     Alert,
     FileSource,
+    PredictionLog,
     StreamSource,
     SystemSpec,
     Transform,
@@ -631,7 +632,7 @@ def alert_nodes(alerts: Iterable[Alert]) -> tuple[ir.AlertNode, ...]:
     return tuple(sorted(nodes, key=lambda n: (n.channel, n.to or "", n.severity, n.at)))
 
 
-def prediction_log(written, target: str,
+def prediction_log(written: PredictionLog, target: str,
                    derive: Callable[[str, object, str], None]) -> ir.PredictionLogNode:
     """The prediction log: on by default locally (the service's workers write parquet beside
     the project's state); off by default on kubernetes and aws, where a pod's disk is no

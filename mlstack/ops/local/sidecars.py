@@ -76,9 +76,11 @@ def changes(before: dict, sidecar: Sidecar) -> str:
     if not isinstance(old, dict):
         return "its declaration changed"
     parts = [key for key in ("argv", "cwd", "port") if old.get(key) != new[key]]
-    old_env = old.get("env") if isinstance(old.get("env"), dict) else {}
-    parts += [f"env {name}" for name in sorted(set(old_env) | set(new["env"]))
-              if old_env.get(name) != new["env"].get(name)]
+    recorded = old.get("env")
+    old_env: dict = recorded if isinstance(recorded, dict) else {}
+    new_env: dict = new["env"]
+    parts += [f"env {name}" for name in sorted(set(old_env) | set(new_env))
+              if old_env.get(name) != new_env.get(name)]
     return f"its declaration changed ({', '.join(parts) or 'digest'})"
 
 
