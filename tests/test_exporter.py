@@ -39,6 +39,10 @@ REPORT = {
     "staleness": {"age_seconds": 7200.0, "limit_seconds": 604800,
                   "model_tag": "churn:abc", "stale": False},
     "alerts": [],
+    "live_quality": {"enabled": True, "judged": [
+        {"version": "v1", "metric": "auc", "status": "met"},
+        {"version": "v2", "metric": "auc", "status": "missed"},
+        {"version": "v3", "metric": "auc", "status": "not_enough"}]},
 }
 
 
@@ -77,6 +81,10 @@ def test_the_report_becomes_the_rules_gauges_and_the_age_grows_with_time(tmp_pat
         key("mlstack_feature_drift_score", system="churn", feature="charges"): 0.05,
         key("mlstack_model_trained_timestamp_seconds", system="churn"): now - 7200.0,
         key("mlstack_monitoring_report_readable", system="churn"): 1.0,
+        # the live-quality readout's verdicts: 1 only where a gate was missed on evidence
+        key("mlstack_live_quality_missed", system="churn", version="v1", metric="auc"): 0.0,
+        key("mlstack_live_quality_missed", system="churn", version="v2", metric="auc"): 1.0,
+        key("mlstack_live_quality_missed", system="churn", version="v3", metric="auc"): 0.0,
     }
     later = parse(exporter.exposition(tmp_path, "churn", now + 600))
     assert later[key("mlstack_feature_freshness_seconds", system="churn",

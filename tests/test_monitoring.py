@@ -93,6 +93,8 @@ def test_rules_follow_the_rule_file_schema_and_cover_every_slo(spec):
         expected.add("model_staleness")
     if m.drift_threshold:
         expected.add("drift")
+    if m.prediction_log.enabled and s.quality:
+        expected.add("quality")  # live quality, from the monitoring flow's readout
     assert alerts == expected
     # multi-window burn rate: a page pairs a long and a short window
     pages = [r for g in doc["groups"] for r in g["rules"]
@@ -200,6 +202,31 @@ def test_promtool_alerts_fire_on_synthetic_series(tmp_path):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(
         {"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
          "tests": [failing, healthy]}, sort_keys=False))
+    done = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_the_live_quality_alert_fires_only_on_a_missed_gate(tmp_path):
+    """churn's slos.quality judged live (its prediction log is on locally): the exporter's
+    mlstack_live_quality_missed is 1 for a version the readout found missing its gate on
+    evidence; the alert fires for that version and metric, and not while it is 0."""
+    system, tree = render(BLUEPRINTS / "churn" / "mlstack.yaml")
+    (tmp_path / "rules.yaml").write_bytes(tree["monitoring/prometheus-rules.yaml"])
+    rule = _alert(system, "quality")
+    series = f'mlstack_live_quality_missed{{system="{system.name}",version="v2",metric="auc"}}'
+    missed = {"interval": "1m", "input_series": [{"series": series, "values": "1x30"}],
+              "alert_rule_test": [{"eval_time": "10m", "alertname": rule["alert"],
+                                   "exp_alerts": [{"exp_labels": {**rule["labels"],
+                                                                  "version": "v2",
+                                                                  "metric": "auc"},
+                                                   "exp_annotations": rule["annotations"]}]}]}
+    met = {"interval": "1m", "input_series": [{"series": series, "values": "0x30"}],
+           "alert_rule_test": [{"eval_time": "10m", "alertname": rule["alert"],
+                                "exp_alerts": []}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(
+        {"rule_files": ["rules.yaml"], "evaluation_interval": "1m", "tests": [missed, met]},
+        sort_keys=False))
     done = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -31,6 +31,9 @@ REQUESTS = "bentoml_service_request_total"
 FRESHNESS = "mlstack_feature_freshness_seconds"
 DRIFT = "mlstack_feature_drift_score"
 MODEL_TRAINED = "mlstack_model_trained_timestamp_seconds"
+# 1 while the monitoring flow's last live-quality readout found a version missing a
+# slos.quality gate on evidence (its whole interval on the wrong side), else 0
+LIVE_QUALITY_MISSED = "mlstack_live_quality_missed"
 RPS_PER_POD = "mlstack_requests_per_second"  # the autoscaler's per-pod metric (via an adapter)
 # BentoML's default histogram buckets (seconds), bentoml/_internal/utils/metrics.py
 BENTOML_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -164,6 +167,14 @@ def rule_groups(system: SystemIR) -> list[dict]:
         alerts.append(_alert(prefix + "FeatureDrift", f"max by (feature) (\n  {DRIFT}{sel}\n) > "
                              f"{m.drift_threshold:g}", "15m", "ticket", "drift", labels,
                              f"{name}: {m.drift_method} drift above {m.drift_threshold:g}"))
+    if m.prediction_log.enabled and system.slos.quality:
+        sel = _series_selector(name)
+        gates = ", ".join(f"{g.metric} {g.op} {g.threshold:g}" for g in system.slos.quality)
+        alerts.append(_alert(prefix + "LiveQualityMissed",
+                             f"max by (version, metric) (\n  {LIVE_QUALITY_MISSED}{sel}\n) > 0",
+                             "5m", "ticket", "quality", labels,
+                             f"{name}: live quality misses slos.quality ({gates}) on the "
+                             "answers' outcomes"))
     groups = [{"name": f"{name}-slo-recording", "rules": recording}]
     if alerts:
         groups.append({"name": f"{name}-slo-alerts", "rules": alerts})

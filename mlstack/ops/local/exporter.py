@@ -13,6 +13,8 @@ and answers, in the text format 0.0.4:
   (a feature without one, for want of rows, is left out);
 - `mlstack_model_trained_timestamp_seconds{system}`: when the model the report judged was
   trained (the report's check time minus the model's age; left out when it was missing);
+- `mlstack_live_quality_missed{system, version, metric}`: 1 where the live-quality readout
+  judged a version to miss a slos.quality gate on evidence, else 0 (one per judged gate);
 - `mlstack_monitoring_report_readable{system}`: 1 when the report was read, else 0.
 
 A missing or unreadable report (no file, not JSON, not the report's shape) exports none of
@@ -42,6 +44,7 @@ FRESHNESS = "mlstack_feature_freshness_seconds"  # monitoring backend's FRESHNES
 DRIFT = "mlstack_feature_drift_score"
 TRAINED = "mlstack_model_trained_timestamp_seconds"
 READABLE = "mlstack_monitoring_report_readable"
+LIVE_QUALITY_MISSED = "mlstack_live_quality_missed"  # monitoring backend's LIVE_QUALITY_MISSED
 HELP = {
     FRESHNESS: "Age of the feature view's newest row in the online store (now minus its "
                "newest event time in the monitoring flow's last report).",
@@ -49,6 +52,8 @@ HELP = {
     TRAINED: "When the serving model was trained (seconds since the epoch), from the "
              "monitoring flow's last report.",
     READABLE: "1 when the monitoring flow's last report could be read, else 0.",
+    LIVE_QUALITY_MISSED: "1 when the monitoring flow's last live-quality readout found the "
+                         "version missing the slos.quality gate on the metric, else 0.",
 }
 
 Sample = tuple[str, dict[str, str], float]
@@ -95,6 +100,10 @@ def samples(report: dict[str, Any], system: str, now: float) -> list[Sample]:
     if model.get("age_seconds") is not None and report.get("checked_at"):
         trained = _epoch(report["checked_at"]) - float(model["age_seconds"])
         out.append((TRAINED, {"system": system}, trained))
+    for gate in (report.get("live_quality") or {}).get("judged") or []:
+        out.append((LIVE_QUALITY_MISSED, {"system": system, "version": str(gate["version"]),
+                                          "metric": str(gate["metric"])},
+                    1.0 if gate["status"] == "missed" else 0.0))
     return sorted(out, key=lambda s: (s[0], sorted(s[1].items())))
 
 
