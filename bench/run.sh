@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 # ray: section 7, the flow on a local Ray cluster; bench: section 3's expert baseline
 mlstack_venv ".[runtime,test,ray,bench]"
+# the tests of speed and memory goals the test command leaves to the bench (pytest -m bench:
+# out-of-core training on a Ray cluster, overload recovery with batching off)
+.venv/bin/python -m pytest -m bench -q
 exec .venv/bin/python -m bench "$@"

@@ -32,7 +32,8 @@ from mlstack.ops.local.ray_supervisor import LIMITED_ENV  # noqa: E402
 from mlstack.runtime.ray_training import ROW  # noqa: E402
 from tests.engine.deploy_support import local_compute, scratch_project  # noqa: E402
 
-pytestmark = [pytest.mark.engine, pytest.mark.slow]
+# a memory goal: the bench runs it (bash bench/run.sh), not the test command
+pytestmark = [pytest.mark.engine, pytest.mark.slow, pytest.mark.bench]
 
 WORKER_MIB = 1536
 ROWS = 12_000_000
