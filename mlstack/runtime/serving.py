@@ -38,8 +38,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 __all__ = ["Batch", "ModelInput", "batching_settings", "candidate_rows", "check_model_columns",
-           "check_rows", "feature_records", "json_body", "predictions", "ranked", "served",
-           "unzip_served"]
+           "check_rows", "dropped_rows_counter", "feature_records", "json_body", "predictions",
+           "ranked", "served", "unzip_served"]
 
 
 def check_model_columns(tag: object, metadata: Mapping[str, Any],
@@ -230,6 +230,25 @@ def json_body(values: list[Any]) -> bytes:
     except ValueError:
         return json.dumps([v if not isinstance(v, float) or np.isfinite(v) else None
                            for v in values], separators=(",", ":")).encode()
+
+
+_DROPPED_ROWS: Any = None
+
+
+def dropped_rows_counter() -> Any:
+    """The service's Prometheus counter of the prediction log's dropped rows (label:
+    version), in BentoML's /metrics. One per process: a service module imported again in the
+    same process (tests import several) gets the same counter, not a duplicate series."""
+    global _DROPPED_ROWS
+    if _DROPPED_ROWS is None:
+        import bentoml
+
+        _DROPPED_ROWS = bentoml.metrics.Counter(
+            name="mlstack_prediction_log_dropped_rows",
+            documentation="Rows of answers the prediction log dropped (full queue, failed "
+                          "write)",
+            labelnames=["version"])
+    return _DROPPED_ROWS
 
 
 def check_rows(count: int, limit: int) -> None:

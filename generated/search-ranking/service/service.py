@@ -59,7 +59,7 @@ import bentoml
 from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.feedback import FeedbackStore
-from mlstack.runtime.prediction_log import PredictionLog, new_request_id
+from mlstack.runtime.prediction_log import PredictionLog, new_request_id, request_time
 from mlstack.runtime.registry import read_spec_hash
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.responses import Response
@@ -100,11 +100,7 @@ WARMUP_ROW = {"doc_id": 0, "query_id": 0}
 PREDICTION_LOG = {"flush_seconds": 2.0, "max_queue": 10000, "retention_hours": 168}
 REQUEST_ID_HEADER = "X-Request-Id"
 # rows the prediction log could not keep (a full queue, a failed write), in /metrics
-LOG_DROPPED = bentoml.metrics.Counter(
-    name="mlstack_prediction_log_dropped_rows",
-    documentation="Rows of answers the prediction log dropped (full queue, failed write)",
-    labelnames=["version"],
-)
+LOG_DROPPED = serving.dropped_rows_counter()
 # the largest POST /feedback body (bytes): one request id and one outcome
 MAX_FEEDBACK_BYTES = 4096
 
@@ -346,6 +342,16 @@ class SearchRankingService:
         same outcome again; 404 when no logged answer has that id (one answered a moment
         ago by another worker is waited for), 409 when it has another outcome (the first
         is kept). Runs in a thread: the wait for a young id must not hold the event loop."""
+        if request_time(request_id) is None:  # of the schema's form, but no id we gave
+            return Response(
+                http_contract.error_json(
+                    404,
+                    "no answer of this service has this request id",
+                    ["body", "request_id"],
+                ),
+                status_code=404,
+                media_type=http_contract.JSON,
+            )
         result = self.feedback_store.record(request_id, outcome)
         if result.status in ("stored", "duplicate"):
             body = FeedbackAnswer(
