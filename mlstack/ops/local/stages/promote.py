@@ -6,7 +6,7 @@ sidecars stay supervised after the deploy's process ends."""
 from __future__ import annotations
 
 from mlstack.diagnostics.errors import StageError
-from mlstack.ops.local import keeper
+from mlstack.ops.local import keeper, sidecars
 from mlstack.ops.local.services import route, stop_version
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.local.state import VersionStatus
@@ -46,7 +46,15 @@ def _trigger(ctx: DeployContext) -> dict:
 def start_keeper(ctx: DeployContext) -> None:
     """The keeper process (mlstack.ops.local.keeper) made to run after a successful deploy,
     so the versions, the router and the sidecars stay supervised after the deploy's process
-    ends. A keeper that cannot start fails the deploy, naming itself."""
+    ends. A keeper that cannot start fails the deploy, naming itself. First the sidecars
+    follow the version now serving (the Prefect runner runs its flows), here under the
+    deploy's lock, so the deploy ends with them up rather than at the keeper's next pass
+    (status right after a deploy found the runner down mid-restart)."""
+    try:
+        sidecars.start_all(ctx.paths, sidecars.declared(ctx.paths, ctx.system))
+    except RuntimeError:
+        pass  # the version serves; the keeper restarts the sidecar with its backoff, and
+        # status names it until then
     try:
         keeper.ensure_running(ctx.paths)
     except Exception as exc:
