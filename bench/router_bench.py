@@ -64,7 +64,7 @@ def _deployment(root: Path) -> Deployment:
                           port=free_port())
     dep = new_deployment(root)
     _wall, report = dep.deploy()
-    if "failed" in report:
+    if report.get("failed"):
         raise RuntimeError(f"deploy failed: {report}")
     return dep
 
