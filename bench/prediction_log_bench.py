@@ -31,7 +31,7 @@ from bench.router_bench import _deployment
 from bench.s3_serving import _start, _variant
 from bench.s4_features import entity_keys
 from bench.workspace import service_target
-from mlstack.runtime.prediction_log import read_stats
+from mlstack.ops.local.living import prediction_log_counts
 
 OUT = Path(__file__).parent / "results_prediction_log.json"
 
@@ -90,7 +90,7 @@ def main() -> None:
                 "c64_p99_ms": median([x["p99_ms"] for x in r["c64"]]),
                 "c64_errors": sum(x["errors"] for x in r["c64"])}
         time.sleep(3)  # the writers' last flush
-        logged = read_stats(log_dirs["log on"]).get("log-on", {})
+        logged = prediction_log_counts(log_dirs["log on"]).get("log-on", {})
         on, off = summary["log on"], summary["log off"]
         result = {
             "setup": {"service": "the generated churn service (BentoML, 2 workers, ONNX "

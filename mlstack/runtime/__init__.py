@@ -33,7 +33,7 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     batching    Batcher: the service's adaptive batching (no learned state)
     prediction_log  PredictionLog: every answer, queued off the request path and written
                 to parquet partitions by version and hour (UUIDv7 request ids, an index of
-                them, retention, per-writer stats); read_log, read_stats
+                them, retention, per-writer stats); read_log
     feedback    FeedbackStore: an outcome per request id (idempotent, first wins), joined
                 to the log
     experiment_stats  sticky arm assignment; the mixture SPRT (always-valid p-values and

@@ -46,8 +46,7 @@ from typing import Any
 
 from mlstack.runtime.prediction_log import INDEX_FILE, open_index, read_log, request_time
 
-__all__ = ["FEEDBACK_FILE", "FeedbackResult", "FeedbackStore", "HTTP_STATUS", "feedback_count",
-           "joined", "parse_body", "read_feedback"]
+__all__ = ["FEEDBACK_FILE", "FeedbackResult", "FeedbackStore", "HTTP_STATUS", "joined", "parse_body", "read_feedback"]
 
 FEEDBACK_FILE = "feedback.db"
 # The longest label outcome (characters).
@@ -258,18 +257,3 @@ def joined(folder: str | Path, since: datetime | str | float | None = None) -> A
     out["outcome"] = outcome.where(outcome.notna() & ~later, None)
     out["feedback_at"] = out["feedback_at"].where(~later, pd.NaT)
     return out
-
-
-def feedback_count(folder: str | Path) -> int:
-    """How many outcomes the store holds (0 when it has none yet); for status."""
-    path = Path(folder) / FEEDBACK_FILE
-    if not path.is_file():
-        return 0
-    try:
-        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-        try:
-            return int(connection.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
-        finally:
-            connection.close()
-    except sqlite3.Error:
-        return 0

@@ -330,11 +330,12 @@ def live_quality_report(monitoring: Monitoring, folder: Any, frames: Mapping[str
     (`label`: the flow's LabelSpec), or {"enabled": False} when the log is off."""
     if not monitoring.live_quality:
         return {"enabled": False}
+    from mlstack.runtime.evaluation import Gate
     from mlstack.runtime.live_quality import monitoring_report
 
     task = {"multiclass_classification": "multiclass"}.get(monitoring.task, monitoring.task)
-    gates = {metric: f"{op} {threshold}" for metric, op, threshold in monitoring.quality_gates}
-    k = next((int(m.split("@")[1]) for m in gates if m.startswith("ndcg@")), 10)
+    gates = [Gate(metric, op, threshold) for metric, op, threshold in monitoring.quality_gates]
+    k = next((int(g.metric.split("@")[1]) for g in gates if g.metric.startswith("ndcg@")), 10)
     labels = frames.get(label.source)
     report = monitoring_report(folder, task, gates, now=now,
                                window_seconds=monitoring.live_window_seconds, labels=labels,

@@ -76,7 +76,7 @@ from typing import Any
 from urllib.parse import quote
 
 __all__ = ["INDEX_FILE", "LOG_COLUMNS", "PredictionLog", "new_request_id", "open_index",
-           "read_log", "read_stats", "request_time"]
+           "read_log", "request_time"]
 
 # The SQLite index of logged requests, in the log's folder.
 INDEX_FILE = "requests.db"
@@ -87,7 +87,8 @@ LOG_COLUMNS = ("request_id", "ts", "version", "model_tag", "endpoint", "row", "o
 RESERVED_NAMES = frozenset(LOG_COLUMNS) | {"hour", "outcome", "feedback_at"}
 # How long a writer waits for the index's write lock held by another worker (ms).
 INDEX_BUSY_TIMEOUT_MS = 10_000
-# Each writer's counters (read_stats), one JSON file per version and process, in the folder.
+# Each writer's counters, one JSON file per version and process, in the folder (status
+# sums them: mlstack.ops.local.living.prediction_log_counts).
 STATS_DIR = "stats"
 # Seconds between two retention passes of one writer.
 RETENTION_INTERVAL_S = 60.0
@@ -475,7 +476,7 @@ class PredictionLog:
         self._tell_drop(rows)
 
     def stats_file(self) -> Path:
-        """Where this process's writer keeps its stats (read_stats sums them for status)."""
+        """Where this process's writer keeps its stats (status sums every writer's)."""
         return self.folder / STATS_DIR / f"{quote(self.version, safe='')}-{os.getpid()}.json"
 
     def _write_stats(self) -> None:
@@ -719,22 +720,3 @@ def read_log(
         return frame.astype(empty.dtypes.to_dict()) if set(empty) <= set(frame) else empty
     ordered = [c for c in LOG_COLUMNS if c in frame] + [c for c in frame if c not in LOG_COLUMNS]
     return frame[ordered].sort_values(["ts", "request_id", "row"]).reset_index(drop=True)
-
-
-def read_stats(folder: str | Path) -> dict[str, dict[str, int]]:
-    """Per version, the counters of every writer that logged it (summed over processes,
-    the ones that ended too): logged and dropped rows, files, write errors."""
-    out: dict[str, dict[str, int]] = {}
-    for path in sorted((Path(folder) / STATS_DIR).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-            version = str(data["version"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        totals = out.setdefault(version, {"logged": 0, "dropped": 0, "files": 0,
-                                          "write_errors": 0})
-        for key in totals:
-            value = data.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                totals[key] += value
-    return out

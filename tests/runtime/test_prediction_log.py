@@ -36,8 +36,9 @@ def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("version=*/**/*") if p.is_file())
 
 
-def test_record_never_blocks_and_counts_exactly_the_overflow(tmp_path, monkeypatch):
-    log = PredictionLog(tmp_path, "v1", "m:1", max_queue=50, flush_rows=1, flush_seconds=0.05)
+def _stall_writer(log: PredictionLog, monkeypatch) -> tuple[threading.Event, threading.Event]:
+    """Make the log's writer wait inside its next write until `release` is set; `entered`
+    says it got there."""
     entered, release = threading.Event(), threading.Event()
     write = log._write_table
 
@@ -47,6 +48,12 @@ def test_record_never_blocks_and_counts_exactly_the_overflow(tmp_path, monkeypat
         return write(hour, table)
 
     monkeypatch.setattr(log, "_write_table", stalled)
+    return entered, release
+
+
+def test_record_never_blocks_and_counts_exactly_the_overflow(tmp_path, monkeypatch):
+    log = PredictionLog(tmp_path, "v1", "m:1", max_queue=50, flush_rows=1, flush_seconds=0.05)
+    entered, release = _stall_writer(log, monkeypatch)
     assert log.record(new_request_id(), "predict", [{"k": -1}], [0.0])
     assert entered.wait(10)  # the writer holds that request and waits: the queue is empty
 
@@ -388,22 +395,14 @@ def test_features_given_as_model_input_rows_are_named_by_feature_names(tmp_path)
     log.close()
 
 
-def test_each_drop_is_told_to_on_drop_and_read_stats_sums_the_writers(tmp_path, monkeypatch):
+def test_each_drop_is_told_to_on_drop_and_status_sums_the_writers(tmp_path, monkeypatch):
     """The service counts drops in a Prometheus counter through `on_drop` (a full queue on
     the request path, a failed write in the writer), and `status` sums every writer's stats
     file per version (a worker that ended still counts)."""
     told: list[int] = []
     log = PredictionLog(tmp_path, "v1", "m:1", max_queue=1, flush_seconds=0.05,
                         on_drop=told.append)
-    entered, release = threading.Event(), threading.Event()
-    write = log._write_table
-
-    def stalled(hour, table):
-        entered.set()
-        release.wait(30)
-        return write(hour, table)
-
-    monkeypatch.setattr(log, "_write_table", stalled)
+    entered, release = _stall_writer(log, monkeypatch)
     assert log.record(new_request_id(), "predict", [{"k": 0}], [0.0])
     assert entered.wait(10)
     assert log.record(new_request_id(), "predict", [{"k": 1}], [0.0])  # queued
@@ -422,7 +421,9 @@ def test_each_drop_is_told_to_on_drop_and_read_stats_sums_the_writers(tmp_path, 
     late = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05)
     late._write_stats()  # its counters: nothing yet, but a file of its own
     assert len(list((tmp_path / prediction_log.STATS_DIR).glob("*.json"))) == 3
-    assert prediction_log.read_stats(tmp_path) == {
+    from mlstack.ops.local.living import prediction_log_counts
+
+    assert prediction_log_counts(tmp_path) == {
         "v1": {"logged": 2, "dropped": 5, "files": 2, "write_errors": 1},
         "v2": {"logged": 1, "dropped": 0, "files": 1, "write_errors": 0}}
     for each in (log, other, late):

@@ -52,13 +52,22 @@ def sidecar_rows(paths: ProjectPaths, now: float | None = None) -> list[dict]:
 
 
 def prediction_log_report(paths: ProjectPaths) -> dict:
-    """The prediction log's counters per version (rows logged and dropped, files, write
-    errors: every writer's stats file, summed) and the outcomes POST /feedback stored; {}
-    when nothing was ever logged. Read from the files the runtime writes (the compiler does
-    not import the runtime: mlstack.runtime.prediction_log.read_stats reads them the same)."""
+    """The prediction log's counters per version and the outcomes POST /feedback stored; {}
+    when nothing was ever logged."""
     folder = paths.runtime_state_dir / PREDICTION_LOG_DIR
+    versions = prediction_log_counts(folder)
+    if not versions:
+        return {}
+    return {"folder": str(folder), "versions": versions, "feedback": _feedback_count(folder)}
+
+
+def prediction_log_counts(folder: Path) -> dict[str, dict[str, int]]:
+    """Per version, the counters of every writer that logged it (rows logged and dropped,
+    files, write errors), summed over processes, the ones that ended too: the stats files the
+    runtime's writers keep (mlstack.runtime.prediction_log). The one reader of those files
+    (the compiler does not import the runtime)."""
     versions: dict[str, dict[str, int]] = {}
-    for path in sorted((folder / PREDICTION_LOG_STATS_DIR).glob("*.json")):
+    for path in sorted((Path(folder) / PREDICTION_LOG_STATS_DIR).glob("*.json")):
         try:
             data = json.loads(path.read_text())
             version = str(data["version"])
@@ -70,9 +79,7 @@ def prediction_log_report(paths: ProjectPaths) -> dict:
             value = data.get(key)
             if isinstance(value, int) and not isinstance(value, bool):
                 totals[key] += value
-    if not versions:
-        return {}
-    return {"folder": str(folder), "versions": versions, "feedback": _feedback_count(folder)}
+    return versions
 
 
 def _feedback_count(folder: Path) -> int:
