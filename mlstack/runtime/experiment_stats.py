@@ -1,8 +1,9 @@
 """The statistics of an A/B test that stays valid under continuous monitoring.
 
-Sticky assignment: `assign_arm` maps (experiment, entity key) through SHA-256 to a point of
-[0, 1) and that point to an arm by the arms' weights, so a key keeps its arm across processes
-and restarts (Python's hash() is salted per process and would not).
+Sticky assignment: `assign_arm` (mlstack.runtime.assignment, re-exported here: the router
+uses it without numpy) maps (experiment, entity key) through SHA-256 to a point of [0, 1) and
+that point to an arm by the arms' weights, so a key keeps its arm across processes and
+restarts (Python's hash() is salted per process and would not).
 
 The test: the mixture sequential probability ratio test (mSPRT) of Johari, Pekelis and Walsh,
 "Always Valid Inference: Continuous Monitoring of A/B Tests" (2017; Optimizely's stats engine),
@@ -34,7 +35,6 @@ kept) when an arm reaches `max_samples` or `max_duration_s` has passed. A decisi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -44,6 +44,8 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from mlstack.runtime.assignment import assign_arm
+
 __all__ = ["METHOD", "ArmStats", "ExperimentConfig", "ExperimentState", "Readout",
            "SimulationResult", "always_valid_halfwidth", "assign_arm", "look",
            "mixture_log_likelihood_ratio", "new_state", "simulate_conversions", "tau_for"]
@@ -52,28 +54,6 @@ METHOD = "mSPRT (normal mixture, always-valid p-value; Johari, Pekelis, Walsh 20
 Decision = Literal["continue", "promote", "abort", "inconclusive"]
 DECISIONS: tuple[Decision, ...] = ("continue", "promote", "abort", "inconclusive")
 Floats = npt.NDArray[np.float64]
-
-
-def assign_arm(key: str, experiment: str, weights: Mapping[str, float]) -> str:
-    """The arm of entity `key` in `experiment`: SHA-256 of the experiment name and the key
-    (NUL-separated) gives a uniform point u in [0, 1) (the digest's first 8 bytes over 2^64);
-    the arms, sorted by name so the caller's dict order does not matter, take consecutive
-    slices of [0, 1) proportional to their weights. The same key always gets the same arm, and
-    keys fall into arms independently across experiments (the name is hashed with the key)."""
-    arms = sorted(weights)
-    if not arms:
-        raise ValueError("an experiment needs at least one arm")
-    values = [float(weights[a]) for a in arms]
-    if any(not math.isfinite(w) or w < 0 for w in values) or sum(values) <= 0:
-        raise ValueError(f"arm weights must be finite, >= 0 and not all 0: {dict(weights)}")
-    digest = hashlib.sha256(f"{experiment}\x00{key}".encode()).digest()
-    point = int.from_bytes(digest[:8], "big") / 2.0**64 * sum(values)
-    edge = 0.0
-    for arm, weight in zip(arms, values, strict=True):
-        edge += weight
-        if point < edge and weight > 0:
-            return arm
-    return next(a for a, w in zip(reversed(arms), reversed(values), strict=True) if w > 0)
 
 
 def tau_for(baseline_mean: float, relative_lift: float) -> float:

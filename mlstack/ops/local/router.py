@@ -10,6 +10,9 @@ another one with weight, so a version going away during a swap does not fail req
 `GET /-/router` shows the table, the limits and the admission counters; `GET /metrics` counts
 the answers clients got, by status code and by who answered (a version, or the router
 itself), in Prometheus's text format (the local Prometheus scrapes it: mlstack.ops.local.alerting).
+The table's optional "sticky" entry sends a keyed request to its sticky A/B arm, and its
+"shadow" entry mirrors answered requests to a version that serves no client and compares the
+answers (mlstack.ops.local.traffic_split; their counters are in `GET /-/router`).
 
 The router stays inside the service's OpenAPI contract (mlstack.runtime.http_contract):
 every method is forwarded (TRACE too: the service answers 405 with Allow, not the router
@@ -64,6 +67,9 @@ import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import NamedTuple
+
+from mlstack.ops.local.traffic_split import TrafficSplit, parse_shadow, parse_sticky
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailers", "transfer-encoding", "upgrade", "content-length", "host", "expect"}
@@ -193,6 +199,8 @@ class BackendTable:
         self.backends: list[dict] = []
         self.current: dict[str, float] = {}
         self.limits: dict = dict(LIMITS)
+        self.shadow: dict | None = None  # mlstack.ops.local.traffic_split
+        self.sticky: dict | None = None
         self.on_change: list = []  # called after a new table is read
 
     def refresh(self) -> None:
@@ -204,12 +212,12 @@ class BackendTable:
             return
         with self.lock:
             try:
-                backends, limits = parse_table(self.config.read_text())
+                parsed = parse_table(self.config.read_text())
             except (OSError, ValueError):
                 return  # a half-written or malformed file: keep the last good table
-            self.backends = backends
+            self.backends = parsed.backends
             self.current = {b["version"]: 0.0 for b in self.backends}
-            self.limits = limits
+            self.limits, self.shadow, self.sticky = parsed.limits, parsed.shadow, parsed.sticky
             self.mtime_ns = mtime
         for listener in self.on_change:
             listener()
@@ -229,10 +237,18 @@ class BackendTable:
             return [best] + [b for b in self.backends if b is not best]
 
 
-def parse_table(text: str) -> tuple[list[dict], dict]:
-    """The backends with weight and the limits in a table file's text. ValueError for
-    anything else: a cut-off file is not JSON, and JSON of another shape would otherwise
-    fail every request (a backend without a url, a weight that is not a number)."""
+class ParsedTable(NamedTuple):
+    backends: list[dict]  # those with weight
+    limits: dict  # LIMITS, with the table's overrides
+    shadow: dict | None  # {"version", "url", "tolerance"}: mirrored, serves no client
+    sticky: dict | None  # {"experiment", "key"}: sticky A/B over the backends' weights
+
+
+def parse_table(text: str) -> ParsedTable:
+    """The backends with weight, the limits, the shadow and the sticky split in a table
+    file's text. ValueError for anything else: a cut-off file is not JSON, and JSON of another
+    shape would otherwise fail every request (a backend without a url, a weight that is not a
+    number, a shadow without a url)."""
     data = json.loads(text)
     if not isinstance(data, dict):
         raise ValueError("the table is not an object")
@@ -243,9 +259,10 @@ def parse_table(text: str) -> tuple[list[dict], dict]:
         if not (isinstance(b, dict) and isinstance(b.get("weight", 0), int | float)
                 and isinstance(b.get("version"), str) and isinstance(b.get("url"), str)):
             raise ValueError(f"a backend is malformed: {b!r}")
-    return ([b for b in backends if b.get("weight", 0) > 0],
-            {**LIMITS, **{k: v for k, v in limits.items()
-                          if k in LIMITS and isinstance(v, int | float)}})
+    return ParsedTable([b for b in backends if b.get("weight", 0) > 0],
+                       {**LIMITS, **{k: v for k, v in limits.items()
+                                     if k in LIMITS and isinstance(v, int | float)}},
+                       parse_shadow(data.get("shadow")), parse_sticky(data.get("sticky")))
 
 
 class Admission:
@@ -513,6 +530,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
     admission = server.admission if server is not None else Admission()
     health = BackendHealth(table)
     answers = Answers()
+    traffic = TrafficSplit(table)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -678,7 +696,8 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             if self.path == "/-/router":
                 table.refresh()
                 info = {"backends": table.backends, "limits": table.limits,
-                        "down": health.by_version(), **admission.counters()}
+                        "down": health.by_version(), **admission.counters(),
+                        **traffic.info()}
                 if server is not None:
                     with server.count_lock:
                         info.update(connections=server.connections,
@@ -715,7 +734,8 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
 
         def _send_to_backends(self, body: bytes | None, timeout: float) -> None:
             headers = {k: v for k, v in self.headers.raw_items() if k.lower() not in HOP_BY_HOP}
-            candidates = table.order(refresh=False)  # _forward refreshed it
+            # _forward refreshed the table; a keyed request goes to its sticky arm first
+            candidates, assigned = traffic.order(self.command, self.path, body)
             if not candidates:
                 return self._reply(503, error_body(
                     "no version is routed: nothing serves yet; retry after 1 s", "no_backend"),
@@ -730,10 +750,12 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                 for attempt in range(2):  # a stale keep-alive connection gets one retry
                     conn = self._connection(url, timeout)
                     reused = conn.sock is not None
+                    began = time.perf_counter()
                     try:
                         conn.request(self.command, self.path, body=body, headers=headers)
                         response = conn.getresponse()
                         payload = response.read()
+                        latency_ms = (time.perf_counter() - began) * 1000
                     except TimeoutError:
                         self._drop(url)
                         health.check(url, f"did not answer within {timeout:g} s")
@@ -758,8 +780,11 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
                     if response.will_close:
                         self._drop(url)
                     length = response.getheader("Content-Length")
-                    return self._reply(response.status, payload, out,
-                                       head_length=length if self.command == "HEAD" else None)
+                    self._reply(response.status, payload, out,
+                                head_length=length if self.command == "HEAD" else None)
+                    return traffic.answered(self.command, self.path, body, headers,
+                                            response.status, payload, latency_ms,
+                                            backend["version"], assigned)
             return self._reply(503, error_body(
                 "no version answered: each refused the connection or hung up; retry after 1 s",
                 "no_backend"), SHED_HEADERS)
@@ -795,12 +820,15 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
     return Handler
 
 
-def write_table(config: Path, backends: list[dict], limits: dict | None = None) -> None:
-    """Atomically replace the router's table (the router picks it up on its next request)."""
+def write_table(config: Path, backends: list[dict], limits: dict | None = None, *,
+                shadow: dict | None = None, sticky: dict | None = None) -> None:
+    """Atomically replace the router's table (the router picks it up on its next request);
+    `shadow` and `sticky` are written only when given (mlstack.ops.local.traffic_split)."""
     config.parent.mkdir(parents=True, exist_ok=True)
     tmp = config.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"backends": backends, "limits": limits or {}}, indent=2,
-                              sort_keys=True))
+    table = {"backends": backends, "limits": limits or {},
+             **({"shadow": shadow} if shadow else {}), **({"sticky": sticky} if sticky else {})}
+    tmp.write_text(json.dumps(table, indent=2, sort_keys=True))
     os.replace(tmp, config)
 
 
