@@ -42,6 +42,16 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("mlstack.frontend.checks.data_checks", "mlstack.runtime.dtypes"):
         "lint --data judges a file's column types by ingest's own rule (a pure-Python module "
         "that imports nothing), so lint and ingest cannot disagree",
+    ("mlstack.ops.local.traffic_split", "mlstack.runtime.assignment"):
+        "the router's sticky A/B split assigns a key's arm by the runtime's own hash (a "
+        "standard-library module), so the router and the experiment's analysis agree on arms",
+    ("mlstack.ops.local.experiment", "mlstack.runtime.experiment_stats"):
+        "the keeper decides an A/B experiment by the runtime's mSPRT (imported when it looks, "
+        "in deploy's environment, which has the runtime extra), so the readout status shows "
+        "and the decision carried out come from the one implementation the docs measure",
+    ("mlstack.ops.local.experiment", "mlstack.runtime.feedback"):
+        "the arms' outcomes are the prediction log joined with POST /feedback by the "
+        "runtime's own reader (feedback.joined: one outcome per request), not a second one",
 }
 # Modules outside cli that may print or exit: module -> why.
 PRINTING_EXCEPTIONS = {

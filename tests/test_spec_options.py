@@ -169,6 +169,20 @@ CHANGES = {
     "Rollout.strategy": ("local", ("serving", "rollout"), {"strategy": "all_at_once"}),
     "Rollout.steps": ("local", ("serving", "rollout", "steps"), [10, 100]),
     "Rollout.step_seconds": ("local", ("serving", "rollout", "step_seconds"), 9),
+    "Rollout.shadow": ("local", ("serving", "rollout", "shadow"), {"tolerance": 0.1}),
+    "Rollout.ab": ("local", ("serving", "rollout", "ab"), {"baseline": 0.2}),
+    "ShadowRules.min_agreement": ("local", ("serving", "rollout"), {
+        "strategy": "shadow", "steps": [100], "shadow": {"min_agreement": ">= 0.9"}}),
+    "ShadowRules.tolerance": ("local", ("serving", "rollout"), {
+        "strategy": "shadow", "steps": [100], "shadow": {"tolerance": 0.2}}),
+    "ShadowRules.min_requests": ("local", ("serving", "rollout"), {
+        "strategy": "shadow", "steps": [100], "shadow": {"min_requests": 50}}),
+    **{f"AbTest.{name}": ("local", ("serving", "rollout"), {
+        "strategy": "ab", "steps": [100], "ab": {"baseline": 0.2, name: value}})
+       for name, value in (("baseline", 0.3), ("metric", "mean"), ("higher_is_better", False),
+                           ("split", 10), ("key", "customer_id"), ("alpha", 0.01),
+                           ("minimum_lift", 0.2), ("min_samples", 50),
+                           ("max_samples", 5000), ("max_duration", "2d"))},
     "Serving.protocol": ("local", ("serving", "protocol"), "grpc"),
     "Serving.timeout_ms": ("local", ("serving", "timeout_ms"), 2500),
     "Serving.runtime": ("local", ("serving", "runtime"), "native"),

@@ -40,6 +40,16 @@ def render_summary(result: DeployResult) -> str:
     for step in result.rollout:
         if step.get("unjudged"):
             lines.append(f"Canary {step['weight']}%: not judged: " + "; ".join(step["unjudged"]))
+        if step.get("strategy") == "shadow":
+            lines.append(f"Shadow of {step['version']} against {step['against']}:")
+            lines += [f"  {v['rule']:38} {v['measured']:34} "
+                      f"{ {True: 'ok', False: 'FAILED', None: 'not judged'}[v['ok']]}"
+                      for v in step["verdicts"]]
+        if step.get("strategy") == "ab":
+            lines.append(f"A/B experiment {step['experiment']}: {result.version} on "
+                         f"{step['split']}% of {step['key']} (sticky), {step['control']} on "
+                         "the rest; the keeper promotes or aborts by the readout, and "
+                         "`mlstack status` shows it")
     if not result.failed and not result.slos_met:
         missed = ", ".join(r.slo for r in result.slos if r.ok is False)
         lines.append(f"SLO missed: {missed} ({result.version} serves; see the report above)")

@@ -123,3 +123,40 @@ def render_last_retrain(history: list[dict], now: float | None = None) -> list[s
     what = last.get("event", "?")
     detail = last.get("version") or last.get("reason") or ""
     return [f"  last scheduled retrain: {what} {detail} ({when})".replace("  (", " (")]
+
+
+def render_experiment(trial: dict, now: float | None = None) -> list[str]:
+    """The A/B experiment, running or last ended: its arms, the effect with its always-valid
+    interval, the p-value and the decision (the keeper's last look)."""
+    if not trial:
+        return []
+    now = time.time() if now is None else now
+    status = trial.get("status")
+    head = (f"  A/B experiment {trial['name']}: {status}"
+            + (f" ({trial.get('outcome')}: {trial.get('reason')})" if status != "running"
+               else f", {trial['candidate']} on {trial['split']}% of {trial['key']}, "
+               f"started {_ago(now - trial['started_at'])} ago"))
+    lines = [head]
+    readout = trial.get("readout")
+    if not readout:
+        return lines + ["    no look yet (the keeper looks every few seconds)"]
+    settings = readout.get("settings", {})
+    for arm, figures in readout.get("arms", {}).items():
+        role = "control" if arm == settings.get("control") else "candidate"
+        lines.append(f"    {arm:8} {role:9} n {figures['n']:<7} {settings.get('metric')} "
+                     f"{figures['mean']:.4g}")
+    low, high = readout.get("effect_low"), readout.get("effect_high")
+    interval = (f"[{'-inf' if low is None else f'{low:+.4g}'}, "
+                f"{'+inf' if high is None else f'{high:+.4g}'}]")
+    lift = readout.get("relative_lift")
+    lines.append(f"    effect {readout['effect']:+.4g} {interval} "
+                 f"({1 - readout['alpha']:.0%} always-valid)"
+                 + (f", lift {lift:+.1%}" if lift is not None else "")
+                 + f"; p {readout['p_value']:.3g} after {readout['looks']} looks")
+    decision, reason = readout["decision"], readout["reason"]
+    lines.append(f"    decision: {reason}" if reason.startswith(decision)
+                 else f"    decision: {decision} ({reason})")
+    if readout.get("invalid_outcomes"):
+        lines.append(f"    {readout['invalid_outcomes']} outcomes left out (not a "
+                     f"{settings.get('metric')})")
+    return lines

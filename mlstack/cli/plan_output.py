@@ -68,7 +68,8 @@ def render_plan(plan: Plan) -> str:
 
 def render_summary(plan: Plan) -> str:
     if plan.serving_plan is not None:
-        return render_compile_summary(plan) + "\n" + serving_summary(plan.serving_plan)
+        return (render_compile_summary(plan) + "\n"
+                + serving_summary(plan.serving_plan, plan.rollout))
     return render_compile_summary(plan)
 
 
@@ -84,7 +85,7 @@ def render_compile_summary(plan: Plan) -> str:
     if plan.consequences:
         text += " Consequences: " + ", ".join(plan.consequences) + "."
     if plan.deploy is not None and plan.resources and plan.serving_plan is None:
-        text += f"\n{deploy_summary(plan.deploy)}"
+        text += f"\n{deploy_summary(plan.deploy, plan.rollout)}"
     if plan.infra.stack is not None:
         text += f"\n{infra_summary(plan.infra)}"
     if plan.conflicts:
@@ -93,29 +94,31 @@ def render_compile_summary(plan: Plan) -> str:
     return text
 
 
-def deploy_summary(actions) -> str:
+def deploy_summary(actions, rollout: str = "roll it out") -> str:
     """What `mlstack deploy` would do about the plan's changes (source data aside)."""
     if actions.nothing:
         return "Deploy: nothing to do; the serving version keeps serving."
     if not actions.new_version:
         return "Deploy: re-verify the SLOs of the serving version (no new version)."
     model = "retrain" if actions.train else "reuse the serving model"
-    return f"Deploy: {model}, start a new service version, verify the SLOs, roll it out."
+    if "nothing is deployed yet" in actions.reasons:
+        rollout = "serve it"  # the first version takes all traffic, whatever the strategy
+    return f"Deploy: {model}, start a new service version, verify the SLOs, {rollout}."
 
 
-def serving_summary(serving) -> str:
+def serving_summary(serving, rollout: str = "roll it out") -> str:
     """Deploy's own plan against the version that serves (a deployed local project): what
     `mlstack deploy` would do now, its reasons and its stages."""
     if not serving.new_version:
         head = (f"Deploy (against {serving.serving}, serving): "
-                + deploy_summary(serving.actions).removeprefix("Deploy: "))
+                + deploy_summary(serving.actions, rollout).removeprefix("Deploy: "))
     else:
         against = (f"against {serving.serving}, serving" if serving.serving
                    else "nothing serves")
         model = ("roll out the candidate " + serving.candidate if serving.candidate
                  else "reuse the serving model" if serving.reuse else "retrain")
         head = (f"Deploy ({against}): {model}, start a new service version, verify the "
-                "SLOs, roll it out.")
+                f"SLOs, {rollout}.")
     lines = [head]
     lines += [f"  because {reason}" for reason in serving.reasons]
     if serving.new_version or not serving.actions.nothing:

@@ -67,6 +67,7 @@ CODES: dict[str, str] = {
     "MLS406": "Invalid rollout steps",
     "MLS407": "Availability and error-rate SLOs disagree",
     "MLS408": "Canary abort rule looser than the SLO",
+    "MLS409": "Shadow or A/B settings that do not fit",
     # target (MLS5xx)
     "MLS501": "GPU asked of a target that has none",
     "MLS502": "Replica bounds out of order",
@@ -206,6 +207,10 @@ EXPLANATIONS: dict[str, str] = {
     "MLS407": "The error-rate objective allows more failures than the availability objective.",
     "MLS408": "The canary aborts only at a latency far above the p99 objective, so a version "
               "that breaks the SLO would roll out.",
+    "MLS409": "A shadow or A/B setting that cannot work as written: rollout.shadow or "
+              "rollout.ab beside another strategy, strategy ab without its experiment, an "
+              "assignment key the requests do not carry, an A/B test without the prediction "
+              "log it reads its outcomes from.",
     "MLS501": "GPUs are asked of a target that has none for them: serving on the local "
               "target, or training a CPU-only framework (sklearn) there.",
     "MLS502": "replicas.min is above replicas.max. As a warning: the throughput objective needs "

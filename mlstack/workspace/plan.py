@@ -167,6 +167,7 @@ class Plan:
     # a deployed local project: deploy's own plan against the version that serves
     # (mlstack.ops.local.stages.plan.DeployPlan: actions, serving, stages, as_dict())
     serving_plan: ServingPlan | None = None
+    rollout: str = "roll it out"  # how a new version takes traffic (rollout_phrase)
 
     @property
     def deploy(self) -> DeployActions | None:
@@ -226,6 +227,20 @@ class Plan:
                 "serving": None}
 
 
+def rollout_phrase(r: Any) -> str:
+    """How deploy moves traffic to a new version, in plan's words (an IR RolloutNode)."""
+    if r.strategy == "all_at_once":
+        return "switch all traffic to it at once"
+    if r.strategy == "shadow" and r.shadow is not None:
+        gate = r.shadow.min_agreement
+        return (f"shadow it on a mirrored copy of the traffic and promote it at agreement "
+                f"{gate.op} {gate.threshold:g} (local target only)")
+    if r.strategy == "ab" and r.ab is not None:
+        return (f"start an A/B experiment with {r.ab.split}% of {r.ab.key} on it, promoted or "
+                f"aborted by the keeper on the {r.ab.metric} readout (local target only)")
+    return "roll it out in canary steps " + " -> ".join(f"{w}%" for w in r.steps)
+
+
 # -- the resources of a system, as flat property maps --------------------------------------
 def _dump(node, exclude=("at",)) -> dict:
     return node.model_dump(mode="json", exclude=set(exclude))
@@ -255,6 +270,8 @@ def _service(s: SystemIR) -> dict:
     r = s.serving.rollout
     data["rollout"]["abort_latency_p99"] = _gate(r.abort_latency_p99)
     data["rollout"]["abort_error_rate"] = _gate(r.abort_error_rate)
+    if r.shadow is not None:
+        data["rollout"]["shadow"]["min_agreement"] = _gate(r.shadow.min_agreement)
     t = s.target
     data["resources"] = _dump(t.serving)
     data["replicas"] = {"min": t.replicas_min, "max": t.replicas_max,
@@ -457,4 +474,5 @@ def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
                 baseline=baseline, files=files, resources=resources,
                 derivations=diff_derivations(old_system, system),
                 interrupted_write=pending_commit(out), infra=infra, cost=_cost(system),
-                previous_cost=_cost(old_system), target=system.target.kind)
+                previous_cost=_cost(old_system), target=system.target.kind,
+                rollout=rollout_phrase(system.serving.rollout))

@@ -109,7 +109,7 @@ def deployment(tmp_path_factory):
     assert init["dated_now"] is True, init  # the sample's newest feature row is now
     spec = project / "mlstack.yaml"
     info = {"project": project, "env": env, "port": port, "spec": spec,
-            "home": root / "home"}
+            "home": root / "home", "original": spec.read_text()}
     yield info
     stop_everything(project, env)
 
@@ -329,6 +329,111 @@ def test_a_redeploy_failing_on_data_keeps_the_previous_version_serving(deploymen
     assert answer.status_code == 200 and answer.headers["x-mlstack-version"] == "v1"
     assert state(project)["current"] == "v1"
     assert prints.read_bytes() == kept  # a failed training records no fingerprints
+
+
+CANARY = "    strategy: canary\n    steps: [5, 25, 100]\n"
+
+
+def _serving_change(text: str, timeout_ms: int, rollout: str) -> str:
+    """The spec v1 was deployed with, its service changed (a timeout: a new version that
+    reuses v1's model) and rolled out by `rollout`."""
+    changed = text.replace(CANARY, rollout).replace(
+        "  batching: auto\n", f"  batching: auto\n  timeout_ms: {timeout_ms}\n")
+    assert changed.count("timeout_ms") == 1 and rollout in changed
+    return changed
+
+
+def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(deployment):
+    """A shadowed version answers a mirrored copy of the traffic and is promoted on its
+    agreement (the same model: every answer agrees); then an A/B experiment splits the
+    customers stickily, clients send outcomes back (the candidate converts better) and the
+    keeper promotes it by the readout; garbage feedback gets 4xx and loses nothing."""
+    project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
+    assert state(project)["current"] == "v1"
+    spec.write_text(_serving_change(deployment["original"], 1500, (
+        "    strategy: shadow\n"
+        "    shadow: {min_agreement: '>= 0.99', tolerance: 0.000001, min_requests: 60}\n")))
+    result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
+                                "--no-verify", env=env).stdout)
+    shadow_version = result["version"]
+    [step] = result["rollout"]
+    stats = step["shadow"]
+    assert step["strategy"] == "shadow" and step["against"] == "v1" and step["breach"] is None
+    assert stats["mirrored"] >= 60 and stats["errors"] == 0, stats
+    assert stats["agreement"] == 1.0 and stats["max_abs_diff"] < 1e-6, stats
+    assert stats["shadow_latency_ms"]["n"] >= 60 and stats["shadow_latency_ms"]["p99"] > 0
+    assert [v["ok"] for v in step["verdicts"]] == [True, True, True, True], step["verdicts"]
+    data = state(project)
+    assert data["current"] == shadow_version and data["routes"] == {shadow_version: 100}
+    assert predict(port, [{"customer_id": 1001}]).headers["x-mlstack-version"] == \
+        shadow_version
+
+    spec.write_text(_serving_change(deployment["original"], 1400, (
+        "    strategy: ab\n"
+        "    ab: {baseline: 0.3, minimum_lift: 0.3, min_samples: 120, split: 50}\n")))
+    result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
+                                "--no-verify", env=env).stdout)
+    candidate = result["version"]
+    [step] = result["rollout"]
+    assert (step["strategy"], step["control"], step["key"]) == ("ab", shadow_version,
+                                                                "customer_id")
+    data = state(project)
+    assert data["current"] == shadow_version and data["experiment"]["status"] == "running"
+    assert data["routes"] == {shadow_version: 50, candidate: 50}
+
+    # clients: 320 customers twice each (sticky: the same arm both times); then the outcomes
+    # come back, the candidate's customers converting at 60%, the control's at 25%
+    import random
+    rng = random.Random(5)
+    arms: dict[int, str] = {}
+    answered: list[tuple[str, str]] = []
+    with httpx.Client(timeout=30) as client:
+        for _ in range(2):
+            for customer in range(1001, 1321):
+                answer = client.post(f"http://127.0.0.1:{port}/predict",
+                                     json={"rows": [{"customer_id": customer}]})
+                assert answer.status_code == 200, answer.text
+                arm = answer.headers["x-mlstack-version"]
+                assert arms.setdefault(customer, arm) == arm  # sticky
+                answered.append((answer.headers["x-request-id"], arm))
+        share = sum(arm == candidate for arm in arms.values()) / len(arms)
+        assert 0.35 < share < 0.65, share
+        for request_id, arm in answered:
+            outcome = int(rng.random() < (0.6 if arm == candidate else 0.25))
+            sent = client.post(f"http://127.0.0.1:{port}/feedback",
+                               json={"request_id": request_id, "outcome": outcome})
+            assert sent.status_code == 201, sent.text
+        # the same again is idempotent; garbage gets 4xx and loses nothing
+        again = client.post(f"http://127.0.0.1:{port}/feedback",
+                            json={"request_id": request_id, "outcome": outcome})
+        assert again.status_code == 200, again.text
+        for body in ({"request_id": "0" * 32, "outcome": 1},
+                     {"request_id": request_id, "outcome": [1]},
+                     {"request_id": 5, "outcome": 1}, {"outcome": 1}):
+            got = client.post(f"http://127.0.0.1:{port}/feedback", json=body)
+            assert 400 <= got.status_code < 500, (body, got.status_code, got.text)
+        huge = client.post(f"http://127.0.0.1:{port}/feedback", content=b"{" + b" " * (10 << 20),
+                           headers={"Content-Type": "application/json"})
+        assert huge.status_code == 413, huge.text
+
+    deadline = time.monotonic() + 120  # the keeper looks every 5 s
+    while time.monotonic() < deadline and state(project)["experiment"]["status"] == "running":
+        time.sleep(1)
+    data = state(project)
+    trial = data["experiment"]
+    assert (trial["status"], trial["outcome"]) == ("ended", "promote"), trial
+    readout = trial["readout"]
+    counted = readout["arms"][candidate]["n"] + readout["arms"][shadow_version]["n"]
+    assert 240 <= counted <= 640, readout["arms"]  # decided once both arms had 120
+    assert readout["effect"] > 0 and readout["effect_low"] > 0 and readout["p_value"] < 0.05
+    assert data["current"] == candidate and data["routes"] == {candidate: 100}
+    assert predict(port, [{"customer_id": 1001}]).headers["x-mlstack-version"] == candidate
+    status = json.loads(mlstack(project, "status", "--format", "json", env=env,
+                                check=False).stdout)
+    assert status["experiment"]["outcome"] == "promote"
+    text = mlstack(project, "status", env=env, check=False).stdout
+    assert f"A/B experiment {trial['name']}: ended (promote: " in text, text
+    spec.write_text(deployment["original"])
 
 
 def test_down_stops_every_process(deployment):

@@ -9,7 +9,7 @@ PREFECT_IMAGE = "prefecthq/prefect:3.4.25-python3.11-kubernetes"
 PROJECT = "churn_k8s"
 REDIS_IMAGE = "redis:7.4.2-alpine"
 REGISTRY_SECRET = "churn-k8s-feast-registry"
-SERVICE_IMAGE = "churn-k8s-service:bc3a01da0787"
+SERVICE_IMAGE = "churn-k8s-service:6b4e6bdfa32e"
 SERVICE_PORT = 3000
 SERVING = {
     "cpu": 1.0,

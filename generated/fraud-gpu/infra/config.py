@@ -10,7 +10,7 @@ ONLINE_VIEWS = ("card_activity", "merchant_risk", "transaction_details")
 PROJECT = "fraud_gpu"
 REDIS_NODE_TYPE = "cache.r7g.large"
 REGION = "us-east-1"
-SERVICE_IMAGE = "fraud-gpu-service:df604c98447f"
+SERVICE_IMAGE = "fraud-gpu-service:923e2ab2e61f"
 SERVICE_PORT = 3000
 SERVING = {
     "cpu": 2.0,

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mlstack.cli.deploy_output import render_contention
-    from mlstack.cli.living_output import render_last_retrain, render_living
+    from mlstack.cli.living_output import render_experiment, render_last_retrain, render_living
     from mlstack.cli.output import write_json
     from mlstack.ops.local.lifecycle import status
     from mlstack.ops.local.profile import deployed_profile, explain_lines
@@ -74,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if result.monitoring is not None:
         sys.stdout.write(render_monitoring_line(result.monitoring))
     sys.stdout.write(render_living(result.living))
+    sys.stdout.write("".join(f"{line}\n" for line in render_experiment(result.experiment)))
     sys.stdout.write("".join(f"{line}\n" for line in render_last_retrain(result.history)))
     rows = result.last_slo_report.get("rows", [])
     if rows:

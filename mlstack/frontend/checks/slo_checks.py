@@ -87,9 +87,10 @@ def check_rollout(ctx: CheckContext) -> Iterator[Diagnostic]:
     if steps and steps[-1] != 100:
         yield ctx.diag("MLS406", f"rollout steps end at {steps[-1]}%; the last step must be 100",
                        ("serving", "rollout", "steps", len(steps) - 1), "append 100")
-    if r.strategy == "all_at_once" and steps != [100]:
-        yield ctx.diag("MLS406", "all_at_once rollout takes no intermediate steps",
+    if r.strategy in ("all_at_once", "shadow", "ab") and steps != [100]:
+        yield ctx.diag("MLS406", f"{r.strategy} rollout takes no intermediate steps",
                        ("serving", "rollout", "steps"), "remove steps or use strategy: canary")
+    yield from _shadow_and_ab(ctx)
     gate = r.abort_latency_p99
     if gate is not None and s.slos.p99_ms is not None and gate.op in (">", ">=") and (
             gate.threshold > s.slos.p99_ms * 2):
@@ -107,3 +108,50 @@ def check_rollout(ctx: CheckContext) -> Iterator[Diagnostic]:
         yield ctx.diag("MLS406", "error-rate abort rules compare with '>' or '>='",
                        ("serving", "rollout", "abort_if", "error_rate"),
                        "e.g. error_rate: '> 0.01' aborts above 1% failed requests")
+
+
+def _shadow_and_ab(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """rollout.shadow and rollout.ab: each only with its strategy (nothing written is ignored),
+    strategy ab with its experiment, on a key the requests carry, with the prediction log."""
+    s = ctx.system
+    r = s.serving.rollout
+    for name in ("shadow", "ab"):
+        if r.strategy != name and ctx.written(("serving", "rollout", name)):
+            yield ctx.diag("MLS409", f"rollout.{name} is set but the strategy is {r.strategy}: "
+                           "it would be ignored", ("serving", "rollout", name),
+                           f"use strategy: {name}, or remove rollout.{name}")
+    if r.strategy == "shadow" and r.shadow is not None:
+        gate = r.shadow.min_agreement
+        if gate.op not in (">", ">=") or not 0 <= gate.threshold <= 1:
+            yield ctx.diag("MLS409", "min_agreement is a fraction the candidate must reach: "
+                           f"'{gate.op} {gate.threshold:g}'",
+                           ("serving", "rollout", "shadow", "min_agreement"),
+                           "e.g. min_agreement: '>= 0.95'")
+    if r.strategy != "ab":
+        return
+    if r.ab is None:
+        yield ctx.diag("MLS409", "strategy ab needs its experiment: rollout.ab with at least "
+                       "the metric's baseline", ("serving", "rollout", "strategy"),
+                       "add ab: {baseline: 0.1} (the serving version's expected conversion)")
+        return
+    a = r.ab
+    fields = sorted({c.name for c in s.model.request_keys} | {c.name for c in
+                                                              s.model.request_fields}
+                    | ({s.model.group_by} if s.model.group_by else set()))
+    if a.key not in fields:
+        yield ctx.diag("MLS409", f"the A/B key '{a.key}' is not a field of the requests "
+                       f"({', '.join(fields) or 'none'})", ("serving", "rollout", "ab", "key"),
+                       f"use one of: {', '.join(fields)}")
+    if a.metric == "conversion" and a.baseline >= 1:
+        yield ctx.diag("MLS409", f"a conversion rate's baseline is below 1, not {a.baseline:g}",
+                       ("serving", "rollout", "ab", "baseline"),
+                       "e.g. baseline: 0.1 for a 10% conversion, or metric: mean")
+    if a.min_samples > a.max_samples:
+        yield ctx.diag("MLS409", f"min_samples ({a.min_samples}) is above max_samples "
+                       f"({a.max_samples}): the experiment could never decide",
+                       ("serving", "rollout", "ab", "min_samples"),
+                       "lower min_samples or raise max_samples")
+    if not s.monitoring.prediction_log.enabled and s.target.kind == "local":
+        yield ctx.diag("MLS409", "an A/B test reads its outcomes from the prediction log, and "
+                       "the log is off", ("monitoring", "prediction_log", "enabled"),
+                       "leave monitoring.prediction_log.enabled unset (on locally)")

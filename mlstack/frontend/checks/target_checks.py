@@ -115,6 +115,12 @@ def check_supported(ctx: CheckContext) -> Iterator[Diagnostic]:
                        "promotes the model, and the service serves it from its next start",
                        ("training", "on_new_model"), "use on_new_model: register (the default "
                        "there), and roll a new model out with mlstack deploy")
+    if s.target.kind in ("kubernetes", "aws") and s.serving.rollout.strategy in ("shadow", "ab"):
+        yield ctx.diag("MLS901", f"rollout strategy {s.serving.rollout.strategy} is not "
+                       f"supported yet on the {s.target.kind} target: the mirror and the "
+                       "sticky split are the local router's, and no mesh routing (Istio, "
+                       "Argo Rollouts) is generated", ("serving", "rollout", "strategy"),
+                       "use canary or all_at_once there, or deploy locally")
     if s.target.kind in ("kubernetes", "aws") and s.monitoring.prediction_log.enabled:
         yield ctx.diag("MLS901", f"monitoring.prediction_log is not supported yet on the "
                        f"{s.target.kind} target: the log would be written to each pod's own "

@@ -13,8 +13,8 @@ from typing import Any
 
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
-from mlstack.frontend.spec.models import SystemSpec
-from mlstack.frontend.spec.types import memory_mib, parse_gate
+from mlstack.frontend.spec.models import Rollout, ShadowRules, SystemSpec
+from mlstack.frontend.spec.types import duration_seconds, memory_mib, parse_gate
 
 # records a setting the spec left to mlstack: (setting, value, reason)
 Record = Callable[[str, object, str], None]
@@ -221,6 +221,7 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
     if r.abort_if.error_rate is not None:
         op, value = parse_gate(r.abort_if.error_rate)
         error_gate = ir.GateNode(metric="error_rate", op=op, threshold=value)
+    shadow, ab = _shadow(r), _ab(r, model)
     limits, reasons = router_limits(serving_workers(target), batching, s.timeout_ms)
     for setting, value, reason in reasons:
         record(setting, value, reason)
@@ -228,8 +229,34 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
         router=ir.RouterLimitsNode(**limits), protocol=s.protocol, batching=batching,
         rollout=ir.RolloutNode(strategy=r.strategy, steps=tuple(r.steps),
                                step_seconds=r.step_seconds, abort_latency_p99=latency_gate,
-                               abort_error_rate=error_gate),
+                               abort_error_rate=error_gate, shadow=shadow, ab=ab),
         timeout_ms=s.timeout_ms, runtime=s.runtime, max_request_rows=s.max_request_rows)
+
+
+def _shadow(r: Rollout) -> ir.ShadowNode | None:
+    """The shadow comparison of strategy shadow (its defaults where the spec names none)."""
+    if r.strategy != "shadow":
+        return None
+    rules = r.shadow or ShadowRules()
+    op, value = parse_gate(rules.min_agreement)
+    return ir.ShadowNode(min_agreement=ir.GateNode(metric="agreement", op=op, threshold=value),
+                         tolerance=rules.tolerance, min_requests=rules.min_requests)
+
+
+def _ab(r: Rollout, model: ir.ModelNode) -> ir.AbNode | None:
+    """The experiment of strategy ab; its key defaults to the group key of a ranking model
+    (one query, one arm), else the first entity join key. None without an ab mapping (lint
+    refuses strategy ab without one)."""
+    if r.strategy != "ab" or r.ab is None:
+        return None
+    a = r.ab
+    key = a.key or model.group_by or (model.request_keys[0].name if model.request_keys
+                                      else "")
+    return ir.AbNode(key=key, split=a.split, metric=a.metric,
+                     higher_is_better=a.higher_is_better, baseline=a.baseline,
+                     minimum_lift=a.minimum_lift, tau=a.minimum_lift * a.baseline,
+                     alpha=a.alpha, min_samples=a.min_samples, max_samples=a.max_samples,
+                     max_duration_seconds=duration_seconds(a.max_duration))
 
 
 def serving_workers(target: ir.TargetNode) -> int:
@@ -308,7 +335,6 @@ def schedule_interval_seconds(schedule: str | None) -> int | None:
 
 def materialize_interval(spec: SystemSpec, record: Record) -> int:
     """Online features are refreshed at half the freshness SLO (at least every minute)."""
-    from mlstack.frontend.spec.types import duration_seconds
 
     if spec.slos.feature_freshness is None:
         interval = schedule_interval_seconds(spec.training.schedule) or 86400

@@ -230,12 +230,38 @@ class BatchingNode(Node):
     derived: bool
 
 
+class ShadowNode(Node):
+    """strategy shadow: the mirrored candidate is promoted when its agreement passes."""
+
+    min_agreement: GateNode
+    tolerance: float
+    min_requests: int
+
+
+class AbNode(Node):
+    """strategy ab: the experiment the keeper decides (runtime.experiment_stats)."""
+
+    key: str  # the request field the sticky assignment hashes
+    split: int  # percent of entities on the candidate
+    metric: str  # conversion | mean
+    higher_is_better: bool
+    baseline: float
+    minimum_lift: float
+    tau: float  # minimum_lift x baseline, fixed before any data
+    alpha: float
+    min_samples: int
+    max_samples: int
+    max_duration_seconds: int
+
+
 class RolloutNode(Node):
     strategy: str
     steps: tuple[int, ...]
     step_seconds: int
     abort_latency_p99: GateNode | None = None
     abort_error_rate: GateNode | None = None
+    shadow: ShadowNode | None = None
+    ab: AbNode | None = None
 
 
 class RouterLimitsNode(Node):

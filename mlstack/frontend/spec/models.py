@@ -401,17 +401,67 @@ class AbortRules(Strict):
                                     "version's error rate exceeds it.")
 
 
+class ShadowRules(Strict):
+    """How a shadowed candidate is compared with the version serving: it gets a mirrored copy
+    of every /predict and /rank request, its answers are logged but never returned."""
+
+    min_agreement: Gate = Field(">= 0.95", description="Fraction of answers on which the "
+                                "candidate agrees with the serving version (a score within "
+                                "tolerance, the same label; for ranking the mean overlap of "
+                                "the top 10) needed to promote it.")
+    tolerance: float = Field(0.05, ge=0, description="Largest score difference counted as "
+                             "agreeing.")
+    min_requests: int = Field(100, ge=1, le=1_000_000, description="Mirrored requests the "
+                              "comparison needs before it is judged.")
+
+
+class AbTest(Strict):
+    """An A/B experiment: entities split by a hash of their key (sticky), each arm judged on
+    the outcomes sent back to POST /feedback, by a test that stays valid however often it is
+    looked at (mSPRT, docs/experiments.md); the keeper promotes or aborts by its rule."""
+
+    baseline: float = Field(gt=0, description="The metric's expected value on the version "
+                            "serving (e.g. a conversion rate of 0.1): with minimum_lift it sets "
+                            "the test's mixing scale tau, fixed before any data.")
+    metric: Literal["conversion", "mean"] = Field("conversion", description="conversion: "
+                                                  "outcomes are 0/1 (or true/false); mean: "
+                                                  "numeric outcomes.")
+    higher_is_better: bool = Field(True, description="Which direction of the metric is "
+                                   "better.")
+    split: int = Field(50, ge=1, le=99, description="Percent of entities sent to the "
+                       "candidate.")
+    key: str | None = Field(None, description="The request field the assignment hashes "
+                            "(default: the model entity's first join key).")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="The chance of a false decision "
+                         "the test allows, at any number of looks.")
+    minimum_lift: float = Field(0.1, gt=0, description="The smallest relative lift worth "
+                                "detecting (tau = minimum_lift x baseline).")
+    min_samples: int = Field(200, ge=1, description="Outcomes per arm before any decision.")
+    max_samples: int = Field(100_000, ge=1, description="Outcomes per arm after which an "
+                             "undecided experiment ends inconclusive (the serving version "
+                             "kept).")
+    max_duration: Duration = Field("14d", description="How long an undecided experiment "
+                                   "runs before it ends inconclusive.")
+
+
 class Rollout(Strict):
     """How a new model version takes traffic."""
 
-    strategy: Literal["canary", "all_at_once"] = Field("canary", description="canary: traffic "
-                                                       "moves in steps; all_at_once: one switch.")
+    strategy: Literal["canary", "all_at_once", "shadow", "ab"] = Field(
+        "canary", description="canary: traffic moves in steps; all_at_once: one switch; "
+        "shadow: the candidate answers a mirrored copy of the traffic and is promoted when it "
+        "agrees (shadow); ab: an A/B experiment decides (ab).")
     steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
         default_factory=lambda: [100], min_length=1,
         description="Percent of traffic at each step, increasing, ending at 100.")
     step_seconds: int = Field(5, ge=1, le=86400, description="How long each step is observed.")
     abort_if: AbortRules = Field(default_factory=AbortRules,
-                                 description="Rules that roll a step back.")
+                                 description="Rules that roll a step back (canary) or drop a "
+                                 "shadowed candidate (shadow).")
+    shadow: ShadowRules | None = Field(None, description="The shadow comparison (strategy "
+                                       "shadow; defaults when left out).")
+    ab: AbTest | None = Field(None, description="The A/B experiment (strategy ab; required "
+                              "there).")
 
 
 class Serving(Strict):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mlstack.diagnostics.errors import StageError, UsageError
 from mlstack.frontend.ir.nodes import SystemIR
-from mlstack.ops.local import procs
+from mlstack.ops.local import experiment, procs
 from mlstack.ops.local.reconcile import reconcile
 from mlstack.ops.local.services import route, router_alive, stop_version, supervised
 from mlstack.ops.local.stages import compute, execute
@@ -145,7 +145,7 @@ def _reconcile_first(paths: ProjectPaths, state: DeploymentState, options: Deplo
         return
     began = time.perf_counter()
     try:
-        notes = reconcile(paths, state, serve=True, port=options.port)
+        notes = reconcile(paths, state, serve=True, port=options.port, keep_experiment=True)
     except RuntimeError as exc:  # e.g. the router could not listen
         raise StageError("reconcile", str(exc)) from None
     if notes:
@@ -159,6 +159,8 @@ def fail_deploy(ctx: DeployContext, exc: BaseException) -> None:
     report so far (its SLO table included) as `exc.result`."""
     state, paths, version, current = ctx.state, ctx.paths, ctx.version, ctx.current
     message = exc.message if isinstance(exc, StageError) else (str(exc) or type(exc).__name__)
+    if experiment.running(state) and state.experiment.get("candidate") == version.version:
+        experiment.end(state, f"the deploy of {version.version} failed: {message}")
     if version.version != state.current:
         if version.status != VersionStatus.ROLLED_BACK:
             version.status = VersionStatus.FAILED

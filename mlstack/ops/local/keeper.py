@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from mlstack.diagnostics.errors import JournalError, UsageError
-from mlstack.ops.local import procs, sidecars
+from mlstack.ops.local import experiment, procs, sidecars
 from mlstack.ops.local.reconcile import observe, reconcile, repairs_needed
 from mlstack.ops.local.state import DeploymentState, VersionStatus, write_atomically
 from mlstack.ops.paths import ProjectPaths, project_lock
@@ -148,6 +148,7 @@ class Keeper:
         self.report = _read(status_file(paths))
         self.report.update(pid=None, passes=0, problem="")
         self.failed_restarts, self.retry_at = 0, 0.0  # the backoff of a failing restart
+        self.look_at = 0.0  # when the running A/B experiment is looked at next
 
     def run_pass(self) -> list[str]:
         """Observe, and repair what is broken while no command holds the lock; returns what
@@ -159,9 +160,12 @@ class Keeper:
             if needed and time.time() < self.retry_at:
                 needed = []  # a restart failed: the next try waits its backoff
             declared = self.sidecars(state)
-            if needed or declared:
+            look = experiment.running(state) is not None and time.time() >= self.look_at
+            if needed or declared or look:
                 with project_lock(paths, holder=ROLE, keeper_wait=0.0):
                     done = self.repair(declared)
+                    if look:
+                        done += self.decide()
         except UsageError:
             pass  # a command at work: never fight it; the next pass looks again
         except JournalError as exc:  # `mlstack repair` is the user's to run
@@ -181,7 +185,7 @@ class Keeper:
         needed = repairs_needed(paths, state, observe(paths, state))
         done = []
         if needed and time.time() >= self.retry_at:
-            done = reconcile(paths, state, serve=True, keep_trying=True)
+            done = reconcile(paths, state, serve=True, keep_trying=True, keep_experiment=True)
             state.record("keeper-repair", reasons=needed, done=done)
             state.save()
             self.backoff(failed=any(d.startswith("could not restart") for d in done))
@@ -197,6 +201,17 @@ class Keeper:
                 {"at": round(time.time(), 3), "reasons": needed, "done": done}]
             self.report["repairs"] = repairs[-KEPT_REPAIRS:]
         return done
+
+    def decide(self) -> list[str]:
+        """Under the project lock: a look at the running A/B experiment, its decision
+        carried out (ops.local.experiment)."""
+        self.look_at = time.time() + experiment.LOOK_EVERY
+        state = DeploymentState.load(self.paths.deployments_file, spec=self.paths.spec)
+        try:
+            return experiment.advance(self.paths, state)
+        except (OSError, ValueError) as exc:  # an unreadable log: said, looked at again
+            self.report["experiment_problem"] = f"{type(exc).__name__}: {exc}"
+            return []
 
     def backoff(self, failed: bool) -> None:
         """After a failed restart the next try waits 5 s, then 10, 20 ... up to 5 minutes; a

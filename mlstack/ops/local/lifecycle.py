@@ -124,6 +124,7 @@ class Status:
     monitoring: dict | None = None  # the monitoring flow's last report (None: none yet)
     reconciled: list[str] = field(default_factory=list)  # what status stopped (orphaned jobs)
     living: Living = field(default_factory=Living)  # keeper, sidecars, schedules, alerts
+    experiment: dict = field(default_factory=dict)  # the A/B experiment, running or last
 
 
 def last_monitoring(paths: ProjectPaths) -> dict | None:
@@ -232,7 +233,8 @@ def status(spec: Path | str) -> Status:
                   last_slo_report=current.slo_report if current else {},
                   history=state.history[-10:], prediction=prediction, routes=state.routes,
                   live_routes=live, deploy=deploy, problems=problems, cluster=cluster,
-                  monitoring=last_monitoring(paths), reconciled=reconciled, living=living)
+                  monitoring=last_monitoring(paths), reconciled=reconciled, living=living,
+                  experiment=state.experiment)
 
 
 @dataclass

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlstack.diagnostics.errors import UsageError
-from mlstack.ops.local import procs, ray_cluster
+from mlstack.ops.local import experiment, procs, ray_cluster
 from mlstack.ops.local.router import write_table
 from mlstack.ops.local.services import (
     ensure_router,
@@ -150,20 +150,31 @@ def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) ->
 
 def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
               port: int | None = None, restart: bool = True,
-              keep_trying: bool = False) -> list[str]:
+              keep_trying: bool = False, keep_experiment: bool = False) -> list[str]:
     """Make what runs equal what is recorded; returns what it did, one line each. The
     caller holds the project lock (no deploy is at work). `keep_trying` (the keeper): a
     current version whose restart failed stays the one to serve, its failure noted, and the
     router stays up answering 503 with Retry-After at once, so the next try brings service
-    back without a command; otherwise it is failed and nothing serves."""
+    back without a command; otherwise it is failed and nothing serves. `keep_experiment`
+    (the keeper, a deploy's first step): a running A/B experiment whose candidate runs
+    keeps its candidate and its split; otherwise (down, rollback, a candidate gone) the
+    experiment ends and the control serves alone."""
     notes = _close_interrupted(state)
     current = state.get(state.current) if serve else None
     if current is not None and current.status != VersionStatus.SERVING:
         current = None  # stopped by `down` (or failed to restart): nothing is to serve
+    candidate = _kept_candidate(paths, state, current) if keep_experiment else None
+    if experiment.running(state) and candidate is None:
+        trial = state.experiment
+        experiment.end(state, "its candidate is gone" if keep_experiment
+                       else "a command (rollback or down) came before its decision")
+        notes.append(f"ended the A/B experiment {trial['name']}: {trial['reason']}")
     if current is not None and supervised(paths, current):
         # traffic leaves what is about to stop before it stops
-        notes += _serve(paths, state, current, port)
+        notes += _serve(paths, state, current, port, with_experiment=candidate is not None)
     keep = {f"version/{current.version}", "router"} if current else set()
+    if candidate is not None:
+        keep.add(f"version/{candidate.version}")
     if serve and ray_cluster.alive(paths, state):
         keep.add(ray_cluster.ROLE)  # the flows' cluster outlives a deploy; `down` stops it
     roles = {role_of(paths, p.owner) for p in procs.owned(paths.project_id)}
@@ -172,7 +183,7 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
     for role in sorted(roles - keep):
         notes.append(_stop_role(paths, state, role))
     for v in state.versions:
-        if v is not current and v.status in RUNNING:
+        if v is not current and v is not candidate and v.status in RUNNING:
             v.status = VersionStatus.STOPPED
     if current is None:
         return notes + _serve_nothing(paths, state)
@@ -216,6 +227,12 @@ def repairs_needed(paths: ProjectPaths, state: DeploymentState,
     elif serving and seen.table != state.routes:
         out.append(f"the router's table {seen.table} is not the recorded {state.routes}")
     keep = {"router", f"version/{current.version}"} if serving else set()
+    trial = experiment.running(state)
+    if serving and trial is not None and trial["control"] == current.version:
+        keep.add(f"version/{trial['candidate']}")
+        candidate = seen.versions.get(trial["candidate"])
+        if candidate is not None and candidate.state in ("dead", "orphaned"):
+            out.append(f"the A/B candidate {trial['candidate']}'s supervisor is gone")
     for role in sorted(seen.roles):
         base = role.split("/")[0]
         if role not in keep and base not in KEPT_ROLES and base != ray_cluster.ROLE:
@@ -246,7 +263,7 @@ def _serve_nothing(paths: ProjectPaths, state: DeploymentState) -> list[str]:
     """No version is to serve: no weights, an empty table, no router."""
     notes = ["stopped the router: no version serves"] if router_alive(paths, state) else []
     if state.routes or routed(paths):
-        state.routes = {}
+        state.routes, state.traffic = {}, {}
         write_table(router_config(paths), [], state.router.limits)
     stop_router(paths, state)
     state.save()
@@ -270,16 +287,36 @@ def ensure_project_router(paths: ProjectPaths, state: DeploymentState, port: int
     ensure_router(paths, state, port)
 
 
+def _kept_candidate(paths: ProjectPaths, state: DeploymentState,
+                    current: Version | None) -> Version | None:
+    """The candidate of the A/B experiment that runs, when it is to be kept: the control is
+    the current version and serves, the candidate is READY under its supervisor."""
+    trial = experiment.running(state)
+    if trial is None or current is None or current.version != trial["control"]:
+        return None
+    candidate = state.get(trial["candidate"])
+    if candidate is None or candidate.status != VersionStatus.READY \
+            or not supervised(paths, candidate):
+        return None
+    return candidate
+
+
 def _serve(paths: ProjectPaths, state: DeploymentState, current: Version,
-           port: int | None) -> list[str]:
-    """The router runs and sends everything to the current version, as recorded."""
+           port: int | None, with_experiment: bool = False) -> list[str]:
+    """The router runs and sends everything to the current version, as recorded (or, with
+    a running experiment kept, the experiment's split)."""
     notes = []
     if not router_alive(paths, state) or (port and state.router.port != port):
         notes.append(f"started the router on port {port or state.router.port or 3000}")
     ensure_project_router(paths, state, port or state.router.port or 3000)
     recorded, table, weights = state.routes, routed(paths), {current.version: 100}
-    if recorded != weights or table != weights:
-        route(paths, weights, state)
+    traffic = None
+    if with_experiment:
+        trial = state.experiment
+        weights = {trial["control"]: 100 - trial["split"], trial["candidate"]: trial["split"]}
+        traffic = {"sticky": {"experiment": trial["name"], "key": trial["key"]}}
+    if recorded != weights or table != weights or (traffic or {}) != state.traffic:
+        route(paths, weights, state, traffic)
         notes.append(f"router weights {recorded} -> {weights}" if recorded != weights else
                      f"router table {table} rewritten to the recorded weights {weights}")
     return notes

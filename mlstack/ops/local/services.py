@@ -150,7 +150,7 @@ def ensure_router(paths: ProjectPaths, state: DeploymentState, port: int,
             procs.stop_process(r.pid)
         procs.stop_owned(router_owner(paths))
         config = router_config(paths)
-        write_table(config, _backends(state, state.routes), r.limits)
+        write_router_table(paths, state)
         log = paths.logs_dir / "router.log"
         argv = [sys.executable, "-m", "mlstack.ops.local.router", "--port", str(port),
                 "--config", str(config)]
@@ -183,13 +183,32 @@ def _backends(state: DeploymentState, weights: dict[str, int]) -> list[dict]:
     return backends
 
 
-def route(paths: ProjectPaths, weights: dict[str, int], state: DeploymentState) -> None:
-    """Send traffic to versions by weight (percent). The weights are recorded in the state
+def route(paths: ProjectPaths, weights: dict[str, int], state: DeploymentState,
+          traffic: dict | None = None) -> None:
+    """Send traffic to versions by weight (percent); `traffic` adds a shadow ({"shadow":
+    {"version", "tolerance"}}: a mirrored copy of the traffic, its answers not returned) or
+    a sticky split ({"sticky": {"experiment", "key"}}: a request goes to the arm its key
+    hashes to, experiment_stats.assign_arm); without it, neither. Recorded in the state
     (saved) before the router's table changes; the router applies it on its next request."""
     state.routes = {name: weight for name, weight in sorted(weights.items()) if weight > 0}
+    state.traffic = dict(traffic or {})
     state.save()
-    write_table(router_config(paths), _backends(state, state.routes), state.router.limits)
+    write_router_table(paths, state)
     time.sleep(0.05)  # mtime granularity: let the next request see the new table
+
+
+def write_router_table(paths: ProjectPaths, state: DeploymentState) -> None:
+    """The router's table from the state: the weights, the limits, and a shadow (with its
+    version's url) or sticky split as recorded."""
+    extra = {}
+    shadow = state.traffic.get("shadow")
+    version = state.get(shadow.get("version")) if isinstance(shadow, dict) else None
+    if version is not None and version.port:
+        extra["shadow"] = {**shadow, "url": version_url(version)}
+    if isinstance(state.traffic.get("sticky"), dict):
+        extra["sticky"] = dict(state.traffic["sticky"])
+    write_table(router_config(paths), _backends(state, state.routes), state.router.limits,
+                **extra)
 
 
 def routed(paths: ProjectPaths) -> dict[str, int]:

@@ -101,6 +101,11 @@ class DeploymentState:
     journal: list[dict] = field(default_factory=list)  # actions begun and not finished
     deploy: dict = field(default_factory=dict)  # the deploy in progress: version, pid, stage
     cluster: ClusterInfo = field(default_factory=ClusterInfo)
+    # the router's table beside the weights, as recorded: a shadow {version, tolerance} and
+    # a sticky split {experiment, key} (services.route)
+    traffic: dict = field(default_factory=dict)
+    # the A/B experiment running or last ended (ops.local.experiment)
+    experiment: dict = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path, spec: Path | None = None) -> DeploymentState:

@@ -14,10 +14,26 @@ from mlstack.ops.local.state import VersionStatus
 
 def run(ctx: DeployContext) -> None:
     with ctx.stages.stage("promote") as record:
-        promote(ctx)
-        record.detail = (f"{ctx.version.version} serves 100% at "
-                         f"http://127.0.0.1:{ctx.options.port}")
+        if any(step.get("strategy") == "ab" for step in ctx.rollout_steps):
+            in_experiment(ctx)
+            record.detail = (f"{ctx.version.version} in the A/B experiment; "
+                             f"{ctx.state.current} stays current until the readout decides")
+        else:
+            promote(ctx)
+            record.detail = (f"{ctx.version.version} serves 100% at "
+                             f"http://127.0.0.1:{ctx.options.port}")
     start_keeper(ctx)
+
+
+def in_experiment(ctx: DeployContext) -> None:
+    """Strategy ab: the deploy ends with the candidate READY on its split and the control
+    current; the keeper promotes or aborts by the readout (ops.local.experiment)."""
+    state, version = ctx.state, ctx.version
+    version.status = VersionStatus.READY
+    state.deploy = {}
+    state.record("deploy-succeeded", version=version.version, model_tag=version.model_tag,
+                 experiment=state.experiment.get("name"), **_trigger(ctx))
+    state.save()
 
 
 def promote(ctx: DeployContext) -> None:

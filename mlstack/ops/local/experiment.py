@@ -1,0 +1,195 @@
+"""A/B experiments on the local target: started by a deploy whose rollout strategy is ab,
+looked at and decided by the keeper, shown by status.
+
+A deploy (stages/rollout.py) routes the candidate its split of the entities, sticky by a hash
+of the key (the router's traffic_split; runtime.assignment.assign_arm), and records the
+experiment in the project's state (`state.experiment`). The control stays the current
+version; the candidate runs beside it, READY. Every LOOK_EVERY seconds the keeper calls
+`advance`: each arm's outcomes since the start are read from the prediction log joined with
+POST /feedback (runtime.feedback.joined: one outcome per request), summed per version into
+runtime.experiment_stats.ArmStats, and looked at by its mSPRT (`look`: always-valid, so
+looking this often costs no validity). A decision is carried out at once (`conclude`):
+
+    promote       the candidate takes all traffic and becomes current; the control stops
+    abort         the control keeps all traffic; the candidate stops, rolled back
+    inconclusive  (max_samples or max_duration reached) as abort
+
+The unit of the test is the request with an outcome: requests of one entity are counted as
+independent (a per-entity analysis is not done; docs/experiments.md says what that means).
+A deploy, rollback or down while an experiment runs ends it (`end`), the control serving.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from mlstack.ops.local.services import route, stop_version
+from mlstack.ops.local.state import DeploymentState, VersionStatus
+from mlstack.ops.paths import ProjectPaths
+
+LOOK_EVERY = 5.0  # seconds between the keeper's looks at a running experiment
+RUNNING = "running"
+
+
+def running(state: DeploymentState) -> dict | None:
+    """The experiment that runs now, None when none does."""
+    e = state.experiment
+    return e if e.get("status") == RUNNING else None
+
+
+def start(state: DeploymentState, paths: ProjectPaths, *, system: str, control: str,
+          candidate: str, ab: Any, now: float | None = None) -> dict:
+    """Route the candidate its sticky split and record the experiment (saved). `ab`: the
+    IR's AbNode."""
+    name = f"{system}-{candidate}-vs-{control}"
+    route(paths, {control: 100 - ab.split, candidate: ab.split}, state,
+          {"sticky": {"experiment": name, "key": ab.key}})
+    started = round(time.time() if now is None else now, 3)
+    state.experiment = {
+        "name": name, "status": RUNNING, "control": control, "candidate": candidate,
+        "key": ab.key, "split": ab.split, "started_at": started,
+        "config": {"metric": ab.metric, "higher_is_better": ab.higher_is_better,
+                   "baseline": ab.baseline, "minimum_lift": ab.minimum_lift, "tau": ab.tau,
+                   "alpha": ab.alpha, "min_samples": ab.min_samples,
+                   "max_samples": ab.max_samples,
+                   "max_duration_s": ab.max_duration_seconds},
+        "state": None, "readout": None, "looked_at": None, "outcome": None}
+    state.record("experiment-started", experiment=name, control=control,
+                 candidate=candidate, split=ab.split, key=ab.key)
+    state.save()
+    return state.experiment
+
+
+def config_of(record: dict) -> Any:
+    from mlstack.runtime.experiment_stats import ExperimentConfig
+
+    c = record["config"]
+    return ExperimentConfig(
+        name=record["name"], control=record["control"], candidate=record["candidate"],
+        tau=c["tau"], alpha=c["alpha"], min_samples=c["min_samples"],
+        max_samples=c["max_samples"], max_duration_s=c["max_duration_s"], metric=c["metric"],
+        higher_is_better=c["higher_is_better"])
+
+
+def arm_stats(paths: ProjectPaths, record: dict) -> tuple[Any, Any, int]:
+    """Each arm's ArmStats from the outcomes of its answers since the start, and how many
+    outcomes were left out (a conversion that is not 0/1, true/false; a mean that is not a
+    number)."""
+    from mlstack.codegen.contract import PREDICTION_LOG_DIR
+    from mlstack.runtime.experiment_stats import ArmStats
+    from mlstack.runtime.feedback import joined
+
+    folder = paths.runtime_state_dir / PREDICTION_LOG_DIR
+    if not folder.is_dir():
+        return ArmStats(), ArmStats(), 0
+    frame = joined(folder, since=record["started_at"])
+    frame = frame[frame["outcome"].notna()] if len(frame) else frame
+    conversion = record["config"]["metric"] == "conversion"
+    values: dict[str, list[float]] = {record["control"]: [], record["candidate"]: []}
+    invalid = 0
+    for version, outcome in zip(frame.get("version", []), frame.get("outcome", []),
+                                strict=True):
+        arm = values.get(str(version))
+        if arm is None:
+            continue
+        number = outcome_number(outcome, conversion)
+        if number is None:
+            invalid += 1
+        else:
+            arm.append(number)
+    return (ArmStats.from_values(values[record["control"]]),
+            ArmStats.from_values(values[record["candidate"]]), invalid)
+
+
+def outcome_number(outcome: Any, conversion: bool) -> float | None:
+    """An outcome as the test's number: a conversion is 0 or 1 (true/false too), a mean any
+    finite number; None for anything else."""
+    import math
+
+    if isinstance(outcome, bool):
+        return float(outcome)
+    if isinstance(outcome, str):
+        text = outcome.strip().lower()
+        if text in ("true", "false"):
+            return float(text == "true")
+        try:
+            outcome = float(text)
+        except ValueError:
+            return None
+    if not isinstance(outcome, int | float) or not math.isfinite(outcome):
+        return None
+    if conversion and outcome not in (0, 1):
+        return None
+    return float(outcome)
+
+
+def look(paths: ProjectPaths, state: DeploymentState, now: float | None = None) -> dict:
+    """One look at the running experiment: its state and readout updated in `state` (not
+    saved). Returns the readout."""
+    from mlstack.runtime.experiment_stats import ExperimentState, new_state
+    from mlstack.runtime.experiment_stats import look as look_at
+
+    record = state.experiment
+    now = time.time() if now is None else now
+    control, candidate, invalid = arm_stats(paths, record)
+    before = (ExperimentState.from_dict(record["state"]) if record.get("state")
+              else new_state(record["started_at"]))
+    after, readout = look_at(config_of(record), before, control, candidate, now)
+    record["state"] = after.to_dict()
+    record["readout"] = {**readout.to_dict(), "invalid_outcomes": invalid}
+    record["looked_at"] = round(now, 3)
+    return record["readout"]
+
+
+def advance(paths: ProjectPaths, state: DeploymentState, now: float | None = None) -> list[str]:
+    """The keeper's step (under the project lock): look, and carry out a decision. Returns
+    what was done, one line each."""
+    record = running(state)
+    if record is None:
+        return []
+    readout = look(paths, state, now)
+    decision = readout["decision"]
+    if decision == "continue":
+        state.save()
+        return []
+    return [conclude(paths, state, decision, readout["reason"])]
+
+
+def conclude(paths: ProjectPaths, state: DeploymentState, decision: str, reason: str) -> str:
+    """Carry out a decision (saved before any process stops)."""
+    record = state.experiment
+    control, candidate = state.get(record["control"]), state.get(record["candidate"])
+    if decision == "promote" and candidate is not None:
+        route(paths, {candidate.version: 100}, state)
+        candidate.status = VersionStatus.SERVING
+        state.previous, state.current = record["control"], candidate.version
+        stopping, stopped_status = control, VersionStatus.STOPPED
+        done = f"promoted {candidate.version} by the A/B readout ({reason})"
+    else:
+        route(paths, {record["control"]: 100}, state)
+        stopping, stopped_status = candidate, VersionStatus.ROLLED_BACK
+        done = f"kept {record['control']} by the A/B readout ({reason})"
+    _ended(state, decision, reason)
+    state.record(f"experiment-{decision}", experiment=record["name"], reason=reason)
+    state.save()
+    if stopping is not None:
+        stop_version(paths, stopping)
+        stopping.status = stopped_status
+        state.save()
+    return done
+
+
+def end(state: DeploymentState, why: str) -> None:
+    """End a running experiment without a decision of its own (a deploy, rollback or down
+    came first): the control is what serves. Not saved."""
+    record = running(state)
+    if record is None:
+        return
+    _ended(state, "ended", why)
+    state.record("experiment-ended", experiment=record["name"], reason=why)
+
+
+def _ended(state: DeploymentState, outcome: str, reason: str) -> None:
+    state.experiment.update(status="ended", outcome=outcome, reason=reason,
+                            ended_at=round(time.time(), 3))
