@@ -365,6 +365,8 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
     assert [v["ok"] for v in step["verdicts"]] == [True, True, True, True], step["verdicts"]
     data = state(project)
     assert data["current"] == shadow_version and data["routes"] == {shadow_version: 100}
+    [compared] = [e for e in data["history"] if e["event"] == "shadow-compared"]
+    assert compared["shadow"]["agreement"] == 1.0 and compared["shadow"]["verdict"] == "promoted"
     assert predict(port, [{"customer_id": 1001}]).headers["x-mlstack-version"] == \
         shadow_version
 

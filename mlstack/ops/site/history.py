@@ -9,6 +9,7 @@ import json
 from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.site.charts import latency_bars, latency_history
 from mlstack.ops.site.collect import SiteData
+from mlstack.ops.site.experiments import ab_readout, shadow_readouts
 from mlstack.ops.site.html import Markup, definitions, h, join, table, verdict
 from mlstack.ops.site.layout import code, details, duration, number, short, when
 from mlstack.workspace.writer import CONFLICT_REASONS
@@ -84,9 +85,16 @@ def rollouts(data: SiteData) -> Markup:
     abort += [f"error rate {g.op} {g.threshold:g}" for g in (r.abort_error_rate,) if g]
     parts = [definitions([
         ("strategy", r.strategy.replace("_", " ")),
-        ("steps", " -> ".join(f"{w}%" for w in r.steps) if r.strategy != "all_at_once"
-         else None),
-        ("each step", duration(r.step_seconds) if r.strategy != "all_at_once" else None),
+        ("steps", " -> ".join(f"{w}%" for w in r.steps) if r.strategy == "canary" else None),
+        ("each step", duration(r.step_seconds) if r.strategy == "canary" else None),
+        ("shadowed at least", duration(r.step_seconds) if r.shadow else None),
+        ("promoted when", f"agreement {r.shadow.min_agreement.op} "
+         f"{r.shadow.min_agreement.threshold:g} (scores within {r.shadow.tolerance:g}) over "
+         f"at least {r.shadow.min_requests} mirrored requests" if r.shadow else None),
+        ("experiment", f"{r.ab.split}% of {r.ab.key} on the candidate; {r.ab.metric} "
+         f"(baseline {r.ab.baseline:g}, tau {r.ab.tau:g}), alpha {r.ab.alpha:g}, "
+         f"{r.ab.min_samples} to {r.ab.max_samples} outcomes per arm, at most "
+         f"{duration(r.ab.max_duration_seconds)}" if r.ab else None),
         ("aborts when", ", ".join(abort) or None),
         ("current version", f"{state.current} ({current.status})" if current is not None
          else state.current or "none"), ("previous", state.previous)])]
@@ -100,6 +108,7 @@ def rollouts(data: SiteData) -> Markup:
                                          [(v, f"{w}%") for v, w in sorted(state.routes.items())],
                                          empty="No traffic is routed.")]
     events = [e for e in state.history if isinstance(e, dict)]
+    parts += [ab_readout(state.experiment), shadow_readouts(events)]
     parts += [h("h2", "History"), table(
         ("when", "event", "version", "details"),
         [(when(e.get("at")), _event(e), e.get("version") or "",

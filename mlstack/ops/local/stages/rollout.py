@@ -159,12 +159,24 @@ def shadow_step(ctx: DeployContext) -> dict:
     step = {"strategy": "shadow", "version": new, "against": old, "shadow": stats,
             "verdicts": [{"rule": r, "ok": ok, "measured": f} for r, ok, f in verdicts],
             "breach": breach}
+    state.record("shadow-compared", version=new, shadow=shadow_summary(step))
     if breach is not None:
         route(paths, {old: 100}, state)
         ctx.version.status = VersionStatus.ROLLED_BACK
         raise StageError("rollout", f"shadow of {new}: {breach}; {old} keeps serving")
     route(paths, {new: 100, old: 0}, state)
     return step
+
+
+def shadow_summary(step: dict) -> dict:
+    """What the history keeps of a shadow comparison (the report's readout)."""
+    stats = step.get("shadow") or {}
+    latency = stats.get("shadow_latency_ms") or {}
+    return {"against": step.get("against"), "mirrored": stats.get("mirrored"),
+            "dropped": stats.get("dropped"), "errors": stats.get("errors"),
+            "agreement": stats.get("agreement"), "mean_abs_diff": stats.get("mean_abs_diff"),
+            "max_abs_diff": stats.get("max_abs_diff"), "p99_ms": latency.get("p99"),
+            "verdict": "promoted" if step.get("breach") is None else step["breach"]}
 
 
 def shadow_stats(ctx: DeployContext, version: str) -> dict:
