@@ -99,7 +99,7 @@ complete -o default -F _mlstack mlstack
 """
 
 
-def _zsh_text(text: str) -> str:
+def _zsh_text(text: str | None) -> str:
     """Help text safe inside a zsh `_arguments` spec: its first clause, no parenthesized
     aside, no brackets, colons or quotes, cut at a word under 60 characters."""
     text = (text or "").split("; ")[0].split(". ")[0]
@@ -112,12 +112,13 @@ def _zsh_text(text: str) -> str:
 
 def _zsh_action(action: argparse.Action) -> str:
     names = action.option_strings
-    text = _zsh_text(action.help % vars(action) if "%" in (action.help or "") else action.help)
+    help_text = action.help
+    text = _zsh_text(help_text % vars(action) if help_text and "%" in help_text else help_text)
     head = (f"'({' '.join(names)})'{{{','.join(names)}}}'[{text}]" if len(names) > 1
             else f"'{names[0]}[{text}]")
     if action.nargs == 0:
         return head + "'"
-    meta = (action.metavar or action.dest).lower()
+    meta = _meta(action)
     if action.choices:
         return head + f":{meta}:({' '.join(map(str, action.choices))})'"
     if set(names) & {"-C", "--project"}:
@@ -125,8 +126,14 @@ def _zsh_action(action: argparse.Action) -> str:
     return head + f":{meta}:_files'"
 
 
+def _meta(action: argparse.Action) -> str:
+    """The name of the action's value, lower case (no option here has a tuple metavar)."""
+    assert not isinstance(action.metavar, tuple)
+    return (action.metavar or action.dest).lower()
+
+
 def _zsh_positional(action: argparse.Action) -> str:
-    meta = (action.metavar or action.dest).lower()
+    meta = _meta(action)
     what = f"({' '.join(map(str, action.choices))})" if action.choices else "_files"
     if action.nargs in ("*", "+"):
         return f"'*:{meta}:{what}'"

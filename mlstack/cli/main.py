@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = extra_for_module(exc.name)
         if extra is None:
             return _internal_error(exc, fail)
+        assert exc.name is not None  # extra_for_module(None) is None
         missing = MissingExtraError(extra, exc.name)
         return fail(missing.code, missing.message, missing.hint, missing.exit_code)
     except Exception as exc:  # a bug in mlstack, not a user mistake

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from mlstack import __version__
 from mlstack.diagnostics.diagnostic import Diagnostic
@@ -24,7 +24,7 @@ def write_warnings(warnings: Iterable[Diagnostic]) -> None:
 
 
 def error_document(code: str, message: str, hint: str | None, exit_code: int,
-                   diagnostics: list[Diagnostic] = (), result: dict | None = None) -> dict:
+                   diagnostics: Sequence[Diagnostic] = (), result: dict | None = None) -> dict:
     """The JSON of a command that failed: what, where (the first diagnostic's location, when
     the spec is at fault), a hint, and the exit code the process ends with; `result`: what the
     command got done before it failed (a failed deploy's report, its SLO table included)."""
@@ -41,7 +41,7 @@ def error_document(code: str, message: str, hint: str | None, exit_code: int,
 
 
 def write_error(fmt: str, code: str, message: str, hint: str | None, exit_code: int,
-                diagnostics: list[Diagnostic] = (), usage: str | None = None,
+                diagnostics: Sequence[Diagnostic] = (), usage: str | None = None,
                 result: dict | None = None) -> None:
     """An error, rendered for the caller: in a machine format (json, sarif, github) one
     document on stdout, so a pipe reading that format still gets one; and always the lines a

@@ -153,6 +153,7 @@ def render_cost(plan: Plan) -> list[str]:
     """The monthly cost estimate: one line per item, the total at the replica range's min and
     max (and the last compile's, when it differs), then what the figures leave out."""
     cost = plan.cost
+    assert cost is not None  # render_plan calls it for a plan with a cost
     lines = [f"Cost estimate ({cost.target}, monthly, {cost.currency}; an {cost.label} from "
              f"price table {cost.price_table}, not a quote):"]
     if not cost.lines:

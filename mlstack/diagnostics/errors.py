@@ -86,6 +86,8 @@ class StageError(MlstackError):
 
     exit_code = 1
     code = "stage_failed"
+    # set by a failed deploy, not always: the report so far (read as getattr(exc, "result"))
+    result: object
 
     def __init__(self, stage: str, message: str, hint: str | None = None):
         super().__init__(f"stage '{stage}' failed: {message}", hint)

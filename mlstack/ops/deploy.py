@@ -39,6 +39,7 @@ def deploy(spec: Path | str, options: DeployOptions, progress=None,
         if progress is not None:
             progress.finish(record)
         kind = compiled.system.target.kind
+        result: DeployResult | ClusterDeployResult
         if kind in CLUSTER_TARGETS:
             from mlstack.ops.cluster.deploy import deploy_cluster
 

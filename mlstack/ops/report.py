@@ -109,8 +109,9 @@ def slo_rows(system: SystemIR, load: dict, metrics: dict, *,
         got = load.get("throughput_rps")
         rows.append(SloRow("throughput", f">= {slo.throughput_rps:g} rps", _fmt(got, " rps"),
                            None if got is None else got >= slo.throughput_rps))
-    if slo.error_rate is not None or slo.availability is not None:
-        allowed = slo.error_rate if slo.error_rate is not None else 1 - slo.availability / 100
+    allowed = (slo.error_rate if slo.error_rate is not None
+               else None if slo.availability is None else 1 - slo.availability / 100)
+    if allowed is not None:
         got = load.get("error_rate")
         if got is None or not load.get("requests"):
             rows.append(SloRow("error rate", f"<= {allowed:g}", _fmt(got), None))

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlstack.cli.arguments import (
     add_format,
@@ -16,6 +17,9 @@ from mlstack.cli.arguments import (
     positive_number,
     spec_of,
 )
+
+if TYPE_CHECKING:  # rich is imported when a deploy shows its progress
+    from rich.status import Status
 
 HELP = ("compile and bring the system up on its target (local: train, serve, verify SLOs; "
         "kubernetes/aws: synth the infrastructure, terraform plan, apply when approved)")
@@ -106,7 +110,7 @@ class ConsoleProgress:
         from rich.console import Console
 
         self.console = Console(stderr=True)
-        self.status = None
+        self.status: Status | None = None
         self.began = time.perf_counter()
         self.stage_title, self.stage_began = "", self.began
 

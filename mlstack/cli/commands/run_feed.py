@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import sys
+from typing import TypedDict
 
 from mlstack.cli.arguments import count, positive_number, spec_of
 from mlstack.diagnostics.errors import UsageError
@@ -25,7 +26,15 @@ DESCRIPTION = (
     "where; with --format json, one JSON object per tick, a line each) and stops on Ctrl-C "
     "after the tick in flight (exit 0); exit 2 when the spec has no file source or a source "
     "cannot be fed (nothing of that tick written).")
-DEFAULTS = {"every": 60.0, "rows": 20, "drift": 0.05}
+
+
+class FeedDefaults(TypedDict):
+    every: float
+    rows: int
+    drift: float
+
+
+DEFAULTS: FeedDefaults = {"every": 60.0, "rows": 20, "drift": 0.05}
 
 
 def _drift(text: str) -> float:

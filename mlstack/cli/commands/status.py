@@ -42,8 +42,11 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(f"  reconciled: {note}\n")
     p = result.prediction
     if p is not None:
-        verdict = (f"ok in {p.seconds * 1000:.0f} ms from {p.version}" if p.ok
-                   else f"FAILED ({p.status or '-'} {p.detail})".rstrip())
+        if p.ok:
+            assert p.seconds is not None  # an answer is timed
+            verdict = f"ok in {p.seconds * 1000:.0f} ms from {p.version}"
+        else:
+            verdict = f"FAILED ({p.status or '-'} {p.detail})".rstrip()
         sys.stdout.write(f"  prediction through the router: {verdict}\n")
     if result.deploy:
         doing = "at work" if result.deploy.get("running") else "INTERRUPTED"

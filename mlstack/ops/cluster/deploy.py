@@ -32,7 +32,7 @@ from mlstack.ops.cluster.terraform import (
     run_tool,
 )
 from mlstack.ops.paths import ProjectPaths
-from mlstack.ops.report import StageRecord
+from mlstack.ops.report import StageRecord, StageStatus
 from mlstack.workspace.plan import cost_as_dict
 
 Confirm = Callable[[TerraformPlan], bool]
@@ -162,13 +162,13 @@ class _Progress:
         if self.progress is not None:
             self.progress.start(name)
         began = time.perf_counter()
-        record = StageRecord(name, "done", 0.0)
+        record = StageRecord(name, StageStatus.DONE, 0.0)
         try:
             result = work()
             record.detail = detail(result)
             return result
         except Exception as exc:
-            record.status = "failed"
+            record.status = StageStatus.FAILED
             record.detail = getattr(exc, "message", str(exc)).splitlines()[0]
             raise
         finally:
@@ -215,6 +215,7 @@ def deploy_cluster(system: SystemIR, paths: ProjectPaths, options: ClusterOption
         result.approved = bool(confirm is not None and confirm(planned.plan))
     if not result.approved:
         return result
+    assert tool is not None  # without one, deploy_infra raised InfraToolMissing
     env = dict(os.environ)
     env.setdefault("TF_IN_AUTOMATION", "1")
     env.setdefault("CHECKPOINT_DISABLE", "1")

@@ -76,12 +76,14 @@ def run_plan(system: SystemIR, paths: ProjectPaths, options: DeployOptions,
     generated tree in `source` by the plan's stages; on a failure the old version serves."""
     current = state.get(state.current)
     if not plan.new_version:
+        assert current is not None  # planned only when a version serves
         ctx = DeployContext(system, paths, options, state, current, current, stages, plan)
         try:
             execute(ctx)
         except StageError as exc:
-            exc.result = _result(ctx, changed=False)
-            exc.result.failed, exc.result.serving = exc.message, current.version
+            failed = _result(ctx, changed=False)
+            failed.failed, failed.serving = exc.message, current.version
+            exc.result = failed
             raise
         return _result(ctx, changed=not plan.actions.nothing)
     version = _version(system, paths, state, plan, source)
@@ -158,6 +160,7 @@ def fail_deploy(ctx: DeployContext, exc: BaseException) -> None:
     recorded), the new version's tree stopped, the failure recorded; a StageError gets the
     report so far (its SLO table included) as `exc.result`."""
     state, paths, version, current = ctx.state, ctx.paths, ctx.version, ctx.current
+    assert ctx.plan is not None  # run_plan's context
     message = exc.message if isinstance(exc, StageError) else (str(exc) or type(exc).__name__)
     if experiment.running(state) and state.experiment.get("candidate") == version.version:
         experiment.end(state, f"the deploy of {version.version} failed: {message}")

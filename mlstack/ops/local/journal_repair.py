@@ -60,7 +60,8 @@ class RepairResult:
     current: str | None = None
     router_port: int | None = None
     versions: list[dict] = field(default_factory=list)  # version, status, pid, port, model
-    models: list[str] = field(default_factory=list)  # promoted models in the model store
+    # promoted models in the model store (None: a promotion that names no model)
+    models: list[str | None] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
 

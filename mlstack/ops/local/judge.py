@@ -82,6 +82,7 @@ def latency_within(latencies: Sequence[float], q: float, target_ms: float) -> Ve
     value = percentile(latencies, q)
     over = sum(1 for x in latencies if x > target_ms)
     if len(latencies) >= needed:
+        assert value is not None  # needed >= 10 samples: a percentile
         return Verdict(value <= target_ms, value, len(latencies), needed)
     if over and binomial_tail(over, len(latencies), 1 - q / 100) < ALPHA:
         return Verdict(False, value, len(latencies), needed, proven_early=True)
@@ -95,6 +96,7 @@ def latency_breach(latencies: Sequence[float], q: float, op: str, threshold: flo
     value = percentile(latencies, q)
     beyond = sum(1 for x in latencies if OPS[op](x, threshold))
     if len(latencies) >= needed:
+        assert value is not None  # needed >= 10 samples: a percentile
         return Verdict(not OPS[op](value, threshold), value, len(latencies), needed)
     if beyond and binomial_tail(beyond, len(latencies), 1 - q / 100) < ALPHA:
         return Verdict(False, value, len(latencies), needed, proven_early=True)

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeGuard
 
 OWNER_ENV = "MLSTACK_OWNER"
 PR_SET_PDEATHSIG = 1
@@ -218,7 +219,7 @@ def stop_owned(prefix: str, timeout: float = 10.0, keep: int | None = None) -> l
     return targets()
 
 
-def is_alive(pid: int | None) -> bool:
+def is_alive(pid: int | None) -> TypeGuard[int]:  # True: pid is a (live process's) int
     if not pid:
         return False
     try:

@@ -255,4 +255,4 @@ def deployed_profile(spec: Path | str) -> tuple[str, dict] | None:
     except (OSError, ValueError, KeyError, TypeError, JournalError):
         return None
     profile = read_profile(paths, current)
-    return (current, profile) if profile else None
+    return (current, profile) if current and profile else None

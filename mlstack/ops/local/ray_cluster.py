@@ -128,7 +128,8 @@ def ensure(paths: ProjectPaths, state: DeploymentState, compute: ComputeNode) ->
         status = status_file(paths)
         status.parent.mkdir(parents=True, exist_ok=True)
         status.unlink(missing_ok=True)
-        env = paths.environment(**RAY_QUIET_ENV, RAY_AUTH_MODE="token",
+        # code_dir given (the default, None) so that **RAY_QUIET_ENV cannot be it
+        env = paths.environment(None, **RAY_QUIET_ENV, RAY_AUTH_MODE="token",
                                 RAY_AUTH_TOKEN_PATH=str(_token(paths)))
         argv = [sys.executable, "-m", "mlstack.ops.local.ray_supervisor", "--status",
                 str(status), "--port", str(port), "--workers", str(compute.workers),

@@ -114,6 +114,7 @@ class Node:
         group killed the node's processes under it first, and it then waited out Ray's 30 s
         drain for them."""
         if self.alive():
+            assert self.proc is not None  # alive() checked it
             try:
                 self.proc.send_signal(signal.SIGTERM)
             except ProcessLookupError:
@@ -133,12 +134,13 @@ class Node:
         self.state = "stopped"
 
     def record(self) -> dict:
-        return {"name": self.name, "pid": self.proc.pid if self.alive() else None,
+        return {"name": self.name,
+                "pid": self.proc.pid if self.proc is not None and self.alive() else None,
                 "state": self.state, "restarts": self.restarts}
 
 
 class ClusterSupervisor:
-    def __init__(self, args):
+    def __init__(self, args: argparse.Namespace) -> None:
         self.status_file, self.port = Path(args.status), args.port
         self.owner = os.environ.get(procs.OWNER_ENV, "local/ray")
         self.address = f"127.0.0.1:{self.port}"
@@ -223,6 +225,7 @@ class ClusterSupervisor:
         now = time.monotonic()
         changed = False
         if self.head.state in ("starting", "running") and not self.head.alive():
+            assert self.head.proc is not None  # start() set it
             reason = f"the head exited (code {self.head.proc.returncode})"
             self.stop_all()
             self.schedule(self.head, reason)
@@ -235,6 +238,7 @@ class ClusterSupervisor:
                     node.start()
                     changed = True
             elif node.state == "starting":
+                assert node.proc is not None  # start() set it
                 if not node.alive():
                     self.schedule(node, f"{node.name} exited while starting (code "
                                   f"{node.proc.returncode})", starting=True)
@@ -248,6 +252,7 @@ class ClusterSupervisor:
                                   starting=True)
                     changed = True
             elif node.state == "running":
+                assert node.proc is not None  # start() set it
                 if not node.alive():
                     reason = f"{node.name} exited (code {node.proc.returncode})"
                     procs.stop_owned(node.owner, timeout=5.0)  # what its node left

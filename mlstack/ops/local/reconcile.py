@@ -139,7 +139,7 @@ def _problems(paths: ProjectPaths, state: DeploymentState, seen: Observation) ->
     if current is not None and current.status == VersionStatus.SERVING \
             and not seen.router_alive:
         port = state.router.port
-        foreign = bool(port) and "router" not in seen.roles and not procs.port_is_free(port)
+        foreign = bool(port and "router" not in seen.roles and not procs.port_is_free(port))
         out.append("the router is not running" + (
             f"; its port {port} is taken by another program" if foreign else ""))
     if seen.router_alive and seen.table != state.routes:
@@ -219,16 +219,18 @@ def repairs_needed(paths: ProjectPaths, state: DeploymentState,
     out += [f"'{e.get('action')}' of {e.get('version', '-')} was interrupted"
             for e in state.journal]
     current = state.get(state.current)
-    serving = current is not None and current.status == VersionStatus.SERVING
-    if serving and seen.versions[current.version].state in ("dead", "orphaned"):
-        out.append(f"{current.version}'s supervisor is gone")
-    if serving and not seen.router_alive:
+    # the current version, when it serves on record
+    serving = current if current is not None and current.status == VersionStatus.SERVING \
+        else None
+    if serving is not None and seen.versions[serving.version].state in ("dead", "orphaned"):
+        out.append(f"{serving.version}'s supervisor is gone")
+    if serving is not None and not seen.router_alive:
         out.append("the router is not running")
-    elif serving and seen.table != state.routes:
+    elif serving is not None and seen.table != state.routes:
         out.append(f"the router's table {seen.table} is not the recorded {state.routes}")
-    keep = {"router", f"version/{current.version}"} if serving else set()
+    keep = {"router", f"version/{serving.version}"} if serving is not None else set()
     trial = experiment.running(state)
-    if serving and trial is not None and trial["control"] == current.version:
+    if serving is not None and trial is not None and trial["control"] == serving.version:
         keep.add(f"version/{trial['candidate']}")
         candidate = seen.versions.get(trial["candidate"])
         if candidate is not None and candidate.state in ("dead", "orphaned"):

@@ -98,7 +98,8 @@ def retrain(spec_path: Path | str, progress=None, *,
         current = state.get(state.current)
         serving = deployed_system(paths, current)
         decision = decide(current, supervised(paths, current),
-                          current.spec_hash if serving else None, _spec_hash(paths.spec),
+                          current.spec_hash if current is not None and serving else None,
+                          _spec_hash(paths.spec),
                           data_key(serving, paths.project_dir) if serving else "")
         if decision.action != "train":
             state.record("retrain-skipped", trigger=TRIGGER, reason=decision.reason,
@@ -106,6 +107,8 @@ def retrain(spec_path: Path | str, progress=None, *,
             state.save(paths.deployments_file)
             stages.note(decision.reason)
             return None
+        # decide() trains only a version that serves with a readable snapshot (serving_hash)
+        assert current is not None and serving is not None
         compute.run(serving, paths, state, stages)
         options = DeployOptions(port=state.router.port or DeployOptions.port)
         return run_plan(serving, paths, options, state,

@@ -128,6 +128,8 @@ class _DeadlineReader(io.RawIOBase):
     (`head_s` from then). `expired` names the phase whose deadline passed; `eof` says the
     client closed its side."""
 
+    expired: str | None
+
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.began = time.monotonic()
@@ -395,6 +397,7 @@ def _answers(url: str) -> bool:
     """The backend answers GET /readyz within PROBE_TIMEOUT_S with anything but 503 (a
     service without /readyz answers 404: it is up)."""
     parsed = urllib.parse.urlsplit(url)
+    assert parsed.hostname is not None  # a backend's url: http://host:port
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=PROBE_TIMEOUT_S)
     try:
         conn.request("GET", "/readyz")
@@ -441,7 +444,7 @@ class _NoDelayConnection(http.client.HTTPConnection):
 
 
 class _Local(threading.local):
-    def __init__(self):
+    def __init__(self) -> None:
         self.connections: dict[str, http.client.HTTPConnection] = {}
 
 
@@ -467,6 +470,7 @@ class RouterServer(ThreadingHTTPServer):
     def process_request(self, request, client_address) -> None:
         self.table.refresh()
         limits, host = self.table.limits, client_address[0]
+        full: str | None  # why the connection is refused (None: it is served)
         with self.count_lock:
             if self.by_address.get(host, 0) >= limits["max_connections_per_address"]:
                 full = f"overloaded: too many connections from {host}; retry after 1 s"
@@ -535,6 +539,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = SERVER
+        _headers_buffer: list[bytes]  # BaseHTTPRequestHandler's own (typeshed omits it)
 
         def log_message(self, *args) -> None:  # keep the log for errors only
             pass
@@ -619,6 +624,7 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             conn = local.connections.get(url)
             if conn is None:
                 parsed = urllib.parse.urlsplit(url)
+                assert parsed.hostname is not None  # a backend's url: http://host:port
                 conn = _NoDelayConnection(parsed.hostname, parsed.port, timeout=timeout)
                 local.connections[url] = conn
             elif conn.timeout != timeout:
@@ -666,7 +672,8 @@ def make_handler(table: BackendTable, server: RouterServer | None = None):
             self.drained = True
 
         def _read_chunked(self, limit: int) -> bytes:
-            parts, total = [], 0
+            parts: list[bytes] = []
+            total = 0
             while True:
                 line = self.rfile.readline(1024)
                 if not line.endswith(b"\n"):

@@ -39,6 +39,7 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -69,7 +70,7 @@ def schedule_objects(deployment: dict) -> list:
     """The deployment's schedules as Prefect's schedule objects."""
     from prefect.client.schemas.schedules import CronSchedule, IntervalSchedule
 
-    out = []
+    out: list[IntervalSchedule | CronSchedule] = []
     for item in deployment.get("schedules") or []:
         if item.get("interval") is not None:
             out.append(IntervalSchedule(interval=timedelta(seconds=float(item["interval"])),
@@ -86,11 +87,12 @@ def schedule_objects(deployment: dict) -> list:
 def describe(entrypoints: list[str]) -> dict[str, dict]:
     """{entrypoint: {"flow_name", "parameters"}} (the parameters' schema), each flow loaded
     from its file in this folder; run in a child so its imports die with it."""
-    from prefect.flows import load_flow_from_entrypoint
+    from prefect.flows import Flow, load_flow_from_entrypoint
 
     out = {}
     for entrypoint in entrypoints:
-        flow = load_flow_from_entrypoint(entrypoint)
+        # any flow (prefect's return type names an unbound ParamSpec)
+        flow: Flow[..., Any] = load_flow_from_entrypoint(entrypoint)
         out[entrypoint] = {"flow_name": flow.name,
                            "parameters": flow.parameters.model_dump(mode="json")}
     return out

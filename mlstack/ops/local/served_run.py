@@ -75,7 +75,9 @@ def run_served(deployment: ServedDeployment, on_state: Callable[[str], None] | N
     run_id = run["id"]
     url = f"{base}/runs/flow-run/{run_id}"
     began = time.monotonic()
-    last_state, tasks, seen = None, [], set()
+    last_state: str | None = None
+    tasks: list[dict] = []
+    seen: set[str] = set()
     unanswered_since: float | None = None
     while True:
         try:
@@ -101,8 +103,8 @@ def run_served(deployment: ServedDeployment, on_state: Callable[[str], None] | N
         name, kind = state.get("name") or state.get("type"), state.get("type")
         if name != last_state:
             last_state = name
-            if on_state is not None:
-                on_state(name)
+            if on_state is not None:  # "None": a run the server reports with no state
+                on_state(str(name))
         if kind in FINAL:
             return ServedRun(run_id, url, kind, state.get("message") or "",
                              round(float(run.get("total_run_time") or 0.0), 3), tasks)

@@ -202,9 +202,10 @@ def write_router_table(paths: ProjectPaths, state: DeploymentState) -> None:
     version's url) or sticky split as recorded."""
     extra = {}
     shadow = state.traffic.get("shadow")
-    version = state.get(shadow.get("version")) if isinstance(shadow, dict) else None
-    if version is not None and version.port:
-        extra["shadow"] = {**shadow, "url": version_url(version)}
+    if isinstance(shadow, dict):
+        version = state.get(shadow.get("version"))
+        if version is not None and version.port:
+            extra["shadow"] = {**shadow, "url": version_url(version)}
     if isinstance(state.traffic.get("sticky"), dict):
         extra["sticky"] = dict(state.traffic["sticky"])
     write_table(router_config(paths), _backends(state, state.routes), state.router.limits,

@@ -351,7 +351,8 @@ def _kind(value) -> str:
         return "null"
     if isinstance(value, bool):
         return "true or false"
-    return {dict: "an object", list: "a list", str: "a text"}.get(
+    names: dict[type, str] = {dict: "an object", list: "a list", str: "a text"}
+    return names.get(
         type(value), f"the number {str(value)[:30]}" if isinstance(value, int | float)
         else type(value).__name__)
 

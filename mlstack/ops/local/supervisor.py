@@ -165,6 +165,7 @@ class Supervisor:
     def wait_ready(self) -> str | None:
         """None once ready; else why not (the serve process exited, or the time ran out)."""
         deadline = time.monotonic() + self.ready_timeout
+        assert self.child is not None  # start_tree() started it
         while not self.stopping:
             code = self.child.poll()
             if code is not None:
@@ -180,6 +181,7 @@ class Supervisor:
         """Watch a ready tree; return why it must restart ('' when asked to stop)."""
         last_ok = healthy_since = time.monotonic()
         next_probe = 0.0
+        assert self.child is not None  # start_tree() started it
         while not self.stopping:
             code = self.child.poll()
             if code is not None:

@@ -342,10 +342,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.job == "train":
-            result = {"ok": True, "result": train(args.package)}
+            trained = train(args.package)
             if args.profile:
-                result["result"]["profile"] = _profile_after_training(
-                    args.package, result["result"]["model_tag"])
+                trained["profile"] = _profile_after_training(args.package,
+                                                             trained["model_tag"])
+            result = {"ok": True, "result": trained}
         elif args.job == "sample":
             result = {"ok": True, "result": sample(args.package, args.size)}
         elif args.job == "freshness":
@@ -353,9 +354,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.job == "profile":
             result = {"ok": True, "result": _profile(args.package, args.tag)}
         else:
-            result = {"ok": True, "result": skew(args.package, args.url, args.size)}
+            measured = skew(args.package, args.url, args.size)
             if args.freshness:
-                result["result"]["freshness"] = freshness(args.package)
+                measured["freshness"] = freshness(args.package)
+            result = {"ok": True, "result": measured}
     except BaseException as exc:  # reported to the parent, which names the stage
         traceback.print_exc(file=sys.stderr)
         result = {"ok": False, "error_type": type(exc).__name__, "error": _explained(exc)}

@@ -39,4 +39,5 @@ def docs_server(folder: Path | str, port: int = 8080) -> ThreadingHTTPServer:
 
 def server_url(server: ThreadingHTTPServer) -> str:
     host, port = server.server_address[:2]
+    assert isinstance(host, str)  # bound to HOST, a str (typeshed allows bytes too)
     return f"http://{host}:{port}/"

@@ -21,5 +21,8 @@ MODULES = {"train": "train", "profile": "profile", "start_service": "start",
 
 def execute(ctx: DeployContext, stages: tuple[str, ...] | None = None) -> None:
     """Run the plan's stages (or `stages`, a part of them) on `ctx`, in order."""
-    for name in ctx.plan.stages if stages is None else stages:
+    if stages is None:
+        assert ctx.plan is not None  # the caller applies a plan
+        stages = ctx.plan.stages
+    for name in stages:
         importlib.import_module(f"{__name__}.{MODULES[name]}").run(ctx)

@@ -8,6 +8,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlstack.codegen.contract import PROMOTE_TASK, TRAINING_TASKS, package_name
 from mlstack.diagnostics.errors import StageError
@@ -15,6 +16,9 @@ from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.local.state import DeploymentState, Version
 from mlstack.ops.paths import ProjectPaths
 from mlstack.ops.report import StageRecord, StageStatus
+
+if TYPE_CHECKING:  # for the annotation only: no import of stages.plan at run time
+    from mlstack.ops.local.stages.plan import DeployPlan
 
 DEFAULT_RATE = 20.0
 LOAD_TIMEOUT = 10.0  # seconds a load-test request may take before it counts as failed
@@ -45,7 +49,7 @@ class NullProgress:
 class StageLog:
     """The records of a deploy's stages, in order, each passed to the progress object."""
 
-    def __init__(self, progress):
+    def __init__(self, progress) -> None:
         self.progress = progress
         self.records: list[StageRecord] = []
 
@@ -111,7 +115,7 @@ class DeployContext:
     current: Version | None  # the version serving before this deploy
     version: Version  # the version this deploy brings up
     stages: StageLog
-    plan: object = None  # the DeployPlan being applied (stages.plan)
+    plan: DeployPlan | None = None  # the plan being applied (stages.plan)
     code_dir: Path = Path()
     profiled: dict | None = None  # the train worker's profile of the model it registered
     # what the stages found, for the next stages and the report

@@ -17,7 +17,9 @@ from mlstack.ops.local.stages.verify import freshness, verify
 
 def run(ctx: DeployContext) -> None:
     system, paths, options, state = ctx.system, ctx.paths, ctx.options, ctx.state
+    assert ctx.plan is not None  # keep_serving runs as a step of a plan
     current, actions = ctx.current, ctx.plan.actions
+    assert current is not None  # planned only when a version serves
     if actions.nothing:
         ctx.stages.skip("unchanged", f"{current.version} already serves this spec and data")
         sidecars.run(ctx, report_healthy=False)

@@ -194,7 +194,7 @@ def plan_deploy(system: SystemIR, paths: ProjectPaths, state: DeploymentState, *
     deployed = deployed_system(paths, current)
     key = data_key(system, paths.project_dir)
     changed_schemas: tuple[SchemaChange, ...] = ()
-    if deployed is None or not alive or not current.model_tag:
+    if current is None or deployed is None or not alive or not current.model_tag:
         actions = deploy_actions((), first=True)
     else:
         recorded = recorded_schemas(paths, current) if current.training_key != key else None
@@ -212,9 +212,10 @@ def plan_deploy(system: SystemIR, paths: ProjectPaths, state: DeploymentState, *
             actions = DeployActions(actions.train, True, True,
                                     (*actions.reasons, "the generated service code changed"))
     port = state.router.port if port is None else port
-    serving = (alive and router_alive(paths, state) and state.router.port == port
-               and routed(paths).get(current.version) == 100)
-    name = current.version if alive else None
+    # alive: current is not None (supervised(paths, None) is False)
+    serving = (current is not None and alive and router_alive(paths, state)
+               and state.router.port == port and routed(paths).get(current.version) == 100)
+    name = current.version if current is not None and alive else None
     if serving and not actions.new_version:
         return DeployPlan(actions, name, False, stages=KEEP_SERVING_STAGES, trigger=trigger)
     found = None if retrain else candidate(state, system, key)

@@ -16,7 +16,8 @@ def load_requests(system: SystemIR, rows: list[dict], *,
     from mlstack.ops.local.worker import rank_requests
 
     group = system.model.group_by
-    if system.model.task == "ranking" and any(k.name == group for k in system.model.request_keys):
+    if (system.model.task == "ranking" and group is not None
+            and any(k.name == group for k in system.model.request_keys)):
         return "rank", [body for _, body in rank_requests(rows, group)]
     if one_request:
         return "predict", [{"rows": rows}] if rows else []

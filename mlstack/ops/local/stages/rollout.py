@@ -5,6 +5,7 @@ traffic back on the version serving before."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from mlstack.diagnostics.errors import StageError
 from mlstack.ops.local import experiment, judge, procs
@@ -29,7 +30,8 @@ def rollout(ctx: DeployContext) -> list[dict]:
         ensure_router(paths, state, options.port, router_limits(ctx.system))
         spec = ctx.system.serving.rollout
         _end_experiment(ctx)
-        if not supervised(paths, current) or current.version == version.version:
+        if current is None or not supervised(paths, current) \
+                or current.version == version.version:
             route(paths, {version.version: 100}, state)
             record.detail = "first version: 100% at once"
             return []
@@ -38,6 +40,7 @@ def rollout(ctx: DeployContext) -> list[dict]:
             record.detail = _shadow_detail(step)
             return [step]
         if spec.strategy == "ab":
+            assert spec.ab is not None  # the IR has the experiment of strategy ab (lint)
             started = experiment.start(state, paths, system=ctx.system.name,
                                        control=current.version, candidate=version.version,
                                        ab=spec.ab)
@@ -46,7 +49,7 @@ def rollout(ctx: DeployContext) -> list[dict]:
             return [{"strategy": "ab", "experiment": started["name"], "split": spec.ab.split,
                      "key": spec.ab.key, "control": current.version}]
         steps = [100] if spec.strategy == "all_at_once" else list(spec.steps)
-        judged = []
+        judged: list[dict[str, Any]] = []
         for weight in steps:
             route(paths, {version.version: weight, current.version: 100 - weight}, state)
             if weight == 100:
@@ -84,6 +87,7 @@ def canary_step(ctx: DeployContext, weight: int) -> dict:
     from mlstack.ops.local.loadtest import run_load  # httpx: the runtime extra
 
     spec = ctx.system.serving.rollout
+    assert ctx.current is not None  # a canary steps against the version serving
     new, old = ctx.version.version, ctx.current.version
 
     def verdicts(by_version: dict) -> list[tuple[str, judge.Verdict]]:
@@ -139,6 +143,7 @@ def shadow_step(ctx: DeployContext) -> dict:
 
     paths, state, spec = ctx.paths, ctx.state, ctx.system.serving.rollout
     rules = spec.shadow
+    assert rules is not None and ctx.current is not None  # strategy shadow, a version serving
     new, old = ctx.version.version, ctx.current.version
     route(paths, {old: 100}, state, {"shadow": {"version": new, "tolerance": rules.tolerance}})
     asked = [0.0]

@@ -13,6 +13,7 @@ from mlstack.ops.report import StageRecord, StageStatus
 
 
 def run(ctx: DeployContext) -> None:
+    assert ctx.plan is not None  # the train stage runs as a step of a plan
     reuse = ctx.state.get(ctx.plan.reuse)
     if reuse is None or not reuse.model_tag:
         train(ctx)
