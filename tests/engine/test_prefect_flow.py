@@ -150,7 +150,10 @@ def trained(tmp_path_factory, prefect_api, bentoml_home):
 def test_training_flow_trains_a_model_that_passes_its_gates(trained):
     result, system = trained.result, trained.system
     assert set(result) == {"flow_run_id", "model_tag", "metrics", "gates", "data_fingerprint",
-                           "device", "promoted", "rows", "changes"}
+                           "device", "promoted", "rows", "changes", "evaluation"}
+    # the training file holds the same record, its curves included (what the report draws)
+    recorded = json.loads((trained.state / "training.json").read_text())
+    assert recorded == {"status": "completed", **json.loads(json.dumps(result))}
     # the first training of this project: every row is new to it (runtime.changes)
     customers = result["changes"]["customers"]
     assert customers["previous_rows"] is None or customers["added"] == customers["rows"], \
@@ -170,7 +173,13 @@ def test_training_flow_trains_a_model_that_passes_its_gates(trained):
 @pytest.mark.engine
 def test_recorded_metrics_match_sklearn_on_an_independent_split(trained):
     import bentoml
-    from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        average_precision_score,
+        confusion_matrix,
+        f1_score,
+        roc_auc_score,
+    )
 
     model = bentoml.sklearn.load_model(trained.result["model_tag"])
     expected = _expected_test_split(trained.project, trained.system)
@@ -182,6 +191,23 @@ def test_recorded_metrics_match_sklearn_on_an_independent_split(trained):
     assert metrics["f1"] == pytest.approx(f1_score(y, model.predict(features)), abs=1e-12)
     assert metrics["accuracy"] == pytest.approx(accuracy_score(y, model.predict(features)),
                                                 abs=1e-12)
+    # the curves, confusion matrix and importance recorded with them, against scikit-learn
+    details, proba = trained.result["evaluation"], model.predict_proba(features)[:, 1]
+    roc, pr = details["roc_curve"], details["pr_curve"]
+    assert roc["auc"] == pytest.approx(metrics["auc"], rel=1e-5)
+    assert pr["average_precision"] == pytest.approx(average_precision_score(y, proba), rel=1e-5)
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0, 0, 1, 1)
+    assert 2 < len(roc["fpr"]) == len(pr["recall"]) <= 100
+    assert details["confusion_matrix"] == {
+        "labels": [0, 1], "threshold": 0.5,
+        "counts": confusion_matrix(y, (proba >= 0.5).astype(int), labels=[0, 1]).tolist()}
+    importance = details["feature_importance"]
+    by_name = dict(zip(features.columns, model.feature_importances_, strict=True))
+    assert importance["method"] == "feature_importances_"
+    assert sorted(importance["features"]) == sorted(features.columns)
+    assert importance["values"] == sorted(importance["values"], reverse=True)
+    assert importance["values"] == pytest.approx([by_name[n] for n in importance["features"]],
+                                                 rel=1e-5)
 
 
 @pytest.mark.engine

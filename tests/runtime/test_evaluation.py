@@ -1,4 +1,5 @@
-"""Metrics match scikit-learn; gates pass and fail with today's messages."""
+"""Metrics match scikit-learn; gates pass and fail with today's messages; the curves,
+confusion matrix and feature importance the report draws hold on cases known by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +12,17 @@ from sklearn import metrics as m
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from mlstack.runtime.errors import QualityGateError
-from mlstack.runtime.evaluation import Gate, check_gates, compute_metrics, evaluate_model, ndcg
+from mlstack.runtime.evaluation import (
+    Gate,
+    check_gates,
+    compute_metrics,
+    confusion,
+    curves,
+    evaluate_model,
+    evaluation_details,
+    feature_importance,
+    ndcg,
+)
 from mlstack.runtime.training import LabelSpec
 
 
@@ -86,10 +97,105 @@ def test_evaluate_raises_with_every_failed_gate(classified):
     metrics = ("auc", "accuracy")
     ok = evaluate_model(model, frame, lambda df: df[["a", "b"]], label, metrics,
                         [Gate("auc", ">=", 0.5)])
-    assert set(ok) == {"metrics", "gates"} and ok["gates"][0]["passed"]
+    assert set(ok) == {"metrics", "gates", "evaluation"} and ok["gates"][0]["passed"]
+    assert ok["evaluation"] == evaluation_details(model, frame[["a", "b"]], frame["y"])
     with pytest.raises(QualityGateError) as error:
         evaluate_model(model, frame, lambda df: df[["a", "b"]], label, metrics,
                        [Gate("auc", ">=", 0.999), Gate("accuracy", ">", 0.9999)])
     auc, accuracy = ok["metrics"]["auc"], ok["metrics"]["accuracy"]
     assert str(error.value) == (f"gate auc >= 0.999 failed: auc = {auc:.4g}; "
                                 f"gate accuracy > 0.9999 failed: accuracy = {accuracy:.4g}")
+
+
+def test_a_perfect_classifier_has_auc_1_and_its_roc_passes_through_0_1():
+    roc, pr = curves([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
+    assert roc["auc"] == 1.0 and pr["average_precision"] == 1.0
+    points = list(zip(roc["fpr"], roc["tpr"], strict=True))
+    assert points[0] == (0.0, 0.0) and points[-1] == (1.0, 1.0)
+    assert (0.0, 1.0) in points
+    assert pr["recall"][0] == 0.0 and pr["precision"][0] == 1.0
+    assert (1.0, 1.0) in zip(pr["recall"], pr["precision"], strict=True)
+
+
+def test_a_constant_predictor_is_the_diagonal():
+    roc, pr = curves([0, 1, 0, 1, 1], [0.3] * 5)
+    assert roc == {"fpr": [0.0, 1.0], "tpr": [0.0, 1.0], "auc": 0.5}
+    assert pr == {"recall": [0.0, 1.0], "precision": [1.0, 0.6], "average_precision": 0.6}
+
+
+def test_one_class_only_has_no_curves_and_says_why():
+    roc, pr = curves([1, 1, 1], [0.2, 0.5, 0.9])
+    assert roc == pr == {"reason": "the held-out rows hold one class only"}
+
+
+def test_curves_match_sklearn_and_stay_small():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, size=5000)
+    scores = np.clip(y * 0.3 + rng.normal(0.35, 0.25, size=5000), 0, 1)
+    roc, pr = curves(y, scores)
+    assert len(roc["fpr"]) == len(roc["tpr"]) <= 100 and len(pr["recall"]) <= 100
+    assert roc["auc"] == float(f"{m.roc_auc_score(y, scores):.6g}")
+    assert pr["average_precision"] == float(f"{m.average_precision_score(y, scores):.6g}")
+    assert roc["fpr"] == sorted(roc["fpr"]) and roc["tpr"] == sorted(roc["tpr"])
+    assert (roc["fpr"][0], roc["tpr"][0], roc["fpr"][-1], roc["tpr"][-1]) == (0, 0, 1, 1)
+    # each point is the rate at an actual score used as the threshold (score >= t)
+    full_fpr, full_tpr, _ = m.roc_curve(y, scores, drop_intermediate=False)
+    full = {(float(f"{a:.6g}"), float(f"{b:.6g}")) for a, b in zip(full_fpr, full_tpr, strict=True)}
+    assert set(zip(roc["fpr"], roc["tpr"], strict=True)) <= full
+    assert curves(y, scores) == (roc, pr)  # deterministic
+
+
+def test_confusion_counts_a_2x2_by_hand():
+    actual = ["no", "no", "no", "yes", "yes"]
+    predicted = ["no", "yes", "no", "yes", "no"]
+    assert confusion(actual, predicted, ["no", "yes"]) == [[2, 1], [1, 1]]
+
+
+def test_binary_confusion_uses_probability_at_least_one_half():
+    class Fixed:  # a classifier whose positive-class probabilities are given
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, X):
+            p = X["p"].to_numpy()
+            return np.c_[1 - p, p]
+
+    X = pd.DataFrame({"p": [0.5, 0.49, 0.9, 0.1, 0.5]})
+    got = evaluation_details(Fixed(), X, pd.Series([1, 1, 0, 0, 0]))
+    # rows (actual 0, 1) x columns (predicted 0, 1); 0.5 predicts 1, as live accuracy counts
+    assert got["confusion_matrix"] == {"labels": [0, 1], "threshold": 0.5,
+                                       "counts": [[1, 2], [1, 1]]}
+    assert got["feature_importance"] == {
+        "reason": "not available: Fixed has no feature_importances_ or coef_"}
+    assert set(got) == {"roc_curve", "pr_curve", "confusion_matrix", "feature_importance"}
+
+
+def test_tree_importance_names_the_feature_that_alone_decides():
+    from sklearn.tree import DecisionTreeClassifier
+
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"noise": rng.normal(size=200), "decides": rng.normal(size=200),
+                      "zero": np.zeros(200)})
+    y = (X["decides"] > 0).astype(int)
+    model = DecisionTreeClassifier(random_state=0).fit(X, y)
+    got = feature_importance(model, X)
+    assert got == {"method": "feature_importances_", "features": ["decides", "noise", "zero"],
+                   "values": [1.0, 0.0, 0.0]}
+
+
+def test_linear_importance_is_abs_coef_and_the_class_mean_for_multiclass():
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"a": rng.normal(size=300), "b": rng.normal(size=300)})
+    y3 = np.digitize(X["b"] - 0.2 * X["a"], [-0.5, 0.5])
+    multi = LogisticRegression(max_iter=500).fit(X, y3)
+    got = feature_importance(multi, X)
+    expected = np.abs(multi.coef_).mean(axis=0)
+    assert got["method"] == "|coef_|" and got["features"] == ["b", "a"]
+    assert got["values"] == [float(f"{v:.6g}") for v in sorted(expected, reverse=True)]
+    details = evaluation_details(multi, X, pd.Series(y3))
+    assert set(details) == {"confusion_matrix", "feature_importance"}  # no curves: 3 classes
+    counts = details["confusion_matrix"]["counts"]
+    assert details["confusion_matrix"]["labels"] == [0, 1, 2]
+    assert counts == m.confusion_matrix(y3, multi.predict(X)).tolist()
+    regression = LinearRegression().fit(X, 3 * X["a"] - X["b"])
+    assert feature_importance(regression, X)["values"] == [3.0, 1.0]
+    assert evaluation_details(regression, X, X["a"]).keys() == {"feature_importance"}

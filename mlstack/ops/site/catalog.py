@@ -1,5 +1,6 @@
 """The report's pages about what the system is: the overview (with the system graph), the
-feature catalog and the model card (every deployed version's model, metrics and gates)."""
+feature catalog and the model card (every deployed version's model, metrics and gates; the
+latest version's held-out ROC and PR curves, confusion matrix and feature importance)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from mlstack.ops.report import gate_holds
 from mlstack.ops.site.collect import SiteData, VersionRecord
 from mlstack.ops.site.html import Markup, definitions, h, join, table, verdict
 from mlstack.ops.site.layout import cards, code, duration, notes, number, short, when
+from mlstack.ops.site.model_charts import held_out_evaluation
 
 KIND_NAMES = {"source": "source", "feature_view": "feature view", "transform": "transform",
               "model": "model", "service": "service", "task": "training flow task"}
@@ -156,8 +158,11 @@ def model_card(data: SiteData) -> Markup:
         [(r.version.version, r.version.status, code(r.version.model_tag or "-"),
           when(r.version.created_at), *[number(r.version.metrics.get(n)) for n in names],
           _gate_badges(r, s)) for r in reversed(data.versions)]))
+    latest = data.versions[-1]
     for record in reversed(data.versions):
-        parts.append(_version_card(record, s))
+        charts = (held_out_evaluation(record.version.model_tag, data.training)
+                  if record is latest else None)
+        parts.append(_version_card(record, s, charts))
     return join(parts)
 
 
@@ -172,7 +177,8 @@ def _gate_badges(record: VersionRecord, current: SystemIR) -> Markup:
                  for g in _version_gates(record, current)] or ["none"])
 
 
-def _version_card(record: VersionRecord, current: SystemIR) -> Markup:
+def _version_card(record: VersionRecord, current: SystemIR,
+                  charts: Markup | None = None) -> Markup:
     v = record.version
     system = record.system or current
     gates = {g.metric: g for g in _version_gates(record, current)}
@@ -189,7 +195,7 @@ def _version_card(record: VersionRecord, current: SystemIR) -> Markup:
         ("training data", code(short(v.training_key)) if v.training_key else None),
         ("gates from", source), ("failure", v.failure)]),
         table(("metric", "value", "gate", "result"), rows, empty="no metrics recorded"),
-        class_="version", id=f"model-{v.version}")
+        charts, class_="version", id=f"model-{v.version}")
 
 
 def _training(training: dict | None) -> Markup:
