@@ -362,3 +362,92 @@ def test_monitoring_page_shows_firing_alerts_and_the_schedules_runs(project, sit
     assert "ChurnErrorRate&lt;b&gt;" in html and "5xx above budget" in html
     assert "<code>churn-materialize</code></td><td>every 60 s</td><td>Completed at T1</td>" \
            "<td>12s</td><td>T2</td>" in html
+
+
+def _drift_report(report: dict, drift: dict) -> dict:
+    return {**report, "drift": drift}
+
+
+def _bins(shares: list[float], nulls: int) -> dict:
+    return {"counts": [round(s * 100) for s in shares], "proportions": shares, "nulls": nulls}
+
+
+def _side(rows: int, nulls: int, median: float) -> dict:
+    return {"rows": rows, "nulls": nulls, "null_rate": nulls / rows, "mean": median + 0.5,
+            "p5": 0.0, "p25": median - 1, "p50": median, "p75": median + 1, "p95": 9.0}
+
+
+SERVED_DRIFT = {
+    "method": "psi", "threshold": 0.2, "source": "prediction_log",
+    "served": {"rows": 1500, "min_rows": 100, "enough": True, "window_seconds": 604800.0},
+    "drifted": ["customer_profile__support_calls"],
+    "features": {
+        "customer_profile__support_calls": {"statistic": 0.31, "drifted": True, "rows": 1450},
+        "charges_per_tenure": {"statistic": 0.02, "drifted": False, "rows": 1500}},
+    "histograms": {
+        "customer_profile__support_calls": {
+            "edges": [float(e) for e in range(11)],
+            "training": _bins([0.1] * 10, 3), "current": _bins([0.02] * 5 + [0.18] * 5, 50)},
+        "charges_per_tenure": {
+            "edges": [e / 10 for e in range(11)],
+            "training": _bins([0.1] * 10, 0), "current": _bins([0.1] * 10, 0)}},
+    "statistics": {
+        "customer_profile__support_calls": {"training": _side(2000, 30, 2.0),
+                                            "current": _side(1500, 50, 4.0)},
+        "charges_per_tenure": {"training": _side(2000, 0, 0.5),
+                               "current": _side(1500, 0, 0.5)},
+        HOSTILE: {"training": _side(10, 1, 1.0), "current": _side(10, 1, 1.0)}},
+}
+
+
+def test_monitoring_page_overlays_the_served_histograms_and_the_feature_statistics(project):
+    from dataclasses import replace
+
+    from mlstack.ops.site.build import render_site
+    from mlstack.ops.site.collect import collect
+    from mlstack.ops.site.drift import CURRENT_COLOR, TRAINING_COLOR
+
+    data = collect(project)
+    served = replace(data, monitoring=_drift_report(data.monitoring, SERVED_DRIFT))
+    html = render_site(served).files["monitoring.html"].decode()
+    _parse(html)
+    assert html == render_site(served).files["monitoring.html"].decode()  # deterministic
+    assert HOSTILE not in html
+    assert "Judged on the prediction log: 1500 rows served in the last 7d (at least 100 " \
+           "needed)." in html
+    charts = re.findall(r'<svg[^>]*class="chart drift-histogram".*?</svg>', html)
+    assert len(charts) == 2
+    support = next(c for c in charts if "customer_profile__support_calls:" in c)
+    # the title: the statistic against its threshold; the legend: both sides and their nulls
+    assert "<title>customer_profile__support_calls: psi 0.31 above threshold 0.2</title>" \
+           in support
+    assert "training (nulls: 3)</text>" in support and "served (nulls: 50)</text>" in support
+    # ten bars per side in two colours (and one legend swatch each), each bar's share told
+    assert support.count(f'fill="{TRAINING_COLOR}"') == 11
+    assert support.count(f'fill="{CURRENT_COLOR}"') == 11
+    assert "<title>served [9, +inf): 18.0%</title>" in support
+    assert "<title>training [-inf, 1): 10.0%</title>" in support
+    stable = next(c for c in charts if "charges_per_tenure:" in c)
+    assert "charges_per_tenure: psi 0.02 within threshold 0.2" in stable
+    # the statistics per feature view: the view's fields, then the transforms
+    view = html.index("<h4>feature view <code>customer_profile</code></h4>")
+    transforms = html.index("<h4>transforms (on demand)</h4>")
+    assert view < transforms < html.index("<h4>request fields</h4>")
+    assert ("<tr><td><code>customer_profile__support_calls</code></td><td>training</td>"
+            "<td>2000</td><td>1.5%</td><td>2.5</td><td>0</td><td>1</td><td>2</td><td>3</td>"
+            "<td>9</td></tr><tr><td><code>customer_profile__support_calls</code></td>"
+            "<td>served</td><td>1500</td><td>3.3%</td>") in html[view:transforms]
+    assert "<code>charges_per_tenure</code></td><td>served</td>" in html[transforms:]
+
+    few = {**{k: v for k, v in SERVED_DRIFT.items() if k != "statistics"},
+           "source": "online_store",
+           "served": {"rows": 12, "min_rows": 100, "enough": False, "window_seconds": 604800.0}}
+    online = render_site(replace(data, monitoring=_drift_report(data.monitoring, few))
+                         ).files["monitoring.html"].decode()
+    assert "Judged on the online store&#x27;s values (the prediction log held 12 rows in the " \
+           "last 7d, fewer than 100)." in online or \
+           "Judged on the online store's values (the prediction log held 12 rows in the " \
+           "last 7d, fewer than 100)." in online
+    assert "online store (nulls: 50)</text>" in online and "Feature statistics" not in online
+    # the fabricated project's report, from before histograms: the table alone
+    assert "drift-histogram" not in render_site(data).files["monitoring.html"].decode()

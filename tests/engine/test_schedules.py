@@ -301,6 +301,12 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
         sent = httpx.post(f"http://127.0.0.1:{port}/feedback", timeout=30,
                           json={"request_id": request_id, "outcome": int(rank < 20)})
         assert sent.status_code == 201, sent.text
+    # one request of 120 more rows: the log then holds enough served rows (100) in its
+    # window for drift to be judged on what served rather than on the online store
+    batch = [{"customer_id": int(c)} for c in sorted(customers["customer_id"].unique())[40:160]]
+    r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"rows": batch}, timeout=60)
+    assert r.status_code == 200 and len(r.json()) == len(batch) == 120, r.text
+    time.sleep(3)  # the writers flush every 2 s
     began = time.time()
     proc = run_mlstack(folder, "run", "monitoring", env=env)
     ended = time.time()
@@ -322,6 +328,24 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
         source, newest)
     assert source["fresh"] is (source["age_seconds"] <= 2 * INTERVAL), source
     assert set(source["views"]) == {"customer_profile"}
+    # drift judged on the prediction log: the model inputs served (160 rows sent here, and
+    # any earlier answers of the window) against the training set, with both sides'
+    # histograms on shared bins and their statistics
+    drift = report["drift"]
+    assert drift["source"] == "prediction_log", drift
+    served_rows = drift["served"]["rows"]
+    assert drift["served"]["enough"] and served_rows >= 160, drift["served"]
+    watched = set(drift["features"])
+    assert watched and set(drift["histograms"]) == set(drift["statistics"]) == watched
+    for column, bins in drift["histograms"].items():
+        found = drift["features"][column]
+        assert found["drifted"] == (found["statistic"] > drift["threshold"]), (column, found)
+        assert len(bins["edges"]) >= 2 and bins["edges"] == sorted(bins["edges"]), column
+        assert sum(bins["current"]["counts"]) + bins["current"]["nulls"] == served_rows
+        assert sum(bins["current"]["counts"]) == found["rows"], (column, bins, found)
+        assert drift["statistics"][column]["current"]["rows"] == served_rows
+    assert sorted(drift["drifted"]) == sorted(
+        c for c, f in drift["features"].items() if f["drifted"])
     live = report["live_quality"]
     # the 40 outcomes sent back, and any the label source gave the deploy's own answers
     assert live["enabled"] and live["from_feedback"] == 40, live
@@ -339,6 +363,8 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
     run_mlstack(folder, "docs", env=env)
     page = (folder / "build" / "docs" / "monitoring.html").read_text()
     assert tag in page and "Read from the online store." in page
+    assert "Judged on the prediction log: " in page
+    assert page.count('class="chart drift-histogram"') == len(watched)
 
 
 def test_mlstack_run_training_rolls_the_new_data_out_and_unchanged_data_makes_no_version(

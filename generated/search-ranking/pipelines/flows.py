@@ -160,6 +160,8 @@ def training_flow(promote_model: bool = True) -> dict:
         "model_tag": model_tag,
         "metrics": scores["metrics"],
         "gates": scores["gates"],
+        # the held-out ROC and PR curves, confusion matrix and feature importance
+        "evaluation": scores["evaluation"],
         "data_fingerprint": data_fingerprint,
         "device": device.as_record(),
         "promoted": promote_model,

@@ -9,6 +9,7 @@ import json
 from mlstack.frontend.ir.nodes import SystemIR
 from mlstack.ops.site.charts import latency_bars, latency_history
 from mlstack.ops.site.collect import SiteData
+from mlstack.ops.site.drift import drift_section
 from mlstack.ops.site.experiments import ab_readout, shadow_readouts
 from mlstack.ops.site.html import Markup, definitions, h, join, table, verdict
 from mlstack.ops.site.layout import code, details, duration, number, short, when
@@ -185,13 +186,7 @@ def monitoring(data: SiteData) -> Markup:
         ("data fingerprint", code(short(report.get("data_fingerprint"))))]),
         h("ul", [h("li", verdict(False), " ", a) for a in alerts]) if alerts
         else h("p", verdict(True), " no alerts")]
-    features = drift.get("features") or {}
-    parts += [h("h2", "Drift"), table(
-        ("feature", drift.get("method") or "statistic", "rows", "result"),
-        [(code(name), number(f.get("statistic")), f.get("rows"),
-          _flag(f.get("drifted"), "drifted", "stable"))
-         for name, f in sorted(features.items()) if isinstance(f, dict)],
-        empty="No drift check (the spec watches no feature).")]
+    parts += drift_section(drift, data.system)
     sources = fresh.get("sources") or {}
     parts += [h("h2", "Freshness"), h("p", f"Read from the {fresh['read_from']}.")
               if fresh.get("read_from") else None, table(
@@ -243,7 +238,7 @@ def plan(data: SiteData) -> Markup:
             ("new version", "yes" if actions.new_version else "no"),
             ("verify SLOs", "yes" if actions.verify else "no")]),
             h("ul", [h("li", reason) for reason in actions.reasons]) if actions.reasons
-            else None]
+            else join([])]
     parts += [h("h2", "Resources"), table(
         ("resource", "action", "consequence", "changes"),
         [(code(f"{r.kind} {r.name}"), r.action, r.consequence,
