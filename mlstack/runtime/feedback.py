@@ -19,13 +19,16 @@
 before that: 'too_large' (413) and 'malformed' (400: not a JSON object with those two keys).
 Numbers are stored as float64 (1 and 1.0 are the same outcome; True is not 1).
 
-An unknown id is answered with care: the request may have been answered a moment ago by
-another worker whose log has not been flushed into the index yet (every worker flushes at
-most `flush_seconds` after a request). So when the id's own time (UUIDv7) is less than
-`grace_seconds` in the past (default 2 x the log's default flush_seconds + 1 s), `record`
-polls the index until that much time has passed since the request before it answers
-'unknown'; the wait is bounded by grace_seconds, and happens only for such young ids that
-are not found. The HTTP layer should call `record` off its event loop (a thread).
+A young id is not checked against the index: its answer may have been given a moment ago
+by a worker whose log has not reached the index yet (every worker flushes at most
+`flush_seconds` after a request, then writes). So when the id's own time (UUIDv7) is less
+than `grace_seconds` in the past (default 2 x the log's default flush_seconds + 1 s; at most
+CLOCK_SKEW_SECONDS in the future), an outcome for an id the index does not hold yet is
+stored at once, never waited for: a client sending its outcome right after the answer gets
+201 within the service's deadline (waiting out the flush took longer than the service's 1 s
+timeout: a 504). An outcome whose id never reaches the log is kept but never joined (`joined`
+starts from the log). An older id the index does not hold is 'unknown'. The HTTP layer should
+call `record` off its event loop (a thread): SQLite may wait on a writer's lock.
 
 Each thread uses its own SQLite connection (opened on first use, and again after a fork);
 an outcome is stored in one INSERT, so concurrent feedback for the same id cannot store two.
@@ -56,6 +59,8 @@ MAX_BODY_BYTES = 4096
 # The prediction log's default flush interval (PredictionLog's flush_seconds).
 LOG_FLUSH_SECONDS = 2.0
 DEFAULT_GRACE_SECONDS = 2 * LOG_FLUSH_SECONDS + 1
+# How far in the future a young id's time may be (another process's clock).
+CLOCK_SKEW_SECONDS = 1.0
 BUSY_TIMEOUT_MS = 10_000
 HTTP_STATUS = {"stored": 201, "duplicate": 200, "conflict": 409, "unknown": 404,
                "invalid": 422, "malformed": 400, "too_large": 413}
@@ -121,11 +126,10 @@ def parse_body(body: bytes, max_bytes: int = MAX_BODY_BYTES) -> tuple[Any, Any] 
 class FeedbackStore:
     """Outcomes by request id in `folder`/feedback.db; `folder` is the prediction log's."""
 
-    def __init__(self, folder: str | Path, *, grace_seconds: float = DEFAULT_GRACE_SECONDS,
-                 poll_seconds: float = 0.1) -> None:
+    def __init__(self, folder: str | Path, *,
+                 grace_seconds: float = DEFAULT_GRACE_SECONDS) -> None:
         self.folder = Path(folder)
         self.grace_seconds = float(grace_seconds)
-        self.poll_seconds = float(poll_seconds)
         self._local = threading.local()
 
     def _connection(self, name: str) -> sqlite3.Connection:
@@ -157,18 +161,9 @@ class FeedbackStore:
         return index.execute("SELECT 1 FROM requests WHERE request_id = ?",
                              (request_id,)).fetchone() is not None
 
-    def _find_logged(self, request_id: str, issued: float) -> bool:
-        """Whether the index has the id; for a young id, polled until grace_seconds after
-        its time (bounded by grace_seconds from now)."""
-        now = time.time()
-        deadline = min(issued + self.grace_seconds, now + self.grace_seconds)
-        while True:
-            if self._logged(request_id):
-                return True
-            left = deadline - time.time()
-            if left <= 0:
-                return False
-            time.sleep(min(self.poll_seconds, left))
+    def _young(self, issued: float) -> bool:
+        """Whether an id of this time may still be on its way into the index."""
+        return -CLOCK_SKEW_SECONDS <= time.time() - issued < self.grace_seconds
 
     def record(self, request_id: Any, outcome: Any,
                at: datetime | float | None = None) -> FeedbackResult:
@@ -185,7 +180,7 @@ class FeedbackStore:
                 message=f"outcome is a finite number, a bool or a label of 1 to {MAX_LABEL} "
                         "characters")
         existing = self._stored(request_id)
-        if existing is None and not self._find_logged(request_id, issued):
+        if existing is None and not self._young(issued) and not self._logged(request_id):
             return FeedbackResult("unknown", request_id,
                                   message="no logged prediction has this request_id")
         if existing is None:

@@ -87,6 +87,10 @@ LOG_COLUMNS = ("request_id", "ts", "version", "model_tag", "endpoint", "row", "o
 RESERVED_NAMES = frozenset(LOG_COLUMNS) | {"hour", "outcome", "feedback_at"}
 # How long a writer waits for the index's write lock held by another worker (ms).
 INDEX_BUSY_TIMEOUT_MS = 10_000
+# Requests written whose index rows wait for another try, at most (older ones are given up,
+# counted as a write error), and the tries at close.
+MAX_UNINDEXED = 100_000
+UNINDEXED_TRIES = 10
 # Each writer's counters, one JSON file per version and process, in the folder (status
 # sums them: mlstack.ops.local.living.prediction_log_counts).
 STATS_DIR = "stats"
@@ -317,6 +321,9 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._index: sqlite3.Connection | None = None
+        # requests written to parquet whose index rows a failed transaction left out: tried
+        # again with the next batch, at the writer's next idle flush interval and at close
+        self._unindexed: list[tuple[Any, ...]] = []
         self._seq = 0
         self._last_retention = -math.inf
         self._logged = self._dropped = self._files = self._write_errors = 0
@@ -392,11 +399,20 @@ class PredictionLog:
                     self._write_batch(items)
                     self._retain_now_and_then()
                     self._write_stats()
+                elif self._unindexed:
+                    self._add_to_index([])
+                    self._write_stats()
                 for marker in markers:  # a flush waits for the retention pass too
                     marker.set()
             except Exception as exc:  # pragma: no cover - the steps above catch their own
                 with self._lock:
                     self._last_error = f"writer: {type(exc).__name__}: {exc}"
+        for _ in range(UNINDEXED_TRIES):  # at close: the index rows a lock kept out
+            if not self._unindexed:
+                break
+            self._add_to_index([])
+            if self._unindexed:
+                time.sleep(0.2)
         leftover = 0
         while True:  # a record that raced close(): counted, not lost silently
             try:
@@ -416,7 +432,11 @@ class PredictionLog:
     def _collect(self) -> tuple[list[Any], list[threading.Event], bool]:
         """The next batch: waits for a first item, then takes items until flush_rows rows,
         flush_seconds after the first, a flush marker or the stop item."""
-        item = self._queue.get()
+        try:  # with index rows to try again, not longer than a flush interval
+            item = self._queue.get(timeout=self.flush_seconds) if self._unindexed \
+                else self._queue.get()
+        except queue.Empty:
+            return [], [], False
         deadline = time.monotonic() + self.flush_seconds
         items: list[Any] = []
         rows = 0
@@ -512,15 +532,21 @@ class PredictionLog:
         return folder / name
 
     def _add_to_index(self, rows: list[tuple[Any, ...]]) -> None:
+        """Index the written requests, and those a failed try left out (another process
+        held the index past its busy timeout, say): kept and tried again, never dropped
+        while fewer than MAX_UNINDEXED wait."""
+        pending = self._unindexed + rows
         try:
             if self._index is None:
                 self._index = open_index(self.folder)
             with self._index:
                 self._index.executemany(
-                    "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?)", rows)
+                    "INSERT OR IGNORE INTO requests VALUES (?, ?, ?, ?, ?, ?)", pending)
+            self._unindexed = []
         except Exception as exc:
+            self._unindexed = pending[-MAX_UNINDEXED:]
             with self._lock:
-                self._write_errors += 1
+                self._write_errors += 1 if len(pending) <= MAX_UNINDEXED else 2
                 self._last_error = f"index: {type(exc).__name__}: {exc}"
             if self._index is not None:
                 self._index.close()

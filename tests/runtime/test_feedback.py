@@ -83,30 +83,34 @@ def test_unknown_ids_get_404_at_once_when_old(tmp_path, logged):
     assert read_feedback(tmp_path).empty
 
 
-def test_a_young_unknown_id_waits_out_its_grace(tmp_path, logged):
-    store = FeedbackStore(tmp_path, grace_seconds=0.6, poll_seconds=0.05)
-    started = time.monotonic()  # before the id: its grace ends 0.6 s after the id's time
-    assert store.record(new_request_id(), 1).status == "unknown"
-    assert time.monotonic() - started >= 0.59
-
-
-def test_an_id_another_worker_flushes_within_the_grace_is_found(tmp_path, logged):
-    store = FeedbackStore(tmp_path, grace_seconds=5.0, poll_seconds=0.05)
-    late = new_request_id()
-    other_worker = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05)
-
-    def answer_later():
-        time.sleep(0.5)
-        other_worker.record(late, "predict", [{"k": 9}], [0.3])
-
-    thread = threading.Thread(target=answer_later)
-    thread.start()
+def test_a_young_id_is_stored_at_once_and_joined_once_its_answer_is_logged(tmp_path, logged):
+    """An outcome sent right after the answer, before its worker's log reached the index, is
+    stored without a wait (the service's 1 s deadline is shorter than a flush), and joins the
+    answer once it is logged; one whose answer is never logged is kept, never joined."""
+    store = FeedbackStore(tmp_path, grace_seconds=5.0)
+    late, never = new_request_id(), new_request_id()
     started = time.monotonic()
     result = store.record(late, "clicked")
-    thread.join()
-    assert result.status == "stored", result
-    assert 0.4 <= time.monotonic() - started < 4.0
+    assert (result.status, result.http_status) == ("stored", 201)
+    assert store.record(never, 1).status == "stored"
+    assert time.monotonic() - started < 0.5  # not waited for
+    assert set(joined(tmp_path)["request_id"]) == set(logged)  # neither is in the log yet
+    other_worker = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05)
+    other_worker.record(late, "predict", [{"k": 9}], [0.3])
+    assert other_worker.flush(10)
     other_worker.close()
+    frame = joined(tmp_path).set_index("request_id")
+    assert frame.loc[late, "outcome"] == "clicked" and never not in frame.index
+    assert set(read_feedback(tmp_path)["request_id"]) == {late, never}  # nothing lost
+
+
+def test_an_id_past_its_grace_or_from_the_future_must_be_logged(tmp_path, logged):
+    store = FeedbackStore(tmp_path, grace_seconds=0.3)
+    assert store.record(_id_at(time.time() + 60), 1).status == "unknown"  # a forged time
+    young = new_request_id()
+    time.sleep(0.35)
+    assert store.record(young, 1).status == "unknown"
+    assert store.record(logged[0], 1).status == "stored"  # logged: its age does not matter
 
 
 @pytest.mark.parametrize("request_id", [None, 12, "", "x" * 32, new_request_id().upper(),

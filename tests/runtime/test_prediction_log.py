@@ -428,3 +428,34 @@ def test_each_drop_is_told_to_on_drop_and_status_sums_the_writers(tmp_path, monk
         "v2": {"logged": 1, "dropped": 0, "files": 1, "write_errors": 0}}
     for each in (log, other, late):
         each.close()
+
+
+def test_index_rows_a_lock_kept_out_are_added_once_the_lock_is_gone(tmp_path, monkeypatch):
+    """Another process holding the index past the busy timeout fails one transaction: the
+    requests are written, counted as one write error, and indexed at the writer's next try
+    (its idle flush interval), so feedback finds them; nothing is dropped."""
+    import mlstack.runtime.prediction_log as prediction_log
+
+    monkeypatch.setattr(prediction_log, "INDEX_BUSY_TIMEOUT_MS", 50)
+    log = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=0.05)
+    first = new_request_id()
+    log.record(first, "predict", [{"k": 1}], [0.5])
+    assert log.flush(10)  # the index exists
+    holder = sqlite3.connect(tmp_path / "requests.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        late = new_request_id()
+        log.record(late, "predict", [{"k": 2}], [0.6])
+        assert log.flush(10)
+        stats = log.stats()
+        assert stats["write_errors"] == 1 and stats["logged"] == 2, stats
+        assert set(read_log(tmp_path)["request_id"]) == {first, late}  # written
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    deadline = time.monotonic() + 10
+    while _index_ids(tmp_path) != {first, late}:
+        assert time.monotonic() < deadline, _index_ids(tmp_path)
+        time.sleep(0.05)
+    log.close()
+    assert log.stats()["dropped"] == 0

@@ -243,9 +243,10 @@ class ChurnMlpService:
     @bentoml.api(input_spec=Feedback)
     def feedback(self, request_id: str, outcome: bool | float | str) -> FeedbackAnswer:
         """Store the outcome of an answer by its request id: 201 the first time, 200 for the
-        same outcome again; 404 when no logged answer has that id (one answered a moment
-        ago by another worker is waited for), 409 when it has another outcome (the first
-        is kept). Runs in a thread: the wait for a young id must not hold the event loop."""
+        same outcome again; 404 when no logged answer has that id (an id younger than the
+        log's flush grace is stored at once: its answer may still be on its way into the
+        log), 409 when it has another outcome (the first is kept). Runs in a thread: SQLite
+        may wait on a writer's lock, which must not hold the event loop."""
         if request_time(request_id) is None:  # of the schema's form, but no id we gave
             return Response(
                 http_contract.error_json(
