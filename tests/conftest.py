@@ -18,6 +18,21 @@ BLUEPRINTS = REPO / "blueprints"
 GENERATED = REPO / "generated"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The type check starts in the background as soon as the run is known to include it
+    (tests/test_types.py): its minute of CPU overlaps the engine tests' waiting."""
+    from tests.test_types import MYPY_TEST, start_mypy
+
+    if any(item.nodeid == MYPY_TEST for item in session.items):
+        start_mypy()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    from tests.test_types import stop_mypy
+
+    stop_mypy()
+
+
 @pytest.fixture
 def repo() -> Path:
     return REPO
