@@ -57,6 +57,7 @@ FEEDBACK_FILE = "feedback.db"
 MODELS_FILE = "models.json"  # the promoted model and its history
 TRAINING_FILE = "training.json"  # the latest training run's outcome
 MONITORING_FILE = "monitoring.json"  # the latest monitoring report
+MONITORING_HISTORY_FILE = "monitoring_history.jsonl"  # a line of live quality per run
 
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals

@@ -20,7 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-__all__ = ["HISTORY_LIMIT", "MONITORING_FILE", "MODELS_FILE", "StateFiles", "TRAINING_FILE", "write_json"]
+__all__ = ["HISTORY_LIMIT", "MONITORING_FILE", "MONITORING_HISTORY_FILE", "MODELS_FILE",
+           "QUALITY_HISTORY_LIMIT", "StateFiles", "TRAINING_FILE", "quality_point",
+           "write_json"]
 
 # Promotions kept in the models file's history.
 HISTORY_LIMIT = 100
@@ -28,6 +30,9 @@ HISTORY_LIMIT = 100
 MODELS_FILE = "models.json"
 TRAINING_FILE = "training.json"
 MONITORING_FILE = "monitoring.json"
+# One line per monitoring run: its live quality per version (the report's chart over time).
+MONITORING_HISTORY_FILE = "monitoring_history.jsonl"
+QUALITY_HISTORY_LIMIT = 1000  # the lines kept (a run an hour: six weeks)
 
 
 def write_json(path: str | Path, data: Any) -> Path:
@@ -50,6 +55,7 @@ class StateFiles:
     models: str = MODELS_FILE
     training: str = TRAINING_FILE
     monitoring: str = MONITORING_FILE
+    monitoring_history: str = MONITORING_HISTORY_FILE
 
     def path(self, name: str) -> Path:
         return Path(self.dir) / name
@@ -90,6 +96,18 @@ class StateFiles:
         self.write(self.models, state)
         return state
 
+    def record_monitoring(self, report: Mapping[str, Any]) -> None:
+        """The monitoring file (the latest report), and one line for this run in the history
+        file: when, what served, and each version's live quality (quality_point); the last
+        QUALITY_HISTORY_LIMIT lines kept, the file replaced atomically."""
+        self.write(self.monitoring, report)
+        path = self.path(self.monitoring_history)
+        lines = path.read_text().splitlines() if path.is_file() else []
+        lines.append(json.dumps(quality_point(report), sort_keys=True))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines[-QUALITY_HISTORY_LIMIT:]) + "\n")
+        os.replace(tmp, path)
+
     def record_training(self, result: Mapping[str, Any]) -> None:
         """The training file after a completed run: {"status": "completed", **result}."""
         self.write(self.training, {"status": "completed", **result})
@@ -113,3 +131,16 @@ class StateFiles:
             self.record_training_failure(flow_run.id, state.result(raise_on_failure=False))
 
         return record_failed_training
+
+
+def quality_point(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A monitoring report as one point of the quality history: its time, the serving
+    version, each version's samples and metrics (value, low, high) and the judged gates."""
+    live = report.get("live_quality") or {}
+    quality = live.get("quality") or {}
+    versions = {
+        version: {"n": entry.get("n"), "metrics": entry.get("metrics") or {}}
+        for version, entry in (quality.get("versions") or {}).items()}
+    serving = report.get("serving") or {}
+    return {"checked_at": report.get("checked_at"), "serving": serving.get("version"),
+            "versions": versions, "judged": live.get("judged") or []}

@@ -365,6 +365,13 @@ def test_monitoring_runs_now_and_judges_what_serves(project):
     assert tag in page and "Read from the online store." in page
     assert "Judged on the prediction log: " in page
     assert page.count('class="chart drift-histogram"') == len(watched)
+    # each run a point of live quality over time (the scheduled runs before this one too)
+    history = [json.loads(line) for line in (
+        folder / ".mlstack" / "runtime" / "monitoring_history.jsonl").read_text().splitlines()]
+    assert history[-1]["checked_at"] == report["checked_at"]
+    assert history[-1]["versions"][version]["metrics"]["auc"] == auc
+    assert "Live quality over time" in page and 'class="chart quality-history"' in page
+    assert f"<td><code>{version}</code></td><td>auc &gt;= 0.8</td>" in page
 
 
 def test_mlstack_run_training_rolls_the_new_data_out_and_unchanged_data_makes_no_version(

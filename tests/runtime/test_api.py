@@ -94,8 +94,10 @@ def test_the_runtime_defaults_are_the_contract_names():
 
     assert hooks.PROGRESS_FILE_ENV == contract.ENV_PROGRESS_FILE
     assert ray_cluster.ENV_RAY_ADDRESS == contract.ENV_RAY_ADDRESS
-    assert (state.MODELS_FILE, state.TRAINING_FILE, state.MONITORING_FILE) == (
-        contract.MODELS_FILE, contract.TRAINING_FILE, contract.MONITORING_FILE)
+    assert (state.MODELS_FILE, state.TRAINING_FILE, state.MONITORING_FILE,
+            state.MONITORING_HISTORY_FILE) == (
+        contract.MODELS_FILE, contract.TRAINING_FILE, contract.MONITORING_FILE,
+        contract.MONITORING_HISTORY_FILE)
 
 
 def test_a_generated_package_compiled_for_another_api_fails_at_import(tmp_path):

@@ -67,3 +67,50 @@ def test_registry_lineage_reads_the_manifest(tmp_path):
         "model_columns": ["a", "b"]}
     manifest.write_text("not json")
     assert registry.spec_hash() == ""
+
+
+def _report(at: str, auc: float, n: int) -> dict:
+    return {"checked_at": at, "serving": {"version": "v2", "model_tag": "churn:x"},
+            "drift": {}, "live_quality": {
+                "enabled": True, "logged": 500, "judged": [
+                    {"version": "v2", "metric": "auc", "op": ">=", "threshold": 0.8,
+                     "value": auc, "low": auc - 0.05, "high": auc + 0.05, "n": n,
+                     "status": "met"}],
+                "quality": {"versions": {"v2": {"n": n, "enough": True, "metrics": {
+                    "auc": {"value": auc, "low": auc - 0.05, "high": auc + 0.05}}}}}}}
+
+
+def test_each_monitoring_run_adds_a_point_of_live_quality_and_the_history_is_bounded(
+        tmp_path, monkeypatch):
+    import json
+
+    import mlstack.runtime.state as state
+
+    files = _files(tmp_path)
+    files.record_monitoring(_report("2026-12-07T08:00:00+00:00", 0.84, 120))
+    files.record_monitoring(_report("2026-12-07T09:00:00+00:00", 0.81, 300))
+    assert json.loads(files.path(files.monitoring).read_text())["checked_at"].startswith(
+        "2026-12-07T09")  # the latest report
+    lines = files.path(files.monitoring_history).read_text().splitlines()
+    points = [json.loads(line) for line in lines]
+    assert [p["checked_at"][11:13] for p in points] == ["08", "09"]
+    assert points[1] == {
+        "checked_at": "2026-12-07T09:00:00+00:00", "serving": "v2",
+        "versions": {"v2": {"n": 300, "metrics": {"auc": {"value": 0.81, "low": 0.81 - 0.05,
+                                                          "high": 0.81 + 0.05}}}},
+        "judged": _report("", 0.81, 300)["live_quality"]["judged"]}
+    monkeypatch.setattr(state, "QUALITY_HISTORY_LIMIT", 3)
+    for hour in range(10, 15):
+        files.record_monitoring(_report(f"2026-12-07T{hour}:00:00+00:00", 0.8, 10))
+    kept = [json.loads(line)["checked_at"][11:13]
+            for line in files.path(files.monitoring_history).read_text().splitlines()]
+    assert kept == ["12", "13", "14"]
+    assert not list(files.path("").glob("*.tmp"))
+
+
+def test_a_report_without_live_quality_is_a_point_without_versions(tmp_path):
+    from mlstack.runtime.state import quality_point
+
+    assert quality_point({"checked_at": "t", "serving": {"version": None},
+                          "live_quality": {"enabled": False}}) == {
+        "checked_at": "t", "serving": None, "versions": {}, "judged": []}

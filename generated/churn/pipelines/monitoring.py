@@ -94,7 +94,7 @@ def monitoring_flow(fail_on_alert: bool = False) -> dict:
         "live_quality": check_live_quality(frames, now),
     }
     report["alerts"] = monitoring.alerts(report)
-    STATE.write(STATE.monitoring, report)
+    STATE.record_monitoring(report)
     if fail_on_alert and report["alerts"]:
         raise MonitoringAlert("; ".join(report["alerts"]))
     return report

@@ -141,4 +141,5 @@ STATE = StateFiles(
     models="models.json",
     training="training.json",
     monitoring="monitoring.json",
+    monitoring_history="monitoring_history.jsonl",
 )

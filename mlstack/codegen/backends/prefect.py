@@ -15,6 +15,7 @@ from mlstack.codegen.contract import (
     ENV_PROGRESS_FILE,
     MODELS_FILE,
     MONITORING_FILE,
+    MONITORING_HISTORY_FILE,
     MONITORING_TASKS,
     TELEMETRY_ENV,
     TRAINING_FILE,
@@ -128,6 +129,7 @@ def flow_context(system: SystemIR) -> dict:
         retry_delay_seconds=t.retry_delay_seconds, timeout_seconds=t.timeout_seconds,
         task={name: name for name in (*TRAINING_TASKS, *MONITORING_TASKS)},
         models_file=MODELS_FILE, training_file=TRAINING_FILE, monitoring_file=MONITORING_FILE,
+        monitoring_history_file=MONITORING_HISTORY_FILE,
         progress_env=ENV_PROGRESS_FILE, compute=system.target.compute)
 
 

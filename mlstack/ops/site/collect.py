@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlstack.codegen.contract import MONITORING_FILE, TRAINING_FILE
+from mlstack.codegen.contract import MONITORING_FILE, MONITORING_HISTORY_FILE, TRAINING_FILE
 from mlstack.codegen.graph import SystemGraph, system_graph
 from mlstack.diagnostics.diagnostic import Diagnostic
 from mlstack.diagnostics.errors import UsageError
@@ -44,6 +44,8 @@ class SiteData:
     warnings: tuple[Diagnostic, ...] = ()  # lint's, of the spec
     living: Living | None = None  # keeper, sidecars, schedules, alerts as observed now
     notes: tuple[str, ...] = field(default=())  # state files that could not be read
+    # the monitoring runs' live quality, oldest first (monitoring_history.jsonl)
+    quality_history: tuple[dict, ...] = field(default=())
 
     @property
     def deployed(self) -> bool:
@@ -62,6 +64,29 @@ def _read_json(path: Path, notes: list[str], shown: str) -> dict | None:
         notes.append(f"{shown} is not a JSON object")
         return None
     return data
+
+
+def _read_lines(path: Path, notes: list[str], shown: str) -> tuple[dict, ...]:
+    """The JSON objects of a JSON-lines file, () when it is absent; a line that is not one
+    is left out and noted once."""
+    try:
+        lines = path.read_text().splitlines() if path.is_file() else []
+    except OSError as exc:
+        notes.append(f"{shown} could not be read: {exc.strerror or exc}")
+        return ()
+    found, bad = [], 0
+    for line in lines:
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            found.append(value)
+        elif line.strip():
+            bad += 1
+    if bad:
+        notes.append(f"{shown}: {bad} lines are not JSON objects (left out)")
+    return tuple(found)
 
 
 def _version_system(paths: ProjectPaths, version: Version) -> SystemIR | None:
@@ -101,9 +126,12 @@ def collect(spec: Path | str) -> SiteData:
     training = _read_json(runtime / TRAINING_FILE, notes, f".mlstack/runtime/{TRAINING_FILE}")
     monitoring = _read_json(runtime / MONITORING_FILE, notes,
                             f".mlstack/runtime/{MONITORING_FILE}")
+    history = _read_lines(runtime / MONITORING_HISTORY_FILE, notes,
+                          f".mlstack/runtime/{MONITORING_HISTORY_FILE}")
     living = observe_living(paths) if state.versions else None
     return SiteData(system=compiled.system, graph=system_graph(compiled.system),
                     plan=plan(compiled.system, compiled.tree, paths.build_dir),
                     build_dir=_shown(paths.build_dir, paths.project_dir), state=state,
                     versions=versions, training=training, monitoring=monitoring,
-                    warnings=compiled.warnings, notes=tuple(notes), living=living)
+                    warnings=compiled.warnings, notes=tuple(notes), living=living,
+                    quality_history=history)

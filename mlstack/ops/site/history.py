@@ -13,6 +13,7 @@ from mlstack.ops.site.drift import drift_section
 from mlstack.ops.site.experiments import ab_readout, shadow_readouts
 from mlstack.ops.site.html import Markup, definitions, h, join, table, verdict
 from mlstack.ops.site.layout import code, details, duration, number, short, when
+from mlstack.ops.site.quality_charts import live_quality_table, quality_section
 from mlstack.workspace.writer import CONFLICT_REASONS
 
 
@@ -186,6 +187,9 @@ def monitoring(data: SiteData) -> Markup:
         ("data fingerprint", code(short(report.get("data_fingerprint"))))]),
         h("ul", [h("li", verdict(False), " ", a) for a in alerts]) if alerts
         else h("p", verdict(True), " no alerts")]
+    gates = {g.metric: (g.op, g.threshold) for g in data.system.slos.quality}
+    parts += [live_quality_table(report.get("live_quality")),
+              quality_section(data.quality_history, gates)]
     parts += drift_section(drift, data.system)
     sources = fresh.get("sources") or {}
     parts += [h("h2", "Freshness"), h("p", f"Read from the {fresh['read_from']}.")
