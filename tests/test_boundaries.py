@@ -50,8 +50,9 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "in deploy's environment, which has the runtime extra), so the readout status shows "
         "and the decision carried out come from the one implementation the docs measure",
     ("mlstack.ops.local.experiment", "mlstack.runtime.feedback"):
-        "the arms' outcomes are the prediction log joined with POST /feedback by the "
-        "runtime's own reader (feedback.joined: one outcome per request), not a second one",
+        "the arms' outcomes are POST /feedback's joined with the log's index by the "
+        "runtime's own reader (feedback.outcomes_by_version: one per request), not a second "
+        "one",
 }
 # Modules outside cli that may print or exit: module -> why.
 PRINTING_EXCEPTIONS = {

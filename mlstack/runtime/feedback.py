@@ -49,7 +49,8 @@ from typing import Any
 
 from mlstack.runtime.prediction_log import INDEX_FILE, open_index, read_log, request_time
 
-__all__ = ["FEEDBACK_FILE", "FeedbackResult", "FeedbackStore", "HTTP_STATUS", "joined", "parse_body", "read_feedback"]
+__all__ = ["FEEDBACK_FILE", "FeedbackResult", "FeedbackStore", "HTTP_STATUS", "joined",
+           "outcomes_by_version", "parse_body", "read_feedback"]
 
 FEEDBACK_FILE = "feedback.db"
 # The longest label outcome (characters).
@@ -252,3 +253,29 @@ def joined(folder: str | Path, since: datetime | str | float | None = None) -> A
     out["outcome"] = outcome.where(outcome.notna() & ~later, None)
     out["feedback_at"] = out["feedback_at"].where(~later, pd.NaT)
     return out
+
+
+def outcomes_by_version(folder: str | Path, since: float | None = None
+                        ) -> list[tuple[str, Any]]:
+    """(version, outcome) of each stored outcome whose request the log's index holds, for
+    requests answered at or after `since` (unix seconds), oldest first: what an A/B readout
+    counts, one per request, read from the two SQLite files alone (no parquet is read, so a
+    look every few seconds stays cheap however long the experiment runs). [] when either
+    file is missing."""
+    folder = Path(folder)
+    if not (folder / FEEDBACK_FILE).is_file() or not (folder / INDEX_FILE).is_file():
+        return []
+    connection = sqlite3.connect(folder / INDEX_FILE, timeout=BUSY_TIMEOUT_MS / 1000)
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        connection.execute("ATTACH DATABASE ? AS answers", (str(folder / FEEDBACK_FILE),))
+        rows = connection.execute(
+            "SELECT r.version, f.outcome FROM answers.feedback AS f "
+            "JOIN requests AS r ON r.request_id = f.request_id "
+            "WHERE r.ts >= ? ORDER BY r.ts, r.request_id",
+            (float(since) if since is not None else float("-inf"),)).fetchall()
+    except sqlite3.OperationalError:  # created, no table yet
+        rows = []
+    finally:
+        connection.close()
+    return [(str(version), json.loads(outcome)) for version, outcome in rows]

@@ -198,3 +198,29 @@ def test_joined_puts_a_requests_outcome_on_its_row_zero(tmp_path, logged):
 def test_joined_with_no_feedback_and_no_log(tmp_path):
     frame = joined(tmp_path)
     assert frame.empty and {"outcome", "feedback_at", "request_id"} <= set(frame.columns)
+
+
+def test_outcomes_by_version_joins_the_feedback_with_the_index(tmp_path):
+    """What an A/B readout counts: each stored outcome with the version that answered its
+    request, for requests answered since a time; an outcome whose request is not logged (yet)
+    is not counted."""
+    from mlstack.runtime.feedback import outcomes_by_version
+
+    assert outcomes_by_version(tmp_path) == []  # nothing yet
+    ids = {}
+    for version in ("v1", "v2"):
+        log = PredictionLog(tmp_path, version, f"m:{version}", flush_seconds=0.05)
+        ids[version] = [new_request_id() for _ in range(3)]
+        for request_id in ids[version]:
+            log.record(request_id, "predict", [{"k": 1}, {"k": 2}], [0.5, 0.4])
+        assert log.flush(10)
+        log.close()
+    store = FeedbackStore(tmp_path)
+    for n, request_id in enumerate(ids["v1"] + ids["v2"]):
+        assert store.record(request_id, n % 2 == 0).status == "stored"
+    assert store.record(new_request_id(), 1).status == "stored"  # young, not logged
+    found = outcomes_by_version(tmp_path)
+    assert sorted(found) == sorted([("v1", True), ("v1", False), ("v1", True),
+                                    ("v2", False), ("v2", True), ("v2", False)])
+    later = outcomes_by_version(tmp_path, since=time.time() + 60)
+    assert later == []

@@ -5,8 +5,9 @@ A deploy (stages/rollout.py) routes the candidate its split of the entities, sti
 of the key (the router's traffic_split; runtime.assignment.assign_arm), and records the
 experiment in the project's state (`state.experiment`). The control stays the current
 version; the candidate runs beside it, READY. Every LOOK_EVERY seconds the keeper calls
-`advance`: each arm's outcomes since the start are read from the prediction log joined with
-POST /feedback (runtime.feedback.joined: one outcome per request), summed per version into
+`advance`: each arm's outcomes since the start are the outcomes POST /feedback stored joined
+with the log's index of requests (runtime.feedback.outcomes_by_version: one per request, the
+version that answered it; two SQLite files, no parquet), summed per version into
 runtime.experiment_stats.ArmStats, and looked at by its mSPRT (`look`: always-valid, so
 looking this often costs no validity). A decision is carried out at once (`conclude`):
 
@@ -78,19 +79,14 @@ def arm_stats(paths: ProjectPaths, record: dict) -> tuple[Any, Any, int]:
     number)."""
     from mlstack.codegen.contract import PREDICTION_LOG_DIR
     from mlstack.runtime.experiment_stats import ArmStats
-    from mlstack.runtime.feedback import joined
+    from mlstack.runtime.feedback import outcomes_by_version
 
     folder = paths.runtime_state_dir / PREDICTION_LOG_DIR
-    if not folder.is_dir():
-        return ArmStats(), ArmStats(), 0
-    frame = joined(folder, since=record["started_at"])
-    frame = frame[frame["outcome"].notna()] if len(frame) else frame
     conversion = record["config"]["metric"] == "conversion"
     values: dict[str, list[float]] = {record["control"]: [], record["candidate"]: []}
     invalid = 0
-    for version, outcome in zip(frame.get("version", []), frame.get("outcome", []),
-                                strict=True):
-        arm = values.get(str(version))
+    for version, outcome in outcomes_by_version(folder, since=record["started_at"]):
+        arm = values.get(version)
         if arm is None:
             continue
         number = outcome_number(outcome, conversion)
