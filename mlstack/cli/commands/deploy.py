@@ -41,8 +41,10 @@ STAGE_TITLES = {
 def register(sub) -> None:
     p = add_verb(sub, "deploy", HELP, HELP + ". Exit 0 when deployed and every SLO is met, 1 "
                  "when a stage fails or an SLO is missed: a missed latency, throughput, error "
-                 "rate or quality SLO, or a canary rule, stops the deploy and the previous "
-                 "version keeps serving; a missed feature_freshness SLO (the data's age, the "
+                 "rate or quality SLO, a canary rule, or a shadow's rule (strategy shadow), "
+                 "stops the deploy and the previous version keeps serving; with strategy ab "
+                 "the deploy ends with the A/B experiment running (the keeper promotes or "
+                 "aborts by its readout); a missed feature_freshness SLO (the data's age, the "
                  "same for every version) is reported and the new version serves. The SLO "
                  "table is printed either way; a percentile is judged only from enough "
                  "requests (p99: 100), the load test runs longer to get them (--max-verify-"

@@ -16,8 +16,12 @@ def register(sub) -> None:
     p = add_verb(sub, "status", HELP, HELP + ". Health is observed, not read from the record: "
                  "one real prediction through the router, each version's process tree under "
                  "its supervisor (found by owner marker), the weights the router applies "
-                 "against the recorded ones, and an interrupted deploy. Exit 0 when the "
-                 "current version is healthy, 1 when not.")
+                 "against the recorded ones, and an interrupted deploy. Also the living "
+                 "system (the keeper, the sidecars, the schedules' runs, firing alerts, "
+                 "the prediction log's counts) and an A/B experiment's readout (arms, "
+                 "effect with its always-valid interval, p-value, decision; the whole "
+                 "readout in --format json). Exit 0 when the current version is healthy, "
+                 "1 when not.")
     add_spec(p)
     add_format(p)
     p.set_defaults(run=run)
