@@ -433,6 +433,8 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
     status = json.loads(mlstack(project, "status", "--format", "json", env=env,
                                 check=False).stdout)
     assert status["experiment"]["outcome"] == "promote"
+    # nothing lost: each of the 640 outcomes stored once, none of the garbage
+    assert status["living"]["prediction_log"]["feedback"] == 640, status["living"]
     text = mlstack(project, "status", env=env, check=False).stdout
     assert f"A/B experiment {trial['name']}: ended (promote: " in text, text
     spec.write_text(deployment["original"])
