@@ -84,6 +84,9 @@ def test_once_appends_rows_stamped_now_that_lint_and_ingest_accept(tmp_path, blu
     lines = done.stdout.splitlines()
     assert len(lines) == 1 and lines[0].startswith("tick 1 at "), done.stdout
     after = frames(project)
+    newest_old = max(old[file_sources(project)[name].timestamp_field].max()
+                     for name, old in before.items())
+    at = set()
     for name, old in before.items():
         stamp = file_sources(project)[name].timestamp_field
         new = after[name].iloc[len(old):]
@@ -91,11 +94,12 @@ def test_once_appends_rows_stamped_now_that_lint_and_ingest_accept(tmp_path, blu
         assert f"{name} +{len(new)} " in lines[0]
         pd.testing.assert_frame_equal(after[name].iloc[:len(old)], old)  # old rows kept
         assert after[name].dtypes.to_dict() == old.dtypes.to_dict()  # the file's own types
-        newest_old = old[stamp].max()
         stamped = new[stamp].unique()
         assert len(stamped) == 1, "one event time per tick"
-        # now, or just after the source's newest row where a check orders event times
+        at.add(stamped[0])
+        # now, or just after a source's newest row where a check orders event times
         assert started <= stamped[0] <= max(finished, newest_old + pd.Timedelta(seconds=1))
+    assert len(at) == 1, f"every source of a tick has its event time: {at}"
     assert not list((project / "data").glob("*.tmp")), "a temporary file was left behind"
     mlstack("lint", "--data", cwd=project)
     counts = ingest(project)
@@ -274,3 +278,24 @@ def test_each_file_is_replaced_in_one_rename(tmp_path):
     assert len(pd.read_parquet(path)) == len(pd.read_parquet(held)) + 20
     assert sorted(p.name for p in (project / "data").iterdir()) == [
         "churn_labels.parquet", "customers.parquet"]
+
+
+def test_a_tick_stamps_labels_no_earlier_than_the_features_a_bumped_source_got(tmp_path):
+    """search-ranking's document source orders its event times (a check), so a tick in the
+    same second as its newest row stamps it a second later; the tick's labels get that time
+    too, never the earlier now (the point-in-time join would miss the pair)."""
+    from mlstack.ops.feed import feed_plan
+    from mlstack.runtime.feed import feed_tick, load_plan
+
+    project = init(tmp_path, "search-ranking")
+    system = analyze_spec(project / "mlstack.yaml").system
+    sources, label_source = load_plan(feed_plan(system, project))
+    ordered = [s for s in sources if s.source.checks.monotonic
+               or s.source.timestamp_field in s.source.checks.unique]
+    assert ordered and label_source, "the blueprint has a source whose checks order time"
+    newest = max(frames(project)[s.source.name][s.source.timestamp_field].max()
+                 for s in ordered)
+    tick = feed_tick(sources, project, rows=10, drift=0.0, label_source=label_source,
+                     now=newest, seed=3)
+    stamps = {a.name: a.at for a in tick.sources}
+    assert set(stamps.values()) == {(newest.floor("s") + pd.Timedelta(seconds=1)).isoformat()}

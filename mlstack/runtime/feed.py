@@ -1,9 +1,12 @@
 """Fresh events for a project's file sources: `mlstack run feed` calls one tick at a time.
 
-A tick appends a batch of rows to every fed source, stamped now (to the second; a second
-after the source's newest row instead, when that is later and a check orders event times: a
-monotonic check, or a unique one with the event time). The rows are the source's own
-recent rows, sampled:
+A tick appends a batch of rows to every fed source, all stamped with one event time: now (to
+the second), or a second after a source's newest row when that is later and a check orders
+that source's event times (a monotonic check, or a unique one with the event time); the
+latest of these for every source, so a label row is never stamped before the feature rows
+the same tick gave its entity (stamped apart, a tick that crossed a second, or a feature
+source bumped past now, put the label first and the point-in-time join missed the pair).
+The rows are the source's own recent rows, sampled:
 
 - **Together.** The label source leads: its sampled rows pick the entities, and every other
   source sharing a key column with it gets each picked entity's latest row, so a new label
@@ -125,9 +128,9 @@ def feed_tick(sources: Sequence[FeedSource], project_dir: str | Path, *, rows: i
     picked = _pick(sources, frames, rows, label_source, rng)
     _renew_unique(sources, frames, picked)
     appended, combined = [], {}
+    at = max(_event_time(s.source, frames[s.source.name], now) for s in sources)
     for s in sources:
         name = s.source.name
-        at = _event_time(s.source, frames[name], now)
         new, drifted = _restamp_and_drift(s, frames[name], picked[name], at, drift)
         combined[name] = pd.concat([frames[name], new], ignore_index=True)
         _check(s, frames[name], combined[name], now)
