@@ -356,3 +356,22 @@ def test_plan_explain_for_a_required_gpu_and_a_cpu_framework(tmp_path, capsys):
     main(["plan", str(spec), "--explain"])
     assert ("sklearn trains on the CPU; the GPU of target.training is reserved but unused"
             in capsys.readouterr().out)
+
+
+def test_a_cluster_plan_says_plainly_what_the_generated_stack_does_not_do_yet(tmp_path, capsys):
+    """fraud-gpu (aws) watches drift, freshness and model age and retrains on a schedule:
+    the plan names each part the local target has and the aws stack lacks; a local plan
+    names none."""
+    from mlstack.cli.main import main
+
+    p, _ = plan_for_out(FRAUD / "mlstack.yaml", tmp_path / "fresh")
+    assert [g.split(":")[0] for g in p.gaps] == [
+        "export the monitoring flow's report as metrics",
+        "roll a scheduled retrain's model out"]
+    assert "its drift, feature freshness, model age alerts" in p.gaps[0]
+    assert p.as_dict()["gaps"] == list(p.gaps)
+    assert main(["plan", str(FRAUD / "mlstack.yaml"), "-o", str(tmp_path / "fresh")]) in (0, 2)
+    out = capsys.readouterr().out
+    assert "Not on aws yet (the local target does each):\n  - export the monitoring" in out
+    local, _ = plan_for_out(BLUEPRINTS / "churn" / "mlstack.yaml", tmp_path / "churn")
+    assert local.gaps == () and local.as_dict()["gaps"] == []

@@ -54,6 +54,10 @@ def render_plan(plan: Plan) -> str:
     if plan.cost is not None:
         lines.append("")
         lines += render_cost(plan)
+    if plan.gaps:
+        lines.append("")
+        lines.append(f"Not on {plan.target} yet (the local target does each):")
+        lines += [f"  - {gap}" for gap in plan.gaps]
     changed = plan.file_changes
     if changed:
         lines.append("")

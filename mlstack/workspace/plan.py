@@ -168,6 +168,8 @@ class Plan:
     # (mlstack.ops.local.stages.plan.DeployPlan: actions, serving, stages, as_dict())
     serving_plan: ServingPlan | None = None
     rollout: str = "roll it out"  # how a new version takes traffic (rollout_phrase)
+    # what the local target does that the generated cluster stack does not yet (target_gaps)
+    gaps: tuple[str, ...] = ()
 
     @property
     def deploy(self) -> DeployActions | None:
@@ -215,7 +217,7 @@ class Plan:
                 "derivations": [d.as_dict() for d in self.derivations],
                 "infra": self.infra.as_dict(), "cost": cost_as_dict(self.cost),
                 "previous_cost": cost_as_dict(self.previous_cost),
-                "deploy": self._deploy_dict()}
+                "deploy": self._deploy_dict(), "gaps": list(self.gaps)}
 
     def _deploy_dict(self) -> dict | None:
         if self.serving_plan is not None:
@@ -225,6 +227,34 @@ class Plan:
         return {"train": self.deploy.train, "new_version": self.deploy.new_version,
                 "verify": self.deploy.verify, "reasons": list(self.deploy.reasons),
                 "serving": None}
+
+
+def target_gaps(system: SystemIR) -> tuple[str, ...]:
+    """What the spec asks that the generated kubernetes or aws stack does not carry out yet,
+    in plain words (the local target does each); () on the local target."""
+    if system.target.kind == "local":
+        return ()
+    m = system.monitoring
+    gaps = []
+    watched = [what for what, on in (
+        ("drift", m.drift_method is not None),
+        ("feature freshness", system.slos.feature_freshness_seconds is not None),
+        ("model age", m.model_staleness_seconds is not None),
+        ("live quality", bool(system.slos.quality) and m.prediction_log.enabled)) if on]
+    if watched:
+        gaps.append(
+            f"export the monitoring flow's report as metrics: its {', '.join(watched)} alerts "
+            "(monitoring/prometheus-rules.yaml) have no series to fire on; the SLO burn-rate "
+            "alerts on the service's own metrics do (locally, deploy runs the exporter)")
+    if m.alerts:
+        gaps.append("deploy Alertmanager's configuration: load monitoring/alertmanager.yml "
+                    "into the Alertmanager you run (docs/architecture.md, Monitoring and "
+                    "alerts)")
+    if system.training.schedule is not None:
+        gaps.append("roll a scheduled retrain's model out: it is registered and promoted, "
+                    "and served from the service's next start (training.on_new_model: "
+                    "register)")
+    return tuple(gaps)
 
 
 def rollout_phrase(r: Any) -> str:
@@ -475,4 +505,4 @@ def plan(system: SystemIR, tree: FileTree, out_dir: Path | str) -> Plan:
                 derivations=diff_derivations(old_system, system),
                 interrupted_write=pending_commit(out), infra=infra, cost=_cost(system),
                 previous_cost=_cost(old_system), target=system.target.kind,
-                rollout=rollout_phrase(system.serving.rollout))
+                rollout=rollout_phrase(system.serving.rollout), gaps=target_gaps(system))
