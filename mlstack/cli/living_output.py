@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from mlstack.ops.local.experiment import interval_text
+
 
 def _ago(seconds: float | None) -> str:
     if seconds is None:
@@ -146,8 +148,7 @@ def render_experiment(trial: dict, now: float | None = None) -> list[str]:
         lines.append(f"    {arm:8} {role:9} n {figures['n']:<7} {settings.get('metric')} "
                      f"{figures['mean']:.4g}")
     low, high = readout.get("effect_low"), readout.get("effect_high")
-    interval = (f"[{'-inf' if low is None else f'{low:+.4g}'}, "
-                f"{'+inf' if high is None else f'{high:+.4g}'}]")
+    interval = interval_text(low, high)
     lift = readout.get("relative_lift")
     lines.append(f"    effect {readout['effect']:+.4g} {interval} "
                  f"({1 - readout['alpha']:.0%} always-valid)"

@@ -36,6 +36,7 @@ import pandas as pd
 
 from mlstack.runtime.errors import QualityGateError
 from mlstack.runtime.logs import Logger, logger_for
+from mlstack.runtime.rounding import rounded
 
 if TYPE_CHECKING:
     from mlstack.runtime.training import LabelSpec
@@ -178,20 +179,6 @@ def evaluate_model(
     return {"metrics": values, "gates": results, "evaluation": details}
 
 
-def _rounded(value: Any) -> Any:
-    """JSON-ready: floats to 6 significant digits (None where not finite), numpy scalars as
-    Python's, lists and dicts element by element."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return float(f"{value:.6g}") if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_rounded(v) for v in value]
-    return value
-
-
 def _thresholds(scores: np.ndarray, points: int) -> np.ndarray:
     """Descending thresholds: every distinct score, or (when there are more than `points`)
     the scores at `points` evenly spaced quantiles, the lowest and highest included."""
@@ -227,7 +214,7 @@ def curves(
     roc = {"fpr": fp / negatives, "tpr": tp / positives, "auc": m.roc_auc_score(y, p)}
     pr = {"recall": tp / positives, "precision": precision,
           "average_precision": m.average_precision_score(y, p)}
-    return _rounded(roc), _rounded(pr)
+    return rounded(roc), rounded(pr)
 
 
 def confusion(y_true: Any, predicted: Any, labels: Sequence[Any]) -> list[list[int]]:
@@ -268,7 +255,7 @@ def feature_importance(model: Any, model_input: pd.DataFrame) -> dict[str, Any]:
     names = _feature_names(model, model_input, len(values))
     order = np.argsort(-values, kind="stable")
     return {"method": method, "features": [names[i] for i in order],
-            "values": _rounded(values[order])}
+            "values": rounded(values[order])}
 
 
 def evaluation_details(model: Any, model_input: pd.DataFrame, y_true: Any) -> dict[str, Any]:
@@ -278,7 +265,7 @@ def evaluation_details(model: Any, model_input: pd.DataFrame, y_true: Any) -> di
     classes = getattr(model, "classes_", None)
     if classes is None or not hasattr(model, "predict_proba") or len(classes) < 2:
         return details
-    labels = _rounded(list(classes))
+    labels = rounded(list(classes))
     y = np.asarray(y_true)
     if len(classes) == 2:
         positive = np.asarray(model.predict_proba(model_input))[:, 1]

@@ -45,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from mlstack.runtime.assignment import assign_arm
+from mlstack.runtime.rounding import rounded
 
 __all__ = ["METHOD", "ArmStats", "ExperimentConfig", "ExperimentState", "Readout",
            "SimulationResult", "always_valid_halfwidth", "assign_arm", "look",
@@ -206,22 +207,12 @@ class Readout:
     settings: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        rounded: dict[str, Any] = _rounded(asdict(self))
-        return rounded
+        out: dict[str, Any] = rounded(asdict(self))
+        return out
 
     def to_json(self) -> str:
         """Deterministic JSON: sorted keys, floats to 6 significant digits."""
         return json.dumps(self.to_dict(), sort_keys=True, allow_nan=False)
-
-
-def _rounded(value: Any) -> Any:
-    if isinstance(value, float):
-        return float(f"{value:.6g}") if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_rounded(v) for v in value]
-    return value
 
 
 def _update(p_prev: Any, low_prev: Any, high_prev: Any, evaluable: Any, theta: Any,

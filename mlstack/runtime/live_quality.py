@@ -60,7 +60,7 @@ import numpy as np
 import pandas as pd
 
 from mlstack.runtime.evaluation import GATE_OPS, Gate, ndcg
-from mlstack.runtime.experiment_stats import _rounded
+from mlstack.runtime.rounding import rounded
 
 __all__ = ["CONFIDENCE", "INTERVALS", "STATUSES", "TASKS", "auc_interval", "delong_auc",
            "judge_quality", "label_outcomes", "live_quality", "monitoring_report",
@@ -315,7 +315,7 @@ def _instant(value: datetime | pd.Timestamp | str | float) -> pd.Timestamp:
 def _metric(value: Interval | None) -> dict[str, float | None]:
     if value is None:
         return {"value": None, "low": None, "high": None}
-    # NaN (undefined: one class only, one query) becomes null in _rounded
+    # NaN (undefined: one class only, one query) becomes null in rounded()
     return {name: float(x) for name, x in zip(("value", "low", "high"), value, strict=True)}
 
 
@@ -391,8 +391,8 @@ def live_quality(frame: pd.DataFrame, task: str, *, window: float | timedelta | 
     }
     if task == "ranking":
         report.update(k=k, group=group)
-    rounded: dict[str, Any] = _rounded(report)
-    return rounded
+    out: dict[str, Any] = rounded(report)
+    return out
 
 
 # ----------------------------------------------------------------------------------- the gates

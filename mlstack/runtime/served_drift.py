@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlstack.runtime.experiment_stats import _rounded
 from mlstack.runtime.monitoring import Monitoring, drift_report, no_drift_report
+from mlstack.runtime.rounding import rounded
 
 __all__ = ["FEATURE_PREFIX", "HISTOGRAM_BINS", "MIN_SERVED_ROWS", "QUANTILES",
            "drift_section", "feature_statistics", "histogram", "served_drift_report",
@@ -143,9 +143,9 @@ def served_drift_report(reference: pd.DataFrame, served: pd.DataFrame, monitorin
         drift_report(reference, served, monitoring) if enough else
         {"method": monitoring.drift_method, "threshold": monitoring.drift_threshold,
          "features": {}, "drifted": []})
-    rounded: dict[str, Any] = _rounded({**report, **base, **_distributions(
+    out: dict[str, Any] = rounded({**report, **base, **_distributions(
         reference, served, columns if enough else [])})
-    return rounded
+    return out
 
 
 def drift_section(reference: pd.DataFrame, read_online: Callable[[], pd.DataFrame],
@@ -170,7 +170,7 @@ def drift_section(reference: pd.DataFrame, read_online: Callable[[], pd.DataFram
             return report
         served_meta = {**report["served"], "window_seconds": window}
     current = read_online()
-    online: dict[str, Any] = _rounded({
+    online: dict[str, Any] = rounded({
         **drift_report(reference, current, monitoring), "source": "online_store",
         **_distributions(reference, current, monitoring.drift_features)})
     if served_meta is not None:

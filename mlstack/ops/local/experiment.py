@@ -189,3 +189,10 @@ def end(state: DeploymentState, why: str) -> None:
 def _ended(state: DeploymentState, outcome: str, reason: str) -> None:
     state.experiment.update(status="ended", outcome=outcome, reason=reason,
                             ended_at=round(time.time(), 3))
+
+
+def interval_text(low: float | None, high: float | None, spec: str = "+.4g") -> str:
+    """An always-valid interval as status and the report print it: '[+0.03, +inf]' (an end
+    not bounded yet is infinite); `spec` formats each end ('+.1%' for a relative lift)."""
+    return (f"[{'-inf' if low is None else format(low, spec)}, "
+            f"{'+inf' if high is None else format(high, spec)}]")

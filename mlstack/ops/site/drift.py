@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from mlstack.frontend.ir.nodes import SystemIR
-from mlstack.ops.site.charts import nice_ticks
+from mlstack.ops.site.charts import _n, nice_ticks
 from mlstack.ops.site.html import Markup, h, join, table, text
 from mlstack.ops.site.layout import code, duration, number
 
@@ -18,11 +18,6 @@ CURRENT_COLOR = "#ef8f00"
 # What the compared side is, by the section's source.
 SIDE_NAMES = {"prediction_log": "served", "online_store": "online store"}
 STATISTICS = ("null_rate", "mean", "p5", "p25", "p50", "p75", "p95")
-
-
-def _n(value: float) -> str:
-    out = f"{round(value, 1):.1f}"
-    return out[:-2] if out.endswith(".0") else out
 
 
 def _share(value: object) -> str:

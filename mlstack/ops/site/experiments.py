@@ -5,13 +5,9 @@ recorded (agreement, errors and latency of the mirrored candidate)."""
 
 from __future__ import annotations
 
+from mlstack.ops.local.experiment import interval_text
 from mlstack.ops.site.html import Markup, definitions, h, join, table
 from mlstack.ops.site.layout import code, number, when
-
-
-def _interval(low: float | None, high: float | None) -> str:
-    return (f"[{'-inf' if low is None else f'{low:+.4g}'}, "
-            f"{'+inf' if high is None else f'{high:+.4g}'}]")
 
 
 def ab_readout(trial: dict) -> Markup:
@@ -43,19 +39,14 @@ def ab_readout(trial: dict) -> Markup:
     lift = readout.get("relative_lift")
     parts.append(definitions([
         ("effect (candidate - control)", f"{readout.get('effect', 0):+.4g} "
-         f"{_interval(readout.get('effect_low'), readout.get('effect_high'))} "
+         f"{interval_text(readout.get('effect_low'), readout.get('effect_high'))} "
          f"({1 - readout.get('alpha', 0.05):.0%} always-valid interval)"),
         ("relative lift", None if lift is None else
-         f"{lift:+.1%} {_relative(readout.get('relative_low'), readout.get('relative_high'))}"),
+         f"{lift:+.1%} {interval_text(readout.get('relative_low'), readout.get('relative_high'), '+.1%')}"),
         ("always-valid p-value", number(readout.get("p_value"))),
         ("looks", readout.get("looks")),
         ("outcomes left out", readout.get("invalid_outcomes") or None)]))
     return join(parts)
-
-
-def _relative(low: float | None, high: float | None) -> str:
-    return (f"[{'-inf' if low is None else f'{low:+.1%}'}, "
-            f"{'+inf' if high is None else f'{high:+.1%}'}]")
 
 
 def shadow_readouts(history: list[dict]) -> Markup:

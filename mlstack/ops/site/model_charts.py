@@ -10,17 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mlstack.ops.site.charts import _n
 from mlstack.ops.site.html import Markup, h, join, table, text
 
 CURVE_COLOR = "#1565c0"
 BAR_COLOR = "#1565c0"
 MOST_BARS = 20  # features drawn; the rest are counted under the chart
 _FRAME = 'stroke="#9aa5b1" fill="none"'
-
-
-def _n(value: float) -> str:
-    out = f"{round(value, 1):.1f}"
-    return out[:-2] if out.endswith(".0") else out
 
 
 def _g(value: Any) -> str:
