@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlstack.ops.local.judge import percentile
 from mlstack.runtime.assignment import assign_arm, key_text
 
 ROUTES = ("/predict", "/rank")  # the paths that are split stickily and mirrored
@@ -227,14 +228,15 @@ def _compare_ranking(a: object, b: object) -> Comparison:
 
 
 def percentiles(values: Iterable[float]) -> dict:
-    """p50, p95, p99 (nearest rank, ms) and the count."""
+    """p50, p95, p99 (ms, as the canary's judge computes them: judge.percentile) and the
+    count."""
     ordered = sorted(values)
-    n = len(ordered)
 
-    def rank(q: float) -> float | None:
-        return round(ordered[max(0, math.ceil(q * n) - 1)], 3) if n else None
+    def at(q: float) -> float | None:
+        value = percentile(ordered, q)
+        return None if value is None else round(value, 3)
 
-    return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "n": n}
+    return {"p50": at(50), "p95": at(95), "p99": at(99), "n": len(ordered)}
 
 
 @dataclass
