@@ -4,7 +4,9 @@ recompiled from the spec with only `enabled` changed, the same measured serving 
 same model, 2 workers each, on their own ports), interleaved round by round:
 
   - open loop at the spec's rate (slos.throughput_rps) for --seconds: p50, p99, errors;
-  - closed loop at concurrency 64 for --seconds: answered req/s, p99, errors.
+  - closed loop at concurrency 64 for --seconds: answered req/s, p99, errors, and the CPU
+    seconds of the service's process tree per answered request (steadier than req/s on a
+    shared machine).
 
 The issue's bar: p99 at the spec's rate within +10% of logging off, throughput at c=64 within
 5%. Also the rows the log wrote and dropped while measured (its stats files).
@@ -28,7 +30,7 @@ from pathlib import Path
 from bench.common import PYTHON, Processes, median, ratio, rnd
 from bench.loadgen import closed_loop, open_loop, warm_up
 from bench.router_bench import _deployment
-from bench.s3_serving import _start, _variant
+from bench.s3_serving import _start, _variant, tree_cpu_seconds
 from bench.s4_features import entity_keys
 from bench.workspace import service_target
 from mlstack.ops.local.living import prediction_log_counts
@@ -69,14 +71,20 @@ def main() -> None:
         for svc in targets.values():
             warm_up(f"{svc['url']}/predict", bodies, 200)
         runs: dict[str, dict[str, list[dict]]] = {n: {"open": [], "c64": []} for n in targets}
-        for _ in range(args.rounds):
-            for name, svc in targets.items():
+        for round_ in range(args.rounds):
+            # the order alternates round by round, so neither side always follows the other
+            order = list(targets.items())
+            for name, svc in (order if round_ % 2 == 0 else order[::-1]):
                 url = f"{svc['url']}/predict"
                 runs[name]["open"].append(open_loop(url, bodies, rate=spec_rate,
                                                     duration=args.seconds))
                 time.sleep(0.5)
-                runs[name]["c64"].append(closed_loop(url, bodies, concurrency=64,
-                                                     duration=args.seconds))
+                cpu_before = tree_cpu_seconds(svc["pid"])
+                c64 = closed_loop(url, bodies, concurrency=64, duration=args.seconds)
+                answered = c64["requests"] - c64["errors"]
+                c64["cpu_ms_per_answer"] = ((tree_cpu_seconds(svc["pid"]) - cpu_before)
+                                            * 1000 / answered if answered else None)
+                runs[name]["c64"].append(c64)
                 time.sleep(0.5)
         summary = {}
         for name, r in runs.items():
@@ -88,7 +96,9 @@ def main() -> None:
                 "c64_rps": median([x["throughput_rps"] for x in r["c64"]]),
                 "c64_rps_runs": [rnd(x["throughput_rps"], 1) for x in r["c64"]],
                 "c64_p99_ms": median([x["p99_ms"] for x in r["c64"]]),
-                "c64_errors": sum(x["errors"] for x in r["c64"])}
+                "c64_errors": sum(x["errors"] for x in r["c64"]),
+                "c64_cpu_ms_per_answer": median([x["cpu_ms_per_answer"] for x in r["c64"]]),
+                "c64_cpu_ms_runs": [rnd(x["cpu_ms_per_answer"], 3) for x in r["c64"]]}
         time.sleep(3)  # the writers' last flush
         logged = prediction_log_counts(log_dirs["log on"]).get("log-on", {})
         on, off = summary["log on"], summary["log off"]
@@ -102,6 +112,8 @@ def main() -> None:
             "summary": summary,
             "p99_at_spec_rate_ratio": rnd(ratio(on["open_p99_ms"], off["open_p99_ms"]), 3),
             "c64_throughput_ratio": rnd(ratio(on["c64_rps"], off["c64_rps"]), 3),
+            "c64_cpu_per_answer_ratio": rnd(ratio(on["c64_cpu_ms_per_answer"],
+                                                  off["c64_cpu_ms_per_answer"]), 3),
             "log_rows": logged, "runs": runs}
         text = json.dumps(result, indent=1, sort_keys=True)
         OUT.write_text(text + "\n")

@@ -459,3 +459,104 @@ def test_index_rows_a_lock_kept_out_are_added_once_the_lock_is_gone(tmp_path, mo
         time.sleep(0.05)
     log.close()
     assert log.stats()["dropped"] == 0
+
+
+def test_the_writer_is_not_woken_by_each_record(tmp_path, monkeypatch):
+    """record() only appends: the writer looks at the queue every POLL_SECONDS (a getter
+    woken by each put cost a thread switch and the GIL handed over per request), so a burst
+    of requests costs the writer a few looks, not one per request; nothing is lost."""
+    log = PredictionLog(tmp_path, "v1", "m:1", flush_rows=100_000, flush_seconds=0.4)
+    looks = []
+    sleep = log._sleep
+    monkeypatch.setattr(log, "_sleep", lambda at_most: (looks.append(at_most), sleep(at_most)))
+    ids = [new_request_id() for _ in range(3000)]
+    began = time.monotonic()
+    for request_id in ids:  # spread over about half a second, as a service's are
+        assert log.record(request_id, "predict", [{"k": 1}], [0.5])
+        time.sleep(0.0001)
+    spent = time.monotonic() - began
+    assert log.flush(10)
+    assert log.stats()["logged"] == len(ids)
+    # a look every POLL_SECONDS while records came, and until the flush: far fewer than 3000
+    assert len(looks) <= (spent + 1.0) / prediction_log.POLL_SECONDS + 5, (len(looks), spent)
+    log.close()
+
+
+def test_close_and_flush_are_prompt_with_a_long_flush_interval(tmp_path):
+    log = PredictionLog(tmp_path, "v1", "m:1", flush_seconds=60)
+    assert log.record(new_request_id(), "predict", [{"k": 1}], [0.5])
+    began = time.monotonic()
+    assert log.flush(10) and log.stats()["logged"] == 1
+    assert log.record(new_request_id(), "predict", [{"k": 2}], [0.5])
+    assert log.close(10)
+    assert time.monotonic() - began < 5  # not the 60 s flush interval
+    assert log.stats()["logged"] == 2
+
+
+def test_a_batch_mixing_matrix_rows_and_mappings_names_every_feature(tmp_path):
+    """The writer builds the feature columns of a batch of matrix rows at once; a batch with
+    anything else goes row by row, with the same columns and values."""
+    import numpy as np
+
+    names = ("tenure", "charges")
+    log = PredictionLog(tmp_path, "v1", "churn:a", flush_seconds=60, feature_names=names)
+    first, second, third = new_request_id(), new_request_id(), new_request_id()
+    assert log.record(first, "predict", [{"customer_id": 1}], [0.5],
+                      features=[np.array([3.0, np.nan])])
+    assert log.record(second, "predict", [{"customer_id": 2}], [0.25],
+                      features=[{"tenure": 12.0, "charges": 20.25}])
+    assert log.record(third, "predict", [{"customer_id": 3}], [None], features=[None])
+    assert log.flush(10)
+    frame = read_log(tmp_path).set_index("request_id")
+    assert frame.loc[first, "feature.tenure"] == 3.0
+    assert np.isnan(frame.loc[first, "feature.charges"])
+    assert frame.loc[second, "feature.charges"] == 20.25
+    assert pd.isna(frame.loc[third, "feature.tenure"])
+    log.close()
+
+
+def test_all_matrix_rows_are_written_as_float_columns_with_nulls_only_where_missing(tmp_path):
+    import numpy as np
+
+    names = ("tenure", "charges")
+    log = PredictionLog(tmp_path, "v1", "churn:a", flush_seconds=60, feature_names=names)
+    matrix = np.array([[1.0, 2.0], [3.0, np.nan], [5.0, 6.0]])
+    ids = [new_request_id() for _ in range(3)]
+    for request_id, row in zip(ids, matrix, strict=True):
+        assert log.record(request_id, "predict", [{"customer_id": 1}], [0.5], features=[row])
+    assert log.record(new_request_id(), "predict", [{"customer_id": 9}], [None],
+                      features=[None])
+    assert log.flush(10)
+    frame = read_log(tmp_path).sort_values("ts")
+    assert frame["feature.tenure"].tolist()[:3] == [1.0, 3.0, 5.0]
+    assert frame["feature.charges"].isna().tolist() == [False, True, False, True]
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    (written,) = [f for f in _files(tmp_path) if f.suffix == ".parquet"]
+    charges = pq.read_table(written).column("feature.charges")
+    assert str(charges.type) == "double"
+    # a NaN the model input held stays a NaN; the row not found online is null
+    assert charges.null_count == 1 and pc.sum(pc.is_nan(charges)).as_py() == 1
+    log.close()
+
+
+def _id_after_fork(connection) -> None:
+    connection.send(new_request_id())
+    connection.close()
+
+
+def test_a_forked_child_draws_its_own_random_bits_for_request_ids():
+    """The ids' random bits come from a pool read from the OS; a forked worker must not
+    take the same bytes as its parent (two workers would otherwise give ids that differ
+    only in their time)."""
+    new_request_id()  # the pool is filled
+    context = multiprocessing.get_context("fork")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_id_after_fork, args=(send,))
+    child.start()
+    child_id = receive.recv()
+    child.join(30)
+    parent_id = new_request_id()
+    low_bits = (1 << 62) - 1
+    assert int(child_id, 16) & low_bits != int(parent_id, 16) & low_bits
