@@ -4,9 +4,10 @@
 # Every test runs: a skipped test fails the run unless tests/skip_allowlist.toml allows it,
 # with a reason (tests/skip_policy.py). So the tools the tests run are checked first, and the
 # script stops at once, naming each one missing and how to get it:
-# - redis-server, PostgreSQL (initdb, pg_ctl), promtool, amtool, chromium (the report's browser
-#   test), zsh (the completion script's syntax), node (cdktn synthesizes the kubernetes and
-#   aws stacks): Debian's packages, installed here when missing (apt-get, as root or sudo -n);
+# - redis-server, PostgreSQL (initdb, pg_ctl), promtool, amtool, prometheus-pushgateway,
+#   chromium (the report's browser test), zsh (the completion script's syntax), node (cdktn
+#   synthesizes the kubernetes and aws stacks): Debian's packages, installed here when
+#   missing (apt-get, as root or sudo -n);
 # - terraform or tofu (OpenTofu, installed here where apt-get knows the package), and the
 #   hashicorp/aws provider in a local mirror for the offline plans (MLSTACK_TF_PROVIDER_MIRROR,
 #   default /opt/tf-plugins): Debian has neither, so they are installed by hand.
@@ -24,6 +25,7 @@ missing_packages() {  # the Debian package of each tool that is not here
     || echo postgresql
   command -v promtool >/dev/null || echo prometheus
   command -v amtool >/dev/null || echo prometheus-alertmanager
+  command -v prometheus-pushgateway >/dev/null || echo prometheus-pushgateway
   command -v chromium >/dev/null || command -v chromium-browser >/dev/null || echo chromium
   command -v zsh >/dev/null || echo zsh
   command -v node >/dev/null || echo nodejs
@@ -35,6 +37,8 @@ how_to_get() {  # how_to_get PACKAGE: what is missing, and where it comes from
     postgresql) echo "PostgreSQL's initdb and pg_ctl: Debian's postgresql package" ;;
     prometheus) echo "promtool: Debian's prometheus package" ;;
     prometheus-alertmanager) echo "amtool: Debian's prometheus-alertmanager package" ;;
+    prometheus-pushgateway) echo "prometheus-pushgateway: Debian's prometheus-pushgateway" \
+      "package" ;;
     nodejs) echo "node: Debian's nodejs package, or Node.js 20+ from https://nodejs.org" ;;
     tofu) echo "terraform or tofu: neither is on PATH (Debian packages neither; apt-get has" \
       "tofu only from OpenTofu's own repository): install Terraform" \

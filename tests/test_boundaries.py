@@ -49,6 +49,10 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
         "the keeper decides an A/B experiment by the runtime's mSPRT (imported when it looks, "
         "in deploy's environment, which has the runtime extra), so the readout status shows "
         "and the decision carried out come from the one implementation the docs measure",
+    ("mlstack.ops.local.exporter", "mlstack.runtime.monitoring_gauges"):
+        "the local exporter serves the monitoring report's gauges computed by the runtime's "
+        "own function (a standard-library module), the one the monitoring flow pushes to a "
+        "cluster's Pushgateway with, so both targets' alert rules read the same series",
     ("mlstack.ops.local.experiment", "mlstack.runtime.feedback"):
         "the arms' outcomes are POST /feedback's joined with the log's index by the "
         "runtime's own reader (feedback.outcomes_by_version: one per request), not a second "

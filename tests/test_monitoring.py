@@ -3,13 +3,15 @@
 The rules are checked against the rule-file schema here (always), by `promtool check rules`,
 and by `promtool test rules` with synthetic series: the error-budget page fires when half
 of the requests fail and stays quiet when none do; the freshness, drift and staleness
-alerts fire on their gauges. promtool comes from Debian's `prometheus` package; without it
-those two tests are skipped.
+alerts fire on their gauges, and the feature freshness Prometheus records from the newest
+event time grows with time() while the gauge stays as it was pushed. promtool comes from
+Debian's `prometheus` package; without it those tests are skipped.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -174,6 +176,8 @@ def test_promtool_alerts_fire_on_synthetic_series(tmp_path):
     page = _alert(system, "errors", "page", "1h")
     fresh = _alert(system, "feature_freshness", window="Stale")
     drift = _alert(system, "drift")
+    stale_model = _alert(system, "model_staleness")
+    slo, limit = system.slos.feature_freshness_seconds, system.monitoring.model_staleness_seconds
 
     def expected(rule, **extra):
         return [{"exp_labels": {**rule["labels"], **extra},
@@ -184,8 +188,11 @@ def test_promtool_alerts_fire_on_synthetic_series(tmp_path):
         "input_series": [
             {"series": f'{REQUESTS}{{{base},http_response_code="200"}}', "values": "0+60x120"},
             {"series": f'{REQUESTS}{{{base},http_response_code="500"}}', "values": "0+60x120"},
-            {"series": f'mlstack_feature_freshness_seconds{{system="{name}",view="card_activity"}}',
-             "values": f"{system.slos.feature_freshness_seconds * 3}x120"},
+            # the gauges hold times (seconds since the epoch; promtool's clock starts at 0)
+            {"series": f'mlstack_feature_newest_timestamp_seconds{{system="{name}",'
+                       f'view="card_activity"}}', "values": f"{-3 * slo}x120"},
+            {"series": f'mlstack_model_trained_timestamp_seconds{{system="{name}"}}',
+             "values": f"{-2 * limit}x120"},
             {"series": f'mlstack_feature_drift_score{{system="{name}",feature="amount"}}',
              "values": f"{system.monitoring.drift_threshold * 2}x120"}],
         "alert_rule_test": [
@@ -193,7 +200,9 @@ def test_promtool_alerts_fire_on_synthetic_series(tmp_path):
             {"eval_time": "70m", "alertname": fresh["alert"],
              "exp_alerts": expected(fresh, view="card_activity")},
             {"eval_time": "70m", "alertname": drift["alert"],
-             "exp_alerts": expected(drift, feature="amount")}]}
+             "exp_alerts": expected(drift, feature="amount")},
+            {"eval_time": "70m", "alertname": stale_model["alert"],
+             "exp_alerts": expected(stale_model)}]}
     healthy = {
         "interval": "1m",
         "input_series": [
@@ -202,6 +211,56 @@ def test_promtool_alerts_fire_on_synthetic_series(tmp_path):
     (tmp_path / "test.yaml").write_text(yaml.safe_dump(
         {"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
          "tests": [failing, healthy]}, sort_keys=False))
+    done = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@promtool
+def test_promtool_freshness_grows_from_a_frozen_newest_time(tmp_path):
+    """A pushed gauge stays as it was until the next push: the newest event time pushed once
+    (at 0) gives a recorded freshness that is time() minus it at each evaluation, 10 minutes
+    then 70; a view with no row online (-Inf) is +Inf. The stale alert fires for both once
+    their age passed the SLO (fraud-gpu: 5 minutes) for its `for:`; the unknown alert stays
+    quiet while a time is there, and fires an hour after none is."""
+    system, tree = render(BLUEPRINTS / "fraud-gpu" / "mlstack.yaml")
+    (tmp_path / "rules.yaml").write_bytes(tree["monitoring/prometheus-rules.yaml"])
+    name = system.name
+    assert system.slos.feature_freshness_seconds < 600  # stale at 10m, whatever `for:` says
+    stale, unknown = _alert(system, "feature_freshness", window="Stale"), _alert(
+        system, "feature_freshness", window="Unknown")
+    newest = "mlstack_feature_newest_timestamp_seconds"
+    frozen = {
+        "interval": "1m",
+        "input_series": [
+            {"series": f'{newest}{{system="{name}",view="card_activity"}}', "values": "0x80"},
+            {"series": f'{newest}{{system="{name}",view="never_online"}}',
+             "values": "-Inf+0x80"}],
+        "promql_expr_test": [
+            {"expr": 'mlstack_feature_freshness_seconds{view="card_activity"}',
+             "eval_time": f"{t}m",
+             "exp_samples": [{"labels": f'mlstack_feature_freshness_seconds{{system="{name}",'
+                                        f'view="card_activity"}}', "value": t * 60}]}
+            for t in (10, 70)] + [
+            {"expr": 'mlstack_feature_freshness_seconds{view="never_online"} == +Inf',
+             "eval_time": "10m",
+             "exp_samples": [{"labels": f'mlstack_feature_freshness_seconds{{system="{name}",'
+                                        f'view="never_online"}}', "value": math.inf}]}],
+        "alert_rule_test": [
+            # pending, not yet firing: `for:` (5m) has not passed
+            {"eval_time": "4m", "alertname": stale["alert"], "exp_alerts": []},
+            {"eval_time": "70m", "alertname": stale["alert"], "exp_alerts": [
+                {"exp_labels": {**stale["labels"], "view": view},
+                 "exp_annotations": stale["annotations"]}
+                for view in ("card_activity", "never_online")]},
+            {"eval_time": "70m", "alertname": unknown["alert"], "exp_alerts": []}]}
+    gone = {"interval": "1m", "input_series": [],
+            "alert_rule_test": [{"eval_time": "70m", "alertname": unknown["alert"],
+                                 "exp_alerts": [{"exp_labels": unknown["labels"],
+                                                 "exp_annotations": unknown["annotations"]}]}]}
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(
+        {"rule_files": ["rules.yaml"], "evaluation_interval": "1m",
+         "tests": [frozen, gone]}, sort_keys=False))
     done = subprocess.run(["promtool", "test", "rules", "test.yaml"], cwd=tmp_path,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr

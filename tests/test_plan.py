@@ -375,3 +375,27 @@ def test_a_cluster_plan_says_plainly_what_the_generated_stack_does_not_do_yet(tm
     assert "Not on aws yet (the local target does each):\n  - export the monitoring" in out
     local, _ = plan_for_out(BLUEPRINTS / "churn" / "mlstack.yaml", tmp_path / "churn")
     assert local.gaps == () and local.as_dict()["gaps"] == []
+
+
+def test_a_kubernetes_plan_has_no_export_gap_its_stack_pushes_the_gauges(tmp_path, capsys):
+    """churn-k8s watches drift, freshness and model age, like fraud-gpu: its stack runs a
+    Pushgateway the monitoring flow pushes the report's gauges to, so only the other gaps are
+    named; the same spec on aws names the export gap."""
+    from mlstack.cli.main import main
+
+    spec = BLUEPRINTS / "churn-k8s" / "mlstack.yaml"
+    p, _ = plan_for_out(spec, tmp_path / "k8s")
+    assert p.target == "kubernetes"
+    assert [g.split(":")[0] for g in p.gaps] == ["roll a scheduled retrain's model out"]
+    assert main(["plan", str(spec), "-o", str(tmp_path / "k8s")]) in (0, 2)
+    out = capsys.readouterr().out
+    assert "Not on kubernetes yet" in out and "export the monitoring" not in out
+    # the same spec on aws, where no flow runs on the stack: the gap is named
+    doc = yaml.safe_load(spec.read_text())
+    doc["target"] = {**doc["target"], "kind": "aws", "region": "eu-west-1"}
+    aws = tmp_path / "aws" / "mlstack.yaml"
+    shutil.copytree(spec.parent, aws.parent)
+    aws.write_text(yaml.safe_dump(doc, sort_keys=False))
+    p, _ = plan_for_out(aws, tmp_path / "aws-out")
+    assert p.gaps[0].startswith("export the monitoring flow's report as metrics")
+    assert "its drift, feature freshness, model age alerts" in p.gaps[0]

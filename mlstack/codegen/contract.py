@@ -42,6 +42,9 @@ ENV_STATE_DIR = "MLSTACK_STATE_DIR"  # feast registry, online store, the state f
 ENV_MODEL_TAG = "MLSTACK_MODEL_TAG"  # the BentoML model the service loads
 ENV_PROGRESS_FILE = "MLSTACK_PROGRESS_FILE"  # one JSON line per finished flow task
 ENV_RAY_ADDRESS = "MLSTACK_RAY_ADDRESS"  # target.compute: the Ray cluster the flows join
+# The Pushgateway the monitoring flow pushes its report's gauges to (the kubernetes stack sets
+# it on the flows' jobs; mlstack.runtime.pushgateway's PUSHGATEWAY_ENV)
+ENV_PUSHGATEWAY_URL = "MLSTACK_PUSHGATEWAY_URL"
 # The serving version's name ('v3'), beside its model in ENV_MODEL_TAG: the monitoring flow
 # judges that model (mlstack run sets both from the deploy journal)
 ENV_SERVING_VERSION = "MLSTACK_SERVING_VERSION"
@@ -62,7 +65,7 @@ MONITORING_HISTORY_FILE = "monitoring_history.jsonl"  # a line of live quality p
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
 # mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
-RUNTIME_API_VERSION = "2.4"
+RUNTIME_API_VERSION = "2.5"
 # What each minor added, and so the oldest runtime a project can ask for: a project asks for
 # the oldest API that has everything it calls (a new minor keeps older projects' bytes).
 #   2.2  target.compute on Ray: ray_cluster, ray_training, sources.data_fingerprint,
@@ -72,7 +75,9 @@ RUNTIME_API_VERSION = "2.4"
 #        DataChecks' regex / monotonic / freshness (with the views' TTLs)
 #   2.4  every project: SourceSpec.keys and runtime.changes (the rows changed since the last
 #        training, in training.json), serving.json_body, online_read (the direct SQLite read)
-RUNTIME_API_WITHOUT_COMPUTE = "2.4"
+#   2.5  every project: pushgateway.push_report (the monitoring flow's gauges to the
+#        Pushgateway ENV_PUSHGATEWAY_URL names) and monitoring_gauges
+RUNTIME_API_WITHOUT_COMPUTE = "2.5"
 
 
 def runtime_api_version(system: SystemIR) -> str:

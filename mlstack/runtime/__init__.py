@@ -22,6 +22,10 @@ Modules (each imports its heavy libraries itself; importing this package loads n
     registry    ModelRegistry (BentoML model store, with lineage), git_sha, read_spec_hash
     state       StateFiles: the models/training/monitoring JSON files (atomic), promote
     monitoring  Monitoring; psi, ks, drift_report, freshness, staleness, alerts
+    monitoring_gauges  report_samples: a monitoring report as the gauges the alert rules
+                read (the local exporter serves them, the pusher pushes them)
+    pushgateway push_report: those gauges to the Pushgateway $MLSTACK_PUSHGATEWAY_URL names
+                (the kubernetes target's), a failed push only warns
     hooks       Prefect task options and hooks: task_options, retry_unless_final,
                 progress_hook
     model_input InputSchema: the model's input from numpy arrays, the same in training
@@ -54,7 +58,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "2.4"
+API_VERSION = "2.5"
 
 
 def _parse(version: str) -> tuple[int, int] | None:

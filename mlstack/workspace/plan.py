@@ -241,11 +241,14 @@ def target_gaps(system: SystemIR) -> tuple[str, ...]:
         ("feature freshness", system.slos.feature_freshness_seconds is not None),
         ("model age", m.model_staleness_seconds is not None),
         ("live quality", bool(system.slos.quality) and m.prediction_log.enabled)) if on]
-    if watched:
+    # the kubernetes stack runs a Pushgateway the monitoring flow pushes its gauges to; the
+    # aws stack places no workloads (flows included) and has no Prometheus to scrape one
+    if watched and system.target.kind == "aws":
         gaps.append(
             f"export the monitoring flow's report as metrics: its {', '.join(watched)} alerts "
             "(monitoring/prometheus-rules.yaml) have no series to fire on; the SLO burn-rate "
-            "alerts on the service's own metrics do (locally, deploy runs the exporter)")
+            "alerts on the service's own metrics do (locally, deploy runs the exporter; the "
+            "kubernetes target pushes them to its Pushgateway)")
     if m.alerts:
         gaps.append("deploy Alertmanager's configuration: load monitoring/alertmanager.yml "
                     "into the Alertmanager you run (docs/architecture.md, Monitoring and "

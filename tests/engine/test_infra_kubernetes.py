@@ -24,12 +24,16 @@ import pytest
 
 from mlstack.codegen.backends.infra_model import (
     KUBERNETES_PROVIDER_VERSION,
+    PUSHGATEWAY_IMAGE,
+    PUSHGATEWAY_PORT,
     RAY_CLIENT_PORT,
     infra_resources,
+    pushgateway_url,
     ray_address,
     runs_ray_cluster,
 )
 from mlstack.codegen.backends.monitoring import rule_groups
+from mlstack.codegen.contract import ENV_PUSHGATEWAY_URL
 from tests.conftest import BLUEPRINTS
 from tests.engine.infra_fixtures import (
     Synthesized,
@@ -146,6 +150,7 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
     rules = s.resources("kubernetes_manifest")["prometheus_rules"]["manifest"]
     assert rules["kind"] == "PrometheusRule"
     assert rules["spec"]["groups"] == rule_groups(system)
+    _check_pushgateway(s, template["job_configuration"]["job_manifest"]["spec"]["template"])
 
     env = {e["name"]: e.get("value") for e in job_container["env"]}
     if t.compute is None:
@@ -153,6 +158,55 @@ def test_synth_has_the_resources_the_spec_implies(stacks, case):
     else:  # the flows the work pool runs reach the Ray cluster there
         assert env["MLSTACK_RAY_ADDRESS"] == ray_address(system)
     assert ("ray_cluster" in s.resources("kubernetes_manifest")) == runs_ray_cluster(system)
+
+
+def _check_pushgateway(s, job: dict) -> None:
+    """The monitoring flow's gauges: the work pool's jobs get the Pushgateway's URL, which is
+    its Service in the namespace; the gateway is pinned, sized and as locked down as the other
+    workloads; Prometheus scrapes it with honor_labels (the ServiceMonitor's honorLabels, the
+    chart's pushgateway job by the Service's annotation); only the jobs and Prometheus's
+    namespace reach it."""
+    system, t = s.system, s.system.target
+    env = {e["name"]: e.get("value") for e in job["spec"]["containers"][0]["env"]}
+    assert env[ENV_PUSHGATEWAY_URL] == pushgateway_url(system) == (
+        f"http://{system.name}-pushgateway.{t.namespace}.svc:{PUSHGATEWAY_PORT}")
+    gateway = s.resources("kubernetes_deployment_v1")["pushgateway"]
+    container = _container(gateway)
+    assert container["image"] == PUSHGATEWAY_IMAGE and ":v" in PUSHGATEWAY_IMAGE
+    assert container["port"][0]["container_port"] == PUSHGATEWAY_PORT
+    assert container["resources"]["limits"] == container["resources"]["requests"]
+    assert container["readiness_probe"]["http_get"]["path"] == "/-/ready"
+    assert container["liveness_probe"]["http_get"]["path"] == "/-/healthy"
+    sc = container["security_context"]
+    assert sc["run_as_non_root"] and sc["read_only_root_filesystem"]
+    assert not sc["allow_privilege_escalation"] and sc["capabilities"]["drop"] == ["ALL"]
+    pod = gateway["spec"]["template"]["spec"]
+    assert pod["security_context"]["seccomp_profile"]["type"] == "RuntimeDefault"
+    assert pod["automount_service_account_token"] is False
+    # the persistence file is on a writable volume (the root filesystem is read-only)
+    [persist] = [a for a in container["args"] if a.startswith("--persistence.file=")]
+    [mount] = container["volume_mount"]
+    assert persist.split("=", 1)[1].startswith(mount["mount_path"] + "/")
+    service = s.resources("kubernetes_service_v1")["pushgateway"]
+    assert service["metadata"]["name"] == f"{system.name}-pushgateway"
+    assert service["metadata"]["annotations"] == {"prometheus.io/probe": "pushgateway"}
+    assert service["spec"]["selector"] == gateway["spec"]["selector"]["match_labels"]
+    assert service["spec"]["port"][0]["port"] == PUSHGATEWAY_PORT
+    monitor = s.resources("kubernetes_manifest")["pushgateway_monitor"]["manifest"]
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1",
+                                                        "ServiceMonitor")
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= (
+        service["metadata"]["labels"].items())
+    assert monitor["spec"]["endpoints"] == [{"port": service["spec"]["port"][0]["name"],
+                                             "path": "/metrics", "honorLabels": True}]
+    ingress = s.resources("kubernetes_network_policy_v1")["pushgateway_ingress"]["spec"]
+    assert ingress["pod_selector"]["match_labels"] == service["spec"]["selector"]
+    sources = [rule["from"][0] for rule in ingress["ingress"]]
+    [jobs] = [src["pod_selector"]["match_labels"] for src in sources if "pod_selector" in src]
+    assert jobs.items() <= job["metadata"]["labels"].items()  # the flows' jobs may push
+    assert {"namespace_selector": {"match_labels": {
+        "kubernetes.io/metadata.name": "${var.prometheus_namespace}"}}} in sources
+    assert s.json["variable"]["prometheus_namespace"]["default"] == "monitoring"
 
 
 def _restricted(pod: dict) -> None:

@@ -4,7 +4,8 @@ feature drift (training set vs the model inputs served: the prediction log over 
 else the online store), feature freshness (the online store's newest rows, what serving
 reads), the staleness of the serving model and live quality (the prediction log's answers
 joined to their outcomes, per version, against slos.quality), written to the state folder's
-monitoring file.
+monitoring file; its gauges (what the alert rules read) go to the Pushgateway that
+MLSTACK_PUSHGATEWAY_URL names, where one does (the kubernetes stack's).
 
 On a deployed project, `mlstack run monitoring` runs it now with the deploy's state (feature
 registry and online store, model store) and its serving version. Run by hand from the
@@ -17,7 +18,7 @@ import json
 from datetime import UTC, datetime
 
 import pandas as pd
-from mlstack.runtime import monitoring, served_drift, training
+from mlstack.runtime import monitoring, pushgateway, served_drift, training
 from mlstack.runtime.errors import MonitoringAlert
 from prefect import flow, task
 
@@ -95,6 +96,10 @@ def monitoring_flow(fail_on_alert: bool = False) -> dict:
     }
     report["alerts"] = monitoring.alerts(report)
     STATE.record_monitoring(report)
+    # the report's gauges to the cluster's Pushgateway, where the stack names one
+    # (MLSTACK_PUSHGATEWAY_URL; locally the exporter serves them from the file): a failed
+    # push warns, the flow goes on
+    pushgateway.push_report(report, features.SYSTEM_NAME)
     if fail_on_alert and report["alerts"]:
         raise MonitoringAlert("; ".join(report["alerts"]))
     return report

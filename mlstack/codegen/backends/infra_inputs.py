@@ -53,7 +53,11 @@ INFRA_INPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kubernetes_deployment_v1.redis", ("redis_image",)),
     ("kubernetes_deployment_v1.prefect_worker", ("prefect_image", "work_pool")),
     ("kubernetes_config_map_v1.training_job_template", (
-        "training", "service_image", "online_store", "registry_secret", "ray.address")),
+        "training", "service_image", "online_store", "registry_secret", "ray.address",
+        "pushgateway_url")),
+    ("kubernetes_deployment_v1.pushgateway", ("pushgateway_image", "pushgateway_port")),
+    ("kubernetes_service_v1.pushgateway", ("pushgateway_port",)),
+    ("kubernetes_network_policy_v1.pushgateway_ingress", ("pushgateway_port",)),
     ("kubernetes_manifest.ray_cluster", (
         "ray.ray_version", "ray.head", "ray.worker", "ray.workers_min", "ray.workers_max",
         "ray.node_role", "service_image", "online_store", "registry_secret")),

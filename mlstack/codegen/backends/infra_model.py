@@ -23,6 +23,10 @@ KUBERNETES_VERSION = "1.33"
 SERVICE_PORT = 3000  # BentoML's default HTTP port
 REDIS_IMAGE = "redis:7.4.2-alpine"
 PREFECT_IMAGE = "prefecthq/prefect:3.4.25-python3.11-kubernetes"
+# the kubernetes target's Pushgateway: the monitoring flow's jobs push its report's gauges
+# there (mlstack.runtime.pushgateway), Prometheus scrapes it with honor_labels
+PUSHGATEWAY_IMAGE = "prom/pushgateway:v1.11.3"
+PUSHGATEWAY_PORT = 9091
 BUCKETS = ("offline_store", "artifacts")
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
 # target.compute on a cluster target: a KubeRay RayCluster (ray.io/v1). Its schema is the CRD
@@ -38,6 +42,13 @@ RAY_WORKER_ROLE = "ray-worker"  # node label mlstack/role and taint mlstack/ray-
 
 def stack_name(system: SystemIR) -> str:
     return f"{system.name}-{system.target.kind}"
+
+
+def pushgateway_url(system: SystemIR) -> str:
+    """Where the kubernetes stack's Pushgateway answers in the cluster: its Service in the
+    target's namespace (the flows' jobs get it as MLSTACK_PUSHGATEWAY_URL)."""
+    return (f"http://{system.name}-pushgateway.{system.target.namespace}.svc:"
+            f"{PUSHGATEWAY_PORT}")
 
 
 def work_pool(system: SystemIR) -> str:
@@ -148,7 +159,8 @@ def infra_config(system: SystemIR) -> dict:
     if t.kind == "kubernetes":
         config.update(kubernetes_provider_version=KUBERNETES_PROVIDER_VERSION,
                       redis_image=REDIS_IMAGE, prefect_image=PREFECT_IMAGE,
-                      work_pool=work_pool(system),
+                      pushgateway_image=PUSHGATEWAY_IMAGE, pushgateway_port=PUSHGATEWAY_PORT,
+                      pushgateway_url=pushgateway_url(system), work_pool=work_pool(system),
                       registry_secret=f"{system.name}-feast-registry")
         if t.compute is not None:  # absent without compute: config.py stays as it was
             config.update(ray=_ray_config(system))
@@ -215,7 +227,10 @@ def kubernetes_resources(system: SystemIR) -> list[tuple[str, str]]:
            ("kubernetes_deployment_v1", "prefect_worker"),
            ("kubernetes_config_map_v1", "training_job_template"),
            ("kubernetes_service_account_v1", "training"),
-           ("kubernetes_manifest", "prometheus_rules")]
+           ("kubernetes_manifest", "prometheus_rules"),
+           ("kubernetes_deployment_v1", "pushgateway"), ("kubernetes_service_v1", "pushgateway"),
+           ("kubernetes_network_policy_v1", "pushgateway_ingress"),
+           ("kubernetes_manifest", "pushgateway_monitor")]
     if t.online_store == "redis":
         out += [("kubernetes_deployment_v1", "redis"), ("kubernetes_service_v1", "redis"),
                 ("kubernetes_network_policy_v1", "redis_ingress")]

@@ -5,10 +5,16 @@ where the spec declares `monitoring.alerts`, the Alertmanager configuration that
 Service metrics are the ones BentoML 1.4 exposes on /metrics (namespace `bentoml_service`):
 `bentoml_service_request_duration_seconds` (histogram) and `bentoml_service_request_total`
 (counter), labelled endpoint, service_name, service_version, http_response_code. Feature
-freshness, drift and model age are gauges the monitoring flow reports
-(`mlstack_feature_freshness_seconds{view}`, `mlstack_feature_drift_score{feature}`,
-`mlstack_model_trained_timestamp_seconds`); locally the exporter sidecar
-(mlstack.ops.local.exporter) serves them from the monitoring flow's last report.
+freshness, drift, model age and live quality come from gauges of the monitoring flow's last
+report (mlstack.runtime.monitoring_gauges: `mlstack_feature_newest_timestamp_seconds{view}`,
+`mlstack_feature_drift_score{feature}`, `mlstack_model_trained_timestamp_seconds`,
+`mlstack_live_quality_missed{version, metric}`, each labelled `system`): locally the exporter
+sidecar (mlstack.ops.local.exporter) serves them, on the kubernetes target the flow pushes
+them to the stack's Pushgateway (mlstack.runtime.pushgateway). They hold times, not ages (a
+pushed value stays until the next push): a recording rule turns the newest event time into
+`mlstack_feature_freshness_seconds{view}` = `time()` minus it at each evaluation, and the
+model-age alert takes `time()` minus the trained time, so both ages keep growing between
+monitoring runs on either target, from the same rule file.
 
 Latency and error SLOs get multi-window, multi-burn-rate alerts (the Google SRE workbook
 scheme): page when the error budget burns 14.4x over 1h (confirmed over 5m) or 6x over 6h
@@ -28,6 +34,9 @@ from mlstack.frontend.ir.nodes import SystemIR
 
 DURATION = "bentoml_service_request_duration_seconds"
 REQUESTS = "bentoml_service_request_total"
+# the newest event time per feature view (a gauge of the report; runtime.monitoring_gauges)
+# and the age recorded from it at each evaluation (the freshness alerts and the dashboard)
+NEWEST_EVENT = "mlstack_feature_newest_timestamp_seconds"
 FRESHNESS = "mlstack_feature_freshness_seconds"
 DRIFT = "mlstack_feature_drift_score"
 MODEL_TRAINED = "mlstack_model_trained_timestamp_seconds"
@@ -111,6 +120,11 @@ def rule_groups(system: SystemIR) -> list[dict]:
     recording, alerts = [], []
     recording.append({"record": RPS_PER_POD,
                       "expr": f"sum by (namespace, pod) (rate({_range(REQUESTS, system, '1m')}))",
+                      "labels": dict(labels)})
+    # the age of each view's newest online row, now: time() at each evaluation, so it grows
+    # between monitoring runs (-Inf, no row online: +Inf)
+    recording.append({"record": FRESHNESS,
+                      "expr": f"time() - (\n  {NEWEST_EVENT}{_series_selector(name)}\n)",
                       "labels": dict(labels)})
     for slo, expr, budget in _bad_ratio_rules(system):
         for window in WINDOWS:

@@ -26,9 +26,10 @@ Prometheus runs a configuration written here (.mlstack/prometheus/prometheus.yml
   latency histograms are kept as they are (the router measures no latency);
 - it scrapes the exporter sidecar (mlstack.ops.local.exporter, job `exporter`, declared
   whenever Prometheus is): the gauges the generated feature-freshness, drift and
-  model-staleness rules read (`mlstack_feature_freshness_seconds{system, view}`, ...), served
-  from the monitoring flow's last report (.mlstack/runtime/monitoring.json); nothing else
-  exports them locally. A missing or unreadable report exports none of them, so
+  model-staleness rules read (`mlstack_feature_newest_timestamp_seconds{system, view}`, from
+  which a rule records `mlstack_feature_freshness_seconds`, ...), served from the monitoring
+  flow's last report (.mlstack/runtime/monitoring.json); nothing else exports them locally
+  (a cluster's flow pushes the same gauges). A missing or unreadable report exports none, so
   `<System>FeatureFreshnessUnknown` fires as it should;
 - one local-only rule (.mlstack/prometheus/local-rules.yaml): `<System>RouterDown`, a page
   when the router clients reach has not answered its scrape for ROUTER_DOWN_FOR (a local

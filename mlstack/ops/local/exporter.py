@@ -1,28 +1,26 @@
 """The monitoring flow's last report as Prometheus gauges: a sidecar of a local deployment
 (alerting.sidecars declares it beside Prometheus, which scrapes it as the `exporter` job).
 
-The generated rules (monitoring/prometheus-rules.yaml) read gauges that, in a cluster, the
-monitoring flow reports; locally nothing else exports them. At each scrape of /metrics this
+The generated rules (monitoring/prometheus-rules.yaml) read gauges the monitoring flow
+reports: on the kubernetes target it pushes them to the stack's Pushgateway at the end of each
+run (mlstack.runtime.pushgateway); locally this serves them. At each scrape of /metrics it
 reads `<state dir>/runtime/monitoring.json` (the flow's last report, mlstack.runtime.monitoring)
-and answers, in the text format 0.0.4:
+and answers, in the text format 0.0.4, the gauges mlstack.runtime.monitoring_gauges computes
+from it, the pusher's own: `mlstack_feature_newest_timestamp_seconds{system, view}`,
+`mlstack_feature_drift_score{system, feature}`, `mlstack_model_trained_timestamp_seconds{system}`,
+`mlstack_live_quality_missed{system, version, metric}` and
+`mlstack_monitoring_report_readable{system}`. None is an age: the rules compute ages with
+`time()` (the feature freshness recording rule, the model-age alert), so they keep growing
+between monitoring runs as the real ages do, whether the gauges are scraped here or pushed.
 
-- `mlstack_feature_freshness_seconds{system, view}`: now minus the view's newest event time
-  in the online store, so the age keeps growing between monitoring runs as the real age does;
-  a view with no row online is +Inf (stale under any SLO, as the flow judges it);
-- `mlstack_feature_drift_score{system, feature}`: the drift statistic per watched feature
-  (a feature without one, for want of rows, is left out);
-- `mlstack_model_trained_timestamp_seconds{system}`: when the model the report judged was
-  trained (the report's check time minus the model's age; left out when it was missing);
-- `mlstack_live_quality_missed{system, version, metric}`: 1 where the live-quality readout
-  judged a version to miss a slos.quality gate on evidence, else 0 (one per judged gate);
-- `mlstack_monitoring_report_readable{system}`: 1 when the report was read, else 0.
-
-A missing or unreadable report (no file, not JSON, not the report's shape) exports none of
-the first three, so the rules' `absent(...)` (`<System>FeatureFreshnessUnknown`) still tells
-the truth. GET /-/ready answers 200 once it listens.
+A missing or unreadable report (no file, not JSON, not the report's shape) exports only
+`mlstack_monitoring_report_readable 0`, so the rules' `absent(...)`
+(`<System>FeatureFreshnessUnknown`) still tells the truth. GET /-/ready answers 200 once it
+listens.
 
 Run as `python -m mlstack.ops.local.exporter --state-dir <.mlstack> --system <name> --port P`.
-Standard library only (a sidecar the keeper restarts must stay small).
+Standard library only, and the runtime's standard-library gauge module (a sidecar the keeper
+restarts must stay small).
 """
 
 from __future__ import annotations
@@ -30,33 +28,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from mlstack.codegen.contract import MONITORING_FILE
+from mlstack.runtime.monitoring_gauges import HELP, Sample, report_samples
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-FRESHNESS = "mlstack_feature_freshness_seconds"  # monitoring backend's FRESHNESS
-DRIFT = "mlstack_feature_drift_score"
-TRAINED = "mlstack_model_trained_timestamp_seconds"
-READABLE = "mlstack_monitoring_report_readable"
-LIVE_QUALITY_MISSED = "mlstack_live_quality_missed"  # monitoring backend's LIVE_QUALITY_MISSED
-HELP = {
-    FRESHNESS: "Age of the feature view's newest row in the online store (now minus its "
-               "newest event time in the monitoring flow's last report).",
-    DRIFT: "Drift statistic of the feature in the monitoring flow's last report.",
-    TRAINED: "When the serving model was trained (seconds since the epoch), from the "
-             "monitoring flow's last report.",
-    READABLE: "1 when the monitoring flow's last report could be read, else 0.",
-    LIVE_QUALITY_MISSED: "1 when the monitoring flow's last live-quality readout found the "
-                         "version missing the slos.quality gate on the metric, else 0.",
-}
-
-Sample = tuple[str, dict[str, str], float]
 
 
 def report_file(state_dir: Path) -> Path:
@@ -71,40 +51,6 @@ def read_report(path: Path) -> dict[str, Any] | None:
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _epoch(text: str) -> float:
-    """Seconds since the epoch of an ISO time (a naive one is UTC, as the flow writes)."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def samples(report: dict[str, Any], system: str, now: float) -> list[Sample]:
-    """The gauges of one report at `now` (seconds since the epoch), sorted. Raises
-    (KeyError, TypeError, ValueError, AttributeError) on a report not of the flow's shape."""
-    out: list[Sample] = []
-    freshness = report.get("freshness") or {}
-    views: dict[str, float] = {}
-    for source in (freshness.get("sources") or {}).values():
-        for view, newest in (source.get("views") or {}).items():
-            views[view] = math.inf if newest is None else now - _epoch(newest)
-    out += [(FRESHNESS, {"system": system, "view": v}, age) for v, age in views.items()]
-    drift = report.get("drift") or {}
-    for feature, found in (drift.get("features") or {}).items():
-        if found.get("statistic") is not None:
-            out.append((DRIFT, {"system": system, "feature": feature},
-                        float(found["statistic"])))
-    model = report.get("staleness") or {}
-    if model.get("age_seconds") is not None and report.get("checked_at"):
-        trained = _epoch(report["checked_at"]) - float(model["age_seconds"])
-        out.append((TRAINED, {"system": system}, trained))
-    for gate in (report.get("live_quality") or {}).get("judged") or []:
-        out.append((LIVE_QUALITY_MISSED, {"system": system, "version": str(gate["version"]),
-                                          "metric": str(gate["metric"])},
-                    1.0 if gate["status"] == "missed" else 0.0))
-    return sorted(out, key=lambda s: (s[0], sorted(s[1].items())))
 
 
 def _value(value: float) -> str:
@@ -132,22 +78,14 @@ def render(found: Iterable[Sample]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def exposition(state_dir: Path, system: str, now: float) -> str:
-    """What /metrics answers at `now`: the report's gauges and whether it was readable."""
-    report = read_report(report_file(state_dir))
-    found: list[Sample] = []
-    if report is not None:
-        try:
-            found = samples(report, system, now)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            report = None
-    found.append((READABLE, {"system": system}, float(report is not None)))
-    return render(found)
+def exposition(state_dir: Path, system: str) -> str:
+    """What /metrics answers: the last report's gauges and whether it was readable."""
+    return render(report_samples(read_report(report_file(state_dir)), system))
 
 
-def make_server(state_dir: Path, system: str, port: int, host: str = "127.0.0.1",
-                clock: Callable[[], float] = time.time) -> ThreadingHTTPServer:
-    """The HTTP server (bound, not yet serving); `clock` gives the scrape's now."""
+def make_server(state_dir: Path, system: str, port: int,
+                host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """The HTTP server (bound, not yet serving)."""
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "mlstack-exporter"
@@ -158,7 +96,7 @@ def make_server(state_dir: Path, system: str, port: int, host: str = "127.0.0.1"
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                self._answer(200, exposition(state_dir, system, clock()), CONTENT_TYPE)
+                self._answer(200, exposition(state_dir, system), CONTENT_TYPE)
             elif path == "/-/ready":
                 self._answer(200, "ready\n", "text/plain; charset=utf-8")
             else:
