@@ -109,3 +109,76 @@ def test_a_slow_call_is_measured_within_the_budget_but_never_under_the_minimum_r
 
     fast = time_rounds(lambda batch: None, lambda n: [0] * n, (1, 2), rounds=25, budget_s=5)
     assert {len(v) for v in fast.values()} == {25}  # a fast call gets every round
+
+
+def test_call_cost_interpolates_between_measured_sizes_and_extends_past_the_largest():
+    from mlstack.frontend.ir.derive import call_cost
+
+    assert call_cost(FAST, 1) == FAST[1] and call_cost(FAST, 16) == FAST[16]
+    assert abs(call_cost(FAST, 20) - (FAST[16] + (FAST[32] - FAST[16]) * 4 / 16)) < 1e-12
+    slope = (FAST[128] - FAST[64]) / 64
+    assert abs(call_cost(FAST, 200) - (FAST[128] + slope * 72)) < 1e-12
+
+
+def test_rank_requests_are_sized_by_their_candidates():
+    """A /rank request scores all its candidates in one call: its own cost is the call of
+    that many rows, a batch holds fewer requests, and a request waits behind a full batch and
+    then its own call. With 1 row per request the choice is /predict's, unchanged."""
+    from mlstack.frontend.ir.derive import call_cost
+
+    one = choose_batching(rate_rps=50, p99_ms=100, call_ms=FAST, http_ms=5)
+    assert one == choose_batching(rate_rps=50, p99_ms=100, call_ms=FAST, http_ms=5,
+                                  rows_per_request=1)
+    ranked = choose_batching(rate_rps=50, p99_ms=100, call_ms=FAST, http_ms=5,
+                             rows_per_request=20)
+    assert ranked.enabled and ranked.max_batch_size == 128
+    assert ranked.max_latency_ms == one.max_latency_ms  # 20 rows cost less than a full batch
+    unbatched = 1000 / (5 + call_cost(FAST, 20))
+    assert f"{unbatched:.0f} rps" in ranked.reasons[0][2] and "20 rows" in ranked.reasons[0][2]
+    # a request larger than a full batch runs alone: its own call is the larger one
+    slow = {n: 2.0 * n for n in (1, *BATCH_SIZES)}
+    big = choose_batching(rate_rps=50, p99_ms=400, call_ms=slow, http_ms=5,
+                          rows_per_request=100)
+    assert big.max_batch_size == 32  # 64 ms fits a quarter of 395 ms, 128 does not
+    assert big.max_latency_ms == int(400 - 5 - slow[32] - call_cost(slow, 100))
+    # capacity counts requests of 100 rows, not rows: under the 2 x 50 rps wanted
+    capacity = dict((s, v) for s, v, _ in big.reasons)["serving.batching.capacity_rps"]
+    assert capacity == round(1000 / (5 + call_cost(slow, 100)))
+
+
+def test_the_profile_of_a_ranking_model_derives_for_its_p90_candidates_and_explains_it():
+    from mlstack.ops.local.profile import candidate_counts, rows_per_request
+
+    counts = candidate_counts([3, 20, 20, 5, 40, 20, 20, 20, 20, 20])
+    assert counts == {"median": 20.0, "p90": 20, "max": 40, "groups": 10}
+    assert candidate_counts([]) is None
+    assert rows_per_request({"call_ms": {}}) == 1.0
+    system, _ = require_system(BLUEPRINTS / "search-ranking" / "mlstack.yaml")
+    measured = {"call_ms": {str(n): 2.0 * n for n in (1, *BATCH_SIZES)},
+                "runtime": {"runtime": "onnx", "reason": "ONNX export matches"},
+                "candidates_per_request": counts}
+    profile = derive_profile(system, measured, rate_rps=50)
+    plain = derive_profile(system, {k: v for k, v in measured.items()
+                                    if k != "candidates_per_request"}, rate_rps=50)
+    ranked = choose_batching(rate_rps=50, p99_ms=profile["p99_ms"], call_ms={
+        int(n): ms for n, ms in measured["call_ms"].items()}, rows_per_request=20)
+    assert profile["batching"] == {"enabled": ranked.enabled,
+                                   "max_batch_size": ranked.max_batch_size,
+                                   "max_latency_ms": ranked.max_latency_ms}
+    assert profile["batching"] != plain["batching"]  # 20 rows of 2 ms each leave less room
+    assert any("20 rows" in r["reason"] for r in profile["reasons"])
+    lines = "\n".join(explain_lines(profile, "v1"))
+    assert "candidates per /rank request" in lines and "p90 20" in lines
+
+
+def test_a_batchs_capacity_counts_whole_requests_of_their_candidates():
+    from mlstack.frontend.ir.derive import call_cost
+
+    costly = {n: 10.0 + 2.0 * n for n in (1, *BATCH_SIZES)}  # a fixed cost per call, too
+    choice = choose_batching(rate_rps=100, p99_ms=400, call_ms=costly, http_ms=5,
+                             rows_per_request=10)
+    assert choice.max_batch_size == 32
+    reasons = {s: v for s, v, _ in choice.reasons}
+    # 3 requests of 10 rows share a batch of 32 rows
+    assert reasons["serving.batching.capacity_rps"] == round(
+        1000 * 3 / (3 * 5 + call_cost(costly, 30)))

@@ -94,3 +94,18 @@ def test_ranking_groups_whose_rows_serve_come_first(package):
     rows = worker._sample_groups(package["name"], size=5, seed=0)
     assert {r["session"] for r in rows} == {package["group"]}
     assert [r["customer_id"] for r in rows] == [36, 37, 38, 39, 40]
+
+
+def test_a_ranking_profile_counts_the_candidates_of_each_group(package, monkeypatch):
+    """The profile derives /rank's batching for the candidates a request carries: the label
+    source's groups (100 of 5 rows here); a model that is not ranked by a request key has
+    none (one row per /predict request)."""
+    import importlib
+
+    features = importlib.import_module(f"{package['name']}.features")
+    assert worker._candidates_per_request(package["name"]) is None  # no TASK: not ranking
+    monkeypatch.setattr(features, "TASK", "ranking", raising=False)
+    assert worker._candidates_per_request(package["name"]) is None  # group not a request key
+    monkeypatch.setattr(features, "REQUEST_KEYS", ("customer_id", "session"))
+    assert worker._candidates_per_request(package["name"]) == {
+        "median": 5.0, "p90": 5, "max": 5, "groups": 100}

@@ -120,11 +120,27 @@ def estimated_call_ms(online_store: str, algorithm: str, has_transforms: bool,
     return one * (1 + (size - 1) / 8)
 
 
+def call_cost(call_ms: dict[int, float], rows: float) -> float:
+    """The cost (ms) of one call of `rows` rows, from the measured sizes: linear between the
+    two sizes around it, and past the largest on the slope of the last two."""
+    if rows in call_ms:
+        return call_ms[int(rows)]
+    sizes = sorted(call_ms)
+    if rows <= sizes[0]:
+        return call_ms[sizes[0]]
+    for low, high in zip(sizes, sizes[1:], strict=False):
+        if rows <= high:
+            return call_ms[low] + (call_ms[high] - call_ms[low]) * (rows - low) / (high - low)
+    low, high = sizes[-2], sizes[-1]
+    return call_ms[high] + (call_ms[high] - call_ms[low]) / (high - low) * (rows - high)
+
+
 def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float],
-                    http_ms: float = catalog.HTTP_OVERHEAD_MS, measured: str = "estimated"
-                    ) -> BatchingChoice:
+                    http_ms: float = catalog.HTTP_OVERHEAD_MS, measured: str = "estimated",
+                    rows_per_request: float = 1.0) -> BatchingChoice:
     """Batching from the cost of one call (fetch + transforms + model) per batch size
-    (`call_ms`: 1 and BATCH_SIZES).
+    (`call_ms`: 1 and BATCH_SIZES), for requests of `rows_per_request` rows each (1 for
+    /predict; a ranking model's /rank request scores all its candidates in one call).
 
     The service's batcher (mlstack.runtime.batching) never holds a request for a batch to
     fill: a request runs at once when the model is free, and only the requests that queued
@@ -132,23 +148,31 @@ def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float]
     whenever the p99 budget has room for it; the hold window a holding batcher would need is
     zero, and the reasons say whether the throughput needs batches at all (one replica
     sustaining `rate_rps` unbatched with THROUGHPUT_HEADROOM: batches then form only under
-    bursts). The size is the largest batch whose call takes at most a quarter of the p99
-    budget (p99 - HTTP); max_latency_ms sheds a request only once it could no longer be
-    answered within p99 behind its own full batch: p99 - HTTP - 2 x the batch's cost (not the
-    whole p99 budget)."""
-    one = http_ms + call_ms[1]
+    bursts). The size is the largest batch (rows) whose call takes at most a quarter of the
+    p99 budget (p99 - HTTP); max_latency_ms sheds a request only once it could no longer be
+    answered within p99 behind a full batch and then its own call: p99 - HTTP - the batch's
+    cost - its own (the larger of a full batch and its own rows), not the whole p99 budget.
+    A request larger than the batch runs alone (the batcher never splits one)."""
+    per = max(1.0, float(rows_per_request))
+    shape = "" if per == 1 else f" (a request of {per:g} rows: /rank's candidates)"
+    own = call_cost(call_ms, per)
+    one = http_ms + own
     unbatched = 1000.0 / one
     wanted = rate_rps * THROUGHPUT_HEADROOM
     budget = p99_ms - http_ms
     fits = [b for b in BATCH_SIZES if call_ms[b] <= budget / 4]
     size = fits[-1] if fits else BATCH_SIZES[0]
-    latency = math.floor(p99_ms - http_ms - 2 * call_ms[size])
+    # behind a full batch, then its own call: a full batch too for /predict's one-row
+    # requests; for larger ones the larger of a full batch and its own rows
+    behind = call_ms[size] + (call_ms[size] if per == 1 else max(call_ms[size], own))
+    latency = math.floor(p99_ms - http_ms - behind)
     if latency < 1:
         return BatchingChoice(False, 1, 1, (("serving.batching.enabled", False, (
             f"off: no room for batching in the p99 budget: p99 {p99_ms:g} ms - {http_ms:g} ms "
-            f"HTTP - 2 x {call_ms[size]:.3g} ms (a batch of {size}, {measured}) < 1 ms"),),))
+            f"HTTP - {behind:.3g} ms (a batch of {size} and a request's own call{shape}, "
+            f"{measured}) < 1 ms"),),))
     unbatched_line = (f"unbatched one replica answers {unbatched:.0f} rps (1000 / ({http_ms:g} "
-                      f"ms HTTP + {call_ms[1]:.3g} ms per call, {measured}))")
+                      f"ms HTTP + {own:.3g} ms per call{shape}, {measured}))")
     if wanted <= unbatched:
         needed = (f"on, holding no request: {unbatched_line}, at least {rate_rps:g} rps x "
                   f"{THROUGHPUT_HEADROOM:g} headroom, so no request waits for a batch to "
@@ -158,20 +182,26 @@ def choose_batching(*, rate_rps: float, p99_ms: float, call_ms: dict[int, float]
         needed = (f"on, holding no request: {unbatched_line}, under {rate_rps:g} rps x "
                   f"{THROUGHPUT_HEADROOM:g} headroom; requests that queue behind a running "
                   "call go together")
-    capacity = 1000.0 * size / (size * http_ms + call_ms[size])
+    together = max(1, math.floor(size / per))  # requests in one batch
+    capacity = 1000.0 * together / (together * http_ms + call_cost(call_ms, together * per))
+    own_line = ("its own full batch: p99 {p:g} - {h:g} ms HTTP - 2 x {c:.3g} ms (a batch's "
+                "call)" if per == 1 else
+                "a full batch and then its own call{shape}: p99 {p:g} - {h:g} ms HTTP - "
+                "{b:.3g} ms").format(p=p99_ms, h=http_ms, c=call_ms[size], b=behind,
+                                     shape=shape)
     reasons = [
         ("serving.batching.enabled", True, needed),
         ("serving.batching.max_batch_size", size, (
             f"the largest batch whose call ({call_ms[size]:.3g} ms, {measured}) fits a "
             f"quarter of the p99 budget (p99 {p99_ms:g} - {http_ms:g} ms HTTP)")),
         ("serving.batching.max_latency_ms", latency, (
-            f"shed a request only when it can no longer be answered within p99 behind its "
-            f"own full batch: p99 {p99_ms:g} - {http_ms:g} ms HTTP - 2 x {call_ms[size]:.3g} ms"
-            " (a batch's call)"))]
+            f"shed a request only when it can no longer be answered within p99 behind "
+            f"{own_line}"))]
     if capacity < wanted:
         reasons.append(("serving.batching.capacity_rps", round(capacity), (
-            f"one replica answers about {capacity:.0f} rps with batches of {size}: less than "
-            f"{rate_rps:g} rps x {THROUGHPUT_HEADROOM:g} headroom; add replicas or CPU")))
+            f"one replica answers about {capacity:.0f} rps with batches of {size}"
+            f"{' rows' if shape else ''}{shape}: less than {rate_rps:g} rps x {THROUGHPUT_HEADROOM:g} headroom; add "
+            "replicas or CPU")))
     return BatchingChoice(True, size, latency, tuple(reasons))
 
 

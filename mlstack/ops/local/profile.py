@@ -8,7 +8,9 @@ background load hits every size alike). From those costs, the spec's throughput 
 (mlstack.frontend.ir.derive.choose_batching): the service's batcher never holds a request,
 so batching stays on while the p99 budget has room for it (the reasons say whether the
 throughput needs batches or they only form under bursts): the largest batch whose call fits a
-quarter of the p99 budget, and a max_latency_ms with headroom over that call. The result, the measurements
+quarter of the p99 budget, and a max_latency_ms with headroom over that call. A ranking model
+served by /rank scores a request's candidates in one call, so it is derived for the p90 of the
+candidates per request (the label source's groups: candidate_counts). The result, the measurements
 and the reasons go to the version's folder (contract.SERVING_PROFILE_FILE), which the service
 reads at start; `mlstack status` and `mlstack plan --explain` show them. A spec that fixes its
 batching keeps it (the profile is still measured and shown).
@@ -17,6 +19,7 @@ batching keeps it (the profile is still measured and shown).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -24,7 +27,7 @@ from pathlib import Path
 from mlstack.codegen.contract import ENV_MODEL_TAG, SERVICE_MODULE, SERVING_PROFILE_FILE
 from mlstack.diagnostics.errors import JournalError, StageError
 from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
-from mlstack.frontend.ir.derive import BATCH_SIZES, choose_batching
+from mlstack.frontend.ir.derive import BATCH_SIZES, call_cost, choose_batching
 from mlstack.ops.paths import ProjectPaths
 
 PROFILE_SIZES = (1, *BATCH_SIZES)
@@ -143,6 +146,24 @@ def stale_views(package: str, keys: list[dict]) -> str:
 
 # -- the deploy side -------------------------------------------------------------------------
 
+def candidate_counts(sizes: list[int]) -> dict | None:
+    """Candidates per /rank request from the groups' sizes: median, p90 (nearest rank),
+    largest and the groups counted; None without a group."""
+    if not sizes:
+        return None
+    ordered = sorted(int(n) for n in sizes)
+    return {"median": float(statistics.median(ordered)),
+            "p90": ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)],
+            "max": ordered[-1], "groups": len(ordered)}
+
+
+def rows_per_request(measured: dict) -> float:
+    """The rows one request scores, as batching is derived for: the p90 of a ranking model's
+    candidates per /rank request, else 1 (/predict's one row)."""
+    candidates = measured.get("candidates_per_request") or {}
+    return float(candidates.get("p90") or 1)
+
+
 def profile_path(code_dir: Path) -> Path:
     return Path(code_dir) / SERVING_PROFILE_FILE
 
@@ -150,10 +171,11 @@ def profile_path(code_dir: Path) -> Path:
 def derive_profile(system, measured: dict, rate_rps: float) -> dict:
     """The serving profile of a version: batching from the measured costs (unless the spec
     fixes it), with the measurements and the reasons."""
-    cost = {int(n): float(ms) for n, ms in measured["call_ms"].items()}
+    cost = _costs({"measured": measured})
     p99 = system.slos.p99_ms or 100.0
     choice = choose_batching(rate_rps=rate_rps, p99_ms=p99, call_ms=cost,
-                             measured="measured in process")
+                             measured="measured in process",
+                             rows_per_request=rows_per_request(measured))
     compiled = system.serving.batching
     if compiled.derived:
         batching = {"enabled": choice.enabled, "max_batch_size": choice.max_batch_size,
@@ -239,7 +261,18 @@ def explain_lines(profile: dict, version: str) -> list[str]:
     lines.append("  cost of one call (ms, median, in process): " + ", ".join(
         f"{n} row{'' if n == '1' else 's'} {float(ms):.2f}"
         for n, ms in sorted(cost.items(), key=lambda i: int(i[0]))))
+    candidates = profile["measured"].get("candidates_per_request")
+    if candidates:  # a /rank request's cost is a call of its candidates' rows
+        lines.append(
+            f"  candidates per /rank request (the label source's {candidates['groups']} "
+            f"groups): median {candidates['median']:g}, p90 {candidates['p90']}, largest "
+            f"{candidates['max']}; batching is derived for the p90, one call of "
+            f"{candidates['p90']} rows {call_cost(_costs(profile), candidates['p90']):.2f} ms")
     return lines
+
+
+def _costs(profile: dict) -> dict[int, float]:
+    return {int(n): float(ms) for n, ms in profile["measured"]["call_ms"].items()}
 
 
 def deployed_profile(spec: Path | str) -> tuple[str, dict] | None:

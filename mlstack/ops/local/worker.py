@@ -308,7 +308,26 @@ def _profile(package: str, tag: str) -> dict:
     from mlstack.ops.local.profile import PROFILE_KEYS, measure
 
     keys = _sample_keys(package, PROFILE_KEYS, seed=3)
-    return measure(package, tag, keys=keys)
+    measured = measure(package, tag, keys=keys)
+    candidates = _candidates_per_request(package)
+    if candidates is not None:
+        measured["candidates_per_request"] = candidates
+    return measured
+
+
+def _candidates_per_request(package: str) -> dict | None:
+    """A ranking model served by /rank (its group key is a request key): how many candidates
+    a request carries, as the label source's groups hold them (median, p90, largest, the
+    groups counted); None for any other model (one row per /predict request)."""
+    from mlstack.ops.local.profile import candidate_counts
+
+    features = importlib.import_module(f"{package}.features")
+    group = getattr(features, "GROUP_BY", None)
+    if getattr(features, "TASK", None) != "ranking" or group not in features.REQUEST_KEYS:
+        return None
+    _, labels = _source(package, features.LABEL_SOURCE)
+    rows = labels.drop_duplicates(list(dict.fromkeys([group, *features.REQUEST_KEYS])))
+    return candidate_counts(rows.groupby(group).size().tolist())
 
 
 def _profile_after_training(package: str, tag: str) -> dict:
