@@ -227,6 +227,7 @@ CHANGES = {
     "Target.region": ("local", ("target", "region"), "us-east-1"),
     "Target.namespace": ("cluster", ("target", "namespace"), "ml-prod"),
     "Target.online_store": ("cluster", ("target", "online_store"), "redis"),
+    "Target.orchestrator": ("cluster", ("target", "orchestrator"), "kubeflow"),
     "Compute.address": ("ray", ("target", "compute", "address"), "ray://ray-head:10001"),
     "Compute.workers": ("ray", ("target", "compute", "workers"), 3),
     "ComputeWorker.cpu": ("ray", ("target", "compute", "worker", "cpu"), 2),

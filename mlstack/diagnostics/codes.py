@@ -77,6 +77,7 @@ CODES: dict[str, str] = {
     "MLS506": "Region required",
     "MLS507": "Resources larger than any node",
     "MLS508": "Compute worker too small",
+    "MLS509": "Orchestrator not available on this target",
     # user code (MLS6xx)
     "MLS601": "Invalid code reference",
     "MLS602": "User code path leaves the project folder",
@@ -227,6 +228,8 @@ EXPLANATIONS: dict[str, str] = {
     "MLS508": "A worker node of target.compute has less memory than a Ray worker needs before "
               "its task holds any data (a Ray worker that imported pandas, pyarrow and xgboost "
               "takes about 440 MiB here): give each worker at least 1024Mi.",
+    "MLS509": "The orchestrator cannot run on this target: Kubeflow Pipelines runs each step "
+              "as a pod on Kubernetes, so it needs the kubernetes target (docs/orchestrators.md).",
     "MLS601": "`model.estimator` and a transform's `python` name a function of the project's "
               "own code as `file.py:function`: a path, a colon and a Python identifier.",
     "MLS602": "A user code file is named relative to the spec's folder and must stay inside "

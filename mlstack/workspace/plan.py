@@ -314,7 +314,9 @@ def _service(s: SystemIR) -> dict:
 
 def _pipelines(s: SystemIR) -> dict:
     t = s.training
-    return {"schedule": t.schedule, "on_new_model": t.on_new_model, "retries": t.retries,
+    # the orchestrator runs the same tasks on the same data: another one redeploys them,
+    # it retrains nothing
+    return {"orchestrator": s.target.orchestrator, "schedule": t.schedule, "on_new_model": t.on_new_model, "retries": t.retries,
             "retry_delay_seconds": t.retry_delay_seconds, "timeout_seconds": t.timeout_seconds,
             "materialize_interval_seconds": t.materialize_interval_seconds,
             "training_resources": _dump(s.target.training)}

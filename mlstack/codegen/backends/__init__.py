@@ -20,6 +20,8 @@ REGISTRY: dict[str, str] = {
     "feast": "mlstack.codegen.backends.feast:FeastBackend",
     "bentoml": "mlstack.codegen.backends.bentoml:BentoMLBackend",
     "prefect": "mlstack.codegen.backends.prefect:PrefectBackend",
+    # target.orchestrator: kubeflow (kubernetes target)
+    "kubeflow": "mlstack.codegen.backends.kubeflow:KubeflowBackend",
     "infra": "mlstack.codegen.backends.infra:InfraBackend",  # kubernetes and aws targets
     "monitoring": "mlstack.codegen.backends.monitoring:MonitoringBackend",
 }

@@ -155,12 +155,15 @@ class PrefectBackend:
         tree = FileTree()
         common = dict(system=system, package=package_name(system))
         context = flow_context(system)
+        # the pipeline settings, shared by the Kubeflow steps when another orchestrator runs
+        tree.add(f"{common['package']}/pipeline.py", render_template(
+            "prefect/pipeline.py.j2", header=header(system), **common, **context))
+        if system.target.orchestrator != "prefect":
+            return tree
         tree.add("pipelines/flows.py", render_template(
             "prefect/flows.py.j2", header=header(system), **common, **context))
         tree.add("pipelines/monitoring.py", render_template(
             "prefect/monitoring.py.j2", header=header(system), **common, **context))
-        tree.add(f"{common['package']}/pipeline.py", render_template(
-            "prefect/pipeline.py.j2", header=header(system), **common, **context))
         tree.add("pipelines/prefect.yaml", render_template(
             "prefect/prefect.yaml.j2", header=header(system), **common,
             **deployments_context(system)))

@@ -50,6 +50,7 @@ def passes() -> list[tuple[str, CheckPass]]:
         alert_checks,
         compute_checks,
         model_checks,
+        orchestrator_checks,
         slo_checks,
         source_checks,
         target_checks,
@@ -67,6 +68,7 @@ def passes() -> list[tuple[str, CheckPass]]:
         ("check_target", target_checks.check_target),
         ("check_supported", target_checks.check_supported),
         ("check_compute", compute_checks.check_compute),
+        ("check_orchestrator", orchestrator_checks.check_orchestrator),
     ]
 
 

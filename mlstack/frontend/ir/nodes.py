@@ -7,9 +7,12 @@ Every node that came from the spec keeps its JSON pointer (`at`) so checks can l
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
+
+# What runs the pipelines (target.orchestrator).
+Orchestrator = Literal["prefect", "airflow", "kubeflow"]
 
 
 class Node(BaseModel):
@@ -367,6 +370,16 @@ class TargetNode(Node):
     replicas_max: int
     autoscale_target_rps_per_replica: float | None
     compute: ComputeNode | None = None
+    # what runs the pipelines (target.orchestrator); left out of the IR's JSON when it is the
+    # default, so a compile that does not choose one keeps its manifest's bytes
+    orchestrator: Orchestrator = "prefect"
+
+    @model_serializer(mode="wrap")
+    def _default_orchestrator_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("orchestrator") == "prefect":
+            del data["orchestrator"]
+        return data
 
 
 class SystemIR(Node):

@@ -50,6 +50,9 @@ def spec_hash(spec: SystemSpec) -> str:
         data["model"].pop("estimator", None)
     if data["target"].get("compute") is None:
         data["target"].pop("compute", None)
+    # the orchestrator added later: a spec that runs Prefect, the default, keeps its hash
+    if data["target"].get("orchestrator") == "prefect":
+        data["target"].pop("orchestrator", None)
     if data["training"].get("on_new_model") is None:
         data["training"].pop("on_new_model", None)
     for transform in data["features"]["transforms"]:
@@ -559,7 +562,8 @@ def resolve(spec: SystemSpec, smap: SourceMap, spec_file: str = "mlstack.yaml",
         quality=tuple(_gate(k, v) for k, v in sorted(slos.quality.items())),
         feature_freshness_seconds=(duration_seconds(slos.feature_freshness)
                                    if slos.feature_freshness else None))
-    target = derive_target(spec, slo, r.derive)
+    target = derive_target(spec, slo, r.derive).model_copy(
+        update={"orchestrator": spec.target.orchestrator})
     compute = resolve_compute(spec, model, sum(1 for v in views if v.online), pointer)
     if compute is not None:
         target = target.model_copy(update={"compute": compute})

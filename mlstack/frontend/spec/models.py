@@ -654,6 +654,9 @@ class Target(Strict):
                                         description="Training resources.")
     compute: Compute | None = Field(None, description="A distributed engine for the offline "
                                     "steps; none: one process.")
+    orchestrator: Literal["prefect", "airflow", "kubeflow"] = Field(
+        "prefect", description="What runs the pipelines: prefect (flows and deployments), "
+        "kubeflow (a Kubeflow Pipelines pipeline; kubernetes target), airflow (not yet).")
 
 
 class SystemSpec(Strict):

@@ -1,0 +1,37 @@
+"""target.orchestrator checks: what runs the pipelines, and where each orchestrator can run.
+
+Every choice either compiles into pipelines that run end to end, or is refused here with its
+location: Prefect everywhere; Kubeflow Pipelines on a kubernetes target (it runs on
+Kubernetes, its steps are pods); Airflow not yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from mlstack.diagnostics.diagnostic import Diagnostic
+from mlstack.frontend.checks import CheckContext
+
+WHERE = ("target", "orchestrator")
+
+
+def check_orchestrator(ctx: CheckContext) -> Iterator[Diagnostic]:
+    t = ctx.system.target
+    if t.orchestrator == "airflow":
+        yield ctx.diag("MLS901", "orchestrator airflow is not supported yet: mlstack generates "
+                       "Prefect flows, or a Kubeflow Pipelines pipeline on a kubernetes target",
+                       WHERE, "use orchestrator: prefect (the default) for now")
+    if t.orchestrator != "kubeflow":
+        return
+    if t.kind == "local":
+        yield ctx.diag("MLS509", "orchestrator kubeflow cannot run on the local target: Kubeflow "
+                       "Pipelines runs each step as a pod on a Kubernetes cluster", WHERE,
+                       "use orchestrator: prefect locally, or target kind: kubernetes")
+    elif t.kind != "kubernetes":  # gcp is refused as a target (MLS901) already
+        yield ctx.diag("MLS901", f"orchestrator kubeflow is not supported yet on the {t.kind} "
+                       "target: its stack places no workloads on the cluster", WHERE,
+                       "use target kind: kubernetes, or orchestrator: prefect")
+    if t.compute is not None:
+        yield ctx.diag("MLS901", "orchestrator kubeflow with target.compute is not supported "
+                       "yet: the pipeline's steps are pods of their own, and none joins a Ray "
+                       "cluster", WHERE, "remove target.compute, or use orchestrator: prefect")

@@ -1,0 +1,146 @@
+"""target.orchestrator: the default keeps every byte; kubeflow compiles the same task lists
+into a Kubeflow Pipelines pipeline (golden files below); lint refuses what cannot run; plan
+shows a change of orchestrator as redeploying the pipelines, nothing retrained; the graph is
+the contract's whichever orchestrator runs it.
+
+The kubeflow goldens are tests/goldens_kubeflow/<file>.golden: refresh them with
+`MLSTACK_UPDATE_GOLDENS=1 .venv/bin/pytest tests/test_orchestrator.py` and review the diff.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlstack.codegen.backends import REGISTRY, load_backend
+from mlstack.codegen.contract import MONITORING_TASKS, TRAINING_TASKS
+from mlstack.codegen.graph import system_graph
+from mlstack.frontend.analysis import analyze_spec
+from mlstack.workspace.build import compile_spec, compile_tree
+from mlstack.workspace.manifest import build_manifest
+from mlstack.workspace.plan import Consequence, plan
+from tests.conftest import BLUEPRINTS, GENERATED
+
+K8S = BLUEPRINTS / "churn-k8s"
+GOLDENS = Path(__file__).parent / "goldens_kubeflow"
+KUBEFLOW_FILES = ("pipelines/kubeflow_pipeline.py", "churn_k8s_system/kubeflow_steps.py")
+PREFECT_FILES = ("pipelines/flows.py", "pipelines/monitoring.py", "pipelines/prefect.yaml")
+
+
+def variant(tmp: Path, **target) -> Path:
+    """A copy of the churn-k8s blueprint (data included) with target keys set."""
+    project = tmp / "churn-k8s"
+    shutil.copytree(K8S, project, ignore=shutil.ignore_patterns("build", "generated"))
+    spec = project / "mlstack.yaml"
+    doc = yaml.safe_load(spec.read_text())
+    doc["target"].update(target)
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return spec
+
+
+def codes(spec: Path) -> list[tuple[str, str]]:
+    return [(d.code, d.pointer) for d in analyze_spec(spec).diagnostics]
+
+
+def test_the_default_is_prefect_and_leaves_no_trace(tmp_path):
+    """Writing `orchestrator: prefect` is the default: same spec hash, same files, and the
+    manifest of a spec that does not choose says nothing of it (the goldens keep their bytes)."""
+    said = compile_tree(variant(tmp_path / "said", orchestrator="prefect"))
+    unsaid = compile_tree(variant(tmp_path / "unsaid"))
+    assert said.system.target.orchestrator == "prefect"
+    assert said.tree.as_dict() == unsaid.tree.as_dict()
+    assert "orchestrator" not in build_manifest(said.tree, said.system).system["target"]
+    lock = json.loads((GENERATED / "churn-k8s" / "mlstack.lock.json").read_text())
+    assert lock["spec_hash"] == said.system.spec_hash
+
+
+def test_kubeflow_replaces_the_prefect_flows_and_matches_its_goldens(tmp_path):
+    compiled = compile_tree(variant(tmp_path, orchestrator="kubeflow"))
+    files = compiled.tree.as_dict()
+    assert compiled.system.target.orchestrator == "kubeflow"
+    assert not set(PREFECT_FILES) & set(files)
+    # the settings the steps share stay, and the rest of the stack is the same system's
+    assert "churn_k8s_system/pipeline.py" in files and "infra/kubernetes_stack.py" in files
+    if os.environ.get("MLSTACK_UPDATE_GOLDENS"):
+        for path in KUBEFLOW_FILES:
+            (GOLDENS / f"{Path(path).name}.golden").write_bytes(files[path])
+    for path in KUBEFLOW_FILES:
+        assert files[path] == (GOLDENS / f"{Path(path).name}.golden").read_bytes(), path
+
+
+def test_kubeflow_is_a_registered_backend_with_its_templates():
+    backend = load_backend("kubeflow")
+    assert "kubeflow" in REGISTRY
+    root = Path(__file__).parent.parent / "templates"
+    assert all((root / t).is_file() for t in backend.templates)
+
+
+def _steps(source: bytes) -> list[str]:
+    """The step names the generated steps module dispatches (its STEPS mapping's keys)."""
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, ast.AnnAssign)
+                and isinstance(n.target, ast.Name) and n.target.id == "STEPS")
+    assert isinstance(node.value, ast.Dict)
+    return [k.value for k in node.value.keys if isinstance(k, ast.Constant)]
+
+
+def test_the_steps_are_the_contracts_tasks_and_the_pipeline_runs_each(tmp_path):
+    files = compile_tree(variant(tmp_path, orchestrator="kubeflow")).tree.as_dict()
+    assert _steps(files[KUBEFLOW_FILES[1]]) == [*TRAINING_TASKS, *MONITORING_TASKS]
+    pipeline = files[KUBEFLOW_FILES[0]].decode()
+    for task in (*TRAINING_TASKS, *MONITORING_TASKS):
+        assert f'command=[*STEP, "{task}"]' in pipeline, task
+
+
+@pytest.mark.parametrize(("target", "code", "pointer"), [
+    ({"orchestrator": "kubeflow", "kind": "local"}, "MLS509", "/target/orchestrator"),
+    ({"orchestrator": "kubeflow", "kind": "aws", "region": "eu-west-1"}, "MLS901",
+     "/target/orchestrator"),
+    ({"orchestrator": "kubeflow", "compute": {"engine": "ray"}}, "MLS901",
+     "/target/orchestrator"),
+    ({"orchestrator": "airflow"}, "MLS901", "/target/orchestrator"),
+])
+def test_lint_refuses_what_an_orchestrator_cannot_run(tmp_path, target, code, pointer):
+    spec = variant(tmp_path, **target)
+    if target.get("kind") == "local":
+        doc = yaml.safe_load(spec.read_text())
+        doc["target"] = {"kind": "local", "orchestrator": "kubeflow"}
+        spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert (code, pointer) in codes(spec)
+
+
+def test_kubeflow_on_kubernetes_lints_clean(tmp_path):
+    assert [c for c in codes(variant(tmp_path, orchestrator="kubeflow"))
+            if c[1] == "/target/orchestrator"] == []
+
+
+def test_a_change_of_orchestrator_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):
+    spec = variant(tmp_path)
+    compile_spec(spec)
+    doc = yaml.safe_load(spec.read_text())
+    doc["target"]["orchestrator"] = "kubeflow"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    compiled = compile_tree(spec)
+    p = plan(compiled.system, compiled.tree, compiled.paths.out_dir)
+    assert {(r.kind, r.action, r.consequence) for r in p.resources} == {
+        ("pipelines", "update", Consequence.REDEPLOY_PIPELINES)}
+    [change] = p.resources[0].properties
+    assert (change.name, change.old, change.new) == ("orchestrator", "prefect", "kubeflow")
+    assert Consequence.RETRAIN not in p.consequences
+    by_path = {f.path: f.action for f in p.file_changes}
+    assert all(by_path[f] == "delete" for f in PREFECT_FILES)
+    assert all(by_path[f] == "create" for f in KUBEFLOW_FILES)
+
+
+def test_the_graph_is_the_contracts_whichever_orchestrator_runs_it(tmp_path):
+    prefect = compile_tree(variant(tmp_path / "a")).system
+    kubeflow = compile_tree(variant(tmp_path / "b", orchestrator="kubeflow")).system
+    assert system_graph(prefect) == system_graph(kubeflow)
+    flow = [n.label for n in system_graph(kubeflow).nodes if n.group == "flow"]
+    assert flow == list(TRAINING_TASKS)
