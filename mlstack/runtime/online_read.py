@@ -106,14 +106,16 @@ class SqliteOnlineRead:
                    config.entity_key_serialization_version)
 
     def sample_keys(self, count: int) -> list[tuple[Any, ...]]:
-        """Up to `count` key tuples the first view's table holds (by Feast's own
-        `deserialize_entity_key`), for checking this read against Feast; none when that view's
-        join keys are not all the request keys."""
+        """Up to `count` key tuples the table of the first view keyed by all the request keys
+        holds (by Feast's own `deserialize_entity_key`), for checking this read against Feast;
+        none when no view is (a ranking model's first view is often keyed by the document
+        alone, its query-document view by both)."""
         from feast.infra.key_encoding_utils import deserialize_entity_key
         from feast.type_map import feast_value_type_to_python_type
 
-        view = self.views[0]
-        if len(view.join_keys) != len(self.request_keys):
+        view = next((v for v in self.views if len(v.join_keys) == len(self.request_keys)),
+                    None)
+        if view is None:
             return []
         blobs = self._connection().execute(
             f'SELECT DISTINCT entity_key FROM "{view.table}" ORDER BY entity_key LIMIT ?',

@@ -124,3 +124,52 @@ def test_a_direct_read_that_differs_from_feast_is_not_used(feast_store, tmp_path
     access = _access(tmp_path, store, service)
     assert access.online_read_path()["path"] == "feast"
     assert access.online_rows([(1,)]).columns["main__n"].tolist() == [10]
+
+
+@pytest.fixture(scope="module")
+def ranking_store(tmp_path_factory):
+    """A ranking model's features: a document view keyed by the document alone (first in the
+    feature service) and a query-document view keyed by both."""
+    from feast import Entity, FeatureService, FeatureStore, FeatureView, Field, FileSource
+    from feast.repo_config import RepoConfig
+    from feast.types import Float64, Int64
+
+    root = tmp_path_factory.mktemp("feast_ranking")
+    pd.DataFrame({"doc": [1, 2, 3], "quality": [0.1, 0.2, 0.3],
+                  "ts": [NOW - timedelta(days=1)] * 3}).to_parquet(root / "docs.parquet")
+    pd.DataFrame({"query": [7, 7, 8], "doc": [1, 2, 3], "match": [0.9, 0.4, 0.6],
+                  "ts": [NOW - timedelta(days=1)] * 3}).to_parquet(root / "pairs.parquet")
+    doc = Entity(name="document", join_keys=["doc"])
+    query = Entity(name="query", join_keys=["query"])
+    docs = FeatureView(name="docs", entities=[doc], ttl=timedelta(days=90),
+                       schema=[Field(name="doc", dtype=Int64),
+                               Field(name="quality", dtype=Float64)],
+                       source=FileSource(path=str(root / "docs.parquet"), timestamp_field="ts"))
+    pairs = FeatureView(name="pairs", entities=[query, doc], ttl=timedelta(days=90),
+                        schema=[Field(name="query", dtype=Int64), Field(name="doc", dtype=Int64),
+                                Field(name="match", dtype=Float64)],
+                        source=FileSource(path=str(root / "pairs.parquet"),
+                                          timestamp_field="ts"))
+    service = FeatureService(name="ranker", features=[docs, pairs])
+    store = FeatureStore(config=RepoConfig(
+        project="r", provider="local", entity_key_serialization_version=3,
+        registry={"registry_type": "file", "path": str(root / "registry.db")},
+        online_store={"type": "sqlite", "path": str(root / "online.db")},
+        offline_store={"type": "file"}))
+    store.apply([doc, query, docs, pairs, service])
+    store.materialize(NOW - timedelta(days=365), NOW)
+    return store, store.get_feature_service("ranker")
+
+
+def test_keys_to_check_come_from_a_view_keyed_by_every_request_key(ranking_store):
+    """The check's keys are whole request keys: taken from the query-document view, not the
+    first view (keyed by the document alone), so a ranking service reads directly too."""
+    store, service = ranking_store
+    read = SqliteOnlineRead.prepare(store, service, ("doc", "query"))
+    assert read is not None
+    keys = read.sample_keys(10)
+    assert sorted(keys) == [(1, 7), (2, 7), (3, 8)]
+    rows = {"doc": [k[0] for k in keys], "query": [k[1] for k in keys]}
+    assert read(keys) == store.get_online_features(
+        features=service, entity_rows=rows, full_feature_names=True).to_dict(
+            include_event_timestamps=True)
