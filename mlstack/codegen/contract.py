@@ -65,7 +65,7 @@ MONITORING_HISTORY_FILE = "monitoring_history.jsonl"  # a line of live quality p
 # The mlstack.runtime API the generated code is written against: the generated package calls
 # mlstack.runtime.require(RUNTIME_API_VERSION) at import (tests/runtime checks it equals
 # mlstack.runtime.API_VERSION; the compiler itself never imports the runtime).
-RUNTIME_API_VERSION = "2.5"
+RUNTIME_API_VERSION = "2.6"
 # What each minor added, and so the oldest runtime a project can ask for: a project asks for
 # the oldest API that has everything it calls (a new minor keeps older projects' bytes).
 #   2.2  target.compute on Ray: ray_cluster, ray_training, sources.data_fingerprint,
@@ -77,7 +77,9 @@ RUNTIME_API_VERSION = "2.5"
 #        training, in training.json), serving.json_body, online_read (the direct SQLite read)
 #   2.5  every project: pushgateway.push_report (the monitoring flow's gauges to the
 #        Pushgateway ENV_PUSHGATEWAY_URL names) and monitoring_gauges
-RUNTIME_API_WITHOUT_COMPUTE = "2.5"
+#   2.6  every project: serving.shed_response (a request the batcher shed answered 503
+#        without a logged traceback)
+RUNTIME_API_WITHOUT_COMPUTE = "2.6"
 
 
 def runtime_api_version(system: SystemIR) -> str:

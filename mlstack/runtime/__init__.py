@@ -58,7 +58,7 @@ __all__ = ["API_VERSION", "require"]
 
 # The runtime's API version, MAJOR.MINOR. A new MINOR only adds (projects compiled for an
 # older minor of the same major keep working); a new MAJOR breaks compiled projects.
-API_VERSION = "2.5"
+API_VERSION = "2.6"
 
 
 def _parse(version: str) -> tuple[int, int] | None:

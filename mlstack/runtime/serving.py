@@ -39,7 +39,7 @@ import numpy as np
 
 __all__ = ["Batch", "ModelInput", "batching_settings", "candidate_rows", "check_model_columns",
            "check_rows", "dropped_rows_counter", "feature_records", "json_body", "predictions",
-           "ranked", "served", "unzip_served"]
+           "ranked", "served", "shed_response", "unzip_served"]
 
 
 def check_model_columns(tag: object, metadata: Mapping[str, Any],
@@ -279,3 +279,14 @@ def batching_settings(profile: str | Path, compiled: Mapping[str, Any]) -> dict[
         return {**compiled, "source": "compiled"}
     return {"enabled": enabled, "max_batch_size": size, "max_latency_ms": latency,
             "source": "measured"}
+
+
+def shed_response(shed: Exception) -> Any:
+    """The 503 of a request the batcher shed (queued past its budget), in the documented error
+    shape (the contract middleware adds Retry-After): returned rather than raised, so BentoML
+    does not log a traceback for each refusal while the service is overloaded."""
+    from starlette.responses import Response
+
+    from mlstack.runtime.http_contract import JSON, error_json
+
+    return Response(error_json(503, str(shed), []), status_code=503, media_type=JSON)

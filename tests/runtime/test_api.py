@@ -80,10 +80,10 @@ def test_the_compiler_targets_this_runtime_api():
 def test_every_project_asks_for_the_api_of_its_service_contract():
     from mlstack.codegen import contract
 
-    # 2.5 added what every generated monitoring flow calls (pushgateway.push_report)
-    assert contract.RUNTIME_API_WITHOUT_COMPUTE == "2.5"
+    # 2.6 added what every generated service calls (serving.shed_response)
+    assert contract.RUNTIME_API_WITHOUT_COMPUTE == "2.6"
     assert runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE)
-    assert not runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE, "2.4")
+    assert not runtime.compatible(contract.RUNTIME_API_WITHOUT_COMPUTE, "2.5")
     assert not runtime.compatible(contract.RUNTIME_API_VERSION, "2.1")
 
 
@@ -104,12 +104,12 @@ def test_a_generated_package_compiled_for_another_api_fails_at_import(tmp_path):
     """The generated package's __init__ checks the runtime before anything else runs."""
     generated = REPO / "generated" / "churn" / "churn_system" / "__init__.py"
     text = generated.read_text()
-    # the API its flows and service need (2.5), which this runtime provides
-    assert 'mlstack.runtime.require("2.5")' in text
-    assert runtime.compatible("2.5")
+    # the API its flows and service need (2.6), which this runtime provides
+    assert 'mlstack.runtime.require("2.6")' in text
+    assert runtime.compatible("2.6")
     package = tmp_path / "churn_system"
     package.mkdir()
-    (package / "__init__.py").write_text(text.replace('require("2.5")', 'require("9.0")'))
+    (package / "__init__.py").write_text(text.replace('require("2.6")', 'require("9.0")'))
     # this checkout's runtime, not an installed copy of another
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", "import churn_system"], cwd=tmp_path,

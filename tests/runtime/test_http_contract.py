@@ -39,6 +39,11 @@ async def predict(request):
     if data.get("rows") == ["shed"]:  # BentoML's answer to a ServiceUnavailable
         return JSONResponse({"error": "An unexpected error has occurred, please check the "
                              "server log."}, status_code=503)
+    if data.get("rows") == ["shed here"]:  # the generated service's own answer to a shed
+        from mlstack.runtime.batching import _overloaded
+        from mlstack.runtime.serving import shed_response
+
+        return shed_response(_overloaded(131.0))
     if data.get("rows") == ["bad"]:  # BentoML's answer to a pydantic ValidationError
         return JSONResponse({"error": "1 validation error for Rows", "detail": [
             {"type": "int_type", "loc": ["rows", 0, "customer_id"],
@@ -153,6 +158,17 @@ def test_an_overloaded_or_unready_service_is_503_with_retry_after():
     for response in (_call("POST", "/predict", json={"rows": ["shed"]}), _call("GET", "/readyz")):
         assert _error(response, 503)["detail"][0]["type"] == "overloaded"
         assert response.headers["retry-after"] == str(http_contract.RETRY_AFTER_S)
+
+
+def test_a_shed_the_service_answers_itself_keeps_its_sentence_and_gets_retry_after():
+    """The generated service returns the batcher's refusal (serving.shed_response) instead of
+    raising it, so BentoML logs no traceback per refusal under overload; the client still
+    gets the documented 503 with Retry-After, now saying why."""
+    response = _call("POST", "/predict", json={"rows": ["shed here"]})
+    body = _error(response, 503)
+    assert body["error"].startswith("overloaded: queued 131 ms, past the batching budget")
+    assert body["detail"][0]["type"] == "overloaded"
+    assert response.headers["retry-after"] == str(http_contract.RETRY_AFTER_S)
 
 
 def test_no_answer_within_the_timeout_is_504():

@@ -39,6 +39,7 @@ import os
 from typing import Any
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.registry import read_spec_hash
@@ -172,9 +173,13 @@ class ChurnK8sService:
         with a model input that is not finite."""
         # a ready response: the annotation documents the answer (/docs.json), but BentoML
         # would validate every answer against it and build its JSON schema each time
-        return Response(
-            serving.json_body(await self.scores(rows)), media_type=http_contract.JSON
-        )
+        try:
+            values = await self.scores(rows)
+        except (
+            ServiceUnavailable
+        ) as shed:  # past the batching budget: 503, no traceback logged
+            return serving.shed_response(shed)
+        return Response(serving.json_body(values), media_type=http_contract.JSON)
 
     @bentoml.api(input_spec=Rows)
     async def features(self, rows: list[Row]) -> list[dict[str, Any]]:

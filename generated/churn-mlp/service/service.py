@@ -49,6 +49,7 @@ import os
 from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.feedback import FeedbackStore
@@ -227,7 +228,12 @@ class ChurnMlpService:
         # a ready response: the annotation documents the answer (/docs.json), but BentoML
         # would validate every answer against it and build its JSON schema each time
         request_id = new_request_id()
-        values, inputs = await self.scores(rows)
+        try:
+            values, inputs = await self.scores(rows)
+        except (
+            ServiceUnavailable
+        ) as shed:  # past the batching budget: 503, no traceback logged
+            return serving.shed_response(shed)
         self.prediction_log.record(request_id, "predict", rows, values, features=inputs)
         return Response(
             serving.json_body(values),

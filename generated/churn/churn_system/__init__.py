@@ -8,4 +8,4 @@ package checks that the installed runtime provides the API the code was compiled
 
 import mlstack.runtime
 
-mlstack.runtime.require("2.5")
+mlstack.runtime.require("2.6")

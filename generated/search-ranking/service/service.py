@@ -56,6 +56,7 @@ import os
 from typing import Annotated, Any
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 from mlstack.runtime import http_contract, scoring, serving
 from mlstack.runtime.batching import Batcher
 from mlstack.runtime.feedback import FeedbackStore
@@ -296,7 +297,12 @@ class SearchRankingService:
         # a ready response: the annotation documents the answer (/docs.json), but BentoML
         # would validate every answer against it and build its JSON schema each time
         request_id = new_request_id()
-        values, inputs = await self.scores(rows)
+        try:
+            values, inputs = await self.scores(rows)
+        except (
+            ServiceUnavailable
+        ) as shed:  # past the batching budget: 503, no traceback logged
+            return serving.shed_response(shed)
         self.prediction_log.record(request_id, "predict", rows, values, features=inputs)
         return Response(
             serving.json_body(values),
@@ -320,7 +326,12 @@ class SearchRankingService:
             ("doc_id",),
         )
         request_id = new_request_id()
-        values, inputs = await self.scores(rows)
+        try:
+            values, inputs = await self.scores(rows)
+        except (
+            ServiceUnavailable
+        ) as shed:  # past the batching budget: 503, no traceback logged
+            return serving.shed_response(shed)
         self.prediction_log.record(request_id, "rank", rows, values, features=inputs)
         answer = Ranking.model_validate(
             {"query_id": query_id, "ranked": serving.ranked(keys, values, top_k)}
