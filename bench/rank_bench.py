@@ -63,6 +63,7 @@ from bench.common import (
 )
 from bench.loadgen import closed_loop, open_loop, warm_up
 from bench.s3_serving import EXPERT, EXPERT_WORKERS, _start, tree_cpu_seconds, version_dir
+from bench.workers.inprocess import _summary, _timings
 from bench.workspace import Deployment, service_target
 
 PROJECT = "search-ranking"
@@ -137,23 +138,6 @@ def inprocess(dep: Deployment, workdir: Path, rows: list[dict], calls: int,
                          for n, runs in by_n.items()}
     return {"calls_per_round": calls, "rounds": rounds, "figures": figures,
             "agree": data["agree"], "runtime": data["runtime"], "what_if": data["what_if"]}
-
-
-def _timings(call, batches, calls: int) -> list[float]:
-    out = []
-    for i in range(calls):
-        batch = batches[i % len(batches)]
-        began = time.perf_counter()
-        call(batch)
-        out.append((time.perf_counter() - began) * 1000)
-    return out
-
-
-def _summary(values: list[float]) -> dict:
-    from bench.common import percentile
-
-    return {"p50_ms": percentile(values, 50), "p99_ms": percentile(values, 99),
-            "mean_ms": sum(values) / len(values)}
 
 
 def _inprocess_main(rows_file: Path, calls: int, rounds: int) -> None:

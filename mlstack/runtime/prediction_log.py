@@ -241,18 +241,6 @@ def _feature_mapping(features: Any, names: Sequence[str] | None) -> Mapping[str,
     return dict(zip(names, values, strict=True))
 
 
-def _flat_rows(item: tuple[Any, ...], feature_names: Sequence[str] | None = None
-               ) -> list[dict[str, Any]]:
-    """One request's queue item -> one dict per request row, its model input under
-    `feature.<name>` (raises on a malformed one)."""
-    flat, features = _split_rows(item)
-    for record, served in zip(flat, features, strict=True):
-        if served is not None:
-            for name, value in _feature_mapping(served, feature_names).items():
-                record[f"feature.{name}"] = value
-    return flat
-
-
 def _split_rows(item: tuple[Any, ...]) -> tuple[list[dict[str, Any]], list[Any]]:
     """One request's queue item -> (one dict per request row without its model input, each
     row's model input as given: None, a mapping or a sequence); raises on a malformed one."""
