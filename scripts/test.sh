@@ -91,4 +91,9 @@ fi
 
 # the model frameworks too, so their tests run rather than skip
 mlstack_venv ".[runtime,test,xgboost,lightgbm,pytorch,ray]"
-exec .venv/bin/python -m pytest "$@"
+# Two workers (pytest-xdist) share the suite by tests/xdist_plan.py: a file stays on one
+# worker, the Ray files share one, the longest start first. The engine tests mostly wait on
+# schedules, alert rules and rollouts, so two cores finish well under the serial time.
+# MLSTACK_TEST_WORKERS=0 runs it serially.
+workers="${MLSTACK_TEST_WORKERS:-2}"
+exec .venv/bin/python -m pytest -n "$workers" --dist loadfile "$@"

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 # a skip fails the run unless tests/skip_allowlist.toml allows it, with a reason
-pytest_plugins = ["tests.skip_policy"]
+# the test command's two workers share the suite by tests/xdist_plan.py
+pytest_plugins = ["tests.skip_policy", "tests.xdist_plan"]
 
 for _key, _value in {"DO_NOT_TRACK": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                      "BENTOML_DO_NOT_TRACK": "true", "FEAST_USAGE": "False",
@@ -23,6 +24,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     (tests/test_types.py): its minute of CPU overlaps the engine tests' waiting."""
     from tests.test_types import MYPY_TEST, start_mypy
 
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # every worker collects every test: the one that runs it starts it then
     if any(item.nodeid == MYPY_TEST for item in session.items):
         start_mypy()
 

@@ -7,11 +7,13 @@ node id pattern, `*` matching anything) and/or `reason` (a pattern of the skip's
 says `why` for the reader. At the end of the run the allowed skips are listed with their `why`,
 and the run fails on:
 - a skip that no entry allows, named with its reason;
-- after a run of the whole suite (no paths, -k, -m, deselection or early stop), an entry that
-  allowed no skip: it is stale. An entry marked `depends_on_machine` (a GPU test skips where
+- after a run of the whole suite (no paths, -k, -m other than the ini's own addopts, no
+  --deselect, --lf or --sw, no early stop), an entry that allowed no skip: it is stale. An entry marked `depends_on_machine` (a GPU test skips where
   there is none and runs where there is one) is stale only when its `test` names no test.
 
-Loaded by tests/conftest.py; the allowlist's path is the `skip_allowlist` ini option.
+Loaded by tests/conftest.py; the allowlist's path is the `skip_allowlist` ini option. Under
+pytest-xdist it judges on the controller, which receives every worker's reports; the workers'
+copies stay idle.
 """
 
 from __future__ import annotations
@@ -86,13 +88,9 @@ class SkipPolicy:
         self.entries = load_allowlist(path)
         self.skips: list[tuple[str, str]] = []  # (node id, reason)
         self.nodeids: set[str] = set()  # every test collected, and every collector skipped
-        self.deselected = 0
         self.allowed: list[tuple[str, str, AllowedSkip]] = []
         self.refused: list[tuple[str, str]] = []
         self.stale: list[AllowedSkip] = []
-
-    def pytest_deselected(self, items) -> None:
-        self.deselected += len(items)
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.skipped:  # a module-level skip or importorskip
@@ -100,20 +98,25 @@ class SkipPolicy:
             self.skips.append((report.nodeid, skip_reason(report)))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.nodeids.add(report.nodeid)  # under xdist the controller collects nothing itself
         if report.skipped and not hasattr(report, "wasxfail"):
             self.skips.append((report.nodeid, skip_reason(report)))
 
     def whole_suite_ran(self, session: pytest.Session) -> bool:
         """Stale entries are judged only after a run of every test: a run narrowed by paths,
-        -k, -m, deselection or an early stop would find false ones."""
+        -k, -m, deselection or an early stop would find false ones. The ini's own -m (`not
+        bench`: the bench's tests are not the suite's) narrows nothing."""
         config = self.config
         source = config.args_source
         no_paths = (source is pytest.Config.ArgsSource.TESTPATHS
                     or (source is pytest.Config.ArgsSource.INVOCATION_DIR
                         and config.invocation_params.dir == config.rootpath))
-        return (no_paths and not config.option.keyword and not config.option.markexpr
+        return (no_paths and not config.option.keyword
+                and config.option.markexpr in ("", ini_markexpr(config))
                 and not config.option.collectonly and not config.option.ignore
-                and not config.option.ignore_glob and not self.deselected
+                and not config.option.ignore_glob and not config.option.deselect
+                and not getattr(config.option, "lf", False)
+                and not getattr(config.option, "stepwise", False)
                 and not session.shouldstop and not session.shouldfail)
 
     @pytest.hookimpl(trylast=True)
@@ -163,6 +166,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                   "relative to the rootdir", default=DEFAULT_ALLOWLIST)
 
 
+def ini_markexpr(config: pytest.Config) -> str:
+    """The -m of the ini file's addopts ('not bench' here): the suite's own selection, so a run
+    under it is still a run of the whole suite."""
+    args = config.getini("addopts")
+    for i, arg in enumerate(args):
+        if arg == "-m" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("-m") and len(arg) > 2:
+            return arg[2:]
+    return ""
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller sees every report, and judges the run
     path = config.rootpath / config.getini("skip_allowlist")
     config.pluginmanager.register(SkipPolicy(config, path), "skip_policy_state")

@@ -118,3 +118,40 @@ def test_this_suite_runs_under_the_policy_and_its_allowlist_names_real_tests(req
     assert entries
     for entry in entries:
         assert entry.test is None or (REPO / entry.test.split("::")[0]).is_file(), entry
+
+
+def test_the_ini_own_marker_selection_is_still_the_whole_suite(pytester):
+    """The suite's ini deselects the bench with `-m 'not bench'` in addopts: a run under it is
+    a run of the whole suite, so a stale entry fails it (a -m given beside it narrows)."""
+    pytester.makeini("[pytest]\ntestpaths = tests\nskip_allowlist = allow.toml\n"
+                     "addopts = -m 'not bench'\nmarkers =\n    bench: the bench's\n")
+    (pytester.path / "allow.toml").write_text(ALLOW_CUDA + ALLOW_WIDGET + STALE)
+    (pytester.path / "tests").mkdir()
+    (pytester.path / "tests" / "test_widgets.py").write_text(
+        WIDGETS + "\n@pytest.mark.bench\ndef test_timed():\n    pass\n")
+    whole = pytester.runpytest("-p", "tests.skip_policy")
+    whole.assert_outcomes(passed=1, skipped=2, deselected=1)
+    assert whole.ret == pytest.ExitCode.TESTS_FAILED
+    whole.stdout.fnmatch_lines(["STALE ALLOWLIST ENTRY: test='tests/test_widgets.py::test_gone'*"])
+    narrowed = pytester.runpytest("-p", "tests.skip_policy", "-m", "not slow")
+    assert narrowed.ret == pytest.ExitCode.OK
+    narrowed.stdout.no_fnmatch_line("*STALE*")
+
+
+def test_under_xdist_the_controller_judges_every_workers_skips(pytester):
+    """The test command runs two workers (scripts/test.sh): refused, allowed and stale skips
+    are judged on the controller from the workers' reports, as in a serial run."""
+    clean = run(pytester, ALLOW_CUDA + ALLOW_WIDGET, "-n", "2", "-p", "xdist")
+    clean.assert_outcomes(passed=1, skipped=2)
+    assert clean.ret == pytest.ExitCode.OK
+    stale = run(pytester, ALLOW_CUDA + ALLOW_WIDGET + STALE, "-n", "2", "-p", "xdist")
+    assert stale.ret == pytest.ExitCode.TESTS_FAILED
+    stale.stdout.fnmatch_lines(["STALE ALLOWLIST ENTRY: test='tests/test_widgets.py::test_gone'*"])
+    files = {"test_widgets.py": WIDGETS,
+             "test_frames.py": "import pytest\n\npytest.importorskip('no_such_frame_lib')\n"}
+    refused = run(pytester, ALLOW_CUDA, "-n", "2", "-p", "xdist", files=files)
+    assert refused.ret == pytest.ExitCode.TESTS_FAILED
+    for line in ("allowed skip: tests/test_widgets.py::test_on_cuda: no CUDA device",
+                 "SKIP NOT ALLOWED: tests/test_widgets.py::test_needs_a_widget: no widget here",
+                 "SKIP NOT ALLOWED: tests/test_frames.py: could not import 'no_such_frame_lib'*"):
+        refused.stdout.fnmatch_lines([line])  # in the order the workers' reports came

@@ -1,0 +1,79 @@
+"""How the test command shares the suite between its two pytest-xdist workers (scripts/test.sh
+runs `pytest -n 2 --dist loadfile`).
+
+The engine tests spend most of their time waiting (a schedule's next slot, an alert rule's
+`for: 2m`, a canary's steps), so two workers on two cores finish the suite in well under the
+serial time. Three rules keep that safe and short:
+
+- a file is one unit, as with --dist loadfile: a module's fixtures (one deploy shared by its
+  tests) are set up once, on one worker;
+- the files that start Ray clusters are one unit (RAY_UNIT): Ray's workers take memory and
+  CPU by the core, and two clusters at once on two cores would starve each other;
+- the longest units go first (LONGEST, seconds measured in a serial run): a long module
+  started last would run alone at the end while the other worker idles.
+
+Without xdist (a developer's `pytest tests/test_x.py`) none of this applies.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+RAY_UNIT = "ray"
+RAY_FILES = frozenset({
+    "tests/engine/test_deploy_ray.py",
+    "tests/engine/test_ray_cluster.py",
+    "tests/engine/test_ray_out_of_core.py",
+    "tests/runtime/test_ray_compute.py",
+})
+# seconds of each unit in a serial run of the suite (2026-12-07, 2 cores): an estimate for the
+# order only; a unit not named here goes after these, in collection order
+LONGEST = {
+    "tests/engine/test_schedules.py": 740,
+    "tests/engine/test_deploy_local.py": 535,
+    RAY_UNIT: 365,
+    "tests/engine/test_chaos.py": 220,
+    "tests/engine/test_deploy_user_code.py": 160,
+    "tests/engine/test_api_contract.py": 130,
+    "tests/engine/test_deploy_cluster.py": 100,
+    "tests/engine/test_deploy_ranking.py": 86,
+    "tests/engine/test_serving_recovery.py": 82,
+    "tests/test_keeper.py": 65,
+    "tests/engine/test_infra_aws.py": 48,
+    "tests/test_supervisor_failures.py": 42,
+    "tests/test_alerting.py": 42,
+    "tests/test_feed.py": 40,
+}
+
+
+def unit_of(nodeid: str) -> str:
+    """The unit a test runs in: its file, or RAY_UNIT for the files that start Ray."""
+    path = nodeid.split("::", 1)[0]
+    return RAY_UNIT if path in RAY_FILES else path
+
+
+def longest_first(units) -> str:
+    """The unit to hand out next: the longest by LONGEST, else the first waiting."""
+    return max(units, key=lambda unit: LONGEST.get(unit, 0))
+
+
+def make_scheduler(config: pytest.Config, log):
+    from xdist.scheduler import LoadFileScheduling
+
+    class SuiteScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+        def _assign_work_unit(self, node) -> None:
+            self.workqueue.move_to_end(longest_first(self.workqueue), last=False)
+            super()._assign_work_unit(node)
+
+    return SuiteScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist defines the hook; without it, nothing asks
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """--dist loadfile gets the suite's scheduler; any other --dist keeps xdist's own."""
+    if config.getvalue("dist") == "loadfile":
+        return make_scheduler(config, log)
+    return None
