@@ -91,8 +91,10 @@ class SkipPolicy:
         self.allowed: list[tuple[str, str, AllowedSkip]] = []
         self.refused: list[tuple[str, str]] = []
         self.stale: list[AllowedSkip] = []
+        self.collect_failed = False  # a file that did not import: not a run of the suite
 
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
+        self.collect_failed = self.collect_failed or report.failed
         if report.skipped:  # a module-level skip or importorskip
             self.nodeids.add(report.nodeid)
             self.skips.append((report.nodeid, skip_reason(report)))
@@ -111,7 +113,8 @@ class SkipPolicy:
         no_paths = (source is pytest.Config.ArgsSource.TESTPATHS
                     or (source is pytest.Config.ArgsSource.INVOCATION_DIR
                         and config.invocation_params.dir == config.rootpath))
-        return (no_paths and not config.option.keyword
+        return (no_paths and self.nodeids and not self.collect_failed
+                and not config.option.keyword
                 and config.option.markexpr in ("", ini_markexpr(config))
                 and not config.option.collectonly and not config.option.ignore
                 and not config.option.ignore_glob and not config.option.deselect

@@ -155,3 +155,16 @@ def test_under_xdist_the_controller_judges_every_workers_skips(pytester):
                  "SKIP NOT ALLOWED: tests/test_widgets.py::test_needs_a_widget: no widget here",
                  "SKIP NOT ALLOWED: tests/test_frames.py: could not import 'no_such_frame_lib'*"):
         refused.stdout.fnmatch_lines([line])  # in the order the workers' reports came
+
+
+def test_a_run_that_did_not_collect_judges_no_entry_stale(pytester):
+    """xdist workers that collected different tests (ids drawn at random) run nothing: no run
+    of the whole suite, so no entry is judged stale for want of its skip."""
+    drawn = ("import random\nimport pytest\n\n"
+             "@pytest.mark.parametrize('x', [random.random()])\ndef test_drawn(x):\n    pass\n")
+    files = {"test_widgets.py": WIDGETS, "test_drawn.py": drawn}
+    result = run(pytester, ALLOW_CUDA + ALLOW_WIDGET + STALE, "-n", "2", "-p", "xdist",
+                 files=files)
+    result.stdout.fnmatch_lines(["*Different tests were collected between gw*"])
+    assert result.ret != pytest.ExitCode.OK
+    result.stdout.no_fnmatch_line("*STALE*")

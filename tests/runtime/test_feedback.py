@@ -114,7 +114,8 @@ def test_an_id_past_its_grace_or_from_the_future_must_be_logged(tmp_path, logged
 
 
 @pytest.mark.parametrize("request_id", [None, 12, "", "x" * 32, new_request_id().upper(),
-                                        new_request_id()[:-1], {"id": 1}])
+                                        new_request_id()[:-1], {"id": 1}],
+                         ids=["none", "int", "empty", "xs", "upper", "short", "object"])
 def test_an_id_that_is_not_ours_is_invalid(tmp_path, logged, request_id):
     result = FeedbackStore(tmp_path).record(request_id, 1)
     assert (result.status, result.http_status) == ("invalid", 422)

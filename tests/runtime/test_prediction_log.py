@@ -326,7 +326,9 @@ def test_request_ids_are_unique_time_ordered_uuid7s():
     "0" * 12 + "7" + "0" * 3 + "8" + "0" * 15,  # 1970
     f"{(int(time.time()) + 10 * 86400) * 1000:012x}7000800000000000000",  # 10 days ahead
     new_request_id()[:16] + "c" + new_request_id()[17:],  # wrong variant
-])
+], ids=["none", "int", "bytes", "empty", "words", "uuid4", "dashed", "upper", "short", "long",
+        "1970", "ahead", "variant"])  # the values are drawn at collection: the ids are fixed,
+# so every xdist worker collects the same tests
 def test_request_time_rejects_what_is_not_one_of_ours(garbage):
     assert request_time(garbage) is None
 
