@@ -14,7 +14,7 @@ import yaml
 
 from mlstack.cli.living_output import render_experiment
 from mlstack.frontend.analysis import analyze_spec
-from mlstack.frontend.ir.nodes import AbNode
+from mlstack.frontend.ir.nodes import AbNode, FeedbackGuardNode
 from mlstack.frontend.loader import load_spec_file
 from mlstack.ops.local import experiment
 from mlstack.ops.local.services import router_config
@@ -276,3 +276,101 @@ def test_a_shadow_p99_from_too_few_answers_is_not_judged(tmp_path):
     verdicts = dict((rule, ok) for rule, ok, _ in shadow_verdicts(_shadow_rollout(tmp_path),
                                                                   stats))
     assert verdicts["p99 > 50 ms aborts"] is None
+
+
+# -- a canary held on feedback (rollout.feedback) ----------------------------------------------
+
+GUARD = FeedbackGuardNode(weight=25, metric="conversion", higher_is_better=True, baseline=0.3,
+                          minimum_lift=0.3, tau=0.09, alpha=0.05, min_samples=100,
+                          max_samples=300, max_duration_seconds=86400)
+
+
+def _hold(project) -> DeploymentState:
+    state = _state(project)
+    experiment.hold_canary(state, project, system="churn", control="v1", candidate="v2",
+                           guard=GUARD)
+    return state
+
+
+def test_a_held_canary_keeps_its_share_drawn_at_random_and_is_recorded_as_a_guard(project):
+    _hold(project)
+    table = json.loads(router_config(project).read_text())
+    assert {b["version"]: b["weight"] for b in table["backends"]} == {"v1": 75, "v2": 25}
+    assert "sticky" not in table  # a canary's requests are not assigned by key
+    saved = DeploymentState.load(project.deployments_file)
+    trial = saved.experiment
+    assert (trial["kind"], trial["status"], trial["split"], trial["key"]) == (
+        "canary", "running", 25, None)
+    assert saved.history[-1]["event"] == "experiment-started"
+    assert saved.history[-1]["kind"] == "canary"
+
+
+def test_a_canary_that_converts_worse_is_rolled_back_by_the_keepers_look(project):
+    state = _hold(project)
+    _serve_and_feed(project, {"v1": 0.5, "v2": 0.2}, per_arm=250)
+    done = experiment.advance(project, state)
+    assert done and done[0].startswith("kept v1 by the canary's feedback readout (abort")
+    saved = DeploymentState.load(project.deployments_file)
+    assert (saved.current, saved.routes) == ("v1", {"v1": 100})
+    assert saved.get("v2").status == VersionStatus.ROLLED_BACK
+
+
+def test_a_canary_with_no_harm_found_is_promoted_when_its_budget_ends(project):
+    state = _hold(project)
+    _serve_and_feed(project, {"v1": 0.3, "v2": 0.3}, per_arm=300)  # max_samples: undecided
+    done = experiment.advance(project, state)
+    assert done and done[0].startswith("promoted v2 by the canary's feedback readout "
+                                       "(no harm found: max_samples 300 reached"), done
+    saved = DeploymentState.load(project.deployments_file)
+    assert (saved.current, saved.previous, saved.routes) == ("v2", "v1", {"v2": 100})
+    assert saved.experiment["outcome"] == "promote"
+
+
+def test_a_canary_with_too_little_feedback_by_its_deadline_is_rolled_back(project):
+    state = _hold(project)
+    _serve_and_feed(project, {"v1": 0.3, "v2": 0.3}, per_arm=30)
+    assert experiment.advance(project, state) == []  # waiting for samples
+    late = state.experiment["started_at"] + GUARD.max_duration_seconds + 1
+    done = experiment.advance(project, state, now=late)
+    assert done and "too little feedback: max_duration 86400s reached with v1 30, v2 30 " \
+        "outcomes, fewer than min_samples 100; keeping v1" in done[0], done
+    assert DeploymentState.load(project.deployments_file).current == "v1"
+
+
+def test_status_names_a_guard_and_its_share_of_the_requests():
+    trial = {"name": "churn-v2-canary", "kind": "canary", "status": "running",
+             "candidate": "v2", "split": 25, "key": None, "started_at": 1000.0}
+    assert render_experiment(trial, now=1030.0)[0] == (
+        "  canary feedback guard churn-v2-canary: running, v2 on 25% of the requests, "
+        "started 30 s ago")
+
+
+def test_a_canary_guard_lints_clean_and_plan_says_where_it_holds(tmp_path):
+    system, errors = _lint({"strategy": "canary", "steps": [5, 25, 100],
+                            "feedback": {"baseline": 0.1, "max_duration": "2h"}}, tmp_path)
+    assert errors == []
+    guard = system.serving.rollout.feedback
+    assert (guard.weight, guard.tau, guard.max_duration_seconds) == (
+        25, pytest.approx(0.01), 7200)
+    assert rollout_phrase(system.serving.rollout) == (
+        "roll it out in canary steps 5% -> 25% -> 100%, held at 25% until the keeper's test "
+        "of the conversion feedback decides (local target only)")
+
+
+@pytest.mark.parametrize(("rollout", "top", "message"), [
+    ({"strategy": "ab", "ab": {"baseline": 0.1}, "feedback": {"baseline": 0.1}}, {},
+     "rollout.feedback judges a canary, and the strategy is ab"),
+    ({"strategy": "canary", "steps": [100], "feedback": {"baseline": 0.1}}, {},
+     "rollout.feedback holds the canary's last step below 100%, and the steps have none"),
+    ({"strategy": "canary", "steps": [10, 100], "feedback": {"baseline": 2}}, {},
+     "a conversion rate's baseline is below 1"),
+    ({"strategy": "canary", "steps": [10, 100], "feedback": {"baseline": 0.1}},
+     {"monitoring": {**CHURN["monitoring"], "prediction_log": {"enabled": False}}},
+     "a canary's feedback guard reads its outcomes from the prediction log"),
+    ({"strategy": "canary", "steps": [10, 100], "feedback": {"baseline": 0.1}},
+     {"target": {"kind": "kubernetes"}},
+     "rollout.feedback is not supported yet on the kubernetes target"),
+])
+def test_lint_refuses_a_guard_that_cannot_work(rollout, top, message, tmp_path):
+    _, errors = _lint(rollout, tmp_path, **top)
+    assert any(message in text for _, text in errors), errors

@@ -183,6 +183,15 @@ CHANGES = {
                            ("split", 10), ("key", "customer_id"), ("alpha", 0.01),
                            ("minimum_lift", 0.2), ("min_samples", 50),
                            ("max_samples", 5000), ("max_duration", "2d"))},
+    "Rollout.feedback": ("local", ("serving", "rollout"), {
+        "strategy": "canary", "steps": [10, 100], "feedback": {"baseline": 0.2}}),
+    # the fields both share (FeedbackTest), each through an A/B (above) and a canary's guard
+    **{f"{owner}.{name}": ("local", ("serving", "rollout"), {
+        "strategy": "canary", "steps": [10, 100], "feedback": {"baseline": 0.2, name: value}})
+       for name, value in (("baseline", 0.3), ("metric", "mean"), ("higher_is_better", False),
+                           ("alpha", 0.01), ("minimum_lift", 0.2), ("min_samples", 50),
+                           ("max_samples", 5000), ("max_duration", "2d"))
+       for owner in ("FeedbackTest", "CanaryFeedback")},
     "Serving.protocol": ("local", ("serving", "protocol"), "grpc"),
     "Serving.timeout_ms": ("local", ("serving", "timeout_ms"), 2500),
     "Serving.runtime": ("local", ("serving", "runtime"), "native"),

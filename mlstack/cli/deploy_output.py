@@ -50,6 +50,11 @@ def render_summary(result: DeployResult) -> str:
                          f"{step['split']}% of {step['key']} (sticky), {step['control']} on "
                          "the rest; the keeper promotes or aborts by the readout, and "
                          "`mlstack status` shows it")
+        if step.get("held"):
+            lines.append(f"Canary held at {step['held']}%: {result.version} takes that share "
+                         f"of the requests, {step['control']} the rest, until the keeper's "
+                         f"test of the feedback decides ({step['experiment']}); `mlstack "
+                         "status` shows it")
     if not result.failed and not result.slos_met:
         missed = ", ".join(r.slo for r in result.slos if r.ok is False)
         lines.append(f"SLO missed: {missed} ({result.version} serves; see the report above)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from mlstack.ops.local.experiment import interval_text
+from mlstack.ops.local.experiment import interval_text, what
 
 
 def _ago(seconds: float | None) -> str:
@@ -128,15 +128,17 @@ def render_last_retrain(history: list[dict], now: float | None = None) -> list[s
 
 
 def render_experiment(trial: dict, now: float | None = None) -> list[str]:
-    """The A/B experiment, running or last ended: its arms, the effect with its always-valid
+    """The A/B experiment or canary feedback guard, running or last ended: its arms, the effect with its always-valid
     interval, the p-value and the decision (the keeper's last look)."""
     if not trial:
         return []
     now = time.time() if now is None else now
     status = trial.get("status")
-    head = (f"  A/B experiment {trial['name']}: {status}"
+    share = (f"{trial['split']}% of {trial['key']}" if trial.get("key")
+             else f"{trial['split']}% of the requests")
+    head = (f"  {what(trial)} {trial['name']}: {status}"
             + (f" ({trial.get('outcome')}: {trial.get('reason')})" if status != "running"
-               else f", {trial['candidate']} on {trial['split']}% of {trial['key']}, "
+               else f", {trial['candidate']} on {share}, "
                f"started {_ago(now - trial['started_at'])} ago"))
     lines = [head]
     readout = trial.get("readout")

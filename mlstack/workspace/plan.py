@@ -271,7 +271,12 @@ def rollout_phrase(r: Any) -> str:
     if r.strategy == "ab" and r.ab is not None:
         return (f"start an A/B experiment with {r.ab.split}% of {r.ab.key} on it, promoted or "
                 f"aborted by the keeper on the {r.ab.metric} readout (local target only)")
-    return "roll it out in canary steps " + " -> ".join(f"{w}%" for w in r.steps)
+    steps = "roll it out in canary steps " + " -> ".join(f"{w}%" for w in r.steps)
+    guard = getattr(r, "feedback", None)
+    if guard is not None:
+        return (f"{steps}, held at {guard.weight}% until the keeper's test of the "
+                f"{guard.metric} feedback decides (local target only)")
+    return steps
 
 
 # -- the resources of a system, as flat property maps --------------------------------------

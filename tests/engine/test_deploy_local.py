@@ -347,7 +347,8 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
     """A shadowed version answers a mirrored copy of the traffic and is promoted on its
     agreement (the same model: every answer agrees); then an A/B experiment splits the
     customers stickily, clients send outcomes back (the candidate converts better) and the
-    keeper promotes it by the readout; garbage feedback gets 4xx and loses nothing."""
+    keeper promotes it by the readout; garbage feedback gets 4xx and loses nothing. Last, a
+    canary held on feedback converts worse and the keeper rolls it back."""
     project, env, port, spec = (deployment[k] for k in ("project", "env", "port", "spec"))
     assert state(project)["current"] == "v1"
     spec.write_text(_serving_change(deployment["original"], 1500, (
@@ -438,6 +439,51 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
     assert status["living"]["prediction_log"]["feedback"] == 640, status["living"]
     text = mlstack(project, "status", env=env, check=False).stdout
     assert f"A/B experiment {trial['name']}: ended (promote: " in text, text
+
+    # a canary held on feedback (rollout.feedback): its 20% step passes on latency and
+    # errors, then stays held; its requests convert at 10% against the serving version's 50%,
+    # and the keeper's look rolls it back by the same always-valid test
+    serving = candidate
+    spec.write_text(_serving_change(deployment["original"], 1300, (
+        "    strategy: canary
+    steps: [20, 100]
+"
+        "    feedback: {baseline: 0.3, minimum_lift: 0.3, min_samples: 60}
+")))
+    result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
+                                "--no-verify", env=env).stdout)
+    canary = result["version"]
+    held = result["rollout"][-1]
+    assert (held["held"], held["control"]) == (20, serving), result["rollout"]
+    data = state(project)
+    assert data["current"] == serving and data["experiment"]["kind"] == "canary"
+    assert data["routes"] == {serving: 80, canary: 20}
+    answered = []
+    with httpx.Client(timeout=30) as client:
+        while sum(arm == canary for _, arm in answered) < 80:
+            answer = client.post(f"http://127.0.0.1:{port}/predict",
+                                 json={"rows": [{"customer_id": 1001 + len(answered) % 300}]})
+            assert answer.status_code == 200, answer.text
+            answered.append((answer.headers["x-request-id"], answer.headers["x-mlstack-version"]))
+            assert len(answered) < 2000, "the canary took no share of the requests"
+        for request_id, arm in answered:
+            outcome = int(rng.random() < (0.1 if arm == canary else 0.5))
+            sent = client.post(f"http://127.0.0.1:{port}/feedback",
+                               json={"request_id": request_id, "outcome": outcome})
+            assert sent.status_code == 201, sent.text
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and state(project)["experiment"]["status"] == "running":
+        time.sleep(1)
+    data = state(project)
+    trial = data["experiment"]
+    assert (trial["kind"], trial["status"], trial["outcome"]) == ("canary", "ended", "abort"), \
+        trial
+    assert trial["readout"]["effect"] < 0 and trial["readout"]["effect_high"] < 0
+    assert data["current"] == serving and data["routes"] == {serving: 100}
+    assert next(v for v in data["versions"] if v["version"] == canary)["status"] == \
+        "rolled_back"
+    text = mlstack(project, "status", env=env, check=False).stdout
+    assert f"canary feedback guard {trial['name']}: ended (abort: " in text, text
     spec.write_text(deployment["original"])
 
 

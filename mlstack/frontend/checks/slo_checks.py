@@ -127,6 +127,7 @@ def _shadow_and_ab(ctx: CheckContext) -> Iterator[Diagnostic]:
                            f"'{gate.op} {gate.threshold:g}'",
                            ("serving", "rollout", "shadow", "min_agreement"),
                            "e.g. min_agreement: '>= 0.95'")
+    yield from _feedback_guard(ctx)
     if r.strategy != "ab":
         return
     if r.ab is None:
@@ -142,16 +143,42 @@ def _shadow_and_ab(ctx: CheckContext) -> Iterator[Diagnostic]:
         yield ctx.diag("MLS409", f"the A/B key '{a.key}' is not a field of the requests "
                        f"({', '.join(fields) or 'none'})", ("serving", "rollout", "ab", "key"),
                        f"use one of: {', '.join(fields)}")
-    if a.metric == "conversion" and a.baseline >= 1:
-        yield ctx.diag("MLS409", f"a conversion rate's baseline is below 1, not {a.baseline:g}",
-                       ("serving", "rollout", "ab", "baseline"),
+    yield from _feedback_test(ctx, a, "ab", "an A/B test")
+
+
+def _feedback_guard(ctx: CheckContext) -> Iterator[Diagnostic]:
+    """rollout.feedback: a canary's, with a step below 100 to hold, and a sound test."""
+    r = ctx.system.serving.rollout
+    if not ctx.written(("serving", "rollout", "feedback")):
+        return
+    if r.strategy != "canary":
+        yield ctx.diag("MLS409", f"rollout.feedback judges a canary, and the strategy is "
+                       f"{r.strategy}: it would be ignored", ("serving", "rollout", "feedback"),
+                       "use strategy: canary with steps below 100, or strategy: ab to "
+                       "decide between versions on feedback")
+        return
+    if r.feedback is None:  # the IR has a guard only with a step below 100 to hold
+        yield ctx.diag("MLS409", "rollout.feedback holds the canary's last step below 100%, "
+                       "and the steps have none", ("serving", "rollout", "steps"),
+                       "e.g. steps: [5, 25, 100] (25% is held until the test decides)")
+        return
+    yield from _feedback_test(ctx, r.feedback, "feedback", "a canary's feedback guard")
+
+
+def _feedback_test(ctx: CheckContext, t, name: str, what: str) -> Iterator[Diagnostic]:
+    """What an A/B experiment and a feedback guard both need: a baseline the metric can
+    have, a decision min_samples allows, and the prediction log their outcomes are read from."""
+    if t.metric == "conversion" and t.baseline >= 1:
+        yield ctx.diag("MLS409", f"a conversion rate's baseline is below 1, not {t.baseline:g}",
+                       ("serving", "rollout", name, "baseline"),
                        "e.g. baseline: 0.1 for a 10% conversion, or metric: mean")
-    if a.min_samples > a.max_samples:
-        yield ctx.diag("MLS409", f"min_samples ({a.min_samples}) is above max_samples "
-                       f"({a.max_samples}): the experiment could never decide",
-                       ("serving", "rollout", "ab", "min_samples"),
+    if t.min_samples > t.max_samples:
+        yield ctx.diag("MLS409", f"min_samples ({t.min_samples}) is above max_samples "
+                       f"({t.max_samples}): the test could never decide",
+                       ("serving", "rollout", name, "min_samples"),
                        "lower min_samples or raise max_samples")
+    s = ctx.system
     if not s.monitoring.prediction_log.enabled and s.target.kind == "local":
-        yield ctx.diag("MLS409", "an A/B test reads its outcomes from the prediction log, and "
+        yield ctx.diag("MLS409", f"{what} reads its outcomes from the prediction log, and "
                        "the log is off", ("monitoring", "prediction_log", "enabled"),
                        "leave monitoring.prediction_log.enabled unset (on locally)")

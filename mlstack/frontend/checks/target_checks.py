@@ -121,6 +121,13 @@ def check_supported(ctx: CheckContext) -> Iterator[Diagnostic]:
                        "sticky split are the local router's, and no mesh routing (Istio, "
                        "Argo Rollouts) is generated", ("serving", "rollout", "strategy"),
                        "use canary or all_at_once there, or deploy locally")
+    if s.target.kind in ("kubernetes", "aws") and s.serving.rollout.feedback is not None:
+        yield ctx.diag("MLS901", f"rollout.feedback is not supported yet on the "
+                       f"{s.target.kind} target: the canary's hold and its look at the "
+                       "outcomes are the local keeper's, and the stack has no prediction log",
+                       ("serving", "rollout", "feedback"),
+                       "remove rollout.feedback there (the canary is judged on latency and "
+                       "errors), or deploy locally")
     if s.target.kind in ("kubernetes", "aws") and s.monitoring.prediction_log.enabled:
         yield ctx.diag("MLS901", f"monitoring.prediction_log is not supported yet on the "
                        f"{s.target.kind} target: the log would be written to each pod's own "

@@ -251,7 +251,7 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
     if r.abort_if.error_rate is not None:
         op, value = parse_gate(r.abort_if.error_rate)
         error_gate = ir.GateNode(metric="error_rate", op=op, threshold=value)
-    shadow, ab = _shadow(r), _ab(r, model)
+    shadow, ab, guard = _shadow(r), _ab(r, model), _feedback_guard(r)
     limits, reasons = router_limits(serving_workers(target), batching, s.timeout_ms)
     for setting, value, reason in reasons:
         record(setting, value, reason)
@@ -259,7 +259,8 @@ def derive_serving(spec: SystemSpec, slo: ir.SloNode, model: ir.ModelNode,
         router=ir.RouterLimitsNode(**limits), protocol=s.protocol, batching=batching,
         rollout=ir.RolloutNode(strategy=r.strategy, steps=tuple(r.steps),
                                step_seconds=r.step_seconds, abort_latency_p99=latency_gate,
-                               abort_error_rate=error_gate, shadow=shadow, ab=ab),
+                               abort_error_rate=error_gate, shadow=shadow, ab=ab,
+                               feedback=guard),
         timeout_ms=s.timeout_ms, runtime=s.runtime, max_request_rows=s.max_request_rows)
 
 
@@ -287,6 +288,21 @@ def _ab(r: Rollout, model: ir.ModelNode) -> ir.AbNode | None:
                      minimum_lift=a.minimum_lift, tau=a.minimum_lift * a.baseline,
                      alpha=a.alpha, min_samples=a.min_samples, max_samples=a.max_samples,
                      max_duration_seconds=duration_seconds(a.max_duration))
+
+
+def _feedback_guard(r: Rollout) -> ir.FeedbackGuardNode | None:
+    """A canary's feedback guard, held at its last step below 100 (None without one, or
+    without such a step: lint refuses both)."""
+    held = [w for w in r.steps if w < 100]
+    if r.strategy != "canary" or r.feedback is None or not held:
+        return None
+    f = r.feedback
+    return ir.FeedbackGuardNode(weight=held[-1], metric=f.metric,
+                                higher_is_better=f.higher_is_better, baseline=f.baseline,
+                                minimum_lift=f.minimum_lift, tau=f.minimum_lift * f.baseline,
+                                alpha=f.alpha, min_samples=f.min_samples,
+                                max_samples=f.max_samples,
+                                max_duration_seconds=duration_seconds(f.max_duration))
 
 
 def serving_workers(target: ir.TargetNode) -> int:

@@ -257,6 +257,22 @@ class AbNode(Node):
     max_duration_seconds: int
 
 
+class FeedbackGuardNode(Node):
+    """rollout.feedback (strategy canary): the held step's test the keeper decides
+    (runtime.experiment_stats, as an A/B experiment's; its own end rule, ops.local.experiment)."""
+
+    weight: int  # the canary's last step below 100: the percent of requests held there
+    metric: str  # conversion | mean
+    higher_is_better: bool
+    baseline: float
+    minimum_lift: float
+    tau: float  # minimum_lift x baseline, fixed before any data
+    alpha: float
+    min_samples: int
+    max_samples: int
+    max_duration_seconds: int
+
+
 class RolloutNode(Node):
     strategy: str
     steps: tuple[int, ...]
@@ -265,6 +281,16 @@ class RolloutNode(Node):
     abort_error_rate: GateNode | None = None
     shadow: ShadowNode | None = None
     ab: AbNode | None = None
+    # a canary's feedback guard (rollout.feedback); left out of the IR's JSON when there is
+    # none, so a spec without one keeps its manifest's bytes (and its spec hash)
+    feedback: FeedbackGuardNode | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_guard_unwritten(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("feedback") is None:
+            data.pop("feedback", None)
+        return data
 
 
 class RouterLimitsNode(Node):

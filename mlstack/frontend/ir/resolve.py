@@ -53,6 +53,9 @@ def spec_hash(spec: SystemSpec) -> str:
     # the orchestrator added later: a spec that runs Prefect, the default, keeps its hash
     if data["target"].get("orchestrator") == "prefect":
         data["target"].pop("orchestrator", None)
+    # a canary's feedback guard, added later: a rollout without one keeps its hash
+    if data["serving"]["rollout"].get("feedback") is None:
+        data["serving"]["rollout"].pop("feedback", None)
     if data["training"].get("on_new_model") is None:
         data["training"].pop("on_new_model", None)
     for transform in data["features"]["transforms"]:

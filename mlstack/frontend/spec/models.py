@@ -415,10 +415,10 @@ class ShadowRules(Strict):
                               "comparison needs before it is judged.")
 
 
-class AbTest(Strict):
-    """An A/B experiment: entities split by a hash of their key (sticky), each arm judged on
-    the outcomes sent back to POST /feedback, by a test that stays valid however often it is
-    looked at (mSPRT, docs/experiments.md); the keeper promotes or aborts by its rule."""
+class FeedbackTest(Strict):
+    """A test on the outcomes sent back to POST /feedback, valid however often it is looked
+    at (mSPRT, docs/experiments.md): the fields an A/B experiment and a canary's feedback
+    guard share."""
 
     baseline: float = Field(gt=0, description="The metric's expected value on the version "
                             "serving (e.g. a conversion rate of 0.1): with minimum_lift it sets "
@@ -428,20 +428,38 @@ class AbTest(Strict):
                                                   "numeric outcomes.")
     higher_is_better: bool = Field(True, description="Which direction of the metric is "
                                    "better.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="The chance of a false decision "
+                         "the test allows, at any number of looks.")
+    minimum_lift: float = Field(0.1, gt=0, description="The smallest relative change worth "
+                                "detecting (tau = minimum_lift x baseline).")
+    min_samples: int = Field(200, ge=1, description="Outcomes per arm before any decision.")
+    max_samples: int = Field(100_000, ge=1, description="Outcomes per arm after which an "
+                             "undecided test ends.")
+    max_duration: Duration = Field("14d", description="How long an undecided test runs "
+                                   "before it ends.")
+
+
+class AbTest(FeedbackTest):
+    """An A/B experiment: entities split by a hash of their key (sticky), each arm judged on
+    the outcomes sent back to POST /feedback, by a test that stays valid however often it is
+    looked at (mSPRT, docs/experiments.md); the keeper promotes or aborts by its rule. Ended
+    undecided (max_samples, max_duration), the serving version is kept."""
+
     split: int = Field(50, ge=1, le=99, description="Percent of entities sent to the "
                        "candidate.")
     key: str | None = Field(None, description="The request field the assignment hashes "
                             "(default: the model entity's first join key).")
-    alpha: float = Field(0.05, gt=0, lt=0.5, description="The chance of a false decision "
-                         "the test allows, at any number of looks.")
-    minimum_lift: float = Field(0.1, gt=0, description="The smallest relative lift worth "
-                                "detecting (tau = minimum_lift x baseline).")
-    min_samples: int = Field(200, ge=1, description="Outcomes per arm before any decision.")
-    max_samples: int = Field(100_000, ge=1, description="Outcomes per arm after which an "
-                             "undecided experiment ends inconclusive (the serving version "
-                             "kept).")
-    max_duration: Duration = Field("14d", description="How long an undecided experiment "
-                                   "runs before it ends inconclusive.")
+
+
+class CanaryFeedback(FeedbackTest):
+    """A canary judged on feedback too (the seed's click-through rate): its last step below
+    100% is held while the keeper looks at each version's outcomes by the same always-valid
+    test as an A/B experiment. Worse by the test: rolled back. Better: promoted. Ended
+    undecided with min_samples in each arm (no harm found): promoted; with fewer: rolled
+    back, too little feedback to judge."""
+
+    max_duration: Duration = Field("1d", description="How long the held step waits for the "
+                                   "test before it ends (the seed watches a canary 24 hours).")
 
 
 class Rollout(Strict):
@@ -462,6 +480,10 @@ class Rollout(Strict):
                                        "shadow; defaults when left out).")
     ab: AbTest | None = Field(None, description="The A/B experiment (strategy ab; required "
                               "there).")
+    feedback: CanaryFeedback | None = Field(None, description="Judge the canary on outcomes "
+                                            "sent to POST /feedback too: its last step below "
+                                            "100% is held until the test decides (strategy "
+                                            "canary).")
 
 
 class Serving(Strict):

@@ -15,6 +15,12 @@ looking this often costs no validity). A decision is carried out at once (`concl
     abort         the control keeps all traffic; the candidate stops, rolled back
     inconclusive  (max_samples or max_duration reached) as abort
 
+A canary's feedback guard (rollout.feedback, `hold_canary`) is the same record of kind
+"canary": a canary deploy whose steps passed holds the candidate at its last step below 100%
+(requests drawn at random, not sticky) and the keeper looks at it alike. Its one difference
+is the end undecided (`guard_end`): with min_samples outcomes per version no harm was found,
+and the canary is promoted; with fewer, too little feedback, and the control is kept.
+
 The unit of the test is the request with an outcome: requests of one entity are counted as
 independent (a per-entity analysis is not done; docs/experiments.md says what that means).
 A deploy, rollback or down while an experiment runs ends it (`end`), the control serving.
@@ -31,6 +37,7 @@ from mlstack.ops.paths import ProjectPaths
 
 LOOK_EVERY = 5.0  # seconds between the keeper's looks at a running experiment
 RUNNING = "running"
+AB, CANARY = "ab", "canary"  # an experiment's kind: strategy ab, or a canary's feedback guard
 
 
 def running(state: DeploymentState) -> dict | None:
@@ -46,20 +53,44 @@ def start(state: DeploymentState, paths: ProjectPaths, *, system: str, control: 
     name = f"{system}-{candidate}-vs-{control}"
     route(paths, {control: 100 - ab.split, candidate: ab.split}, state,
           {"sticky": {"experiment": name, "key": ab.key}})
+    return _started(state, name, AB, control, candidate, ab, ab.split, ab.key, now)
+
+
+def hold_canary(state: DeploymentState, paths: ProjectPaths, *, system: str, control: str,
+                candidate: str, guard: Any, now: float | None = None) -> dict:
+    """A canary's feedback guard: the candidate keeps its last step's share of the requests
+    (no stickiness: a canary's requests are drawn at random), and the keeper's looks decide
+    (`advance`). `guard`: the IR's FeedbackGuardNode."""
+    name = f"{system}-{candidate}-canary"
+    route(paths, {control: 100 - guard.weight, candidate: guard.weight}, state)
+    return _started(state, name, CANARY, control, candidate, guard, guard.weight, None, now)
+
+
+def _started(state: DeploymentState, name: str, kind: str, control: str, candidate: str,
+             test: Any, split: int, key: str | None, now: float | None) -> dict:
     started = round(time.time() if now is None else now, 3)
     state.experiment = {
-        "name": name, "status": RUNNING, "control": control, "candidate": candidate,
-        "key": ab.key, "split": ab.split, "started_at": started,
-        "config": {"metric": ab.metric, "higher_is_better": ab.higher_is_better,
-                   "baseline": ab.baseline, "minimum_lift": ab.minimum_lift, "tau": ab.tau,
-                   "alpha": ab.alpha, "min_samples": ab.min_samples,
-                   "max_samples": ab.max_samples,
-                   "max_duration_s": ab.max_duration_seconds},
+        "name": name, "kind": kind, "status": RUNNING, "control": control,
+        "candidate": candidate, "key": key, "split": split, "started_at": started,
+        "config": {"metric": test.metric, "higher_is_better": test.higher_is_better,
+                   "baseline": test.baseline, "minimum_lift": test.minimum_lift,
+                   "tau": test.tau, "alpha": test.alpha, "min_samples": test.min_samples,
+                   "max_samples": test.max_samples,
+                   "max_duration_s": test.max_duration_seconds},
         "state": None, "readout": None, "looked_at": None, "outcome": None}
-    state.record("experiment-started", experiment=name, control=control,
-                 candidate=candidate, split=ab.split, key=ab.key)
+    state.record("experiment-started", experiment=name, kind=kind, control=control,
+                 candidate=candidate, split=split, key=key)
     state.save()
     return state.experiment
+
+
+def kind_of(record: dict) -> str:
+    return record.get("kind") or AB  # journals before the canary guard recorded no kind
+
+
+def what(record: dict) -> str:
+    """How status, the report and the keeper name it."""
+    return "canary feedback guard" if kind_of(record) == CANARY else "A/B experiment"
 
 
 def config_of(record: dict) -> Any:
@@ -145,11 +176,29 @@ def advance(paths: ProjectPaths, state: DeploymentState, now: float | None = Non
     if record is None:
         return []
     readout = look(paths, state, now)
-    decision = readout["decision"]
+    decision, reason = readout["decision"], readout["reason"]
     if decision == "continue":
         state.save()
         return []
-    return [conclude(paths, state, decision, readout["reason"])]
+    if decision == "inconclusive" and kind_of(record) == CANARY:
+        decision, reason = guard_end(record, readout)
+    return [conclude(paths, state, decision, reason)]
+
+
+def guard_end(record: dict, readout: dict) -> tuple[str, str]:
+    """A canary guard ended undecided (max_samples or max_duration): no harm was found, so
+    the canary is promoted, when each version has min_samples outcomes; with fewer there is
+    too little feedback to judge, and the version serving is kept."""
+    need = record["config"]["min_samples"]
+    counts = {arm: figures["n"] for arm, figures in readout["arms"].items()}
+    budget = readout["reason"].split(" reached", 1)[0].removeprefix("inconclusive: ")
+    if min(counts.values(), default=0) >= need:
+        return "promote", (f"no harm found: {budget} reached with p={readout['p_value']:.3g} "
+                           f">= alpha={readout['alpha']:g}, {need}+ outcomes per version")
+    return "abort", (f"too little feedback: {budget} reached with "
+                     + ", ".join(f"{arm} {n}" for arm, n in counts.items())
+                     + f" outcomes, fewer than min_samples {need}; "
+                     f"keeping {record['control']}")
 
 
 def conclude(paths: ProjectPaths, state: DeploymentState, decision: str, reason: str) -> str:
@@ -161,11 +210,11 @@ def conclude(paths: ProjectPaths, state: DeploymentState, decision: str, reason:
         candidate.status = VersionStatus.SERVING
         state.previous, state.current = record["control"], candidate.version
         stopping, stopped_status = control, VersionStatus.STOPPED
-        done = f"promoted {candidate.version} by the A/B readout ({reason})"
+        done = f"promoted {candidate.version} by the {readout_name(record)} ({reason})"
     else:
         route(paths, {record["control"]: 100}, state)
         stopping, stopped_status = candidate, VersionStatus.ROLLED_BACK
-        done = f"kept {record['control']} by the A/B readout ({reason})"
+        done = f"kept {record['control']} by the {readout_name(record)} ({reason})"
     _ended(state, decision, reason)
     state.record(f"experiment-{decision}", experiment=record["name"], reason=reason)
     state.save()
@@ -174,6 +223,10 @@ def conclude(paths: ProjectPaths, state: DeploymentState, decision: str, reason:
         stopping.status = stopped_status
         state.save()
     return done
+
+
+def readout_name(record: dict) -> str:
+    return "canary's feedback readout" if kind_of(record) == CANARY else "A/B readout"
 
 
 def end(state: DeploymentState, why: str) -> None:

@@ -168,7 +168,7 @@ def reconcile(paths: ProjectPaths, state: DeploymentState, *, serve: bool,
         trial = state.experiment
         experiment.end(state, "its candidate is gone" if keep_experiment
                        else "a command (rollback or down) came before its decision")
-        notes.append(f"ended the A/B experiment {trial['name']}: {trial['reason']}")
+        notes.append(f"ended the {experiment.what(trial)} {trial['name']}: {trial['reason']}")
     if current is not None and supervised(paths, current):
         # traffic leaves what is about to stop before it stops
         notes += _serve(paths, state, current, port, with_experiment=candidate is not None)
@@ -316,7 +316,8 @@ def _serve(paths: ProjectPaths, state: DeploymentState, current: Version,
     if with_experiment:
         trial = state.experiment
         weights = {trial["control"]: 100 - trial["split"], trial["candidate"]: trial["split"]}
-        traffic = {"sticky": {"experiment": trial["name"], "key": trial["key"]}}
+        if experiment.kind_of(trial) == experiment.AB:  # a canary's guard draws at random
+            traffic = {"sticky": {"experiment": trial["name"], "key": trial["key"]}}
     if recorded != weights or table != weights or (traffic or {}) != state.traffic:
         route(paths, weights, state, traffic)
         notes.append(f"router weights {recorded} -> {weights}" if recorded != weights else

@@ -1,11 +1,11 @@
-"""The report's readouts of the rollouts that compare versions: the A/B experiment running or
-last ended (its arms, the effect with its always-valid interval, the p-value and the decision,
+"""The report's readouts of the rollouts that compare versions: the A/B experiment (or a
+canary's feedback guard) running or last ended (its arms, the effect with its always-valid interval, the p-value and the decision,
 as the keeper last looked: mlstack.ops.local.experiment) and the shadow comparisons deploys
 recorded (agreement, errors and latency of the mirrored candidate)."""
 
 from __future__ import annotations
 
-from mlstack.ops.local.experiment import interval_text
+from mlstack.ops.local.experiment import interval_text, what
 from mlstack.ops.site.html import Markup, definitions, h, join, table
 from mlstack.ops.site.layout import code, number, when
 
@@ -18,10 +18,14 @@ def ab_readout(trial: dict) -> Markup:
     settings = readout.get("settings") or {}
     status = trial.get("status", "?")
     decided = trial.get("outcome") if status != "running" else None
-    parts = [h("h2", f"A/B experiment {trial.get('name', '')}"), definitions([
+    split = (f"{trial.get('candidate')} on {trial.get('split')}% of {trial.get('key')} "
+             f"(sticky), {trial.get('control')} on the rest" if trial.get("key") else
+             f"{trial.get('candidate')} on {trial.get('split')}% of the requests (drawn at "
+             f"random), {trial.get('control')} on the rest")
+    title = what(trial)
+    parts = [h("h2", f"{title[:1].upper()}{title[1:]} {trial.get('name', '')}"), definitions([
         ("status", status + (f": {decided}" if decided else "")),
-        ("split", f"{trial.get('candidate')} on {trial.get('split')}% of {trial.get('key')} "
-                  f"(sticky), {trial.get('control')} on the rest"),
+        ("split", split),
         ("started", when(trial.get("started_at"))),
         ("ended", when(trial.get("ended_at")) if trial.get("ended_at") else None),
         ("method", readout.get("method")),

@@ -97,6 +97,12 @@ def rollouts(data: SiteData) -> Markup:
          f"(baseline {r.ab.baseline:g}, tau {r.ab.tau:g}), alpha {r.ab.alpha:g}, "
          f"{r.ab.min_samples} to {r.ab.max_samples} outcomes per arm, at most "
          f"{duration(r.ab.max_duration_seconds)}" if r.ab else None),
+        ("held on feedback", f"at {r.feedback.weight}% until {r.feedback.metric} (baseline "
+         f"{r.feedback.baseline:g}, tau {r.feedback.tau:g}, alpha {r.feedback.alpha:g}) shows "
+         f"harm (rolled back) or a gain (promoted), or {r.feedback.max_samples} outcomes or "
+         f"{duration(r.feedback.max_duration_seconds)} pass: then promoted with "
+         f"{r.feedback.min_samples}+ outcomes per version, else rolled back"
+         if getattr(r, "feedback", None) else None),
         ("aborts when", ", ".join(abort) or None),
         ("current version", f"{state.current} ({current.status})" if current is not None
          else state.current or "none"), ("previous", state.previous)])]

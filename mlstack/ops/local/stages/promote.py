@@ -6,7 +6,7 @@ sidecars stay supervised after the deploy's process ends."""
 from __future__ import annotations
 
 from mlstack.diagnostics.errors import StageError
-from mlstack.ops.local import keeper, sidecars
+from mlstack.ops.local import experiment, keeper, sidecars
 from mlstack.ops.local.services import route, stop_version
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.local.state import VersionStatus
@@ -14,10 +14,11 @@ from mlstack.ops.local.state import VersionStatus
 
 def run(ctx: DeployContext) -> None:
     with ctx.stages.stage("promote") as record:
-        if any(step.get("strategy") == "ab" for step in ctx.rollout_steps):
+        if any(step.get("strategy") == "ab" or step.get("held")
+               for step in ctx.rollout_steps):
             in_experiment(ctx)
-            record.detail = (f"{ctx.version.version} in the A/B experiment; "
-                             f"{ctx.state.current} stays current until the readout decides")
+            record.detail = (f"{ctx.version.version} in the {experiment.what(ctx.state.experiment)}"
+                             f"; {ctx.state.current} stays current until the readout decides")
         else:
             promote(ctx)
             record.detail = (f"{ctx.version.version} serves 100% at "
@@ -26,8 +27,9 @@ def run(ctx: DeployContext) -> None:
 
 
 def in_experiment(ctx: DeployContext) -> None:
-    """Strategy ab: the deploy ends with the candidate READY on its split and the control
-    current; the keeper promotes or aborts by the readout (ops.local.experiment)."""
+    """Strategy ab, or a canary held for its feedback guard: the deploy ends with the
+    candidate READY on its split and the control current; the keeper promotes or aborts by
+    the readout (ops.local.experiment)."""
     state, version = ctx.state, ctx.version
     version.status = VersionStatus.READY
     state.deploy = {}

@@ -49,6 +49,7 @@ def rollout(ctx: DeployContext) -> list[dict]:
             return [{"strategy": "ab", "experiment": started["name"], "split": spec.ab.split,
                      "key": spec.ab.key, "control": current.version}]
         steps = [100] if spec.strategy == "all_at_once" else list(spec.steps)
+        guard = spec.feedback if spec.strategy == "canary" else None
         judged: list[dict[str, Any]] = []
         for weight in steps:
             route(paths, {version.version: weight, current.version: 100 - weight}, state)
@@ -62,9 +63,19 @@ def rollout(ctx: DeployContext) -> list[dict]:
                 version.status = VersionStatus.ROLLED_BACK
                 raise StageError("rollout", f"canary step {weight}%: {step['breach']}; traffic "
                                  f"is back on {current.version}")
+            if guard is not None and weight == guard.weight:
+                held = experiment.hold_canary(state, paths, system=ctx.system.name,
+                                              control=current.version,
+                                              candidate=version.version, guard=guard)
+                judged.append({"strategy": "canary", "held": weight,
+                               "experiment": held["name"], "control": current.version})
+                break
         record.detail = " -> ".join(
             f"{s['weight']}%" + (f" ({'; '.join(s['unjudged'])})" if s.get("unjudged") else "")
-            for s in judged)
+            for s in judged if "weight" in s)
+        if guard is not None and judged and judged[-1].get("held"):
+            record.detail += (f", held at {guard.weight}%: the keeper decides on the "
+                              f"{guard.metric} feedback")
         return judged
 
 
