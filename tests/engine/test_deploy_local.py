@@ -445,11 +445,8 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
     # and the keeper's look rolls it back by the same always-valid test
     serving = candidate
     spec.write_text(_serving_change(deployment["original"], 1300, (
-        "    strategy: canary
-    steps: [20, 100]
-"
-        "    feedback: {baseline: 0.3, minimum_lift: 0.3, min_samples: 60}
-")))
+        "    strategy: canary\n    steps: [20, 100]\n"
+        "    feedback: {baseline: 0.3, minimum_lift: 0.3, min_samples: 60}\n")))
     result = json.loads(mlstack(project, "deploy", "--json", "--port", str(port),
                                 "--no-verify", env=env).stdout)
     canary = result["version"]
