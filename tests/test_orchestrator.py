@@ -1,9 +1,11 @@
 """target.orchestrator: the default keeps every byte; kubeflow compiles the same task lists
-into a Kubeflow Pipelines pipeline (golden files below); lint refuses what cannot run; plan
-shows a change of orchestrator as redeploying the pipelines, nothing retrained; the graph is
-the contract's whichever orchestrator runs it.
+into a Kubeflow Pipelines pipeline, airflow into TaskFlow DAGs, both over one shared steps
+module (golden files below); lint refuses what cannot run; plan shows a change of
+orchestrator as redeploying the pipelines, nothing retrained; the graph is the contract's
+whichever orchestrator runs it.
 
-The kubeflow goldens are tests/goldens_kubeflow/<file>.golden: refresh them with
+The goldens are tests/goldens_kubeflow/<file>.golden (churn-k8s) and
+tests/goldens_airflow/<file>.golden (churn): refresh them with
 `MLSTACK_UPDATE_GOLDENS=1 .venv/bin/pytest tests/test_orchestrator.py` and review the diff.
 """
 
@@ -19,24 +21,30 @@ import pytest
 import yaml
 
 from mlstack.codegen.backends import REGISTRY, load_backend
+from mlstack.codegen.backends.airflow import CLEANUP_TASK
 from mlstack.codegen.contract import MONITORING_TASKS, TRAINING_TASKS
+from mlstack.codegen.generate import compile_system
 from mlstack.codegen.graph import system_graph
 from mlstack.frontend.analysis import analyze_spec
-from mlstack.workspace.build import compile_spec, compile_tree
+from mlstack.workspace.build import compile_options, compile_spec, compile_tree, spec_paths
 from mlstack.workspace.manifest import build_manifest
 from mlstack.workspace.plan import Consequence, plan
 from tests.conftest import BLUEPRINTS, GENERATED
 
 K8S = BLUEPRINTS / "churn-k8s"
+CHURN = BLUEPRINTS / "churn"
 GOLDENS = Path(__file__).parent / "goldens_kubeflow"
-KUBEFLOW_FILES = ("pipelines/kubeflow_pipeline.py", "churn_k8s_system/kubeflow_steps.py")
+AIRFLOW_GOLDENS = Path(__file__).parent / "goldens_airflow"
+KUBEFLOW_FILES = ("pipelines/kubeflow_pipeline.py", "churn_k8s_system/steps.py")
+AIRFLOW_FILES = ("pipelines/airflow_dags.py", "pipelines/airflow_requirements.txt",
+                 "churn_system/steps.py")
 PREFECT_FILES = ("pipelines/flows.py", "pipelines/monitoring.py", "pipelines/prefect.yaml")
 
 
-def variant(tmp: Path, **target) -> Path:
-    """A copy of the churn-k8s blueprint (data included) with target keys set."""
-    project = tmp / "churn-k8s"
-    shutil.copytree(K8S, project, ignore=shutil.ignore_patterns("build", "generated"))
+def variant(tmp: Path, blueprint: Path = K8S, **target) -> Path:
+    """A copy of a blueprint (churn-k8s unless said; data included) with target keys set."""
+    project = tmp / blueprint.name
+    shutil.copytree(blueprint, project, ignore=shutil.ignore_patterns("build", "generated"))
     spec = project / "mlstack.yaml"
     doc = yaml.safe_load(spec.read_text())
     doc["target"].update(target)
@@ -105,6 +113,8 @@ def test_the_steps_are_the_contracts_tasks_and_the_pipeline_runs_each(tmp_path):
     ({"orchestrator": "kubeflow", "compute": {"engine": "ray"}}, "MLS901",
      "/target/orchestrator"),
     ({"orchestrator": "airflow"}, "MLS901", "/target/orchestrator"),
+    ({"orchestrator": "airflow", "kind": "aws", "region": "eu-west-1"}, "MLS901",
+     "/target/orchestrator"),
 ])
 def test_lint_refuses_what_an_orchestrator_cannot_run(tmp_path, target, code, pointer):
     spec = variant(tmp_path, **target)
@@ -144,3 +154,126 @@ def test_the_graph_is_the_contracts_whichever_orchestrator_runs_it(tmp_path):
     assert system_graph(prefect) == system_graph(kubeflow)
     flow = [n.label for n in system_graph(kubeflow).nodes if n.group == "flow"]
     assert flow == list(TRAINING_TASKS)
+
+
+# -- airflow -------------------------------------------------------------------------------
+def airflow_compiled(spec: Path):
+    """The IR and tree of an airflow spec. Lint refuses airflow on every target for now
+    (MLS901: no target runs the DAGs yet), so this compiles what analysis resolved, after
+    checking that refusal is the only error."""
+    analysis = analyze_spec(spec)
+    assert [(d.code, d.pointer) for d in analysis.errors] == [
+        ("MLS901", "/target/orchestrator")]
+    return analysis.system, compile_system(analysis.system, compile_options(spec_paths(spec)))
+
+
+def test_airflow_replaces_the_prefect_flows_and_matches_its_goldens(tmp_path):
+    system, tree = airflow_compiled(variant(tmp_path, CHURN, orchestrator="airflow"))
+    files = tree.as_dict()
+    assert system.target.orchestrator == "airflow"
+    assert not set(PREFECT_FILES) & set(files)
+    assert not {"pipelines/kubeflow_pipeline.py"} & set(files)
+    assert "churn_system/pipeline.py" in files  # the settings the steps share
+    if os.environ.get("MLSTACK_UPDATE_GOLDENS"):
+        AIRFLOW_GOLDENS.mkdir(exist_ok=True)
+        for path in AIRFLOW_FILES:
+            (AIRFLOW_GOLDENS / f"{Path(path).name}.golden").write_bytes(files[path])
+    for path in AIRFLOW_FILES:
+        assert files[path] == (AIRFLOW_GOLDENS / f"{Path(path).name}.golden").read_bytes(), path
+    # compiled twice: the same bytes (no timestamp, no absolute path)
+    assert airflow_compiled(variant(tmp_path / "again", CHURN, orchestrator="airflow"))[
+        1].as_dict() == files
+    assert str(tmp_path).encode() not in b"".join(files[p] for p in AIRFLOW_FILES)
+
+
+def test_airflow_is_a_registered_backend_with_its_templates():
+    backend = load_backend("airflow")
+    root = Path(__file__).parent.parent / "templates"
+    assert all((root / t).is_file() for t in backend.templates)
+
+
+def _functions(source: bytes) -> dict[str, ast.FunctionDef]:
+    return {n.name: n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)}
+
+
+def _decorator_names(node: ast.FunctionDef) -> list[str]:
+    names = []
+    for d in node.decorator_list:
+        d = d.func if isinstance(d, ast.Call) else d
+        names.append(d.id if isinstance(d, ast.Name) else ast.unparse(d))
+    return names
+
+
+def test_the_dags_are_taskflow_with_one_task_per_contract_task_calling_its_step(tmp_path):
+    _, tree = airflow_compiled(variant(tmp_path, CHURN, orchestrator="airflow"))
+    files = tree.as_dict()
+    dags = files["pipelines/airflow_dags.py"]
+    assert b"from airflow.sdk import dag, get_current_context, task" in dags
+    functions = _functions(dags)
+    tasks = [name for name, f in functions.items() if _decorator_names(f) == ["task"]]
+    assert tasks == [*dict.fromkeys((*TRAINING_TASKS, *MONITORING_TASKS)), CLEANUP_TASK]
+    for name in (*TRAINING_TASKS, *MONITORING_TASKS):
+        # each task runs the step of its own name, and the steps module defines it
+        calls = [c for c in ast.walk(functions[name]) if isinstance(c, ast.Call)
+                 and isinstance(c.func, ast.Name) and c.func.id == "run_step"]
+        assert [c.args[0].value for c in calls] == [name], name
+    assert _steps(files["churn_system/steps.py"]) == [*TRAINING_TASKS, *MONITORING_TASKS]
+    dag_functions = [name for name, f in functions.items() if _decorator_names(f) == ["dag"]]
+    assert dag_functions == ["churn_training", "churn_materialize", "churn_monitoring"]
+
+
+def test_kubeflow_and_airflow_share_one_steps_module(tmp_path):
+    """The same system's steps, whichever runs them: only the docstring's paragraph on the
+    orchestrator differs."""
+    _, airflow = airflow_compiled(variant(tmp_path / "a", orchestrator="airflow"))
+    kubeflow = compile_tree(variant(tmp_path / "k", orchestrator="kubeflow")).tree
+    path = "churn_k8s_system/steps.py"
+
+    def code(tree) -> str:
+        module = ast.parse(tree.as_dict()[path])
+        module.body = module.body[1:]  # the docstring
+        return ast.unparse(module)
+
+    assert code(airflow) == code(kubeflow)
+    assert airflow.as_dict()[path] != kubeflow.as_dict()[path]
+
+
+def test_airflow_on_the_local_target_is_refused_until_deploy_runs_it(tmp_path):
+    analysis = analyze_spec(variant(tmp_path, CHURN, orchestrator="airflow"))
+    [refused] = analysis.errors
+    assert (refused.code, refused.pointer) == ("MLS901", "/target/orchestrator")
+    assert refused.location.line > 1  # located at the key the user wrote
+    assert "local target" in refused.message and "mlstack deploy" in refused.message
+
+
+def test_a_change_to_airflow_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):
+    spec = variant(tmp_path, CHURN)
+    compile_spec(spec)
+    doc = yaml.safe_load(spec.read_text())
+    doc["target"]["orchestrator"] = "airflow"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    system, tree = airflow_compiled(spec)
+    p = plan(system, tree, spec_paths(spec).out_dir)
+    assert {(r.kind, r.action, r.consequence) for r in p.resources} == {
+        ("pipelines", "update", Consequence.REDEPLOY_PIPELINES)}
+    [change] = p.resources[0].properties
+    assert (change.name, change.old, change.new) == ("orchestrator", "prefect", "airflow")
+    assert Consequence.RETRAIN not in p.consequences
+    by_path = {f.path: f.action for f in p.file_changes}
+    assert all(by_path[f] == "delete" for f in PREFECT_FILES)
+    assert all(by_path[f] == "create" for f in AIRFLOW_FILES)
+
+
+def test_the_graph_is_the_same_with_airflow(tmp_path):
+    prefect = compile_tree(variant(tmp_path / "a", CHURN)).system
+    airflow, _ = airflow_compiled(variant(tmp_path / "b", CHURN, orchestrator="airflow"))
+    assert system_graph(prefect) == system_graph(airflow)
+
+
+def test_the_airflow_environment_pins_the_models_framework_too(tmp_path):
+    ranking, tree = airflow_compiled(variant(tmp_path, BLUEPRINTS / "search-ranking",
+                                             orchestrator="airflow"))
+    assert ranking.model.framework == "lightgbm"
+    lines = tree.as_dict()["pipelines/airflow_requirements.txt"].decode().splitlines()
+    assert "lightgbm==4.7.0" in lines and "apache-airflow==3.3.2" in lines
+    assert all("==" in line for line in lines if not line.startswith("#"))

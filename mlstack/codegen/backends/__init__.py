@@ -22,6 +22,8 @@ REGISTRY: dict[str, str] = {
     "prefect": "mlstack.codegen.backends.prefect:PrefectBackend",
     # target.orchestrator: kubeflow (kubernetes target)
     "kubeflow": "mlstack.codegen.backends.kubeflow:KubeflowBackend",
+    # target.orchestrator: airflow
+    "airflow": "mlstack.codegen.backends.airflow:AirflowBackend",
     "infra": "mlstack.codegen.backends.infra:InfraBackend",  # kubernetes and aws targets
     "monitoring": "mlstack.codegen.backends.monitoring:MonitoringBackend",
 }

@@ -2,7 +2,7 @@
 
 `pipelines/kubeflow_pipeline.py` is written with the kfp SDK v2 DSL: one container component
 per task of the contract's task lists (training, materialize, monitoring), each running a
-step of `<package>/kubeflow_steps.py` in the service image the kubernetes stack builds, with
+step of `<package>/steps.py` (mlstack.codegen.backends.steps, shared with Airflow) in the service image the kubernetes stack builds, with
 target.training's resources, training.retries and the stack's placement (training nodes,
 GPU nodes for the train task). The steps call the same mlstack.runtime functions as the
 Prefect tasks of the same name; data between them are artifacts. The Prefect backend then
@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from mlstack.codegen.backends import CompileOptions
 from mlstack.codegen.backends.infra_model import image_tag, pushgateway_url
-from mlstack.codegen.backends.prefect import (
-    MONITORING_INTERVAL_SECONDS,
-    cron_schedule,
-    flow_context,
-)
+from mlstack.codegen.backends.prefect import MONITORING_INTERVAL_SECONDS, cron_schedule
 from mlstack.codegen.backends.shared import header
+from mlstack.codegen.backends.steps import (
+    STEPS_TEMPLATE,
+    render_steps,
+    steps_module,
+    steps_path,
+)
 from mlstack.codegen.contract import (
     ENV_PUSHGATEWAY_URL,
     ENV_STATE_DIR,
@@ -77,7 +79,7 @@ def pipeline_context(system: SystemIR) -> dict:
 
 class KubeflowBackend:
     name = "kubeflow"
-    templates = ("kubeflow/pipeline.py.j2", "kubeflow/steps.py.j2")
+    templates = ("kubeflow/pipeline.py.j2", STEPS_TEMPLATE)
 
     def applies(self, system: SystemIR) -> bool:
         return system.target.orchestrator == "kubeflow"
@@ -86,7 +88,7 @@ class KubeflowBackend:
         tree = FileTree()
         common = dict(system=system, package=package_name(system), header=header(system))
         tree.add(PIPELINE_FILE, render_template(
-            "kubeflow/pipeline.py.j2", **common, **pipeline_context(system)))
-        tree.add(f"{common['package']}/kubeflow_steps.py", render_template(
-            "kubeflow/steps.py.j2", **common, **flow_context(system)))
+            "kubeflow/pipeline.py.j2", **common, steps_module=steps_module(system),
+            **pipeline_context(system)))
+        tree.add(steps_path(system), render_steps(system))
         return tree
