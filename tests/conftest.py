@@ -1,6 +1,7 @@
 """Test-wide settings: telemetry off, paths to the repo's folders."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from tests.test_types import stop_mypy
 
     stop_mypy()
+
+
+def ctrl_c_reaches_it() -> None:
+    """A child's preexec_fn: SIGINT back to its default, as for a command started from a
+    terminal. A test run started in the background (`cmd &` in a script) ignores SIGINT, and
+    children inherit that, so a test's Ctrl-C would reach nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture

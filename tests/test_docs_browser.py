@@ -26,7 +26,7 @@ import pytest
 from mlstack.codegen.graph import system_graph
 from mlstack.frontend.analysis import require_system
 from mlstack.ops.site.layout import PAGES
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_reaches_it
 from tests.docs_site_support import make_project
 
 pytestmark = pytest.mark.slow
@@ -70,7 +70,8 @@ def served(tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "mlstack", "docs", "-C", str(project),
                              "--serve", "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+                            stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=ctrl_c_reaches_it)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()
     url = None

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from mlstack.frontend.analysis import analyze_spec
-from tests.conftest import REPO
+from tests.conftest import REPO, ctrl_c_reaches_it
 
 pd = pytest.importorskip("pandas")
 pytest.importorskip("pyarrow")
@@ -189,7 +189,8 @@ def test_ctrl_c_stops_the_feed_cleanly(tmp_path):
     project = init(tmp_path, "churn")
     proc = subprocess.Popen([sys.executable, "-m", "mlstack", "run", "feed", "--every", "60"],
                             cwd=project, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)})
+                            stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            preexec_fn=ctrl_c_reaches_it)
     try:
         first = proc.stdout.readline()  # the first tick has written
         assert first.startswith("tick 1 at "), first

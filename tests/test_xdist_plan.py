@@ -65,6 +65,20 @@ def test_the_longest_units_start_first(pytester, monkeypatch):
     assert set(first[:2]) == {"tests/test_z.py", "tests/test_y.py"}, started
 
 
+def test_a_solo_unit_runs_last_and_alone(pytester, monkeypatch):
+    monkeypatch.setattr(xdist_plan, "SOLO", frozenset({"tests/test_a.py"}))
+    started = suite(pytester, [f"tests/test_{c}.py" for c in "abcde"])
+    order = [what for _, what in started if not what.endswith("fixture")]
+    # test_a is first in collection order, yet it starts only after every other test ran
+    assert order[-2:] == ["tests/test_a.py", "tests/test_a.py"], started
+
+
+def test_a_run_of_solo_units_alone_finishes(pytester, monkeypatch):
+    monkeypatch.setattr(xdist_plan, "SOLO", frozenset({"tests/test_a.py", "tests/test_b.py"}))
+    started = suite(pytester, ["tests/test_a.py", "tests/test_b.py"])
+    assert len(started) == 6, started  # two fixtures and four tests: no worker waited forever
+
+
 def test_units_and_order_without_xdist():
     assert xdist_plan.unit_of("tests/engine/test_deploy_ray.py::test_x[a::b]") == "ray"
     assert xdist_plan.unit_of("tests/test_plan.py::test_x") == "tests/test_plan.py"
@@ -74,5 +88,6 @@ def test_units_and_order_without_xdist():
 
 
 def test_every_path_the_plan_names_is_a_test_file():
-    named = set(xdist_plan.RAY_FILES) | set(xdist_plan.LONGEST) - {xdist_plan.RAY_UNIT}
+    named = (set(xdist_plan.RAY_FILES) | set(xdist_plan.SOLO)
+             | set(xdist_plan.LONGEST) - {xdist_plan.RAY_UNIT})
     assert named and all((REPO / path).is_file() for path in named), named

@@ -10,7 +10,9 @@ serial time. Three rules keep that safe and short:
 - the files that start Ray clusters are one unit (RAY_UNIT): Ray's workers take memory and
   CPU by the core, and two clusters at once on two cores would starve each other;
 - the longest units go first (LONGEST, seconds measured in a serial run): a long module
-  started last would run alone at the end while the other worker idles.
+  started last would run alone at the end while the other worker idles;
+- a unit that judges latency SLOs with no more margin than an idle machine gives (SOLO) runs
+  last, alone: the other worker has finished everything else by then.
 
 Without xdist (a developer's `pytest tests/test_x.py`) none of this applies.
 """
@@ -26,6 +28,10 @@ RAY_FILES = frozenset({
     "tests/engine/test_ray_out_of_core.py",
     "tests/runtime/test_ray_compute.py",
 })
+# the search-ranking deploy verifies its blueprint's own p95 40 ms and p99 50 ms at 50 rps of
+# 20-candidate requests (issue 20: met on an idle 2-core machine); beside another deploy it
+# missed them (p99 91 ms)
+SOLO = frozenset({"tests/engine/test_deploy_ranking.py"})
 # seconds of each unit in a serial run of the suite (2026-12-07, 2 cores): an estimate for the
 # order only; a unit not named here goes after these, in collection order
 LONGEST = {
@@ -66,8 +72,29 @@ def make_scheduler(config: pytest.Config, log):
             return unit_of(nodeid)
 
         def _assign_work_unit(self, node) -> None:
-            self.workqueue.move_to_end(longest_first(self.workqueue), last=False)
+            if not self.workqueue:
+                return
+            shared = [unit for unit in self.workqueue if unit not in SOLO]
+            if shared:
+                self.workqueue.move_to_end(longest_first(shared), last=False)
+            elif self._pending_of(self.assigned_work.get(node, {})) > 1:
+                return  # asked again as its tests finish
+            elif self._others_alive(node):
+                # only solo units are left: this worker stops (a worker holds its last test
+                # until more work or its shutdown comes), and the last one left runs them
+                node.shutdown()
+                return
             super()._assign_work_unit(node)
+
+        def _others_alive(self, node) -> list:
+            return [n for n in self.assigned_work if n is not node and not n.shutting_down]
+
+        def remove_node(self, node):
+            crashed = super().remove_node(node)
+            if crashed is None and self.workqueue:
+                for last in self._others_alive(node):  # the one worker left takes the solo
+                    self._assign_work_unit(last)
+            return crashed
 
     return SuiteScheduling(config, log)
 

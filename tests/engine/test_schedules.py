@@ -485,7 +485,8 @@ def test_a_hung_backend_fires_the_error_rate_alert_in_status_and_at_the_webhook(
 
     assert drive(1)[200], "the deployed version answers through the router"
     # every target scraped while it serves (the exporter: the monitoring report's gauges),
-    # and nothing fires
+    # and nothing fires but the live-quality alert test 6 caused on purpose (outcomes the
+    # opposite of the model's: its `for: 5m` has passed or not, by how busy the machine was)
     deadline = time.monotonic() + 120
     while True:
         drive(2)
@@ -494,7 +495,8 @@ def test_a_hung_backend_fires_the_error_rate_alert_in_status_and_at_the_webhook(
         if all(health.get(job) == "up" for job in ("router", "service", "exporter")):
             break
         assert time.monotonic() < deadline, report
-    assert report["state"] == "up" and report["alerts"] == [], report
+    assert report["state"] == "up", report
+    assert {a["name"] for a in report["alerts"]} <= {"ChurnLiveQualityMissed"}, report
     assert report["alertmanager"] is not None
 
     frozen = freeze(paths, serving.version, signal.SIGSTOP)
