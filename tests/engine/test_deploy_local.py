@@ -477,8 +477,14 @@ def test_a_shadow_is_compared_then_an_ab_experiment_promotes_the_better_arm(depl
         trial
     assert trial["readout"]["effect"] < 0 and trial["readout"]["effect_high"] < 0
     assert data["current"] == serving and data["routes"] == {serving: 100}
-    assert next(v for v in data["versions"] if v["version"] == canary)["status"] == \
-        "rolled_back"
+
+    def canary_status():  # the decision is saved first, then the canary stops
+        return next(v for v in state(project)["versions"] if v["version"] == canary)["status"]
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and canary_status() != "rolled_back":
+        time.sleep(0.5)
+    assert canary_status() == "rolled_back"
     text = mlstack(project, "status", env=env, check=False).stdout
     assert f"canary feedback guard {trial['name']}: ended (abort: " in text, text
     spec.write_text(deployment["original"])
