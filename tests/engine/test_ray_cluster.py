@@ -51,8 +51,8 @@ try:
     memory = "allocated"
 except Exception as exc:
     memory = type(exc).__name__ + ": " + str(exc)[-300:]
-print(json.dumps({"head": head, "ran_on": sorted(set(ran)), "memory": memory,
-                  "alive": sum(n["Alive"] for n in ray.nodes())}))
+print("RESULT " + json.dumps({"head": head, "ran_on": sorted(set(ran)), "memory": memory,
+                             "alive": sum(n["Alive"] for n in ray.nodes())}), flush=True)
 '''
 
 
@@ -71,7 +71,10 @@ def _client(paths: ProjectPaths, *argv: str) -> dict:
     done = subprocess.run([sys.executable, "-c", CLIENT, *argv], env=env, capture_output=True,
                           text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    # Ray prints its own warnings to stdout too (a busy machine's "raylet has lagging
+    # heartbeats"), after the result as often as before it
+    [result] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    return json.loads(result.removeprefix("RESULT "))
 
 
 def _wait(predicate, timeout: float, what: str):

@@ -102,7 +102,7 @@ def rollouts(data: SiteData) -> Markup:
          f"harm (rolled back) or a gain (promoted), or {r.feedback.max_samples} outcomes or "
          f"{duration(r.feedback.max_duration_seconds)} pass: then promoted with "
          f"{r.feedback.min_samples}+ outcomes per version, else rolled back"
-         if getattr(r, "feedback", None) else None),
+         if r.feedback is not None else None),
         ("aborts when", ", ".join(abort) or None),
         ("current version", f"{state.current} ({current.status})" if current is not None
          else state.current or "none"), ("previous", state.previous)])]
