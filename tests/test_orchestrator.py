@@ -157,13 +157,21 @@ def test_the_graph_is_the_contracts_whichever_orchestrator_runs_it(tmp_path):
 
 
 # -- airflow -------------------------------------------------------------------------------
+def airflow_refusals(system) -> list[tuple[str, str]]:
+    """What lint refuses of an airflow spec: the orchestrator off the local target, the
+    scheduled retrain on it."""
+    if system.target.kind != "local":
+        return [("MLS901", "/target/orchestrator")]
+    return [("MLS901", "/training/schedule")] if system.training.schedule else []
+
+
 def airflow_compiled(spec: Path):
-    """The IR and tree of an airflow spec. Lint refuses airflow on every target for now
-    (MLS901: no target runs the DAGs yet), so this compiles what analysis resolved, after
-    checking that refusal is the only error."""
+    """The IR and tree of an airflow spec. Lint takes airflow on the local target (deploy
+    runs the DAGs) but not a scheduled retrain there, and refuses airflow on the others
+    (MLS901: no stack runs Airflow yet); this compiles what analysis resolved (the training
+    DAG's schedule too), after checking those refusals are the only errors."""
     analysis = analyze_spec(spec)
-    assert [(d.code, d.pointer) for d in analysis.errors] == [
-        ("MLS901", "/target/orchestrator")]
+    assert [(d.code, d.pointer) for d in analysis.errors] == airflow_refusals(analysis.system)
     return analysis.system, compile_system(analysis.system, compile_options(spec_paths(spec)))
 
 
@@ -238,12 +246,23 @@ def test_kubeflow_and_airflow_share_one_steps_module(tmp_path):
     assert airflow.as_dict()[path] != kubeflow.as_dict()[path]
 
 
-def test_airflow_on_the_local_target_is_refused_until_deploy_runs_it(tmp_path):
-    analysis = analyze_spec(variant(tmp_path, CHURN, orchestrator="airflow"))
+def test_airflow_lints_clean_on_the_local_target_and_is_refused_on_the_others(tmp_path):
+    """`mlstack deploy` runs the DAGs locally under the project's own Airflow
+    (tests/engine/test_airflow_local.py); the cluster targets' stacks run no Airflow yet."""
+    scheduled = variant(tmp_path / "local", CHURN, orchestrator="airflow")
+    analysis = analyze_spec(scheduled)
+    [refused] = analysis.errors  # the blueprint's daily retrain: not under Airflow yet
+    assert (refused.code, refused.pointer) == ("MLS901", "/training/schedule")
+    assert refused.location.line > 1 and "mlstack deploy --retrain" in refused.hint
+    doc = yaml.safe_load(scheduled.read_text())
+    del doc["training"]["schedule"]
+    scheduled.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert analyze_spec(scheduled).errors == []
+    analysis = analyze_spec(variant(tmp_path / "k8s", orchestrator="airflow"))
     [refused] = analysis.errors
     assert (refused.code, refused.pointer) == ("MLS901", "/target/orchestrator")
     assert refused.location.line > 1  # located at the key the user wrote
-    assert "local target" in refused.message and "mlstack deploy" in refused.message
+    assert "kubernetes target" in refused.message
 
 
 def test_a_change_to_airflow_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):

@@ -313,3 +313,41 @@ def test_mlstack_run_goes_through_the_server_and_names_the_failed_task(paths, fa
     out, err = capsys.readouterr()
     assert "  run scheduled\n  run running\n  run completed\n" in err
     assert "training completed" in out and "/runs/flow-run/run-1" in out
+
+
+def test_an_answer_to_retry_is_asked_again_and_a_lasting_one_names_the_call(monkeypatch):
+    """Prefect's server answers 503 when its SQLite database is busy (the request undone, to
+    be retried: a run of `mlstack run training` under load failed on one)."""
+    answers: list[int] = []
+    planned = [503, 503, 200]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            code = planned.pop(0) if planned else 503
+            answers.append(code)
+            payload = json.dumps({"id": "run"} if code == 200 else {"detail": "busy"}).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    monkeypatch.setattr(scheduler, "RETRY_DELAYS", (0.01, 0.01, 0.01))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert scheduler.api(base, "/deployments/x/create_flow_run", {}) == {"id": "run"}
+        assert answers == [503, 503, 200]
+        answers.clear()
+        with pytest.raises(RuntimeError, match=r"POST /api/deployments/x/create_flow_run: "
+                                                r"HTTP 503"):
+            scheduler.api(base, "/deployments/x/create_flow_run", {})
+        assert answers == [503] * 4  # the first try and one per delay
+    finally:
+        server.shutdown()
+        server.server_close()

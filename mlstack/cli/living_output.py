@@ -43,14 +43,15 @@ def render_sidecars(rows: list[dict]) -> list[str]:
                  else "NOT running")
         restarts = (f", {row['restarts']} restarts (last: {row['reason']})"
                     if row.get("restarts") else "")
-        lines.append(f"  sidecar {row['name']:16}{state}{where}{restarts}")
+        lines.append(f"  sidecar {row['name']:21} {state}{where}{restarts}")
     return lines
 
 
 def render_schedules(report: dict) -> list[str]:
     if not report or report.get("server") == "not started":
         return []
-    lines = [f"  schedules: Prefect {report.get('server')} (UI {report.get('ui') or '-'})"]
+    orchestrator = "Airflow" if report.get("orchestrator") == "airflow" else "Prefect"
+    lines = [f"  schedules: {orchestrator} {report.get('server')} (UI {report.get('ui') or '-'})"]
     for d in report.get("deployments") or []:
         every = ", ".join(d.get("schedules") or []) or "no schedule"
         last = d.get("last_run")

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(f"{result.flow} completed in {result.seconds:.1f} s (serving "
                      f"{result.version}, model {result.model_tag or '-'})\n")
     if result.url:
-        sys.stdout.write(f"  the run in the Prefect UI: {result.url}\n")
+        sys.stdout.write(f"  the run in the {'Airflow' if '/dags/' in result.url else 'Prefect'}"
+                         f" UI: {result.url}\n")
     if result.flow == "monitoring":
         sys.stdout.write(render_monitoring(result.result))
     return 0

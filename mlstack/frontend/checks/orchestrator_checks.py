@@ -2,8 +2,9 @@
 
 Every choice either compiles into pipelines that run end to end, or is refused here with its
 location: Prefect everywhere; Kubeflow Pipelines on a kubernetes target (it runs on
-Kubernetes, its steps are pods). Airflow's DAGs compile (and run under `airflow dags test`),
-but no target runs them yet: refused on each with what is missing there.
+Kubernetes, its steps are pods); Airflow on the local target (`mlstack deploy` runs the DAGs
+under a supervised Airflow: mlstack.ops.local.airflow_scheduler), refused on the others with
+what is missing there.
 """
 
 from __future__ import annotations
@@ -38,8 +39,6 @@ def check_orchestrator(ctx: CheckContext) -> Iterator[Diagnostic]:
 
 # What each target lacks to run the Airflow DAGs (pipelines/airflow_dags.py) end to end.
 AIRFLOW_MISSING = {
-    "local": "the DAGs compile and run under `airflow dags test`, but `mlstack deploy` does "
-             "not yet run them under a supervised Airflow scheduler",
     "kubernetes": "the DAGs' tasks run in the Airflow worker's own process, not yet as pods "
                   "of the service image, and the stack deploys no Airflow",
     "aws": "the stack deploys no Airflow (MWAA) and no task runs as a container of the "
@@ -49,6 +48,15 @@ AIRFLOW_MISSING = {
 
 def _airflow(ctx: CheckContext) -> Iterator[Diagnostic]:
     kind = ctx.system.target.kind
+    if kind == "local":  # deploy runs the DAGs under its own Airflow services
+        if ctx.system.training.schedule is not None:
+            yield ctx.diag("MLS901", "a scheduled retrain (training.schedule) is not supported "
+                           "yet with orchestrator airflow on the local target: the retrain "
+                           "promotes a version, and the Airflow services it runs under restart "
+                           "for that version", ("training", "schedule"),
+                           "remove training.schedule and retrain with `mlstack deploy "
+                           "--retrain`, or use orchestrator: prefect")
+        return
     missing = AIRFLOW_MISSING.get(kind, "its stack runs no Airflow")
     yield ctx.diag("MLS901", f"orchestrator airflow is not supported yet on the {kind} target: "
                    f"{missing}", WHERE,

@@ -678,7 +678,8 @@ class Target(Strict):
                                     "steps; none: one process.")
     orchestrator: Literal["prefect", "airflow", "kubeflow"] = Field(
         "prefect", description="What runs the pipelines: prefect (flows and deployments), "
-        "kubeflow (a Kubeflow Pipelines pipeline; kubernetes target), airflow (not yet).")
+        "kubeflow (a Kubeflow Pipelines pipeline; kubernetes target), airflow (TaskFlow "
+        "DAGs; local target: deploy runs them under the project's own Airflow).")
 
 
 class SystemSpec(Strict):

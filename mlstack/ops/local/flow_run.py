@@ -40,7 +40,15 @@ from mlstack.codegen.contract import (
     MONITORING_TASKS,
 )
 from mlstack.diagnostics.errors import MissingExtraError, StageError, UsageError, extra_for_module
-from mlstack.ops.local import procs, ray_cluster, scheduler, served_run, sidecars
+from mlstack.ops.local import (
+    airflow_run,
+    airflow_scheduler,
+    procs,
+    ray_cluster,
+    scheduler,
+    served_run,
+    sidecars,
+)
 from mlstack.ops.local.state import DeploymentState
 from mlstack.ops.paths import ProjectPaths, project_lock
 
@@ -116,6 +124,8 @@ def run_flow(spec: Path | str, flow: str,
         raise UsageError(f"no flow '{flow}'", f"choose from {', '.join(RUNNABLE)}")
     paths = ProjectPaths.for_spec(spec_paths(spec).spec)
     version = _deployed(paths)
+    if airflow_scheduler.runs_airflow(paths.versions_dir / version.version):
+        return _run_airflow(paths, flow, version, on_task, on_state)
     served = served_run.served_deployment(paths, flow, paths.versions_dir / version.version)
     if served is not None:  # no lock: the run is the server's, like a scheduled one
         return _run_served(paths, flow, served, version, on_task, on_state)
@@ -142,6 +152,42 @@ def _run_served(paths: ProjectPaths, flow: str, served: served_run.ServedDeploym
     result = _read_json(paths.runtime_state_dir / report) if report else {}
     return FlowRun(flow, version.version, version.model_tag, run.seconds, run.tasks, result,
                    str(sidecars.log_file(paths, scheduler.RUNNER)), run.url)
+
+
+def _run_airflow(paths: ProjectPaths, flow: str, version, on_task, on_state) -> FlowRun:
+    """The flow's DAG run now on the project's Airflow (orchestrator: airflow): there is no
+    direct run (the DAGs need Airflow's own environment), and no training DAG run (a retrain
+    goes through deploy's rollout)."""
+    from mlstack.codegen.backends.airflow import dag_ids
+    from mlstack.workspace.manifest import read_manifest
+
+    if flow == "training":
+        raise UsageError("mlstack run training does not run the training DAG on the local "
+                         "Airflow: it would promote a model past the rollout", RETRAIN_HINT)
+    manifest = read_manifest(paths.versions_dir / version.version)
+    system = manifest.previous_system() if manifest is not None else None
+    if system is None:
+        raise UsageError(f"the build of {version.version} has no readable manifest",
+                         f"run mlstack deploy {paths.spec.name} again")
+    dag_id = dag_ids(system)[flow]
+    base = airflow_run.dag_of(paths, dag_id)
+    if base is None:
+        raise UsageError(f"mlstack run {flow} needs the project's Airflow (its API server does "
+                         f"not answer, or does not know the DAG {dag_id})",
+                         "mlstack status shows the scheduler; the keeper restarts it")
+    try:
+        run = airflow_run.run_dag(base, dag_id, on_state=on_state, on_task=on_task)
+    except RuntimeError as exc:
+        raise StageError(flow, str(exc), "mlstack status shows the scheduler") from None
+    if run.state != "COMPLETED":
+        failed = next((t for t in run.tasks if t.get("state") != "COMPLETED"), None)
+        why = (failed or {}).get("error") or f"the DAG run {run.id} failed"
+        raise StageError(failed_stage(flow, run.tasks), f"FAILED: {explained_line(why)}",
+                         f"the run in the Airflow UI: {run.url}")
+    report = REPORT_FILES.get(flow)
+    result = _read_json(paths.runtime_state_dir / report) if report else {}
+    return FlowRun(flow, version.version, version.model_tag, run.seconds, run.tasks, result,
+                   str(airflow_scheduler.home(paths) / "logs"), run.url)
 
 
 def explained_line(text: str) -> str:

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlstack.codegen.contract import FEEDBACK_FILE, PREDICTION_LOG_DIR, PREDICTION_LOG_STATS_DIR
-from mlstack.ops.local import alerting, keeper, scheduler, sidecars
+from mlstack.ops.local import airflow_scheduler, alerting, keeper, scheduler, sidecars
 from mlstack.ops.paths import ProjectPaths
 
-SIDECARS = (scheduler.SERVER, scheduler.RUNNER, alerting.PROMETHEUS, alerting.ALERTMANAGER,
-            alerting.EXPORTER)
+SIDECARS = (scheduler.SERVER, scheduler.RUNNER, *airflow_scheduler.NAMES, alerting.PROMETHEUS,
+            alerting.ALERTMANAGER, alerting.EXPORTER)
 
 
 @dataclass
@@ -96,9 +96,19 @@ def _feedback_count(folder: Path) -> int:
         return 0
 
 
+def schedules_report(paths: ProjectPaths) -> dict:
+    """The schedules of the orchestrator whose services started last (Prefect's server or
+    Airflow's API server): the same shape from either."""
+    started = {name: sidecars.record(paths, name).get("started_at") or 0
+               for name in (scheduler.SERVER, airflow_scheduler.API_SERVER)}
+    if started[airflow_scheduler.API_SERVER] > started[scheduler.SERVER]:
+        return airflow_scheduler.status_report(paths)
+    return scheduler.status_report(paths)
+
+
 def observe_living(paths: ProjectPaths) -> Living:
     return Living(keeper=keeper.status_report(paths), sidecars=sidecar_rows(paths),
-                  schedules=scheduler.status_report(paths),
+                  schedules=schedules_report(paths),
                   alerts=alerting.status_report(paths),
                   prediction_log=prediction_log_report(paths))
 

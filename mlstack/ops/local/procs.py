@@ -64,11 +64,12 @@ def http_get_json(url: str, timeout: float = 2.0) -> tuple[int | str, object]:
     return _json_call(urllib.request.Request(url), timeout)
 
 
-def http_post_json(url: str, body: dict, timeout: float = 5.0) -> tuple[int | str, object]:
-    """POST a JSON body; (status code, decoded JSON answer or None), or (the error's name,
-    None) when nothing answers. Standard library only, no proxies (127.0.0.1)."""
+def http_post_json(url: str, body: dict, timeout: float = 5.0,
+                   method: str = "POST") -> tuple[int | str, object]:
+    """POST (or `method`) a JSON body; (status code, decoded JSON answer or None), or (the
+    error's name, None) when nothing answers. Standard library only, no proxies (127.0.0.1)."""
     return _json_call(urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST",
+        url, data=json.dumps(body).encode(), method=method,
         headers={"Content-Type": "application/json"}), timeout)
 
 

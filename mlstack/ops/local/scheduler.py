@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +48,12 @@ KEPT_PREFIXES = ("LC_", "XDG_", "PYTHON", "MLSTACK_", "PREFECT_", "BENTOML_", "R
 DROPPED = (procs.OWNER_ENV, "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE",
            "PREFECT_SERVER_DATABASE_CONNECTION_URL", "MLSTACK_PROGRESS_FILE",
            ENV_SERVING_VERSION, ENV_MODEL_TAG)
+
+
+# answers of the server to ask again (prefect.client: PREFECT_CLIENT_RETRY_EXTRA_CODES aside,
+# 429, 502 and 503), and the seconds between the tries
+RETRY_STATUSES = (429, 502, 503)
+RETRY_DELAYS = (0.5, 1.0, 2.0, 4.0)
 
 
 def database_file(paths: ProjectPaths) -> Path:
@@ -113,7 +120,12 @@ def runner_sidecar(paths: ProjectPaths, server_port: int) -> Sidecar | None:
 
 
 def sidecars(paths: ProjectPaths, system) -> list[Sidecar]:
-    """The Prefect server, and the runner while a version serves."""
+    """The Prefect server, and the runner while a version serves; Airflow's services instead
+    when the system's orchestrator is Airflow (airflow_scheduler)."""
+    if getattr(getattr(system, "target", None), "orchestrator", "prefect") == "airflow":
+        from mlstack.ops.local import airflow_scheduler
+
+        return airflow_scheduler.sidecars(paths, system)
     server = server_sidecar(paths)
     runner = runner_sidecar(paths, server.port or 0)
     return [server] + ([runner] if runner is not None else [])
@@ -134,10 +146,16 @@ def api_answers(base: str, timeout: float = 2.0) -> str | None:
 
 
 def api(base: str, path: str, body: dict | None = None, timeout: float = 5.0):
-    """The API's JSON answer to a POST (body) or GET; RuntimeError naming the call."""
+    """The API's JSON answer to a POST (body) or GET; RuntimeError naming the call. An answer
+    the server means to be retried (RETRY_STATUSES: its SQLite database busy is a 503, the
+    request undone) is asked again, RETRY_DELAYS apart, as Prefect's own client does."""
     url = f"{base}/api{path}"
-    status, data = (procs.http_get_json(url, timeout) if body is None
-                    else procs.http_post_json(url, body, timeout))
+    for delay in (*RETRY_DELAYS, None):
+        status, data = (procs.http_get_json(url, timeout) if body is None
+                        else procs.http_post_json(url, body, timeout))
+        if status not in RETRY_STATUSES or delay is None:
+            break
+        time.sleep(delay)
     if not isinstance(status, int) or not 200 <= status < 300:
         raise RuntimeError(f"{'GET' if body is None else 'POST'} /api{path}: "
                            f"{'HTTP ' if isinstance(status, int) else ''}{status}")

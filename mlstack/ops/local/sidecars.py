@@ -228,8 +228,12 @@ def ensure(paths: ProjectPaths, sidecars: list[Sidecar], now: float | None = Non
     now = time.time() if now is None else now
     notes = []
     for sidecar in sidecars:
-        alive = bool(running(paths, sidecar.name))
         rec = record(paths, sidecar.name)
+        # its own process, not only what it started: a scheduler killed leaves its workers
+        # (they carry its marker) until the restart stops them
+        alive = bool(running(paths, sidecar.name)) and (
+            not isinstance(rec.get("pid"), int)
+            or procs.is_owned(rec["pid"], owner(paths, sidecar.name)))
         if alive and rec.get("digest") != digest(sidecar):
             reason = changes(rec, sidecar)
             start(paths, sidecar, reason=reason)

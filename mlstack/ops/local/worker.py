@@ -26,7 +26,12 @@ SKEW_TOLERANCE = 1e-9
 
 def train(package: str) -> dict:
     """The training flow without its promote task: deploy promotes a version after its
-    verification and rollout, so a failed deploy never leaves a new model as the current one."""
+    verification and rollout, so a failed deploy never leaves a new model as the current one.
+    Without Prefect flows (orchestrator: airflow), the same steps from `<package>/steps.py`."""
+    from mlstack.ops.local import steps_training
+
+    if steps_training.has_steps(package):
+        return steps_training.train(package)
     flows = importlib.import_module("pipelines.flows")
     return flows.training_flow(promote_model=False)
 

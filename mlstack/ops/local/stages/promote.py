@@ -6,7 +6,7 @@ sidecars stay supervised after the deploy's process ends."""
 from __future__ import annotations
 
 from mlstack.diagnostics.errors import StageError
-from mlstack.ops.local import experiment, keeper, sidecars
+from mlstack.ops.local import airflow_scheduler, experiment, keeper, sidecars
 from mlstack.ops.local.services import route, stop_version
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.local.state import VersionStatus
@@ -69,7 +69,9 @@ def start_keeper(ctx: DeployContext) -> None:
     deploy's lock, so the deploy ends with them up rather than at the keeper's next pass
     (status right after a deploy found the runner down mid-restart)."""
     try:
-        sidecars.start_all(ctx.paths, sidecars.declared(ctx.paths, ctx.system))
+        declared = sidecars.declared(ctx.paths, ctx.system)
+        sidecars.start_all(ctx.paths, declared)
+        airflow_scheduler.settle(ctx.paths, ctx.system, declared)
     except RuntimeError:
         pass  # the version serves; the keeper restarts the sidecar with its backoff, and
         # status names it until then

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 from mlstack.diagnostics.errors import StageError
-from mlstack.ops.local import alerting, sidecars
+from mlstack.ops.local import airflow_scheduler, alerting, sidecars
 from mlstack.ops.local.stages.context import DeployContext
 from mlstack.ops.report import StageRecord, StageStatus
 
@@ -23,6 +23,7 @@ def run(ctx: DeployContext, *, report_healthy: bool = True) -> None:
         began = time.perf_counter()
         try:
             notes = sidecars.start_all(ctx.paths, declared)
+            notes += airflow_scheduler.settle(ctx.paths, ctx.system, declared)
         except RuntimeError as exc:
             ctx.stages.add(StageRecord("sidecars", StageStatus.FAILED,
                                        round(time.perf_counter() - began, 3), str(exc)))
@@ -33,6 +34,7 @@ def run(ctx: DeployContext, *, report_healthy: bool = True) -> None:
         return
     with ctx.stages.stage("sidecars") as record:
         notes = sidecars.start_all(ctx.paths, declared)
+        notes += airflow_scheduler.settle(ctx.paths, ctx.system, declared)
         record.detail = "; ".join(notes) or (
             f"{len(declared)} running: " + ", ".join(s.name for s in declared))
         missing = alerting.alerts_unavailable(ctx.paths)  # said once, with the stage
