@@ -272,7 +272,7 @@ def rollout_phrase(r: Any) -> str:
         return (f"start an A/B experiment with {r.ab.split}% of {r.ab.key} on it, promoted or "
                 f"aborted by the keeper on the {r.ab.metric} readout (local target only)")
     steps = "roll it out in canary steps " + " -> ".join(f"{w}%" for w in r.steps)
-    guard = getattr(r, "feedback", None)
+    guard = r.feedback
     if guard is not None:
         return (f"{steps}, held at {guard.weight}% until the keeper's test of the "
                 f"{guard.metric} feedback decides (local target only)")

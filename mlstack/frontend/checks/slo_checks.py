@@ -8,7 +8,7 @@ from mlstack.diagnostics.diagnostic import Diagnostic, Severity
 from mlstack.frontend.checks import CheckContext, node_path
 from mlstack.frontend.ir.catalog import HTTP_OVERHEAD_MS
 from mlstack.frontend.ir.derive import batching_budget_ms, schedule_interval_seconds
-from mlstack.frontend.ir.nodes import AbNode, FeedbackGuardNode
+from mlstack.frontend.ir.nodes import FeedbackTestNode
 
 
 def check_slos(ctx: CheckContext) -> Iterator[Diagnostic]:
@@ -166,7 +166,7 @@ def _feedback_guard(ctx: CheckContext) -> Iterator[Diagnostic]:
     yield from _feedback_test(ctx, r.feedback, "feedback", "a canary's feedback guard")
 
 
-def _feedback_test(ctx: CheckContext, t: AbNode | FeedbackGuardNode, name: str,
+def _feedback_test(ctx: CheckContext, t: FeedbackTestNode, name: str,
                    what: str) -> Iterator[Diagnostic]:
     """What an A/B experiment and a feedback guard both need: a baseline the metric can
     have, a decision min_samples allows, and the prediction log their outcomes are read from."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlstack.frontend.ir import catalog
 from mlstack.frontend.ir import nodes as ir
-from mlstack.frontend.spec.models import Rollout, ShadowRules, SystemSpec
+from mlstack.frontend.spec.models import FeedbackTest, Rollout, ShadowRules, SystemSpec
 from mlstack.frontend.spec.types import duration_seconds, memory_mib, parse_gate
 
 # records a setting the spec left to mlstack: (setting, value, reason)
@@ -283,11 +283,15 @@ def _ab(r: Rollout, model: ir.ModelNode) -> ir.AbNode | None:
     a = r.ab
     key = a.key or model.group_by or (model.request_keys[0].name if model.request_keys
                                       else "")
-    return ir.AbNode(key=key, split=a.split, metric=a.metric,
-                     higher_is_better=a.higher_is_better, baseline=a.baseline,
-                     minimum_lift=a.minimum_lift, tau=a.minimum_lift * a.baseline,
-                     alpha=a.alpha, min_samples=a.min_samples, max_samples=a.max_samples,
-                     max_duration_seconds=duration_seconds(a.max_duration))
+    return ir.AbNode(key=key, split=a.split, **_feedback_test(a))
+
+
+def _feedback_test(t: FeedbackTest) -> dict[str, Any]:
+    """The fields of a FeedbackTestNode, from the spec's test (an A/B's or a guard's)."""
+    return dict(metric=t.metric, higher_is_better=t.higher_is_better, baseline=t.baseline,
+                minimum_lift=t.minimum_lift, tau=t.minimum_lift * t.baseline, alpha=t.alpha,
+                min_samples=t.min_samples, max_samples=t.max_samples,
+                max_duration_seconds=duration_seconds(t.max_duration))
 
 
 def _feedback_guard(r: Rollout) -> ir.FeedbackGuardNode | None:
@@ -296,13 +300,7 @@ def _feedback_guard(r: Rollout) -> ir.FeedbackGuardNode | None:
     held = [w for w in r.steps if w < 100]
     if r.strategy != "canary" or r.feedback is None or not held:
         return None
-    f = r.feedback
-    return ir.FeedbackGuardNode(weight=held[-1], metric=f.metric,
-                                higher_is_better=f.higher_is_better, baseline=f.baseline,
-                                minimum_lift=f.minimum_lift, tau=f.minimum_lift * f.baseline,
-                                alpha=f.alpha, min_samples=f.min_samples,
-                                max_samples=f.max_samples,
-                                max_duration_seconds=duration_seconds(f.max_duration))
+    return ir.FeedbackGuardNode(weight=held[-1], **_feedback_test(r.feedback))
 
 
 def serving_workers(target: ir.TargetNode) -> int:

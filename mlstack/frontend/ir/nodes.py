@@ -241,36 +241,33 @@ class ShadowNode(Node):
     min_requests: int
 
 
-class AbNode(Node):
+class FeedbackTestNode(Node):
+    """A test on the outcomes sent to POST /feedback that the keeper decides
+    (runtime.experiment_stats): what an A/B experiment and a canary's guard share."""
+
+    metric: str  # conversion | mean
+    higher_is_better: bool
+    baseline: float
+    minimum_lift: float
+    tau: float  # minimum_lift x baseline, fixed before any data
+    alpha: float
+    min_samples: int
+    max_samples: int
+    max_duration_seconds: int
+
+
+class AbNode(FeedbackTestNode):
     """strategy ab: the experiment the keeper decides (runtime.experiment_stats)."""
 
     key: str  # the request field the sticky assignment hashes
     split: int  # percent of entities on the candidate
-    metric: str  # conversion | mean
-    higher_is_better: bool
-    baseline: float
-    minimum_lift: float
-    tau: float  # minimum_lift x baseline, fixed before any data
-    alpha: float
-    min_samples: int
-    max_samples: int
-    max_duration_seconds: int
 
 
-class FeedbackGuardNode(Node):
+class FeedbackGuardNode(FeedbackTestNode):
     """rollout.feedback (strategy canary): the held step's test the keeper decides
-    (runtime.experiment_stats, as an A/B experiment's; its own end rule, ops.local.experiment)."""
+    (as an A/B experiment's; its own end rule, ops.local.experiment)."""
 
     weight: int  # the canary's last step below 100: the percent of requests held there
-    metric: str  # conversion | mean
-    higher_is_better: bool
-    baseline: float
-    minimum_lift: float
-    tau: float  # minimum_lift x baseline, fixed before any data
-    alpha: float
-    min_samples: int
-    max_samples: int
-    max_duration_seconds: int
 
 
 class RolloutNode(Node):
