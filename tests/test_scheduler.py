@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mlstack.ops.local import procs, scheduler, served_run, sidecars
+from mlstack.ops.local import procs, run_follow, scheduler, served_run, sidecars
 from mlstack.ops.local.schedule_runner import ANCHOR, RUNS_ROLE, schedule_objects
 from mlstack.ops.local.state import DeploymentState, Version, VersionStatus
 from mlstack.ops.paths import ProjectPaths
@@ -277,14 +277,14 @@ def test_a_follower_waits_for_a_server_that_stops_answering_for_a_while(paths, f
     fake_api.deployments = [{"id": "d1", "name": "churn-materialize", "schedules": []}]
     fake_api.states = ["RUNNING", "COMPLETED"]
     fake_api.unanswered = 3  # the keeper restarting the server mid-run
-    monkeypatch.setattr(served_run, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(run_follow, "POLL_SECONDS", 0.05)
     states: list = []
     served = served_run.served_deployment(paths, "materialize", code)
     run = served_run.run_served(served, on_state=states.append)
     assert run.state == "COMPLETED"
-    assert states == [served_run.SERVER_AWAY, "Running", "Completed"]
+    assert states == [run_follow.SERVER_AWAY, "Running", "Completed"]
     fake_api.states, fake_api.unanswered = ["RUNNING"], 10**6  # it never comes back
-    monkeypatch.setattr(served_run, "SERVER_GONE_TIMEOUT", 0.5)
+    monkeypatch.setattr(run_follow, "SERVER_GONE_TIMEOUT", 0.5)
     with pytest.raises(RuntimeError, match="has not answered for 0.5 s"):
         served_run.run_served(served)
 

@@ -8,17 +8,14 @@ Standard library only (urllib): the command imports no airflow.
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlstack.ops.local import airflow_scheduler
+from mlstack.ops.local.run_follow import Follow, Seen, follow
 from mlstack.ops.paths import ProjectPaths
 
-POLL_SECONDS = 1.0
-SERVER_GONE_TIMEOUT = 180.0
-SERVER_AWAY = "(server not answering: waiting for it)"
 QUEUED_TIMEOUT = 300.0  # a run the scheduler never starts
 RUN_FINAL = {"success": "COMPLETED", "failed": "FAILED"}
 # a task instance's final states, as the progress lines name them
@@ -55,46 +52,20 @@ def run_dag(base: str, dag_id: str, on_state: Callable[[str], None] | None = Non
                                     {"logical_date": None, "note": "mlstack run"})
     run_id = created["dag_run_id"]
     quoted = urllib.parse.quote(run_id, safe="")
-    url = f"{base}/dags/{dag_id}/runs/{quoted}"
-    began = time.monotonic()
-    last_state: str | None = None
-    seen: set[str] = set()
-    tasks: list[dict] = []
-    away_since: float | None = None
-    while True:
-        try:
-            run = airflow_scheduler.api(base, f"/dags/{dag_id}/dagRuns/{quoted}")
-            finished = _finished_tasks(base, dag_id, quoted, seen)
-        except RuntimeError as exc:  # the api-server restarting: the run goes on without it
-            now = time.monotonic()
-            away_since = away_since or now
-            if now - away_since > SERVER_GONE_TIMEOUT:
-                raise RuntimeError(f"the Airflow API has not answered for "
-                                   f"{SERVER_GONE_TIMEOUT:g} s ({exc}); the run: {url}") from None
-            if on_state is not None and last_state != SERVER_AWAY:
-                last_state = SERVER_AWAY
-                on_state(SERVER_AWAY)
-            time.sleep(POLL_SECONDS)
-            continue
-        away_since = None
-        for line in finished:
-            tasks.append(line)
-            if on_task is not None:
-                on_task(line)
+    seen_tasks: set[str] = set()
+
+    def poll() -> Seen:
+        run = airflow_scheduler.api(base, f"/dags/{dag_id}/dagRuns/{quoted}")
+        finished = _finished_tasks(base, dag_id, quoted, seen_tasks)
         state = str(run.get("state") or "none")
-        if state != last_state:
-            last_state = state
-            if on_state is not None:
-                on_state(state)
-        if state in RUN_FINAL:
-            return AirflowRun(run_id, url, RUN_FINAL[state],
-                              airflow_scheduler._seconds(run.get("start_date"),
-                                                         run.get("end_date")) or 0.0, tasks)
-        if state == "queued" and time.monotonic() - began > queued_timeout:
-            raise RuntimeError(f"the Airflow scheduler did not start the run in "
-                               f"{queued_timeout:g} s (it is still queued): see mlstack "
-                               f"status; the run: {url}")
-        time.sleep(POLL_SECONDS)
+        return Seen(state, state in RUN_FINAL, state == "queued", run, finished)
+
+    how = Follow("the Airflow API", f"{base}/dags/{dag_id}/runs/{quoted}", queued_timeout,
+                 "the Airflow scheduler did not start the run", on_state, on_task)
+    last, tasks = follow(poll, how)
+    return AirflowRun(run_id, how.url, RUN_FINAL[last.state],
+                      airflow_scheduler._seconds(last.run.get("start_date"),
+                                                 last.run.get("end_date")) or 0.0, tasks)
 
 
 def _finished_tasks(base: str, dag_id: str, run_id: str, seen: set) -> list[dict]:

@@ -8,20 +8,17 @@ Standard library only (the server's API over urllib): the command imports no pre
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlstack.ops.local import scheduler
+from mlstack.ops.local.run_follow import Follow, Seen, follow
 from mlstack.ops.local.schedule_runner import read_deployments
 from mlstack.ops.paths import ProjectPaths
 
 # flow -> the entrypoint's function in pipelines/prefect.yaml
 ENTRYPOINT_FUNCTIONS = {"materialize": "materialize_flow", "monitoring": "monitoring_flow",
                         "training": "training_flow"}
-POLL_SECONDS = 1.0
-SERVER_GONE_TIMEOUT = 180.0  # seconds a follower waits for a server that stopped answering
-SERVER_AWAY = "(server not answering: waiting for it)"  # what on_state hears meanwhile
 PICKUP_TIMEOUT = 300.0  # the runner polls every 10 s; a restarting runner needs longer
 FINAL = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
 
@@ -73,45 +70,22 @@ def run_served(deployment: ServedDeployment, on_state: Callable[[str], None] | N
     run = scheduler.api(base, f"/deployments/{deployment.id}/create_flow_run",
                         {"tags": ["mlstack-run"]})
     run_id = run["id"]
-    url = f"{base}/runs/flow-run/{run_id}"
-    began = time.monotonic()
-    last_state: str | None = None
-    tasks: list[dict] = []
-    seen: set[str] = set()
-    unanswered_since: float | None = None
-    while True:
-        try:
-            run = scheduler.api(base, f"/flow_runs/{run_id}")
-            finished = _finished_tasks(base, run_id, seen)
-        except RuntimeError as exc:  # the server restarting (the keeper brings it back):
-            now = time.monotonic()  # the run goes on without it; wait, then give up
-            unanswered_since = unanswered_since or now
-            if now - unanswered_since > SERVER_GONE_TIMEOUT:
-                raise RuntimeError(f"the Prefect server has not answered for "
-                                   f"{SERVER_GONE_TIMEOUT:g} s ({exc}); the run: {url}") from None
-            if on_state is not None and last_state != SERVER_AWAY:
-                last_state = SERVER_AWAY
-                on_state(SERVER_AWAY)
-            time.sleep(POLL_SECONDS)
-            continue
-        unanswered_since = None
-        for line in finished:  # before the state that ends it
-            tasks.append(line)
-            if on_task is not None:
-                on_task(line)
+    seen_tasks: set[str] = set()
+
+    def poll() -> Seen:
+        run = scheduler.api(base, f"/flow_runs/{run_id}")
+        finished = _finished_tasks(base, run_id, seen_tasks)
         state = run.get("state") or {}
-        name, kind = state.get("name") or state.get("type"), state.get("type")
-        if name != last_state:
-            last_state = name
-            if on_state is not None:  # "None": a run the server reports with no state
-                on_state(str(name))
-        if kind in FINAL:
-            return ServedRun(run_id, url, kind, state.get("message") or "",
-                             round(float(run.get("total_run_time") or 0.0), 3), tasks)
-        if kind == "SCHEDULED" and time.monotonic() - began > pickup_timeout:
-            raise RuntimeError(f"no runner took the run in {pickup_timeout:g} s (it is "
-                               f"still {name}): see mlstack status; the run: {url}")
-        time.sleep(POLL_SECONDS)
+        kind = state.get("type")  # "None": a run the server reports with no state
+        return Seen(str(state.get("name") or kind), kind in FINAL, kind == "SCHEDULED", run,
+                    finished)
+
+    how = Follow("the Prefect server", f"{base}/runs/flow-run/{run_id}", pickup_timeout,
+                 "no runner took the run", on_state, on_task)
+    last, tasks = follow(poll, how)
+    state = last.run.get("state") or {}
+    return ServedRun(run_id, how.url, str(state.get("type")), state.get("message") or "",
+                     round(float(last.run.get("total_run_time") or 0.0), 3), tasks)
 
 
 def _finished_tasks(base: str, run_id: str, seen: set) -> list[dict]:
