@@ -77,7 +77,10 @@ def test_every_field_is_described():
 @pytest.mark.parametrize(("pointer", "good", "bad"), [
     ("FeatureView/ttl", ["15m", "1h30m", "30d", 3600], ["7days", "", "15 m", 0, "m"]),
     ("Evaluation/gates", [">= 0.80", "< 50", 0.8, "== 1"], [">= high", "=> 0.8", "auc"]),
-    ("Training/schedule", ["@daily", "0 3 * * *", "*/5 * * * *"], ["@sometimes", "0 3 * *"]),
+    ("Training/schedule", ["@daily", "0 3 * * *", "*/5 * * * *", "0-59/5 * * 1,6,12 0-7",
+                           "05 023 31 12 7", "3/5 * * * *"],
+     ["@sometimes", "0 3 * *", "99 * * * *", "0 24 * * *", "0 0 0 * *", "0 0 * 13 *",
+      "0 0 * * 8", "*/0 * * * *", "1,,2 * * * *", "- * * * *", "0 3 * * * *"]),
     ("FileSource/path", ["data/x.parquet", "x.csv", "a/b/c.csv"],
      ["../x.csv", "/etc/passwd", "a/../../x", "C:/x.csv", "~/x.csv", "s3://b/x"]),
     ("ServingResources/memory", ["512Mi", "4Gi", "1.5Ti"], ["4GB", "4", "Gi"]),
@@ -114,3 +117,19 @@ def test_schema_rejects_a_misspelt_metric_key(validator):
     spec = load_spec_file(SPECS[0]).data
     spec = {**spec, "evaluation": {**spec["evaluation"], "gates": {"AUC score": ">= 0.8"}}}
     assert not validator.is_valid(spec)
+
+
+def test_a_cron_value_out_of_range_is_refused_at_its_line_and_column(tmp_path):
+    """'99 * * * *' has five fields of cron characters, but no minute 99: lint names the
+    field and the range where the schedule is written, not the orchestrator at run time."""
+    from mlstack.frontend.analysis import analyze_spec
+
+    text = (BLUEPRINTS / "churn" / "mlstack.yaml").read_text(encoding="utf-8")
+    assert '  schedule: "@daily"\n' in text
+    spec = tmp_path / "mlstack.yaml"
+    spec.write_text(text.replace('  schedule: "@daily"\n', '  schedule: "0 24 * * *"\n'))
+    line = spec.read_text().splitlines().index('  schedule: "0 24 * * *"') + 1
+    found = [d for d in analyze_spec(spec).diagnostics if "not a schedule" in d.message]
+    assert len(found) == 1, [d.message for d in analyze_spec(spec).diagnostics]
+    assert "its hour field '24' has 24: it takes 0 to 23" in found[0].message
+    assert found[0].location.line == line

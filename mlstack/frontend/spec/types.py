@@ -35,8 +35,20 @@ CRON_FIELD_RE = re.compile(r"^[0-9*/,\-]+$")
 # Where the Ray cluster is: 'local' (the local target starts one) or a Ray client address.
 RAY_ADDRESS_RE = re.compile(r"^local$|^ray://[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?$")
 SCHEDULE_ALIASES = ("@hourly", "@daily", "@weekly", "@monthly", "@yearly")
+# The numbers each cron field takes (leading zeros allowed), for the JSON Schema's pattern:
+# minute 0-59, hour 0-23, day of month 1-31, month 1-12, day of week 0-7
+_CRON_NUMBERS = (r"0*[1-5]?[0-9]", r"0*(1?[0-9]|2[0-3])", r"0*([1-9]|[12][0-9]|3[01])",
+                 r"0*([1-9]|1[0-2])", r"0*[0-7]")
+
+
+def _cron_field_pattern(number: str) -> str:
+    item = rf"(\*|({number})(-({number}))?)(/0*[1-9][0-9]*)?"
+    return rf"{item}(,{item})*"
+
+
 SCHEDULE_JSON_PATTERN = (r"^\s*(@hourly|@daily|@weekly|@monthly|@yearly|"
-                         r"[0-9*/,-]+(\s+[0-9*/,-]+){4})\s*$")
+                         + r"\s+".join(_cron_field_pattern(n) for n in _CRON_NUMBERS)
+                         + r")\s*$")
 CODE_FUNCTION_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,99}$")
 CODE_REF_JSON_PATTERN = r"^[^:]+:[A-Za-z_][A-Za-z0-9_]*$"
 RELATIVE_PATH_JSON_PATTERN = r"^(?![/~\\])(?![^/\\]*:)(?!(.*[/\\])?\.\.([/\\]|$))[^\u0000]+$"
@@ -198,12 +210,45 @@ def _schedule(value: object) -> str:
         return text
     fields = text.split()
     if len(fields) == 5 and all(CRON_FIELD_RE.match(f) for f in fields):
+        for field, (name, low, high) in zip(fields, CRON_FIELDS, strict=True):
+            problem = _cron_field_problem(field, low, high)
+            if problem:
+                raise PydanticCustomError(
+                    "mls_schedule", "'{value}' is not a schedule: its {name} field '{field}' "
+                    "{problem}", {"value": _text(value), "name": name, "field": field,
+                                  "problem": problem})
         return text
     raise PydanticCustomError(
         "mls_schedule",
         "'{value}' is not a schedule: use a 5-field cron line ('0 3 * * *') or one of {aliases}",
         {"value": _text(value), "aliases": ", ".join(SCHEDULE_ALIASES)},
     )
+
+
+# A cron line's fields: their names and the values each takes (day of week 7 is Sunday too)
+CRON_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31),
+               ("month", 1, 12), ("day-of-week", 0, 7))
+
+
+def _cron_field_problem(field: str, low: int, high: int) -> str | None:
+    """Why one cron field (digits, '*', '-', '/', ',' only) would not parse, or None:
+    an empty list item, a value outside low..high, a range that runs backwards, a step
+    of 0 or on a single value."""
+    for item in field.split(","):
+        head, slash, step = item.partition("/")
+        if slash and (not step.isdigit() or int(step) == 0):
+            return f"has the step '/{step}': a step is a whole number from 1"
+        if head == "*":
+            continue
+        start, dash, end = head.partition("-")
+        if not start.isdigit() or (dash and not end.isdigit()):
+            return f"has '{item}': write a number, a range 'a-b', '*' or a step '*/n'"
+        for number in (start, end) if dash else (start,):
+            if not low <= int(number) <= high:
+                return f"has {int(number)}: it takes {low} to {high}"
+        if dash and int(start) > int(end):
+            return f"has the range '{head}', which runs backwards"
+    return None
 
 
 def _relative_path(value: str) -> str:
