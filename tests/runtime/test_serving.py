@@ -202,3 +202,28 @@ def test_request_fields_reach_the_transforms_beside_the_fetched_columns():
     assert batch.columns["discount"].tolist() == [0.5, 0.25]
     assert batch.columns["cut"].tolist() == [0.75, 1.125]
     assert predictions(batch, lambda m: m[:, 2]) == [None, 0.75, 1.125]
+
+
+def test_settle_heap_freezes_what_was_loaded_and_leaves_new_objects_collectable():
+    """A worker's loaded objects go out of the collector's sight; what comes after is still
+    collected (a cycle made after settling is freed by the next collection)."""
+    import gc
+    import weakref
+
+    from mlstack.runtime import serving as serving_module
+
+    class Node:
+        pass
+
+    try:
+        loaded = [Node() for _ in range(1000)]
+        frozen = serving_module.settle_heap()
+        assert frozen >= len(loaded) and gc.get_freeze_count() == frozen
+        cycle = Node()
+        cycle.me = cycle
+        alive = weakref.ref(cycle)
+        del cycle
+        gc.collect()
+        assert alive() is None
+    finally:
+        gc.unfreeze()  # the test process's other tests expect a plain collector

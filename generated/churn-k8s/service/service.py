@@ -155,6 +155,8 @@ class ChurnK8sService:
         self.predict_rows([WARMUP_ROW])
         # the direct read of the online store, or Feast where it did not answer the same
         self.online_read = STORE.online_read_path()
+        # what is loaded now lives as long as the worker: out of the collector's sight
+        serving.settle_heap()
 
     def predict_rows(self, rows: list[Any]) -> list[Any]:
         """The positive-class probability of each row (Row models or mappings of
