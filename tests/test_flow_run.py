@@ -138,6 +138,37 @@ def test_training_is_refused_with_the_way_to_retrain(project, capsys):
     assert "mlstack deploy --retrain" in capsys.readouterr().err
 
 
+def test_training_on_airflow_runs_mlstacks_dag_of_the_scheduled_retrain(project, monkeypatch):
+    """With orchestrator airflow, training is a run of `<system>_scheduled_training` (deploy's
+    rollout, airflow_retrain.py), never of the generated training DAG."""
+    from types import SimpleNamespace
+
+    from mlstack.ops.local import airflow_run, airflow_scheduler
+    from mlstack.workspace import manifest
+
+    paths = _deploy(project)
+    system = SimpleNamespace(python_name="churn")
+    monkeypatch.setattr(airflow_scheduler, "runs_airflow", lambda code_dir: True)
+    monkeypatch.setattr(manifest, "read_manifest",
+                        lambda folder: SimpleNamespace(previous_system=lambda: system))
+    asked = []
+    monkeypatch.setattr(airflow_run, "dag_of", lambda p, dag_id: asked.append(dag_id) or "http://a")
+
+    def run_dag(base, dag_id, on_state=None, on_task=None):
+        asked.append(dag_id)
+        tasks = [{"task": "start_retrain", "state": "COMPLETED", "seconds": 0.2},
+                 {"task": "retrain_outcome", "state": "COMPLETED", "seconds": 0.2}]
+        return airflow_run.AirflowRun("manual__1", f"{base}/dags/{dag_id}/runs/manual__1",
+                                      "COMPLETED", 40.0, tasks)
+
+    monkeypatch.setattr(airflow_run, "run_dag", run_dag)
+    run = run_flow(project, "training")
+    assert asked == ["churn_scheduled_training"] * 2
+    assert run.url == "http://a/dags/churn_scheduled_training/runs/manual__1"
+    assert [t["task"] for t in run.tasks] == ["start_retrain", "retrain_outcome"]
+    assert run.version == "v3" and paths.deployments_file.is_file()
+
+
 def test_failed_stage_and_explained():
     tasks = [{"task": "ingest", "state": "COMPLETED"}, {"task": "drift", "state": "FAILED"}]
     assert failed_stage("monitoring", tasks) == "drift"

@@ -112,7 +112,7 @@ def test_the_steps_are_the_contracts_tasks_and_the_pipeline_runs_each(tmp_path):
      "/target/orchestrator"),
     ({"orchestrator": "kubeflow", "compute": {"engine": "ray"}}, "MLS901",
      "/target/orchestrator"),
-    ({"orchestrator": "airflow"}, "MLS901", "/target/orchestrator"),
+    ({"orchestrator": "airflow", "compute": {"engine": "ray"}}, "MLS901", "/target/compute"),
     ({"orchestrator": "airflow", "kind": "aws", "region": "eu-west-1"}, "MLS901",
      "/target/orchestrator"),
 ])
@@ -158,18 +158,16 @@ def test_the_graph_is_the_contracts_whichever_orchestrator_runs_it(tmp_path):
 
 # -- airflow -------------------------------------------------------------------------------
 def airflow_refusals(system) -> list[tuple[str, str]]:
-    """What lint refuses of an airflow spec: the orchestrator off the local target, the
-    scheduled retrain on it."""
-    if system.target.kind != "local":
-        return [("MLS901", "/target/orchestrator")]
-    return [("MLS901", "/training/schedule")] if system.training.schedule else []
+    """What lint refuses of an airflow spec: the orchestrator off the local target."""
+    return ([("MLS901", "/target/orchestrator")] if system.target.kind not in (
+        "local", "kubernetes") else [])
 
 
 def airflow_compiled(spec: Path):
     """The IR and tree of an airflow spec. Lint takes airflow on the local target (deploy
-    runs the DAGs) but not a scheduled retrain there, and refuses airflow on the others
-    (MLS901: no stack runs Airflow yet); this compiles what analysis resolved (the training
-    DAG's schedule too), after checking those refusals are the only errors."""
+    runs the DAGs and the scheduled retrain) and refuses airflow on the others (MLS901: no
+    stack runs Airflow yet); this compiles what analysis resolved (the training DAG's
+    schedule too), after checking those refusals are the only errors."""
     analysis = analyze_spec(spec)
     assert [(d.code, d.pointer) for d in analysis.errors] == airflow_refusals(analysis.system)
     return analysis.system, compile_system(analysis.system, compile_options(spec_paths(spec)))
@@ -247,22 +245,29 @@ def test_kubeflow_and_airflow_share_one_steps_module(tmp_path):
 
 
 def test_airflow_lints_clean_on_the_local_target_and_is_refused_on_the_others(tmp_path):
-    """`mlstack deploy` runs the DAGs locally under the project's own Airflow
-    (tests/engine/test_airflow_local.py); the cluster targets' stacks run no Airflow yet."""
+    """`mlstack deploy` runs the DAGs locally under the project's own Airflow, the
+    scheduled retrain as mlstack's own DAG (tests/engine/test_airflow_local.py); the
+    cluster targets' stacks run no Airflow yet."""
     scheduled = variant(tmp_path / "local", CHURN, orchestrator="airflow")
     analysis = analyze_spec(scheduled)
-    [refused] = analysis.errors  # the blueprint's daily retrain: not under Airflow yet
-    assert (refused.code, refused.pointer) == ("MLS901", "/training/schedule")
-    assert refused.location.line > 1 and "mlstack deploy --retrain" in refused.hint
+    assert analysis.system.training.schedule == "@daily"  # the blueprint's daily retrain
+    assert analysis.errors == []
     doc = yaml.safe_load(scheduled.read_text())
+    for schedule in ("*/2 * * * *", "0 3 * * 1-5", "15,45 */6 1 * *"):
+        doc["training"]["schedule"] = schedule
+        scheduled.write_text(yaml.safe_dump(doc, sort_keys=False))
+        assert analyze_spec(scheduled).errors == [], schedule
     del doc["training"]["schedule"]
     scheduled.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert analyze_spec(scheduled).errors == []
-    analysis = analyze_spec(variant(tmp_path / "k8s", orchestrator="airflow"))
+    # on kubernetes the stack deploys Airflow (tests/engine/test_infra_k8s_airflow.py)
+    assert analyze_spec(variant(tmp_path / "k8s", orchestrator="airflow")).errors == []
+    analysis = analyze_spec(variant(tmp_path / "aws", orchestrator="airflow", kind="aws",
+                                    region="eu-west-1"))
     [refused] = analysis.errors
     assert (refused.code, refused.pointer) == ("MLS901", "/target/orchestrator")
     assert refused.location.line > 1  # located at the key the user wrote
-    assert "kubernetes target" in refused.message
+    assert "aws target" in refused.message
 
 
 def test_a_change_to_airflow_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):
@@ -296,3 +301,49 @@ def test_the_airflow_environment_pins_the_models_framework_too(tmp_path):
     lines = tree.as_dict()["pipelines/airflow_requirements.txt"].decode().splitlines()
     assert "lightgbm==4.7.0" in lines and "apache-airflow==3.3.2" in lines
     assert all("==" in line for line in lines if not line.startswith("#"))
+
+
+# -- airflow on kubernetes: the stack deploys Airflow's chart ------------------------------
+AIRFLOW_K8S_FILES = {"pipelines/airflow_dags.py": "airflow_dags_kubernetes.py",
+                     "pipelines/airflow_requirements.txt": "airflow_requirements_kubernetes.txt"}
+
+
+def test_airflow_on_kubernetes_runs_each_step_as_a_pod_and_matches_its_goldens(tmp_path):
+    """The DAG file differs on kubernetes (each task a KubernetesPodOperator running its
+    step in the service image); its goldens, and the same bytes twice."""
+    system, tree = airflow_compiled(variant(tmp_path, orchestrator="airflow"))
+    files = tree.as_dict()
+    assert (system.target.kind, system.target.orchestrator) == ("kubernetes", "airflow")
+    dags = files["pipelines/airflow_dags.py"]
+    assert b"from airflow.providers.cncf.kubernetes.operators.pod import " \
+           b"KubernetesPodOperator" in dags
+    assert b"get_current_context" not in dags  # nothing runs in the Airflow worker
+    if os.environ.get("MLSTACK_UPDATE_GOLDENS"):
+        for path, golden in AIRFLOW_K8S_FILES.items():
+            (AIRFLOW_GOLDENS / f"{golden}.golden").write_bytes(files[path])
+    for path, golden in AIRFLOW_K8S_FILES.items():
+        assert files[path] == (AIRFLOW_GOLDENS / f"{golden}.golden").read_bytes(), path
+    again = airflow_compiled(variant(tmp_path / "again", orchestrator="airflow"))[1]
+    assert again.as_dict() == files
+
+
+def test_a_change_to_airflow_on_kubernetes_plans_the_chart_in_place_of_the_prefect_worker(
+        tmp_path):
+    spec = variant(tmp_path)
+    compile_spec(spec)
+    doc = yaml.safe_load(spec.read_text())
+    doc["target"]["orchestrator"] = "airflow"
+    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
+    system, tree = airflow_compiled(spec)
+    p = plan(system, tree, spec_paths(spec).out_dir)
+    changes = {c.address: c.action for c in p.infra.changes}
+    assert changes == {
+        "helm_release.airflow": "create", "kubernetes_config_map_v1.airflow_dags": "create",
+        "kubernetes_persistent_volume_claim_v1.pipeline_data": "create",
+        # the service image's tag is the spec's hash, which the orchestrator is part of
+        "kubernetes_deployment_v1.serving": "update",
+        "kubernetes_config_map_v1.training_job_template": "delete",
+        **{f"{t}.prefect_worker": "delete" for t in (
+            "kubernetes_deployment_v1", "kubernetes_role_v1", "kubernetes_role_binding_v1",
+            "kubernetes_service_account_v1")}}
+    assert Consequence.RETRAIN not in p.consequences

@@ -38,7 +38,7 @@ LONGEST = {
     "tests/engine/test_schedules.py": 740,
     "tests/engine/test_deploy_local.py": 535,
     RAY_UNIT: 365,
-    "tests/engine/test_airflow_local.py": 300,
+    "tests/engine/test_airflow_local.py": 460,  # with its scheduled retrain (v2 via canary)
     "tests/engine/test_chaos.py": 220,
     "tests/engine/test_deploy_user_code.py": 160,
     "tests/engine/test_api_contract.py": 130,
@@ -47,6 +47,7 @@ LONGEST = {
     "tests/engine/test_serving_recovery.py": 82,
     "tests/engine/test_airflow_dags.py": 80,  # with its environment's first build
     "tests/test_keeper.py": 65,
+    "tests/engine/test_infra_k8s_airflow.py": 55,  # with its environment's first build
     "tests/engine/test_infra_aws.py": 48,
     "tests/test_supervisor_failures.py": 42,
     "tests/test_alerting.py": 42,

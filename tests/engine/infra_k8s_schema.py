@@ -1,7 +1,9 @@
 """The hashicorp/kubernetes provider's resource schema, read from the prebuilt cdktn bindings'
 jsii assembly (the package is downloaded, not installed), to check the synthesized kubernetes
 stack the way `terraform validate` would if the provider could be installed here: every
-attribute and block exists in the schema, and every required one is given.
+attribute and block exists in the schema, and every required one is given. The same for the
+hashicorp/helm provider's `helm_release` (orchestrator airflow: the chart's release), from its
+own bindings.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ import zipfile
 from pathlib import Path
 
 PACKAGE = "cdktn-provider-kubernetes==17.1.0"  # bindings of hashicorp/kubernetes 3.4.0
+HELM_PACKAGE = "cdktn-provider-helm==15.1.0"  # bindings of hashicorp/helm 3.3.0
 META = {"//", "lifecycle", "depends_on", "count", "for_each", "provider", "provisioner",
         "connection"}
-RESOURCE_RE = re.compile(r"\{@link \S+/docs/resources/\S+ (kubernetes_\w+)\}")
+RESOURCE_RE = re.compile(r"\{@link \S+/docs/resources/\S+ ((?:kubernetes|helm)_\w+)\}")
 
 
-def load_assembly(cache: Path) -> dict:
-    folder = cache / "kubernetes-bindings"
+def load_assembly(cache: Path, provider: str = "kubernetes") -> dict:
+    folder = cache / f"{provider}-bindings"
+    package = HELM_PACKAGE if provider == "helm" else PACKAGE
     wheels = sorted(folder.glob("*.whl"))
     if not wheels:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-                        "--disable-pip-version-check", "-d", str(folder), PACKAGE], check=True)
+                        "--disable-pip-version-check", "-d", str(folder), package], check=True)
         wheels = sorted(folder.glob("*.whl"))
     with zipfile.ZipFile(wheels[-1]) as wheel:
         name = next(n for n in wheel.namelist() if n.endswith(".jsii.tgz"))
@@ -44,8 +48,11 @@ def _snake(name: str) -> str:
 
 
 class KubernetesSchema:
-    def __init__(self, assembly: dict):
+    """One provider's resource schema (kubernetes by default, or helm)."""
+
+    def __init__(self, assembly: dict, provider: str = "kubernetes"):
         self.types = assembly["types"]
+        self.package = f"@cdktn/provider-{provider}"
         self.configs = {}
         for t in self.types.values():
             match = RESOURCE_RE.search(t.get("docs", {}).get("summary", ""))
@@ -58,7 +65,7 @@ class KubernetesSchema:
             return {}
         props = {p["name"]: p for p in t.get("properties", [])}
         for parent in t.get("interfaces", []):
-            if parent.startswith("@cdktn/provider-kubernetes"):
+            if parent.startswith(self.package):
                 props.update(self._properties(parent))
         return props
 
@@ -107,9 +114,20 @@ class KubernetesSchema:
                 errors.append(f"{path}.{_snake(prop_name)}: required, missing")
 
 
-def check_stack(schema: KubernetesSchema, stack: dict) -> list[str]:
+    def check_block(self, fqn_suffix: str, body: dict, path: str) -> list[str]:
+        """A block that is not a resource (a provider's configuration), by its struct."""
+        [fqn] = [f for f in self.types if f.endswith(fqn_suffix)]
+        errors: list[str] = []
+        self._check_struct(body, fqn, path, errors, top=True)
+        return errors
+
+
+def check_stack(schema: KubernetesSchema | list[KubernetesSchema], stack: dict) -> list[str]:
+    """Every resource against the schema of the provider that has its type."""
+    schemas = schema if isinstance(schema, list) else [schema]
     errors = []
     for type_, named in sorted(stack.get("resource", {}).items()):
+        owner = next((s for s in schemas if type_ in s.configs), schemas[0])
         for name, body in sorted(named.items()):
-            errors += schema.check_resource(type_, name, body)
+            errors += owner.check_resource(type_, name, body)
     return errors

@@ -2,25 +2,35 @@
 project's own supervised Airflow 3 (api-server, scheduler, dag-processor; SQLite; issue 23).
 
 One churn project, initialised with `orchestrator: airflow` and deployed once, with the feature
-freshness SLO at 2 minutes (so materialize and monitoring run every 60 s, derived). Airflow
+freshness SLO at 2 minutes (so materialize and monitoring run every 60 s, derived) and the
+retrain scheduled every 2 minutes (mlstack's DAG churn_scheduled_training). Airflow
 runs in the environment of the generated pipelines/airflow_requirements.txt, built once into
 the infra tests' cache (ensure_env, shared with test_airflow_dags.py). The project's keeper is
 stopped: the test drives the supervision itself (sidecars.ensure). Then, in order:
 
 1. lint takes airflow on the local target; deploy trained (in its own worker, from the
    generated steps), started Airflow's three services and none of Prefect's; the DAGs are
-   registered, materialize and monitoring unpaused on the spec's interval, the training DAG
-   paused (a retrain goes through deploy's rollout), and deploy started no training run;
+   registered (from .mlstack/airflow/dags: links to the version's DAGs and mlstack's),
+   materialize, monitoring and the scheduled retrain unpaused on the spec's schedules, the
+   generated training DAG paused (a retrain goes through deploy's rollout), and deploy
+   started no training run;
 2. a scheduled materialize run completes with no command, and status shows each DAG's
    schedule, last run and next run;
 3. `mlstack run materialize` triggers a DAG run and follows it (states, tasks), exit 0; with a
-   source file gone it exits 1 naming the failed task; `mlstack run training` is refused
-   with the way to retrain;
+   source file gone it exits 1 naming the failed task (the scheduled retrain paused
+   meanwhile); `mlstack run training` runs the scheduled-retrain DAG, which on unchanged data
+   makes no version (the journal says why);
 4. the scheduler killed with SIGKILL is restarted by sidecars.ensure, and the next scheduled
    materialize run completes;
-5. `mlstack down` leaves no process of the project (Airflow's retitled ones included).
+5. once `mlstack run feed` changed the data, a scheduled run of the retrain DAG rolls a new
+   version out through deploy's stages (the journal naming the trigger "schedule"), survives
+   the restart of the Airflow services that the promotion causes (they come back with the
+   new version's DAGs), and succeeds; the retrain's process is gone;
+6. `mlstack down` leaves no process of the project (Airflow's retitled ones and any retrain
+   included).
 
-CI cost: one deploy (about a minute on two cores) and a few minutes of scheduled runs.
+CI cost: one deploy (about a minute on two cores), a scheduled retrain with its canary (a
+few minutes) and a few minutes of scheduled runs.
 """
 
 from __future__ import annotations
@@ -28,18 +38,22 @@ from __future__ import annotations
 import os
 import signal
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from mlstack.codegen.backends.airflow import REQUIREMENTS
+from mlstack.codegen.contract import ENV_SERVING_VERSION
 from mlstack.frontend.analysis import analyze_spec
 from mlstack.ops.cluster.infra_env import ensure_env
-from mlstack.ops.local import airflow_scheduler, keeper, procs, scheduler, sidecars
+from mlstack.ops.local import airflow_retrain, airflow_scheduler, keeper, procs, scheduler, sidecars
 from mlstack.ops.paths import ProjectPaths
 from tests.engine.deploy_support import (
     STATE_VARIABLES,
     adjust_slos,
+    change_spec,
     deploy_env,
     deploy_state,
     run_mlstack,
@@ -51,8 +65,11 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
 INTERVAL = 60  # seconds: half the 2-minute freshness SLO
 RUN_DEADLINE = 300.0  # a scheduled run on a busy 2-core machine
+RETRAIN_DEADLINE = 1800.0  # the next slot, then training, verification and the canary
+RETRAIN_EVERY = "*/2 * * * *"
 DAGS = {"training": "churn_training", "materialize": "churn_materialize",
         "monitoring": "churn_monitoring"}
+RETRAIN = "churn_scheduled_training"
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +87,17 @@ def project(tmp_path_factory, infra_cache):  # noqa: F811
     text = spec.read_text()
     assert "\n  kind: local\n" in text
     text = text.replace("\n  kind: local\n", "\n  kind: local\n  orchestrator: airflow\n")
-    assert '  schedule: "@daily"\n' in text  # lint refuses a scheduled retrain under Airflow
-    spec.write_text(text.replace('  schedule: "@daily"\n', ""))
+    spec.write_text(text)
+    change_spec(spec, {'schedule: "@daily"': f'schedule: "{RETRAIN_EVERY}"'})
     adjust_slos(spec, {"feature_freshness: 1d": "feature_freshness: 2m"},
                 "materialize and monitoring every minute (half the SLO), so scheduled runs "
                 "happen within the test")
+    adjust_slos(spec, {
+        "latency: {p50_ms: 25, p95_ms: 60, p99_ms: 100}":
+            "latency: {p50_ms: 500, p95_ms: 1000, p99_ms: 2000}",
+        "throughput_rps: 50": "throughput_rps: 10"},
+        "the scheduled retrain's rollout is judged here for its path through the stages, not "
+        "for the latency of a machine shared with other test runs")
     with pytest.MonkeyPatch.context() as patch:
         # this process declares the sidecars as deploy did: the same homes and PYTHONPATH
         for name in ("HOME", "PYTHONPATH", "MLSTACK_CACHE_DIR"):
@@ -114,6 +137,22 @@ def _runs(base: str, dag_id: str) -> list[dict]:
     return answer["dag_runs"]
 
 
+def _retrains_running(paths) -> list:
+    return procs.owned(airflow_retrain.owner(paths))
+
+
+@contextmanager
+def _retrain_paused(base: str, paths):
+    """The scheduled retrain paused, and none running, for the block: it would train on a
+    source file the block moves aside."""
+    airflow_scheduler.api(base, f"/dags/{RETRAIN}", {"is_paused": True}, method="PATCH")
+    try:
+        _wait("no retrain running", lambda: not _retrains_running(paths), RETRAIN_DEADLINE)
+        yield
+    finally:
+        airflow_scheduler.api(base, f"/dags/{RETRAIN}", {"is_paused": False}, method="PATCH")
+
+
 def _parse(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -134,10 +173,16 @@ def test_deploy_runs_the_dags_under_airflow_and_not_prefect(project):
     dags = airflow_scheduler.dags(base)
     assert set(DAGS.values()) <= set(dags)
     version = deploy_state(project["folder"])["current"]
-    assert dags[DAGS["materialize"]]["fileloc"] == str(
+    folder = airflow_scheduler.home(paths) / "dags"
+    assert dags[DAGS["materialize"]]["fileloc"] == str(folder / "airflow_dags.py")
+    assert Path(dags[DAGS["materialize"]]["fileloc"]).resolve() == (
         paths.versions_dir / version / "pipelines" / "airflow_dags.py")
-    assert {d: dags[d]["is_paused"] for d in DAGS.values()} == {
-        DAGS["training"]: True, DAGS["materialize"]: False, DAGS["monitoring"]: False}
+    assert Path(dags[RETRAIN]["fileloc"]).resolve() == Path(
+        airflow_retrain.__file__).with_name("airflow_retrain_dag.py").resolve()
+    assert {d: dags[d]["is_paused"] for d in (*DAGS.values(), RETRAIN)} == {
+        DAGS["training"]: True, DAGS["materialize"]: False, DAGS["monitoring"]: False,
+        RETRAIN: False}
+    assert dags[RETRAIN]["timetable_summary"] == RETRAIN_EVERY
     assert _runs(base, DAGS["training"]) == []  # deploy started no training run
 
 
@@ -159,6 +204,8 @@ def test_a_scheduled_materialize_run_completes_and_status_shows_it(project):
     assert rows[DAGS["training"]]["paused"] is True
     assert rows[DAGS["training"]]["last_run"] is None
     assert rows[DAGS["training"]]["next_run"] is None
+    retrain = rows[RETRAIN]
+    assert retrain["paused"] is False and retrain["next_run"]["state"] == "SCHEDULED"
     status = run_mlstack(project["folder"], "status", env=project["env"], check=False)
     assert f"schedules: Airflow ready (UI {base})" in status.stdout, status.stdout
     assert "churn_materialize" in status.stdout and "PAUSED" in status.stdout
@@ -177,17 +224,27 @@ def test_mlstack_run_triggers_a_dag_run_and_a_failure_exits_1(project):
     assert [r["state"] for r in manual] == ["success"]
     source = folder / "data" / "customers.parquet"
     aside = source.with_suffix(".aside")
-    source.rename(aside)
-    try:
-        failed = run_mlstack(folder, "run", "materialize", env=env, check=False)
-    finally:
-        aside.rename(source)
+    with _retrain_paused(base, project["paths"]):
+        source.rename(aside)
+        try:
+            failed = run_mlstack(folder, "run", "materialize", env=env, check=False)
+        finally:
+            aside.rename(source)
     assert failed.returncode == 1, failed.stdout + failed.stderr
     assert "error: stage 'materialize' failed: FAILED: " in failed.stderr, failed.stderr
     assert "customers.parquet" in failed.stderr, failed.stderr  # the task's own error
     assert "the run in the Airflow UI" in failed.stderr
-    training = run_mlstack(folder, "run", "training", env=env, check=False)
-    assert training.returncode == 2 and "mlstack deploy --retrain" in training.stderr
+    # training: mlstack's DAG of the scheduled retrain, on data the serving model trained on
+    training = run_mlstack(folder, "run", "training", env=env, check=False, timeout=1500)
+    assert training.returncode == 0, training.stdout + training.stderr
+    assert "  start_retrain done" in training.stderr, training.stderr
+    assert "  retrain_outcome done" in training.stderr and "  run success" in training.stderr
+    assert f"/dags/{RETRAIN}/runs/manual__" in training.stdout, training.stdout
+    state = deploy_state(folder)
+    assert state["current"] == "v1", state["history"][-3:]
+    skipped = [e for e in state["history"] if e.get("trigger")][-1]
+    assert (skipped["event"], skipped["trigger"]) == ("retrain-skipped", "schedule"), skipped
+    assert "did not change" in skipped["reason"], skipped
 
 
 def test_the_killed_scheduler_comes_back_and_runs_the_next_slot(project):
@@ -213,8 +270,73 @@ def test_the_killed_scheduler_comes_back_and_runs_the_next_slot(project):
     _wait("a run scheduled after the kill completed", ran_after_the_kill, RUN_DEADLINE)
 
 
+def test_a_scheduled_retrain_rolls_new_data_out_and_outlives_the_restart_it_causes(project):
+    folder, env, paths, base = project["folder"], project["env"], project["paths"], project["base"]
+    before = {name: sidecars.record(paths, name) for name in airflow_scheduler.NAMES}
+    # the retrains so far, on data the serving model trained on, made no version
+    assert [r for r in _runs(base, RETRAIN) if r["run_type"] == "scheduled"
+            and r["state"] == "success"], _runs(base, RETRAIN)
+    events = [e["event"] for e in deploy_state(folder)["history"] if e.get("trigger")]
+    assert "retrain-skipped" in events and "deploy-started" not in events, events
+    fed = run_mlstack(folder, "run", "feed", "--once", "--seed", "7", env=env)
+    fed_at = datetime.now(UTC)
+    assert fed.returncode == 0, fed.stdout + fed.stderr
+
+    def retrained():
+        try:  # the API restarts with the new version: not answering for a while
+            runs = _runs(base, RETRAIN)
+        except RuntimeError:
+            return None
+        return [r for r in runs if r["run_type"] == "scheduled" and
+                _parse(r["run_after"]) > fed_at and r["state"] in ("success", "failed")]
+
+    [run, *_] = _wait("a scheduled retrain after the feed ended", retrained, RETRAIN_DEADLINE,
+                      every=5.0)
+    state = deploy_state(folder)
+    assert run["state"] == "success", (run, state["history"][-6:])
+    new = state["current"]
+    assert new != "v1" and state["previous"] == "v1", state["history"][-6:]
+    events = [(e["event"], e.get("version"), e.get("trigger")) for e in state["history"]]
+    assert ("deploy-started", new, "schedule") in events
+    assert ("deploy-succeeded", new, "schedule") in events
+    succeeded = next(e for e in state["history"] if e["event"] == "deploy-succeeded"
+                     and e.get("version") == new)
+    assert succeeded.get("rollout") == [5, 25, 100], succeeded  # through the canary
+    found = airflow_retrain.outcome(paths, run["dag_run_id"])
+    assert found is not None and found["ok"] and found["version"] == new, found
+    tasks = airflow_scheduler.api(
+        base, f"/dags/{RETRAIN}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]
+    assert {t["task_id"]: t["state"] for t in tasks} == {
+        "start_retrain": "success", "retrain_outcome": "success"}
+    # the services were restarted once, for the new version, by the retrain's promotion
+    # (the keeper it started declares them alike: no second restart), and the retrain's own
+    # process outlived that restart (its outcome above) and has ended
+    time.sleep(20.0)  # ten of the keeper's passes
+    for name in airflow_scheduler.NAMES:
+        after = sidecars.record(paths, name)
+        assert after["restarts"] == before[name].get("restarts", 0) + 1, (name, after)
+        assert after["reason"].startswith("its declaration changed"), after["reason"]
+        assert after["declaration"]["env"][ENV_SERVING_VERSION] == new
+        assert sidecars.running(paths, name), name
+    assert airflow_scheduler.answers(base) is None
+    dags = airflow_scheduler.dags(base)
+    assert Path(dags[DAGS["materialize"]]["fileloc"]).resolve() == (
+        paths.versions_dir / new / "pipelines" / "airflow_dags.py")
+    assert not _retrains_running(paths)
+    status = run_mlstack(folder, "status", env=env, check=False).stdout
+    # the last one: this rollout, or a later slot's decision on the same data
+    assert (f"last scheduled retrain: deploy-succeeded {new}" in status
+            or f"last scheduled retrain: retrain-skipped {new}" in status), status
+    [row] = [line for line in status.splitlines() if line.strip().startswith(RETRAIN)]
+    assert "Every 2 minutes; last SUCCESS" in row, row
+
+
 def test_down_leaves_no_process(project):
     folder, env, paths = project["folder"], project["env"], project["paths"]
+    # a retrain holds the project lock while it decides: down would be refused meanwhile
+    airflow_scheduler.api(project["base"], f"/dags/{RETRAIN}", {"is_paused": True},
+                          method="PATCH")
+    _wait("no retrain running", lambda: not _retrains_running(paths), RETRAIN_DEADLINE)
     run_mlstack(folder, "down", env=env)
     assert procs.owned(paths.project_id) == []
     port = project["declared"][0].port

@@ -12,14 +12,35 @@ task timeout come from the spec; no catch-up, one run of a DAG at a time, a fixe
 `pipelines/airflow_requirements.txt` pins what the DAGs' environment needs: Airflow (which
 cannot share an environment with Prefect) and the runtime layers the steps import; mlstack
 itself goes on PYTHONPATH beside the generated folder.
+
+On the kubernetes target (mlstack.codegen.backends.airflow_kubernetes) the same DAGs run each
+task as a KubernetesPodOperator pod of the service image, `python -m <package>.steps STEP
+--NAME PATH ...` as the Kubeflow components run them, with the stack's pod templates; the
+paths are in the DAG run's folder on the volume every step's pod mounts, rendered by Airflow
+per run. There the environment is the official Airflow image (Airflow and the cncf.kubernetes
+provider).
 """
 
 from __future__ import annotations
 
 from mlstack.codegen.backends import CompileOptions
+from mlstack.codegen.backends.airflow_kubernetes import (
+    AIRFLOW_VERSION,
+    PROVIDER,
+    SHARED_MOUNT,
+    STATE_DIR,
+    STEP_POD_KEY,
+    TRAIN_POD_KEY,
+    runs_on_kubernetes,
+)
 from mlstack.codegen.backends.prefect import MONITORING_INTERVAL_SECONDS, cron_schedule
 from mlstack.codegen.backends.shared import header
-from mlstack.codegen.backends.steps import STEPS_TEMPLATE, render_steps, steps_path
+from mlstack.codegen.backends.steps import (
+    STEPS_TEMPLATE,
+    render_steps,
+    steps_module,
+    steps_path,
+)
 from mlstack.codegen.contract import (
     MATERIALIZE_TASKS,
     MONITORING_TASKS,
@@ -48,7 +69,7 @@ AIRFLOW_ENV = {"AIRFLOW__USAGE_DATA_COLLECTION__ENABLED": "False"}
 # run time): Airflow, and what the steps import (mlstack.runtime's layers: Feast and its
 # stores, BentoML's model store, scikit-learn, the ONNX export and its check).
 REQUIREMENTS = (
-    "apache-airflow==3.3.2",
+    f"apache-airflow=={AIRFLOW_VERSION}",
     "bentoml==1.4.40",
     "feast[duckdb,postgres,redis]==0.67.0",
     "numpy==2.4.6",
@@ -88,30 +109,58 @@ def dags_context(system: SystemIR) -> dict:
         monitoring_tasks=MONITORING_TASKS)
 
 
+# On kubernetes the steps run in the service image: the DAGs' environment (the official
+# Airflow image has both) needs only Airflow and the KubernetesPodOperator's provider.
+KUBERNETES_REQUIREMENTS = (f"apache-airflow=={AIRFLOW_VERSION}", PROVIDER)
+
+
 def requirements(system: SystemIR) -> tuple[str, ...]:
     """What the DAGs' environment installs for this system, sorted."""
+    if runs_on_kubernetes(system):
+        return tuple(sorted(KUBERNETES_REQUIREMENTS))
     framework = FRAMEWORK_REQUIREMENTS.get(system.model.framework)
     return tuple(sorted((*REQUIREMENTS, *([framework] if framework else ()))))
 
 
 def requirements_text(system: SystemIR) -> str:
+    if runs_on_kubernetes(system):
+        return (f"# The environment {DAGS_FILE} runs in on the cluster (the official Airflow\n"
+                "# image of the kubernetes stack has it); the steps run in the service image.\n"
+                + "".join(f"{line}\n" for line in requirements(system)))
     return (f"# The environment {DAGS_FILE} runs in (Airflow's scheduler and workers), pinned.\n"
             "# mlstack itself goes on PYTHONPATH (or pip install --no-deps), with the generated\n"
             "# folder.\n" + "".join(f"{line}\n" for line in requirements(system)))
 
 
+def kubernetes_context(system: SystemIR) -> dict:
+    """What the kubernetes DAG file adds: each task a pod of the service image running its
+    step, the data in the run's folder on the volume every step's pod mounts."""
+    return dict(steps_module=steps_module(system), namespace=system.target.namespace,
+                shared_mount=SHARED_MOUNT, runs_root=f"{STATE_DIR}/{RUNS_DIR}",
+                step_pod=STEP_POD_KEY, train_pod=TRAIN_POD_KEY)
+
+
+def dags_file(system: SystemIR) -> str:
+    """pipelines/airflow_dags.py: the local form (tasks in the worker's process), or on
+    kubernetes each task a pod of the service image."""
+    context = dict(system=system, package=package_name(system), header=header(system),
+                   **dags_context(system))
+    if runs_on_kubernetes(system):
+        return render_template("airflow/dags_kubernetes.py.j2", **context,
+                               **kubernetes_context(system))
+    return render_template("airflow/dags.py.j2", **context)
+
+
 class AirflowBackend:
     name = "airflow"
-    templates = ("airflow/dags.py.j2", STEPS_TEMPLATE)
+    templates = ("airflow/dags.py.j2", "airflow/dags_kubernetes.py.j2", STEPS_TEMPLATE)
 
     def applies(self, system: SystemIR) -> bool:
         return system.target.orchestrator == "airflow"
 
     def render(self, system: SystemIR, options: CompileOptions) -> FileTree:
         tree = FileTree()
-        tree.add(DAGS_FILE, render_template(
-            "airflow/dags.py.j2", system=system, package=package_name(system),
-            header=header(system), **dags_context(system)))
+        tree.add(DAGS_FILE, dags_file(system))
         tree.add(steps_path(system), render_steps(system))
         tree.add(REQUIREMENTS_FILE, requirements_text(system))
         return tree

@@ -36,6 +36,7 @@ class InfraBackend:
     name = "infra"
     templates = ("infra/main.py.j2", "infra/config.py.j2", "infra/accepted_checks.py.j2",
                  "infra/aws_stack.py.j2", "infra/kubernetes_stack.py.j2",
+                 "infra/kubernetes_pipelines.py.j2",
                  "infra/requirements.txt.j2")
 
     def applies(self, system: SystemIR) -> bool:

@@ -64,6 +64,15 @@ INFRA_INPUTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kubernetes_service_v1.ray_head", ("ray.client_port",)),
     ("kubernetes_network_policy_v1.ray_ingress", ("ray.client_port",)),
     ("kubernetes_manifest.prometheus_rules", ("prometheus_rules_sha256",)),
+    # orchestrator airflow: the chart's release, the DAGs and the steps' pod templates, the
+    # volume the steps share
+    ("helm_release.airflow", ("helm_provider_version", "airflow")),
+    ("kubernetes_config_map_v1.airflow_dags", (
+        "airflow_dags_sha256", "training", "service_image", "online_store", "registry_secret",
+        "pushgateway_url", "airflow.state_dir", "airflow.bentoml_home",
+        "airflow.shared_claim")),
+    ("kubernetes_persistent_volume_claim_v1.pipeline_data", (
+        "airflow.shared_claim", "airflow.shared_storage")),
 )
 
 
@@ -74,6 +83,11 @@ def _infra_inputs(system: SystemIR) -> dict[str, object]:
 
         text = json.dumps(rule_groups(system), sort_keys=True).encode()
         config["prometheus_rules_sha256"] = hashlib.sha256(text).hexdigest()[:16]
+    if "airflow" in config:  # the DAG file the stack's ConfigMap delivers
+        from mlstack.codegen.backends.airflow import dags_file
+
+        dags = dags_file(system).encode()
+        config["airflow_dags_sha256"] = hashlib.sha256(dags).hexdigest()[:16]
     return config
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import cast
 
+from mlstack.codegen.backends.airflow_kubernetes import airflow_config
 from mlstack.codegen.backends.infra_sizing import (
     price_table,
     ray_worker_nodes,
@@ -20,6 +21,7 @@ from mlstack.frontend.ir.nodes import ComputeNode, SystemIR
 AWS_PROVIDER_VERSION = "5.100.0"  # the provider version the stack is pinned to (and planned with)
 KUBERNETES_PROVIDER_VERSION = "3.4.0"  # the schema the tests check the stack against
 KUBERNETES_VERSION = "1.33"
+HELM_PROVIDER_VERSION = "3.3.0"  # the schema the tests check the Airflow release against
 SERVICE_PORT = 3000  # BentoML's default HTTP port
 REDIS_IMAGE = "redis:7.4.2-alpine"
 PREFECT_IMAGE = "prefecthq/prefect:3.4.25-python3.11-kubernetes"
@@ -158,10 +160,16 @@ def infra_config(system: SystemIR) -> dict:
                                      "max": ray.max_nodes, "role": RAY_WORKER_ROLE})
     if t.kind == "kubernetes":
         config.update(kubernetes_provider_version=KUBERNETES_PROVIDER_VERSION,
-                      redis_image=REDIS_IMAGE, prefect_image=PREFECT_IMAGE,
+                      redis_image=REDIS_IMAGE,
                       pushgateway_image=PUSHGATEWAY_IMAGE, pushgateway_port=PUSHGATEWAY_PORT,
-                      pushgateway_url=pushgateway_url(system), work_pool=work_pool(system),
+                      pushgateway_url=pushgateway_url(system),
                       registry_secret=f"{system.name}-feast-registry")
+        # the stack provisions only the orchestrator that runs the pipelines
+        if t.orchestrator == "prefect":
+            config.update(prefect_image=PREFECT_IMAGE, work_pool=work_pool(system))
+        elif t.orchestrator == "airflow":
+            config.update(airflow=airflow_config(system),
+                          helm_provider_version=HELM_PROVIDER_VERSION)
         if t.compute is not None:  # absent without compute: config.py stays as it was
             config.update(ray=_ray_config(system))
     return config
@@ -221,11 +229,6 @@ def kubernetes_resources(system: SystemIR) -> list[tuple[str, str]]:
            ("kubernetes_deployment_v1", "serving"), ("kubernetes_service_v1", "serving"),
            ("kubernetes_horizontal_pod_autoscaler_v2", "serving"),
            ("kubernetes_pod_disruption_budget_v1", "serving"),
-           ("kubernetes_service_account_v1", "prefect_worker"),
-           ("kubernetes_role_v1", "prefect_worker"),
-           ("kubernetes_role_binding_v1", "prefect_worker"),
-           ("kubernetes_deployment_v1", "prefect_worker"),
-           ("kubernetes_config_map_v1", "training_job_template"),
            ("kubernetes_service_account_v1", "training"),
            ("kubernetes_manifest", "prometheus_rules"),
            ("kubernetes_deployment_v1", "pushgateway"), ("kubernetes_service_v1", "pushgateway"),
@@ -237,6 +240,14 @@ def kubernetes_resources(system: SystemIR) -> list[tuple[str, str]]:
     if runs_ray_cluster(system):
         out += [("kubernetes_manifest", "ray_cluster"), ("kubernetes_service_v1", "ray_head"),
                 ("kubernetes_network_policy_v1", "ray_ingress")]
+    if t.orchestrator == "prefect":  # its worker and its work pool's job template
+        out += [(type_, "prefect_worker") for type_ in (
+            "kubernetes_service_account_v1", "kubernetes_role_v1",
+            "kubernetes_role_binding_v1", "kubernetes_deployment_v1")]
+        out.append(("kubernetes_config_map_v1", "training_job_template"))
+    elif t.orchestrator == "airflow":  # the chart's release, its DAGs, the steps' volume
+        out += [("helm_release", "airflow"), ("kubernetes_config_map_v1", "airflow_dags"),
+                ("kubernetes_persistent_volume_claim_v1", "pipeline_data")]
     return sorted(out)
 
 

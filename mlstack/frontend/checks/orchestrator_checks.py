@@ -3,8 +3,8 @@
 Every choice either compiles into pipelines that run end to end, or is refused here with its
 location: Prefect everywhere; Kubeflow Pipelines on a kubernetes target (it runs on
 Kubernetes, its steps are pods); Airflow on the local target (`mlstack deploy` runs the DAGs
-under a supervised Airflow: mlstack.ops.local.airflow_scheduler), refused on the others with
-what is missing there.
+under a supervised Airflow, and training.schedule's retrain as mlstack's own DAG:
+mlstack.ops.local.airflow_scheduler), refused on the others with what is missing there.
 """
 
 from __future__ import annotations
@@ -37,10 +37,9 @@ def check_orchestrator(ctx: CheckContext) -> Iterator[Diagnostic]:
                        "cluster", WHERE, "remove target.compute, or use orchestrator: prefect")
 
 
-# What each target lacks to run the Airflow DAGs (pipelines/airflow_dags.py) end to end.
+# What each target lacks to run the Airflow DAGs (pipelines/airflow_dags.py) end to end
+# (the kubernetes stack deploys Airflow: mlstack.codegen.backends.airflow_kubernetes).
 AIRFLOW_MISSING = {
-    "kubernetes": "the DAGs' tasks run in the Airflow worker's own process, not yet as pods "
-                  "of the service image, and the stack deploys no Airflow",
     "aws": "the stack deploys no Airflow (MWAA) and no task runs as a container of the "
            "service image yet",
 }
@@ -48,14 +47,14 @@ AIRFLOW_MISSING = {
 
 def _airflow(ctx: CheckContext) -> Iterator[Diagnostic]:
     kind = ctx.system.target.kind
-    if kind == "local":  # deploy runs the DAGs under its own Airflow services
-        if ctx.system.training.schedule is not None:
-            yield ctx.diag("MLS901", "a scheduled retrain (training.schedule) is not supported "
-                           "yet with orchestrator airflow on the local target: the retrain "
-                           "promotes a version, and the Airflow services it runs under restart "
-                           "for that version", ("training", "schedule"),
-                           "remove training.schedule and retrain with `mlstack deploy "
-                           "--retrain`, or use orchestrator: prefect")
+    if kind == "local":  # deploy runs the DAGs, and the scheduled retrain, under its own
+        return  # Airflow services (every schedule the spec takes is a cron line Airflow runs)
+    if kind == "kubernetes":  # the stack deploys Airflow; each task is a pod of its own
+        if ctx.system.target.compute is not None:
+            yield ctx.diag("MLS901", "orchestrator airflow with target.compute is not "
+                           "supported yet on the kubernetes target: each step runs in a pod "
+                           "of its own, and none joins a Ray cluster", ("target", "compute"),
+                           "remove target.compute, or use orchestrator: prefect")
         return
     missing = AIRFLOW_MISSING.get(kind, "its stack runs no Airflow")
     yield ctx.diag("MLS901", f"orchestrator airflow is not supported yet on the {kind} target: "

@@ -8,9 +8,11 @@ probes, restarts and stops them), in place of Prefect's server and runner (sched
   API answers without a token, on the loopback address only.
 - `airflow-scheduler`: `airflow scheduler` with the LocalExecutor, `parallelism` small (each
   executor slot is a process: the default 32 hold gigabytes).
-- `airflow-dag-processor`: `airflow dag-processor`, which parses the DAGs folder: the
-  serving version's pipelines/ (pipelines/airflow_dags.py), so a promoted version's DAGs
-  replace the old ones (its folder is in the declaration: a new version restarts them).
+- `airflow-dag-processor`: `airflow dag-processor`, which parses the DAGs folder,
+  .mlstack/airflow/dags: a link to the serving version's pipelines/airflow_dags.py and one to
+  mlstack's own DAG of the scheduled retrain (airflow_retrain_dag.py), both written by
+  dags_folder() as each declaration is made, so a promoted version's DAGs replace the old ones
+  (its folder is in the declaration: a new version restarts them).
 
 They share AIRFLOW_HOME under the project's state (.mlstack/airflow: airflow.cfg, the SQLite
 database, the task logs) and run in the environment of the serving version's
@@ -19,9 +21,11 @@ cannot share an environment with Prefect), with the version's code folder and ml
 PYTHONPATH and the project's state variables, so the tasks' steps write where deploy's do.
 
 DAGs are created paused (Airflow's default); `settle` (run by deploy once the sidecars are
-up) unpauses the materialize and monitoring DAGs. The generated training DAG stays paused
-locally: a retrain goes through deploy's rollout (`mlstack deploy --retrain`), never straight
-to the model registry.
+up) unpauses the materialize and monitoring DAGs and mlstack's `<system>_scheduled_training`,
+which runs on training.schedule (none: when triggered, as by `mlstack run training`) and
+starts deploy's rollout as a process of its own that outlives the services' restart it
+causes (airflow_retrain.py). The generated training DAG stays paused locally: a retrain goes
+through deploy's rollout, never straight to the model registry.
 
 `status_report(paths)` reads the REST API (standard library only), in the shape of
 scheduler.status_report: each DAG's schedule, paused, last run and next run.
@@ -30,12 +34,14 @@ scheduler.status_report: each DAG's schedule, paused, last run and next run.
 from __future__ import annotations
 
 import json
+import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlstack.codegen.contract import ENV_MODEL_TAG, ENV_SERVING_VERSION
-from mlstack.ops.local import procs, ray_cluster, scheduler
+from mlstack.ops.local import airflow_retrain, procs, ray_cluster, scheduler
 from mlstack.ops.local.sidecars import Sidecar, port_for, record
 from mlstack.ops.paths import ProjectPaths
 
@@ -46,6 +52,7 @@ NAMES = (API_SERVER, SCHEDULER, DAG_PROCESSOR)
 READY_PATH = "/api/v2/monitor/health"
 REQUIREMENTS = Path("pipelines") / "airflow_requirements.txt"
 DAGS_FILE = Path("pipelines") / "airflow_dags.py"
+RETRAIN_DAG_FILE = "mlstack_scheduled_training.py"  # in the DAGs folder: airflow_retrain_dag.py
 PARALLELISM = 2  # executor slots: one process each
 ENV_RECORD = "env.json"  # the environment deploy built, read back by the keeper's declarations
 # the DAGs the local deployment runs on their schedules (by pipeline name)
@@ -102,11 +109,38 @@ def mlstack_root(paths: ProjectPaths) -> Path:
     return lib
 
 
+def _link(link: Path, target: Path) -> None:
+    """`link` points at `target` (made or replaced atomically; left alone when it does)."""
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    link.parent.mkdir(parents=True, exist_ok=True)
+    part = link.with_name(f".{link.name}.{os.getpid()}.part")
+    part.unlink(missing_ok=True)
+    part.symlink_to(target)
+    os.replace(part, link)
+
+
+def dags_folder(paths: ProjectPaths, code_dir: Path) -> Path:
+    """The DAGs folder, .mlstack/airflow/dags: the serving version's pipelines/airflow_dags.py
+    and mlstack's DAG of the scheduled retrain, as links (the same two links every time)."""
+    folder = home(paths) / "dags"
+    _link(folder / DAGS_FILE.name, Path(code_dir) / DAGS_FILE)
+    _link(folder / RETRAIN_DAG_FILE, airflow_retrain.DAG_FILE)
+    for stale in folder.iterdir():  # a link this module no longer makes
+        if stale.name not in (DAGS_FILE.name, RETRAIN_DAG_FILE) and stale.is_symlink():
+            stale.unlink(missing_ok=True)
+    return folder
+
+
 def environment(paths: ProjectPaths, code_dir: Path, version: str, model_tag: str,
-                env_dir: Path, api_port: int) -> dict[str, str]:
-    """What every Airflow process of the project runs with."""
+                env_dir: Path, api_port: int, system=None) -> dict[str, str]:
+    """What every Airflow process of the project runs with (`system`: the serving version's
+    IR, for the scheduled retrain's DAG: without it, no such DAG)."""
     env = scheduler._stable(paths.environment(code_dir, **ray_cluster.client_env(paths)), paths)
     folder = home(paths)
+    if system is not None:  # before Airflow's PATH and VIRTUAL_ENV replace mlstack's
+        env[airflow_retrain.ENV_SETTINGS] = json.dumps(
+            airflow_retrain.settings(paths, system, sys.executable, env), sort_keys=True)
     env.update({
         ENV_SERVING_VERSION: version, ENV_MODEL_TAG: model_tag,
         "PATH": f"{env_dir / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
@@ -114,7 +148,7 @@ def environment(paths: ProjectPaths, code_dir: Path, version: str, model_tag: st
         "PYTHONPATH": f"{env['PYTHONPATH']}:{mlstack_root(paths)}",
         "AIRFLOW_HOME": str(folder),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{folder / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(code_dir / "pipelines"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder(paths, code_dir)),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -138,7 +172,7 @@ def environment(paths: ProjectPaths, code_dir: Path, version: str, model_tag: st
 
 def sidecars(paths: ProjectPaths, system) -> list[Sidecar]:
     """The api-server, scheduler and dag-processor, while a version serves (the DAGs folder
-    is its code folder's pipelines/); none before the first deploy."""
+    holds its code folder's DAGs); none before the first deploy."""
     serving = scheduler.serving_code_dir(paths)
     if serving is None or not runs_airflow(serving[0]):
         return []
@@ -146,7 +180,7 @@ def sidecars(paths: ProjectPaths, system) -> list[Sidecar]:
     port = port_for(paths, API_SERVER)
     home(paths).mkdir(parents=True, exist_ok=True)
     env_dir = airflow_env(paths, code_dir)
-    env = environment(paths, code_dir, version, model_tag, env_dir, port)
+    env = environment(paths, code_dir, version, model_tag, env_dir, port, system)
     airflow = str(env_dir / "bin" / "airflow")
     server = (
         "/bin/sh", "-c", '"$1" db migrate && exec "$1" api-server --host 127.0.0.1 '
@@ -189,15 +223,14 @@ def dags(base: str) -> dict[str, dict]:
 def settle(paths: ProjectPaths, system, declared: list[Sidecar],
            timeout: float = SETTLE_TIMEOUT) -> list[str]:
     """When `declared` (the sidecars just started) holds Airflow's: once the DAG processor
-    has registered the serving version's DAGs, the scheduled ones unpaused, the training DAG
-    paused (a retrain goes through deploy's rollout). Returns one line per DAG whose pause
-    changed; RuntimeError when the DAGs do not appear in time."""
-    from mlstack.codegen.backends.airflow import dag_ids
-
+    has registered the serving version's DAGs and mlstack's scheduled retrain, the scheduled
+    ones and the retrain unpaused, the generated training DAG paused (a retrain goes through
+    deploy's rollout). Returns one line per DAG whose pause changed; RuntimeError when the
+    DAGs do not appear in time."""
     base = server_url(paths)
     if API_SERVER not in {s.name for s in declared} or base is None:
         return []
-    wanted = {dag_id: name not in SCHEDULED for name, dag_id in dag_ids(system).items()}
+    wanted = paused_dags(system)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -216,6 +249,16 @@ def settle(paths: ProjectPaths, system, declared: list[Sidecar],
             api(base, f"/dags/{dag_id}", {"is_paused": paused}, method="PATCH")
             notes.append(f"{'paused' if paused else 'unpaused'} {dag_id}")
     return notes
+
+
+def paused_dags(system) -> dict[str, bool]:
+    """Each DAG the local deployment registers, and whether it stays paused: the generated
+    training DAG does; materialize, monitoring and mlstack's scheduled retrain run."""
+    from mlstack.codegen.backends.airflow import dag_ids
+
+    wanted = {dag_id: name not in SCHEDULED for name, dag_id in dag_ids(system).items()}
+    wanted[airflow_retrain.dag_id(system)] = False
+    return wanted
 
 
 def describe_schedule(dag: dict) -> str:

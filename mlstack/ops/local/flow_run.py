@@ -16,7 +16,8 @@ scheduler) and knows the flow's deployment, the run is created from that deploym
 and followed through the server's API (mlstack.ops.local.served_run): the project's runner
 runs it like a scheduled run, and the UI shows it. Training runs only there: its deployment
 is the scheduled retrain, which goes through deploy's rollout. Without a server, training is
-refused (a retrain goes through `mlstack deploy --retrain`).
+refused (a retrain goes through `mlstack deploy --retrain`). With orchestrator airflow, each
+flow is a DAG run on the project's Airflow, training mlstack's DAG of the scheduled retrain.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from mlstack.codegen.contract import (
 )
 from mlstack.diagnostics.errors import MissingExtraError, StageError, UsageError, extra_for_module
 from mlstack.ops.local import (
+    airflow_retrain,
     airflow_run,
     airflow_scheduler,
     procs,
@@ -156,20 +158,18 @@ def _run_served(paths: ProjectPaths, flow: str, served: served_run.ServedDeploym
 
 def _run_airflow(paths: ProjectPaths, flow: str, version, on_task, on_state) -> FlowRun:
     """The flow's DAG run now on the project's Airflow (orchestrator: airflow): there is no
-    direct run (the DAGs need Airflow's own environment), and no training DAG run (a retrain
-    goes through deploy's rollout)."""
+    direct run (the DAGs need Airflow's own environment). Training runs mlstack's DAG of the
+    scheduled retrain (deploy's rollout, as the Prefect path's training deployment), never
+    the generated training DAG (it would promote a model past the rollout)."""
     from mlstack.codegen.backends.airflow import dag_ids
     from mlstack.workspace.manifest import read_manifest
 
-    if flow == "training":
-        raise UsageError("mlstack run training does not run the training DAG on the local "
-                         "Airflow: it would promote a model past the rollout", RETRAIN_HINT)
     manifest = read_manifest(paths.versions_dir / version.version)
     system = manifest.previous_system() if manifest is not None else None
     if system is None:
         raise UsageError(f"the build of {version.version} has no readable manifest",
                          f"run mlstack deploy {paths.spec.name} again")
-    dag_id = dag_ids(system)[flow]
+    dag_id = airflow_retrain.dag_id(system) if flow == "training" else dag_ids(system)[flow]
     base = airflow_run.dag_of(paths, dag_id)
     if base is None:
         raise UsageError(f"mlstack run {flow} needs the project's Airflow (its API server does "
