@@ -75,6 +75,23 @@ def test_compile_while_another_command_holds_the_project_lock_refuses_and_writes
     assert (project.build_dir / "mlstack.lock.json").is_file()
 
 
+def test_the_refusal_names_who_holds_the_project_lock(project, capsys, monkeypatch):
+    """A scheduled retrain holds the project for minutes: `mlstack down` (or a deploy) told
+    only "another command" could not tell what to wait for."""
+    import os
+
+    from mlstack.ops.local.retrain import LOCK_HOLDER
+
+    monkeypatch.delenv("MLSTACK_DEBUG", raising=False)
+    shutil.copy(BLUEPRINTS / "churn" / "mlstack.yaml", project.spec)
+    with project_lock(project, holder=LOCK_HOLDER):
+        code, _, err = cli(capsys, "compile", str(project.spec))
+    assert code == 2, err
+    assert (f"error: another mlstack command is working on this project (a scheduled "
+            f"retrain, pid {os.getpid()})") in err, err
+    assert "mlstack status shows" in err
+
+
 def test_compile_of_a_project_never_deployed_writes_only_its_output_folder(tmp_path, capsys):
     spec = tmp_path / "churn" / "mlstack.yaml"
     spec.parent.mkdir()

@@ -125,8 +125,9 @@ def project_lock(paths: ProjectPaths, holder: str = "command", keeper_wait: floa
                 break
             except BlockingIOError:
                 if lock_holder(paths) != "keeper" or time.monotonic() >= deadline:
-                    raise UsageError("another mlstack command is working on this project",
-                                     "wait for it to finish") from None
+                    raise UsageError("another mlstack command is working on this project"
+                                     + _held_by(paths), "wait for it to finish (mlstack status "
+                                     "shows a deploy's or a retrain's progress)") from None
                 time.sleep(0.2)
         handle.seek(0)
         handle.truncate()
@@ -138,6 +139,24 @@ def project_lock(paths: ProjectPaths, holder: str = "command", keeper_wait: floa
             handle.seek(0)
             handle.truncate()
             handle.flush()
+
+
+# what a holder's name in the lock file is, in the refusal another command gets
+HOLDERS = {"keeper": "the keeper's repair", "retrain": "a scheduled retrain",
+           "command": "a command"}
+
+
+def _held_by(paths: ProjectPaths) -> str:
+    """' (a scheduled retrain, pid 4242)': who the lock file says holds the lock; '' when it
+    names nobody alive."""
+    holder = lock_holder(paths)
+    if holder is None:
+        return ""
+    try:
+        pid = (paths.state_dir / ".lock").read_text().split()[0]
+    except (OSError, IndexError):
+        return ""
+    return f" ({HOLDERS.get(holder, holder)}, pid {pid})"
 
 
 def lock_holder(paths: ProjectPaths) -> str | None:

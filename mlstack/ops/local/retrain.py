@@ -43,6 +43,7 @@ from mlstack.workspace.plan import DeployActions
 
 LOCK_WAIT = 600.0  # seconds a retrain waits for a command holding the project (a deploy)
 TRIGGER = "schedule"
+LOCK_HOLDER = "retrain"  # who the lock file names while a retrain holds the project
 WAITS_FOR_DEPLOY = "the scheduled retrain waits for `mlstack deploy`"
 
 
@@ -133,7 +134,7 @@ def _wait_for_lock(held: ExitStack, paths: ProjectPaths, wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
         try:
-            held.enter_context(project_lock(paths))
+            held.enter_context(project_lock(paths, holder=LOCK_HOLDER))
             return
         except UsageError:
             if time.monotonic() >= deadline:
