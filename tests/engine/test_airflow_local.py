@@ -22,6 +22,9 @@ stopped: the test drives the supervision itself (sidecars.ensure). Then, in orde
    makes no version (the journal says why);
 4. the scheduler killed with SIGKILL is restarted by sidecars.ensure, and the next scheduled
    materialize run completes;
+   chaos: the API server and the DAG processor killed with SIGKILL while `mlstack run
+   materialize` follows a run: the follower waits for the API, ensure restarts both, and
+   the run ends in success (exit 0);
 5. once `mlstack run feed` changed the data, a scheduled run of the retrain DAG rolls a new
    version out through deploy's stages (the journal naming the trigger "schedule"), survives
    the restart of the Airflow services that the promotion causes (they come back with the
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -268,6 +272,49 @@ def test_the_killed_scheduler_comes_back_and_runs_the_next_slot(project):
                 and _parse(r["run_after"]) > killed_at]
 
     _wait("a run scheduled after the kill completed", ran_after_the_kill, RUN_DEADLINE)
+
+
+def test_a_run_outlives_the_api_server_and_dag_processor_killed_under_it(project):
+    """Chaos: `mlstack run materialize` is following a DAG run when the API server (the
+    REST API the follower polls, and the execution API the running task reports to) and
+    the DAG processor are killed with SIGKILL. The follower says it waits, ensure restarts
+    both, and the run still ends in success: exit 0, no traceback."""
+    folder, env, paths, declared = (project["folder"], project["env"], project["paths"],
+                                    project["declared"])
+    base = project["base"]
+    killed = (airflow_scheduler.API_SERVER, airflow_scheduler.DAG_PROCESSOR)
+    with _retrain_paused(base, paths):
+        before = {name: sidecars.record(paths, name)["pid"] for name in killed}
+        started = {r["dag_run_id"] for r in _runs(base, DAGS["materialize"])}
+        result: list = []
+        follower = threading.Thread(target=lambda: result.append(run_mlstack(
+            folder, "run", "materialize", env=env, check=False, timeout=RUN_DEADLINE + 300)))
+        follower.start()
+        try:
+            def running():
+                return [r for r in _runs(base, DAGS["materialize"])
+                        if r["dag_run_id"] not in started and r["run_type"] == "manual"
+                        and r["state"] == "running"]
+
+            _wait("the manual run is running", running, RUN_DEADLINE, every=0.5)
+            for name in killed:
+                os.kill(before[name], signal.SIGKILL)
+            deadline = time.monotonic() + RUN_DEADLINE + 300
+            while follower.is_alive() and time.monotonic() < deadline:
+                sidecars.ensure(paths, declared)  # the keeper's pass, which the test plays
+                follower.join(2.0)
+        finally:
+            follower.join(RUN_DEADLINE + 300)
+    assert result, "the follower did not end"
+    proc = result[0]
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(server not answering: waiting for it)" in proc.stderr, proc.stderr
+    assert "  run success" in proc.stderr and "materialize completed in" in proc.stdout
+    for name in killed:
+        pid = sidecars.record(paths, name)["pid"]
+        assert pid != before[name] and procs.is_owned(pid, sidecars.owner(paths, name)), name
+        assert sidecars.record(paths, name)["reason"] == "it was not running", name
+    assert airflow_scheduler.answers(base) is None
 
 
 def test_a_scheduled_retrain_rolls_new_data_out_and_outlives_the_restart_it_causes(project):
