@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from mlstack.cli.main import main
 from mlstack.ops.local import lifecycle, procs, services
@@ -98,6 +99,50 @@ def test_compile_of_a_project_never_deployed_writes_only_its_output_folder(tmp_p
     shutil.copy(BLUEPRINTS / "churn" / "mlstack.yaml", spec)
     assert cli(capsys, "compile", str(spec))[0] == 0
     assert sorted(p.name for p in spec.parent.iterdir()) == ["build", "mlstack.yaml"]
+
+
+# A scheduled retrain at work: it holds the project lock as "retrain" and waits (its canary)
+RETRAIN_HOLDING_THE_LOCK = (
+    "import sys, time; from pathlib import Path; from mlstack.ops.paths import ProjectPaths, "
+    "project_lock, RETRAIN_HOLDER\n"
+    "with project_lock(ProjectPaths.for_spec(sys.argv[1]), holder=RETRAIN_HOLDER):\n"
+    "    Path(sys.argv[2]).write_text('held')\n"
+    "    time.sleep(300)\n")
+
+
+def test_down_stops_a_scheduled_retrain_that_holds_the_project(project, monkeypatch, capsys):
+    """Down means down: a retrain holds the project for minutes (train, gates, canary); down
+    stops it, by the PID the lock file names, and then everything else."""
+    monkeypatch.setattr(lifecycle, "start_version", fake_start)
+    two_versions(project)
+    held = project.state_dir / "held-by-test"
+    env = {**os.environ, procs.OWNER_ENV: f"{project.project_id}/sidecar/airflow-retrain",
+           "PYTHONPATH": str(REPO)}
+    retrain = subprocess.Popen([sys.executable, "-c", RETRAIN_HOLDING_THE_LOCK,
+                                str(project.spec), str(held)], env=env)
+    try:
+        wait_for(held.is_file, 20.0)
+        code, out, err = cli(capsys, "down", str(project.spec))
+        assert code == 0, out + err
+        assert retrain.wait(timeout=15) is not None  # stopped, not left to finish
+        assert f"scheduled retrain (pid {retrain.pid})" in out, out
+        assert procs.owned(project.project_id) == []
+        # a process that is not the project's is not stopped: the lock's refusal names it
+        stranger = subprocess.Popen([sys.executable, "-c", RETRAIN_HOLDING_THE_LOCK,
+                                     str(project.spec), str(held) + "2"],
+                                    env={**env, procs.OWNER_ENV: "someone-else/x"})
+        try:
+            wait_for(lambda: Path(str(held) + "2").is_file(), 20.0)
+            code, out, err = cli(capsys, "down", str(project.spec))
+            assert code == 2 and f"(a scheduled retrain, pid {stranger.pid})" in err, err
+            assert stranger.poll() is None
+        finally:
+            stranger.kill()
+            stranger.wait()
+    finally:
+        if retrain.poll() is None:
+            retrain.kill()
+            retrain.wait()
 
 
 # -- rollback and status after down ------------------------------------------------------------

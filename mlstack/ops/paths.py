@@ -141,6 +141,7 @@ def project_lock(paths: ProjectPaths, holder: str = "command", keeper_wait: floa
             handle.flush()
 
 
+RETRAIN_HOLDER = "retrain"  # the lock file's name for a scheduled retrain
 # what a holder's name in the lock file is, in the refusal another command gets
 HOLDERS = {"keeper": "the keeper's repair", "retrain": "a scheduled retrain",
            "command": "a command"}
@@ -149,19 +150,13 @@ HOLDERS = {"keeper": "the keeper's repair", "retrain": "a scheduled retrain",
 def _held_by(paths: ProjectPaths) -> str:
     """' (a scheduled retrain, pid 4242)': who the lock file says holds the lock; '' when it
     names nobody alive."""
-    holder = lock_holder(paths)
-    if holder is None:
-        return ""
-    try:
-        pid = (paths.state_dir / ".lock").read_text().split()[0]
-    except (OSError, IndexError):
-        return ""
-    return f" ({HOLDERS.get(holder, holder)}, pid {pid})"
+    held = lock_owner(paths)
+    return "" if held is None else f" ({HOLDERS.get(held[1], held[1])}, pid {held[0]})"
 
 
-def lock_holder(paths: ProjectPaths) -> str | None:
-    """Who holds the project lock as it says ("command", "keeper"); None when the file names
-    nobody, or a process that is gone."""
+def lock_owner(paths: ProjectPaths) -> tuple[int, str] | None:
+    """(pid, holder) of the project lock as its file says ("command", "keeper", "retrain");
+    None when the file names nobody, or a process that is gone."""
     try:
         text = (paths.state_dir / ".lock").read_text().split()
     except OSError:
@@ -174,4 +169,11 @@ def lock_holder(paths: ProjectPaths) -> str | None:
         return None
     except PermissionError:
         pass
-    return text[1]
+    return int(text[0]), text[1]
+
+
+def lock_holder(paths: ProjectPaths) -> str | None:
+    """Who holds the project lock as it says ("command", "keeper", "retrain"); None when the
+    file names nobody, or a process that is gone."""
+    held = lock_owner(paths)
+    return None if held is None else held[1]

@@ -13,8 +13,9 @@ HELP = "stop every process the project's deploys started (services, router, work
 
 def register(sub) -> None:
     p = add_verb(sub, "down", HELP, HELP + ": every process carrying the project's "
-                 "owner marker, so nothing a killed deploy left behind keeps running. The "
-                 "journal is not needed: with an unusable one, everything is stopped all the "
+                 "owner marker, so nothing a killed deploy left behind keeps running. A "
+                 "scheduled retrain at work is stopped too, not waited for (its deploy is "
+                 "closed in the journal as interrupted). The journal is not needed: with an unusable one, everything is stopped all the "
                  "same and a warning names 'mlstack repair'. Exit 1 if one would not stop.")
     add_spec(p)
     add_format(p)

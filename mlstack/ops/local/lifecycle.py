@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +28,12 @@ from mlstack.ops.local.services import (
     version_url,
 )
 from mlstack.ops.local.state import DeploymentState, VersionStatus
-from mlstack.ops.paths import ProjectPaths, project_lock
+from mlstack.ops.paths import (
+    RETRAIN_HOLDER,
+    ProjectPaths,
+    lock_owner,
+    project_lock,
+)
 
 PREDICT_TIMEOUT = 5.0  # seconds status waits for its prediction through the router
 
@@ -246,6 +254,33 @@ class DownResult:
     journal_problem: str = ""  # the journal was unusable: what is wrong and how to repair it
 
 
+def stop_retrain(paths: ProjectPaths) -> str | None:
+    """Down means down: a scheduled retrain holding the project (for minutes: train, gates,
+    canary) is stopped, its process named by the lock file when it carries this project's
+    owner marker, not made to finish first. What it started (a worker, a new version) carries
+    the project's marker and goes with the rest; the deploy it left open is closed in the
+    record like any interrupted one. Returns what was stopped, None when no retrain held
+    the project."""
+    held = lock_owner(paths)
+    if held is None or held[1] != RETRAIN_HOLDER:
+        return None
+    pid = held[0]
+    owner = procs.owner_of(pid) or ""
+    if not owner.startswith(f"{paths.project_id}/"):
+        return None  # not one of ours: the lock's refusal names it
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while procs.is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not procs.is_alive(pid):
+            break
+    return f"scheduled retrain (pid {pid})"
+
+
 def down(spec: Path | str) -> DownResult:
     """Stop every process of the project (found by owner marker, not only by recorded PID):
     versions, the router, workers; an interrupted deploy is closed in the record first. The
@@ -253,11 +288,12 @@ def down(spec: Path | str) -> DownResult:
     process carrying the project's marker is stopped all the same."""
     paths = _paths(spec)
     keeper.stop(paths)  # first, and kept stopped: nothing restarts what down stops
-    with project_lock(paths):
+    retrain = stop_retrain(paths)
+    with project_lock(paths):  # a stopped retrain's lock went with its process
         found = procs.owned(paths.project_id)
         roles = sorted({role_of(paths, p.owner) for p in found})
         stopped = [r.split("/", 1)[1] if r.startswith("version/") else r.replace("/", " ")
-                   for r in roles]
+                   for r in roles] + ([retrain] if retrain else [])
         try:
             state = _load(paths)
         except JournalError as exc:

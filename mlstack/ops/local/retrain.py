@@ -37,13 +37,13 @@ from mlstack.ops.local.stages.plan import (
     deployed_system,
 )
 from mlstack.ops.local.state import DeploymentState, Version
-from mlstack.ops.paths import ProjectPaths, project_lock
+from mlstack.ops.paths import RETRAIN_HOLDER, ProjectPaths, project_lock
 from mlstack.ops.report import DeployResult
 from mlstack.workspace.plan import DeployActions
 
 LOCK_WAIT = 600.0  # seconds a retrain waits for a command holding the project (a deploy)
 TRIGGER = "schedule"
-LOCK_HOLDER = "retrain"  # who the lock file names while a retrain holds the project
+LOCK_HOLDER = RETRAIN_HOLDER  # who the lock file names while a retrain holds the project
 WAITS_FOR_DEPLOY = "the scheduled retrain waits for `mlstack deploy`"
 
 
