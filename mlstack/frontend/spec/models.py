@@ -679,7 +679,8 @@ class Target(Strict):
     orchestrator: Literal["prefect", "airflow", "kubeflow"] = Field(
         "prefect", description="What runs the pipelines: prefect (flows and deployments), "
         "kubeflow (a Kubeflow Pipelines pipeline; kubernetes target), airflow (TaskFlow "
-        "DAGs; local target: deploy runs them under the project's own Airflow).")
+        "DAGs; locally deploy runs them under the project's own Airflow, on kubernetes the "
+        "stack deploys Airflow's official Helm chart).")
 
 
 class SystemSpec(Strict):
