@@ -23,7 +23,8 @@ def record(name):
 
 def suite(pytester: pytest.Pytester, files: list[str]) -> list[tuple[str, str]]:
     """Run the files (two tests each, sharing a module fixture) on two workers by the plan;
-    the (worker, file) of each test, in the order they started."""
+    the (worker, file) of each test as it started (and '<file> end' as a file's last test
+    ended), in that order."""
     log = pytester.path / "started.log"
     for name in files:
         path = pytester.path / name
@@ -33,7 +34,8 @@ def suite(pytester: pytest.Pytester, files: list[str]) -> list[tuple[str, str]]:
             "@pytest.fixture(scope='module')\ndef once():\n"
             f"    record('{name} fixture')\n    return 1\n\n"
             f"def test_one(once):\n    record('{name}')\n    time.sleep(0.3)\n\n"
-            f"def test_two(once):\n    record('{name}')\n")
+            f"def test_two(once):\n    record('{name}')\n    time.sleep(0.3)\n"
+            f"    record('{name} end')\n")
     pytester.makeini("[pytest]\ntestpaths = tests\n")
     result = pytester.runpytest("-p", "tests.xdist_plan", "-n", "2", "--dist", "loadfile",
                                 "--rootdir", str(pytester.path))
@@ -61,7 +63,7 @@ def test_the_longest_units_start_first(pytester, monkeypatch):
     # the controller runs in this process (pytester), so the plan it reads can be patched
     monkeypatch.setattr(xdist_plan, "LONGEST", {"tests/test_y.py": 10, "tests/test_z.py": 20})
     started = suite(pytester, [f"tests/test_{c}.py" for c in "abcdyz"])
-    first = [what for _, what in started if not what.endswith("fixture")]
+    first = [what for _, what in started if not what.endswith(("fixture", " end"))]
     assert set(first[:2]) == {"tests/test_z.py", "tests/test_y.py"}, started
 
 
@@ -69,14 +71,16 @@ def test_a_solo_unit_runs_last_and_alone(pytester, monkeypatch):
     monkeypatch.setattr(xdist_plan, "SOLO", frozenset({"tests/test_a.py"}))
     started = suite(pytester, [f"tests/test_{c}.py" for c in "abcde"])
     order = [what for _, what in started if not what.endswith("fixture")]
-    # test_a is first in collection order, yet it starts only after every other test ran
-    assert order[-2:] == ["tests/test_a.py", "tests/test_a.py"], started
+    # test_a is first in collection order, yet it starts only after every other test ended:
+    # also the last test the other worker held when it was told to stop
+    assert order[-3:] == ["tests/test_a.py", "tests/test_a.py", "tests/test_a.py end"], started
+    assert sum(what.endswith(" end") for what in order[:-3]) == 4, started
 
 
 def test_a_run_of_solo_units_alone_finishes(pytester, monkeypatch):
     monkeypatch.setattr(xdist_plan, "SOLO", frozenset({"tests/test_a.py", "tests/test_b.py"}))
     started = suite(pytester, ["tests/test_a.py", "tests/test_b.py"])
-    assert len(started) == 6, started  # two fixtures and four tests: no worker waited forever
+    assert len(started) == 8, started  # two fixtures, four tests, two ends: no worker waited
 
 
 def test_units_and_order_without_xdist():

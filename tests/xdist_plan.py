@@ -81,11 +81,17 @@ def make_scheduler(config: pytest.Config, log):
                 self.workqueue.move_to_end(longest_first(shared), last=False)
             elif self._pending_of(self.assigned_work.get(node, {})) > 1:
                 return  # asked again as its tests finish
-            elif self._others_alive(node):
-                # only solo units are left: this worker stops (a worker holds its last test
-                # until more work or its shutdown comes), and the last one left runs them
-                node.shutdown()
-                return
+            else:
+                others = [n for n in self.assigned_work if n is not node]
+                if any(not n.shutting_down for n in others):
+                    # only solo units are left: this worker stops (a worker holds its last
+                    # test until more work or its shutdown comes), the last one runs them
+                    node.shutdown()
+                    return
+                if others:
+                    # the others still run the test each held at its shutdown: the solo
+                    # units wait for them to end (remove_node hands them out then)
+                    return
             super()._assign_work_unit(node)
 
         def _others_alive(self, node) -> list:
