@@ -8,8 +8,9 @@ same model, 2 workers each, on their own ports), interleaved round by round:
     seconds of the service's process tree per answered request (steadier than req/s on a
     shared machine).
 
-The issue's bar: p99 at the spec's rate within +10% of logging off, throughput at c=64 within
-5%. Also the rows the log wrote and dropped while measured (its stats files).
+The issue's bar: p99 at the spec's rate within +10% of logging off (the p99 of every round's
+requests pooled per side: a run's own p99 at 50 req/s is its 4th slowest request in 8 s),
+throughput at c=64 within 5%. Also the rows the log wrote and dropped while measured (its stats files).
 
     .venv/bin/python -m bench.prediction_log_bench --root DIR [--rounds 5] [--seconds 8]
 
@@ -27,8 +28,8 @@ import shutil
 import time
 from pathlib import Path
 
-from bench.common import PYTHON, Processes, median, ratio, rnd
-from bench.loadgen import closed_loop, open_loop, warm_up
+from bench.common import PYTHON, Processes, median, percentile, ratio, rnd
+from bench.loadgen import closed_loop, open_loop_latencies, warm_up
 from bench.router_bench import _deployment
 from bench.s3_serving import _start, _variant, tree_cpu_seconds
 from bench.s4_features import entity_keys
@@ -71,13 +72,17 @@ def main() -> None:
         for svc in targets.values():
             warm_up(f"{svc['url']}/predict", bodies, 200)
         runs: dict[str, dict[str, list[dict]]] = {n: {"open": [], "c64": []} for n in targets}
+        pooled: dict[str, list[float]] = {n: [] for n in targets}  # open-loop latencies
+        loads: list[float] = []
         for round_ in range(args.rounds):
             # the order alternates round by round, so neither side always follows the other
             order = list(targets.items())
             for name, svc in (order if round_ % 2 == 0 else order[::-1]):
                 url = f"{svc['url']}/predict"
-                runs[name]["open"].append(open_loop(url, bodies, rate=spec_rate,
-                                                    duration=args.seconds))
+                summary_, latencies = open_loop_latencies(url, bodies, rate=spec_rate,
+                                                          duration=args.seconds)
+                runs[name]["open"].append(summary_)
+                pooled[name].extend(latencies)
                 time.sleep(0.5)
                 cpu_before = tree_cpu_seconds(svc["pid"])
                 c64 = closed_loop(url, bodies, concurrency=64, duration=args.seconds)
@@ -85,6 +90,7 @@ def main() -> None:
                 c64["cpu_ms_per_answer"] = ((tree_cpu_seconds(svc["pid"]) - cpu_before)
                                             * 1000 / answered if answered else None)
                 runs[name]["c64"].append(c64)
+                loads.append(os.getloadavg()[0])
                 time.sleep(0.5)
         summary = {}
         for name, r in runs.items():
@@ -92,6 +98,9 @@ def main() -> None:
                 "open_p50_ms": median([x["p50_ms"] for x in r["open"]]),
                 "open_p99_ms": median([x["p99_ms"] for x in r["open"]]),
                 "open_p99_runs": [x["p99_ms"] for x in r["open"]],
+                # every round's requests together: the bar's figure
+                "open_p99_pooled_ms": percentile(pooled[name], 99),
+                "open_requests_pooled": len(pooled[name]),
                 "open_errors": sum(x["errors"] for x in r["open"]),
                 "c64_rps": median([x["throughput_rps"] for x in r["c64"]]),
                 "c64_rps_runs": [rnd(x["throughput_rps"], 1) for x in r["c64"]],
@@ -108,9 +117,13 @@ def main() -> None:
                                  "otherwise the same tree", "spec_rate_rps": spec_rate,
                       "rounds": args.rounds, "seconds": args.seconds,
                       "load": [rnd(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count(),
+                      "load_of_rounds": [rnd(min(loads), 2), rnd(max(loads), 2)],
                       "python": PYTHON},
             "summary": summary,
-            "p99_at_spec_rate_ratio": rnd(ratio(on["open_p99_ms"], off["open_p99_ms"]), 3),
+            "p99_at_spec_rate_ratio": rnd(ratio(on["open_p99_pooled_ms"],
+                                                off["open_p99_pooled_ms"]), 3),
+            "p99_at_spec_rate_ratio_of_run_medians": rnd(ratio(on["open_p99_ms"],
+                                                               off["open_p99_ms"]), 3),
             "c64_throughput_ratio": rnd(ratio(on["c64_rps"], off["c64_rps"]), 3),
             "c64_cpu_per_answer_ratio": rnd(ratio(on["c64_cpu_ms_per_answer"],
                                                   off["c64_cpu_ms_per_answer"]), 3),
