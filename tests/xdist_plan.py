@@ -38,7 +38,7 @@ LONGEST = {
     "tests/engine/test_schedules.py": 740,
     "tests/engine/test_deploy_local.py": 535,
     RAY_UNIT: 365,
-    "tests/engine/test_airflow_local.py": 460,  # with its scheduled retrain (v2 via canary)
+    "tests/engine/test_airflow_local.py": 530,  # with its retrain (v2 via canary) and chaos
     "tests/engine/test_chaos.py": 220,
     "tests/engine/test_deploy_user_code.py": 160,
     "tests/engine/test_api_contract.py": 130,

@@ -3,7 +3,9 @@ project's own supervised Airflow 3 (api-server, scheduler, dag-processor; SQLite
 
 One churn project, initialised with `orchestrator: airflow` and deployed once, with the feature
 freshness SLO at 2 minutes (so materialize and monitoring run every 60 s, derived) and the
-retrain scheduled every 2 minutes (mlstack's DAG churn_scheduled_training). Airflow
+retrain scheduled hourly at a minute just after the deploy (mlstack's DAG
+churn_scheduled_training: one scheduled retrain in the module, not one every few minutes
+competing for the machine with the rest of it). Airflow
 runs in the environment of the generated pipelines/airflow_requirements.txt, built once into
 the infra tests' cache (ensure_env, shared with test_airflow_dags.py). The project's keeper is
 stopped: the test drives the supervision itself (sidecars.ensure). Then, in order:
@@ -18,21 +20,22 @@ stopped: the test drives the supervision itself (sidecars.ensure). Then, in orde
    schedule, last run and next run;
 3. `mlstack run materialize` triggers a DAG run and follows it (states, tasks), exit 0; with a
    source file gone it exits 1 naming the failed task (the scheduled retrain paused
-   meanwhile); `mlstack run training` runs the scheduled-retrain DAG, which on unchanged data
-   makes no version (the journal says why);
+   meanwhile);
 4. the scheduler killed with SIGKILL is restarted by sidecars.ensure, and the next scheduled
    materialize run completes;
    chaos: the API server and the DAG processor killed with SIGKILL while `mlstack run
    materialize` follows a run: the follower waits for the API, ensure restarts both, and
    the run ends in success (exit 0);
-5. once `mlstack run feed` changed the data, a scheduled run of the retrain DAG rolls a new
-   version out through deploy's stages (the journal naming the trigger "schedule"), survives
-   the restart of the Airflow services that the promotion causes (they come back with the
-   new version's DAGs), and succeeds; the retrain's process is gone;
+5. the retrain's scheduled slot ran the retrain DAG on data the serving model trained on: no
+   version (the journal says why); once `mlstack run feed` changed the data, `mlstack run
+   training` triggers the same DAG and follows it: it rolls a new version out through deploy's
+   stages and canary (the journal naming the trigger "schedule"), survives the restart of the
+   Airflow services that the promotion causes (they come back with the new version's DAGs,
+   and the follower waits for the API), and succeeds; the retrain's process is gone;
 6. `mlstack down` leaves no process of the project (Airflow's retitled ones and any retrain
    included).
 
-CI cost: one deploy (about a minute on two cores), a scheduled retrain with its canary (a
+CI cost: one deploy (about a minute on two cores), a retrain with its canary (a
 few minutes) and a few minutes of scheduled runs.
 """
 
@@ -43,7 +46,7 @@ import signal
 import threading
 import time
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -70,7 +73,7 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 INTERVAL = 60  # seconds: half the 2-minute freshness SLO
 RUN_DEADLINE = 300.0  # a scheduled run on a busy 2-core machine
 RETRAIN_DEADLINE = 1800.0  # the next slot, then training, verification and the canary
-RETRAIN_EVERY = "*/2 * * * *"
+SLOT_AFTER = timedelta(minutes=4)  # the retrain's one slot in the module: after the deploy
 DAGS = {"training": "churn_training", "materialize": "churn_materialize",
         "monitoring": "churn_monitoring"}
 RETRAIN = "churn_scheduled_training"
@@ -92,7 +95,12 @@ def project(tmp_path_factory, infra_cache):  # noqa: F811
     assert "\n  kind: local\n" in text
     text = text.replace("\n  kind: local\n", "\n  kind: local\n  orchestrator: airflow\n")
     spec.write_text(text)
-    change_spec(spec, {'schedule: "@daily"': f'schedule: "{RETRAIN_EVERY}"'})
+    # hourly, at a minute just past the deploy: one scheduled retrain in the module, not one
+    # every few minutes competing for the machine with the rest of it (a slot the deploy
+    # outlasts is run when the DAG is unpaused: catchup off runs the latest one missed)
+    slot_at = (datetime.now(UTC) + SLOT_AFTER).replace(second=0, microsecond=0)
+    retrain_schedule = f"{slot_at.minute} * * * *"
+    change_spec(spec, {'schedule: "@daily"': f'schedule: "{retrain_schedule}"'})
     adjust_slos(spec, {"feature_freshness: 1d": "feature_freshness: 2m"},
                 "materialize and monitoring every minute (half the SLO), so scheduled runs "
                 "happen within the test")
@@ -121,7 +129,8 @@ def project(tmp_path_factory, infra_cache):  # noqa: F811
             sidecars.start_all(paths, declared)  # as deploy left them: healthy, untouched
             yield {"folder": folder, "env": env, "paths": paths, "declared": declared,
                    "spec": spec, "base": airflow_scheduler.server_url(paths),
-                   "deploy": deploy, "began": began}
+                   "deploy": deploy, "began": began, "retrain_schedule": retrain_schedule,
+                   "slot_at": slot_at}
         finally:
             stop_everything(folder, env)
 
@@ -172,7 +181,9 @@ def test_deploy_runs_the_dags_under_airflow_and_not_prefect(project):
         assert sidecars.running(paths, name), name
     assert not sidecars.record(paths, scheduler.SERVER)  # Prefect's never started
     assert base == f"http://127.0.0.1:{declared[0].port}"
-    assert procs.http_status(base + airflow_scheduler.READY_PATH) == 200
+    # healthy; on a busy machine one probe may take longer than the keeper's 2 s
+    _wait("the API server's health probe answers 200",
+          lambda: airflow_scheduler.answers(base, timeout=10.0) is None, 60.0)
     assert (airflow_scheduler.home(paths) / "airflow.db").is_file()  # in the project's state
     dags = airflow_scheduler.dags(base)
     assert set(DAGS.values()) <= set(dags)
@@ -186,7 +197,7 @@ def test_deploy_runs_the_dags_under_airflow_and_not_prefect(project):
     assert {d: dags[d]["is_paused"] for d in (*DAGS.values(), RETRAIN)} == {
         DAGS["training"]: True, DAGS["materialize"]: False, DAGS["monitoring"]: False,
         RETRAIN: False}
-    assert dags[RETRAIN]["timetable_summary"] == RETRAIN_EVERY
+    assert dags[RETRAIN]["timetable_summary"] == project["retrain_schedule"]
     assert _runs(base, DAGS["training"]) == []  # deploy started no training run
 
 
@@ -238,17 +249,6 @@ def test_mlstack_run_triggers_a_dag_run_and_a_failure_exits_1(project):
     assert "error: stage 'materialize' failed: FAILED: " in failed.stderr, failed.stderr
     assert "customers.parquet" in failed.stderr, failed.stderr  # the task's own error
     assert "the run in the Airflow UI" in failed.stderr
-    # training: mlstack's DAG of the scheduled retrain, on data the serving model trained on
-    training = run_mlstack(folder, "run", "training", env=env, check=False, timeout=1500)
-    assert training.returncode == 0, training.stdout + training.stderr
-    assert "  start_retrain done" in training.stderr, training.stderr
-    assert "  retrain_outcome done" in training.stderr and "  run success" in training.stderr
-    assert f"/dags/{RETRAIN}/runs/manual__" in training.stdout, training.stdout
-    state = deploy_state(folder)
-    assert state["current"] == "v1", state["history"][-3:]
-    skipped = [e for e in state["history"] if e.get("trigger")][-1]
-    assert (skipped["event"], skipped["trigger"]) == ("retrain-skipped", "schedule"), skipped
-    assert "did not change" in skipped["reason"], skipped
 
 
 def test_the_killed_scheduler_comes_back_and_runs_the_next_slot(project):
@@ -313,32 +313,38 @@ def test_a_run_outlives_the_api_server_and_dag_processor_killed_under_it(project
     for name in killed:
         pid = sidecars.record(paths, name)["pid"]
         assert pid != before[name] and procs.is_owned(pid, sidecars.owner(paths, name)), name
-        assert sidecars.record(paths, name)["reason"] == "it was not running", name
-    assert airflow_scheduler.answers(base) is None
+        assert sidecars.record(paths, name)["restarts"] >= 1, name
+    _wait("the API server answers", lambda: airflow_scheduler.answers(base) is None, 120.0)
 
 
-def test_a_scheduled_retrain_rolls_new_data_out_and_outlives_the_restart_it_causes(project):
+def test_the_retrain_dag_rolls_new_data_out_and_outlives_the_restart_it_causes(project):
     folder, env, paths, base = project["folder"], project["env"], project["paths"], project["base"]
     before = {name: sidecars.record(paths, name) for name in airflow_scheduler.NAMES}
-    # the retrains so far, on data the serving model trained on, made no version
-    assert [r for r in _runs(base, RETRAIN) if r["run_type"] == "scheduled"
-            and r["state"] == "success"], _runs(base, RETRAIN)
-    events = [e["event"] for e in deploy_state(folder)["history"] if e.get("trigger")]
-    assert "retrain-skipped" in events and "deploy-started" not in events, events
+
+    def scheduled():  # the slot's own run (an earlier one missed may have run at unpause)
+        return [r for r in _runs(base, RETRAIN) if r["run_type"] == "scheduled"
+                and _parse(r["run_after"]) >= project["slot_at"]
+                and r["state"] in ("success", "failed")]
+
+    # the schedule's slot ran the retrain, on data the serving model trained on: no version;
+    # no other slot comes within the module, so the run below is the only one at work
+    [slot, *_] = _wait("the retrain's scheduled slot ran", scheduled, RETRAIN_DEADLINE, every=5)
+    assert slot["state"] == "success", slot
+    state = deploy_state(folder)
+    skipped = [e for e in state["history"] if e.get("trigger")]
+    assert [e["event"] for e in skipped] == ["retrain-skipped"] * len(skipped) and skipped, \
+        state["history"][-4:]
+    assert "did not change" in skipped[-1]["reason"], skipped[-1]
     fed = run_mlstack(folder, "run", "feed", "--once", "--seed", "7", env=env)
-    fed_at = datetime.now(UTC)
     assert fed.returncode == 0, fed.stdout + fed.stderr
-
-    def retrained():
-        try:  # the API restarts with the new version: not answering for a while
-            runs = _runs(base, RETRAIN)
-        except RuntimeError:
-            return None
-        return [r for r in runs if r["run_type"] == "scheduled" and
-                _parse(r["run_after"]) > fed_at and r["state"] in ("success", "failed")]
-
-    [run, *_] = _wait("a scheduled retrain after the feed ended", retrained, RETRAIN_DEADLINE,
-                      every=5.0)
+    # now, not at the next slot: `mlstack run training` triggers the DAG and follows it
+    # through the restart of the API it polls
+    training = run_mlstack(folder, "run", "training", env=env, check=False, timeout=1500)
+    assert training.returncode == 0, training.stdout + training.stderr
+    assert "  start_retrain done" in training.stderr, training.stderr
+    assert "  retrain_outcome done" in training.stderr and "  run success" in training.stderr
+    assert f"/dags/{RETRAIN}/runs/manual__" in training.stdout, training.stdout
+    [run] = [r for r in _runs(base, RETRAIN) if r["run_type"] == "manual"]
     state = deploy_state(folder)
     assert run["state"] == "success", (run, state["history"][-6:])
     new = state["current"]
@@ -375,16 +381,12 @@ def test_a_scheduled_retrain_rolls_new_data_out_and_outlives_the_restart_it_caus
     assert (f"last scheduled retrain: deploy-succeeded {new}" in status
             or f"last scheduled retrain: retrain-skipped {new}" in status), status
     [row] = [line for line in status.splitlines() if line.strip().startswith(RETRAIN)]
-    assert "Every 2 minutes; last SUCCESS" in row, row
+    assert "; last SUCCESS" in row, row
 
 
 def test_down_leaves_no_process(project):
     folder, env, paths = project["folder"], project["env"], project["paths"]
-    # a retrain holds the project lock while it decides: down would be refused meanwhile
-    airflow_scheduler.api(project["base"], f"/dags/{RETRAIN}", {"is_paused": True},
-                          method="PATCH")
-    _wait("no retrain running", lambda: not _retrains_running(paths), RETRAIN_DEADLINE)
-    run_mlstack(folder, "down", env=env)
+    run_mlstack(folder, "down", env=env)  # a retrain at work would be stopped too
     assert procs.owned(paths.project_id) == []
     port = project["declared"][0].port
     assert procs.port_is_free(port)

@@ -54,6 +54,7 @@ REQUIREMENTS = Path("pipelines") / "airflow_requirements.txt"
 DAGS_FILE = Path("pipelines") / "airflow_dags.py"
 RETRAIN_DAG_FILE = "mlstack_scheduled_training.py"  # in the DAGs folder: airflow_retrain_dag.py
 PARALLELISM = 2  # executor slots: one process each
+HEARTBEAT_TIMEOUT = 60  # seconds a task instance may go without a heartbeat
 ENV_RECORD = "env.json"  # the environment deploy built, read back by the keeper's declarations
 # the DAGs the local deployment runs on their schedules (by pipeline name)
 SCHEDULED = ("materialize", "monitoring")
@@ -151,6 +152,10 @@ def environment(paths: ProjectPaths, code_dir: Path, version: str, model_tag: st
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder(paths, code_dir)),
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(PARALLELISM),
+        # a task whose process died with a killed scheduler is failed (and retried) after
+        # this long without a heartbeat, not the default 300 s: with one run of a DAG at a
+        # time, its DAG ran nothing meanwhile
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
