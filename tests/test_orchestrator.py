@@ -270,14 +270,18 @@ def test_airflow_lints_clean_on_the_local_target_and_is_refused_on_the_others(tm
     assert "aws target" in refused.message
 
 
-def test_a_change_to_airflow_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):
-    spec = variant(tmp_path, CHURN)
+def _planned_switch_to_airflow(spec):
+    """The plan of the spec, compiled as it is, then switched to orchestrator airflow."""
     compile_spec(spec)
     doc = yaml.safe_load(spec.read_text())
     doc["target"]["orchestrator"] = "airflow"
     spec.write_text(yaml.safe_dump(doc, sort_keys=False))
     system, tree = airflow_compiled(spec)
-    p = plan(system, tree, spec_paths(spec).out_dir)
+    return plan(system, tree, spec_paths(spec).out_dir)
+
+
+def test_a_change_to_airflow_alone_redeploys_the_pipelines_and_retrains_nothing(tmp_path):
+    p = _planned_switch_to_airflow(variant(tmp_path, CHURN))
     assert {(r.kind, r.action, r.consequence) for r in p.resources} == {
         ("pipelines", "update", Consequence.REDEPLOY_PIPELINES)}
     [change] = p.resources[0].properties
@@ -329,13 +333,7 @@ def test_airflow_on_kubernetes_runs_each_step_as_a_pod_and_matches_its_goldens(t
 
 def test_a_change_to_airflow_on_kubernetes_plans_the_chart_in_place_of_the_prefect_worker(
         tmp_path):
-    spec = variant(tmp_path)
-    compile_spec(spec)
-    doc = yaml.safe_load(spec.read_text())
-    doc["target"]["orchestrator"] = "airflow"
-    spec.write_text(yaml.safe_dump(doc, sort_keys=False))
-    system, tree = airflow_compiled(spec)
-    p = plan(system, tree, spec_paths(spec).out_dir)
+    p = _planned_switch_to_airflow(variant(tmp_path))
     changes = {c.address: c.action for c in p.infra.changes}
     assert changes == {
         "helm_release.airflow": "create", "kubernetes_config_map_v1.airflow_dags": "create",
